@@ -1,0 +1,63 @@
+//! One error type for every opener and writer: it always names the file.
+
+use std::path::{Path, PathBuf};
+
+/// An I/O failure, with the file (or folder) it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {kind}", path.display())]
+pub struct Error {
+    pub path: PathBuf,
+    pub kind: ErrorKind,
+}
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a medical image: {0}")]
+    NotMedicalImage(String),
+    #[error("truncated: {0}")]
+    Truncated(String),
+    #[error("header claims {claimed} bytes of voxel data but the file holds only {available}")]
+    SizeExceedsFile { claimed: u64, available: u64 },
+    #[error("unsupported data type: {0}")]
+    UnsupportedDatatype(String),
+    #[error("unsupported transfer syntax {uid} ({name})")]
+    UnsupportedTransferSyntax { uid: String, name: String },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("invalid geometry: {0}")]
+    Geometry(#[from] pinhole_volume::GridError),
+    #[error("mixed series: {0}")]
+    MixedSeries(String),
+    #[error("invalid header: {0}")]
+    InvalidHeader(String),
+    #[error("DICOM: {0}")]
+    Dicom(String),
+    #[error("invalid table: {0}")]
+    InvalidTable(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(path: impl Into<PathBuf>, kind: impl Into<ErrorKind>) -> Self {
+        Self {
+            path: path.into(),
+            kind: kind.into(),
+        }
+    }
+}
+
+/// Attaches a path to errors of a lower layer.
+pub(crate) trait WithPath<T> {
+    fn with_path(self, path: &Path) -> Result<T>;
+}
+
+impl<T, E: Into<ErrorKind>> WithPath<T> for std::result::Result<T, E> {
+    fn with_path(self, path: &Path) -> Result<T> {
+        self.map_err(|e| Error::new(path, e))
+    }
+}

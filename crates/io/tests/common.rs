@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests: real data from `../shared/data` and the
+//! Python reference scripts in `tests/py` (nibabel, pydicom, scipy, slicerio).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Root of the repository.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A file under the shared real-data folder (`$PINHOLE_DATA` or `../shared/data`).
+pub fn shared_data(relative: &str) -> PathBuf {
+    let base = std::env::var_os("PINHOLE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/data"));
+    let path = base.join(relative);
+    assert!(path.exists(), "missing real test data {}", path.display());
+    path
+}
+
+/// Runs `tests/py/<script>` with `python3` (or `$PINHOLE_PYTHON`) and returns stdout.
+/// Fails the test with the script's stderr when it fails.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let interpreter = std::env::var("PINHOLE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script_path = repo_root().join("tests/py").join(script);
+    let out = Command::new(&interpreter)
+        .arg(&script_path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {interpreter}: {e}"));
+    assert!(
+        out.status.success(),
+        "{} {:?} failed (install tests/py/requirements.txt):\n{}",
+        script_path.display(),
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("python output is UTF-8")
+}
+
+/// Parses the JSON a reference script printed.
+pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let text = python(script, args);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON from {script}: {e}\n{text}"))
+}
+
+/// Reads a raw little-endian f64 array written by a reference script.
+pub fn read_f64_le(path: &Path) -> Vec<f64> {
+    let bytes = std::fs::read(path).unwrap();
+    bytes
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Asserts two 4×4 matrices agree within `tol`.
+pub fn assert_matrix_close(ours: &[[f64; 4]; 4], reference: &serde_json::Value, tol: f64) {
+    for r in 0..4 {
+        for c in 0..4 {
+            let expected = reference[r][c].as_f64().unwrap();
+            assert!(
+                (ours[r][c] - expected).abs() <= tol,
+                "matrix[{r}][{c}]: ours {} reference {expected}\nours {ours:?}\nreference {reference}",
+                ours[r][c]
+            );
+        }
+    }
+}
