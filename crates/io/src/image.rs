@@ -109,9 +109,15 @@ impl AnyVolume {
         match self {
             Self::U8(v) => Some(v.map(u16::from)),
             Self::U16(v) => Some(v.clone()),
-            Self::F32(_) | Self::F64(_) | Self::I8(_) | Self::I16(_) | Self::U32(_) | Self::I32(_) => {
+            Self::F32(_)
+            | Self::F64(_)
+            | Self::I8(_)
+            | Self::I16(_)
+            | Self::U32(_)
+            | Self::I32(_) => {
                 let (lo, hi) = self.min_max()?;
-                let integral = with_volume!(self, v => v.data().iter().all(|x| x.to_f64().fract() == 0.0));
+                let integral =
+                    with_volume!(self, v => v.data().iter().all(|x| x.to_f64().fract() == 0.0));
                 (lo >= 0.0 && hi <= f64::from(u16::MAX) && integral).then(|| self.to_volume())
             }
         }

@@ -20,6 +20,7 @@ pub mod nifti;
 pub mod nrrd;
 pub mod open;
 pub mod png;
+pub(crate) mod raw;
 pub mod segnrrd;
 pub mod vtk;
 

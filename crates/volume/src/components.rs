@@ -40,11 +40,9 @@ pub fn connected_components(mask: &Mask, connectivity: Connectivity) -> Componen
             size += 1;
             let [i, j, k] = grid.index_of_offset(o);
             for &[di, dj, dk] in &offsets {
-                let (Some(a), Some(b), Some(c)) = (
-                    step(i, di, nx),
-                    step(j, dj, ny),
-                    step(k, dk, nz),
-                ) else {
+                let (Some(a), Some(b), Some(c)) =
+                    (step(i, di, nx), step(j, dj, ny), step(k, dk, nz))
+                else {
                     continue;
                 };
                 let n = a + nx * (b + ny * c);

@@ -90,13 +90,15 @@ fn squared_distance_to(mask: &Mask, is_feature: impl Fn(&bool) -> bool + Sync) -
         )
         .collect();
     let mut out = vec![0.0f32; d2.len()];
-    out.par_chunks_mut(plane).enumerate().for_each(|(k, slice)| {
-        for (j, block) in blocks.iter().enumerate() {
-            for i in 0..nx {
-                slice[i + nx * j] = block[i * nz + k].sqrt() as f32;
+    out.par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(k, slice)| {
+            for (j, block) in blocks.iter().enumerate() {
+                for i in 0..nx {
+                    slice[i + nx * j] = block[i * nz + k].sqrt() as f32;
+                }
             }
-        }
-    });
+        });
     Volume::from_grid_data(grid.clone(), out)
 }
 

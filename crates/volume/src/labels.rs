@@ -122,7 +122,10 @@ mod tests {
         assert!((one.volume_ml - 3.0 * 10.0 / 1000.0).abs() < 1e-12);
         assert_eq!(one.bbox_ijk, ([0, 0, 0], [1, 1, 0]));
         let two = &s[&2];
-        assert!(two.centroid_lps[0] < one.centroid_lps[0], "label 2 lies to the right");
+        assert!(
+            two.centroid_lps[0] < one.centroid_lps[0],
+            "label 2 lies to the right"
+        );
         assert!((two.centroid_lps[0] + 6.0).abs() < 1e-12);
     }
 }

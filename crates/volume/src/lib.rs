@@ -24,7 +24,9 @@ pub mod math;
 pub mod morphology;
 pub mod volume;
 
-pub use components::{connected_components, fill_holes, largest_component, Components, Connectivity};
+pub use components::{
+    connected_components, fill_holes, largest_component, Components, Connectivity,
+};
 pub use distance::{distance_inside, distance_to, signed_distance};
 pub use grid::{Grid, GridError};
 pub use labels::{label_stats, LabelStats};

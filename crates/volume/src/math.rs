@@ -29,11 +29,24 @@ pub fn mat3_inverse(m: &Mat3) -> Option<Mat3> {
         return None;
     }
     let inv_det = 1.0 / det;
-    let c = |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
+    let c =
+        |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
     Some([
-        [c(1, 1, 2, 2) * inv_det, -c(0, 1, 2, 2) * inv_det, c(0, 1, 1, 2) * inv_det],
-        [-c(1, 0, 2, 2) * inv_det, c(0, 0, 2, 2) * inv_det, -c(0, 0, 1, 2) * inv_det],
-        [c(1, 0, 2, 1) * inv_det, -c(0, 0, 2, 1) * inv_det, c(0, 0, 1, 1) * inv_det],
+        [
+            c(1, 1, 2, 2) * inv_det,
+            -c(0, 1, 2, 2) * inv_det,
+            c(0, 1, 1, 2) * inv_det,
+        ],
+        [
+            -c(1, 0, 2, 2) * inv_det,
+            c(0, 0, 2, 2) * inv_det,
+            -c(0, 0, 1, 2) * inv_det,
+        ],
+        [
+            c(1, 0, 2, 1) * inv_det,
+            -c(0, 0, 2, 1) * inv_det,
+            c(0, 0, 1, 1) * inv_det,
+        ],
     ])
 }
 

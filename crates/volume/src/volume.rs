@@ -185,10 +185,12 @@ impl<T: Voxel> Volume<T> {
         self.data
             .par_chunks(1 << 16)
             .map(|chunk| {
-                chunk.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-                    let x = v.to_f64();
-                    (lo.min(x), hi.max(x))
-                })
+                chunk
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                        let x = v.to_f64();
+                        (lo.min(x), hi.max(x))
+                    })
             })
             .reduce(
                 || (f64::INFINITY, f64::NEG_INFINITY),
