@@ -67,6 +67,9 @@ impl Grid {
                 deviation,
             });
         }
+        // `+ 0.0` turns -0.0 into 0.0, so printed matrices do not show "-0".
+        let direction = direction.map(|row| row.map(|v| v + 0.0));
+        let origin_lps = origin_lps.map(|v| v + 0.0);
         let mut index_to_world = direction;
         for row in &mut index_to_world {
             for (c, value) in row.iter_mut().enumerate() {

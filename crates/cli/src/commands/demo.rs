@@ -1,0 +1,92 @@
+//! `pinhole demo`: the foundation's story on the embedded sample (or `--data DIR`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context};
+use clap::Args;
+use pinhole_io::{nifti, AnyVolume};
+
+use crate::report::DISCLAIMER;
+
+static SAMPLE_CT: &[u8] = include_bytes!("../../../../data/sample/ct.nii.gz");
+static SAMPLE_LABELS: &[u8] = include_bytes!("../../../../data/sample/labels.nii.gz");
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// A folder with `ct.nii.gz` and `labels.nii.gz` (e.g. ../shared/data/chest-ct)
+    /// instead of the embedded sample.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where to write the demo's files.
+    #[arg(long, default_value = "pinhole-demo-out")]
+    out: PathBuf,
+    /// Headless use: do not open a browser (the viewer arrives with a later release).
+    #[arg(long)]
+    no_open: bool,
+}
+
+fn load_inputs(data: Option<&Path>) -> anyhow::Result<(AnyVolume, AnyVolume, String)> {
+    match data {
+        None => Ok((
+            nifti::read_bytes(SAMPLE_CT).context("embedded sample CT")?,
+            nifti::read_bytes(SAMPLE_LABELS).context("embedded sample labels")?,
+            "embedded sample (TotalSegmentator example, Apache-2.0)".into(),
+        )),
+        Some(dir) => {
+            let ct = nifti::read(&dir.join("ct.nii.gz"))?;
+            let labels_path = ["labels.nii.gz", "example_seg.nii.gz"]
+                .iter()
+                .map(|n| dir.join(n))
+                .find(|p| p.exists())
+                .with_context(|| format!("{}: no labels.nii.gz", dir.display()))?;
+            Ok((ct, nifti::read(&labels_path)?, dir.display().to_string()))
+        }
+    }
+}
+
+pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    println!("{DISCLAIMER}");
+    let (ct, labels, source) = load_inputs(args.data.as_deref())?;
+    ensure!(
+        ct.grid().same_geometry(labels.grid(), 1e-3),
+        "CT and label map are on different grids"
+    );
+    let labels = labels
+        .to_labels()
+        .context("label map holds non-integer values")?;
+    let (_, table) = super::label_table(None)?;
+    let g = ct.grid();
+    let (lo, hi) = ct.min_max().unwrap_or((f64::NAN, f64::NAN));
+    println!("data: {source}");
+    println!(
+        "CT {:?} voxels, spacing {:?} mm, orientation {}, HU {lo} .. {hi}",
+        g.dims(),
+        g.spacing_mm(),
+        g.orientation_code()
+    );
+    let stats = pinhole_volume::label_stats(&labels);
+    println!("{} labelled structures:", stats.len());
+    for s in stats.values() {
+        let name = table.name(s.id).unwrap_or("?");
+        let c = s.centroid_lps;
+        println!(
+            "  {:>4} {:<32} {:>9.1} mL  centroid LPS ({:.1}, {:.1}, {:.1})",
+            s.id, name, s.volume_ml, c[0], c[1], c[2]
+        );
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let ct_out = args.out.join("ct.nrrd");
+    pinhole_io::open::write_volume(&ct_out, &ct)?;
+    let seg_out = args.out.join("labels.seg.nrrd");
+    pinhole_io::segnrrd::write_segmentation(&seg_out, &labels, &table, true)?;
+    println!(
+        "wrote {} and {} (open both in 3D Slicer)",
+        ct_out.display(),
+        seg_out.display()
+    );
+    if !args.no_open {
+        println!("(the web viewer is not part of this release; nothing to open)");
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+pub mod convert;
+pub mod demo;
+pub mod info;
+
+use std::path::Path;
+
+use anyhow::Context;
+use pinhole_io::labels::LabelTable;
+use pinhole_io::open::{read_volume, Loaded, ReadOptions};
+
+use crate::progress::Progress;
+
+/// Reads any supported volume with a progress bar (hidden when not on a terminal).
+pub fn load(path: &Path, series_uid: Option<String>) -> anyhow::Result<Loaded> {
+    let progress = Progress::new("reading");
+    let options = ReadOptions { series_uid };
+    let loaded = read_volume(path, &options, &mut |done, total| {
+        progress.update(done, total)
+    })?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {}: {warning}", path.display());
+    }
+    Ok(loaded)
+}
+
+/// The label table named by `--labels-table` (default: TotalSegmentator v2 names).
+pub fn label_table(spec: Option<&str>) -> anyhow::Result<(String, LabelTable)> {
+    let spec = spec.unwrap_or("totalseg-v2");
+    let table = LabelTable::load(spec).with_context(|| format!("loading label table {spec}"))?;
+    Ok((spec.to_string(), table))
+}
