@@ -9,7 +9,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use pinhole_io::open::{read_volume, ReadOptions};
 
-fn best_of<T>(repeats: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<(f64, T)> {
+fn best_of<T>(
+    repeats: usize,
+    mut f: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<(f64, T)> {
     let mut best = f64::INFINITY;
     let mut last = None;
     for _ in 0..repeats.max(1) {

@@ -4,6 +4,9 @@
 Subcommands (JSON on stdout, voxel arrays as raw little-endian files, i fastest):
   nifti PATH VOXELS_OUT         dims, 4x4 index->LPS matrix, min/max; voxels as float64
   nrrd PATH VOXELS_OUT          same, read with pynrrd
+  variant SRC OUT KIND          rewrite SRC with nibabel as KIND: nifti2-be (NIfTI-2,
+                                big-endian), qform-only (sform_code 0), float-scaled
+                                (int16 with a non-integer scl_slope)
   edt LABELS ID INSIDE OUTSIDE  scipy.ndimage.distance_transform_edt of (labels == ID) and
                                 of its complement, with sampling = voxel sizes; float32
 """
@@ -55,6 +58,30 @@ def nrrd_file(path, voxels_out):
     }))
 
 
+def variant(src, out, kind):
+    import nibabel as nib
+
+    img = nib.load(src)
+    data = np.asarray(img.dataobj)
+    if kind == "nifti2-be":
+        new = nib.Nifti2Image(data, img.affine)
+        new.header.set_qform(img.affine, code=1)
+        new.header.set_sform(img.affine, code=1)
+        new = nib.Nifti2Image(data.astype(">i2"), img.affine, new.header.as_byteswapped(">"))
+    elif kind == "qform-only":
+        new = nib.Nifti1Image(data, img.affine)
+        new.header.set_qform(img.affine, code=1)
+        new.header.set_sform(None, code=0)
+    elif kind == "float-scaled":
+        new = nib.Nifti1Image(data.astype(np.int16), img.affine)
+        new.header.set_data_dtype(np.int16)
+        new.header.set_slope_inter(0.25, -7.5)
+    else:
+        raise SystemExit(f"unknown variant {kind}")
+    nib.save(new, out)
+    print(json.dumps({"written": out, "kind": kind}))
+
+
 def edt(labels_path, label_id, inside_out, outside_out):
     import nibabel as nib
     from scipy import ndimage
@@ -73,4 +100,4 @@ def edt(labels_path, label_id, inside_out, outside_out):
 
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"nifti": nifti, "nrrd": nrrd_file, "edt": edt}[command](*args)
+    {"nifti": nifti, "nrrd": nrrd_file, "edt": edt, "variant": variant}[command](*args)

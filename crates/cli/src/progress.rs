@@ -18,6 +18,14 @@ impl Progress {
         Self { bar }
     }
 
+    /// A spinner for work of unknown length (reading one large file).
+    pub fn spinner(what: &str) -> Self {
+        let bar = ProgressBar::new_spinner();
+        bar.set_message(what.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Self { bar }
+    }
+
     pub fn update(&self, done: usize, total: usize) {
         self.bar.set_length(total as u64);
         self.bar.set_position(done as u64);

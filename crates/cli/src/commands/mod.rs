@@ -12,7 +12,11 @@ use crate::progress::Progress;
 
 /// Reads any supported volume with a progress bar (hidden when not on a terminal).
 pub fn load(path: &Path, series_uid: Option<String>) -> anyhow::Result<Loaded> {
-    let progress = Progress::new("reading");
+    let progress = if path.is_dir() {
+        Progress::new("reading")
+    } else {
+        Progress::spinner(&format!("reading {}", path.display()))
+    };
     let options = ReadOptions { series_uid };
     let loaded = read_volume(path, &options, &mut |done, total| {
         progress.update(done, total)
