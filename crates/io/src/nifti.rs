@@ -298,7 +298,7 @@ fn parse_nifti2(f: &Fields) -> std::result::Result<Header, ErrorKind> {
 }
 
 fn data_start(vox_offset: f64, minimum: usize) -> std::result::Result<u64, ErrorKind> {
-    if !vox_offset.is_finite() || vox_offset < 0.0 || vox_offset > 1e15 {
+    if !vox_offset.is_finite() || !(0.0..=1e15).contains(&vox_offset) {
         return Err(ErrorKind::InvalidHeader(format!(
             "vox_offset = {vox_offset}"
         )));

@@ -132,8 +132,8 @@ impl Envelope {
             ((f_in[q] / s2 + qf * qf) - (f_in[r] / s2 + rf * rf)) / (2.0 * (qf - rf))
         };
         let mut count = 0usize;
-        for q in 0..n {
-            if !f_in[q].is_finite() {
+        for (q, value) in f_in.iter().enumerate() {
+            if !value.is_finite() {
                 continue;
             }
             if count == 0 {

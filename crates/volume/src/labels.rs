@@ -39,10 +39,10 @@ impl Accumulator {
     }
     fn add(&mut self, p: [usize; 3]) {
         self.voxels += 1;
-        for a in 0..3 {
-            self.sum_ijk[a] += p[a] as f64;
-            self.min[a] = self.min[a].min(p[a]);
-            self.max[a] = self.max[a].max(p[a]);
+        for (a, &x) in p.iter().enumerate() {
+            self.sum_ijk[a] += x as f64;
+            self.min[a] = self.min[a].min(x);
+            self.max[a] = self.max[a].max(x);
         }
     }
     fn merge(&mut self, o: &Accumulator) {
