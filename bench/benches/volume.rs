@@ -19,13 +19,16 @@ fn sphere_mask(n: usize) -> Volume<bool> {
 
 fn edt(c: &mut Criterion) {
     let mask = sphere_mask(256);
-    c.bench_function("edt 256x256x128 anisotropic", |b| b.iter(|| distance_to(&mask)));
+    c.bench_function("edt 256x256x128 anisotropic", |b| {
+        b.iter(|| distance_to(&mask))
+    });
 }
 
 fn sampling(c: &mut Criterion) {
     let mask = sphere_mask(128);
     let field = mask.map(|m| if m { 1000.0f32 } else { -1000.0 });
-    let target = Grid::axis_aligned([100, 100, 100], [0.5, 0.5, 0.5], [20.0, 20.0, 60.0]).expect("grid");
+    let target =
+        Grid::axis_aligned([100, 100, 100], [0.5, 0.5, 0.5], [20.0, 20.0, 60.0]).expect("grid");
     c.bench_function("trilinear resample to 1M voxels", |b| {
         b.iter(|| field.resample(&target, Interpolation::Trilinear, -1000.0))
     });

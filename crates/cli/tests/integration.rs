@@ -1,5 +1,8 @@
 //! End-to-end tests of the `pinhole` binary on the real data in `../shared/data`.
 
+// Helpers outside `#[test]` functions unwrap too (`allow-unwrap-in-tests` covers only tests).
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -86,12 +89,20 @@ fn info_json_matches_nibabel_for_the_chest_ct() {
 
 #[test]
 fn info_lists_named_labels_with_volumes() {
+    // This label map ships its own table (ids 117/118 differ from TotalSegmentator v2).
     let labels = shared_data("chest-ct/labels.nii.gz");
-    let info: serde_json::Value =
-        serde_json::from_str(&pinhole_ok(&["info", "--json", labels.to_str().unwrap()])).unwrap();
+    let table = shared_data("chest-ct/structures.csv");
+    let info: serde_json::Value = serde_json::from_str(&pinhole_ok(&[
+        "info",
+        "--json",
+        labels.to_str().unwrap(),
+        "--labels-table",
+        table.to_str().unwrap(),
+    ]))
+    .unwrap();
     assert_eq!(info["is_label_map"], true);
-    // Independent names: the data set's own structures.csv (id → structure).
-    let csv = std::fs::read_to_string(shared_data("chest-ct/structures.csv")).unwrap();
+    // Names parsed independently from the same CSV (group,original_idx,structure,id).
+    let csv = std::fs::read_to_string(&table).unwrap();
     let name_of = |id: u64| -> String {
         csv.lines()
             .skip(1)

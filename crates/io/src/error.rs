@@ -38,6 +38,9 @@ pub enum ErrorKind {
     Dicom(String),
     #[error("invalid table: {0}")]
     InvalidTable(String),
+    /// Data handed to a writer that cannot be written (bad index, wrong length, NaN …).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,1 +1,61 @@
-//! (in progress)
+//! 8-bit PNG writer (grayscale and RGB) for slice snapshots and reports.
+
+use std::path::Path;
+
+use crate::error::WithPath;
+use crate::{Error, ErrorKind, Result};
+
+/// Writes an 8-bit grayscale image; `pixels` is row-major, `width × height` bytes.
+pub fn write_gray8(path: &Path, width: u32, height: u32, pixels: &[u8]) -> Result<()> {
+    write(path, width, height, pixels, ::png::ColorType::Grayscale, 1)
+}
+
+/// Writes an 8-bit RGB image; `pixels` is row-major `r g b` triples, `3 × width × height` bytes.
+pub fn write_rgb8(path: &Path, width: u32, height: u32, pixels: &[u8]) -> Result<()> {
+    write(path, width, height, pixels, ::png::ColorType::Rgb, 3)
+}
+
+fn write(
+    path: &Path,
+    width: u32,
+    height: u32,
+    pixels: &[u8],
+    color: ::png::ColorType,
+    channels: usize,
+) -> Result<()> {
+    let bad = |message: String| Error::new(path, ErrorKind::InvalidInput(message));
+    if width == 0 || height == 0 {
+        return Err(bad(format!(
+            "image must not be empty, got {width} × {height}"
+        )));
+    }
+    let expected = (width as usize)
+        .checked_mul(height as usize)
+        .and_then(|n| n.checked_mul(channels))
+        .ok_or_else(|| bad(format!("image {width} × {height} is too large")))?;
+    if pixels.len() != expected {
+        return Err(bad(format!(
+            "{width} × {height} × {channels} needs {expected} bytes, got {}",
+            pixels.len()
+        )));
+    }
+    let bytes = encode(width, height, pixels, color).map_err(|e| bad(e.to_string()))?;
+    std::fs::write(path, bytes).with_path(path)
+}
+
+/// Encodes in memory, so that every I/O error surfaces from the final write.
+fn encode(
+    width: u32,
+    height: u32,
+    pixels: &[u8],
+    color: ::png::ColorType,
+) -> Result<Vec<u8>, ::png::EncodingError> {
+    let mut out = Vec::new();
+    let mut encoder = ::png::Encoder::new(&mut out, width, height);
+    encoder.set_color(color);
+    encoder.set_depth(::png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(pixels)?;
+    writer.finish()?;
+    Ok(out)
+}
