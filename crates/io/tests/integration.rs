@@ -1,5 +1,9 @@
 //! All of pinhole-io's integration tests, in one binary (linking is slow on 2 cores).
 
+// Test helpers outside `#[test]` functions unwrap too (`allow-unwrap-in-tests` covers only
+// the test functions themselves).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 mod dicom;
 mod nifti;
