@@ -58,6 +58,7 @@ const ORIENTATION_TOLERANCE: f64 = 1e-4;
 
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 /// One series found in a folder.
 #[derive(Debug, Clone, PartialEq)]
@@ -704,20 +705,33 @@ fn decode_slice(
     } else if element.fragments().is_none_or(|f| f.is_empty()) {
         return Err("encapsulated PixelData without fragments".into());
     }
-    let decoded = obj
-        .decode_pixel_data_frame(0)
-        .map_err(|e| format!("cannot decode pixel data: {e}"))?;
-    if decoded.rows() != u32::from(h.rows)
-        || decoded.columns() != u32::from(h.columns)
-        || decoded.samples_per_pixel() != 1
-        || decoded.bits_allocated() != h.bits_allocated
-    {
-        return Err("decoded frame does not match the header".into());
-    }
-    let data = decoded.data().get(..frame_bytes).ok_or_else(|| {
+    let rle_frame;
+    let decoded;
+    let data: &[u8] = if h.transfer_syntax == RLE_LOSSLESS {
+        // dicom-rs 0.10.1's RLE decoder panics on malformed segment tables; ours checks.
+        let fragment = element
+            .fragments()
+            .and_then(|f| f.first())
+            .ok_or("RLE PixelData without fragments")?;
+        rle_frame = decode_rle(fragment, pixels, bytes_per)?;
+        &rle_frame
+    } else {
+        decoded = obj
+            .decode_pixel_data_frame(0)
+            .map_err(|e| format!("cannot decode pixel data: {e}"))?;
+        if decoded.rows() != u32::from(h.rows)
+            || decoded.columns() != u32::from(h.columns)
+            || decoded.samples_per_pixel() != 1
+            || decoded.bits_allocated() != h.bits_allocated
+        {
+            return Err("decoded frame does not match the header".into());
+        }
+        decoded.data()
+    };
+    let data = data.get(..frame_bytes).ok_or_else(|| {
         format!(
             "decoded frame holds {} bytes, expected {frame_bytes}",
-            decoded.data().len()
+            data.len()
         )
     })?;
     let shift = 64 - u32::from(h.bits_stored);
@@ -743,6 +757,72 @@ fn decode_slice(
         return Err(format!("decoded {} values, expected {pixels}", raw.len()));
     }
     Ok(raw)
+}
+
+/// Decodes one greyscale RLE Lossless frame (PS3.5 Annex G) into little-endian samples:
+/// segment `s` holds byte `bytes_per - 1 - s` of every sample. Every offset and run is
+/// checked; the output never exceeds `pixels * bytes_per` bytes.
+fn decode_rle(
+    fragment: &[u8],
+    pixels: usize,
+    bytes_per: usize,
+) -> std::result::Result<Vec<u8>, String> {
+    let word = |at: usize| read_u32(fragment, at, false).map(|v| v as usize);
+    let segments = word(0).ok_or("RLE fragment shorter than its header")?;
+    if segments != bytes_per || fragment.len() < 64 {
+        return Err(format!(
+            "RLE frame has {segments} segments, expected {bytes_per} (one per sample byte)"
+        ));
+    }
+    let mut offsets = Vec::with_capacity(segments + 1);
+    for s in 0..segments {
+        offsets.push(word(4 + 4 * s).ok_or("truncated RLE header")?);
+    }
+    offsets.push(fragment.len());
+    let mut out = vec![0u8; pixels * bytes_per];
+    for s in 0..segments {
+        let (start, end) = (offsets[s], offsets[s + 1]);
+        let segment = fragment.get(start..end).ok_or_else(|| {
+            format!("RLE segment {s} spans bytes {start}..{end}, outside the fragment")
+        })?;
+        let mut plane = Vec::with_capacity(pixels);
+        let mut at = 0;
+        while plane.len() < pixels {
+            let Some(&header) = segment.get(at) else {
+                break;
+            };
+            at += 1;
+            let n = header as i8;
+            if n >= 0 {
+                let count = (n as usize + 1).min(pixels - plane.len());
+                let literal = segment
+                    .get(at..at + count)
+                    .ok_or("RLE literal run past the segment end")?;
+                plane.extend_from_slice(literal);
+                at += n as usize + 1;
+            } else if n != -128 {
+                let value = *segment
+                    .get(at)
+                    .ok_or("RLE repeat run past the segment end")?;
+                at += 1;
+                let count = (1 - isize::from(n)) as usize;
+                plane.resize(plane.len() + count.min(pixels - plane.len()), value);
+            }
+        }
+        if plane.len() < pixels {
+            return Err(format!(
+                "RLE segment {s} decodes to {} bytes, expected {pixels}",
+                plane.len()
+            ));
+        }
+        let byte = bytes_per - 1 - s;
+        for (p, value) in plane.iter().enumerate() {
+            if let Some(slot) = out.get_mut(p * bytes_per + byte) {
+                *slot = *value;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The voxel buffer, integral while it can be.
