@@ -1,1 +1,467 @@
-//! (in progress)
+//! DICOM series reader against pydicom (`tests/py/dicom_reference.py`) on the real CT
+//! series in `../shared/data/dicom-ct-series` (TotalSegmentator test data, Apache-2.0)
+//! and on pydicom's bundled test files.
+
+use std::path::{Path, PathBuf};
+
+use dicom_core::VR;
+use dicom_dictionary_std::tags;
+use pinhole_io::dicom::{self, DicomOptions, DicomSeries};
+use pinhole_io::{AnyVolume, ErrorKind};
+use tempfile::TempDir;
+
+use crate::common::*;
+
+const CT_SERIES: &str = "dicom-ct-series";
+
+fn ct_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(shared_data(CT_SERIES))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn read(dir: &Path) -> pinhole_io::Result<DicomSeries> {
+    dicom::read_series(dir, &DicomOptions::default(), &mut |_, _| {})
+}
+
+fn copy_into(dir: &Path, files: &[PathBuf]) {
+    for f in files {
+        std::fs::copy(f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
+/// Copies `src` to `dst`, changing it with `edit`.
+fn rewrite(src: &Path, dst: &Path, edit: impl FnOnce(&mut dicom_object::DefaultDicomObject)) {
+    let mut obj = dicom_object::open_file(src).unwrap();
+    edit(&mut obj);
+    obj.write_to_file(dst).unwrap();
+}
+
+fn pydicom_test_file(name: &str) -> PathBuf {
+    PathBuf::from(python("dicom_reference.py", &["testfile", name]).trim())
+}
+
+/// Reads `dir` with Pinhole and with pydicom; returns the maximum voxel difference
+/// after asserting dims and geometry agree.
+fn compare_with_pydicom(dir: &Path) -> (DicomSeries, f64) {
+    let series = read(dir).unwrap_or_else(|e| panic!("{e}"));
+    let raw = TempDir::new().unwrap();
+    let raw_path = raw.path().join("voxels.f64");
+    let reference = python_json(
+        "dicom_reference.py",
+        &["series", dir.to_str().unwrap(), raw_path.to_str().unwrap()],
+    );
+    let grid = series.volume.grid();
+    let dims: Vec<usize> = reference["dims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(grid.dims().to_vec(), dims);
+    assert_matrix_close(&grid.ijk_to_lps(), &reference["matrix"], 1e-4);
+    let expected = read_f64_le(&raw_path);
+    let ours = series.volume.to_volume::<f64>();
+    assert_eq!(ours.data().len(), expected.len());
+    let worst = ours
+        .data()
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    (series, worst)
+}
+
+#[test]
+fn dicom_ct_series_matches_pydicom_exactly() {
+    let (series, worst) = compare_with_pydicom(&shared_data(CT_SERIES));
+    assert_eq!(worst, 0.0, "voxel values differ from pydicom");
+    // Stored 12-bit unsigned with intercept -1024: fits int16.
+    assert!(matches!(series.volume, AnyVolume::I16(_)));
+    assert_eq!(series.info.slices, 20);
+    assert_eq!(series.info.transfer_syntax, "1.2.840.10008.1.2.4.90");
+    assert_eq!(series.volume.grid().orientation_code(), "LPS");
+}
+
+#[test]
+fn dicom_slice_spacing_comes_from_positions_not_thickness() {
+    let series = read(&shared_data(CT_SERIES)).unwrap();
+    let spacing = series.volume.grid().spacing_mm();
+    assert!((spacing[2] - 2.0).abs() < 1e-9, "{spacing:?}");
+    assert!((spacing[0] - 0.9765625).abs() < 1e-9);
+    assert_eq!(series.slice_thickness_mm, Some(3.0));
+    assert!(
+        series.warnings.iter().any(|w| w.contains("SliceThickness")),
+        "{:?}",
+        series.warnings
+    );
+}
+
+#[test]
+fn dicom_progress_reports_every_slice() {
+    let mut calls = Vec::new();
+    dicom::read_series(
+        &shared_data(CT_SERIES),
+        &DicomOptions::default(),
+        &mut |done, total| calls.push((done, total)),
+    )
+    .unwrap();
+    assert_eq!(calls.len(), 20);
+    assert_eq!(calls.last(), Some(&(20, 20)));
+}
+
+#[test]
+fn dicom_list_series_reads_headers() {
+    let list = dicom::list_series(&shared_data(CT_SERIES)).unwrap();
+    assert_eq!(list.len(), 1);
+    let s = &list[0];
+    assert_eq!((s.slices, s.rows, s.columns), (20, 512, 512));
+    assert_eq!(s.modality, "CT");
+    assert_eq!(s.files.len(), 20);
+}
+
+#[test]
+fn dicom_missing_middle_slice_is_uneven_spacing() {
+    let tmp = TempDir::new().unwrap();
+    let mut files = ct_files();
+    files.remove(10);
+    copy_into(tmp.path(), &files);
+    let err = read(tmp.path()).unwrap_err();
+    assert_eq!(err.path, tmp.path());
+    let message = err.to_string();
+    assert!(matches!(err.kind, ErrorKind::Unsupported(_)), "{message}");
+    assert!(message.contains("missing slice?"), "{message}");
+    assert!(message.contains("4.000 mm"), "{message}");
+}
+
+#[test]
+fn dicom_two_series_in_one_folder() {
+    let tmp = TempDir::new().unwrap();
+    let files = ct_files();
+    copy_into(tmp.path(), &files[5..]);
+    let other_uid = "1.2.826.0.1.3680043.8.498.1";
+    for f in &files[..5] {
+        rewrite(f, &tmp.path().join(f.file_name().unwrap()), |obj| {
+            obj.put_str(tags::SERIES_INSTANCE_UID, VR::UI, other_uid);
+        });
+    }
+    let list = dicom::list_series(tmp.path()).unwrap();
+    assert_eq!(list.iter().map(|s| s.slices).collect::<Vec<_>>(), [15, 5]);
+    assert_eq!(list[1].series_uid, other_uid);
+
+    let default = read(tmp.path()).unwrap();
+    assert_eq!(default.volume.grid().dims()[2], 15);
+    assert_eq!(default.info.series_uid, list[0].series_uid);
+
+    let options = DicomOptions {
+        series_uid: Some(other_uid.into()),
+    };
+    let other = dicom::read_series(tmp.path(), &options, &mut |_, _| {}).unwrap();
+    assert_eq!(other.volume.grid().dims()[2], 5);
+
+    let unknown = DicomOptions {
+        series_uid: Some("1.2.3".into()),
+    };
+    let err = dicom::read_series(tmp.path(), &unknown, &mut |_, _| {}).unwrap_err();
+    assert_eq!(err.path, tmp.path());
+    let message = err.to_string();
+    assert!(
+        message.contains("1.2.3") && message.contains(other_uid),
+        "{message}"
+    );
+}
+
+#[test]
+fn dicom_empty_or_non_dicom_folder_is_a_clean_error() {
+    let tmp = TempDir::new().unwrap();
+    let err = read(tmp.path()).unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::NotMedicalImage(_)), "{err}");
+    assert_eq!(err.path, tmp.path());
+    std::fs::write(tmp.path().join("notes.txt"), "not an image").unwrap();
+    std::fs::write(tmp.path().join("empty.dcm"), b"").unwrap();
+    std::fs::copy(&ct_files()[0], tmp.path().join(".hidden.dcm")).unwrap();
+    let err = read(tmp.path()).unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::NotMedicalImage(_)), "{err}");
+    assert!(dicom::list_series(tmp.path()).is_err());
+    let err = read(&tmp.path().join("does-not-exist")).unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Io(_)), "{err}");
+}
+
+#[test]
+fn dicom_truncated_and_empty_files_fail_without_panic() {
+    let bytes = std::fs::read(&ct_files()[0]).unwrap();
+    assert!(dicom::decode_file_bytes(&bytes).is_ok());
+    assert!(
+        dicom::decode_file_bytes(&bytes[128..]).is_ok(),
+        "without preamble"
+    );
+    // (Cutting only the final sequence delimiter leaves the pixel data whole.)
+    for cut in [
+        0,
+        4,
+        100,
+        132,
+        140,
+        300,
+        1000,
+        bytes.len() / 2,
+        bytes.len() - 20,
+    ] {
+        assert!(
+            dicom::decode_file_bytes(&bytes[..cut]).is_err(),
+            "cut at {cut}"
+        );
+    }
+    // In a series folder: the error names the truncated file.
+    for cut in [300, bytes.len() / 2] {
+        let tmp = TempDir::new().unwrap();
+        let files = ct_files();
+        copy_into(tmp.path(), &files[1..]);
+        let broken = tmp.path().join(files[0].file_name().unwrap());
+        std::fs::write(&broken, &bytes[..cut]).unwrap();
+        let err = read(tmp.path()).unwrap_err();
+        assert_eq!(err.path, broken, "cut at {cut}: {err}");
+    }
+    // A zero-length file is no DICOM file: skipped, the rest is read.
+    let tmp = TempDir::new().unwrap();
+    copy_into(tmp.path(), &ct_files());
+    std::fs::write(tmp.path().join("zero.dcm"), b"").unwrap();
+    assert_eq!(read(tmp.path()).unwrap().info.slices, 20);
+}
+
+#[test]
+fn dicom_huge_claimed_length_is_refused_before_allocation() {
+    // A text element claiming 4 GB in a small file must not be allocated.
+    let mut bytes = std::fs::read(&ct_files()[0]).unwrap();
+    // Patch the meta group's transfer syntax element length: (0002,0010) UI.
+    let at = bytes
+        .windows(6)
+        .position(|w| w == [0x02, 0x00, 0x10, 0x00, b'U', b'I'])
+        .unwrap();
+    bytes[at + 6] = 0xFF;
+    bytes[at + 7] = 0xFF;
+    assert!(dicom::decode_file_bytes(&bytes).is_err());
+    // An OB element claiming 0xFFFFFFF0 bytes in the data set.
+    let mut bytes = std::fs::read(&ct_files()[0]).unwrap();
+    let at = bytes
+        .windows(4)
+        .position(|w| w == [0xE0, 0x7F, 0x10, 0x00])
+        .unwrap();
+    bytes[at + 8..at + 12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    let err = dicom::decode_file_bytes(&bytes).unwrap_err();
+    assert!(err.contains("claims"), "{err}");
+}
+
+#[test]
+fn dicom_unsupported_transfer_syntax_names_the_uid() {
+    let tmp = TempDir::new().unwrap();
+    let file = pydicom_test_file("JPEGLSNearLossless_08.dcm");
+    copy_into(tmp.path(), std::slice::from_ref(&file));
+    let err = read(tmp.path()).unwrap_err();
+    match &err.kind {
+        ErrorKind::UnsupportedTransferSyntax { uid, name } => {
+            assert_eq!(uid, "1.2.840.10008.1.2.4.81");
+            assert!(name.contains("JPEG-LS"), "{name}");
+        }
+        other => panic!("expected UnsupportedTransferSyntax, got {other}"),
+    }
+    assert_eq!(err.path, tmp.path().join(file.file_name().unwrap()));
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(dicom::decode_file_bytes(&bytes)
+        .unwrap_err()
+        .contains("1.2.840.10008.1.2.4.81"));
+}
+
+/// Each pydicom file as a one-slice series, compared voxel for voxel.
+#[test]
+fn dicom_pydicom_test_files_match_exactly() {
+    for name in [
+        "MR_small_RLE.dcm",
+        "MR_small.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
+        "CT_small.dcm",
+        "MR_small_jp2klossless.dcm",
+    ] {
+        let tmp = TempDir::new().unwrap();
+        copy_into(tmp.path(), &[pydicom_test_file(name)]);
+        let (series, worst) = compare_with_pydicom(tmp.path());
+        assert_eq!(worst, 0.0, "{name}: voxel values differ from pydicom");
+        assert_eq!(series.volume.grid().dims()[2], 1, "{name}");
+    }
+}
+
+/// JPEG baseline is lossy and the IDCT is not standardised bit-exactly: libjpeg (used
+/// by Pillow, pydicom's decoder here) and jpeg-decoder (dicom-rs) may round differently
+/// by one grey level, so the comparison allows 2 levels.
+#[test]
+fn dicom_jpeg_baseline_matches_pydicom_within_idct_rounding() {
+    let tmp = TempDir::new().unwrap();
+    let file = tmp.path().join("mr_jpeg.dcm");
+    python("dicom_reference.py", &["make_jpeg", file.to_str().unwrap()]);
+    let (series, worst) = compare_with_pydicom(tmp.path());
+    assert!(worst <= 2.0, "JPEG baseline differs by {worst}");
+    assert_eq!(series.info.transfer_syntax, "1.2.840.10008.1.2.4.50");
+}
+
+#[test]
+fn dicom_colour_and_multiframe_are_unsupported() {
+    for name in ["SC_rgb_rle.dcm", "rtdose_rle.dcm"] {
+        let tmp = TempDir::new().unwrap();
+        copy_into(tmp.path(), &[pydicom_test_file(name)]);
+        let err = read(tmp.path()).unwrap_err();
+        assert!(
+            matches!(err.kind, ErrorKind::Unsupported(_)),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[test]
+fn dicom_duplicate_positions_are_refused() {
+    let tmp = TempDir::new().unwrap();
+    let files = ct_files();
+    copy_into(tmp.path(), &files[..4]);
+    std::fs::copy(&files[2], tmp.path().join("copy-of-slice-2")).unwrap();
+    let err = read(tmp.path()).unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::MixedSeries(_)), "{err}");
+    assert!(err.to_string().contains("duplicate"), "{err}");
+}
+
+#[test]
+fn dicom_gantry_tilt_is_refused() {
+    let files = ct_files();
+    // Positions drifting sideways: a tilted stack.
+    let tmp = TempDir::new().unwrap();
+    for (k, f) in files[..4].iter().enumerate() {
+        rewrite(f, &tmp.path().join(format!("s{k}")), |obj| {
+            let ipp = obj
+                .element(tags::IMAGE_POSITION_PATIENT)
+                .unwrap()
+                .to_multi_float64()
+                .unwrap();
+            let shifted = format!("{}\\{}\\{}", ipp[0], ipp[1] + 0.5 * ipp[2], ipp[2]);
+            obj.put_str(tags::IMAGE_POSITION_PATIENT, VR::DS, shifted);
+        });
+    }
+    let err = read(tmp.path()).unwrap_err();
+    assert!(err.to_string().contains("tilt"), "{err}");
+    // A recorded GantryDetectorTilt.
+    let tmp = TempDir::new().unwrap();
+    copy_into(tmp.path(), &files[1..4]);
+    rewrite(&files[0], &tmp.path().join("tilted"), |obj| {
+        obj.put_str(tags::GANTRY_DETECTOR_TILT, VR::DS, "12");
+    });
+    let err = read(tmp.path()).unwrap_err();
+    assert!(err.to_string().contains("tilt"), "{err}");
+}
+
+#[test]
+fn dicom_mixed_sizes_are_refused() {
+    let tmp = TempDir::new().unwrap();
+    let files = ct_files();
+    copy_into(tmp.path(), &files[..3]);
+    copy_into(tmp.path(), &[pydicom_test_file("CT_small.dcm")]);
+    // CT_small has another series UID: rewrite it into ours.
+    let uid = dicom::list_series(tmp.path()).unwrap()[0]
+        .series_uid
+        .clone();
+    let small = tmp.path().join("CT_small.dcm");
+    rewrite(&small.clone(), &small, |obj| {
+        obj.put_str(tags::SERIES_INSTANCE_UID, VR::UI, uid);
+    });
+    let err = read(tmp.path()).unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::MixedSeries(_)), "{err}");
+}
+
+#[test]
+fn dicom_is_dicom_file_checks_the_magic() {
+    assert!(dicom::is_dicom_file(&ct_files()[0]));
+    let tmp = TempDir::new().unwrap();
+    let p = tmp.path().join("x");
+    std::fs::write(&p, b"hello").unwrap();
+    assert!(!dicom::is_dicom_file(&p));
+    assert!(!dicom::is_dicom_file(&tmp.path().join("missing")));
+}
+
+/// A cheap stand-in for the `dicom_file` fuzz target that runs with the tests: random
+/// byte changes and truncations of real files (J2K, RLE, native, implicit VR, big
+/// endian) must give pixels or an error, never a panic.
+#[test]
+fn dicom_mutated_files_never_panic() {
+    let mut seeds = vec![std::fs::read(&ct_files()[0]).unwrap()];
+    for name in [
+        "MR_small_RLE.dcm",
+        "MR_small.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small_bigendian.dcm",
+    ] {
+        seeds.push(std::fs::read(pydicom_test_file(name)).unwrap());
+    }
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for seed in &seeds {
+        for _ in 0..150 {
+            let mut bytes = seed.clone();
+            for _ in 0..1 + next() % 6 {
+                // Mostly the header, where lengths and tags live.
+                let span = if next() % 4 == 0 {
+                    bytes.len()
+                } else {
+                    bytes.len().min(1500)
+                };
+                let at = (next() as usize) % span;
+                bytes[at] = match next() % 3 {
+                    0 => 0xFF,
+                    1 => 0x00,
+                    _ => next() as u8,
+                };
+            }
+            if next() % 4 == 0 {
+                let keep = (next() as usize) % bytes.len();
+                bytes.truncate(keep);
+            }
+            let _ = dicom::decode_file_bytes(&bytes);
+        }
+    }
+}
+
+/// Regression: dicom-rs 0.10.1's RLE decoder indexes past its buffers on a bad segment
+/// table (found by `dicom_mutated_files_never_panic`); RLE is decoded by our own code.
+#[test]
+fn dicom_bad_rle_segment_table_is_an_error() {
+    let bytes = std::fs::read(pydicom_test_file("MR_small_RLE.dcm")).unwrap();
+    // The RLE header follows the first fragment's item tag; 2 segments for 16 bits.
+    let item = [0xFE, 0xFF, 0x00, 0xE0];
+    let first = bytes.windows(4).position(|w| w == item).unwrap();
+    let second = first
+        + 8
+        + bytes[first + 4..first + 8]
+            .iter()
+            .rev()
+            .fold(0usize, |a, b| a * 256 + *b as usize);
+    let header = second + 8;
+    assert_eq!(bytes[header..header + 4], [2, 0, 0, 0]);
+    for (offset, value) in [
+        (0, 1000u32),
+        (0, 1),
+        (8, 0xFFFF_FFF0),
+        (8, 64),
+        (4, 0xFFFF_FFF0),
+    ] {
+        let mut bad = bytes.clone();
+        bad[header + offset..header + offset + 4].copy_from_slice(&value.to_le_bytes());
+        assert!(
+            dicom::decode_file_bytes(&bad).is_err(),
+            "offset {offset} = {value}"
+        );
+    }
+}
