@@ -23,6 +23,8 @@ enum Command {
     Info(commands::info::InfoArgs),
     /// Convert DICOM / NIfTI / NRRD to NIfTI, NRRD or a Slicer .seg.nrrd, keeping geometry.
     Convert(commands::convert::ConvertArgs),
+    /// Render a simulated fluoroscopy image (DRR) from a CT for a C-arm pose.
+    Drr(Box<commands::drr::DrrArgs>),
     /// Run Pinhole on the small sample shipped with it (or on --data).
     Demo(commands::demo::DemoArgs),
 }
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(args) => commands::info::run(&args),
         Command::Convert(args) => commands::convert::run(&args),
+        Command::Drr(args) => commands::drr::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
     };
     match result {

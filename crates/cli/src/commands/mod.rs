@@ -1,5 +1,6 @@
 pub mod convert;
 pub mod demo;
+pub mod drr;
 pub mod info;
 
 use std::path::Path;
