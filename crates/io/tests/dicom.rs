@@ -465,3 +465,15 @@ fn dicom_bad_rle_segment_table_is_an_error() {
         );
     }
 }
+
+/// Regression: a fuzzed JPEG 2000 slice made the pure-Rust `openjp2` port abort while
+/// freeing its tile (undefined behaviour, not a catchable panic). The reader now uses the
+/// C OpenJPEG library (`openjpeg-sys`); this input must give an error or an image.
+#[test]
+fn dicom_regression_fuzzed_jpeg2000_does_not_abort() {
+    let bytes = std::fs::read(
+        crate::common::repo_root().join("crates/io/tests/fixtures/fuzz-openjp2-dealloc-crash.dcm"),
+    )
+    .unwrap();
+    let _ = pinhole_io::dicom::decode_file_bytes(&bytes);
+}
