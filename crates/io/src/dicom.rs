@@ -716,8 +716,13 @@ fn decode_slice(
         rle_frame = decode_rle(fragment, pixels, bytes_per)?;
         &rle_frame
     } else {
-        decoded = obj
-            .decode_pixel_data_frame(0)
+        // dicom-rs 0.10.1's JPEG 2000 adapter indexes out of bounds (a panic) when the
+        // codestream holds more samples than the header's frame: contain it as an error.
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            obj.decode_pixel_data_frame(0)
+        }));
+        decoded = attempt
+            .map_err(|_| "the pixel-data decoder failed on malformed compressed data".to_string())?
             .map_err(|e| format!("cannot decode pixel data: {e}"))?;
         if decoded.rows() != u32::from(h.rows)
             || decoded.columns() != u32::from(h.columns)

@@ -477,3 +477,14 @@ fn dicom_regression_fuzzed_jpeg2000_does_not_abort() {
     .unwrap();
     let _ = pinhole_io::dicom::decode_file_bytes(&bytes);
 }
+
+/// Regression: a fuzzed JPEG 2000 slice whose codestream holds more samples than the
+/// DICOM frame made dicom-rs's JPEG 2000 adapter index out of bounds; it is an error now.
+#[test]
+fn dicom_regression_oversized_jpeg2000_codestream_is_an_error() {
+    let bytes = std::fs::read(
+        crate::common::repo_root().join("crates/io/tests/fixtures/fuzz-jpeg2k-adapter-overrun.dcm"),
+    )
+    .unwrap();
+    assert!(pinhole_io::dicom::decode_file_bytes(&bytes).is_err());
+}
