@@ -359,9 +359,9 @@ impl Body {
             "POINT" => Body::Point(read_items(&mut c, 136, read_point)?),
             "TDATA" => Body::TData(read_items(&mut c, 70, read_tdata)?),
             "POLYDATA" => Body::PolyData(read_polydata(&mut c)?),
-            "CAPABILITY" => Body::Capability(read_items(&mut c, 12, |c| {
-                c.fixed_str(12, "type name")
-            })?),
+            "CAPABILITY" => {
+                Body::Capability(read_items(&mut c, 12, |c| c.fixed_str(12, "type name"))?)
+            }
             "COMMAND" => Body::Command(read_command(&mut c)?),
             "RTS_COMMAND" => Body::RtsCommand(read_command(&mut c)?),
             _ => match query_kind(type_name) {
@@ -469,7 +469,7 @@ fn read_items<'a, T>(
     item_size: usize,
     mut read: impl FnMut(&mut Cursor<'a>) -> Result<T>,
 ) -> Result<Vec<T>> {
-    if c.remaining() % item_size != 0 {
+    if !c.remaining().is_multiple_of(item_size) {
         return Err(c.malformed(format!(
             "body of {} bytes is not a whole number of {item_size}-byte elements",
             c.remaining()
@@ -488,7 +488,8 @@ fn read_position(c: &mut Cursor<'_>) -> Result<Position> {
         0 => ([0.0, 0.0, 0.0, 1.0], PositionForm::PositionOnly),
         12 => {
             let [x, y, z] = c.f32s::<3>("quaternion")?;
-            let w = (1.0 - x * x - y * y - z * z).sqrt();
+            // Clamped: rounding may leave 1 − x² − y² − z² slightly below 0.
+            let w = (1.0 - x * x - y * y - z * z).max(0.0).sqrt();
             ([x, y, z, w], PositionForm::QuaternionXyz)
         }
         16 => (c.f32s::<4>("quaternion")?, PositionForm::Full),
@@ -576,14 +577,11 @@ const CELL_NAMES: [&str; 4] = ["vertices", "lines", "polygons", "triangle strips
 fn read_polydata(c: &mut Cursor<'_>) -> Result<PolyData> {
     let n_points = c.u32("NPOINTS")?;
     let mut counts = [(0u32, 0u32); 4];
-    for (name, slot) in CELL_NAMES.iter().zip(counts.iter_mut())
-    {
+    for (name, slot) in CELL_NAMES.iter().zip(counts.iter_mut()) {
         *slot = (c.u32(name)?, c.u32(name)?);
     }
     let n_attributes = c.u32("NATTRIBUTES")?;
-    let points = c
-        .take_u64(u64::from(n_points) * 12, "points")?
-        .to_vec();
+    let points = c.take_u64(u64::from(n_points) * 12, "points")?.to_vec();
     let mut arrays = Vec::with_capacity(4);
     for (&(count, size), name) in counts.iter().zip(CELL_NAMES) {
         let data = c.take_u64(u64::from(size), name)?.to_vec();
@@ -612,7 +610,7 @@ fn read_polydata(c: &mut Cursor<'_>) -> Result<PolyData> {
 }
 
 fn write_polydata(w: &mut Writer<'_>, p: &PolyData) -> Result<()> {
-    if p.points.len() % 12 != 0 {
+    if !p.points.len().is_multiple_of(12) {
         return Err(w.fail("points are not a whole number of 12-byte triples"));
     }
     let n_points = w.len_u32(p.points.len() / 12, "point count")?;

@@ -35,5 +35,5 @@ pub use error::{IgtlError, Result};
 pub use header::{Header, Timestamp, DEVICE_NAME_SIZE, HEADER_SIZE, TYPE_NAME_SIZE};
 pub use image::{Coordinate, Endian, ImageBody, ScalarType, IMAGE_HEADER_SIZE};
 pub use message::{
-    decode, encode, read_message, DecodeOptions, Extended, MetaEntry, Message, EXT_HEADER_SIZE,
+    decode, encode, read_message, DecodeOptions, Extended, Message, MetaEntry, EXT_HEADER_SIZE,
 };

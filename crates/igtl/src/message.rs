@@ -208,7 +208,9 @@ fn parse_metadata(type_name: &str, header: &[u8], data: &[u8]) -> Result<Vec<Met
         let key = std::str::from_utf8(key)
             .map_err(|_| d.malformed("metadata key is not UTF-8"))?
             .to_owned();
-        let value = d.take_u64(u64::from(value_size), "metadata value")?.to_vec();
+        let value = d
+            .take_u64(u64::from(value_size), "metadata value")?
+            .to_vec();
         entries.push(MetaEntry {
             key,
             encoding,
@@ -305,7 +307,7 @@ pub fn read_message<R: Read>(reader: &mut R, opts: &DecodeOptions) -> Result<Mes
     reader.take(body_size).read_to_end(&mut body)?;
     if (body.len() as u64) < body_size {
         return Err(IgtlError::Truncated {
-            needed: HEADER_SIZE as u64 + body_size,
+            needed: (HEADER_SIZE as u64).saturating_add(body_size),
             available: (HEADER_SIZE + body.len()) as u64,
         });
     }
