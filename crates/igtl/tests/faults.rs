@@ -347,3 +347,22 @@ fn random_mutations_never_panic_and_round_trip() {
     }
     assert!(decoded > 1000, "only {decoded} mutants decoded");
 }
+
+#[test]
+fn pyigtl_style_position_is_malformed_not_fatal() {
+    // pyigtl 0.3.4 packs POSITION like POINT plus a quaternion: 152 bytes per item
+    // (name 64, group 32, rgba 4, xyz 12, quaternion 16, diameter 4, owner 20), not the
+    // spec's 12 / 24 / 28 bytes. It is rejected as malformed; the stream stays aligned.
+    let p = golden("test_position_message.bin");
+    let bad = reframe(&p, &[0u8; 152]);
+    let stream = [bad, golden("test_string_message.bin")].concat();
+    let mut reader = Cursor::new(stream);
+    match read_message(&mut reader, &DecodeOptions::default()) {
+        Err(IgtlError::Malformed { type_name, what }) => {
+            assert_eq!(type_name, "POSITION");
+            assert!(what.contains("152"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(read_message(&mut reader, &DecodeOptions::default()).is_ok());
+}

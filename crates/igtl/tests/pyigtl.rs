@@ -215,6 +215,15 @@ fn pyigtl_unpacks_what_we_encode() {
                 .with_v2(8, vec![MetaEntry::text("Format", "json")]),
             ),
         ),
+        // pyigtl cannot pack non-ASCII text (it catches the wrong exception) but reads
+        // MIBenum 106 (UTF-8).
+        (
+            "string_utf8",
+            stamp(Message::new(
+                "GuidanceMetrics",
+                Body::String(StringBody::new("Nadel – Spitze ✓")),
+            )),
+        ),
         (
             "point_v1",
             stamp(Message::new(
