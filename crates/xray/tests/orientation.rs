@@ -135,7 +135,10 @@ fn frontal_and_lateral_views_put_organs_on_the_expected_sides() {
     assert!(c_liver[0] < iso[0], "liver not on the patient's right");
     assert!(labels.centroid_lps(&kidney_left)[0] > labels.centroid_lps(&kidney_right)[0]);
     assert!(labels.centroid_lps(&thyroid)[2] > labels.centroid_lps(&kidney_left)[2]);
-    assert!(c_spine[1] > iso[1] && c_spine[1] > c_heart[1], "spine not posterior");
+    assert!(
+        c_spine[1] > iso[1] && c_spine[1] > c_heart[1],
+        "spine not posterior"
+    );
 
     let groups: [&[u16]; 6] = [
         &liver,
@@ -171,11 +174,20 @@ fn frontal_and_lateral_views_put_organs_on_the_expected_sides() {
         let centre = proj.project(iso).unwrap();
         println!("LAO {lao}: spine {spine:.1?} heart {heart:.1?} isocentre {centre:.1?}");
         if posterior_right {
-            assert!(spine.0 > heart.0 && spine.0 > centre.0, "LAO 90: spine not on the right");
+            assert!(
+                spine.0 > heart.0 && spine.0 > centre.0,
+                "LAO 90: spine not on the right"
+            );
         } else {
-            assert!(spine.0 < heart.0 && spine.0 < centre.0, "RAO 90: spine not on the left");
+            assert!(
+                spine.0 < heart.0 && spine.0 < centre.0,
+                "RAO 90: spine not on the left"
+            );
         }
         // The head stays at the top in lateral views.
-        assert!(c[3].1 < c[1].1, "thyroid not above the kidneys at LAO {lao}");
+        assert!(
+            c[3].1 < c[1].1,
+            "thyroid not above the kidneys at LAO {lao}"
+        );
     }
 }
