@@ -111,7 +111,16 @@ fn drr(args: &[String]) -> anyhow::Result<()> {
         pixel_mm: 400.0 / size as f64,
     };
     let projection = carm.projection()?;
-    let (seconds, image) = best_of(repeats, || Ok(render(&mu, &projection, integrator)))?;
+    // CPU time (all threads) per render, best of the repeats: robust to other load.
+    let mut cpu_seconds = f64::INFINITY;
+    let (seconds, image) = best_of(repeats, || {
+        let before = process_cpu_seconds();
+        let image = render(&mu, &projection, integrator);
+        if let (Some(a), Some(b)) = (before, process_cpu_seconds()) {
+            cpu_seconds = cpu_seconds.min(b - a);
+        }
+        Ok(image)
+    })?;
     if let Some(out) = &out {
         let bytes: Vec<u8> = image.data.iter().flat_map(|v| v.to_le_bytes()).collect();
         std::fs::write(out, bytes).with_context(|| format!("writing {out}"))?;
@@ -119,11 +128,22 @@ fn drr(args: &[String]) -> anyhow::Result<()> {
     let sum: f64 = image.data.iter().map(|&v| f64::from(v)).sum();
     let json = serde_json::json!({
         "op": "drr", "path": path, "size": size, "integrator": format!("{integrator:?}"),
-        "seconds": seconds, "mean_line_integral": sum / image.data.len() as f64,
+        "seconds": seconds, "cpu_seconds": cpu_seconds.is_finite().then_some(cpu_seconds),
+        "mean_line_integral": sum / image.data.len() as f64,
         "threads": rayon::current_num_threads(),
     });
     println!("{json}");
     Ok(())
+}
+
+/// User + system CPU time of this process (Linux `/proc/self/stat`, 10 ms ticks).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line (utime, stime) are 11 and 12 after the name.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 fn rayon_threads() -> usize {
