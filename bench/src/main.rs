@@ -1,13 +1,18 @@
 //! Benchmark driver: times Pinhole's foundation operations and prints JSON, so that
 //! `bench/foundation.py` can compare them with nibabel, pydicom and scipy in one run.
 //!
-//! Usage: `pinhole-bench load PATH [REPEATS]`, `pinhole-bench edt LABELS [REPEATS]`.
+//! Usage: `pinhole-bench load PATH [REPEATS]`, `pinhole-bench edt LABELS [REPEATS]`,
+//! `pinhole-bench drr CT SIZE INTEGRATOR [REPEATS] [--source-anterior] [--out RAW]`
+//! (`INTEGRATOR`: `trilinear500` (any sample count), `siddon` or `step:MM`; the detector
+//! keeps the default 400 mm field, `SIZE`² pixels; default C-arm otherwise; `--out`
+//! writes the line integrals as raw little-endian f32, row 0 the displayed top).
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use pinhole_io::open::{read_volume, ReadOptions};
+use pinhole_xray::{render, Attenuation, CArm, Detector, Integrator};
 
 fn best_of<T>(
     repeats: usize,
@@ -53,9 +58,92 @@ fn main() -> anyhow::Result<()> {
             });
             println!("{out}");
         }
-        _ => bail!("usage: pinhole-bench load PATH [REPEATS] | edt LABELS [REPEATS]"),
+        Some("drr") => drr(&args[1..])?,
+        _ => bail!(
+            "usage: pinhole-bench load PATH [REPEATS] | edt LABELS [REPEATS] | \
+             drr CT SIZE INTEGRATOR [REPEATS] [--source-anterior] [--out RAW]"
+        ),
     }
     Ok(())
+}
+
+fn parse_integrator(text: &str) -> anyhow::Result<Integrator> {
+    if text == "siddon" {
+        return Ok(Integrator::Siddon);
+    }
+    if let Some(n) = text.strip_prefix("trilinear") {
+        return Ok(Integrator::TrilinearSamples(
+            n.parse().context("trilinearN")?,
+        ));
+    }
+    if let Some(mm) = text.strip_prefix("step:") {
+        return Ok(Integrator::TrilinearStep {
+            step_mm: mm.parse().context("step:MM")?,
+        });
+    }
+    bail!("integrator must be trilinearN, siddon or step:MM, got {text}")
+}
+
+fn drr(args: &[String]) -> anyhow::Result<()> {
+    let mut positional = vec![];
+    let (mut source_anterior, mut out) = (false, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--source-anterior" => source_anterior = true,
+            "--out" => out = Some(it.next().context("--out RAW")?.clone()),
+            _ => positional.push(a.as_str()),
+        }
+    }
+    let [path, size, integrator, rest @ ..] = positional.as_slice() else {
+        bail!("drr CT SIZE INTEGRATOR [REPEATS]");
+    };
+    let size: usize = size.parse().context("SIZE")?;
+    let integrator = parse_integrator(integrator)?;
+    let repeats = rest.first().map(|r| r.parse()).transpose()?.unwrap_or(5);
+    let ct = load(Path::new(path))?.to_f32();
+    let mu = Attenuation::default().mu_volume(&ct);
+    let mut carm = CArm::new(mu.grid().center_lps());
+    carm.source_anterior = source_anterior;
+    carm.detector = Detector {
+        width: size,
+        height: size,
+        pixel_mm: 400.0 / size as f64,
+    };
+    let projection = carm.projection()?;
+    // CPU time (all threads) per render, best of the repeats: robust to other load.
+    let mut cpu_seconds = f64::INFINITY;
+    let (seconds, image) = best_of(repeats, || {
+        let before = process_cpu_seconds();
+        let image = render(&mu, &projection, integrator);
+        if let (Some(a), Some(b)) = (before, process_cpu_seconds()) {
+            cpu_seconds = cpu_seconds.min(b - a);
+        }
+        Ok(image)
+    })?;
+    if let Some(out) = &out {
+        let bytes: Vec<u8> = image.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(out, bytes).with_context(|| format!("writing {out}"))?;
+    }
+    let sum: f64 = image.data.iter().map(|&v| f64::from(v)).sum();
+    let json = serde_json::json!({
+        "op": "drr", "path": path, "size": size, "integrator": format!("{integrator:?}"),
+        "seconds": seconds, "cpu_seconds": cpu_seconds.is_finite().then_some(cpu_seconds),
+        "mean_line_integral": sum / image.data.len() as f64,
+        "threads": rayon::current_num_threads(),
+    });
+    println!("{json}");
+    Ok(())
+}
+
+/// User + system CPU time of this process (Linux `/proc/self/stat`, 10 ms ticks).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line (utime, stime) are 11 and 12 after the name.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 fn rayon_threads() -> usize {
