@@ -3,6 +3,7 @@
 #
 # Prepare here (once), then carry the three paths:
 #   cargo build --release -p pinhole-gpu --bin drr-gpu-bench
+#   strip target/release/drr-gpu-bench   # 56 MB with line tables → ~15 MB (64 MiB carry limit)
 #   mkdir -p bench/device-debs bench/device-data
 #   (cd bench/device-debs && apt-get download libvulkan1)
 #   cp ../shared/data/chest-ct/ct.nii.gz bench/device-data/ct.nii.gz

@@ -13,6 +13,8 @@ use crate::{GpuContext, GpuError};
 const WORKGROUP: u32 = 8;
 /// Edge of an occupancy block in voxels (`BLOCK` in `drr.wgsl`).
 const BLOCK: usize = 8;
+/// Empty-space skipping starts on when at least this fraction of blocks is empty.
+const MIN_EMPTY_FRACTION: f64 = 0.05;
 
 /// Kernel-wide parameters (uniform buffer; layout of `Params` in `drr.wgsl`).
 #[repr(C)]
@@ -251,7 +253,7 @@ impl GpuDrr {
             .limits
             .max_storage_buffer_binding_size
             .min(ctx.limits.max_buffer_size);
-        Ok(Self {
+        let mut drr = Self {
             ctx: ctx.clone(),
             dims,
             world_to_index,
@@ -266,11 +268,14 @@ impl GpuDrr {
             occupancy_view,
             occupancy_host: occupancy_data,
             air_threshold: 0.0,
-            skip_empty: true,
+            skip_empty: false,
             scratch: Mutex::new(None),
             timestamps,
             max_out_bytes,
-        })
+        };
+        // Walking blocks costs a little per block: worth it only with enough empty space.
+        drr.skip_empty = drr.empty_block_fraction() >= MIN_EMPTY_FRACTION;
+        Ok(drr)
     }
 
     /// The volume's dimensions.
@@ -278,9 +283,11 @@ impl GpuDrr {
         self.dims
     }
 
-    /// Empty-space skipping (default on): rays step over 8³ blocks in which every
-    /// trilinear sample is exactly zero (air at μ = 0). The samples taken, and so the
-    /// result, are the same as without it.
+    /// Empty-space skipping: rays step over 8³ blocks in which every trilinear sample is
+    /// exactly zero (air at μ = 0). The samples taken, and so the result, are the same as
+    /// without it. On by default when at least 5 % of the blocks are empty (the block walk
+    /// costs a little where nothing can be skipped, e.g. a CT with noisy air; see
+    /// [`GpuDrr::set_air_threshold`]).
     pub fn set_empty_space_skipping(&mut self, on: bool) {
         self.skip_empty = on;
     }

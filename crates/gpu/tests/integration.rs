@@ -165,7 +165,11 @@ fn compare_with_cpu(label: &str, ctx: &GpuContext, mu: &Volume<f32>, pixel_mm: f
     );
     let poses = poses(mu, pixel_mm);
     let projections: Vec<Projection> = poses.iter().map(|(_, p)| p.clone()).collect();
-    assert!(drr.empty_space_skipping());
+    assert_eq!(
+        drr.empty_space_skipping(),
+        drr.empty_block_fraction() >= 0.05
+    );
+    drr.set_empty_space_skipping(true);
     let batch = drr.render_batch(&projections, SAMPLES).unwrap();
     // Empty-space skipping takes the same samples in the same order: same result.
     drr.set_empty_space_skipping(false);
@@ -213,6 +217,7 @@ fn empty_space_skipping_is_exact_on_a_sparse_volume() {
     let Some(ctx) = gpu() else { return };
     let mu = sparse();
     let drr = GpuDrr::new(ctx, &mu).unwrap();
+    assert!(drr.empty_space_skipping());
     assert!(
         drr.empty_block_fraction() > 0.5,
         "{}",
@@ -233,9 +238,11 @@ fn air_threshold_skips_more_and_bounds_the_error() {
     }
     let mut drr = GpuDrr::new(ctx, &mu).unwrap();
     assert_eq!(drr.empty_block_fraction(), 0.0);
+    assert!(!drr.empty_space_skipping());
     let p = poses(&mu, 1.0).remove(2).1;
     let full = drr.render(&p, SAMPLES).unwrap();
     drr.set_air_threshold(0.001);
+    drr.set_empty_space_skipping(true);
     assert!(drr.empty_block_fraction() > 0.5);
     let skipped = drr.render(&p, SAMPLES).unwrap();
     // Each ray loses at most threshold × its length in the volume (< 150 mm here).
