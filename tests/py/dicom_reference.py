@@ -6,6 +6,10 @@ Commands:
                        {"dims": [i, j, k], "matrix": 4x4 index->LPS, "slice_thickness"}
                        as JSON and write the voxels (k, j, i C-order, i fastest) after
                        pydicom's apply_modality_lut as little-endian float64 to OUT.f64.
+  two_series SRC DST N UID_A UID_B
+                       copy the DICOM files of SRC into DST with SeriesInstanceUID UID_A
+                       for the first N (by name) and UID_B for the rest (the shared
+                       series' own UID is empty); print {"series": {uid: slices}}.
   testfile NAME        print the path of one of pydicom's bundled test files.
   make_jpeg OUT.dcm    write a monochrome 8-bit JPEG baseline (1.2.840.10008.1.2.4.50)
                        file made from pydicom's MR_small.dcm with Pillow's encoder.
@@ -71,6 +75,17 @@ def series(folder, out_path):
     }))
 
 
+def two_series(src, dst, count, uid_a, uid_b):
+    names = sorted(n for n in os.listdir(src) if is_dicom(os.path.join(src, n)))
+    counts = {}
+    for index, name in enumerate(names):
+        ds = pydicom.dcmread(os.path.join(src, name))
+        ds.SeriesInstanceUID = uid_a if index < int(count) else uid_b
+        ds.save_as(os.path.join(dst, name), enforce_file_format=True)
+        counts[str(ds.SeriesInstanceUID)] = counts.get(str(ds.SeriesInstanceUID), 0) + 1
+    print(json.dumps({"series": counts}))
+
+
 def make_jpeg(out_path):
     from PIL import Image
     from pydicom.encaps import encapsulate
@@ -101,6 +116,8 @@ def main():
         if path is None:
             sys.exit(f"pydicom has no test file {sys.argv[2]}")
         print(path)
+    elif command == "two_series":
+        two_series(*sys.argv[2:7])
     elif command == "make_jpeg":
         make_jpeg(sys.argv[2])
     else:

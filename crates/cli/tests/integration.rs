@@ -3,19 +3,15 @@
 // Helpers outside `#[test]` functions unwrap too (`allow-unwrap-in-tests` covers only tests).
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+// The helpers of pinhole-io's tests (real data paths, the Python reference scripts).
+#[path = "../../io/tests/common.rs"]
+mod common;
 
-fn shared_data(relative: &str) -> PathBuf {
-    let base = std::env::var_os("PINHOLE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/data"));
-    base.join(relative)
-}
+use common::*;
 
 fn pinhole(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pinhole"))
@@ -34,31 +30,31 @@ fn pinhole_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
-    let interpreter = std::env::var("PINHOLE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(interpreter)
-        .arg(repo_root().join("tests/py").join(script))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+fn info_json(path: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["info", "--json", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&pinhole_ok(&args)).unwrap()
 }
 
 fn assert_close(ours: &serde_json::Value, reference: &serde_json::Value, tol: f64) {
-    for r in 0..4 {
-        for c in 0..4 {
-            let (a, b) = (
-                ours[r][c].as_f64().unwrap(),
-                reference[r][c].as_f64().unwrap(),
-            );
-            assert!((a - b).abs() <= tol, "[{r}][{c}] ours {a} reference {b}");
-        }
-    }
+    assert_matrix_close(&json_matrix(ours), reference, tol);
+}
+
+/// pydicom's reading of a DICOM folder: its JSON and the voxels (f64, i fastest).
+fn pydicom_series(dir: &Path, raw: &Path) -> (serde_json::Value, Vec<f64>) {
+    let reference = python_json(
+        "dicom_reference.py",
+        &["series", dir.to_str().unwrap(), raw.to_str().unwrap()],
+    );
+    (reference, read_f64_le(raw))
+}
+
+fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
 }
 
 #[test]
@@ -70,8 +66,7 @@ fn info_json_matches_nibabel_for_the_chest_ct() {
         "nifti_reference.py",
         &["nifti", ct.to_str().unwrap(), raw.to_str().unwrap()],
     );
-    let info: serde_json::Value =
-        serde_json::from_str(&pinhole_ok(&["info", "--json", ct.to_str().unwrap()])).unwrap();
+    let info = info_json(&ct, &[]);
     assert_eq!(info["dims"], reference["dims"]);
     assert_close(&info["ijk_to_lps"], &reference["ijk_to_lps"], 1e-4);
     assert_eq!(info["min"], reference["min"]);
@@ -92,25 +87,10 @@ fn info_lists_named_labels_with_volumes() {
     // This label map ships its own table (ids 117/118 differ from TotalSegmentator v2).
     let labels = shared_data("chest-ct/labels.nii.gz");
     let table = shared_data("chest-ct/structures.csv");
-    let info: serde_json::Value = serde_json::from_str(&pinhole_ok(&[
-        "info",
-        "--json",
-        labels.to_str().unwrap(),
-        "--labels-table",
-        table.to_str().unwrap(),
-    ]))
-    .unwrap();
+    let info = info_json(&labels, &["--labels-table", table.to_str().unwrap()]);
     assert_eq!(info["is_label_map"], true);
     // Names parsed independently from the same CSV (group,original_idx,structure,id).
-    let csv = std::fs::read_to_string(&table).unwrap();
-    let name_of = |id: u64| -> String {
-        csv.lines()
-            .skip(1)
-            .map(|l| l.split(',').collect::<Vec<_>>())
-            .find(|f| f[3].trim().parse::<u64>().ok() == Some(id))
-            .map(|f| f[2].to_string())
-            .unwrap()
-    };
+    let csv: BTreeMap<u32, String> = structures_csv().into_iter().collect();
     let rows = info["labels"].as_array().unwrap();
     assert!(rows.len() > 50);
     let spacing: f64 = info["spacing_mm"]
@@ -120,23 +100,51 @@ fn info_lists_named_labels_with_volumes() {
         .map(|v| v.as_f64().unwrap())
         .product();
     for row in rows {
-        let id = row["id"].as_u64().unwrap();
-        assert_eq!(row["name"].as_str().unwrap(), name_of(id), "label {id}");
+        let id = u32::try_from(row["id"].as_u64().unwrap()).unwrap();
+        assert_eq!(row["name"].as_str().unwrap(), csv[&id], "label {id}");
         let ml = row["voxels"].as_f64().unwrap() * spacing / 1000.0;
         assert!((row["ml"].as_f64().unwrap() - ml).abs() < 1e-9);
     }
 }
 
+/// Runs `info` on `path`, expecting a clean failure that names `name`.
+fn assert_info_fails_cleanly(path: &Path, name: &str) {
+    let out = pinhole(&["info", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{name}: exit 0\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+    assert!(stderr.contains(name), "{name} not named: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn bad_input_exits_non_zero_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("broken.nii.gz");
-    std::fs::write(&bad, b"\x1f\x8b\x08\x00garbage").unwrap();
-    let out = pinhole(&["info", bad.to_str().unwrap()]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("broken.nii.gz"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_info_fails_cleanly(&dir.path().join("missing.nii.gz"), "missing.nii.gz");
+
+    let empty = dir.path().join("empty.nii");
+    std::fs::write(&empty, b"").unwrap();
+    assert_info_fails_cleanly(&empty, "empty.nii");
+
+    let garbage = dir.path().join("broken.nii.gz");
+    std::fs::write(&garbage, b"\x1f\x8b\x08\x00garbage").unwrap();
+    assert_info_fails_cleanly(&garbage, "broken.nii.gz");
+
+    // A real .nii.gz cut short: in the header, and in the voxel data.
+    let bytes = std::fs::read(shared_data("abdomen-ct/example_ct_sm.nii.gz")).unwrap();
+    for (name, keep) in [("head.nii.gz", 200), ("half.nii.gz", bytes.len() / 2)] {
+        let truncated = dir.path().join(name);
+        std::fs::write(&truncated, &bytes[..keep]).unwrap();
+        assert_info_fails_cleanly(&truncated, name);
+    }
+    // The untruncated file is fine (the cases above fail for the cut, not the data).
+    pinhole_ok(&[
+        "info",
+        shared_data("abdomen-ct/example_ct_sm.nii.gz")
+            .to_str()
+            .unwrap(),
+    ]);
 }
 
 #[test]
@@ -168,4 +176,167 @@ fn demo_runs_on_the_embedded_sample() {
     assert!(stdout.contains("liver"), "{stdout}");
     assert!(out.join("ct.nrrd").exists());
     assert!(out.join("labels.seg.nrrd").exists());
+}
+
+#[test]
+fn info_json_matches_pydicom_for_the_dicom_series() {
+    let series = shared_data("dicom-ct-series");
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, voxels) = pydicom_series(&series, &dir.path().join("v.f64"));
+    let info = info_json(&series, &[]);
+    assert_eq!(info["format"], "DICOM series");
+    assert_eq!(info["dims"], reference["dims"]);
+    assert_close(&info["ijk_to_lps"], &reference["matrix"], 1e-4);
+    let (lo, hi) = min_max(&voxels);
+    assert_eq!(info["min"].as_f64(), Some(lo));
+    assert_eq!(info["max"].as_f64(), Some(hi));
+    // Spacing from the positions (2 mm), not SliceThickness (3 mm): said in a warning.
+    let dz = info["spacing_mm"][2].as_f64().unwrap();
+    assert!((dz - reference["slice_spacing"].as_f64().unwrap()).abs() < 1e-9);
+    assert!(
+        info["warnings"].to_string().contains("SliceThickness"),
+        "{info}"
+    );
+}
+
+#[test]
+fn convert_dicom_to_nifti_matches_pydicom_through_nibabel() {
+    let series = shared_data("dicom-ct-series");
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.nii.gz");
+    pinhole_ok(&[
+        "convert",
+        series.to_str().unwrap(),
+        output.to_str().unwrap(),
+    ]);
+    let (a, b) = (dir.path().join("dicom.f64"), dir.path().join("nifti.f64"));
+    let (dicom, _) = pydicom_series(&series, &a);
+    let nib = python_json(
+        "nifti_reference.py",
+        &["nifti", output.to_str().unwrap(), b.to_str().unwrap()],
+    );
+    assert_eq!(nib["dims"], dicom["dims"]);
+    assert_close(&nib["ijk_to_lps"], &dicom["matrix"], 1e-4);
+    let (ours, reference) = (std::fs::read(&b).unwrap(), std::fs::read(&a).unwrap());
+    assert_eq!(ours.len(), 512 * 512 * 20 * 8);
+    assert!(ours == reference, "voxels differ from pydicom's");
+}
+
+#[test]
+fn convert_label_map_to_seg_nrrd_reads_back_in_slicerio() {
+    let input = shared_data("abdomen-ct/example_seg.nii.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.seg.nrrd");
+    pinhole_ok(&["convert", input.to_str().unwrap(), output.to_str().unwrap()]);
+    let raw = dir.path().join("labels.f64");
+    let nib = python_json(
+        "nifti_reference.py",
+        &["nifti", input.to_str().unwrap(), raw.to_str().unwrap()],
+    );
+    let seg = python_json("slicer_reference.py", &["seg", output.to_str().unwrap()]);
+
+    // Label values and voxel counts as nibabel reads them.
+    let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
+    for v in read_f64_le(&raw) {
+        assert_eq!(v.fract(), 0.0);
+        if v != 0.0 {
+            *counts.entry(v as u32).or_default() += 1;
+        }
+    }
+    assert!(counts.len() > 30, "{counts:?}");
+    let segments = seg["segments"].as_array().unwrap();
+    let values: Vec<u32> = segments
+        .iter()
+        .map(|s| u32::try_from(s["labelValue"].as_u64().unwrap()).unwrap())
+        .collect();
+    assert_eq!(values, counts.keys().copied().collect::<Vec<_>>());
+    for (value, count) in &counts {
+        assert_eq!(seg["voxels"][value.to_string()].as_u64(), Some(*count));
+    }
+
+    // Names: TotalSegmentator v2, whose ids 1..=116 are the CSV's; 117 is
+    // costal_cartilages in TotalSegmentator 2.x (the CSV says carpal, see labels.rs).
+    let csv: BTreeMap<u32, String> = structures_csv().into_iter().collect();
+    assert!(counts.contains_key(&117));
+    for (segment, value) in segments.iter().zip(&values) {
+        let expected = match value {
+            1..=116 => csv[value].as_str(),
+            117 => "costal_cartilages",
+            _ => panic!("label {value} is not in TotalSegmentator v2"),
+        };
+        assert_eq!(segment["name"], expected, "label {value}");
+    }
+
+    // Geometry: slicerio's ijkToLPS is nibabel's affine taken to LPS.
+    assert_close(&seg["ijkToLPS"], &nib["ijk_to_lps"], 1e-4);
+    assert_eq!(seg["shape"], nib["dims"]);
+}
+
+#[test]
+fn dicom_folder_with_two_series_lists_both_and_picks_by_uid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (small, large) = (
+        "1.2.826.0.1.3680043.8.498.101",
+        "1.2.826.0.1.3680043.8.498.102",
+    );
+    let made = python_json(
+        "dicom_reference.py",
+        &[
+            "two_series",
+            shared_data("dicom-ct-series").to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+            "5",
+            small,
+            large,
+        ],
+    );
+    assert_eq!(made["series"][small], 5);
+    assert_eq!(made["series"][large], 15);
+    let folder = dir.path().to_str().unwrap();
+
+    // Default: both listed on stderr, the larger one read.
+    let out = pinhole(&["info", "--json", folder]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 series"), "{stderr}");
+    for (uid, slices) in [(small, 5), (large, 15)] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(uid))
+            .unwrap_or_else(|| panic!("{uid} not listed: {stderr}"));
+        assert!(line.contains(&format!("{slices} slices")), "{line}");
+    }
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["dims"][2], 15);
+    assert_eq!(info["series_uid"], large);
+
+    // --series picks the smaller one: the first five slices by file name, which
+    // pydicom reads on its own from a folder holding just those files.
+    let info = info_json(dir.path(), &["--series", small]);
+    assert_eq!(info["series_uid"], small);
+    assert_eq!(info["dims"], serde_json::json!([512, 512, 5]));
+    let only = tempfile::tempdir().unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(shared_data("dicom-ct-series"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for f in &names[..5] {
+        std::fs::copy(f, only.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let raw = tempfile::tempdir().unwrap();
+    let (reference, voxels) = pydicom_series(only.path(), &raw.path().join("v.f64"));
+    assert_close(&info["ijk_to_lps"], &reference["matrix"], 1e-4);
+    let (lo, hi) = min_max(&voxels);
+    assert_eq!(
+        (info["min"].as_f64(), info["max"].as_f64()),
+        (Some(lo), Some(hi))
+    );
+
+    // An unknown UID: an error naming the ones present.
+    let out = pinhole(&["info", folder, "--series", "1.2.3"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(small) && stderr.contains(large), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -35,6 +35,7 @@ use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use pinhole_volume::{Grid, Volume};
+use rayon::prelude::*;
 
 use crate::error::{Error, ErrorKind, Result, WithPath};
 use crate::image::AnyVolume;
@@ -582,26 +583,23 @@ fn assemble(
         warnings.push("MONOCHROME1: higher values display darker".into());
     }
 
-    // Pixels.
+    // Pixels: decoded in parallel a few slices at a time (JPEG 2000 decoding dominates),
+    // collected and reported in slice order.
     let total = slices.len();
     let mut values = Values::Int(Vec::new());
-    for (done, s) in slices.iter().enumerate() {
-        let bytes = std::fs::read(&s.path).with_path(&s.path)?;
-        let obj = parse(&bytes, false).map_err(|m| Error::new(&s.path, ErrorKind::Dicom(m)))?;
-        // Re-read the header: the file might have changed since the listing.
-        let header = SliceHeader::from_object(s.path.clone(), &obj)
-            .map_err(|m| Error::new(&s.path, ErrorKind::InvalidHeader(m)))?;
-        if (header.rows, header.columns) != (first.rows, first.columns) {
-            return Err(Error::new(
-                &s.path,
-                ErrorKind::MixedSeries("matrix size changed while reading".into()),
-            ));
+    let batch = 2 * rayon::current_num_threads().max(1);
+    let mut done = 0;
+    for group in slices.chunks(batch) {
+        let decoded: Vec<Result<(SliceHeader, Vec<i64>)>> = group
+            .par_iter()
+            .map(|s| read_slice_pixels(s, &first))
+            .collect();
+        for result in decoded {
+            let (header, raw) = result?;
+            values.push(&raw, header.slope, header.intercept);
+            done += 1;
+            progress(done, total);
         }
-        check_header(&header).map_err(|k| Error::new(&s.path, k))?;
-        let raw =
-            decode_slice(&obj, &header).map_err(|m| Error::new(&s.path, ErrorKind::Dicom(m)))?;
-        values.push(&raw, header.slope, header.intercept);
-        progress(done + 1, total);
     }
     let volume = values
         .into_volume(grid)
@@ -612,6 +610,24 @@ fn assemble(
         warnings,
         slice_thickness_mm: first.slice_thickness,
     })
+}
+
+/// Reads and decodes one slice of a series whose first slice is `first`.
+fn read_slice_pixels(s: &SliceHeader, first: &SliceHeader) -> Result<(SliceHeader, Vec<i64>)> {
+    let bytes = std::fs::read(&s.path).with_path(&s.path)?;
+    let obj = parse(&bytes, false).map_err(|m| Error::new(&s.path, ErrorKind::Dicom(m)))?;
+    // Re-read the header: the file might have changed since the listing.
+    let header = SliceHeader::from_object(s.path.clone(), &obj)
+        .map_err(|m| Error::new(&s.path, ErrorKind::InvalidHeader(m)))?;
+    if (header.rows, header.columns) != (first.rows, first.columns) {
+        return Err(Error::new(
+            &s.path,
+            ErrorKind::MixedSeries("matrix size changed while reading".into()),
+        ));
+    }
+    check_header(&header).map_err(|k| Error::new(&s.path, k))?;
+    let raw = decode_slice(&obj, &header).map_err(|m| Error::new(&s.path, ErrorKind::Dicom(m)))?;
+    Ok((header, raw))
 }
 
 fn first_sorted(slices: &[SliceHeader], fallback: &SliceHeader) -> SliceHeader {

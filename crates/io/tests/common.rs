@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests: real data from `../shared/data` and the
 //! Python reference scripts in `tests/py` (nibabel, pydicom, scipy, slicerio).
+//! The `pinhole` CLI's test binary includes this file too (`#[path]`), so it may use
+//! only `std` and `serde_json`.
 
 #![allow(dead_code)]
 
@@ -53,6 +55,36 @@ pub fn read_f64_le(path: &Path) -> Vec<f64> {
     bytes
         .chunks_exact(8)
         .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// A 4×4 matrix printed as JSON (nested arrays, row-major).
+pub fn json_matrix(value: &serde_json::Value) -> [[f64; 4]; 4] {
+    let mut m = [[f64::NAN; 4]; 4];
+    for (r, row) in m.iter_mut().enumerate() {
+        for (c, x) in row.iter_mut().enumerate() {
+            *x = value[r][c]
+                .as_f64()
+                .unwrap_or_else(|| panic!("not a 4x4 matrix: {value}"));
+        }
+    }
+    m
+}
+
+/// `chest-ct/structures.csv` parsed with plain string splitting: `(id, structure)` rows.
+/// Its ids 1..=116 equal TotalSegmentator v2's; 117/118 differ (see `labels.rs`).
+pub fn structures_csv() -> Vec<(u32, String)> {
+    let text = std::fs::read_to_string(shared_data("chest-ct/structures.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().trim().split(',').collect();
+    let id_col = header.iter().position(|h| *h == "id").unwrap();
+    let name_col = header.iter().position(|h| *h == "structure").unwrap();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let fields: Vec<&str> = l.trim().split(',').collect();
+            (fields[id_col].parse().unwrap(), fields[name_col].to_owned())
+        })
         .collect()
 }
 

@@ -29,22 +29,6 @@ fn table_error(path: &Path) -> String {
 
 // ---------------------------------------------------------------- label tables
 
-/// `structures.csv` parsed with plain string splitting: `(id, structure)` rows.
-fn structures_csv() -> Vec<(u32, String)> {
-    let text = std::fs::read_to_string(shared_data("chest-ct/structures.csv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().trim().split(',').collect();
-    let id_col = header.iter().position(|h| *h == "id").unwrap();
-    let name_col = header.iter().position(|h| *h == "structure").unwrap();
-    lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let fields: Vec<&str> = l.trim().split(',').collect();
-            (fields[id_col].parse().unwrap(), fields[name_col].to_owned())
-        })
-        .collect()
-}
-
 #[test]
 fn totalsegmentator_v2_matches_structures_csv() {
     let csv = structures_csv();
