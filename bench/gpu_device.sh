@@ -5,7 +5,7 @@
 #   cargo build --release -p pinhole-gpu --bin drr-gpu-bench
 #   strip target/release/drr-gpu-bench   # 56 MB with line tables → ~15 MB (64 MiB carry limit)
 #   mkdir -p bench/device-debs bench/device-data
-#   (cd bench/device-debs && apt-get download libvulkan1)
+#   (cd bench/device-debs && apt-get download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 #   cp ../shared/data/chest-ct/ct.nii.gz bench/device-data/ct.nii.gz
 # Device command (carry: target/release/drr-gpu-bench, bench/device-debs, bench/device-data):
 #   bash bench/gpu_device.sh [CT] [extra drr-gpu-bench flags]
@@ -21,16 +21,18 @@ BIN=target/release/drr-gpu-bench
 [ -f "$CT" ] || { echo "missing CT $CT (carry bench/device-data)" >&2; exit 2; }
 
 # The Vulkan loader is not installed on the device machine: unpack the carried .debs.
-if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
+# The NVIDIA ICD also needs the GLVND/EGL loaders, so unpack every carried .deb.
+if ! ldconfig -p | grep -q 'libGLX\.so\.0'; then
   shopt -s nullglob
   debs=(bench/device-debs/*.deb)
-  [ ${#debs[@]} -gt 0 ] || { echo "no libvulkan.so.1 and no bench/device-debs/*.deb" >&2; exit 2; }
+  [ ${#debs[@]} -gt 0 ] || { echo "no Vulkan/GLVND loaders and no bench/device-debs/*.deb" >&2; exit 2; }
   for f in "${debs[@]}"; do dpkg -x "$f" /; done
   ldconfig
 fi
 # The NVIDIA ICD lives at the driver's own path.
 if [ -z "${VK_DRIVER_FILES:-}" ] && [ -z "${VK_ICD_FILENAMES:-}" ]; then
-  for d in /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d \
+  # The driver's own folder first: the copy under /usr/share did not load (2026-11-27, H100).
+  for d in /usr/local/nvidia/share/vulkan/icd.d /usr/share/vulkan/icd.d /etc/vulkan/icd.d \
            /usr/local/share/vulkan/icd.d; do
     if [ -f "$d/nvidia_icd.json" ]; then export VK_DRIVER_FILES="$d/nvidia_icd.json"; break; fi
   done
@@ -40,6 +42,7 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
   export XDG_RUNTIME_DIR
 fi
 export WGPU_BACKEND=${WGPU_BACKEND:-vulkan}
+export __EGL_VENDOR_LIBRARY_FILENAMES=${__EGL_VENDOR_LIBRARY_FILENAMES:-/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json}
 
 {
   echo "date: $(date -u +%FT%TZ)"
