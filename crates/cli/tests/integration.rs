@@ -340,3 +340,67 @@ fn dicom_folder_with_two_series_lists_both_and_picks_by_uid() {
     assert!(stderr.contains(small) && stderr.contains(large), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn drr_raw_output_matches_the_independent_reference_on_cpu_and_gpu() {
+    // `pinhole drr --out-raw` (LAO 30 CAUD 10, source posterior) against the numpy
+    // reference `tests/py/drr_reference.py`; the raw NIfTI's row 0 is the displayed top.
+    let ct = shared_data("abdomen-ct/example_ct.nii.gz");
+    let dir = tempfile::tempdir().unwrap();
+    python(
+        "drr_reference.py",
+        &[
+            ct.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+            "48",
+            "6",
+            "30,-10,p",
+        ],
+    );
+    let bytes = std::fs::read(dir.path().join("0_trilinear.f32")).unwrap();
+    let reference: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    for gpu in [false, true] {
+        let raw = dir.path().join(format!("drr-{gpu}.nii"));
+        let png = dir.path().join("drr.png");
+        let mut args = vec![
+            "drr",
+            "--ct",
+            ct.to_str().unwrap(),
+            "--lao",
+            "30",
+            "--caud",
+            "10",
+            "--size",
+            "48",
+            "--pixel-mm",
+            "6",
+            "--out",
+            png.to_str().unwrap(),
+            "--out-raw",
+            raw.to_str().unwrap(),
+        ];
+        if gpu {
+            args.push("--gpu");
+        }
+        pinhole_ok(&args);
+        let voxels = dir.path().join("raw.f64");
+        let info = python_json(
+            "nifti_reference.py",
+            &["nifti", raw.to_str().unwrap(), voxels.to_str().unwrap()],
+        );
+        assert_eq!(info["dims"], serde_json::json!([48, 48, 1]));
+        let ours = read_f64_le(&voxels); // i (column) fastest, then j (row): row-major image
+        let num: f64 = ours
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - f64::from(*b)).powi(2))
+            .sum();
+        let den: f64 = reference.iter().map(|b| f64::from(*b).powi(2)).sum();
+        let rel_l2 = (num / den).sqrt();
+        assert!(rel_l2 < 1e-3, "gpu={gpu}: relative L2 {rel_l2}");
+    }
+    assert!(std::fs::metadata(dir.path().join("drr.png")).unwrap().len() > 100);
+}

@@ -62,6 +62,9 @@ pub struct DrrArgs {
     /// A needle plan (`plan.json`): its paths are projected onto the image.
     #[arg(long)]
     plan: Option<PathBuf>,
+    /// Render on the GPU (wgpu; the backend comes from `WGPU_BACKEND`, default: any).
+    #[arg(long, conflicts_with = "siddon")]
+    gpu: bool,
     /// Output PNG (fluoroscopy display: dense structures dark).
     #[arg(long)]
     out: PathBuf,
@@ -110,7 +113,11 @@ pub fn run(args: &DrrArgs) -> anyhow::Result<()> {
     let ct = super::load(&args.ct, None)?.volume;
     let mu = pinhole_io::with_volume!(&ct, v => Attenuation::default().mu_volume(v));
     let projection = args.carm(ct.grid()).projection()?;
-    let image = pinhole_xray::render(&mu, &projection, args.integrator());
+    let image = if args.gpu {
+        render_on_gpu(&mu, &projection, args.samples)?
+    } else {
+        pinhole_xray::render(&mu, &projection, args.integrator())
+    };
     let window = Window::from_percentiles(&image, 1.0, 99.0);
     let gray = fluoroscopy_gray(&image, window);
     let overlays = overlay_images(args, ct.grid(), &projection)?;
@@ -133,6 +140,17 @@ pub fn run(args: &DrrArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", raw.display());
     }
     Ok(())
+}
+
+fn render_on_gpu(
+    mu: &Volume<f32>,
+    projection: &Projection,
+    samples: usize,
+) -> anyhow::Result<Image> {
+    let ctx = pinhole_gpu::GpuContext::new().context("--gpu: no usable GPU adapter")?;
+    eprintln!("GPU: {}", ctx.adapter_info());
+    let drr = pinhole_gpu::GpuDrr::new(&ctx, mu)?;
+    Ok(drr.render(projection, samples)?)
 }
 
 fn overlay_images(
