@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 // The helpers of pinhole-io's tests (real data paths, the Python reference scripts).
-#[path = "../../io/tests/common.rs"]
+#[path = "../../../tests/support/shared.rs"]
 mod common;
 
 use common::*;

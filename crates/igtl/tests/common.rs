@@ -3,13 +3,11 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-/// Root of the repository.
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+#[path = "../../../tests/support/shared.rs"]
+mod shared;
+pub use shared::*;
 
 /// The golden-vector folder (`$PINHOLE_DATA/openigtlink` or `../shared/data/openigtlink`).
 pub fn golden_dir() -> PathBuf {
@@ -59,45 +57,6 @@ pub fn be_u64(b: &[u8], at: usize) -> u64 {
 }
 pub fn be_f32(b: &[u8], at: usize) -> f32 {
     f32::from_be_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-/// Runs `tests/py/<script>` with `python3` (or `$PINHOLE_PYTHON`) and returns stdout.
-pub fn python(script: &str, args: &[&str]) -> String {
-    let interpreter = std::env::var("PINHOLE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script_path = repo_root().join("tests/py").join(script);
-    let out = Command::new(&interpreter)
-        .arg(&script_path)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {interpreter}: {e}"));
-    assert!(
-        out.status.success(),
-        "{} {:?} failed (install tests/py/requirements.txt):\n{}",
-        script_path.display(),
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("python output is UTF-8")
-}
-
-/// Parses the JSON a reference script printed.
-pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
-    let text = python(script, args);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON from {script}: {e}\n{text}"))
-}
-
-/// Asserts two 4×4 matrices agree within `tol`.
-pub fn assert_matrix_close(ours: &[[f64; 4]; 4], reference: &serde_json::Value, tol: f64) {
-    for r in 0..4 {
-        for c in 0..4 {
-            let expected = reference[r][c].as_f64().unwrap();
-            assert!(
-                (ours[r][c] - expected).abs() <= tol,
-                "matrix[{r}][{c}]: ours {} reference {expected}\nours {ours:?}\nreference {reference}",
-                ours[r][c]
-            );
-        }
-    }
 }
 
 pub fn close(a: f64, b: f64, tol: f64) -> bool {

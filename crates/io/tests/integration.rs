@@ -4,6 +4,7 @@
 // the test functions themselves).
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../../tests/support/shared.rs"]
 mod common;
 mod dicom;
 mod nifti;

@@ -3,54 +3,11 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use pinhole_volume::{Grid, Mat3, Vec3, Volume};
 
-/// Root of the repository.
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A file under the shared real-data folder (`$PINHOLE_DATA` or `../shared/data`).
-pub fn shared_data(relative: &str) -> PathBuf {
-    let base = std::env::var_os("PINHOLE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/data"));
-    let path = base.join(relative);
-    assert!(path.exists(), "missing real test data {}", path.display());
-    path
-}
-
-/// Runs `tests/py/<script>` with `python3` (or `$PINHOLE_PYTHON`) and returns stdout.
-/// Fails the test with the script's stderr when it fails.
-pub fn python(script: &str, args: &[&str]) -> String {
-    let interpreter = std::env::var("PINHOLE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script_path = repo_root().join("tests/py").join(script);
-    let out = Command::new(&interpreter)
-        .arg(&script_path)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {interpreter}: {e}"));
-    assert!(
-        out.status.success(),
-        "{} {:?} failed (install tests/py/requirements.txt):\n{}",
-        script_path.display(),
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("python output is UTF-8")
-}
-
-/// Reads a raw little-endian f32 array written by a reference script.
-pub fn read_f32_le(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap();
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
+#[path = "../../../tests/support/shared.rs"]
+mod shared;
+pub use shared::*;
 
 /// Rotation matrix about the unit `axis` by `deg` degrees (Rodrigues).
 pub fn rotation(axis: Vec3, deg: f64) -> Mat3 {

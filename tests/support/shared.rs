@@ -1,7 +1,6 @@
-//! Helpers shared by the integration tests: real data from `../shared/data` and the
-//! Python reference scripts in `tests/py` (nibabel, pydicom, scipy, slicerio).
-//! The `pinhole` CLI's test binary includes this file too (`#[path]`), so it may use
-//! only `std` and `serde_json`.
+//! Helpers shared by every crate's integration tests (included with `#[path]`): real data
+//! from `../shared/data` and the Python reference scripts in `tests/py` (nibabel, pydicom,
+//! scipy, slicerio, pyigtl). It may use only `std` and `serde_json`.
 
 #![allow(dead_code)]
 
@@ -47,6 +46,15 @@ pub fn python(script: &str, args: &[&str]) -> String {
 pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
     let text = python(script, args);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON from {script}: {e}\n{text}"))
+}
+
+/// Reads a raw little-endian f32 array written by a reference script.
+pub fn read_f32_le(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 /// Reads a raw little-endian f64 array written by a reference script.
