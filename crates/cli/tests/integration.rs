@@ -176,6 +176,7 @@ fn demo_runs_on_the_embedded_sample() {
     assert!(stdout.contains("liver"), "{stdout}");
     assert!(out.join("ct.nrrd").exists());
     assert!(out.join("labels.seg.nrrd").exists());
+    assert!(out.join("fluoro_frontal.png").exists());
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub struct DemoArgs {
     /// Where to write the demo's files.
     #[arg(long, default_value = "pinhole-demo-out")]
     out: PathBuf,
-    /// Headless use: do not open a browser (the viewer arrives with a later release).
+    /// Headless use: do not open a browser (the web viewer is not part of this release).
     #[arg(long)]
     no_open: bool,
 }
@@ -42,6 +42,42 @@ fn load_inputs(data: Option<&Path>) -> anyhow::Result<(AnyVolume, AnyVolume, Str
             Ok((ct, nifti::read(&labels_path)?, dir.display().to_string()))
         }
     }
+}
+
+/// A simulated frontal fluoroscopy (LAO 0 / CRAN 0) with liver and kidneys overlaid.
+fn write_frontal_drr(
+    ct: &AnyVolume,
+    labels: &pinhole_volume::Volume<u16>,
+    table: &pinhole_io::labels::LabelTable,
+    out: &Path,
+) -> anyhow::Result<()> {
+    use pinhole_xray::display::{compose_rgb, fluoroscopy_gray, Overlay, Window};
+    let mu = pinhole_io::with_volume!(ct, v => pinhole_xray::Attenuation::default().mu_volume(v));
+    let mut carm = pinhole_xray::CArm::new(ct.grid().center_lps());
+    carm.detector = pinhole_xray::Detector {
+        width: 256,
+        height: 256,
+        pixel_mm: 1.5625,
+    };
+    let projection = carm.projection()?;
+    let image = pinhole_xray::render(&mu, &projection, pinhole_xray::Integrator::default());
+    let gray = fluoroscopy_gray(&image, Window::from_percentiles(&image, 1.0, 99.0));
+    let ids: Vec<u16> = ["liver", "kidney_left", "kidney_right"]
+        .iter()
+        .filter_map(|n| table.id_of(n).and_then(|id| u16::try_from(id).ok()))
+        .collect();
+    let lengths = pinhole_xray::project_labels(labels, &ids, &projection);
+    let overlays: Vec<Overlay> = lengths
+        .iter()
+        .zip(&ids)
+        .map(|(img, &id)| Overlay {
+            lengths_mm: img,
+            color_rgb: table.color_of(u32::from(id)),
+        })
+        .collect();
+    let rgb = compose_rgb(&gray, &overlays);
+    pinhole_io::png::write_rgb8(out, 256, 256, &rgb)?;
+    Ok(())
 }
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
@@ -84,6 +120,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         "wrote {} and {} (open both in 3D Slicer)",
         ct_out.display(),
         seg_out.display()
+    );
+    let drr_out = args.out.join("fluoro_frontal.png");
+    write_frontal_drr(&ct, &labels, &table, &drr_out)?;
+    println!(
+        "wrote {} (simulated frontal fluoroscopy, LAO 0 / CRAN 0, organs overlaid)",
+        drr_out.display()
     );
     if !args.no_open {
         println!("(the web viewer is not part of this release; nothing to open)");
