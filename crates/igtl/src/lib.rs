@@ -13,9 +13,10 @@
 //! for i in 0..4 { m[i][i] = 1.0; }
 //! m[0][3] = 10.0;
 //! let msg = Message::new("NeedleTipToReference", Body::Transform(Transform::from_matrix(&m)));
-//! let bytes = encode(&msg).unwrap();
-//! let (back, used) = decode(&bytes, &DecodeOptions::default()).unwrap();
+//! let bytes = encode(&msg)?;
+//! let (back, used) = decode(&bytes, &DecodeOptions::default())?;
 //! assert_eq!((back, used), (msg, bytes.len()));
+//! # Ok::<(), pinhole_igtl::IgtlError>(())
 //! ```
 
 mod body;
