@@ -362,29 +362,23 @@ pub fn render(mu: &Volume<f32>, projection: &Projection, integrator: Integrator)
 pub fn project_labels(labels: &Volume<u16>, ids: &[u16], projection: &Projection) -> Vec<Image> {
     let volume = RayVolume::with_data(labels.grid(), &[]);
     let (w, h) = (projection.width, projection.height);
-    let per_pixel: Vec<Vec<f32>> = (0..h)
-        .into_par_iter()
-        .flat_map_iter(|row| {
-            let volume = &volume;
-            (0..w).map(move |col| {
-                let mut lengths = vec![0.0f32; ids.len()];
+    let k = ids.len();
+    // Pixel-major lengths (`k` per pixel), one flat buffer filled row by row in parallel.
+    let mut lengths = vec![0.0f32; w * h * k];
+    lengths
+        .par_chunks_mut((w * k).max(1))
+        .enumerate()
+        .for_each(|(row, line)| {
+            for (col, pixel) in line.chunks_mut(k.max(1)).enumerate() {
                 let target = projection.pixel_lps(col as f64, row as f64);
-                volume.label_lengths(
-                    labels.data(),
-                    ids,
-                    projection.source_lps,
-                    target,
-                    &mut lengths,
-                );
-                lengths
-            })
-        })
-        .collect();
-    (0..ids.len())
+                volume.label_lengths(labels.data(), ids, projection.source_lps, target, pixel);
+            }
+        });
+    (0..k)
         .map(|n| Image {
             width: w,
             height: h,
-            data: per_pixel.iter().map(|l| l[n]).collect(),
+            data: lengths.iter().skip(n).step_by(k).copied().collect(),
         })
         .collect()
 }
