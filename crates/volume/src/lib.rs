@@ -22,6 +22,7 @@ pub mod grid;
 pub mod labels;
 pub mod math;
 pub mod morphology;
+pub mod target;
 pub mod volume;
 
 pub use components::{
@@ -32,4 +33,5 @@ pub use grid::{Grid, GridError};
 pub use labels::{label_stats, LabelStats};
 pub use math::{Mat3, Vec3};
 pub use morphology::{close, dilate, erode, open};
+pub use target::{LabelAim, Target, TargetError, TargetSpec};
 pub use volume::{DataLengthMismatch, Interpolation, LabelVoxel, Mask, Volume, Voxel};
