@@ -29,15 +29,30 @@ enum Command {
     Demo(commands::demo::DemoArgs),
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+/// Runs a `pinhole` command line in-process (the demo chains commands this way).
+pub(crate) fn run_command_line<I, S>(args: I) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(
+        std::iter::once("pinhole".into()).chain(args.into_iter().map(Into::into)),
+    )?;
+    run(cli.command)
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Info(args) => commands::info::run(&args),
         Command::Convert(args) => commands::convert::run(&args),
         Command::Drr(args) => commands::drr::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
-    };
-    match result {
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
