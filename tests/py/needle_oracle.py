@@ -2,6 +2,7 @@
 """Independent checker of `pinhole plan needle` output (numpy + nibabel + tomllib only).
 
 Usage: needle_oracle.py PLAN_JSON PROFILE_TOML CT LABELS STRUCTURES_CSV
+       needle_oracle.py sphere LABELS STRUCTURES_CSV NAME RADIUS_MM
 
 It re-derives the rules from the profile TOML itself (label patterns expanded with
 fnmatch against the CSV label table, the allowed labels and the label at the target
@@ -47,7 +48,30 @@ def expand(patterns, table):
     return ids
 
 
+def sphere(labels_path, csv_path, name, radius):
+    """A sphere target deep inside label `name`: the voxel farthest from the label's
+    boundary (scipy's exact EDT in mm), printed as x,y,z,r in LPS mm."""
+    from scipy import ndimage
+
+    table = {}
+    with open(csv_path) as f:
+        for row in csv.DictReader(f):
+            table[row["structure"]] = int(row["id"])
+    img = nib.load(labels_path)
+    labels = np.asarray(img.dataobj)
+    a = lps_affine(img)
+    spacing = np.sqrt((a[:3, :3] ** 2).sum(axis=0))
+    mask = labels == table[name]
+    depth = ndimage.distance_transform_edt(mask, sampling=spacing)
+    ijk = np.array(np.unravel_index(np.argmax(depth), depth.shape), dtype=float)
+    p = a[:3, :3] @ ijk + a[:3, 3]
+    print(f"{p[0]:.3f},{p[1]:.3f},{p[2]:.3f},{radius}")
+
+
 def main():
+    if sys.argv[1] == "sphere":
+        sphere(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
+        return
     plan_path, profile_path, ct_path, labels_path, csv_path = sys.argv[1:6]
     plan = json.load(open(plan_path))
     with open(profile_path, "rb") as f:
