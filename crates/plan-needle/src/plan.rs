@@ -124,6 +124,8 @@ pub struct Plan {
 
 struct Rules {
     groups: Vec<ResolvedGroup>,
+    /// Per coarse voxel: body flag (1/0) then each group's distance (stride groups + 1).
+    packed: Arc<Vec<f32>>,
     organ_lut: Vec<bool>,
     traverse: Vec<(String, Vec<bool>, f64)>,
     lobes: Option<Vec<u8>>,
@@ -135,6 +137,7 @@ struct Rules {
     max_skin_cos: f64,
     max_axial_deg: Option<f64>,
     needs_labels: bool,
+    labels_all_the_way: bool,
     /// length, clearance, skin angle, capsule angle.
     weights: [f64; 4],
 }
@@ -381,7 +384,13 @@ impl PlanningContext {
             })
             .collect();
         let needs_labels = !traverse.is_empty() || lobes.is_some() || !allowed.is_empty();
+        let traverse_empty = traverse.is_empty();
+        let has_lobes = lobes.is_some();
+        let keys: Vec<Vec<u16>> = resolved.iter().map(|g| g.ids.clone()).collect();
+        let fields: Vec<Arc<Vec<f32>>> = resolved.iter().map(|g| g.field.clone()).collect();
+        let packed = self.packed(&keys, &fields);
         let rules = Rules {
+            packed,
             groups: resolved.clone(),
             organ_lut: lut_of(&allowed),
             traverse,
@@ -398,6 +407,7 @@ impl PlanningContext {
             max_skin_cos: profile.skin_angle.max_deg.to_radians().cos(),
             max_axial_deg: profile.axial_angle.as_ref().map(|a| a.max_deg),
             needs_labels,
+            labels_all_the_way: !traverse_empty || has_lobes,
             weights: [
                 profile.weights.length,
                 profile.weights.clearance,
@@ -591,6 +601,8 @@ impl PlanningContext {
         let f1 = fine.world_to_index([0, 1, 2].map(|a| target[a] + dir[a] * step));
         let df = [0, 1, 2].map(|a| f1[a] - f0[a]);
         let ng = rules.groups.len();
+        let half_diagonal = 0.5 * norm(coarse.spacing_mm());
+        let slack = 2.0 * half_diagonal;
         let mut coarse_min = vec![f64::INFINITY; ng];
         let mut traverse = vec![0.0; rules.traverse.len()];
         let mut capsule_at: Option<Vec3> = None;
@@ -620,20 +632,29 @@ impl PlanningContext {
                 return Traced::Missed;
             }
             let co = ci[0] as usize + cd[0] * (ci[1] as usize + cd[1] * ci[2] as usize);
-            if stop_mm.is_none() && !self.body[co] {
+            let cell = &rules.packed[co * (ng + 1)..(co + 1) * (ng + 1)];
+            if stop_mm.is_none() && cell[0] == 0.0 {
                 exit_t = t;
                 break;
             }
+            // Empty-space skipping: the fields are 1-Lipschitz, so while every group is
+            // farther than clearance + saturation and the skin farther than the jump
+            // (less twice the half-diagonal a sample may sit from its cell centre), the
+            // samples skipped could neither reject the ray nor change its score.
+            let mut jump = f64::from(cell[0]) - slack - step;
             for (g, group) in rules.groups.iter().enumerate() {
-                let d = f64::from(group.field[co]);
+                let d = f64::from(cell[g + 1]);
                 if d < coarse_min[g] {
                     coarse_min[g] = d;
                 }
                 if d < group.clearance_mm {
                     fail!(format!("clearance:{}", group.name));
                 }
+                jump = jump.min(d - group.clearance_mm - CLEARANCE_SATURATION_MM - slack);
             }
-            if rules.needs_labels {
+            // Labels are read while a rule needs them: traversal and lung rules all the
+            // way, the capsule angle until the target organ is left.
+            if rules.needs_labels && (capsule_at.is_none() || rules.labels_all_the_way) {
                 let fi = [0, 1, 2].map(|a| (f0[a] + df[a] * sf).round());
                 let label = if (0..3).all(|a| fi[a] >= 0.0 && fi[a] < fd[a] as f64) {
                     labels[fi[0] as usize + fd[0] * (fi[1] as usize + fd[1] * fi[2] as usize)]
@@ -667,7 +688,13 @@ impl PlanningContext {
                     }
                 }
             }
-            s += 1;
+            let labels_done =
+                !rules.needs_labels || (capsule_at.is_some() && !rules.labels_all_the_way);
+            if stop_mm.is_none() && labels_done && jump > step {
+                s += (jump / step).floor() as usize;
+            } else {
+                s += 1;
+            }
         }
         // Refine the skin crossing on the CT between the last two samples.
         let mut entry_t = exit_t;
@@ -867,7 +894,12 @@ fn pareto_flags(cands: &[Candidate]) -> Vec<bool> {
     let objectives: Vec<[f64; 4]> = cands
         .iter()
         .map(|c| {
-            let margin = c.margins.iter().copied().fold(f64::INFINITY, f64::min);
+            let margin = c
+                .margins
+                .iter()
+                .copied()
+                .fold(f64::INFINITY, f64::min)
+                .min(CLEARANCE_SATURATION_MM);
             [
                 c.length_mm,
                 -margin.min(1e6),
