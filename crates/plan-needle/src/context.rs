@@ -69,6 +69,9 @@ impl Bins {
     }
 }
 
+/// Interleaved fields, keyed by the label sets of their groups.
+type PackedCache = HashMap<Vec<Vec<u16>>, Arc<Vec<f32>>>;
+
 /// Voxel count and lowest world z (LPS S, mm) of one label.
 #[derive(Debug, Clone, Copy)]
 pub struct LabelInfo {
@@ -90,7 +93,7 @@ pub struct PlanningContext {
     factor: [usize; 3],
     fields: Mutex<HashMap<Vec<u16>, Arc<Vec<f32>>>>,
     bins: Mutex<HashMap<Vec<u16>, Arc<Bins>>>,
-    packed: Mutex<HashMap<Vec<Vec<u16>>, Arc<Vec<f32>>>>,
+    packed: Mutex<PackedCache>,
     body_depth: OnceLock<Arc<Vec<f32>>>,
     label_info: OnceLock<HashMap<u16, LabelInfo>>,
 }
