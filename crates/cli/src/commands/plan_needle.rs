@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use pinhole_io::labels::LabelTable;
 use pinhole_io::markups::{write_markups, ControlPoint, Markup, MarkupKind};
@@ -146,14 +146,10 @@ pub fn run(args: &NeedleArgs) -> anyhow::Result<()> {
     std::fs::write(&plan_path, serde_json::to_string_pretty(&value)?)
         .with_context(|| format!("writing {}", plan_path.display()))?;
     write_outputs(args, &ctx, &plan, &table)?;
-    if plan.paths.iter().all(|p| !p.feasible) {
-        bail!(
-            "the path from --entry breaks: {}",
-            plan.paths
-                .iter()
-                .flat_map(|p| p.violations.clone())
-                .collect::<Vec<_>>()
-                .join(", ")
+    for p in plan.paths.iter().filter(|p| !p.feasible) {
+        eprintln!(
+            "warning: the path from --entry breaks: {}",
+            p.violations.join(", ")
         );
     }
     for p in &plan.paths {
