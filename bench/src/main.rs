@@ -5,7 +5,11 @@
 //! `pinhole-bench drr CT SIZE INTEGRATOR [REPEATS] [--source-anterior] [--out RAW]`
 //! (`INTEGRATOR`: `trilinear500` (any sample count), `siddon` or `step:MM`; the detector
 //! keeps the default 400 mm field, `SIZE`² pixels; default C-arm otherwise; `--out`
-//! writes the line integrals as raw little-endian f32, row 0 the displayed top).
+//! writes the line integrals as raw little-endian f32, row 0 the displayed top),
+//! `pinhole-bench needle CT LABELS CSV PROCEDURE TARGET [REPEATS] [CANDIDATES]` (see
+//! `needle.rs`).
+
+mod needle;
 
 use std::path::Path;
 use std::time::Instant;
@@ -35,7 +39,7 @@ fn load(path: &Path) -> anyhow::Result<pinhole_io::AnyVolume> {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let repeats = args.get(2).map(|r| r.parse()).transpose()?.unwrap_or(5);
+    let repeats = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5);
     match args.first().map(String::as_str) {
         Some("load") => {
             let path = Path::new(args.get(1).context("load PATH")?);
@@ -59,6 +63,7 @@ fn main() -> anyhow::Result<()> {
             println!("{out}");
         }
         Some("drr") => drr(&args[1..])?,
+        Some("needle") => needle::run(&args[1..])?,
         _ => bail!(
             "usage: pinhole-bench load PATH [REPEATS] | edt LABELS [REPEATS] | \
              drr CT SIZE INTEGRATOR [REPEATS] [--source-anterior] [--out RAW]"

@@ -27,6 +27,9 @@ enum Command {
     Drr(Box<commands::drr::DrrArgs>),
     /// Run Pinhole on the small sample shipped with it (or on --data).
     Demo(commands::demo::DemoArgs),
+    /// Plan an intervention: `pinhole plan needle ...`.
+    #[command(subcommand)]
+    Plan(commands::plan::PlanCommand),
 }
 
 /// Runs a `pinhole` command line in-process (the demo chains commands this way).
@@ -47,6 +50,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Convert(args) => commands::convert::run(&args),
         Command::Drr(args) => commands::drr::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
+        Command::Plan(command) => commands::plan::run(&command),
     }
 }
 

@@ -2,6 +2,8 @@ pub mod convert;
 pub mod demo;
 pub mod drr;
 pub mod info;
+pub mod plan;
+pub mod plan_needle;
 
 use std::path::Path;
 

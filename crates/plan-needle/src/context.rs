@@ -1,0 +1,493 @@
+//! Per-volume precomputation shared by every plan on one CT: the body mask and skin on a
+//! coarse grid, coarse clearance distance fields per label set and exact boundary-voxel
+//! indexes per label set (both computed on first use and cached, so replanning for a
+//! moved target reuses them).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use pinhole_volume::math::{dot, norm};
+use pinhole_volume::{distance_to, largest_component, Grid, Mask, Vec3, Volume};
+use rayon::prelude::*;
+
+use crate::PlanError;
+
+/// HU above which a voxel counts as body (issue #3: HU > −500).
+pub const BODY_THRESHOLD_HU: f32 = -500.0;
+/// Target spacing of the coarse screening grid, mm.
+pub const COARSE_SPACING_MM: f64 = 2.0;
+/// Side of the bins that index boundary voxels for exact clearance checks, mm.
+const BIN_MM: f64 = 8.0;
+
+/// Boundary voxel centres of a label set, binned on a dense grid of `BIN_MM` cubes
+/// (axis-aligned in LPS) for exact segment-distance queries.
+pub struct Bins {
+    origin: Vec3,
+    dims: [usize; 3],
+    cells: Vec<Vec<[f32; 3]>>,
+}
+
+impl Bins {
+    /// Smallest distance (mm) from segment `a`–`b` to a boundary voxel centre within
+    /// `radius_mm` of the segment's bounding box, or `None` when none is that close.
+    pub fn segment_distance(&self, a: Vec3, b: Vec3, radius_mm: f64) -> Option<f64> {
+        let mut lo = [0usize; 3];
+        let mut hi = [0usize; 3];
+        for axis in 0..3 {
+            let min = a[axis].min(b[axis]) - radius_mm - self.origin[axis];
+            let max = a[axis].max(b[axis]) + radius_mm - self.origin[axis];
+            if max < 0.0 {
+                return None;
+            }
+            lo[axis] = (min / BIN_MM).floor().max(0.0) as usize;
+            hi[axis] = ((max / BIN_MM).floor() as usize).min(self.dims[axis] - 1);
+            if lo[axis] > hi[axis] {
+                return None;
+            }
+        }
+        let ab = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
+        let ab2 = dot(ab, ab).max(1e-12);
+        let mut best = f64::INFINITY;
+        for k in lo[2]..=hi[2] {
+            for j in lo[1]..=hi[1] {
+                for i in lo[0]..=hi[0] {
+                    let cell = &self.cells[i + self.dims[0] * (j + self.dims[1] * k)];
+                    for p in cell {
+                        let ap = [
+                            f64::from(p[0]) - a[0],
+                            f64::from(p[1]) - a[1],
+                            f64::from(p[2]) - a[2],
+                        ];
+                        let t = (dot(ap, ab) / ab2).clamp(0.0, 1.0);
+                        let d = [ap[0] - t * ab[0], ap[1] - t * ab[1], ap[2] - t * ab[2]];
+                        best = best.min(dot(d, d));
+                    }
+                }
+            }
+        }
+        (best.is_finite() && best.sqrt() <= radius_mm).then(|| best.sqrt())
+    }
+}
+
+/// Interleaved fields, keyed by the label sets of their groups.
+type PackedCache = HashMap<Vec<Vec<u16>>, Arc<Vec<f32>>>;
+
+/// Voxel count and lowest world z (LPS S, mm) of one label.
+#[derive(Debug, Clone, Copy)]
+pub struct LabelInfo {
+    pub voxels: usize,
+    pub min_z_mm: f64,
+}
+
+/// Everything about one CT + label map that does not depend on the target.
+pub struct PlanningContext {
+    pub(crate) ct: Volume<f32>,
+    pub(crate) labels: Volume<u16>,
+    pub(crate) coarse: Grid,
+    pub(crate) body: Vec<bool>,
+    pub(crate) body_centroid_lps: Vec3,
+    /// Coarse neighbours within the skin-normal radius: (di, dj, dk, world offset).
+    pub(crate) normal_stencil: Vec<([isize; 3], Vec3)>,
+    /// Fine neighbours within the capsule-normal radius.
+    pub(crate) capsule_stencil: Vec<([isize; 3], Vec3)>,
+    factor: [usize; 3],
+    fields: Mutex<HashMap<Vec<u16>, Arc<Vec<f32>>>>,
+    bins: Mutex<HashMap<Vec<u16>, Arc<Bins>>>,
+    packed: Mutex<PackedCache>,
+    body_depth: OnceLock<Arc<Vec<f32>>>,
+    label_info: OnceLock<HashMap<u16, LabelInfo>>,
+}
+
+impl PlanningContext {
+    /// Builds the body mask (HU > −500, largest component, holes filled per slice) on a
+    /// coarse grid of about `COARSE_SPACING_MM`. `labels` must share the CT's grid.
+    pub fn new(ct: Volume<f32>, labels: Volume<u16>) -> Result<Self, PlanError> {
+        if !ct.grid().same_geometry(labels.grid(), 1e-3) {
+            return Err(PlanError::GridMismatch {
+                ct_dims: ct.grid().dims(),
+                labels_dims: labels.grid().dims(),
+            });
+        }
+        let fine = ct.grid().clone();
+        let factor = fine
+            .spacing_mm()
+            .map(|s| ((COARSE_SPACING_MM / s).round() as usize).max(1));
+        let coarse_dims = [0, 1, 2].map(|a| fine.dims()[a].div_ceil(factor[a]));
+        let centre = [0, 1, 2].map(|a| (factor[a] as f64 - 1.0) / 2.0);
+        let spacing = [0, 1, 2].map(|a| fine.spacing_mm()[a] * factor[a] as f64);
+        let coarse = Grid::new(
+            coarse_dims,
+            spacing,
+            fine.index_to_world(centre),
+            fine.direction(),
+        )
+        .map_err(|e| PlanError::Geometry(e.to_string()))?;
+
+        // Mean HU per coarse cell.
+        let [cx, cy, cz] = coarse_dims;
+        let [nx, ny, nz] = fine.dims();
+        let ct_data = ct.data();
+        let body_raw: Vec<bool> = (0..cz)
+            .into_par_iter()
+            .flat_map_iter(|kc| {
+                let mut sum = vec![0.0f64; cx * cy];
+                let mut count = vec![0u32; cx * cy];
+                for k in kc * factor[2]..((kc + 1) * factor[2]).min(nz) {
+                    for j in 0..ny {
+                        let row = &ct_data[nx * (j + ny * k)..nx * (j + ny * k) + nx];
+                        let jc = j / factor[1];
+                        for (i, &v) in row.iter().enumerate() {
+                            let c = i / factor[0] + cx * jc;
+                            sum[c] += f64::from(v);
+                            count[c] += 1;
+                        }
+                    }
+                }
+                sum.into_iter()
+                    .zip(count)
+                    .map(|(s, n)| n > 0 && s / f64::from(n) > f64::from(BODY_THRESHOLD_HU))
+            })
+            .collect();
+        let raw =
+            Mask::new(coarse.clone(), body_raw).map_err(|e| PlanError::Geometry(e.to_string()))?;
+        let largest = largest_component(&raw);
+        let body = fill_holes_per_slice(largest.data(), coarse_dims);
+        let (mut sum, mut count) = ([0.0; 3], 0usize);
+        for (o, _) in body.iter().enumerate().filter(|(_, &b)| b) {
+            let p = coarse.index_to_world(coarse.index_of_offset(o).map(|v| v as f64));
+            for a in 0..3 {
+                sum[a] += p[a];
+            }
+            count += 1;
+        }
+        if count == 0 {
+            return Err(PlanError::NoBody);
+        }
+        let body_centroid_lps = sum.map(|s| s / count as f64);
+        let normal_stencil = stencil(&coarse, 8.0, 1);
+        let capsule_stencil = stencil(&fine, 5.0, 2);
+        Ok(Self {
+            ct,
+            labels,
+            coarse,
+            body,
+            body_centroid_lps,
+            normal_stencil,
+            capsule_stencil,
+            factor,
+            fields: Mutex::new(HashMap::new()),
+            bins: Mutex::new(HashMap::new()),
+            packed: Mutex::new(HashMap::new()),
+            body_depth: OnceLock::new(),
+            label_info: OnceLock::new(),
+        })
+    }
+
+    pub fn ct(&self) -> &Volume<f32> {
+        &self.ct
+    }
+    pub fn labels(&self) -> &Volume<u16> {
+        &self.labels
+    }
+    /// The coarse grid the body mask and clearance fields live on.
+    pub fn coarse_grid(&self) -> &Grid {
+        &self.coarse
+    }
+
+    /// True when `p` (LPS mm) lies in the body mask.
+    pub fn in_body(&self, p: Vec3) -> bool {
+        self.coarse
+            .world_to_voxel(p)
+            .is_some_and(|v| self.body[self.coarse.offset(v)])
+    }
+
+    /// Label at the voxel nearest `p` (0 outside the grid).
+    pub fn label_at(&self, p: Vec3) -> u16 {
+        self.labels.sample_nearest(p).unwrap_or(0)
+    }
+
+    /// Voxel count and lowest z of every label present (one pass, cached).
+    pub fn label_info(&self) -> &HashMap<u16, LabelInfo> {
+        self.label_info.get_or_init(|| {
+            let grid = self.labels.grid();
+            let [nx, ny, nz] = grid.dims();
+            let data = self.labels.data();
+            (0..nz)
+                .into_par_iter()
+                .fold(HashMap::new, |mut acc: HashMap<u16, LabelInfo>, k| {
+                    for j in 0..ny {
+                        for i in 0..nx {
+                            let l = data[i + nx * (j + ny * k)];
+                            if l == 0 {
+                                continue;
+                            }
+                            let z = grid.index_to_world([i as f64, j as f64, k as f64])[2];
+                            let e = acc.entry(l).or_insert(LabelInfo {
+                                voxels: 0,
+                                min_z_mm: f64::INFINITY,
+                            });
+                            e.voxels += 1;
+                            e.min_z_mm = e.min_z_mm.min(z);
+                        }
+                    }
+                    acc
+                })
+                .reduce(HashMap::new, |mut a, b| {
+                    for (l, info) in b {
+                        let e = a.entry(l).or_insert(LabelInfo {
+                            voxels: 0,
+                            min_z_mm: f64::INFINITY,
+                        });
+                        e.voxels += info.voxels;
+                        e.min_z_mm = e.min_z_mm.min(info.min_z_mm);
+                    }
+                    a
+                })
+        })
+    }
+
+    /// Coarse distance field (mm, between coarse cell centres) to the cells holding any
+    /// voxel of `ids` (sorted). Cached.
+    pub fn field(&self, ids: &[u16]) -> Arc<Vec<f32>> {
+        if let Some(f) = lock(&self.fields).get(ids) {
+            return f.clone();
+        }
+        let lut = lut_of(ids);
+        let occupancy = self.coarse_occupancy(&lut);
+        let field = match Mask::new(self.coarse.clone(), occupancy) {
+            Ok(mask) if mask.data().iter().any(|&b| b) => distance_to(&mask).into_data(),
+            _ => vec![f32::INFINITY; self.coarse.voxel_count()],
+        };
+        let field = Arc::new(field);
+        lock(&self.fields).insert(ids.to_vec(), field.clone());
+        field
+    }
+
+    /// Distance (mm) from each coarse body cell centre to the nearest non-body cell
+    /// centre (0 outside the body). Cached.
+    fn body_depth(&self) -> Arc<Vec<f32>> {
+        self.body_depth
+            .get_or_init(|| {
+                let outside = self.body.iter().map(|&b| !b).collect();
+                let depth = match Mask::new(self.coarse.clone(), outside) {
+                    Ok(mask) => distance_to(&mask).into_data(),
+                    Err(_) => vec![0.0; self.body.len()],
+                };
+                Arc::new(depth)
+            })
+            .clone()
+    }
+
+    /// The body depth (mm, 0 outside) and the fields of several label sets interleaved per coarse voxel
+    /// (one cache line per ray sample instead of one per field). Cached.
+    pub(crate) fn packed(&self, keys: &[Vec<u16>], fields: &[Arc<Vec<f32>>]) -> Arc<Vec<f32>> {
+        if let Some(p) = lock(&self.packed).get(keys) {
+            return p.clone();
+        }
+        let stride = fields.len() + 1;
+        let depth = self.body_depth();
+        let mut packed = vec![0.0f32; self.body.len() * stride];
+        packed
+            .par_chunks_mut(stride)
+            .enumerate()
+            .for_each(|(o, cell)| {
+                cell[0] = if self.body[o] {
+                    depth[o].max(1e-3)
+                } else {
+                    0.0
+                };
+                for (g, f) in fields.iter().enumerate() {
+                    cell[g + 1] = f[o];
+                }
+            });
+        let packed = Arc::new(packed);
+        lock(&self.packed).insert(keys.to_vec(), packed.clone());
+        packed
+    }
+
+    /// Boundary voxel centres of `ids` (sorted), binned. Cached.
+    pub fn bins(&self, ids: &[u16]) -> Arc<Bins> {
+        if let Some(b) = lock(&self.bins).get(ids) {
+            return b.clone();
+        }
+        let lut = lut_of(ids);
+        let grid = self.labels.grid();
+        let [nx, ny, nz] = grid.dims();
+        let data = self.labels.data();
+        let inside = |i: usize, j: usize, k: usize| lut[data[i + nx * (j + ny * k)] as usize];
+        let points: Vec<[f32; 3]> = (0..nz)
+            .into_par_iter()
+            .flat_map_iter(|k| {
+                let mut out = Vec::new();
+                for j in 0..ny {
+                    for i in 0..nx {
+                        if !inside(i, j, k) {
+                            continue;
+                        }
+                        let border = i == 0
+                            || j == 0
+                            || k == 0
+                            || i + 1 == nx
+                            || j + 1 == ny
+                            || k + 1 == nz
+                            || !inside(i - 1, j, k)
+                            || !inside(i + 1, j, k)
+                            || !inside(i, j - 1, k)
+                            || !inside(i, j + 1, k)
+                            || !inside(i, j, k - 1)
+                            || !inside(i, j, k + 1);
+                        if border {
+                            let p = grid.index_to_world([i as f64, j as f64, k as f64]);
+                            out.push(p.map(|v| v as f32));
+                        }
+                    }
+                }
+                out
+            })
+            .collect();
+        let (lo, hi) = grid.bounds_lps();
+        let dims = [0, 1, 2].map(|a| (((hi[a] - lo[a]) / BIN_MM).floor() as usize) + 1);
+        let mut cells = vec![Vec::new(); dims[0] * dims[1] * dims[2]];
+        for p in points {
+            let c = [0, 1, 2].map(|a| {
+                (((f64::from(p[a]) - lo[a]) / BIN_MM).floor().max(0.0) as usize).min(dims[a] - 1)
+            });
+            cells[c[0] + dims[0] * (c[1] + dims[1] * c[2])].push(p);
+        }
+        let bins = Arc::new(Bins {
+            origin: lo,
+            dims,
+            cells,
+        });
+        lock(&self.bins).insert(ids.to_vec(), bins.clone());
+        bins
+    }
+
+    fn coarse_occupancy(&self, lut: &[bool]) -> Vec<bool> {
+        let [cx, cy, cz] = self.coarse.dims();
+        let [nx, ny, nz] = self.labels.grid().dims();
+        let f = self.factor;
+        let data = self.labels.data();
+        (0..cz)
+            .into_par_iter()
+            .flat_map_iter(|kc| {
+                let mut occ = vec![false; cx * cy];
+                for k in kc * f[2]..((kc + 1) * f[2]).min(nz) {
+                    for j in 0..ny {
+                        let row = &data[nx * (j + ny * k)..nx * (j + ny * k) + nx];
+                        let base = cx * (j / f[1]);
+                        for (i, &l) in row.iter().enumerate() {
+                            if lut[l as usize] {
+                                occ[base + i / f[0]] = true;
+                            }
+                        }
+                    }
+                }
+                occ
+            })
+            .collect()
+    }
+
+    /// Outward skin normal at `p` (LPS): minus the mean offset of body cells within
+    /// 8 mm (the gradient direction of the box-smoothed body mask).
+    pub fn skin_normal(&self, p: Vec3) -> Option<Vec3> {
+        let c = self.coarse.world_to_index(p);
+        let dims = self.coarse.dims();
+        let centre = [0, 1, 2].map(|a| c[a].round() as isize);
+        let mut sum = [0.0; 3];
+        for (d, offset) in &self.normal_stencil {
+            let idx = [0, 1, 2].map(|a| centre[a] + d[a]);
+            if (0..3).any(|a| idx[a] < 0 || idx[a] >= dims[a] as isize) {
+                continue;
+            }
+            let o = self.coarse.offset(idx.map(|v| v as usize));
+            if self.body[o] {
+                for a in 0..3 {
+                    sum[a] += offset[a];
+                }
+            }
+        }
+        let n = norm(sum);
+        (n > 1e-9).then(|| sum.map(|v| -v / n))
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A lookup table over all u16 ids.
+pub(crate) fn lut_of(ids: &[u16]) -> Vec<bool> {
+    let mut lut = vec![false; usize::from(u16::MAX) + 1];
+    for &id in ids {
+        lut[id as usize] = true;
+    }
+    lut
+}
+
+/// Index offsets (with their world offsets) within `radius_mm`, every `stride`-th voxel
+/// in-plane.
+fn stencil(grid: &Grid, radius_mm: f64, stride: usize) -> Vec<([isize; 3], Vec3)> {
+    let s = grid.spacing_mm();
+    let r = [0, 1, 2].map(|a| (radius_mm / s[a]).floor() as isize);
+    let origin = grid.index_to_world([0.0; 3]);
+    let mut out = Vec::new();
+    for dk in -r[2]..=r[2] {
+        for dj in (-r[1]..=r[1]).step_by(stride) {
+            for di in (-r[0]..=r[0]).step_by(stride) {
+                let w = grid.index_to_world([di as f64, dj as f64, dk as f64]);
+                let off = [w[0] - origin[0], w[1] - origin[1], w[2] - origin[2]];
+                if norm(off) <= radius_mm && (di, dj, dk) != (0, 0, 0) {
+                    out.push(([di, dj, dk], off));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Fills background regions of each k-slice that do not touch the slice border (lungs,
+/// bowel gas, airways inside the body outline).
+fn fill_holes_per_slice(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
+    let [nx, ny, nz] = dims;
+    let plane = nx * ny;
+    let slices: Vec<Vec<bool>> = (0..nz)
+        .into_par_iter()
+        .map(|k| {
+            let slice = &mask[k * plane..(k + 1) * plane];
+            let mut outside = vec![false; plane];
+            let mut stack = Vec::new();
+            for j in 0..ny {
+                for i in 0..nx {
+                    if (i == 0 || j == 0 || i + 1 == nx || j + 1 == ny) && !slice[i + nx * j] {
+                        outside[i + nx * j] = true;
+                        stack.push((i, j));
+                    }
+                }
+            }
+            while let Some((i, j)) = stack.pop() {
+                let mut visit = |a: usize, b: usize| {
+                    let o = a + nx * b;
+                    if !slice[o] && !outside[o] {
+                        outside[o] = true;
+                        stack.push((a, b));
+                    }
+                };
+                if i > 0 {
+                    visit(i - 1, j);
+                }
+                if i + 1 < nx {
+                    visit(i + 1, j);
+                }
+                if j > 0 {
+                    visit(i, j - 1);
+                }
+                if j + 1 < ny {
+                    visit(i, j + 1);
+                }
+            }
+            outside.into_iter().map(|o| !o).collect()
+        })
+        .collect();
+    slices.concat()
+}

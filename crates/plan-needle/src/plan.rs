@@ -1,0 +1,929 @@
+//! Candidate generation, hard rules, soft scores, Pareto set and top-k selection.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use pinhole_volume::math::{cross, dot, norm};
+use pinhole_volume::{distance_inside, Mask, Target, Vec3};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::context::{lut_of, Bins, PlanningContext, BODY_THRESHOLD_HU};
+use crate::profile::{matches_pattern, Profile, TargetAim};
+use crate::PlanError;
+
+/// Search radius beyond the clearance within which exact clearances are reported, mm.
+const EXACT_RADIUS_EXTRA_MM: f64 = 20.0;
+/// Sampling step of the exact verification along a path, mm.
+const VERIFY_STEP_MM: f64 = 0.25;
+/// Clearance margins above this count as "far" in the soft score, mm.
+const CLEARANCE_SATURATION_MM: f64 = 15.0;
+/// Candidates (best score first) considered for the Pareto set.
+const PARETO_POOL: usize = 2000;
+
+/// What to plan.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Directions on the Fibonacci sphere.
+    pub candidates: usize,
+    /// Paths to return.
+    pub top_k: usize,
+    /// Evaluate only the path from this skin point (LPS mm) to the target.
+    pub entry_lps: Option<Vec3>,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            candidates: 40_000,
+            top_k: 5,
+            entry_lps: None,
+        }
+    }
+}
+
+/// A risk group as used: label names expanded against the label table.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedGroup {
+    pub name: String,
+    pub labels: Vec<String>,
+    pub clearance_mm: f64,
+    pub weight: f64,
+    pub source: String,
+    #[serde(skip)]
+    ids: Vec<u16>,
+    #[serde(skip)]
+    field: Arc<Vec<f32>>,
+    #[serde(skip)]
+    bins: Arc<Bins>,
+}
+
+/// The profile as applied to one label table and target (written into plan.json).
+#[derive(Debug, Clone, Serialize)]
+pub struct AppliedProfile {
+    #[serde(flatten)]
+    pub profile: Profile,
+    /// Risk groups with their label names expanded (the consumer contract).
+    #[serde(rename = "risk_groups")]
+    pub resolved_groups: Vec<ResolvedGroup>,
+    /// Labels the needle may cross, expanded.
+    pub allowed_labels_resolved: Vec<String>,
+    /// The z level (LPS mm) the entry must lie below, and what defined it.
+    pub entry_caudal_to_z_mm: Option<f64>,
+    pub entry_caudal_to_from: Option<String>,
+}
+
+impl std::fmt::Debug for Bins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bins")
+    }
+}
+
+/// One proposed path.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathReport {
+    pub rank: usize,
+    pub entry_lps: Vec3,
+    pub target_lps: Vec3,
+    /// Unit vector from the target towards the entry.
+    pub direction_lps: Vec3,
+    pub length_mm: f64,
+    /// Distance from the needle axis to the nearest voxel centre of each risk group,
+    /// exact up to clearance + 20 mm (beyond: the coarse estimate).
+    pub min_clearance_mm: BTreeMap<String, f64>,
+    pub skin_angle_deg: f64,
+    pub axial_angle_deg: f64,
+    pub capsule_angle_deg: Option<f64>,
+    pub traverse_mm: BTreeMap<String, f64>,
+    pub pleura_crossings: Option<u32>,
+    pub score: f64,
+    pub pareto_optimal: bool,
+    pub feasible: bool,
+    /// Rules this path breaks (only with `--entry`).
+    pub violations: Vec<String>,
+}
+
+/// The planner's answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub procedure: String,
+    pub target_lps: Vec3,
+    pub target: String,
+    pub profile: AppliedProfile,
+    pub paths: Vec<PathReport>,
+    /// Candidates rejected, by the first rule each broke.
+    pub rejected: BTreeMap<String, usize>,
+    pub candidates: usize,
+    pub feasible: usize,
+    pub pareto_size: usize,
+    /// Every candidate that reached the skin: entry point, feasible, score.
+    #[serde(skip)]
+    pub skin_points: Vec<(Vec3, Vec3, bool, f64)>,
+    pub warnings: Vec<String>,
+}
+
+struct Rules {
+    groups: Vec<ResolvedGroup>,
+    /// Per coarse voxel: body flag (1/0) then each group's distance (stride groups + 1).
+    packed: Arc<Vec<f32>>,
+    organ_lut: Vec<bool>,
+    traverse: Vec<(String, Vec<bool>, f64)>,
+    lobes: Option<Vec<u8>>,
+    avoid_fissures: bool,
+    max_pleura: Option<u32>,
+    caudal_z: Option<f64>,
+    approach: Vec<(Vec3, f64)>,
+    max_length_mm: f64,
+    max_skin_cos: f64,
+    max_axial_deg: Option<f64>,
+    needs_labels: bool,
+    labels_all_the_way: bool,
+    /// length, clearance, skin angle, capsule angle.
+    weights: [f64; 4],
+}
+
+#[derive(Clone)]
+struct Candidate {
+    dir: Vec3,
+    entry: Vec3,
+    length_mm: f64,
+    margins: Vec<f64>,
+    coarse_min: Vec<f64>,
+    skin_angle_deg: f64,
+    capsule_angle_deg: Option<f64>,
+    traverse_mm: Vec<f64>,
+    pleura: Option<u32>,
+    score: f64,
+    violations: Vec<String>,
+}
+
+enum Traced {
+    Rejected(String),
+    Missed,
+    Reached(Box<Candidate>),
+}
+
+/// Unit directions on a Fibonacci sphere.
+pub fn fibonacci_sphere(n: usize) -> Vec<Vec3> {
+    let golden = std::f64::consts::PI * (3.0 - 5f64.sqrt());
+    (0..n)
+        .map(|i| {
+            let z = 1.0 - (2.0 * i as f64 + 1.0) / n as f64;
+            let r = (1.0 - z * z).max(0.0).sqrt();
+            let phi = golden * i as f64;
+            [r * phi.cos(), r * phi.sin(), z]
+        })
+        .collect()
+}
+
+fn unit(v: Vec3) -> Vec3 {
+    let n = norm(v);
+    if n > 0.0 {
+        v.map(|x| x / n)
+    } else {
+        v
+    }
+}
+
+/// Expands label patterns; returns `(ids, names, missing patterns)`.
+fn expand(patterns: &[String], table: &[(u32, String)]) -> (Vec<u16>, Vec<String>, Vec<String>) {
+    let mut ids = Vec::new();
+    let mut names = Vec::new();
+    let mut missing = Vec::new();
+    for pattern in patterns {
+        let mut hit = false;
+        for (id, name) in table {
+            if matches_pattern(pattern, name) {
+                if let Ok(id16) = u16::try_from(*id) {
+                    if !ids.contains(&id16) {
+                        ids.push(id16);
+                        names.push(name.clone());
+                    }
+                    hit = true;
+                }
+            }
+        }
+        if !hit {
+            missing.push(pattern.clone());
+        }
+    }
+    ids.sort_unstable();
+    (ids, names, missing)
+}
+
+impl PlanningContext {
+    /// Moves a label target to the profile's aim (e.g. the kidney's lower pole).
+    pub fn aim(&self, profile: &Profile, target: Target) -> Target {
+        if profile.target_aim != TargetAim::LowerPole || target.label_id.is_none() {
+            return target;
+        }
+        let grid = target.region.grid().clone();
+        let zs: Vec<(usize, f64)> = target
+            .region
+            .data()
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b)
+            .map(|(o, _)| {
+                let ijk = grid.index_of_offset(o).map(|v| v as f64);
+                (o, grid.index_to_world(ijk)[2])
+            })
+            .collect();
+        let lo = zs.iter().map(|z| z.1).fold(f64::INFINITY, f64::min);
+        let hi = zs.iter().map(|z| z.1).fold(f64::NEG_INFINITY, f64::max);
+        let cut = lo + (hi - lo) / 3.0;
+        let mut data = vec![false; grid.voxel_count()];
+        for (o, z) in zs {
+            if z <= cut {
+                data[o] = true;
+            }
+        }
+        // The scan's own border counts as outside, so a truncated organ is not aimed
+        // at its cut face.
+        let dims = grid.dims();
+        for (o, v) in data.iter_mut().enumerate() {
+            let ijk = grid.index_of_offset(o);
+            if (0..3).any(|a| dims[a] > 2 && (ijk[a] == 0 || ijk[a] + 1 == dims[a])) {
+                *v = false;
+            }
+        }
+        let Ok(lower) = Mask::new(grid.clone(), data) else {
+            return target;
+        };
+        let depth = distance_inside(&lower);
+        let Some((best, _)) = depth
+            .data()
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+        else {
+            return target;
+        };
+        let point = grid.index_to_world(grid.index_of_offset(best).map(|v| v as f64));
+        Target {
+            point_lps: point,
+            description: format!(
+                "{} → lower pole (deepest point of the caudal third)",
+                target.description
+            ),
+            ..target
+        }
+    }
+
+    fn rules(
+        &self,
+        profile: &Profile,
+        table: &[(u32, String)],
+        target: &Target,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Rules, AppliedProfile), PlanError> {
+        let mut missing = Vec::new();
+        let (mut allowed, allowed_names, _) = expand(&profile.allowed_labels, table);
+        if let Some(id) = target.label_id.and_then(|id| u16::try_from(id).ok()) {
+            allowed.push(id);
+        }
+        let at_target = self.label_at(target.point_lps);
+        if at_target != 0 {
+            allowed.push(at_target);
+        }
+        allowed.sort_unstable();
+        allowed.dedup();
+        let mut groups = Vec::new();
+        for g in &profile.risk_groups {
+            let (ids, names, miss) = expand(&g.labels, table);
+            if !g.optional {
+                missing.extend(miss.iter().map(|m| format!("{m} (risk group {})", g.name)));
+            }
+            let ids: Vec<u16> = ids.into_iter().filter(|i| !allowed.contains(i)).collect();
+            if ids.is_empty() {
+                warnings.push(format!(
+                    "risk group {} has no label in this table; skipped",
+                    g.name
+                ));
+                continue;
+            }
+            groups.push((g, ids, names));
+        }
+        let mut traverse = Vec::new();
+        for t in &profile.traverse {
+            let (ids, names, miss) = expand(&t.labels, table);
+            missing.extend(miss.iter().map(|m| format!("{m} (traverse rule)")));
+            traverse.push((names.join("+"), lut_of(&ids), t.min_mm));
+        }
+        let mut lobes = None;
+        if let Some(lung) = &profile.lung {
+            let (ids, _, miss) = expand(&lung.lobes, table);
+            missing.extend(miss.iter().map(|m| format!("{m} (lung rule)")));
+            let mut lut = vec![0u8; usize::from(u16::MAX) + 1];
+            for (n, id) in ids.iter().enumerate() {
+                lut[*id as usize] = n as u8 + 1;
+            }
+            lobes = Some(lut);
+        }
+        if !missing.is_empty() {
+            return Err(PlanError::MissingLabels {
+                procedure: profile.name.clone(),
+                missing,
+            });
+        }
+        // Caudal rule: lowest voxel of the side's labels, else of the fallback.
+        let (mut caudal_z, mut caudal_from) = (None, None);
+        if let Some(rule) = &profile.entry_caudal_to {
+            let left = target.point_lps[0] > self.body_centroid_lps[0];
+            let side = if left { &rule.left } else { &rule.right };
+            let info = self.label_info();
+            let lowest = |patterns: &[String]| {
+                let (ids, names, _) = expand(patterns, table);
+                let z = ids
+                    .iter()
+                    .filter_map(|id| info.get(id))
+                    .filter(|i| i.voxels > 0)
+                    .map(|i| i.min_z_mm)
+                    .fold(f64::INFINITY, f64::min);
+                z.is_finite().then(|| (z, names.join("+")))
+            };
+            match lowest(side).or_else(|| {
+                warnings.push(format!(
+                    "{} missing from the label map: entry level from {} instead",
+                    side.join("+"),
+                    rule.fallback.join("+")
+                ));
+                lowest(&rule.fallback)
+            }) {
+                Some((z, from)) => {
+                    caudal_z = Some(z);
+                    caudal_from = Some(format!("lowest voxel of {from}"));
+                }
+                None => {
+                    return Err(PlanError::MissingLabels {
+                        procedure: profile.name.clone(),
+                        missing: side
+                            .iter()
+                            .chain(&rule.fallback)
+                            .map(|n| format!("{n} (entry_caudal_to rule)"))
+                            .collect(),
+                    })
+                }
+            }
+        }
+        let resolved: Vec<ResolvedGroup> = groups
+            .into_iter()
+            .map(|(g, ids, names)| {
+                let field = self.field(&ids);
+                let bins = self.bins(&ids);
+                ResolvedGroup {
+                    name: g.name.clone(),
+                    labels: names,
+                    clearance_mm: g.clearance_mm,
+                    weight: g.weight,
+                    source: g.source.clone(),
+                    ids,
+                    field,
+                    bins,
+                }
+            })
+            .collect();
+        let needs_labels = !traverse.is_empty() || lobes.is_some() || !allowed.is_empty();
+        let traverse_empty = traverse.is_empty();
+        let has_lobes = lobes.is_some();
+        let keys: Vec<Vec<u16>> = resolved.iter().map(|g| g.ids.clone()).collect();
+        let fields: Vec<Arc<Vec<f32>>> = resolved.iter().map(|g| g.field.clone()).collect();
+        let packed = self.packed(&keys, &fields);
+        let rules = Rules {
+            packed,
+            groups: resolved.clone(),
+            organ_lut: lut_of(&allowed),
+            traverse,
+            avoid_fissures: profile.lung.as_ref().is_some_and(|l| l.avoid_fissures),
+            max_pleura: profile.lung.as_ref().and_then(|l| l.max_pleura_crossings),
+            lobes,
+            caudal_z,
+            approach: profile
+                .approach
+                .iter()
+                .map(|c| (unit(c.direction_lps), c.max_deg.to_radians().cos()))
+                .collect(),
+            max_length_mm: profile.length.max_mm,
+            max_skin_cos: profile.skin_angle.max_deg.to_radians().cos(),
+            max_axial_deg: profile.axial_angle.as_ref().map(|a| a.max_deg),
+            needs_labels,
+            labels_all_the_way: !traverse_empty || has_lobes,
+            weights: [
+                profile.weights.length,
+                profile.weights.clearance,
+                profile.weights.skin_angle,
+                profile.weights.capsule_angle,
+            ],
+        };
+        let applied = AppliedProfile {
+            profile: profile.clone(),
+            resolved_groups: resolved,
+            allowed_labels_resolved: allowed_names,
+            entry_caudal_to_z_mm: caudal_z,
+            entry_caudal_to_from: caudal_from,
+        };
+        Ok((rules, applied))
+    }
+
+    /// Plans needle paths to `target` under `profile`. `table` lists the label map's
+    /// `(id, name)` pairs.
+    pub fn plan(
+        &self,
+        profile: &Profile,
+        table: &[(u32, String)],
+        target: &Target,
+        options: &PlanOptions,
+    ) -> Result<Plan, PlanError> {
+        let target_lps = target.point_lps;
+        if !self.in_body(target_lps) {
+            return Err(PlanError::TargetOutsideBody {
+                point_lps: target_lps,
+            });
+        }
+        let mut warnings = Vec::new();
+        let (rules, applied) = self.rules(profile, table, target, &mut warnings)?;
+
+        if let Some(entry) = options.entry_lps {
+            let d = [0, 1, 2].map(|a| entry[a] - target_lps[a]);
+            let length = norm(d);
+            if length < 1e-6 {
+                return Err(PlanError::BadEntry { entry_lps: entry });
+            }
+            let dir = d.map(|v| v / length);
+            let Traced::Reached(cand) = self.trace(&rules, target_lps, dir, Some(length)) else {
+                return Err(PlanError::BadEntry { entry_lps: entry });
+            };
+            let mut cand = *cand;
+            cand.entry = entry;
+            let (clearances, failed) = self.verify(&rules, target_lps, &cand);
+            cand.violations.extend(failed);
+            let feasible = cand.violations.is_empty();
+            let report = self.report(&rules, target_lps, &cand, clearances, 1, false, feasible);
+            return Ok(Plan {
+                procedure: profile.name.clone(),
+                target_lps,
+                target: target.description.clone(),
+                profile: applied,
+                paths: vec![report],
+                rejected: BTreeMap::new(),
+                candidates: 1,
+                feasible: usize::from(feasible),
+                pareto_size: 0,
+                skin_points: vec![(cand.entry, cand.dir, feasible, cand.score)],
+                warnings,
+            });
+        }
+
+        let dirs = fibonacci_sphere(options.candidates.max(1));
+        let traced: Vec<Traced> = dirs
+            .par_iter()
+            .map(|&d| self.trace(&rules, target_lps, d, None))
+            .collect();
+        let mut rejected: BTreeMap<String, usize> = BTreeMap::new();
+        let mut feasible: Vec<Candidate> = Vec::new();
+        let mut skin_points = Vec::new();
+        for t in traced {
+            match t {
+                Traced::Rejected(rule) => *rejected.entry(rule).or_default() += 1,
+                Traced::Missed => *rejected.entry("leaves_scan".into()).or_default() += 1,
+                Traced::Reached(c) => {
+                    if c.violations.is_empty() {
+                        skin_points.push((c.entry, c.dir, true, c.score));
+                        feasible.push(*c);
+                    } else {
+                        skin_points.push((c.entry, c.dir, false, 0.0));
+                        *rejected.entry(c.violations[0].clone()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        feasible.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let pareto = pareto_flags(&feasible[..feasible.len().min(PARETO_POOL)]);
+        let pareto_size = pareto.iter().filter(|&&p| p).count();
+
+        let cos_sep = profile.min_separation_deg.to_radians().cos();
+        let mut chosen: Vec<PathReport> = Vec::new();
+        let mut chosen_dirs: Vec<Vec3> = Vec::new();
+        let mut verify_rejects = 0usize;
+        for (n, cand) in feasible.iter().enumerate() {
+            if chosen.len() >= options.top_k {
+                break;
+            }
+            if chosen_dirs.iter().any(|d| dot(*d, cand.dir) > cos_sep) {
+                continue;
+            }
+            let (clearances, failed) = self.verify(&rules, target_lps, cand);
+            if let Some(rule) = failed.first() {
+                *rejected.entry(rule.clone()).or_default() += 1;
+                verify_rejects += 1;
+                continue;
+            }
+            let is_pareto = pareto.get(n).copied().unwrap_or(false);
+            chosen_dirs.push(cand.dir);
+            chosen.push(self.report(
+                &rules,
+                target_lps,
+                cand,
+                clearances,
+                chosen.len() + 1,
+                is_pareto,
+                true,
+            ));
+        }
+        if chosen.is_empty() {
+            return Err(PlanError::NoFeasiblePath {
+                procedure: profile.name.clone(),
+                candidates: dirs.len(),
+                rejected,
+            });
+        }
+        if verify_rejects > 0 {
+            warnings.push(format!(
+                "{verify_rejects} candidate(s) passed the coarse screen but failed the exact clearance check"
+            ));
+        }
+        Ok(Plan {
+            procedure: profile.name.clone(),
+            target_lps,
+            target: target.description.clone(),
+            profile: applied,
+            paths: chosen,
+            rejected,
+            candidates: dirs.len(),
+            feasible: feasible.len(),
+            pareto_size,
+            skin_points,
+            warnings,
+        })
+    }
+
+    /// Marches from the target along `dir` to the skin (or to `stop_mm`), applying the
+    /// hard rules on the coarse fields. With `stop_mm` every violation is collected.
+    fn trace(&self, rules: &Rules, target: Vec3, dir: Vec3, stop_mm: Option<f64>) -> Traced {
+        let collect = stop_mm.is_some();
+        let mut violations: Vec<String> = Vec::new();
+        macro_rules! fail {
+            ($rule:expr) => {{
+                if collect {
+                    let r: String = $rule;
+                    if !violations.contains(&r) {
+                        violations.push(r);
+                    }
+                } else {
+                    return Traced::Rejected($rule);
+                }
+            }};
+        }
+        if !rules.approach.is_empty() && !rules.approach.iter().any(|(a, c)| dot(*a, dir) >= *c) {
+            fail!("approach".to_string());
+        }
+        let axial_angle_deg = dir[2].abs().clamp(0.0, 1.0).asin().to_degrees();
+        if let Some(max) = rules.max_axial_deg {
+            if axial_angle_deg > max {
+                fail!("axial_angle".to_string());
+            }
+        }
+        let coarse = &self.coarse;
+        let cd = coarse.dims();
+        let step = 0.5
+            * coarse
+                .spacing_mm()
+                .iter()
+                .copied()
+                .fold(f64::INFINITY, f64::min);
+        let fine = self.labels.grid();
+        let fd = fine.dims();
+        let labels = self.labels.data();
+        let c0 = coarse.world_to_index(target);
+        let c1 = coarse.world_to_index([0, 1, 2].map(|a| target[a] + dir[a] * step));
+        let dc = [0, 1, 2].map(|a| c1[a] - c0[a]);
+        let f0 = fine.world_to_index(target);
+        let f1 = fine.world_to_index([0, 1, 2].map(|a| target[a] + dir[a] * step));
+        let df = [0, 1, 2].map(|a| f1[a] - f0[a]);
+        let ng = rules.groups.len();
+        let half_diagonal = 0.5 * norm(coarse.spacing_mm());
+        let slack = 2.0 * half_diagonal;
+        let mut coarse_min = vec![f64::INFINITY; ng];
+        let mut traverse = vec![0.0; rules.traverse.len()];
+        let mut capsule_at: Option<Vec3> = None;
+        let mut in_organ_prev = true;
+        let mut lobe_prev = 0u8;
+        let mut in_lung_prev: Option<bool> = None;
+        let mut pleura = 0u32;
+        let limit = stop_mm.unwrap_or(rules.max_length_mm + step);
+        let mut s = 0usize;
+        let exit_t;
+        loop {
+            let t = s as f64 * step;
+            if t > limit {
+                if collect {
+                    exit_t = stop_mm.unwrap_or(t);
+                    break;
+                }
+                return Traced::Rejected("max_length".into());
+            }
+            let sf = s as f64;
+            let ci = [0, 1, 2].map(|a| (c0[a] + dc[a] * sf).round());
+            if (0..3).any(|a| ci[a] < 0.0 || ci[a] >= cd[a] as f64) {
+                if collect {
+                    exit_t = stop_mm.unwrap_or(t);
+                    break;
+                }
+                return Traced::Missed;
+            }
+            let co = ci[0] as usize + cd[0] * (ci[1] as usize + cd[1] * ci[2] as usize);
+            let cell = &rules.packed[co * (ng + 1)..(co + 1) * (ng + 1)];
+            if stop_mm.is_none() && cell[0] == 0.0 {
+                exit_t = t;
+                break;
+            }
+            // Empty-space skipping: the fields are 1-Lipschitz, so while every group is
+            // farther than clearance + saturation and the skin farther than the jump
+            // (less twice the half-diagonal a sample may sit from its cell centre), the
+            // samples skipped could neither reject the ray nor change its score.
+            let mut jump = f64::from(cell[0]) - slack - step;
+            for (g, group) in rules.groups.iter().enumerate() {
+                let d = f64::from(cell[g + 1]);
+                if d < coarse_min[g] {
+                    coarse_min[g] = d;
+                }
+                if d < group.clearance_mm {
+                    fail!(format!("clearance:{}", group.name));
+                }
+                jump = jump.min(d - group.clearance_mm - CLEARANCE_SATURATION_MM - slack);
+            }
+            // Labels are read while a rule needs them: traversal and lung rules all the
+            // way, the capsule angle until the target organ is left.
+            if rules.needs_labels && (capsule_at.is_none() || rules.labels_all_the_way) {
+                let fi = [0, 1, 2].map(|a| (f0[a] + df[a] * sf).round());
+                let label = if (0..3).all(|a| fi[a] >= 0.0 && fi[a] < fd[a] as f64) {
+                    labels[fi[0] as usize + fd[0] * (fi[1] as usize + fd[1] * fi[2] as usize)]
+                } else {
+                    0
+                };
+                for (n, (_, lut, _)) in rules.traverse.iter().enumerate() {
+                    if lut[label as usize] {
+                        traverse[n] += step;
+                    }
+                }
+                let in_organ = rules.organ_lut[label as usize];
+                if in_organ_prev && !in_organ && capsule_at.is_none() {
+                    capsule_at = Some([0, 1, 2].map(|a| target[a] + dir[a] * t));
+                }
+                in_organ_prev = in_organ;
+                if let Some(lobes) = &rules.lobes {
+                    let lobe = lobes[label as usize];
+                    let in_lung = lobe != 0;
+                    if let Some(prev) = in_lung_prev {
+                        if prev != in_lung {
+                            pleura += 1;
+                        }
+                    }
+                    in_lung_prev = Some(in_lung);
+                    if in_lung {
+                        if rules.avoid_fissures && lobe_prev != 0 && lobe != lobe_prev {
+                            fail!("fissure".to_string());
+                        }
+                        lobe_prev = lobe;
+                    }
+                }
+            }
+            let labels_done =
+                !rules.needs_labels || (capsule_at.is_some() && !rules.labels_all_the_way);
+            if stop_mm.is_none() && labels_done && jump > step {
+                s += (jump / step).floor() as usize;
+            } else {
+                s += 1;
+            }
+        }
+        // Refine the skin crossing on the CT between the last two samples.
+        let mut entry_t = exit_t;
+        if stop_mm.is_none() && exit_t > 0.0 {
+            let (mut lo, mut hi) = (exit_t - step, exit_t);
+            let hu = |t: f64| {
+                self.ct
+                    .sample_trilinear([0, 1, 2].map(|a| target[a] + dir[a] * t))
+                    .unwrap_or(-1000.0)
+            };
+            if hu(lo) > f64::from(BODY_THRESHOLD_HU) && hu(hi) <= f64::from(BODY_THRESHOLD_HU) {
+                for _ in 0..8 {
+                    let mid = 0.5 * (lo + hi);
+                    if hu(mid) > f64::from(BODY_THRESHOLD_HU) {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                entry_t = 0.5 * (lo + hi);
+            }
+        }
+        let entry = [0, 1, 2].map(|a| target[a] + dir[a] * entry_t);
+        if entry_t > rules.max_length_mm {
+            fail!("max_length".into());
+        }
+        let normal = self.skin_normal(entry).unwrap_or(dir);
+        let cos_skin = dot(normal, dir).clamp(-1.0, 1.0);
+        let skin_angle_deg = cos_skin.acos().to_degrees();
+        if cos_skin < rules.max_skin_cos {
+            fail!("skin_angle".into());
+        }
+        if let Some(z) = rules.caudal_z {
+            if entry[2] > z {
+                fail!("entry_caudal_to".into());
+            }
+        }
+        for (n, (name, _, min)) in rules.traverse.iter().enumerate() {
+            if traverse[n] < *min {
+                fail!(format!("traverse:{name}"));
+            }
+        }
+        let pleura_crossings = rules.lobes.as_ref().map(|_| pleura);
+        if let (Some(max), Some(p)) = (rules.max_pleura, pleura_crossings) {
+            if p > max {
+                fail!("pleura_crossings".into());
+            }
+        }
+        let capsule_angle_deg = capsule_at.and_then(|q| {
+            self.capsule_normal(&rules.organ_lut, q)
+                .map(|n| dot(n, dir).abs().clamp(0.0, 1.0).acos().to_degrees())
+        });
+        let margins: Vec<f64> = rules
+            .groups
+            .iter()
+            .zip(&coarse_min)
+            .map(|(g, m)| m - g.clearance_mm)
+            .collect();
+        let mut cand = Candidate {
+            dir,
+            entry,
+            length_mm: entry_t,
+            margins,
+            coarse_min,
+            skin_angle_deg,
+            capsule_angle_deg,
+            traverse_mm: traverse,
+            pleura: pleura_crossings,
+            score: 0.0,
+            violations,
+        };
+        cand.score = score(rules, &cand);
+        Traced::Reached(Box::new(cand))
+    }
+}
+
+fn score(rules: &Rules, c: &Candidate) -> f64 {
+    let w = &rules.weights;
+    let s_len = 1.0 - (c.length_mm / rules.max_length_mm).clamp(0.0, 1.0);
+    let (mut wsum, mut csum) = (0.0, 0.0);
+    for (g, m) in rules.groups.iter().zip(&c.margins) {
+        wsum += g.weight;
+        csum += g.weight * (m / CLEARANCE_SATURATION_MM).clamp(0.0, 1.0);
+    }
+    let s_clear = if wsum > 0.0 { csum / wsum } else { 1.0 };
+    let s_skin = 1.0 - (c.skin_angle_deg / 90.0).clamp(0.0, 1.0);
+    let s_caps = c
+        .capsule_angle_deg
+        .map(|a| 1.0 - (a / 90.0).clamp(0.0, 1.0))
+        .unwrap_or(0.5);
+    let total = w[0] + w[1] + w[2] + w[3];
+    if total <= 0.0 {
+        return 0.0;
+    }
+    (w[0] * s_len + w[1] * s_clear + w[2] * s_skin + w[3] * s_caps) / total
+}
+
+impl PlanningContext {
+    /// Outward normal of the organ surface near `q`: minus the mean offset of organ
+    /// voxels within 5 mm.
+    fn capsule_normal(&self, lut: &[bool], q: Vec3) -> Option<Vec3> {
+        let grid = self.labels.grid();
+        let c = grid.world_to_index(q).map(|v| v.round() as isize);
+        let dims = grid.dims();
+        let mut sum = [0.0; 3];
+        for (d, off) in &self.capsule_stencil {
+            let idx = [0, 1, 2].map(|a| c[a] + d[a]);
+            if (0..3).any(|a| idx[a] < 0 || idx[a] >= dims[a] as isize) {
+                continue;
+            }
+            let l = self.labels.data()[grid.offset(idx.map(|v| v as usize))];
+            if lut[l as usize] {
+                for a in 0..3 {
+                    sum[a] += off[a];
+                }
+            }
+        }
+        let n = norm(sum);
+        (n > 1e-9).then(|| sum.map(|v| -v / n))
+    }
+
+    /// Exact clearances of a path (segment target–entry vs voxel centres): per group the
+    /// distance, and the rules broken.
+    fn verify(
+        &self,
+        rules: &Rules,
+        target: Vec3,
+        cand: &Candidate,
+    ) -> (BTreeMap<String, f64>, Vec<String>) {
+        let mut out = BTreeMap::new();
+        let mut failed = Vec::new();
+        let length = norm([0, 1, 2].map(|a| cand.entry[a] - target[a]));
+        let n = (length / VERIFY_STEP_MM).ceil() as usize;
+        for (g, group) in rules.groups.iter().enumerate() {
+            let lut_hit = (0..=n).any(|s| {
+                let t = s as f64 / n.max(1) as f64;
+                let p = [0, 1, 2].map(|a| target[a] + (cand.entry[a] - target[a]) * t);
+                group.ids.binary_search(&self.label_at(p)).is_ok()
+            });
+            let radius = group.clearance_mm + EXACT_RADIUS_EXTRA_MM;
+            let d = if lut_hit {
+                0.0
+            } else {
+                group
+                    .bins
+                    .segment_distance(target, cand.entry, radius)
+                    .unwrap_or(cand.coarse_min[g].max(radius))
+            };
+            if d < group.clearance_mm {
+                failed.push(format!("clearance:{}", group.name));
+            }
+            out.insert(group.name.clone(), d);
+        }
+        (out, failed)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        rules: &Rules,
+        target: Vec3,
+        c: &Candidate,
+        clearances: BTreeMap<String, f64>,
+        rank: usize,
+        pareto_optimal: bool,
+        feasible: bool,
+    ) -> PathReport {
+        let d = [0, 1, 2].map(|a| c.entry[a] - target[a]);
+        PathReport {
+            rank,
+            entry_lps: c.entry,
+            target_lps: target,
+            direction_lps: unit(d),
+            length_mm: norm(d),
+            min_clearance_mm: clearances,
+            skin_angle_deg: c.skin_angle_deg,
+            axial_angle_deg: c.dir[2].abs().clamp(0.0, 1.0).asin().to_degrees(),
+            capsule_angle_deg: c.capsule_angle_deg,
+            traverse_mm: rules
+                .traverse
+                .iter()
+                .zip(&c.traverse_mm)
+                .map(|((name, _, _), v)| (name.clone(), *v))
+                .collect(),
+            pleura_crossings: c.pleura,
+            score: c.score,
+            pareto_optimal,
+            feasible,
+            violations: c.violations.clone(),
+        }
+    }
+}
+
+/// Non-dominated flags over (length, −min margin, skin angle, capsule angle), all
+/// minimised.
+fn pareto_flags(cands: &[Candidate]) -> Vec<bool> {
+    let objectives: Vec<[f64; 4]> = cands
+        .iter()
+        .map(|c| {
+            let margin = c
+                .margins
+                .iter()
+                .copied()
+                .fold(f64::INFINITY, f64::min)
+                .min(CLEARANCE_SATURATION_MM);
+            [
+                c.length_mm,
+                -margin.min(1e6),
+                c.skin_angle_deg,
+                c.capsule_angle_deg.unwrap_or(0.0),
+            ]
+        })
+        .collect();
+    objectives
+        .par_iter()
+        .map(|a| {
+            !objectives
+                .iter()
+                .any(|b| (0..4).all(|i| b[i] <= a[i]) && (0..4).any(|i| b[i] < a[i]))
+        })
+        .collect()
+}
+
+/// A unit vector perpendicular to `d`, as horizontal (axial) as possible.
+pub fn in_plane_partner(d: Vec3) -> Vec3 {
+    let w = cross(d, [0.0, 0.0, 1.0]);
+    if norm(w) < 1e-6 {
+        [1.0, 0.0, 0.0]
+    } else {
+        unit(w)
+    }
+}

@@ -1,0 +1,192 @@
+//! Synthetic phantoms with known answers (analytic geometry, no real data).
+
+// Helpers outside `#[test]` functions unwrap too (`allow-unwrap-in-tests` covers only tests).
+#![allow(clippy::unwrap_used)]
+
+use pinhole_plan_needle::{PlanError, PlanOptions, PlanningContext, Profile};
+use pinhole_volume::{Grid, TargetSpec, Volume};
+
+const PROFILE: &str = r#"
+name = "phantom"
+description = "test"
+[length]
+max_mm = 200.0
+source = "test"
+[skin_angle]
+max_deg = 90.0
+source = "test"
+[[risk_groups]]
+name = "bone"
+labels = ["bone"]
+clearance_mm = 2.0
+source = "test"
+"#;
+
+const SHELL_RADIUS_MM: f64 = 30.0;
+const WINDOW_RADIUS_MM: f64 = 12.0;
+
+/// A 120 mm cube of soft tissue (0 HU) in air, on an LAS grid (j runs anterior), with a
+/// bone shell (r = 30 mm, 4 mm thick) around the centre, open in one window of radius
+/// 12 mm towards the patient's left (+x LPS).
+fn phantom() -> (PlanningContext, Vec<(u32, String)>, [f64; 3]) {
+    let n = 70;
+    let grid = Grid::new(
+        [n, n, n],
+        [2.0; 3],
+        [-69.0, 69.0, -69.0],
+        [[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]],
+    )
+    .unwrap();
+    let mut ct = Volume::filled(grid.clone(), -1000.0f32);
+    let mut labels = Volume::filled(grid.clone(), 0u16);
+    let centre = [0.0, 0.0, 0.0];
+    for o in 0..grid.voxel_count() {
+        let p = grid.index_to_world(grid.index_of_offset(o).map(|v| v as f64));
+        if p.iter().all(|v| v.abs() <= 60.0) {
+            ct.data_mut()[o] = 0.0;
+        }
+        let r = (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt();
+        let lateral = (p[1] * p[1] + p[2] * p[2]).sqrt();
+        let in_window = p[0] > 0.0 && lateral < WINDOW_RADIUS_MM;
+        if (SHELL_RADIUS_MM..SHELL_RADIUS_MM + 4.0).contains(&r) && !in_window {
+            labels.data_mut()[o] = 1;
+        }
+    }
+    let table = vec![(1, "bone".to_string()), (2, "organ".to_string())];
+    (PlanningContext::new(ct, labels).unwrap(), table, centre)
+}
+
+#[test]
+fn every_path_goes_through_the_only_window_on_the_left() {
+    let (ctx, table, centre) = phantom();
+    let profile = Profile::from_toml(PROFILE, "test").unwrap();
+    let target = TargetSpec::Point(centre)
+        .resolve(ctx.labels(), |_| None)
+        .unwrap();
+    let options = PlanOptions {
+        candidates: 20_000,
+        top_k: 3,
+        entry_lps: None,
+    };
+    let plan = ctx.plan(&profile, &table, &target, &options).unwrap();
+    assert!(!plan.paths.is_empty());
+    // A straight line from the centre stays 2 mm from the shell only through the window:
+    // its direction is within asin((12 - 2) / 34) of +x (window rim at the outer shell
+    // radius is the binding constraint).
+    let max_angle = ((WINDOW_RADIUS_MM - 2.0) / SHELL_RADIUS_MM)
+        .asin()
+        .to_degrees()
+        + 1.0;
+    for p in &plan.paths {
+        let angle = p.direction_lps[0].clamp(-1.0, 1.0).acos().to_degrees();
+        assert!(
+            angle <= max_angle,
+            "path {} at {angle:.1} deg from +x",
+            p.rank
+        );
+        // The patient's left: LPS x grows towards the entry (the grid is LAS).
+        assert!(p.entry_lps[0] > 55.0, "entry {:?}", p.entry_lps);
+        assert!(p.min_clearance_mm["bone"] >= 2.0);
+        // The entry is on the cube's face x = 60 mm (±1 mm).
+        assert!(
+            (p.entry_lps[0] - 60.0).abs() < 1.5,
+            "entry {:?}",
+            p.entry_lps
+        );
+        assert!((p.length_mm - 60.0 / p.direction_lps[0]).abs() < 1.5);
+    }
+    // Most candidates hit the shell.
+    let shell = plan.rejected.get("clearance:bone").copied().unwrap_or(0);
+    assert!(shell > options.candidates * 8 / 10, "{:?}", plan.rejected);
+}
+
+#[test]
+fn a_target_beyond_the_length_limit_reports_counts_per_rule() {
+    let (ctx, table, centre) = phantom();
+    let short = PROFILE.replace("max_mm = 200.0", "max_mm = 40.0");
+    let profile = Profile::from_toml(&short, "test").unwrap();
+    let target = TargetSpec::Point(centre)
+        .resolve(ctx.labels(), |_| None)
+        .unwrap();
+    let options = PlanOptions {
+        candidates: 5_000,
+        ..PlanOptions::default()
+    };
+    match ctx.plan(&profile, &table, &target, &options) {
+        Err(PlanError::NoFeasiblePath {
+            candidates,
+            rejected,
+            ..
+        }) => {
+            assert_eq!(candidates, 5_000);
+            assert_eq!(rejected.values().sum::<usize>(), 5_000);
+            // The skin is >= 60 mm away: rays through the window exceed the length,
+            // the rest hit the shell first.
+            assert!(rejected["max_length"] > 0);
+            assert!(rejected["clearance:bone"] > 0);
+            let message = PlanError::NoFeasiblePath {
+                procedure: "phantom".into(),
+                candidates,
+                rejected,
+            }
+            .to_string();
+            assert!(message.contains("max_length"), "{message}");
+        }
+        other => panic!(
+            "expected no feasible path, got {:?}",
+            other.map(|p| p.paths)
+        ),
+    }
+}
+
+#[test]
+fn helpful_errors_for_outside_targets_and_missing_labels() {
+    let (ctx, table, _) = phantom();
+    let profile = Profile::from_toml(PROFILE, "test").unwrap();
+    let outside = TargetSpec::Point([0.0, 0.0, 65.0])
+        .resolve(ctx.labels(), |_| None)
+        .unwrap();
+    assert!(matches!(
+        ctx.plan(&profile, &table, &outside, &PlanOptions::default()),
+        Err(PlanError::TargetOutsideBody { .. })
+    ));
+    let inside = TargetSpec::Point([0.0; 3])
+        .resolve(ctx.labels(), |_| None)
+        .unwrap();
+    let kidney = Profile::builtin("kidney-biopsy").unwrap();
+    let err = ctx
+        .plan(&kidney, &table, &inside, &PlanOptions::default())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, PlanError::MissingLabels { .. }));
+    assert!(text.contains("aorta") && text.contains("colon"), "{text}");
+}
+
+#[test]
+fn a_given_entry_is_evaluated_and_its_violations_named() {
+    let (ctx, table, centre) = phantom();
+    let profile = Profile::from_toml(PROFILE, "test").unwrap();
+    let target = TargetSpec::Point(centre)
+        .resolve(ctx.labels(), |_| None)
+        .unwrap();
+    let through_window = PlanOptions {
+        entry_lps: Some([60.0, 0.0, 0.0]),
+        ..PlanOptions::default()
+    };
+    let plan = ctx
+        .plan(&profile, &table, &target, &through_window)
+        .unwrap();
+    assert!(plan.paths[0].feasible, "{:?}", plan.paths[0].violations);
+    assert!((plan.paths[0].length_mm - 60.0).abs() < 1e-9);
+    // Through the shell towards the patient's right: broken.
+    let through_bone = PlanOptions {
+        entry_lps: Some([-60.0, 0.0, 0.0]),
+        ..PlanOptions::default()
+    };
+    let plan = ctx.plan(&profile, &table, &target, &through_bone).unwrap();
+    assert!(!plan.paths[0].feasible);
+    assert!(plan.paths[0]
+        .violations
+        .contains(&"clearance:bone".to_string()));
+    assert!(plan.paths[0].min_clearance_mm["bone"] < 2.0);
+}
