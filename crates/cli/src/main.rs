@@ -27,6 +27,13 @@ enum Command {
     Drr(Box<commands::drr::DrrArgs>),
     /// Run Pinhole on the small sample shipped with it (or on --data).
     Demo(commands::demo::DemoArgs),
+    /// Plan an intervention (ablation, ...).
+    Plan {
+        #[command(subcommand)]
+        command: commands::plan::PlanCommand,
+    },
+    /// Endovenous laser ablation dose (LEED, J/cm2 of vein wall, total energy, foam volume).
+    Evla(commands::evla::EvlaArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +43,8 @@ fn main() -> ExitCode {
         Command::Convert(args) => commands::convert::run(&args),
         Command::Drr(args) => commands::drr::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
+        Command::Plan { command } => commands::plan::run(&command),
+        Command::Evla(args) => commands::evla::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,9 @@ mod common;
 
 use common::*;
 
+// `pinhole plan ablation` and `pinhole evla`.
+mod ablation;
+
 fn pinhole(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pinhole"))
         .args(args)

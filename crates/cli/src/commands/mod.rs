@@ -1,7 +1,10 @@
+pub mod ablation;
 pub mod convert;
 pub mod demo;
 pub mod drr;
+pub mod evla;
 pub mod info;
+pub mod plan;
 
 use std::path::Path;
 
