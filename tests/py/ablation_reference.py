@@ -9,6 +9,8 @@
                             minimal signed margin (scipy EDTs of the zone, half-voxel
                             corrected): {"coverage_tumor_pct", "coverage_margin_pct",
                             "min_margin_mm", "tumor_voxels", "zone_voxels"}
+  centroid LABELS CSV NAME  centroid of label NAME's voxels in LPS mm (nibabel affine,
+                            RAS negated): {"label_id", "centroid_lps", "voxels"}
   sha256 FILE               {"sha256": hex digest}
 """
 
@@ -37,6 +39,22 @@ def deepest(labels_path, csv_path, name):
         "label_id": label_id,
         "center_lps": [-float(ras[0]), -float(ras[1]), float(ras[2])],
         "depth_mm": float(edt.max()),
+    }
+
+
+def centroid(labels_path, csv_path, name):
+    import nibabel as nib
+
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    label_id = next(int(r["id"]) for r in rows if r["structure"] == name)
+    img = nib.load(labels_path)
+    ijk = np.argwhere(np.asarray(img.dataobj) == label_id).astype(float)
+    ras = img.affine @ np.r_[ijk.mean(axis=0), 1.0]
+    return {
+        "label_id": label_id,
+        "centroid_lps": [-float(ras[0]), -float(ras[1]), float(ras[2])],
+        "voxels": int(len(ijk)),
     }
 
 
@@ -89,7 +107,7 @@ def sha256(path):
 
 
 def main():
-    commands = {"deepest": deepest, "coverage": coverage, "sha256": sha256}
+    commands = {"deepest": deepest, "centroid": centroid, "coverage": coverage, "sha256": sha256}
     if len(sys.argv) < 3 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     json.dump(commands[sys.argv[1]](*sys.argv[2:]), sys.stdout)

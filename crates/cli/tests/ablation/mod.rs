@@ -283,3 +283,60 @@ fn evla_prints_leed_fluence_energy_and_volume() {
     ]);
     assert!(text.contains("J/cm") && text.contains("100.00"), "{text}");
 }
+
+#[test]
+fn plan_ablation_on_a_left_label_keeps_it_on_the_left() {
+    // kidney_cyst_left lies on the patient's left (LPS x > 0); nibabel's centroid is
+    // the independent position.
+    let ct = shared_data("chest-ct/ct.nii.gz");
+    let labels = shared_data("chest-ct/labels.nii.gz");
+    let csv = shared_data("chest-ct/structures.csv");
+    let reference = python_json(
+        "ablation_reference.py",
+        &[
+            "centroid",
+            labels.to_str().unwrap(),
+            csv.to_str().unwrap(),
+            "kidney_cyst_left",
+        ],
+    );
+    let expected = lps(&reference["centroid_lps"]);
+    assert!(expected[0] > 0.0, "{expected:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cyst");
+    pinhole_ok(&[
+        "plan",
+        "ablation",
+        "--ct",
+        ct.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--labels-table",
+        csv.to_str().unwrap(),
+        "--tumor",
+        "kidney_cyst_left",
+        "--device",
+        "neuwave-kidney-example",
+        "--power",
+        "65",
+        "--minutes",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let rep = report(&out);
+    let point = lps(&rep["tumor"]["point_lps"]);
+    let centre = lps(&rep["zones"][0]["center_lps"]);
+    for a in 0..3 {
+        assert!(
+            (point[a] - expected[a]).abs() < 0.5,
+            "{point:?} vs nibabel {expected:?}"
+        );
+        assert!(
+            (centre[a] - expected[a]).abs() < 1.5,
+            "zone {centre:?} vs nibabel {expected:?}"
+        );
+    }
+    assert!((f(&rep["coverage_tumor_pct"]) - 100.0).abs() < 1e-9);
+    assert!(f(&rep["tumor"]["volume_ml"]) > 0.0);
+}
