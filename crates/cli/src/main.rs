@@ -27,9 +27,11 @@ enum Command {
     Drr(Box<commands::drr::DrrArgs>),
     /// Run Pinhole on the small sample shipped with it (or on --data).
     Demo(commands::demo::DemoArgs),
-    /// Plan an intervention: `pinhole plan needle ...`.
+    /// Plan an intervention: `pinhole plan needle|ablation ...`.
     #[command(subcommand)]
     Plan(commands::plan::PlanCommand),
+    /// Endovenous laser ablation dose (LEED, J/cm2 of vein wall, total energy, foam volume).
+    Evla(commands::evla::EvlaArgs),
 }
 
 /// Runs a `pinhole` command line in-process (the demo chains commands this way).
@@ -51,6 +53,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Drr(args) => commands::drr::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
         Command::Plan(command) => commands::plan::run(&command),
+        Command::Evla(args) => commands::evla::run(&args),
     }
 }
 

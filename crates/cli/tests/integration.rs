@@ -14,6 +14,8 @@ mod common;
 use common::*;
 
 mod plan_needle;
+// `pinhole plan ablation` and `pinhole evla`.
+mod ablation;
 
 fn pinhole(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pinhole"))

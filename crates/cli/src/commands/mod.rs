@@ -1,6 +1,8 @@
+pub mod ablation;
 pub mod convert;
 pub mod demo;
 pub mod drr;
+pub mod evla;
 pub mod info;
 pub mod plan;
 pub mod plan_needle;

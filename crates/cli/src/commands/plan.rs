@@ -1,4 +1,4 @@
-//! `pinhole plan <kind>`: the planners, one subcommand each.
+//! `pinhole plan <kind>`: the planners (needle, vessel, ablation) under one group.
 
 use clap::Subcommand;
 
@@ -6,10 +6,14 @@ use clap::Subcommand;
 pub enum PlanCommand {
     /// Straight-needle paths for a percutaneous procedure (biopsy, FNA, nephrostomy ...).
     Needle(Box<super::plan_needle::NeedleArgs>),
+    /// Thermal ablation: zone from a device table or a bioheat simulation, coverage of the
+    /// tumour + margin, minimal ablative margin, heat sinks, applicator placement.
+    Ablation(Box<super::ablation::AblationArgs>),
 }
 
 pub fn run(command: &PlanCommand) -> anyhow::Result<()> {
     match command {
         PlanCommand::Needle(args) => super::plan_needle::run(args),
+        PlanCommand::Ablation(args) => super::ablation::run(args),
     }
 }

@@ -1,0 +1,629 @@
+//! Pennes bioheat equation on a regular grid, explicit finite differences.
+//!
+//! ρc ∂T/∂t = k ∇²T − ω_b ρ_b c_b (T − T_a) + Q
+//!
+//! solved for the rise θ = T − 37 °C with the 7-point Laplacian and forward Euler:
+//!
+//! θ' = c·θ + a·Σ₆ θ_neighbour + s,  a = k·dt/(ρc·h²),  p = ω_b ρ_b c_b·dt/(ρc),
+//! c = 1 − 6a − p,  s = Q·dt/(ρc).
+//!
+//! The step is stable and monotone when c ≥ 0 for every voxel, i.e.
+//! dt ≤ 1 / (6k/(ρc·h²) + ω_b ρ_b c_b/(ρc)); [`Settings::safety`] (0.9 by default) keeps a
+//! margin below that limit. Simplifications (documented in the crate docs): the grid must
+//! be isotropic; conductivity enters per voxel in the non-conservative form k_i·∇²T (soft
+//! tissues differ by < 10 % in k); voxels labelled as large vessels are Dirichlet sinks at
+//! body temperature; the outer faces of the grid are held at body temperature (make the
+//! grid several perfusion lengths larger than the zone); no phase change, no
+//! temperature-dependent properties; optionally perfusion stops where tissue coagulates
+//! (Ω ≥ 1).
+
+use pinhole_volume::{Grid, Mask, Vec3, Volume};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::damage::{cem43_rate_min_per_s, Arrhenius, Criterion, LIVER_ARRHENIUS};
+use crate::damage::{CEM43_THRESHOLD_MIN, ZERO_CELSIUS_K};
+use crate::error::{invalid, positive, AblationError};
+use crate::zone::{add, scale, sub, volume_from, Applicator};
+
+/// Core body (and arterial blood) temperature, °C.
+pub const BODY_TEMPERATURE_C: f64 = 37.0;
+
+/// Thermal properties of one tissue class.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tissue {
+    pub name: String,
+    pub conductivity_w_m_k: f64,
+    pub density_kg_m3: f64,
+    pub heat_capacity_j_kg_k: f64,
+    /// Blood perfusion rate ω_b, 1/s (volume of blood per volume of tissue per second).
+    pub perfusion_per_s: f64,
+}
+
+impl Tissue {
+    /// Liver, as in COMSOL's `microwave_cancer_therapy` application: ρ = 1079 kg/m³,
+    /// c = 3540 J/(kg·K), k = 0.52 W/(m·K), ω_b = 3.6e-3 1/s. (PerkLab's AblationPlanner
+    /// uses the same ρ, c, k with ω_b = 0.01 1/s; see shared/reference/vessel_ablation.md.)
+    pub fn liver() -> Self {
+        Self {
+            name: "liver".into(),
+            conductivity_w_m_k: 0.52,
+            density_kg_m3: 1079.0,
+            heat_capacity_j_kg_k: 3540.0,
+            perfusion_per_s: 3.6e-3,
+        }
+    }
+
+    fn validate(&self) -> Result<(), AblationError> {
+        positive("tissue conductivity", self.conductivity_w_m_k)?;
+        positive("tissue density", self.density_kg_m3)?;
+        positive("tissue heat capacity", self.heat_capacity_j_kg_k)?;
+        if !self.perfusion_per_s.is_finite() || self.perfusion_per_s < 0.0 {
+            return Err(invalid(
+                "tissue perfusion",
+                format!("{}: must be >= 0, got {}", self.name, self.perfusion_per_s),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Blood properties (perfusion heat sink).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Blood {
+    pub density_kg_m3: f64,
+    pub heat_capacity_j_kg_k: f64,
+}
+
+/// Blood as in COMSOL's `microwave_cancer_therapy`: ρ_b = 1000 kg/m³, c_b = 3639 J/(kg·K).
+pub const BLOOD: Blood = Blood {
+    density_kg_m3: 1000.0,
+    heat_capacity_j_kg_k: 3639.0,
+};
+
+/// A heat source.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// `power_w` deposited uniformly in the voxels whose centres lie within the sphere.
+    UniformSphere {
+        center_lps: Vec3,
+        radius_mm: f64,
+        power_w: f64,
+    },
+    /// Microwave antenna: an ellipsoidal Gaussian specific-absorption pattern centred
+    /// `hotspot_behind_tip_mm` proximal to the tip (towards the entry), widths
+    /// `sigma_axial_mm` along and `sigma_radial_mm` across the axis, cut at 3 σ and
+    /// normalised so that the deposited power is `power_w`.
+    Microwave {
+        applicator: Applicator,
+        power_w: f64,
+        hotspot_behind_tip_mm: f64,
+        sigma_axial_mm: f64,
+        sigma_radial_mm: f64,
+    },
+    /// Laser fibre diffuser: `power_w` spread evenly along the `length_mm` of axis that
+    /// ends at the tip.
+    LaserLine {
+        applicator: Applicator,
+        power_w: f64,
+        length_mm: f64,
+    },
+}
+
+impl Source {
+    /// A microwave antenna with the default pattern (hotspot 8 mm behind the tip,
+    /// σ = 8 mm along and 4 mm across the axis: a rough tear-drop, not a solved EM field).
+    pub fn microwave(applicator: Applicator, power_w: f64) -> Self {
+        Source::Microwave {
+            applicator,
+            power_w,
+            hotspot_behind_tip_mm: 8.0,
+            sigma_axial_mm: 8.0,
+            sigma_radial_mm: 4.0,
+        }
+    }
+
+    /// A 10 mm laser diffuser ending at the tip.
+    pub fn laser(applicator: Applicator, power_w: f64) -> Self {
+        Source::LaserLine {
+            applicator,
+            power_w,
+            length_mm: 10.0,
+        }
+    }
+
+    /// Power per voxel (linear offset, W) on `grid`; sums to the source power.
+    pub fn deposit(&self, grid: &Grid) -> Result<Vec<(usize, f64)>, AblationError> {
+        let weights: Vec<(usize, f64)> = match *self {
+            Source::UniformSphere {
+                center_lps,
+                radius_mm,
+                power_w,
+            } => {
+                positive("sphere source power", power_w)?;
+                positive("sphere source radius", radius_mm)?;
+                let r2 = radius_mm * radius_mm;
+                weigh(grid, |p| {
+                    let d = sub(p, center_lps);
+                    (d[0] * d[0] + d[1] * d[1] + d[2] * d[2] <= r2).then_some(1.0)
+                })
+            }
+            Source::Microwave {
+                applicator,
+                power_w,
+                hotspot_behind_tip_mm,
+                sigma_axial_mm,
+                sigma_radial_mm,
+            } => {
+                positive("microwave power", power_w)?;
+                positive("microwave sigma_axial_mm", sigma_axial_mm)?;
+                positive("microwave sigma_radial_mm", sigma_radial_mm)?;
+                let axis = applicator.axis_lps;
+                let hotspot = sub(applicator.tip_lps, scale(axis, hotspot_behind_tip_mm));
+                weigh(grid, |p| {
+                    let d = sub(p, hotspot);
+                    let t = d[0] * axis[0] + d[1] * axis[1] + d[2] * axis[2];
+                    let r2 = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2] - t * t).max(0.0);
+                    let q = t * t / (sigma_axial_mm * sigma_axial_mm)
+                        + r2 / (sigma_radial_mm * sigma_radial_mm);
+                    (q <= 9.0).then(|| (-0.5 * q).exp())
+                })
+            }
+            Source::LaserLine {
+                applicator,
+                power_w,
+                length_mm,
+            } => {
+                positive("laser power", power_w)?;
+                positive("laser diffuser length", length_mm)?;
+                let h = grid.spacing_mm()[0];
+                let samples = (length_mm / (h / 4.0)).ceil().max(1.0) as usize + 1;
+                let start = sub(applicator.tip_lps, scale(applicator.axis_lps, length_mm));
+                let mut per_voxel = std::collections::BTreeMap::<usize, f64>::new();
+                for s in 0..samples {
+                    let f = s as f64 / (samples - 1) as f64;
+                    let p = add(start, scale(applicator.axis_lps, f * length_mm));
+                    if let Some(v) = grid.world_to_voxel(p) {
+                        *per_voxel.entry(grid.offset(v)).or_default() += 1.0;
+                    }
+                }
+                per_voxel.into_iter().collect()
+            }
+        };
+        let power = match *self {
+            Source::UniformSphere { power_w, .. }
+            | Source::Microwave { power_w, .. }
+            | Source::LaserLine { power_w, .. } => power_w,
+        };
+        let total: f64 = weights.iter().map(|w| w.1).sum();
+        if total <= 0.0 {
+            return Err(invalid(
+                "heat source",
+                format!("{self:?} deposits into no voxel of the grid"),
+            ));
+        }
+        Ok(weights
+            .into_iter()
+            .map(|(o, w)| (o, power * w / total))
+            .collect())
+    }
+}
+
+fn weigh(grid: &Grid, weight: impl Fn(Vec3) -> Option<f64> + Sync) -> Vec<(usize, f64)> {
+    let [nx, ny, _] = grid.dims();
+    (0..grid.voxel_count())
+        .into_par_iter()
+        .filter_map(|o| {
+            let i = o % nx;
+            let j = (o / nx) % ny;
+            let k = o / (nx * ny);
+            weight(grid.index_to_world([i as f64, j as f64, k as f64])).map(|w| (o, w))
+        })
+        .collect()
+}
+
+/// A bioheat problem: a grid, a tissue class per voxel, vessel sinks and sources.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// Isotropic grid (any orthonormal direction).
+    pub grid: Grid,
+    /// Index into `tissues` per voxel.
+    pub tissue_of_voxel: Vec<u8>,
+    pub tissues: Vec<Tissue>,
+    /// Voxels held at body temperature (large vessels).
+    pub sink: Vec<bool>,
+    pub blood: Blood,
+    pub sources: Vec<Source>,
+}
+
+impl Problem {
+    /// One tissue everywhere, no sinks, no sources.
+    pub fn homogeneous(grid: Grid, tissue: Tissue) -> Self {
+        let n = grid.voxel_count();
+        Self {
+            grid,
+            tissue_of_voxel: vec![0; n],
+            tissues: vec![tissue],
+            sink: vec![false; n],
+            blood: BLOOD,
+            sources: Vec::new(),
+        }
+    }
+
+    fn validate(&self) -> Result<f64, AblationError> {
+        let [sx, sy, sz] = self.grid.spacing_mm();
+        if (sx - sy).abs() > 1e-6 * sx || (sx - sz).abs() > 1e-6 * sx {
+            return Err(invalid(
+                "bioheat grid",
+                format!(
+                    "spacing must be isotropic, got {:?} mm",
+                    self.grid.spacing_mm()
+                ),
+            ));
+        }
+        let n = self.grid.voxel_count();
+        if self.tissue_of_voxel.len() != n || self.sink.len() != n {
+            return Err(invalid(
+                "bioheat problem",
+                format!(
+                    "{} tissue indices and {} sink flags for {n} voxels",
+                    self.tissue_of_voxel.len(),
+                    self.sink.len()
+                ),
+            ));
+        }
+        if let Some(&bad) = self
+            .tissue_of_voxel
+            .iter()
+            .find(|&&t| t as usize >= self.tissues.len())
+        {
+            return Err(invalid(
+                "bioheat problem",
+                format!("tissue index {bad} but {} tissues", self.tissues.len()),
+            ));
+        }
+        for t in &self.tissues {
+            t.validate()?;
+        }
+        positive("blood density", self.blood.density_kg_m3)?;
+        positive("blood heat capacity", self.blood.heat_capacity_j_kg_k)?;
+        Ok(sx)
+    }
+
+    /// The largest stable explicit time step, s (c = 1 − 6a − p ≥ 0 for every tissue).
+    pub fn stable_dt_s(&self) -> Result<f64, AblationError> {
+        let h_m = self.validate()? * 1e-3;
+        let mut used = vec![false; self.tissues.len()];
+        for (&t, &s) in self.tissue_of_voxel.iter().zip(&self.sink) {
+            if !s {
+                used[t as usize] = true;
+            }
+        }
+        let wb = self.blood.density_kg_m3 * self.blood.heat_capacity_j_kg_k;
+        let rate = self
+            .tissues
+            .iter()
+            .zip(&used)
+            .filter(|(_, &u)| u)
+            .map(|(t, _)| {
+                let rc = t.density_kg_m3 * t.heat_capacity_j_kg_k;
+                6.0 * t.conductivity_w_m_k / (rc * h_m * h_m) + t.perfusion_per_s * wb / rc
+            })
+            .fold(0.0, f64::max);
+        Ok(if rate > 0.0 {
+            1.0 / rate
+        } else {
+            f64::INFINITY
+        })
+    }
+}
+
+/// How to run the solver.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    /// Heating time, s.
+    pub duration_s: f64,
+    /// Time after the power is switched off that is still simulated (damage accrues), s.
+    pub cooldown_s: f64,
+    /// Fraction of the stability limit used as time step (0 < safety ≤ 1).
+    pub safety: f64,
+    /// Upper bound on the time step, s (None: only the stability limit applies).
+    pub max_dt_s: Option<f64>,
+    /// Track Arrhenius Ω and CEM43 (off for pure temperature benchmarks).
+    pub damage: bool,
+    pub arrhenius: Arrhenius,
+    /// Stop perfusion in voxels that reached Ω ≥ 1 (coagulated tissue has no flow).
+    pub perfusion_stops_at_coagulation: bool,
+    /// Uniform initial temperature rise above 37 °C (0 in practice; tests use it).
+    pub initial_rise_k: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            duration_s: 600.0,
+            cooldown_s: 0.0,
+            safety: 0.9,
+            max_dt_s: None,
+            damage: true,
+            arrhenius: LIVER_ARRHENIUS,
+            perfusion_stops_at_coagulation: true,
+            initial_rise_k: 0.0,
+        }
+    }
+}
+
+/// Result of a run, on the problem's grid.
+#[derive(Debug, Clone)]
+pub struct Solution {
+    /// Temperature at the end, °C.
+    pub temperature_c: Volume<f32>,
+    /// Highest temperature each voxel reached, °C.
+    pub peak_temperature_c: Volume<f32>,
+    /// Arrhenius Ω at the end (when damage was tracked).
+    pub omega: Option<Volume<f32>>,
+    /// CEM43 at the end, minutes (when damage was tracked).
+    pub cem43_min: Option<Volume<f32>>,
+    pub dt_s: f64,
+    pub steps: usize,
+    pub simulated_s: f64,
+    /// Power that went into tissue (sources minus what fell into sinks), W.
+    pub deposited_w: f64,
+    pub max_temperature_c: f64,
+}
+
+impl Solution {
+    /// Voxels ablated under `criterion` (empty mask when damage was not tracked).
+    pub fn ablated(&self, criterion: Criterion) -> Mask {
+        let grid = self.temperature_c.grid();
+        let (field, threshold) = match criterion {
+            Criterion::Arrhenius => (&self.omega, 1.0f32),
+            Criterion::Cem43 => (&self.cem43_min, CEM43_THRESHOLD_MIN as f32),
+        };
+        match field {
+            Some(v) => v.map(|x| x >= threshold),
+            None => Mask::filled(grid.clone(), false),
+        }
+    }
+}
+
+/// Damage bookkeeping, structure of arrays over the padded grid. Ω and CEM43 are stored
+/// as the excess over the body-temperature rate, so voxels that never warm by
+/// [`WARM_K`] are only read, never written; the body-temperature part (rate × elapsed
+/// time) is added when results are read.
+struct DamageState {
+    omega_excess: Vec<f32>,
+    cem43_excess_min: Vec<f32>,
+    peak_rise: Vec<f32>,
+    /// Perfusion coefficient p per voxel (taken out of c when the voxel coagulates).
+    p: Vec<f32>,
+}
+
+/// Rise above body temperature (K) below which a voxel accrues damage at the
+/// body-temperature rate, without evaluating the rate (most of a large grid stays this
+/// cool). The liver Arrhenius rate grows by Ea/(R·T²) ≈ 32 % per K near 37 °C, so over a
+/// 10-minute run this under-counts Ω by at most 0.16 × 2.9e-4 /s × 600 s ≈ 0.03 in those
+/// voxels, far from the Ω = 1 threshold (CEM43: < 0.001 min).
+pub const WARM_K: f32 = 0.5;
+
+/// Runs the explicit scheme for `settings.duration_s` (+ cooldown).
+pub fn solve(problem: &Problem, settings: &Settings) -> Result<Solution, AblationError> {
+    let dt_limit = problem.stable_dt_s()?;
+    positive("duration_s", settings.duration_s)?;
+    if !(settings.safety > 0.0 && settings.safety <= 1.0) {
+        return Err(invalid(
+            "safety",
+            format!("must be in (0, 1], got {}", settings.safety),
+        ));
+    }
+    if !settings.cooldown_s.is_finite() || settings.cooldown_s < 0.0 {
+        return Err(invalid(
+            "cooldown_s",
+            format!("must be >= 0, got {}", settings.cooldown_s),
+        ));
+    }
+    let h_m = problem.grid.spacing_mm()[0] * 1e-3;
+    let mut dt_max = (dt_limit * settings.safety).min(settings.duration_s);
+    if let Some(cap) = settings.max_dt_s {
+        dt_max = dt_max.min(positive("max_dt_s", cap)?);
+    }
+    let heat_steps = (settings.duration_s / dt_max).ceil().max(1.0) as usize;
+    let dt = settings.duration_s / heat_steps as f64;
+    let cool_steps = (settings.cooldown_s / dt).round() as usize;
+
+    let [nx, ny, nz] = problem.grid.dims();
+    let (px, py) = (nx + 2, ny + 2);
+    let padded_len = px * py * (nz + 2);
+    let pad = |o: usize| {
+        let i = o % nx;
+        let j = (o / nx) % ny;
+        let k = o / (nx * ny);
+        (i + 1) + px * ((j + 1) + py * (k + 1))
+    };
+
+    // Per-voxel coefficients; the halo keeps a = c = 0, so θ stays 0 there.
+    let wb = problem.blood.density_kg_m3 * problem.blood.heat_capacity_j_kg_k;
+    let coeffs: Vec<(f32, f32, f32)> = problem
+        .tissues
+        .iter()
+        .map(|t| {
+            let rc = t.density_kg_m3 * t.heat_capacity_j_kg_k;
+            let a = t.conductivity_w_m_k * dt / (rc * h_m * h_m);
+            let p = t.perfusion_per_s * wb * dt / rc;
+            (a as f32, p as f32, (1.0 - 6.0 * a - p) as f32)
+        })
+        .collect();
+    let mut coef_a = vec![0f32; padded_len];
+    let mut coef_c = vec![0f32; padded_len];
+    let mut state = DamageState {
+        omega_excess: vec![0.0; padded_len],
+        cem43_excess_min: vec![0.0; padded_len],
+        peak_rise: vec![0.0; padded_len],
+        p: vec![0.0; padded_len],
+    };
+    let mut theta = vec![0f32; padded_len];
+    for o in 0..problem.grid.voxel_count() {
+        if problem.sink[o] {
+            continue;
+        }
+        let q = pad(o);
+        let (a, p, c) = coeffs[problem.tissue_of_voxel[o] as usize];
+        coef_a[q] = a;
+        coef_c[q] = c;
+        state.p[q] = p;
+        theta[q] = settings.initial_rise_k as f32;
+        state.peak_rise[q] = settings.initial_rise_k as f32;
+    }
+
+    // Sources: K per step at each voxel; power falling into sinks is carried away.
+    let volume_m3 = h_m * h_m * h_m;
+    let mut source_k: std::collections::BTreeMap<usize, f64> = Default::default();
+    let mut deposited_w = 0.0;
+    for s in &problem.sources {
+        for (o, w) in s.deposit(&problem.grid)? {
+            if problem.sink[o] {
+                continue;
+            }
+            let t = &problem.tissues[problem.tissue_of_voxel[o] as usize];
+            let rc = t.density_kg_m3 * t.heat_capacity_j_kg_k;
+            *source_k.entry(pad(o)).or_default() += w / volume_m3 * dt / rc;
+            deposited_w += w;
+        }
+    }
+    let source_k: Vec<(usize, f32)> = source_k.into_iter().map(|(o, s)| (o, s as f32)).collect();
+
+    let mut next = theta.clone();
+    let arrhenius = settings.arrhenius;
+    let base_rates = (
+        arrhenius.rate_per_s(BODY_TEMPERATURE_C),
+        cem43_rate_min_per_s(BODY_TEMPERATURE_C),
+    );
+    let ln_a = arrhenius.frequency_factor_per_s.ln();
+    let ea_over_r = arrhenius.activation_energy_j_mol / crate::damage::GAS_CONSTANT_J_MOL_K;
+    let total_steps = heat_steps + cool_steps;
+    let (ln_a32, ea_over_r32, zero_k32) = (ln_a as f32, ea_over_r as f32, ZERO_CELSIUS_K as f32);
+    let (body_c, dt32) = (BODY_TEMPERATURE_C as f32, dt as f32);
+    let base32 = (base_rates.0 as f32, base_rates.1 as f32);
+    for step in 0..total_steps {
+        stencil_step(&theta, &mut next, &coef_a, &coef_c, [nx, ny, nz]);
+        if step < heat_steps {
+            for &(o, s) in &source_k {
+                next[o] += s;
+            }
+        }
+        std::mem::swap(&mut theta, &mut next);
+        if settings.damage {
+            const CHUNK: usize = 8192;
+            let stop = settings.perfusion_stops_at_coagulation;
+            let baseline_omega = base_rates.0 * dt * (step + 1) as f64;
+            let DamageState {
+                omega_excess,
+                cem43_excess_min,
+                peak_rise,
+                p,
+            } = &mut state;
+            theta
+                .par_chunks(CHUNK)
+                .zip(omega_excess.par_chunks_mut(CHUNK))
+                .zip(cem43_excess_min.par_chunks_mut(CHUNK))
+                .zip(peak_rise.par_chunks_mut(CHUNK))
+                .zip(p.par_chunks_mut(CHUNK))
+                .zip(coef_c.par_chunks_mut(CHUNK))
+                .for_each(|(((((th, om), cem), peak), p), c)| {
+                    for (i, &t) in th.iter().enumerate() {
+                        if t < WARM_K {
+                            continue;
+                        }
+                        if t > peak[i] {
+                            peak[i] = t;
+                        }
+                        // f32 is enough here: ln A − Ea/RT ≈ −8 keeps ~1e-6 relative
+                        // precision, and CEM43's R^(43 − T) = 2^(m·(T − 43)), m = 1 or 2.
+                        let tc = body_c + t;
+                        let rate = (ln_a32 - ea_over_r32 / (tc + zero_k32)).exp();
+                        om[i] += (rate - base32.0) * dt32;
+                        let m = if tc >= 43.0 { 1.0f32 } else { 2.0 };
+                        cem[i] += ((m * (tc - 43.0)).exp2() / 60.0 - base32.1) * dt32;
+                        if stop && p[i] > 0.0 && f64::from(om[i]) + baseline_omega >= 1.0 {
+                            c[i] += p[i];
+                            p[i] = 0.0;
+                        }
+                    }
+                });
+        }
+    }
+    let elapsed_s = dt * total_steps as f64;
+
+    // Back to the interior, in grid order.
+    let grid = &problem.grid;
+    let n = grid.voxel_count();
+    let interior = |f: &dyn Fn(usize) -> f32| -> Vec<f32> { (0..n).map(|o| f(pad(o))).collect() };
+    let body = BODY_TEMPERATURE_C as f32;
+    let temperature = interior(&|q| body + theta[q]);
+    let peak = if settings.damage {
+        interior(&|q| body + state.peak_rise[q].max(theta[q]))
+    } else {
+        temperature.clone()
+    };
+    let max_temperature_c = peak.iter().copied().fold(f32::MIN, f32::max) as f64;
+    let (omega, cem43) = if settings.damage {
+        (
+            Some(volume_from(
+                grid,
+                interior(&|q| (f64::from(state.omega_excess[q]) + base_rates.0 * elapsed_s) as f32),
+                0.0,
+            )),
+            Some(volume_from(
+                grid,
+                interior(&|q| {
+                    (f64::from(state.cem43_excess_min[q]) + base_rates.1 * elapsed_s) as f32
+                }),
+                0.0,
+            )),
+        )
+    } else {
+        (None, None)
+    };
+    Ok(Solution {
+        temperature_c: volume_from(grid, temperature, body),
+        peak_temperature_c: volume_from(grid, peak, body),
+        omega,
+        cem43_min: cem43,
+        dt_s: dt,
+        steps: heat_steps + cool_steps,
+        simulated_s: dt * (heat_steps + cool_steps) as f64,
+        deposited_w,
+        max_temperature_c,
+    })
+}
+
+/// One explicit step on padded arrays: `out = c·θ + a·Σ₆θ` for every interior voxel.
+/// Rayon splits the grid into z-slabs; each row is a straight loop LLVM vectorises.
+pub fn stencil_step(theta: &[f32], out: &mut [f32], a: &[f32], c: &[f32], dims: [usize; 3]) {
+    let [nx, ny, nz] = dims;
+    let sy = nx + 2;
+    let sz = sy * (ny + 2);
+    out.par_chunks_mut(sz).enumerate().for_each(|(k, slab)| {
+        if k == 0 || k > nz {
+            return;
+        }
+        for j in 1..=ny {
+            let b = k * sz + j * sy + 1;
+            let row = &mut slab[j * sy + 1..j * sy + 1 + nx];
+            let t0 = &theta[b..b + nx];
+            let xm = &theta[b - 1..b - 1 + nx];
+            let xp = &theta[b + 1..b + 1 + nx];
+            let ym = &theta[b - sy..b - sy + nx];
+            let yp = &theta[b + sy..b + sy + nx];
+            let zm = &theta[b - sz..b - sz + nx];
+            let zp = &theta[b + sz..b + sz + nx];
+            let ra = &a[b..b + nx];
+            let rc = &c[b..b + nx];
+            for i in 0..nx {
+                row[i] =
+                    rc[i] * t0[i] + ra[i] * ((xm[i] + xp[i]) + (ym[i] + yp[i]) + (zm[i] + zp[i]));
+            }
+        }
+    });
+}
