@@ -42,7 +42,6 @@ pub fn is_vessel_name(name: &str) -> bool {
 pub fn analysis_grid(region: &Mask, pad_mm: f64, spacing_mm: f64) -> Result<Grid, AblationError> {
     positive("analysis grid spacing", spacing_mm)?;
     let grid = region.grid();
-    let half = grid.spacing_mm().map(|s| s / 2.0);
     let mut lo = [f64::INFINITY; 3];
     let mut hi = [f64::NEG_INFINITY; 3];
     for (o, _) in region.data().iter().enumerate().filter(|(_, &b)| b) {
@@ -62,7 +61,6 @@ pub fn analysis_grid(region: &Mask, pad_mm: f64, spacing_mm: f64) -> Result<Grid
             }
         }
     }
-    let _ = half;
     if !lo[0].is_finite() {
         return Err(AblationError::EmptyTumor);
     }
@@ -163,7 +161,12 @@ pub struct Plan {
 
 /// Runs the plan.
 pub fn plan(request: &Request) -> Result<Plan, AblationError> {
-    positive("margin_mm", request.margin_mm.max(f64::MIN_POSITIVE))?;
+    if !(request.margin_mm.is_finite() && request.margin_mm >= 0.0) {
+        return Err(crate::error::invalid(
+            "margin_mm",
+            format!("must be finite and >= 0, got {}", request.margin_mm),
+        ));
+    }
     let tumor = &request.tumor;
     let grid = tumor.grid().clone();
     let tumor_points = mask_points(tumor, 1);
