@@ -11,6 +11,27 @@ use pinhole_io::labels::LabelTable;
 use pinhole_plan_needle::{PlanOptions, PlanningContext, Profile};
 use pinhole_volume::TargetSpec;
 
+/// CPU seconds (user + system, all threads) of this process so far, from
+/// `/proc/self/stat` (Linux; 0 elsewhere). Under a loaded machine the wall time of a
+/// 2-thread run inflates; the CPU time does not.
+fn cpu_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some(rest) = stat.rsplit_once(')').map(|r| r.1) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the command name: state is field 0, utime field 11, stime field 12 (ticks).
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -48,12 +69,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let first = ctx.plan(&profile, &entries, &target, &options)?;
     let first_plan_s = start.elapsed().as_secs_f64();
     let mut warm = Vec::new();
+    let cpu0 = cpu_s();
     for _ in 0..repeats {
         let start = Instant::now();
         let plan = ctx.plan(&profile, &entries, &target, &options)?;
         warm.push(start.elapsed().as_secs_f64());
         std::hint::black_box(plan);
     }
+    let warm_cpu_s = (cpu_s() - cpu0) / repeats.max(1) as f64;
     let moves = [
         [5.0, 0.0, 0.0],
         [-5.0, 0.0, 0.0],
@@ -63,6 +86,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         [0.0, 0.0, -5.0],
     ];
     let mut replan = Vec::new();
+    let cpu0 = cpu_s();
     for n in 0..repeats.max(6) {
         let m = moves[n % moves.len()];
         let mut moved = target.clone();
@@ -72,7 +96,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         replan.push(start.elapsed().as_secs_f64());
         std::hint::black_box(plan.ok());
     }
+    let replan_cpu_s = (cpu_s() - cpu0) / repeats.max(6) as f64;
     let out = serde_json::json!({
+        "warm_plan_cpu_s": warm_cpu_s, "replan_cpu_s": replan_cpu_s,
         "op": "needle", "procedure": profile.name, "candidates": candidates,
         "target_lps": target.point_lps,
         "context_s": context_s, "first_plan_s": first_plan_s,

@@ -623,7 +623,8 @@ impl PlanningContext {
                 return Traced::Rejected("max_length".into());
             }
             let sf = s as f64;
-            let ci = [0, 1, 2].map(|a| (c0[a] + dc[a] * sf).round());
+            // `+ 0.5` then truncation rounds (in range values are >= 0) without a libm call.
+            let ci = [0, 1, 2].map(|a| c0[a] + dc[a] * sf + 0.5);
             if (0..3).any(|a| ci[a] < 0.0 || ci[a] >= cd[a] as f64) {
                 if collect {
                     exit_t = stop_mm.unwrap_or(t);
@@ -655,7 +656,7 @@ impl PlanningContext {
             // Labels are read while a rule needs them: traversal and lung rules all the
             // way, the capsule angle until the target organ is left.
             if rules.needs_labels && (capsule_at.is_none() || rules.labels_all_the_way) {
-                let fi = [0, 1, 2].map(|a| (f0[a] + df[a] * sf).round());
+                let fi = [0, 1, 2].map(|a| f0[a] + df[a] * sf + 0.5);
                 let label = if (0..3).all(|a| fi[a] >= 0.0 && fi[a] < fd[a] as f64) {
                     labels[fi[0] as usize + fd[0] * (fi[1] as usize + fd[1] * fi[2] as usize)]
                 } else {
