@@ -1,6 +1,11 @@
 //! The volume description printed by `pinhole info` (text and JSON).
 
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::Context;
 use pinhole_io::labels::LabelTable;
+use sha2::{Digest, Sha256};
 use pinhole_io::open::Loaded;
 use serde::Serialize;
 
@@ -148,4 +153,58 @@ fn label_rows(labels: &pinhole_volume::Volume<u16>, table: Option<&LabelTable>) 
             centroid_lps: s.centroid_lps,
         })
         .collect()
+}
+
+/// SHA-256 of an input file (a folder: every file below it in name order, relative names
+/// included), as lowercase hex.
+pub fn sha256_of(path: &Path) -> anyhow::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut files = Vec::new();
+    if path.is_dir() {
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in
+                std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
+            {
+                let p = entry?.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    for f in &files {
+        if path.is_dir() {
+            hasher.update(
+                f.strip_prefix(path)
+                    .unwrap_or(f)
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
+        }
+        let mut file =
+            std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", f.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    let digest = hasher.finalize();
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `{"path": …, "sha256": …}` for a report's `inputs`.
+pub fn input_record(path: &Path) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::json!({ "path": path.display().to_string(), "sha256": sha256_of(path)? }))
 }

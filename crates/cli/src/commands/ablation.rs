@@ -2,7 +2,6 @@
 //! bioheat simulation, coverage with margin, heat sinks; ablation.json, zone.seg.nrrd,
 //! zone.vtk, zone.png.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -16,10 +15,9 @@ use pinhole_io::vtk::PolyLines;
 use pinhole_volume::target::{sphere_mask, TargetSpec};
 use pinhole_volume::{Interpolation, Mask, Vec3, Volume};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::{label_table, load};
-use crate::report::DISCLAIMER;
+use crate::report::{input_record, DISCLAIMER};
 
 #[derive(Args)]
 pub struct AblationArgs {
@@ -211,11 +209,11 @@ pub fn run(args: &AblationArgs) -> anyhow::Result<()> {
             "image": "zone.png",
         },
         "inputs": {
-            "ct": input(&args.ct)?,
-            "labels": input(&args.labels)?,
+            "ct": input_record(&args.ct)?,
+            "labels": input_record(&args.labels)?,
             "labels_table": table_name,
-            "path": match &args.path { Some(p) => input(p)?, None => serde_json::Value::Null },
-            "devices": match &args.devices { Some(p) => input(p)?, None => json!("built-in example table") },
+            "path": match &args.path { Some(p) => input_record(p)?, None => serde_json::Value::Null },
+            "devices": match &args.devices { Some(p) => input_record(p)?, None => json!("built-in example table") },
         },
         "version": env!("CARGO_PKG_VERSION"),
         "note": format!("{DISCLAIMER} Not for clinical use: zone tables are examples and the bioheat model is simplified."),
@@ -271,55 +269,6 @@ fn read_path(path: &Path) -> anyhow::Result<(Vec3, Vec3)> {
         Ok(p)
     };
     Ok((point("entry_lps")?, point("target_lps")?))
-}
-
-/// Path and SHA-256 of an input (a folder: every file in name order, names included).
-fn input(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let mut hasher = Sha256::new();
-    let mut files = Vec::new();
-    if path.is_dir() {
-        let mut stack = vec![path.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for entry in
-                std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
-            {
-                let p = entry?.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    files.push(p);
-                }
-            }
-        }
-        files.sort();
-    } else {
-        files.push(path.to_path_buf());
-    }
-    let mut buf = vec![0u8; 1 << 20];
-    for f in &files {
-        if path.is_dir() {
-            hasher.update(
-                f.strip_prefix(path)
-                    .unwrap_or(f)
-                    .to_string_lossy()
-                    .as_bytes(),
-            );
-        }
-        let mut file =
-            std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
-        loop {
-            let n = file
-                .read(&mut buf)
-                .with_context(|| format!("reading {}", f.display()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-    }
-    let digest = hasher.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(json!({ "path": path.display().to_string(), "sha256": hex }))
 }
 
 const SEGMENTS: [(u16, &str, [u8; 3]); 5] = [

@@ -1,8 +1,7 @@
 //! `pinhole plan needle`: straight-needle paths from the skin to a target, per procedure
 //! profile, written as plan.json, Slicer lines, a skin accessibility map and a picture.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
@@ -12,10 +11,9 @@ use pinhole_io::vtk::{write_polylines, PolyLines};
 use pinhole_plan_needle::{render, Plan, PlanOptions, PlanningContext, Profile};
 use pinhole_volume::TargetSpec;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::progress::Progress;
-use crate::report::DISCLAIMER;
+use crate::report::{sha256_of, DISCLAIMER};
 
 #[derive(Args)]
 pub struct NeedleArgs {
@@ -64,36 +62,6 @@ fn parse_point(s: &str) -> Result<[f64; 3], String> {
     }
 }
 
-fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut hasher = Sha256::new();
-    let mut add = |p: &Path| -> anyhow::Result<()> {
-        let mut file =
-            std::fs::File::open(p).with_context(|| format!("hashing {}", p.display()))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        Ok(())
-    };
-    if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        for f in files {
-            add(&f)?;
-        }
-    } else {
-        add(path)?;
-    }
-    Ok(format!("{:x}", hasher.finalize()))
-}
-
 pub fn run(args: &NeedleArgs) -> anyhow::Result<()> {
     let profile = match &args.profile {
         Some(path) => Profile::from_toml_file(path)?,
@@ -124,15 +92,15 @@ pub fn run(args: &NeedleArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut value = serde_json::to_value(&plan)?;
     let inputs = json!([
-        {"role": "ct", "path": args.ct.display().to_string(), "sha256": sha256_file(&args.ct)?},
-        {"role": "labels", "path": args.labels.display().to_string(), "sha256": sha256_file(&args.labels)?},
+        {"role": "ct", "path": args.ct.display().to_string(), "sha256": sha256_of(&args.ct)?},
+        {"role": "labels", "path": args.labels.display().to_string(), "sha256": sha256_of(&args.labels)?},
     ]);
     if let Some(obj) = value.as_object_mut() {
         obj.insert("labels_table".into(), json!(table_name));
         if let Some(p) = &args.profile {
             obj.insert(
                 "profile_file".into(),
-                json!({"path": p.display().to_string(), "sha256": sha256_file(p)?}),
+                json!({"path": p.display().to_string(), "sha256": sha256_of(p)?}),
             );
         }
         obj.insert("inputs".into(), inputs);
