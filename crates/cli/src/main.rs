@@ -27,6 +27,10 @@ enum Command {
     Drr(Box<commands::drr::DrrArgs>),
     /// Run Pinhole on the small sample shipped with it (or on --data).
     Demo(commands::demo::DemoArgs),
+    /// Live needle guidance: OpenIGTLink server (3D Slicer, PLUS) and HTTP/WebSocket API.
+    Serve(Box<commands::serve::ServeArgs>),
+    /// Send recorded (CSV) or synthesized needle poses to a guidance server.
+    Replay(commands::serve::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +40,8 @@ fn main() -> ExitCode {
         Command::Convert(args) => commands::convert::run(&args),
         Command::Drr(args) => commands::drr::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
+        Command::Serve(args) => commands::serve::run(&args),
+        Command::Replay(args) => commands::serve::run_replay(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
