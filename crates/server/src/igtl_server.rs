@@ -75,7 +75,8 @@ async fn client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u6
         _ = crate::stopped(&mut shutdown) => "server shutting down".to_owned(),
     };
     stats.clients_connected.fetch_sub(1, Ordering::Relaxed);
-    if shared.config.verbose || !reason.starts_with("closed by peer") {
+    let routine = reason.starts_with("closed by peer") || reason == "server shutting down";
+    if shared.config.verbose || !routine {
         log(format_args!("client {id} ({peer}) disconnected: {reason}"));
     }
 }
