@@ -39,7 +39,7 @@ def pose(tip_ras, axis_ras):
     return m
 
 
-def client(port):
+def client(port, outdir=None):
     c = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=int(port))
     out = {}
     # Pose 1 (header v1): tip 3 mm to the patient's left of the line, 10 mm before target.
@@ -57,6 +57,18 @@ def client(port):
     out["v2"] = {"metrics": data, "header_version": msg.header_version, "metadata": dict(msg.metadata)}
     plan = c.wait_for_message("PlanToRAS", timeout=5)
     out["plan_to_ras"] = np.asarray(plan.matrix, float).tolist()
+    if outdir is not None:
+        # A live 3-D int16 IMAGE (header v2 + metadata): the server relays it to the
+        # other clients.
+        vol = (np.arange(8 * 9 * 10, dtype=np.int64) * 37 % 4000 - 1000).astype(np.int16).reshape(8, 9, 10)
+        vol.astype("<i2").tofile(os.path.join(outdir, "relay_i16.raw"))
+        ijk = np.array([[0.5, 0, 0, 10.0], [0, 0.6, 0, -20.0], [0, 0, 1.25, 30.0], [0, 0, 0, 1]])
+        img = pyigtl.ImageMessage(vol, ijk_to_world_matrix=ijk, device_name="Image_Reference")
+        img.header_version = 2
+        img.metadata = {"Modality": "US"}
+        c.send_message(img, wait=True)
+        out["image"] = {"ijk_to_world": ijk.tolist(), "shape_kji": list(vol.shape)}
+        time.sleep(0.3)
     c.stop()
     print(json.dumps(out))
 
@@ -103,7 +115,7 @@ def server(port, outdir):
 
 if __name__ == "__main__":
     if sys.argv[1] == "client":
-        client(sys.argv[2])
+        client(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
     elif sys.argv[1] == "server":
         server(sys.argv[2], sys.argv[3])
     else:

@@ -191,7 +191,12 @@ fn fanout(port: u16, clients: usize, fps: f64, seconds: f64) -> serde_json::Valu
                 s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
                 let mut r = BufReader::new(s);
                 let mut lat = Vec::new();
-                while let Ok(m) = read_message(&mut r, &DecodeOptions::default()) {
+                // Viewers (Slicer, PLUS) do not check the CRC; the server's side is measured.
+                let opts = DecodeOptions {
+                    verify_crc: false,
+                    ..Default::default()
+                };
+                while let Ok(m) = read_message(&mut r, &opts) {
                     if let Body::Image(_) = m.body {
                         let now = Timestamp::now().as_secs_f64();
                         lat.push((now - m.timestamp.as_secs_f64()) * 1e3);

@@ -149,6 +149,36 @@ fn replies_follow_the_client_header_version_and_plan_transform() {
 }
 
 #[test]
+fn answers_get_capability_and_skips_unknown_types() {
+    let server = TestServer::start(phantom_session(None), |_| {});
+    let mut c = server.client();
+    // An unknown type first: skipped (counted), the stream stays aligned.
+    c.send(&Message::new(
+        "Vendor",
+        Body::Raw {
+            type_name: "VENDORX".into(),
+            data: vec![1, 2, 3],
+        },
+    ));
+    c.send(&Message::new(
+        "Query",
+        Body::Query(pinhole_igtl::Query {
+            kind: pinhole_igtl::QueryKind::Get,
+            of: "CAPABILITY".into(),
+            body: Vec::new(),
+        }),
+    ));
+    loop {
+        let m = c.recv();
+        if let Body::Capability(types) = &m.body {
+            assert!(types.iter().any(|t| t == "TRANSFORM"), "{types:?}");
+            break;
+        }
+    }
+    assert_eq!(server.running().shared.stats().unknown_messages, 1);
+}
+
+#[test]
 fn target_only_has_null_line_metrics() {
     let server = TestServer::start(phantom_target_session(), |_| {});
     let mut c = server.client();

@@ -15,7 +15,19 @@ use crate::common::*;
 fn pyigtl_client_sends_poses_and_reads_metrics() {
     let server = TestServer::start(phantom_session(None), |_| {});
     let port = server.igtl_port().to_string();
-    let out = python_json("guidance_peer.py", &["client", &port]);
+    let dir = tempfile::tempdir().unwrap();
+    // A second client receives the IMAGE pyigtl sends (relayed, newest wins).
+    let mut viewer = server.client();
+    let relayed = std::thread::spawn(move || loop {
+        let m = viewer.recv();
+        if let Body::Image(_) = m.body {
+            return m;
+        }
+    });
+    let out = python_json(
+        "guidance_peer.py",
+        &["client", &port, dir.path().to_str().unwrap()],
+    );
     // Pose 1, header v1: RAS (−3, 10, 0) = 3 mm to the patient's left of the line.
     let v1 = &out["v1"];
     assert_eq!(v1["header_version"], 1);
@@ -50,6 +62,17 @@ fn pyigtl_client_sends_poses_and_reads_metrics() {
     let p = &out["plan_to_ras"];
     assert_close(f(&p[1][2]), -1.0, 1e-6, "plan z.y");
     assert_close(f(&p[0][3]), 0.0, 1e-6, "plan origin");
+    // The relayed IMAGE: bit-exact int16 voxels, same geometry, metadata kept. The viewer
+    // never sent anything, so it gets header version 1 (no metadata).
+    let m = relayed.join().unwrap();
+    let Body::Image(img) = &m.body else { panic!() };
+    assert_eq!(m.device_name, "Image_Reference");
+    assert_eq!(img.scalar_type, ScalarType::I16);
+    assert_eq!(img.size, [10, 9, 8]);
+    let voxels = std::fs::read(dir.path().join("relay_i16.raw")).unwrap();
+    assert!(img.pixels == voxels, "relayed voxels differ");
+    assert_matrix_close(&img.ijk_to_world(), &out["image"]["ijk_to_world"], 1e-4);
+    assert_eq!(m.version, 1);
 }
 
 #[test]
