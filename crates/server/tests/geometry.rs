@@ -179,6 +179,48 @@ fn answers_get_capability_and_skips_unknown_types() {
 }
 
 #[test]
+fn tdata_and_position_inputs() {
+    let server = TestServer::start(phantom_session(None), |_| {});
+    let mut c = server.client();
+    // TDATA with two tools: only the needle's item is used.
+    let other = pose_ras([50.0, 50.0, 50.0], [0.0, 0.0, 1.0]);
+    let needle = pose_ras([-3.0, 10.0, 0.0], [0.0, -1.0, 0.0]);
+    let item = |name: &str, m| pinhole_igtl::TDataItem {
+        name: name.into(),
+        kind: 2,
+        transform: Transform::from_matrix(m),
+    };
+    c.send(&Message::new(
+        "Tracker",
+        Body::TData(vec![
+            item("Probe", &other),
+            item("NeedleTipToReference", &needle),
+        ]),
+    ));
+    let (m, _) = c.metrics(1);
+    assert_close(f(&m["lateral_deviation_mm"]), 3.0, 1e-5, "TDATA pose");
+    // POSITION: tip RAS (0, 4, 0); quaternion of a 90° rotation about x, which maps the
+    // needle's +z to RAS −y (along the plan).
+    let h = std::f32::consts::FRAC_1_SQRT_2;
+    c.send(&Message::new(
+        "NeedleTipToReference",
+        Body::Position(pinhole_igtl::Position {
+            position: [0.0, 4.0, 0.0],
+            quaternion: [h, 0.0, 0.0, h],
+            form: pinhole_igtl::PositionForm::Full,
+        }),
+    ));
+    let (m, _) = c.metrics(2);
+    assert_close(f(&m["depth_remaining_mm"]), 4.0, 1e-5, "POSITION depth");
+    assert_close(
+        f(&m["angle_deg"]),
+        0.0,
+        1e-3,
+        "POSITION axis along the plan",
+    );
+}
+
+#[test]
 fn target_only_has_null_line_metrics() {
     let server = TestServer::start(phantom_target_session(), |_| {});
     let mut c = server.client();
