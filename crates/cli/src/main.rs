@@ -32,6 +32,10 @@ enum Command {
     Plan(commands::plan::PlanCommand),
     /// Endovenous laser ablation dose (LEED, J/cm2 of vein wall, total energy, foam volume).
     Evla(commands::evla::EvlaArgs),
+    /// Live needle guidance: OpenIGTLink server (3D Slicer, PLUS) and HTTP/WebSocket API.
+    Serve(Box<commands::serve::ServeArgs>),
+    /// Send recorded (CSV) or synthesized needle poses to a guidance server.
+    Replay(commands::serve::ReplayArgs),
 }
 
 /// Runs a `pinhole` command line in-process (the demo chains commands this way).
@@ -54,6 +58,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo(args) => commands::demo::run(&args),
         Command::Plan(command) => commands::plan::run(&command),
         Command::Evla(args) => commands::evla::run(&args),
+        Command::Serve(args) => commands::serve::run(&args),
+        Command::Replay(args) => commands::serve::run_replay(&args),
     }
 }
 

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 // The helpers of pinhole-io's tests (real data paths, the Python reference scripts).
 #[path = "../../../tests/support/shared.rs"]
 mod common;
+mod serve;
 
 use common::*;
 

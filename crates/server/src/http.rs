@@ -1,0 +1,186 @@
+//! HTTP API for the web viewer (axum):
+//! - `GET /api/health`: status, version, counters;
+//! - `GET /api/session`: CT and label geometry, target, plan line, risk groups, inputs;
+//! - `GET /api/guidance`: the latest metrics (204 before the first pose);
+//! - `GET /ws/guidance`: WebSocket, one text message of metrics JSON per update
+//!   (newest wins: a slow viewer skips stale updates);
+//! - anything else: a file of the static folder, if one was configured. Paths are
+//!   percent-decoded once and rejected if any segment is `..` or `.`, or holds a
+//!   backslash or NUL; the result is canonicalised and must stay inside the canonical
+//!   folder (so symlinks out of it are refused too).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::guidance::NOTE;
+use crate::{log, Shared};
+
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let app = router(shared);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { crate::stopped(&mut shutdown).await })
+        .await;
+    if let Err(e) = result {
+        log(format_args!("HTTP server stopped: {e}"));
+    }
+}
+
+/// The axum router (public for tests that drive it without a socket).
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/session", get(session))
+        .route("/api/guidance", get(guidance))
+        .route("/ws/guidance", get(ws_guidance))
+        .fallback(static_file)
+        .with_state(shared)
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "ok",
+        "note": NOTE,
+        "version": env!("CARGO_PKG_VERSION"),
+        "igtl_port": shared.config.igtl_addr.port(),
+        "stats": shared.stats(),
+    }))
+}
+
+async fn session(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let mut d = shared.session.description.clone();
+    if let Ok(r) = shared.registration.read() {
+        d["registration_reference_to_ras"] = json!(*r);
+    }
+    Json(d)
+}
+
+async fn guidance(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.latest() {
+        Some(u) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            u.json.to_string(),
+        )
+            .into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+async fn ws_guidance(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| ws_stream(shared, socket))
+}
+
+async fn ws_stream(shared: Arc<Shared>, mut socket: WebSocket) {
+    let mut updates = shared.metrics.subscribe();
+    let mut shutdown = shared.shutdown.subscribe();
+    updates.mark_changed();
+    loop {
+        tokio::select! {
+            _ = crate::stopped(&mut shutdown) => break,
+            changed = updates.changed() => {
+                if changed.is_err() { break; }
+                let u = updates.borrow_and_update().clone();
+                let Some(u) = u else { continue };
+                let sent = tokio::time::timeout(
+                    shared.config.write_timeout,
+                    socket.send(WsMessage::Text(u.json.to_string().into())),
+                ).await;
+                if !matches!(sent, Ok(Ok(()))) { break; }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = socket.send(WsMessage::Close(None)).await;
+}
+
+async fn static_file(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let Some(root) = &shared.config.static_dir else {
+        return (StatusCode::NOT_FOUND, "no such endpoint").into_response();
+    };
+    let Some(path) = resolve_static(root, uri.path()) else {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, content_type(&path))], bytes).into_response(),
+        Err(_) => (StatusCode::NOT_FOUND, "not found").into_response(),
+    }
+}
+
+/// The file under `root` that a request path names, or `None` when the path is unsafe
+/// (traversal, absolute after decoding, backslashes, NUL, bad escapes), missing, or
+/// resolves (through symlinks) outside `root`. `/` and folders give their `index.html`.
+pub fn resolve_static(root: &Path, request_path: &str) -> Option<PathBuf> {
+    let decoded = percent_decode(request_path)?;
+    if decoded.contains('\0') || decoded.contains('\\') {
+        return None;
+    }
+    let mut relative = PathBuf::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" => continue,
+            "." | ".." => return None,
+            s if s.contains(':') => return None,
+            s => relative.push(s),
+        }
+    }
+    let root = std::fs::canonicalize(root).ok()?;
+    let mut candidate = root.join(&relative);
+    if candidate.is_dir() {
+        candidate.push("index.html");
+    }
+    let resolved = std::fs::canonicalize(&candidate).ok()?;
+    (resolved.starts_with(&root) && resolved.is_file()).then_some(resolved)
+}
+
+/// `%XX` decoding (once); `None` on a malformed escape or non-UTF-8 result.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn content_type(path: &Path) -> &'static str {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("html") | Some("htm") => "text/html; charset=utf-8",
+        Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        Some("svg") => "image/svg+xml",
+        Some("wasm") => "application/wasm",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}

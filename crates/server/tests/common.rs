@@ -1,0 +1,268 @@
+//! Helpers: a synthetic session with hand-computable geometry, a server on free ports,
+//! and a blocking OpenIGTLink client built on the codec.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use pinhole_igtl::{encode, read_message, Body, DecodeOptions, Message, Transform};
+use pinhole_server::guidance::TargetZone;
+use pinhole_server::pose::Mat4;
+use pinhole_server::session::PlanFile;
+use pinhole_server::{PlanSource, Running, ServerConfig, Session};
+use pinhole_volume::{Grid, Volume};
+use serde_json::Value;
+
+#[path = "../../../tests/support/shared.rs"]
+mod shared;
+pub use shared::*;
+
+pub const AORTA: u16 = 52;
+pub const IVC: u16 = 63;
+
+/// 60³ grid of 1 mm voxels, origin (−30, −30, −30) LPS, so voxel i sits at x = i − 30.
+/// "aorta" fills x ∈ [10, 12] (patient LEFT), "inferior_vena_cava" x ∈ [−20, −18]
+/// (patient RIGHT); everything else is background.
+pub fn phantom_labels() -> Volume<u16> {
+    let grid = Grid::axis_aligned([60, 60, 60], [1.0; 3], [-30.0; 3]).unwrap();
+    let mut data = vec![0u16; grid.voxel_count()];
+    for k in 0..60 {
+        for j in 0..60 {
+            for i in 40..=42 {
+                data[grid.offset([i, j, k])] = AORTA;
+            }
+            for i in 10..=12 {
+                data[grid.offset([i, j, k])] = IVC;
+            }
+        }
+    }
+    Volume::new(grid, data).unwrap()
+}
+
+pub fn phantom_names() -> BTreeMap<u32, String> {
+    BTreeMap::from([
+        (u32::from(AORTA), "aorta".to_owned()),
+        (u32::from(IVC), "inferior_vena_cava".to_owned()),
+    ])
+}
+
+/// Plan: entry (0, −25, 0) → target (0, 0, 0) LPS, i.e. the needle travels towards +y
+/// (posterior). Risk groups from the plan: one group per vessel, clearance 5 mm.
+pub fn phantom_plan_json() -> Value {
+    serde_json::json!({
+        "procedure": "needle",
+        "target_lps": [0.0, 0.0, 0.0],
+        "profile": {"risk_groups": [
+            {"name": "aorta_group", "labels": ["aorta"], "clearance_mm": 5.0},
+            {"name": "ivc_group", "labels": ["inferior_vena_cava"], "clearance_mm": 5.0}
+        ]},
+        "paths": [{"entry_lps": [0.0, -25.0, 0.0], "target_lps": [0.0, 0.0, 0.0],
+                    "length_mm": 25.0, "min_clearance_mm": {}, "skin_angle_deg": 0.0, "score": 1.0}],
+        "note": "Not for clinical use"
+    })
+}
+
+pub fn phantom_session(registration: Option<Mat4>) -> Session {
+    let labels = phantom_labels();
+    let grid = labels.grid().clone();
+    let plan = PlanFile::from_json(&phantom_plan_json()).unwrap();
+    Session::new(
+        &grid,
+        labels,
+        phantom_names(),
+        PlanSource::Plan(plan),
+        registration,
+        serde_json::json!({"test": "phantom"}),
+    )
+}
+
+/// Target only (no line): a 3 mm sphere at the origin.
+pub fn phantom_target_session() -> Session {
+    let labels = phantom_labels();
+    let grid = labels.grid().clone();
+    Session::new(
+        &grid,
+        labels,
+        phantom_names(),
+        PlanSource::Target {
+            target_lps: [0.0; 3],
+            zone: TargetZone::Sphere {
+                center_lps: [0.0; 3],
+                radius_mm: 3.0,
+            },
+            label_id: None,
+            description: "origin".into(),
+        },
+        None,
+        Value::Null,
+    )
+}
+
+/// A server on free loopback ports with its own runtime.
+pub struct TestServer {
+    pub rt: tokio::runtime::Runtime,
+    pub running: Option<Running>,
+}
+
+impl TestServer {
+    pub fn start(session: Session, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut config = ServerConfig {
+            igtl_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: Some("127.0.0.1:0".parse().unwrap()),
+            verbose: false,
+            ..Default::default()
+        };
+        tweak(&mut config);
+        let running = rt.block_on(pinhole_server::start(session, config)).unwrap();
+        Self {
+            rt,
+            running: Some(running),
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+
+    pub fn igtl_port(&self) -> u16 {
+        self.running().igtl_addr.port()
+    }
+
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.running().http_addr.unwrap()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.igtl_port())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            self.rt.block_on(r.shutdown());
+        }
+    }
+}
+
+/// A blocking OpenIGTLink client (our codec over a std socket).
+pub struct Client {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Self { stream, reader }
+    }
+
+    pub fn from_parts(stream: TcpStream, reader: BufReader<TcpStream>) -> Self {
+        Self { stream, reader }
+    }
+
+    pub fn send(&mut self, m: &Message) {
+        self.stream.write_all(&encode(m).unwrap()).unwrap();
+    }
+
+    pub fn send_pose(&mut self, m: &Mat4) {
+        self.send(&Message::new(
+            "NeedleTipToReference",
+            Body::Transform(Transform::from_matrix(m)),
+        ));
+    }
+
+    pub fn try_recv(&mut self) -> Option<Message> {
+        read_message(&mut self.reader, &DecodeOptions::default()).ok()
+    }
+
+    pub fn recv(&mut self) -> Message {
+        read_message(&mut self.reader, &DecodeOptions::default()).unwrap()
+    }
+
+    /// Reads until a GuidanceMetrics STRING with `seq >= min_seq`; returns it (JSON) and
+    /// the message.
+    pub fn metrics(&mut self, min_seq: u64) -> (Value, Message) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            let m = self.recv();
+            if let (Body::String(s), "GuidanceMetrics") = (&m.body, m.device_name.as_str()) {
+                let v: Value = serde_json::from_str(s.as_str().unwrap()).unwrap();
+                if v["seq"].as_u64().unwrap() >= min_seq {
+                    return (v, m);
+                }
+            }
+        }
+        panic!("no metrics with seq >= {min_seq}");
+    }
+}
+
+/// A RAS needle pose: tip `tip_ras`, axis (+z column) `axis_ras`, built independently of
+/// the server's helpers (Gram–Schmidt by hand).
+pub fn pose_ras(tip_ras: [f64; 3], axis_ras: [f64; 3]) -> Mat4 {
+    let n = (axis_ras.iter().map(|v| v * v).sum::<f64>()).sqrt();
+    let z = axis_ras.map(|v| v / n);
+    let helper = if z[0].abs() < 0.9 {
+        [1.0, 0.0, 0.0]
+    } else {
+        [0.0, 1.0, 0.0]
+    };
+    let cross = |a: [f64; 3], b: [f64; 3]| {
+        [
+            a[1] * b[2] - a[2] * b[1],
+            a[2] * b[0] - a[0] * b[2],
+            a[0] * b[1] - a[1] * b[0],
+        ]
+    };
+    let x = cross(helper, z);
+    let xn = (x.iter().map(|v| v * v).sum::<f64>()).sqrt();
+    let x = x.map(|v| v / xn);
+    let y = cross(z, x);
+    let mut m = [[0.0; 4]; 4];
+    for r in 0..3 {
+        m[r][0] = x[r];
+        m[r][1] = y[r];
+        m[r][2] = z[r];
+        m[r][3] = tip_ras[r];
+    }
+    m[3][3] = 1.0;
+    m
+}
+
+pub fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+pub fn assert_close(a: f64, b: f64, tol: f64, what: &str) {
+    assert!((a - b).abs() <= tol, "{what}: {a} vs {b} (tol {tol})");
+}
+
+/// Resident memory of this process (kB), from /proc.
+pub fn rss_kb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Serialises the tests that allocate a lot (chest CT) with the one that measures the
+/// process's memory, so that the measurement sees only its own server.
+pub fn heavy_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

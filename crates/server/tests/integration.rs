@@ -1,0 +1,12 @@
+//! pinhole-server tests: guidance geometry, registration, OpenIGTLink faults, pyigtl
+//! interop, HTTP/WebSocket, and the chest CT against scipy.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+mod chest;
+mod faults;
+mod geometry;
+mod http;
+mod interop;
