@@ -27,6 +27,8 @@ enum Command {
     Drr(Box<commands::drr::DrrArgs>),
     /// Run Pinhole on the small sample shipped with it (or on --data).
     Demo(commands::demo::DemoArgs),
+    /// Find the CT's pose relative to the C-arm from a live X-ray (2D/3D registration).
+    Register(Box<commands::register::RegisterArgs>),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => commands::convert::run(&args),
         Command::Drr(args) => commands::drr::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
+        Command::Register(args) => commands::register::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@ pub mod convert;
 pub mod demo;
 pub mod drr;
 pub mod info;
+pub mod register;
 
 use std::path::Path;
 
