@@ -59,9 +59,9 @@ fn fixture() -> &'static Fixture {
             .collect();
         let mut carm = CArm::new(ct.grid().center_lps());
         carm.detector = Detector {
-            width: 128,
-            height: 128,
-            pixel_mm: 3.125,
+            width: 96,
+            height: 96,
+            pixel_mm: 400.0 / 96.0,
         };
         Fixture {
             renderers,
@@ -81,7 +81,7 @@ fn recovers_random_poses_from_simulated_noisy_xrays_under_2mm_mtre() {
         .renderers
         .iter()
         .map(|r| r as &dyn Renderer)
-        .zip(default_levels(128, 2))
+        .zip(default_levels(96, 2))
         .collect();
     let mut rng = Rng::new(2024);
     let model = XrayModel::default();
