@@ -36,6 +36,8 @@ enum Command {
     Serve(Box<commands::serve::ServeArgs>),
     /// Send recorded (CSV) or synthesized needle poses to a guidance server.
     Replay(commands::serve::ReplayArgs),
+    /// Find the CT's pose relative to the C-arm from a live X-ray (2D/3D registration).
+    Register(Box<commands::register::RegisterArgs>),
 }
 
 /// Runs a `pinhole` command line in-process (the demo chains commands this way).
@@ -60,6 +62,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Evla(args) => commands::evla::run(&args),
         Command::Serve(args) => commands::serve::run(&args),
         Command::Replay(args) => commands::serve::run_replay(&args),
+        Command::Register(args) => commands::register::run(&args),
     }
 }
 

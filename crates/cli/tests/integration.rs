@@ -410,3 +410,5 @@ fn drr_raw_output_matches_the_independent_reference_on_cpu_and_gpu() {
     }
     assert!(std::fs::metadata(dir.path().join("drr.png")).unwrap().len() > 100);
 }
+
+mod register;

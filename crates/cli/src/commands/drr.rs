@@ -198,7 +198,11 @@ fn overlay_ids(names: &[String], table: &LabelTable) -> anyhow::Result<Vec<u16>>
 
 /// Projects the needle paths of a plan (`paths[].entry_lps` → `target_lps`; the first is
 /// the best, drawn in yellow, the others in cyan).
-fn draw_plan(plan: &Path, projection: &Projection, rgb: &mut [u8]) -> anyhow::Result<()> {
+pub(super) fn draw_plan(
+    plan: &Path,
+    projection: &Projection,
+    rgb: &mut [u8],
+) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(plan).with_context(|| format!("reading {}", plan.display()))?;
     let json: serde_json::Value =

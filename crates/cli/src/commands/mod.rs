@@ -6,6 +6,7 @@ pub mod evla;
 pub mod info;
 pub mod plan;
 pub mod plan_needle;
+pub mod register;
 pub mod serve;
 
 use std::path::Path;

@@ -1,0 +1,202 @@
+//! `pinhole register` end to end on the small abdomen CT: an X-ray rendered by
+//! `pinhole drr` at a known C-arm view (LAO 4, CAUD 3) is registered from the frontal
+//! view; the reported angles must be the rendered ones, on the CPU and on the GPU
+//! (lavapipe in CI), for a bone-dark 8-bit PNG and a bone-bright line-integral NIfTI.
+
+use super::*;
+
+fn register_json(ct: &Path, xray: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "register",
+        "--ct",
+        ct.to_str().unwrap(),
+        "--xray",
+        xray.to_str().unwrap(),
+        "--pixel-mm",
+        "6.25",
+        "--levels-mm",
+        "6,3",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    pinhole_ok(&args);
+    let text = std::fs::read_to_string(out.join("pose.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn register_recovers_the_carm_view_of_a_drr_on_cpu_and_gpu() {
+    let ct = shared_data("abdomen-ct/example_ct.nii.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("xray.png");
+    let raw = dir.path().join("xray.nii");
+    pinhole_ok(&[
+        "drr",
+        "--ct",
+        ct.to_str().unwrap(),
+        "--lao",
+        "4",
+        "--caud",
+        "3",
+        "--size",
+        "64",
+        "--pixel-mm",
+        "6.25",
+        "--out",
+        png.to_str().unwrap(),
+        "--out-raw",
+        raw.to_str().unwrap(),
+    ]);
+    let mut found = Vec::new();
+    for (xray, gpu, polarity) in [
+        (&png, false, "inverted"),
+        (&raw, false, "line_integral"),
+        (&png, true, "inverted"),
+    ] {
+        let out = dir.path().join(format!("out-{gpu}-{polarity}"));
+        let extra: &[&str] = if gpu { &["--gpu"] } else { &[] };
+        let pose = register_json(&ct, xray, &out, extra);
+        let (lao, cran) = (f(&pose["lao_deg"]), f(&pose["cran_deg"]));
+        let t: Vec<f64> = (0..3).map(|i| f(&pose["translation_mm"][i])).collect();
+        eprintln!(
+            "gpu={gpu} {polarity}: LAO {lao:.3} CRAN {cran:.3} roll {:.3} t {t:?}, {} DRRs",
+            f(&pose["roll_deg"]),
+            pose["drrs_rendered"]
+        );
+        assert_eq!(pose["polarity"], polarity);
+        assert!((lao - 4.0).abs() < 0.5, "gpu={gpu}: LAO {lao}");
+        assert!((cran + 3.0).abs() < 0.5, "gpu={gpu}: CRAN {cran}");
+        assert!(f(&pose["roll_deg"]).abs() < 0.5);
+        assert!(t.iter().all(|v| v.abs() < 2.0), "translation {t:?}");
+        // The matrix is rigid and maps the rotation centre by the translation.
+        let m = json_matrix(&pose["matrix_lps"]);
+        let c: Vec<f64> = (0..3).map(|i| f(&pose["center_lps"][i])).collect();
+        for r in 0..3 {
+            let mc: f64 = (0..3).map(|k| m[r][k] * c[k]).sum::<f64>() + m[r][3];
+            assert!((mc - c[r] - t[r]).abs() < 1e-6);
+        }
+        assert!(f(&pose["similarity"]) > 0.5);
+        assert!(pose["drrs_rendered"].as_u64().unwrap() > 100);
+        assert!(f(&pose["seconds"]) > 0.0);
+        assert!(pose["note"]
+            .as_str()
+            .unwrap()
+            .contains("NOT FOR CLINICAL USE"));
+        assert!(pose["version"].is_string() && pose["inputs"].as_array().unwrap().len() == 2);
+        assert_eq!(pose["renderer"], if gpu { "gpu" } else { "cpu" });
+        let device = pose["levels"][0]["renderer"].as_str().unwrap();
+        assert!(
+            device.starts_with(if gpu { "GPU" } else { "CPU" }),
+            "{device}"
+        );
+        assert!(std::fs::metadata(out.join("overlay.png")).unwrap().len() > 100);
+        found.push((lao, cran, t));
+    }
+    // CPU and GPU agree on the same image.
+    let (cpu, gpu) = (&found[0], &found[2]);
+    assert!(
+        (cpu.0 - gpu.0).abs() < 0.3 && (cpu.1 - gpu.1).abs() < 0.3,
+        "{cpu:?} vs {gpu:?}"
+    );
+    assert!(
+        (0..3).all(|i| (cpu.2[i] - gpu.2[i]).abs() < 1.5),
+        "{cpu:?} vs {gpu:?}"
+    );
+}
+
+#[test]
+fn register_rejects_a_mask_label_that_does_not_exist() {
+    let ct = shared_data("abdomen-ct/example_ct_sm.nii.gz");
+    let labels = shared_data("abdomen-ct/example_seg.nii.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let xray = dir.path().join("x.png");
+    pinhole_ok(&[
+        "drr",
+        "--ct",
+        ct.to_str().unwrap(),
+        "--size",
+        "32",
+        "--pixel-mm",
+        "12",
+        "--out",
+        xray.to_str().unwrap(),
+    ]);
+    let out = pinhole(&[
+        "register",
+        "--ct",
+        ct.to_str().unwrap(),
+        "--xray",
+        xray.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--mask-labels",
+        "no_such_organ",
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no_such_organ"), "{stderr}");
+}
+
+#[test]
+fn register_on_a_label_mask_draws_outlines() {
+    // The cropped CT and its segmentation share a grid: register on the vertebrae only.
+    let ct = shared_data("abdomen-ct/example_ct_sm.nii.gz");
+    let labels = shared_data("abdomen-ct/example_seg.nii.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let xray = dir.path().join("x.png");
+    pinhole_ok(&[
+        "drr",
+        "--ct",
+        ct.to_str().unwrap(),
+        "--lao",
+        "3",
+        "--size",
+        "64",
+        "--pixel-mm",
+        "6",
+        "--out",
+        xray.to_str().unwrap(),
+    ]);
+    let out = dir.path().join("o");
+    let pose = register_json_with(
+        &ct,
+        &xray,
+        &out,
+        &[
+            "--pixel-mm",
+            "6",
+            "--labels",
+            labels.to_str().unwrap(),
+            "--mask-labels",
+            "vertebrae",
+        ],
+    );
+    assert!(!pose["mask_label_ids"].as_array().unwrap().is_empty());
+    assert!(f(&pose["lao_deg"]).is_finite());
+    let overlay = std::fs::read(out.join("overlay.png")).unwrap();
+    assert!(overlay.len() > 100);
+}
+
+fn register_json_with(ct: &Path, xray: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "register",
+        "--ct",
+        ct.to_str().unwrap(),
+        "--xray",
+        xray.to_str().unwrap(),
+        "--levels-mm",
+        "6,3",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    pinhole_ok(&args);
+    serde_json::from_str(&std::fs::read_to_string(out.join("pose.json")).unwrap()).unwrap()
+}

@@ -1,0 +1,12 @@
+//! pinhole-register integration tests: simulated registrations on the real chest CT,
+//! similarity and pose maths against numpy/scipy, image readers against pydicom.
+
+// Helpers outside `#[test]` functions unwrap too (`allow-unwrap-in-tests` covers only tests).
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../../tests/support/shared.rs"]
+mod shared;
+
+mod input;
+mod reference;
+mod simulated;
