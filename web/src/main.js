@@ -49,7 +49,7 @@ async function main() {
   session = await getJson('/api/session')
   state.sessionLoaded = true
   $('session-title').textContent = session.title || 'session'
-  buildLegend(session.labels || [])
+  buildLegend(session.labels_table || [])
   buildPlanList(session.lines || [])
   await initViewer()
   connectGuidance()
@@ -75,7 +75,7 @@ async function initViewer() {
     volumes.push({ url: overlay.url, name: overlay.name, colormap: 'red', opacity: overlay.opacity ?? 0.4 })
   }
   await nv.loadVolumes(volumes)
-  if (session.volumes.labels) applyLabelColormap(nv.volumes[1], session.labels || [])
+  if (session.volumes.labels) applyLabelColormap(nv.volumes[1], session.labels_table || [])
   applyWindow('soft')
   nv.onLocationChange = showHover
   if (session.target_lps) moveCrosshair(session.target_lps)

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use pinhole_io::labels::LabelTable;
-use sha2::{Digest, Sha256};
 use pinhole_io::open::Loaded;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 pub const DISCLAIMER: &str = "Pinhole is research software: NOT FOR CLINICAL USE.";
 

@@ -418,8 +418,7 @@ fn grid_of(h: &Header) -> std::result::Result<Grid, ErrorKind> {
 /// Writes a NIfTI-1 file (gzip when the name ends in `.gz`) with sform and qform set to
 /// the grid's RAS affine (code 1, scanner-anatomical), units mm.
 pub fn write(path: &Path, volume: &AnyVolume) -> Result<()> {
-    let mut bytes = header_bytes(volume).map_err(|kind| Error::new(path, kind))?;
-    crate::with_volume!(volume, v => encode_samples(v.data(), &mut bytes));
+    let bytes = encode(volume).map_err(|kind| Error::new(path, kind))?;
     let file = std::fs::File::create(path).with_path(path)?;
     let mut writer = std::io::BufWriter::new(file);
     let gzip = path
@@ -434,6 +433,23 @@ pub fn write(path: &Path, volume: &AnyVolume) -> Result<()> {
         writer.flush().with_path(path)?;
     }
     Ok(())
+}
+
+/// The bytes of a NIfTI-1 file (header and samples, uncompressed) for `volume`.
+fn encode(volume: &AnyVolume) -> std::result::Result<Vec<u8>, ErrorKind> {
+    let mut bytes = header_bytes(volume)?;
+    crate::with_volume!(volume, v => encode_samples(v.data(), &mut bytes));
+    Ok(bytes)
+}
+
+/// The bytes of a `.nii.gz` file for `volume` (fast gzip level; for serving over HTTP).
+/// `name` only labels errors.
+pub fn to_gzip_bytes(volume: &AnyVolume, name: &str) -> Result<Vec<u8>> {
+    let origin = Path::new(name);
+    let bytes = encode(volume).map_err(|kind| Error::new(origin, kind))?;
+    let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(&bytes).with_path(origin)?;
+    encoder.finish().with_path(origin)
 }
 
 fn datatype_code(scalar: ScalarType) -> (i16, i16) {

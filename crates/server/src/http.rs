@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -42,6 +42,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/session", get(session))
         .route("/api/guidance", get(guidance))
         .route("/ws/guidance", get(ws_guidance))
+        .route("/api/drr", get(drr))
+        .route("/data/{name}", get(data_file))
         .fallback(static_file)
         .with_state(shared)
 }
@@ -61,7 +63,82 @@ async fn session(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
     if let Ok(r) = shared.registration.read() {
         d["registration_reference_to_ras"] = json!(*r);
     }
+    d["target_lps"] = d["plan"]["target_lps"].clone();
+    if let (Some(viewer), Some(object)) = (&shared.session.viewer, d.as_object_mut()) {
+        if let serde_json::Value::Object(fields) = viewer.session_fields() {
+            object.extend(fields);
+        }
+    }
     Json(d)
+}
+
+/// Query of `/api/drr`.
+#[derive(Debug, serde::Deserialize)]
+struct DrrQuery {
+    #[serde(default)]
+    lao_deg: f64,
+    #[serde(default)]
+    cran_deg: f64,
+    size: Option<usize>,
+}
+
+async fn drr(State(shared): State<Arc<Shared>>, query: Query<DrrQuery>) -> Response {
+    if shared
+        .session
+        .viewer
+        .as_ref()
+        .and_then(|v| v.drr.as_ref())
+        .is_none()
+    {
+        return (StatusCode::NOT_FOUND, "no CT loaded for DRRs").into_response();
+    }
+    let angles_ok = query.lao_deg.abs() <= 180.0 && query.cran_deg.abs() <= 90.0;
+    if !angles_ok {
+        return (
+            StatusCode::BAD_REQUEST,
+            "lao_deg must be within ±180, cran_deg within ±90",
+        )
+            .into_response();
+    }
+    let size = query.size.unwrap_or(384);
+    let rendered = tokio::task::spawn_blocking(move || {
+        let scene = shared
+            .session
+            .viewer
+            .as_ref()
+            .and_then(|v| v.drr.as_ref())?;
+        Some(scene.render_png(query.lao_deg, query.cran_deg, size))
+    })
+    .await;
+    match rendered {
+        Ok(Some(Ok(png))) => (
+            [
+                (header::CONTENT_TYPE, "image/png"),
+                (header::HeaderName::from_static("x-pinhole-renderer"), "cpu"),
+            ],
+            png,
+        )
+            .into_response(),
+        Ok(Some(Err(e))) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// `/data/<name>`: only the exact names the session registered, served from memory.
+async fn data_file(State(shared): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> Response {
+    let file = shared
+        .session
+        .viewer
+        .as_ref()
+        .and_then(|v| v.files.get(&name));
+    match file {
+        Some((content_type, bytes)) => (
+            [(header::CONTENT_TYPE, *content_type)],
+            axum::body::Bytes::copy_from_slice(bytes),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "not found").into_response(),
+    }
 }
 
 async fn guidance(State(shared): State<Arc<Shared>>) -> Response {

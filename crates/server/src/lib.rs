@@ -19,6 +19,7 @@ pub mod igtl_server;
 pub mod pose;
 pub mod replay;
 pub mod session;
+pub mod viewer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -139,6 +139,8 @@ pub struct Session {
     pub description: Value,
     /// The registration given on the command line (`ReferenceToRAS`).
     pub registration: Option<Mat4>,
+    /// Volumes, labels, lines and DRRs for the web viewer (none: API only).
+    pub viewer: Option<crate::viewer::Viewer>,
 }
 
 impl std::fmt::Debug for Session {
@@ -237,6 +239,7 @@ impl Session {
             guidance,
             description,
             registration,
+            viewer: None,
         }
     }
 }

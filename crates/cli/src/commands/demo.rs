@@ -22,9 +22,18 @@ pub struct DemoArgs {
     /// Where to write the demo's files.
     #[arg(long, default_value = "pinhole-demo-out")]
     out: PathBuf,
-    /// Headless use: do not open a browser (the web viewer is not part of this release).
+    /// Headless use: do not open a browser.
     #[arg(long)]
     no_open: bool,
+    /// HTTP port of the viewer.
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// OpenIGTLink port of the guidance server.
+    #[arg(long, default_value_t = 18944)]
+    igtl_port: u16,
+    /// Plan and write files only; do not start the server.
+    #[arg(long)]
+    no_serve: bool,
 }
 
 struct Inputs {
@@ -154,8 +163,223 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         "wrote {} (simulated frontal fluoroscopy, LAO 0 / CRAN 0, organs overlaid)",
         drr_out.display()
     );
-    if !args.no_open {
-        println!("(the web viewer is not part of this release; nothing to open)");
+    let data = write_session_data(&args.out, &ct, &labels, &table)?;
+    let story = plan_everything(&args.out, &data);
+    if args.no_serve {
+        return Ok(());
     }
-    Ok(())
+    serve_with_replay(args, &data, &story)
+}
+
+/// The CT, labels and table as files the planners (and Slicer) read.
+struct SessionData {
+    ct: PathBuf,
+    labels: PathBuf,
+    table: PathBuf,
+}
+
+fn write_session_data(
+    out: &Path,
+    ct: &AnyVolume,
+    labels: &pinhole_volume::Volume<u16>,
+    table: &LabelTable,
+) -> anyhow::Result<SessionData> {
+    let dir = out.join("data");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let data = SessionData {
+        ct: dir.join("ct.nii.gz"),
+        labels: dir.join("labels.nii.gz"),
+        table: dir.join("labels.csv"),
+    };
+    nifti::write(&data.ct, ct)?;
+    let labels_u8 = labels.map(|v| u8::try_from(v).unwrap_or(u8::MAX));
+    nifti::write_typed(&data.labels, &labels_u8)?;
+    let mut csv = String::from("id,name\n");
+    for (id, entry) in table.iter() {
+        csv.push_str(&format!("{id},{}\n", entry.name));
+    }
+    std::fs::write(&data.table, csv)
+        .with_context(|| format!("writing {}", data.table.display()))?;
+    Ok(data)
+}
+
+/// What the planning steps produced (missing when a step failed on this data).
+#[derive(Default)]
+struct Story {
+    plans: Vec<PathBuf>,
+    routes: Vec<PathBuf>,
+    overlays: Vec<PathBuf>,
+}
+
+/// Runs one `pinhole` command line in-process; a failure is reported, not fatal, so the
+/// demo goes on with the other procedures.
+fn step(title: &str, args: &[String]) -> bool {
+    println!("\n== {title}\n   pinhole {}", args.join(" "));
+    match crate::run_command_line(args) {
+        Ok(()) => true,
+        Err(err) => {
+            println!("   skipped: {err:#}");
+            false
+        }
+    }
+}
+
+fn plan_everything(out: &Path, data: &SessionData) -> Story {
+    let common = |kind: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = kind.iter().map(|s| s.to_string()).collect();
+        v.extend([
+            "--labels".into(),
+            data.labels.display().to_string(),
+            "--labels-table".into(),
+            data.table.display().to_string(),
+        ]);
+        v
+    };
+    let dir = |name: &str| out.join(name).display().to_string();
+    let mut story = Story::default();
+    for (procedure, target) in [
+        ("kidney-biopsy", "kidney_cyst_left"),
+        ("thyroid-fna", "thyroid_gland"),
+    ] {
+        let mut args = common(&["plan", "needle", "--ct", &data.ct.display().to_string()]);
+        args.extend(["--procedure", procedure, "--target", target, "--out"].map(String::from));
+        args.push(dir(procedure));
+        if step(&format!("needle plan: {procedure} to {target}"), &args) {
+            story.plans.push(out.join(procedure).join("plan.json"));
+        }
+    }
+    let mut args = common(&["plan", "vessel", "--ct", &data.ct.display().to_string()]);
+    args.extend(
+        [
+            "--from",
+            "subclavian_artery_right",
+            "--to",
+            "common_carotid_artery_left",
+            "--out",
+        ]
+        .map(String::from),
+    );
+    args.push(dir("vessel-route"));
+    if step(
+        "catheter route: right subclavian to left common carotid",
+        &args,
+    ) {
+        story
+            .routes
+            .push(out.join("vessel-route").join("route.json"));
+    }
+    let mut args = common(&["plan", "ablation", "--ct", &data.ct.display().to_string()]);
+    args.extend(
+        [
+            "--tumor",
+            "liver:deepest",
+            "--device",
+            "emprint-example",
+            "--power",
+            "100",
+            "--minutes",
+            "5",
+            "--out",
+        ]
+        .map(String::from),
+    );
+    args.push(dir("ablation"));
+    if step(
+        "ablation: liver lesion (deepest point of the liver), example device",
+        &args,
+    ) {
+        story
+            .overlays
+            .push(out.join("ablation").join("zone.seg.nrrd"));
+    }
+    story
+}
+
+fn serve_with_replay(args: &DemoArgs, data: &SessionData, story: &Story) -> anyhow::Result<()> {
+    let Some(plan) = story.plans.first() else {
+        anyhow::bail!("no needle plan succeeded, so there is nothing to guide");
+    };
+    ensure_web_built();
+    let replay_args: Vec<String> = vec![
+        "replay".into(),
+        "--synthesize".into(),
+        plan.display().to_string(),
+        "--port".into(),
+        args.igtl_port.to_string(),
+        "--duration".into(),
+        "20".into(),
+    ];
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        // The server may still be starting: retry until it accepts, then loop the insertion.
+        if let Err(err) = crate::run_command_line(&replay_args) {
+            eprintln!("replay: {err:#} (retrying)");
+        }
+    });
+    let mut serve: Vec<String> = vec![
+        "serve".into(),
+        "--ct".into(),
+        data.ct.display().to_string(),
+        "--labels".into(),
+        data.labels.display().to_string(),
+        "--labels-table".into(),
+        data.table.display().to_string(),
+        "--plan".into(),
+        plan.display().to_string(),
+        "--http-port".into(),
+        args.http_port.to_string(),
+        "--igtl-port".into(),
+        args.igtl_port.to_string(),
+        "--title".into(),
+        "Pinhole demo: kidney biopsy, live replay".into(),
+    ];
+    for p in story.plans.iter().skip(1) {
+        serve.extend(["--show-plan".into(), p.display().to_string()]);
+    }
+    for r in &story.routes {
+        serve.extend(["--route".into(), r.display().to_string()]);
+    }
+    for o in &story.overlays {
+        serve.extend(["--overlay".into(), o.display().to_string()]);
+    }
+    println!(
+        "\n== guidance server with a simulated needle insertion along the best kidney-biopsy path"
+    );
+    if !args.no_open {
+        let url = format!("http://127.0.0.1:{}/", args.http_port);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            let _ = std::process::Command::new("xdg-open").arg(&url).status();
+        });
+    }
+    crate::run_command_line(&serve)
+}
+
+/// Builds the web viewer (`npm ci && npm run build` in `web/`) when it is missing and the
+/// checkout and npm are there; otherwise the API still runs and the reason is printed.
+fn ensure_web_built() {
+    if super::viewer::find_web_dist().is_some() {
+        return;
+    }
+    let Some(web) = std::env::current_dir().ok().map(|d| d.join("web")) else {
+        return;
+    };
+    if !web.join("package.json").is_file() {
+        println!("note: web viewer not found (run from the repository root to serve it)");
+        return;
+    }
+    println!(
+        "building the web viewer (npm ci && npm run build in {}) ...",
+        web.display()
+    );
+    let ok = ["ci", "run build"].iter().all(|cmd| {
+        std::process::Command::new("npm")
+            .args(cmd.split(' '))
+            .current_dir(&web)
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !ok {
+        println!("note: building the viewer failed (is npm installed?); serving the API only");
+    }
 }

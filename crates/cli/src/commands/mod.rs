@@ -8,6 +8,7 @@ pub mod plan;
 pub mod plan_needle;
 pub mod register;
 pub mod serve;
+pub mod viewer;
 
 use std::path::Path;
 

@@ -43,9 +43,22 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1; anything else must be given explicitly).
     #[arg(long)]
     bind: Option<IpAddr>,
-    /// Folder served at / over HTTP (the web viewer).
-    #[arg(long)]
+    /// Folder served at / over HTTP (the built web viewer; default: `web/dist` of the
+    /// checkout when it has been built).
+    #[arg(long, alias = "web")]
     static_dir: Option<PathBuf>,
+    /// More plan.json files whose paths the viewer shows (the --plan one is always shown).
+    #[arg(long)]
+    show_plan: Vec<PathBuf>,
+    /// Vessel routes (route.json from `pinhole plan vessel`) the viewer shows.
+    #[arg(long)]
+    route: Vec<PathBuf>,
+    /// Volumes the viewer draws over the CT (e.g. an ablation's zone.seg.nrrd).
+    #[arg(long)]
+    overlay: Vec<PathBuf>,
+    /// Title shown by the viewer.
+    #[arg(long, default_value = "Pinhole guidance")]
+    title: String,
     /// Accept messages whose CRC-64 does not match (PLUS does not check either).
     #[arg(long)]
     no_crc_check: bool,
@@ -55,9 +68,8 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
-    let ct = super::load(&args.ct, None)?;
-    let ct_grid = ct.volume.grid().clone();
-    drop(ct);
+    let ct = super::load(&args.ct, None)?.volume;
+    let ct_grid = ct.grid().clone();
     let labels = super::load(&args.labels, None)?
         .volume
         .to_labels()
@@ -113,7 +125,19 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         "registration": args.registration.as_ref().map(|p| p.display().to_string()),
     });
     eprintln!("computing risk distance transforms ...");
-    let session = Session::new(&ct_grid, labels, names, source, registration, inputs);
+    let plans: Vec<PathBuf> = args.plan.iter().chain(&args.show_plan).cloned().collect();
+    let viewer = super::viewer::build(&super::viewer::ViewerInputs {
+        title: args.title.clone(),
+        ct: &ct,
+        labels: &labels,
+        table: &table,
+        plans: &plans,
+        routes: &args.route,
+        overlays: &args.overlay,
+    })?;
+    drop(ct);
+    let mut session = Session::new(&ct_grid, labels, names, source, registration, inputs);
+    session.viewer = Some(viewer);
     for g in session.guidance.risk_groups() {
         eprintln!(
             "risk group {}: {} label(s) {:?}, clearance {} mm{}",
@@ -132,7 +156,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         igtl_addr: SocketAddr::new(ip, args.igtl_port),
         http_addr: Some(SocketAddr::new(ip, args.http_port)),
-        static_dir: args.static_dir.clone(),
+        static_dir: args
+            .static_dir
+            .clone()
+            .or_else(super::viewer::find_web_dist),
         needle_device: args.needle_device.clone(),
         decode: pinhole_igtl::DecodeOptions {
             verify_crc: !args.no_crc_check,
@@ -148,7 +175,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             args.needle_device
         );
         if let Some(h) = http {
-            eprintln!("  HTTP: http://{h}/api/session  WebSocket: ws://{h}/ws/guidance");
+            println!("Viewer: http://{h}/");
+            eprintln!("  HTTP API: http://{h}/api/session  WebSocket: ws://{h}/ws/guidance");
         }
         eprintln!("  Ctrl-C to stop");
     })?;
