@@ -27,6 +27,10 @@ enum Command {
     Drr(Box<commands::drr::DrrArgs>),
     /// Run Pinhole on the small sample shipped with it (or on --data).
     Demo(commands::demo::DemoArgs),
+    /// Plan an intervention: `pinhole plan vessel ...`.
+    Plan(commands::plan::PlanArgs),
+    /// Measure structures: `pinhole measure vessel ...`.
+    Measure(commands::measure::MeasureArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +40,8 @@ fn main() -> ExitCode {
         Command::Convert(args) => commands::convert::run(&args),
         Command::Drr(args) => commands::drr::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
+        Command::Plan(args) => commands::plan::run(&args),
+        Command::Measure(args) => commands::measure::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

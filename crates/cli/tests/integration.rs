@@ -13,6 +13,8 @@ mod common;
 
 use common::*;
 
+mod vessel;
+
 fn pinhole(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pinhole"))
         .args(args)

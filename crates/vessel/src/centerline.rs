@@ -135,7 +135,9 @@ pub(crate) fn polish(
             .collect();
         pts = guarded(mask, &pts, &moved);
     }
-    pts = guarded(mask, &pts, &smooth(&pts, smooth_half(opts.smooth_mm)));
+    // Final smoothing over at least 1.5 of the largest spacing (thick slices wobble).
+    let final_half = smooth_half(opts.smooth_mm.max(1.5 * hmax));
+    pts = guarded(mask, &pts, &smooth(&pts, final_half));
     if extend[0] {
         pts.reverse();
         pts = extend_end(mask, &edt, pts, h, hmax);
@@ -145,18 +147,26 @@ pub(crate) fn polish(
         pts = extend_end(mask, &edt, pts, h, hmax);
     }
     let sampled = resample(&pts, opts.step_mm);
-    // A resampled point between two inside points may cut a corner: keep the nearest
-    // polished point there.
+    // A resampled point between two inside points may cut a corner: take the nearer of
+    // the two polished points around its arc position there.
+    let arc = arc_lengths(&pts);
     let points_lps: Vec<Vec3> = sampled
         .iter()
-        .map(|&p| {
+        .enumerate()
+        .map(|(k, &p)| {
             if inside(mask, p) {
-                p
+                return p;
+            }
+            let s = k as f64 * opts.step_mm;
+            let j = arc
+                .iter()
+                .position(|&a| a >= s)
+                .unwrap_or(arc.len() - 1)
+                .max(1);
+            if dist(pts[j - 1], p) <= dist(pts[j], p) {
+                pts[j - 1]
             } else {
-                pts.iter()
-                    .copied()
-                    .min_by(|a, b| dist(*a, p).total_cmp(&dist(*b, p)))
-                    .unwrap_or(p)
+                pts[j]
             }
         })
         .collect();
@@ -212,11 +222,27 @@ pub fn inscribed_radius(edt: &pinhole_volume::Volume<f32>, p: Vec3) -> f64 {
     }
 }
 
-/// `new[i]` where it is inside the lumen, else `old[i]`.
+/// `new[i]` where it is inside the lumen, else the point nearest to `new[i]` on the
+/// segment towards `old[i]` that is inside (bisection), else `old[i]`.
 fn guarded(mask: &Mask, old: &[Vec3], new: &[Vec3]) -> Vec<Vec3> {
     old.iter()
         .zip(new)
-        .map(|(&o, &n)| if inside(mask, n) { n } else { o })
+        .map(|(&o, &n)| {
+            if inside(mask, n) {
+                return n;
+            }
+            // t = 0 at the old point (inside), 1 at the new one (outside).
+            let (mut lo, mut hi) = (0.0, 1.0);
+            for _ in 0..6 {
+                let mid = 0.5 * (lo + hi);
+                if inside(mask, crate::geom::add(o, scale(sub(n, o), mid))) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            crate::geom::add(o, scale(sub(n, o), lo))
+        })
         .collect()
 }
 

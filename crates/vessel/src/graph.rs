@@ -271,7 +271,8 @@ impl VoxelGraph {
         let mut rho = 2.0 * hmax;
         let mut best = far;
         for _ in 0..40 {
-            let zone = |n: u32| filter(n) && geo[n as usize] >= top - rho;
+            let zone =
+                |n: u32| filter(n) && geo[n as usize].is_finite() && geo[n as usize] >= top - rho;
             best = self.deepest(zone)?;
             let next = 1.5 * self.edt_of(best) + hmax;
             if next <= rho {

@@ -38,4 +38,4 @@ pub use route::{Endpoint, Route, RouteOptions, VesselMap};
 pub use section::{cross_section, Section};
 pub use sizing::{suggest, SizeRange, SizingRules};
 pub use stenosis::{analyse, Stenosis, StenosisOptions};
-pub use tree::{vessel_tree, Branch, Junction, VesselTree};
+pub use tree::{junctions, vessel_tree, Branch, Junction, VesselTree};

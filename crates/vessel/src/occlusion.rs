@@ -1,6 +1,9 @@
 //! Suspected occlusion or filling defect on contrast CT: runs of stations whose lumen-core
 //! HU falls far below the vessel's median (threshold: median − max(150 HU, 35 % of the
-//! median)). Needs contrast in the lumen; the flag is a hint to look, not a finding.
+//! median)). Stations thinner than `min_lumen_mm` (partial volume makes their core HU
+//! unreliable; use about two of the largest voxel spacings) and stations within one
+//! lumen diameter of either end are not judged. Needs contrast in the lumen; the flag is
+//! a hint to look, not a finding.
 
 use pinhole_volume::Vec3;
 use serde::Serialize;
@@ -20,8 +23,16 @@ pub struct SuspectedOcclusion {
 }
 
 /// Low-HU runs along `stations` (empty without HU values).
-pub fn suspected_occlusions(stations: &[Station]) -> Vec<SuspectedOcclusion> {
-    let mut hu: Vec<f64> = stations.iter().filter_map(|s| s.lumen_hu).collect();
+pub fn suspected_occlusions(stations: &[Station], min_lumen_mm: f64) -> Vec<SuspectedOcclusion> {
+    let total = stations.last().map_or(0.0, |s| s.arc_mm);
+    let judged = |s: &Station| {
+        s.d_mis_mm >= min_lumen_mm && s.arc_mm >= s.d_mis_mm && s.arc_mm <= total - s.d_mis_mm
+    };
+    let mut hu: Vec<f64> = stations
+        .iter()
+        .filter(|s| judged(s))
+        .filter_map(|s| s.lumen_hu)
+        .collect();
     if hu.len() < 3 {
         return Vec::new();
     }
@@ -46,7 +57,7 @@ pub fn suspected_occlusions(stations: &[Station]) -> Vec<SuspectedOcclusion> {
         });
     };
     for (i, s) in stations.iter().enumerate() {
-        let low = s.lumen_hu.is_some_and(|h| h < threshold);
+        let low = judged(s) && s.lumen_hu.is_some_and(|h| h < threshold);
         run = match (run, low) {
             (None, true) => Some((i, i)),
             (Some((a, _)), true) => Some((a, i)),

@@ -72,7 +72,8 @@ pub struct RouteOptions {
     pub centerline: CenterlineOptions,
     /// A point endpoint farther than this from every vessel voxel is an error, mm.
     pub snap_limit_mm: f64,
-    /// Scale at which turning angle and curvature are measured, mm.
+    /// Scale at which turning angle and curvature are measured, mm (default 5 mm: the
+    /// bends a catheter follows, not the voxel-scale wobble of a segmentation).
     pub bend_step_mm: f64,
 }
 
@@ -81,7 +82,7 @@ impl Default for RouteOptions {
         Self {
             centerline: CenterlineOptions::default(),
             snap_limit_mm: 10.0,
-            bend_step_mm: 2.0,
+            bend_step_mm: 5.0,
         }
     }
 }
@@ -110,7 +111,8 @@ pub struct Route {
     pub min_diameter_mm: f64,
     pub min_diameter_arc_mm: f64,
     pub min_diameter_point_lps: Vec3,
-    /// Sum of the direction changes along the route (measured every `bend_step_mm`), deg.
+    /// Sum of the direction changes along the route, deg: the route smoothed over
+    /// ± `bend_step_mm` and measured every `bend_step_mm` (catheter scale).
     pub turning_angle_deg: f64,
     pub max_curvature_per_mm: f64,
     pub max_curvature_point_lps: Vec3,
@@ -351,7 +353,15 @@ impl<'a> VesselMap<'a> {
             .filter(|&i| in_body(i))
             .min_by(|&x, &y| line.radius_mm[x].total_cmp(&line.radius_mm[y]))
             .unwrap_or(0);
-        let bend = bending(pts, opts.bend_step_mm);
+        // Bends at catheter scale: the route smoothed over ± bend_step_mm, then measured
+        // every bend_step_mm.
+        let spacing = if n > 1 {
+            length_mm / (n - 1) as f64
+        } else {
+            1.0
+        };
+        let half = (opts.bend_step_mm / spacing.max(1e-6)).round() as usize;
+        let bend = bending(&crate::geom::smooth(pts, half), opts.bend_step_mm);
         let chord = dist(pts[0], pts[n - 1]);
         Route {
             from,

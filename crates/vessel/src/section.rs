@@ -25,7 +25,8 @@ pub struct Section {
     /// Centroid of the section, LPS mm.
     pub centroid_lps: Vec3,
     /// True when the lumen reached the edge of the sampled disc (section not closed:
-    /// near a vessel end or a bifurcation); diameters are then lower bounds.
+    /// near a vessel end or a bifurcation; diameters are then lower bounds) or when the
+    /// section has fewer than 16 samples (the lumen's very end).
     pub clipped: bool,
 }
 
@@ -84,6 +85,8 @@ pub fn cross_section(
             }
         }
     }
+    // Too few samples to measure a shape (the lumen's very end): flag it like a clipped one.
+    let clipped = clipped || members.len() < 16;
     let cell = step_mm * step_mm;
     let area_mm2 = members.len() as f64 * cell;
     let (mut sa, mut sb) = (0.0, 0.0);

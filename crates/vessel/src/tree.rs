@@ -46,15 +46,10 @@ pub struct VesselTree {
     pub branches: Vec<Branch>,
 }
 
-/// Builds the tree of `map`'s largest connected part.
-pub fn vessel_tree(
-    map: &VesselMap,
-    opts: &CenterlineOptions,
-    min_branch_mm: f64,
-) -> Result<VesselTree> {
+/// The pairs of vessel labels that touch (26-neighbourhood), with their contact point.
+pub fn junctions(map: &VesselMap) -> Vec<Junction> {
     let g = &map.graph;
     let labels = &map.node_label;
-    // Junctions.
     let mut contacts: std::collections::BTreeMap<(u32, u32), (usize, [f64; 3])> =
         Default::default();
     for n in 0..g.len() as u32 {
@@ -77,7 +72,7 @@ pub fn vessel_tree(
             }
         }
     }
-    let junctions = contacts
+    contacts
         .into_iter()
         .map(|((a, b), (count, sum))| Junction {
             vessels: [map.name_of(a), map.name_of(b)],
@@ -85,7 +80,18 @@ pub fn vessel_tree(
             contact_voxels: count,
             point_lps: sum.map(|s| s / count as f64),
         })
-        .collect();
+        .collect()
+}
+
+/// Builds the tree of `map`'s largest connected part.
+pub fn vessel_tree(
+    map: &VesselMap,
+    opts: &CenterlineOptions,
+    min_branch_mm: f64,
+) -> Result<VesselTree> {
+    let g = &map.graph;
+    let labels = &map.node_label;
+    let junctions = junctions(map);
     // Branches.
     let empty = || VesselError::EmptyMask {
         what: "vessel tree".into(),

@@ -209,7 +209,7 @@ fn filling_defect_is_found_where_it_is() {
         pinhole_volume::Volume::new(grid, data).unwrap()
     };
     let m = measure_mask(&mask, "t", &CenterlineOptions::default(), Some(&ct)).unwrap();
-    let found = suspected_occlusions(&m.stations);
+    let found = suspected_occlusions(&m.stations, 2.0 * h);
     assert_eq!(found.len(), 1, "{found:?}");
     let (s, _) = tube.coords(found[0].point_lps);
     assert!(

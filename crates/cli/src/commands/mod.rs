@@ -2,6 +2,9 @@ pub mod convert;
 pub mod demo;
 pub mod drr;
 pub mod info;
+pub mod measure;
+pub mod plan;
+pub mod vessel;
 
 use std::path::Path;
 
