@@ -27,9 +27,11 @@ enum Command {
     Drr(Box<commands::drr::DrrArgs>),
     /// Run Pinhole on the small sample shipped with it (or on --data).
     Demo(commands::demo::DemoArgs),
-    /// Plan an intervention: `pinhole plan needle|ablation ...`.
+    /// Plan an intervention: `pinhole plan needle|vessel|ablation ...`.
     #[command(subcommand)]
     Plan(commands::plan::PlanCommand),
+    /// Measure structures: `pinhole measure vessel ...`.
+    Measure(commands::measure::MeasureArgs),
     /// Endovenous laser ablation dose (LEED, J/cm2 of vein wall, total energy, foam volume).
     Evla(commands::evla::EvlaArgs),
     /// Live needle guidance: OpenIGTLink server (3D Slicer, PLUS) and HTTP/WebSocket API.
@@ -59,6 +61,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Drr(args) => commands::drr::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
         Command::Plan(command) => commands::plan::run(&command),
+        Command::Measure(args) => commands::measure::run(&args),
         Command::Evla(args) => commands::evla::run(&args),
         Command::Serve(args) => commands::serve::run(&args),
         Command::Replay(args) => commands::serve::run_replay(&args),

@@ -17,6 +17,7 @@ use common::*;
 mod plan_needle;
 // `pinhole plan ablation` and `pinhole evla`.
 mod ablation;
+mod vessel;
 
 fn pinhole(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pinhole"))

@@ -4,10 +4,12 @@ pub mod demo;
 pub mod drr;
 pub mod evla;
 pub mod info;
+pub mod measure;
 pub mod plan;
 pub mod plan_needle;
 pub mod register;
 pub mod serve;
+pub mod vessel;
 pub mod viewer;
 
 use std::path::Path;
