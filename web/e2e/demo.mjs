@@ -14,7 +14,9 @@ const igtlPort = process.env.PINHOLE_IGTL_PORT || '18945'
 const extraArgs = process.env.PINHOLE_DEMO_ARGS ? process.env.PINHOLE_DEMO_ARGS.split(' ') : []
 mkdirSync(outDir, { recursive: true })
 
+const consoleLog = []
 function fail(message) {
+  console.error(`browser console:\n${consoleLog.slice(-30).join('\n')}`)
   console.error(`e2e FAILED: ${message}`)
   process.exitCode = 1
   throw new Error(message)
@@ -56,16 +58,26 @@ const browser = await chromium.launch({
 const consoleErrors = []
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } })
-  page.on('console', (msg) => msg.type() === 'error' && consoleErrors.push(msg.text()))
-  page.on('pageerror', (err) => consoleErrors.push(String(err)))
+  page.on('console', (msg) => {
+    consoleLog.push(`${msg.type()}: ${msg.text()}`)
+    if (msg.type() === 'error') consoleErrors.push(msg.text())
+  })
+  page.on('pageerror', (err) => {
+    consoleLog.push(`pageerror: ${err}`)
+    consoleErrors.push(String(err))
+  })
   await page.goto(url)
   await waitFor(page, () => window.pinhole?.volumesLoaded, 'the CT and labels to load in NiiVue')
 
   await waitFor(page, () => window.pinhole.guidanceUpdates > 2, 'live guidance updates')
+  // The replay loops an insertion with a short pause between runs: watch for up to 15 s.
   const tipA = await page.evaluate(() => window.pinhole.needleTipLps)
-  await page.waitForTimeout(1500)
-  const tipB = await page.evaluate(() => window.pinhole.needleTipLps)
-  const moved = Math.hypot(...tipA.map((v, i) => v - tipB[i]))
+  let moved = 0
+  for (let waited = 0; waited < 15_000 && !(moved > 0.5); waited += 250) {
+    await page.waitForTimeout(250)
+    const tipB = await page.evaluate(() => window.pinhole.needleTipLps)
+    moved = Math.hypot(...tipA.map((v, i) => v - tipB[i]))
+  }
   if (!(moved > 0.5)) fail(`needle marker did not move during replay (moved ${moved} mm)`)
   const panel = await page.evaluate(() => ({
     tipToTarget: document.getElementById('g-tip-to-target').textContent,

@@ -67,12 +67,12 @@ async function initViewer() {
   })
   await nv.attachTo('gl')
   nv.setSliceType(SLICE_TYPE.MULTIPLANAR)
-  const volumes = [{ url: session.volumes.ct.url, name: 'ct', colormap: 'gray' }]
+  const volumes = [{ url: session.volumes.ct.url, name: 'ct.nii.gz', colormap: 'gray' }]
   if (session.volumes.labels) {
-    volumes.push({ url: session.volumes.labels.url, name: 'labels', opacity: 0.45 })
+    volumes.push({ url: session.volumes.labels.url, name: 'labels.nii.gz', opacity: 0.45 })
   }
   for (const overlay of session.overlays || []) {
-    volumes.push({ url: overlay.url, name: overlay.name, colormap: 'red', opacity: overlay.opacity ?? 0.4 })
+    volumes.push({ url: overlay.url, name: overlay.name, colormap: 'red', opacity: overlay.opacity ?? 0.4, cal_min: 0.5, cal_max: 1 })
   }
   await nv.loadVolumes(volumes)
   if (session.volumes.labels) applyLabelColormap(nv.volumes[1], session.labels_table || [])

@@ -18,6 +18,8 @@ mod plan_needle;
 // `pinhole plan ablation` and `pinhole evla`.
 mod ablation;
 mod vessel;
+// `pinhole demo` in headless Chromium.
+mod viewer;
 
 fn pinhole(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pinhole"))
@@ -177,7 +179,13 @@ fn convert_nifti_to_nrrd_keeps_geometry_and_values() {
 fn demo_runs_on_the_embedded_sample() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
-    let stdout = pinhole_ok(&["demo", "--no-open", "--out", out.to_str().unwrap()]);
+    let stdout = pinhole_ok(&[
+        "demo",
+        "--no-open",
+        "--no-serve",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(stdout.contains("NOT FOR CLINICAL USE"));
     assert!(stdout.contains("liver"), "{stdout}");
     assert!(out.join("ct.nrrd").exists());

@@ -268,11 +268,15 @@ fn plan_everything(out: &Path, data: &SessionData) -> Story {
             .routes
             .push(out.join("vessel-route").join("route.json"));
     }
+    let Some(lesion) = liver_lesion(data) else {
+        println!("\n== ablation skipped: no liver in this label map");
+        return story;
+    };
     let mut args = common(&["plan", "ablation", "--ct", &data.ct.display().to_string()]);
     args.extend(
         [
             "--tumor",
-            "liver:deepest",
+            &lesion,
             "--device",
             "emprint-example",
             "--power",
@@ -285,7 +289,7 @@ fn plan_everything(out: &Path, data: &SessionData) -> Story {
     );
     args.push(dir("ablation"));
     if step(
-        "ablation: liver lesion (deepest point of the liver), example device",
+        "ablation: a 12 mm lesion at the deepest point of the liver, example device",
         &args,
     ) {
         story
@@ -293,6 +297,15 @@ fn plan_everything(out: &Path, data: &SessionData) -> Story {
             .push(out.join("ablation").join("zone.seg.nrrd"));
     }
     story
+}
+
+/// A simulated 12 mm lesion `x,y,z,r` at the liver's deepest point (LPS mm).
+fn liver_lesion(data: &SessionData) -> Option<String> {
+    let labels = nifti::read(&data.labels).ok()?.to_labels()?;
+    let table = LabelTable::load(&data.table.display().to_string()).ok()?;
+    let spec: pinhole_volume::TargetSpec = "liver:deepest".parse().ok()?;
+    let p = spec.resolve(&labels, |n| table.id_of(n)).ok()?.point_lps;
+    Some(format!("{:.1},{:.1},{:.1},12", p[0], p[1], p[2]))
 }
 
 fn serve_with_replay(args: &DemoArgs, data: &SessionData, story: &Story) -> anyhow::Result<()> {

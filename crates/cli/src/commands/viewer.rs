@@ -67,19 +67,7 @@ pub fn build(inputs: &ViewerInputs) -> anyhow::Result<Viewer> {
         viewer.lines.push(route_line(route)?);
     }
     for overlay in inputs.overlays {
-        let name = overlay
-            .file_name()
-            .and_then(|n| n.to_str())
-            .with_context(|| format!("{}: no file name", overlay.display()))?
-            .to_string();
-        let bytes =
-            std::fs::read(overlay).with_context(|| format!("reading {}", overlay.display()))?;
-        add_file(&mut viewer, &name, bytes);
-        viewer.overlays.push(OverlayVolume {
-            url: format!("/data/{name}"),
-            name,
-            opacity: 0.45,
-        });
+        add_overlay(&mut viewer, overlay)?;
     }
     let organs = DRR_ORGANS
         .iter()
@@ -94,6 +82,32 @@ pub fn build(inputs: &ViewerInputs) -> anyhow::Result<Viewer> {
         lines: viewer.lines.clone(),
     });
     Ok(viewer)
+}
+
+/// Serves any volume Pinhole reads (e.g. an ablation `zone.seg.nrrd`) as a 0/1 NIfTI
+/// mask, which every viewer colours the same way.
+fn add_overlay(viewer: &mut Viewer, path: &Path) -> anyhow::Result<()> {
+    let stem = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('.').next())
+        .filter(|n| !n.is_empty())
+        .with_context(|| format!("{}: no file name", path.display()))?
+        .to_string();
+    let volume = super::load(path, None)?.volume;
+    let mask = AnyVolume::from(volume.to_f32().map(|v| u8::from(v != 0.0)));
+    let name = format!("{stem}.nii.gz");
+    add_file(
+        viewer,
+        &name,
+        pinhole_io::nifti::to_gzip_bytes(&mask, &name)?,
+    );
+    viewer.overlays.push(OverlayVolume {
+        url: format!("/data/{name}"),
+        name,
+        opacity: 0.5,
+    });
+    Ok(())
 }
 
 fn add_file(viewer: &mut Viewer, name: &str, bytes: Vec<u8>) {
@@ -147,7 +161,12 @@ fn plan_lines(path: &Path) -> anyhow::Result<Vec<Line>> {
 
 fn route_line(path: &Path) -> anyhow::Result<Line> {
     let route = read_json(path)?;
-    let points: Vec<[f64; 3]> = route["points_lps"]
+    // `points_lps` at the top level or under `route` (pinhole plan vessel's layout).
+    let points_value = match &route["points_lps"] {
+        Value::Null => &route["route"]["points_lps"],
+        top => top,
+    };
+    let points: Vec<[f64; 3]> = points_value
         .as_array()
         .with_context(|| format!("{}: no \"points_lps\" array", path.display()))?
         .iter()
