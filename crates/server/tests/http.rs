@@ -168,3 +168,151 @@ fn websocket_streams_metrics() {
         assert_close(f(&v["depth_remaining_mm"]), *y, 1e-5, "ws depth");
     }
 }
+
+/// A GET returning (status, body bytes).
+fn get_bytes(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = out[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&raw[..eol]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
+        raw = &raw[eol + 2 + size + 2..];
+    }
+}
+
+fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+/// The viewer's endpoints: `/data/<name>` serves only registered in-memory files (no
+/// traversal possible), `/api/session` lists them with lines, `/api/drr` renders a PNG in
+/// which a dense bar on the patient's LEFT appears on the image's right (radiological
+/// display), clamps the size, and refuses absurd angles.
+#[test]
+fn viewer_data_and_drr_endpoints() {
+    use pinhole_server::viewer::{DrrScene, Line, Viewer};
+    let labels = phantom_labels();
+    let mu = labels.map(|l| if l == AORTA { 0.05f32 } else { 0.0 });
+    let mut session = phantom_session(None);
+    let plan = Line {
+        name: "needle #1 (best)".into(),
+        kind: "plan".into(),
+        points_lps: vec![[0.0, -25.0, 0.0], [0.0, 0.0, 0.0]],
+        length_mm: Some(25.0),
+    };
+    let mut viewer = Viewer {
+        title: "phantom".into(),
+        lines: vec![plan.clone()],
+        drr: Some(DrrScene {
+            mu,
+            labels: labels.clone(),
+            organs: Vec::new(),
+            lines: Vec::new(),
+        }),
+        ..Viewer::default()
+    };
+    let ct_bytes: std::sync::Arc<[u8]> = std::sync::Arc::from(b"not really a NIfTI".to_vec());
+    viewer.files.insert(
+        "ct.nii.gz".into(),
+        ("application/octet-stream", ct_bytes.clone()),
+    );
+    session.viewer = Some(viewer);
+    let server = TestServer::start(session, |_| {});
+    let addr = server.http_addr();
+
+    let (status, body) = get(addr, "/api/session");
+    assert_eq!(status, 200);
+    let session: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(session["volumes"]["ct"]["url"], "/data/ct.nii.gz");
+    assert!(session["volumes"]["labels"].is_null());
+    assert_eq!(session["lines"][0]["kind"], "plan");
+    assert_eq!(session["target_lps"], serde_json::json!([0.0, 0.0, 0.0]));
+
+    assert_eq!(get_bytes(addr, "/data/ct.nii.gz"), (200, ct_bytes.to_vec()));
+    for bad in [
+        "/data/other.nii.gz",
+        "/data/..%2F..%2Fetc%2Fpasswd",
+        "/data/%2Fetc%2Fpasswd",
+        "/data/../api/health",
+        "/data/",
+    ] {
+        let (status, body) = get(addr, bad);
+        assert!(status == 404 || status == 400, "{bad}: {status}");
+        assert!(!body.contains("root:"), "{bad}");
+    }
+
+    let (status, png_bytes) = get_bytes(addr, "/api/drr?lao_deg=0&cran_deg=0&size=96");
+    assert_eq!(status, 200);
+    let (w, h, rgb) = decode_png(&png_bytes);
+    assert_eq!((w, h), (96, 96));
+    let column_mean = |x0: usize, x1: usize| -> f64 {
+        let mut sum = 0.0;
+        for y in 0..96 {
+            for x in x0..x1 {
+                sum += f64::from(rgb[3 * (y * 96 + x)]);
+            }
+        }
+        sum / (96.0 * (x1 - x0) as f64)
+    };
+    // Attenuation shows dark; the bar (patient left, x = +11 mm, ~3 detector pixels at
+    // 4.2 mm/pixel and magnification 1.2) is the darkest column, right of the centre.
+    let darkest = (0..96)
+        .min_by(|&a, &b| column_mean(a, a + 1).total_cmp(&column_mean(b, b + 1)))
+        .unwrap();
+    assert!(
+        (49..56).contains(&darkest),
+        "darkest column {darkest} ({} vs background {})",
+        column_mean(darkest, darkest + 1),
+        column_mean(0, 40)
+    );
+    assert!(column_mean(darkest, darkest + 1) + 20.0 < column_mean(0, 40));
+    let (status, tiny) = get_bytes(addr, "/api/drr?lao_deg=90&size=8");
+    assert_eq!(status, 200);
+    assert_eq!(decode_png(&tiny).0, 64, "size is clamped to 64..1024");
+    let (status, _) = get(addr, "/api/drr?lao_deg=500");
+    assert_eq!(status, 400);
+    let (status, _) = get(addr, "/api/drr?lao_deg=abc");
+    assert_eq!(status, 400);
+}
+
+/// Without a viewer (API-only session) the viewer endpoints answer 404, not 500.
+#[test]
+fn viewer_endpoints_without_a_viewer() {
+    let server = TestServer::start(phantom_session(None), |_| {});
+    let addr = server.http_addr();
+    assert_eq!(get(addr, "/api/drr?lao_deg=0").0, 404);
+    assert_eq!(get(addr, "/data/ct.nii.gz").0, 404);
+}
