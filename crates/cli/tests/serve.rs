@@ -150,3 +150,73 @@ fn serve_and_replay_synthesized_insertion() {
     assert!(text.starts_with("# Not for clinical use"));
     assert_eq!(text.lines().count(), 2 + 10);
 }
+
+/// `GET` returning (headers, body bytes) of a `Connection: close` response.
+fn http_get_bytes(port: u16, path: &str) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
+    assert!(!head.contains("chunked"), "{head}");
+    (head, out[split + 4..].to_vec())
+}
+
+fn gray_of_png(bytes: &[u8]) -> Vec<f64> {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf[..info.buffer_size()]
+        .chunks(3)
+        .map(|p| f64::from(p[0]))
+        .collect()
+}
+
+/// The viewer's fluoroscopy panel rendered by `serve --gpu` (wgpu; lavapipe here) matches
+/// the CPU's exact Siddon rendering of the same pose.
+#[test]
+fn viewer_drr_on_the_gpu_matches_the_cpu() {
+    let ct = shared_data("abdomen-ct/example_ct_sm.nii.gz");
+    let seg = shared_data("abdomen-ct/example_seg.nii.gz");
+    let mut images = Vec::new();
+    for gpu in [false, true] {
+        let (igtl, http) = (free_port(), free_port());
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_pinhole"))
+            .args(["serve", "--ct", ct.to_str().unwrap()])
+            .args(["--labels", seg.to_str().unwrap(), "--target", "liver"])
+            .args(["--igtl-port", &igtl.to_string()])
+            .args(["--http-port", &http.to_string()])
+            .args(if gpu { &["--gpu"][..] } else { &[][..] })
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(120);
+        while TcpStream::connect(("127.0.0.1", http)).is_err() {
+            assert!(Instant::now() < end, "server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (head, png) = http_get_bytes(http, "/api/drr?lao_deg=20&cran_deg=-10&size=128");
+        let renderer = if gpu { "gpu" } else { "cpu" };
+        assert!(
+            head.contains(&format!("x-pinhole-renderer: {renderer}")),
+            "{head}"
+        );
+        images.push(gray_of_png(&png));
+        serve.kill().unwrap();
+        serve.wait().unwrap();
+    }
+    let mean_abs: f64 = images[0]
+        .iter()
+        .zip(&images[1])
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f64>()
+        / images[0].len() as f64;
+    assert!(mean_abs < 4.0, "GPU vs CPU mean |Δgray| = {mean_abs}");
+}

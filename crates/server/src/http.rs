@@ -107,19 +107,25 @@ async fn drr(State(shared): State<Arc<Shared>>, query: Query<DrrQuery>) -> Respo
             .viewer
             .as_ref()
             .and_then(|v| v.drr.as_ref())?;
-        Some(scene.render_png(query.lao_deg, query.cran_deg, size))
+        Some((
+            scene.render_png(query.lao_deg, query.cran_deg, size),
+            scene.renderer().to_string(),
+        ))
     })
     .await;
     match rendered {
-        Ok(Some(Ok(png))) => (
+        Ok(Some((Ok(png), renderer))) => (
             [
-                (header::CONTENT_TYPE, "image/png"),
-                (header::HeaderName::from_static("x-pinhole-renderer"), "cpu"),
+                (header::CONTENT_TYPE, "image/png".to_string()),
+                (
+                    header::HeaderName::from_static("x-pinhole-renderer"),
+                    renderer,
+                ),
             ],
             png,
         )
             .into_response(),
-        Ok(Some(Err(e))) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Ok(Some((Err(e), _))) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }

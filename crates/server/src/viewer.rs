@@ -9,7 +9,7 @@ use std::sync::Arc;
 use pinhole_volume::math::Vec3;
 use pinhole_volume::Volume;
 use pinhole_xray::display::{compose_rgb, draw_line, fluoroscopy_gray, Overlay, Window};
-use pinhole_xray::{CArm, Detector, Integrator};
+use pinhole_xray::{CArm, Detector, Image, Integrator, Projection};
 use serde::Serialize;
 
 /// Detector side of a viewer DRR is clamped to this range (pixels).
@@ -68,9 +68,20 @@ impl Viewer {
             "labels_table": self.labels,
             "lines": self.lines,
             "overlays": self.overlays,
-            "drr": { "available": self.drr.is_some(), "renderer": "cpu" },
+            "drr": {
+                "available": self.drr.is_some(),
+                "renderer": self.drr.as_ref().map(DrrScene::renderer),
+            },
         })
     }
+}
+
+/// Renders line integrals for a projection (the GPU renderer plugs in here; the server
+/// itself stays free of GPU code).
+pub trait LineIntegrals: Send + Sync {
+    /// `cpu`, `gpu`, ... (reported in `x-pinhole-renderer`).
+    fn name(&self) -> &str;
+    fn render(&self, projection: &Projection) -> Result<Image, String>;
 }
 
 /// The CT as attenuation plus what a viewer DRR overlays: organs and lines.
@@ -79,6 +90,8 @@ pub struct DrrScene {
     pub labels: Volume<u16>,
     pub organs: Vec<(u16, [u8; 3])>,
     pub lines: Vec<Line>,
+    /// A faster renderer over the same `mu` (else the CPU's exact Siddon).
+    pub accelerated: Option<Box<dyn LineIntegrals>>,
 }
 
 /// Why a DRR could not be made.
@@ -88,9 +101,16 @@ pub enum DrrError {
     Geometry(String),
     #[error("PNG encoding: {0}")]
     Png(String),
+    #[error("renderer: {0}")]
+    Render(String),
 }
 
 impl DrrScene {
+    /// The renderer used: `cpu` or the accelerated one's name.
+    pub fn renderer(&self) -> &str {
+        self.accelerated.as_ref().map_or("cpu", |r| r.name())
+    }
+
     /// A `size`² PNG for the C-arm angles (LAO/CRAN positive), organs and lines overlaid.
     pub fn render_png(
         &self,
@@ -111,7 +131,10 @@ impl DrrScene {
         let projection = carm
             .projection()
             .map_err(|e| DrrError::Geometry(e.to_string()))?;
-        let image = pinhole_xray::render(&self.mu, &projection, Integrator::Siddon);
+        let image = match &self.accelerated {
+            Some(renderer) => renderer.render(&projection).map_err(DrrError::Render)?,
+            None => pinhole_xray::render(&self.mu, &projection, Integrator::Siddon),
+        };
         let gray = fluoroscopy_gray(&image, Window::from_percentiles(&image, 1.0, 99.0));
         let ids: Vec<u16> = self.organs.iter().map(|(id, _)| *id).collect();
         let lengths = pinhole_xray::project_labels(&self.labels, &ids, &projection);

@@ -241,6 +241,7 @@ fn viewer_data_and_drr_endpoints() {
             labels: labels.clone(),
             organs: Vec::new(),
             lines: Vec::new(),
+            accelerated: None,
         }),
         ..Viewer::default()
     };

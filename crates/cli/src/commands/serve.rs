@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Volumes the viewer draws over the CT (e.g. an ablation's zone.seg.nrrd).
     #[arg(long)]
     overlay: Vec<PathBuf>,
+    /// Render the viewer's simulated fluoroscopy on the GPU (wgpu; falls back to the CPU).
+    #[arg(long)]
+    gpu: bool,
     /// Title shown by the viewer.
     #[arg(long, default_value = "Pinhole guidance")]
     title: String,
@@ -134,6 +137,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         plans: &plans,
         routes: &args.route,
         overlays: &args.overlay,
+        gpu: args.gpu,
     })?;
     drop(ct);
     let mut session = Session::new(&ct_grid, labels, names, source, registration, inputs);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use pinhole_io::labels::LabelTable;
 use pinhole_io::AnyVolume;
-use pinhole_server::viewer::{DrrScene, LabelColor, Line, OverlayVolume, Viewer};
+use pinhole_server::viewer::{DrrScene, LabelColor, Line, LineIntegrals, OverlayVolume, Viewer};
 use pinhole_volume::Volume;
 use serde_json::Value;
 
@@ -32,6 +32,8 @@ pub struct ViewerInputs<'a> {
     pub routes: &'a [PathBuf],
     /// Volumes drawn over the CT (e.g. an ablation `zone.seg.nrrd`).
     pub overlays: &'a [PathBuf],
+    /// Render the viewer's DRRs on the GPU (falls back to the CPU with a warning).
+    pub gpu: bool,
 }
 
 pub fn build(inputs: &ViewerInputs) -> anyhow::Result<Viewer> {
@@ -75,11 +77,15 @@ pub fn build(inputs: &ViewerInputs) -> anyhow::Result<Viewer> {
         .filter(|id| present.contains_key(id))
         .filter_map(|id| Some((u16::try_from(id).ok()?, inputs.table.color_of(id))))
         .collect();
+    let mu =
+        pinhole_io::with_volume!(inputs.ct, v => pinhole_xray::Attenuation::default().mu_volume(v));
+    let accelerated = if inputs.gpu { gpu_renderer(&mu) } else { None };
     viewer.drr = Some(DrrScene {
-        mu: pinhole_io::with_volume!(inputs.ct, v => pinhole_xray::Attenuation::default().mu_volume(v)),
+        mu,
         labels: inputs.labels.clone(),
         organs,
         lines: viewer.lines.clone(),
+        accelerated,
     });
     Ok(viewer)
 }
@@ -108,6 +114,33 @@ fn add_overlay(viewer: &mut Viewer, path: &Path) -> anyhow::Result<()> {
         opacity: 0.5,
     });
     Ok(())
+}
+
+/// The wgpu DRR renderer (GPU_DRR_SAMPLES samples per ray), or `None` with a warning.
+fn gpu_renderer(mu: &Volume<f32>) -> Option<Box<dyn LineIntegrals>> {
+    let made = pinhole_gpu::GpuContext::new().and_then(|ctx| pinhole_gpu::GpuDrr::new(&ctx, mu));
+    match made {
+        Ok(drr) => Some(Box::new(GpuLineIntegrals(drr))),
+        Err(err) => {
+            eprintln!("warning: --gpu: {err}; the viewer's DRRs use the CPU");
+            None
+        }
+    }
+}
+
+const GPU_DRR_SAMPLES: usize = 500;
+
+struct GpuLineIntegrals(pinhole_gpu::GpuDrr);
+
+impl LineIntegrals for GpuLineIntegrals {
+    fn name(&self) -> &str {
+        "gpu"
+    }
+    fn render(&self, projection: &pinhole_xray::Projection) -> Result<pinhole_xray::Image, String> {
+        self.0
+            .render(projection, GPU_DRR_SAMPLES)
+            .map_err(|e| e.to_string())
+    }
 }
 
 fn add_file(viewer: &mut Viewer, name: &str, bytes: Vec<u8>) {
