@@ -69,11 +69,11 @@ try {
   await page.goto(url)
   await waitFor(page, () => window.pinhole?.volumesLoaded, 'the CT and labels to load in NiiVue')
 
-  await waitFor(page, () => window.pinhole.guidanceUpdates > 2, 'live guidance updates')
-  // The replay loops an insertion with a short pause between runs: watch for up to 15 s.
+  await waitFor(page, () => window.pinhole.guidanceUpdates > 2 && window.pinhole.needleTipLps, 'live guidance updates')
+  // The replay loops an insertion with a short pause between runs: watch for up to 30 s.
   const tipA = await page.evaluate(() => window.pinhole.needleTipLps)
   let moved = 0
-  for (let waited = 0; waited < 15_000 && !(moved > 0.5); waited += 250) {
+  for (let waited = 0; waited < 30_000 && !(moved > 0.5); waited += 250) {
     await page.waitForTimeout(250)
     const tipB = await page.evaluate(() => window.pinhole.needleTipLps)
     moved = Math.hypot(...tipA.map((v, i) => v - tipB[i]))
@@ -97,7 +97,7 @@ try {
   const secondDrr = await page.evaluate(() => document.getElementById('drr').src)
   if (secondDrr === firstDrr) fail('DRR image did not change with the C-arm angle')
 
-  await page.screenshot({ path: join(outDir, 'viewer.png') })
+  await page.screenshot({ path: join(outDir, 'viewer.png'), timeout: 180_000 })
   const errors = await page.evaluate(() => window.pinhole.errors)
   consoleErrors.push(...errors)
   if (consoleErrors.length > 0) fail(`console errors:\n${consoleErrors.join('\n')}`)

@@ -66,6 +66,7 @@ async function initViewer() {
     dragAndDropEnabled: false,
   })
   await nv.attachTo('gl')
+  window.pinholeNiivue = nv
   nv.setSliceType(SLICE_TYPE.MULTIPLANAR)
   const volumes = [{ url: session.volumes.ct.url, name: 'ct.nii.gz', colormap: 'gray' }]
   if (session.volumes.labels) {
@@ -198,20 +199,27 @@ function buildPlanList(lines) {
   )
 }
 
+// Updates arrive at the tracker's rate; the panel and the 3-D needle are redrawn at most
+// every GUIDANCE_REDRAW_MS with the newest one (software WebGL cannot keep up with 20 Hz).
+const GUIDANCE_REDRAW_MS = 200
+let pendingGuidance = null
+
 function connectGuidance() {
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws'
   const socket = new WebSocket(`${scheme}://${location.host}/ws/guidance`)
-  let pending = null
   socket.onmessage = (event) => {
-    pending = JSON.parse(event.data)
+    pendingGuidance = JSON.parse(event.data)
     state.guidanceUpdates += 1
-    requestAnimationFrame(() => {
-      if (pending) showGuidance(pending)
-      pending = null
-    })
   }
   socket.onclose = () => setTimeout(connectGuidance, 1000)
 }
+
+setInterval(() => {
+  if (!pendingGuidance || !state.volumesLoaded) return
+  const m = pendingGuidance
+  pendingGuidance = null
+  showGuidance(m)
+}, GUIDANCE_REDRAW_MS)
 
 function showGuidance(m) {
   state.lastMetrics = m
@@ -229,8 +237,9 @@ function showGuidance(m) {
   const alert = m.alert || 'ok'
   $('guidance').className = `panel alert-${alert}`
   $('alert-badge').textContent = alert
-  if (m.axis_lps) {
-    needle = { tip_lps: m.tip_lps, axis_lps: m.axis_lps }
+  const axis = m.axis_lps || m.needle_axis_lps
+  if (axis) {
+    needle = { tip_lps: m.tip_lps, axis_lps: axis }
     redrawLines()
   }
   moveCrosshair(m.tip_lps)
