@@ -251,24 +251,11 @@ pub fn run(args: &AblationArgs) -> anyhow::Result<()> {
 
 /// `paths[0]` of a needle plan: (entry, target) in LPS mm.
 fn read_path(path: &Path) -> anyhow::Result<(Vec3, Vec3)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading needle plan {}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("parsing needle plan {}", path.display()))?;
-    let point = |key: &str| -> anyhow::Result<Vec3> {
-        let arr = v["paths"][0][key]
-            .as_array()
-            .filter(|a| a.len() == 3)
-            .with_context(|| format!("{}: paths[0].{key} is not [x, y, z]", path.display()))?;
-        let mut p = [0.0; 3];
-        for (o, x) in p.iter_mut().zip(arr) {
-            *o = x
-                .as_f64()
-                .with_context(|| format!("{}: paths[0].{key} has a non-number", path.display()))?;
-        }
-        Ok(p)
-    };
-    Ok((point("entry_lps")?, point("target_lps")?))
+    let (_, paths) = super::read_plan_paths(path)?;
+    let first = paths
+        .first()
+        .with_context(|| format!("{}: the plan has no path", path.display()))?;
+    Ok((first.entry_lps, first.target_lps))
 }
 
 const SEGMENTS: [(u16, &str, [u8; 3]); 5] = [

@@ -42,7 +42,7 @@ pub struct DrrArgs {
     #[arg(long, default_value_t = 0.78125)]
     pixel_mm: f64,
     /// Rotation centre `x,y,z` in LPS mm (default: the volume centre).
-    #[arg(long, value_parser = parse_point, allow_hyphen_values = true)]
+    #[arg(long, value_parser = super::parse_point, allow_hyphen_values = true)]
     isocenter: Option<[f64; 3]>,
     /// Trilinear samples per ray inside the volume.
     #[arg(long, default_value_t = 500, conflicts_with = "siddon")]
@@ -71,17 +71,6 @@ pub struct DrrArgs {
     /// Also write the line integrals as a float32 2-D NIfTI (row 0 = displayed top).
     #[arg(long)]
     out_raw: Option<PathBuf>,
-}
-
-fn parse_point(s: &str) -> Result<[f64; 3], String> {
-    let v: Vec<f64> = s
-        .split(',')
-        .map(|t| t.trim().parse::<f64>().map_err(|e| format!("{t:?}: {e}")))
-        .collect::<Result<_, _>>()?;
-    match v.as_slice() {
-        [x, y, z] if v.iter().all(|c| c.is_finite()) => Ok([*x, *y, *z]),
-        _ => Err(format!("expected x,y,z in mm, got {s:?}")),
-    }
 }
 
 impl DrrArgs {
@@ -203,23 +192,9 @@ pub(super) fn draw_plan(
     projection: &Projection,
     rgb: &mut [u8],
 ) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(plan).with_context(|| format!("reading {}", plan.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", plan.display()))?;
-    let paths = json["paths"]
-        .as_array()
-        .with_context(|| format!("{}: no \"paths\" array", plan.display()))?;
+    let (_, paths) = super::read_plan_paths(plan)?;
     for (n, path) in paths.iter().enumerate() {
-        let point = |key: &str| -> anyhow::Result<[f64; 3]> {
-            let v: Vec<f64> = serde_json::from_value(path[key].clone()).with_context(|| {
-                format!("{}: paths[{n}].{key} must be [x, y, z]", plan.display())
-            })?;
-            v.try_into().map_err(|_| {
-                anyhow::anyhow!("{}: paths[{n}].{key} must have 3 numbers", plan.display())
-            })
-        };
-        let (entry, target) = (point("entry_lps")?, point("target_lps")?);
+        let (entry, target) = (path.entry_lps, path.target_lps);
         let (Some(a), Some(b)) = (projection.project(entry), projection.project(target)) else {
             continue;
         };

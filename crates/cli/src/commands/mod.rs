@@ -43,3 +43,55 @@ pub fn label_table(spec: Option<&str>) -> anyhow::Result<(String, LabelTable)> {
     let table = LabelTable::load(spec).with_context(|| format!("loading label table {spec}"))?;
     Ok((spec.to_string(), table))
 }
+
+/// Parses `x,y,z` (LPS mm) for clap.
+pub fn parse_point(s: &str) -> Result<[f64; 3], String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|t| t.trim().parse::<f64>().map_err(|e| format!("{t:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    match v.as_slice() {
+        [x, y, z] if v.iter().all(|c| c.is_finite()) => Ok([*x, *y, *z]),
+        _ => Err(format!("expected x,y,z in mm, got {s:?}")),
+    }
+}
+
+/// One path of a needle plan (`plan.json` from `pinhole plan needle`).
+pub struct PlannedPath {
+    pub entry_lps: [f64; 3],
+    pub target_lps: [f64; 3],
+    pub length_mm: Option<f64>,
+}
+
+/// The procedure name and every `paths[]` entry (best first) of a needle plan; errors
+/// name the file and the faulty field.
+pub fn read_plan_paths(plan: &Path) -> anyhow::Result<(String, Vec<PlannedPath>)> {
+    let text =
+        std::fs::read_to_string(plan).with_context(|| format!("reading {}", plan.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", plan.display()))?;
+    let paths = json["paths"]
+        .as_array()
+        .with_context(|| format!("{}: no \"paths\" array", plan.display()))?;
+    let procedure = json["procedure"].as_str().unwrap_or("plan").to_string();
+    let paths = paths
+        .iter()
+        .enumerate()
+        .map(|(n, path)| {
+            let point = |key: &str| -> anyhow::Result<[f64; 3]> {
+                let v: Vec<f64> = serde_json::from_value(path[key].clone()).with_context(|| {
+                    format!("{}: paths[{n}].{key} must be [x, y, z]", plan.display())
+                })?;
+                v.try_into().map_err(|_| {
+                    anyhow::anyhow!("{}: paths[{n}].{key} must have 3 numbers", plan.display())
+                })
+            };
+            Ok(PlannedPath {
+                entry_lps: point("entry_lps")?,
+                target_lps: point("target_lps")?,
+                length_mm: path["length_mm"].as_f64(),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((procedure, paths))
+}

@@ -44,22 +44,11 @@ pub struct NeedleArgs {
     #[arg(long, default_value_t = 5)]
     top: usize,
     /// Evaluate only the path from this skin point `x,y,z` (LPS mm).
-    #[arg(long, value_parser = parse_point, allow_hyphen_values = true)]
+    #[arg(long, value_parser = super::parse_point, allow_hyphen_values = true)]
     entry: Option<[f64; 3]>,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
-}
-
-fn parse_point(s: &str) -> Result<[f64; 3], String> {
-    let v: Vec<f64> = s
-        .split(',')
-        .map(|t| t.trim().parse::<f64>().map_err(|e| format!("{t:?}: {e}")))
-        .collect::<Result<_, _>>()?;
-    match v.as_slice() {
-        [x, y, z] if v.iter().all(|c| c.is_finite()) => Ok([*x, *y, *z]),
-        _ => Err(format!("expected x,y,z in mm, got {s:?}")),
-    }
 }
 
 pub fn run(args: &NeedleArgs) -> anyhow::Result<()> {

@@ -63,7 +63,7 @@ pub struct RegisterArgs {
     #[arg(long)]
     source_anterior: bool,
     /// Rotation centre `x,y,z` in LPS mm (default: the CT's centre).
-    #[arg(long, value_parser = parse_point, allow_hyphen_values = true)]
+    #[arg(long, value_parser = super::parse_point, allow_hyphen_values = true)]
     isocenter: Option<[f64; 3]>,
     /// Bone dark (a display image or raw intensity): skips polarity detection.
     #[arg(long)]
@@ -84,17 +84,6 @@ pub struct RegisterArgs {
     /// Output folder: pose.json and overlay.png.
     #[arg(long)]
     out: PathBuf,
-}
-
-fn parse_point(s: &str) -> Result<[f64; 3], String> {
-    let v: Vec<f64> = s
-        .split(',')
-        .map(|t| t.trim().parse::<f64>().map_err(|e| format!("{t:?}: {e}")))
-        .collect::<Result<_, _>>()?;
-    match v.as_slice() {
-        [x, y, z] if v.iter().all(|c| c.is_finite()) => Ok([*x, *y, *z]),
-        _ => Err(format!("expected x,y,z in mm, got {s:?}")),
-    }
 }
 
 pub fn run(args: &RegisterArgs) -> anyhow::Result<()> {

@@ -162,34 +162,21 @@ fn point(value: &Value) -> Option<[f64; 3]> {
 }
 
 fn plan_lines(path: &Path) -> anyhow::Result<Vec<Line>> {
-    let plan = read_json(path)?;
-    let procedure = plan["procedure"].as_str().unwrap_or("plan").to_string();
-    let paths = plan["paths"]
-        .as_array()
-        .with_context(|| format!("{}: no \"paths\" array", path.display()))?;
-    paths
-        .iter()
+    let (procedure, paths) = super::read_plan_paths(path)?;
+    Ok(paths
+        .into_iter()
         .enumerate()
-        .map(|(n, p)| {
-            let (Some(entry), Some(target)) = (point(&p["entry_lps"]), point(&p["target_lps"]))
-            else {
-                anyhow::bail!(
-                    "{}: paths[{n}] needs entry_lps and target_lps",
-                    path.display()
-                );
-            };
-            Ok(Line {
-                name: if n == 0 {
-                    format!("{procedure} #1 (best)")
-                } else {
-                    format!("{procedure} #{}", n + 1)
-                },
-                kind: if n == 0 { "plan" } else { "alternative" }.into(),
-                points_lps: vec![entry, target],
-                length_mm: p["length_mm"].as_f64(),
-            })
+        .map(|(n, p)| Line {
+            name: if n == 0 {
+                format!("{procedure} #1 (best)")
+            } else {
+                format!("{procedure} #{}", n + 1)
+            },
+            kind: if n == 0 { "plan" } else { "alternative" }.into(),
+            points_lps: vec![p.entry_lps, p.target_lps],
+            length_mm: p.length_mm,
         })
-        .collect()
+        .collect())
 }
 
 fn route_line(path: &Path) -> anyhow::Result<Line> {
