@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use pinhole_volume::math::Vec3;
 use pinhole_volume::Volume;
-use pinhole_xray::display::{compose_rgb, draw_line, fluoroscopy_gray, Overlay, Window};
+use pinhole_xray::display::{compose_with_organs, draw_line, fluoroscopy_gray, Window};
 use pinhole_xray::{CArm, Detector, Image, Integrator, Projection};
 use serde::Serialize;
 
@@ -136,17 +136,7 @@ impl DrrScene {
             None => pinhole_xray::render(&self.mu, &projection, Integrator::Siddon),
         };
         let gray = fluoroscopy_gray(&image, Window::from_percentiles(&image, 1.0, 99.0));
-        let ids: Vec<u16> = self.organs.iter().map(|(id, _)| *id).collect();
-        let lengths = pinhole_xray::project_labels(&self.labels, &ids, &projection);
-        let overlays: Vec<Overlay> = lengths
-            .iter()
-            .zip(&self.organs)
-            .map(|(img, (_, color))| Overlay {
-                lengths_mm: img,
-                color_rgb: *color,
-            })
-            .collect();
-        let mut rgb = compose_rgb(&gray, &overlays);
+        let mut rgb = compose_with_organs(&gray, &self.labels, &self.organs, &projection);
         for line in &self.lines {
             let color = match line.kind.as_str() {
                 "plan" => [255, 220, 0],

@@ -50,6 +50,27 @@ pub struct Overlay<'a> {
     pub color_rgb: [u8; 3],
 }
 
+/// RGB image: `gray` with the path length through each labelled organ `(id, colour)` of
+/// `labels` tinted in its colour (the organ outlines every Pinhole picture shows).
+pub fn compose_with_organs(
+    gray: &[u8],
+    labels: &pinhole_volume::Volume<u16>,
+    organs: &[(u16, [u8; 3])],
+    projection: &crate::Projection,
+) -> Vec<u8> {
+    let ids: Vec<u16> = organs.iter().map(|(id, _)| *id).collect();
+    let lengths = crate::project_labels(labels, &ids, projection);
+    let overlays: Vec<Overlay> = lengths
+        .iter()
+        .zip(organs)
+        .map(|(img, (_, color))| Overlay {
+            lengths_mm: img,
+            color_rgb: *color,
+        })
+        .collect();
+    compose_rgb(gray, &overlays)
+}
+
 /// RGB image: the grey fluoroscopy with each overlay blended where its path length is
 /// non-zero (opacity grows with the length, up to 60 %).
 pub fn compose_rgb(gray: &[u8], overlays: &[Overlay]) -> Vec<u8> {

@@ -83,7 +83,7 @@ fn write_frontal_drr(
     table: &pinhole_io::labels::LabelTable,
     out: &Path,
 ) -> anyhow::Result<()> {
-    use pinhole_xray::display::{compose_rgb, fluoroscopy_gray, Overlay, Window};
+    use pinhole_xray::display::{compose_with_organs, fluoroscopy_gray, Window};
     let mu = pinhole_io::with_volume!(ct, v => pinhole_xray::Attenuation::default().mu_volume(v));
     let mut carm = pinhole_xray::CArm::new(ct.grid().center_lps());
     carm.detector = pinhole_xray::Detector {
@@ -94,20 +94,12 @@ fn write_frontal_drr(
     let projection = carm.projection()?;
     let image = pinhole_xray::render(&mu, &projection, pinhole_xray::Integrator::default());
     let gray = fluoroscopy_gray(&image, Window::from_percentiles(&image, 1.0, 99.0));
-    let ids: Vec<u16> = ["liver", "kidney_left", "kidney_right"]
+    let organs: Vec<(u16, [u8; 3])> = ["liver", "kidney_left", "kidney_right"]
         .iter()
-        .filter_map(|n| table.id_of(n).and_then(|id| u16::try_from(id).ok()))
+        .filter_map(|n| table.id_of(n))
+        .filter_map(|id| Some((u16::try_from(id).ok()?, table.color_of(id))))
         .collect();
-    let lengths = pinhole_xray::project_labels(labels, &ids, &projection);
-    let overlays: Vec<Overlay> = lengths
-        .iter()
-        .zip(&ids)
-        .map(|(img, &id)| Overlay {
-            lengths_mm: img,
-            color_rgb: table.color_of(u32::from(id)),
-        })
-        .collect();
-    let rgb = compose_rgb(&gray, &overlays);
+    let rgb = compose_with_organs(&gray, labels, &organs, &projection);
     pinhole_io::png::write_rgb8(out, 256, 256, &rgb)?;
     Ok(())
 }

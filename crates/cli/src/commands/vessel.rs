@@ -15,7 +15,7 @@ use pinhole_vessel::{
     CenterlineOptions, Endpoint, RouteOptions, SizingRules, StenosisOptions, VesselMap,
 };
 use pinhole_volume::{Grid, Volume};
-use pinhole_xray::display::{compose_rgb, draw_line, fluoroscopy_gray, Overlay, Window};
+use pinhole_xray::display::{compose_with_organs, draw_line, fluoroscopy_gray, Window};
 use pinhole_xray::{Attenuation, CArm, Detector, Integrator, Projection};
 use serde_json::json;
 
@@ -335,7 +335,6 @@ fn write_png(
         .iter()
         .filter_map(|v| u16::try_from(v.0).ok())
         .collect();
-    let vessel_images = pinhole_xray::project_labels(labels, &ids, &projection);
     let gray = match ct {
         Some(ct) => {
             let mu = Attenuation::default().mu_volume(ct);
@@ -344,15 +343,11 @@ fn write_png(
         }
         None => vec![255u8; projection.width * projection.height],
     };
-    let overlays: Vec<Overlay> = vessel_images
+    let organs: Vec<(u16, [u8; 3])> = ids
         .iter()
-        .zip(&ids)
-        .map(|(img, &id)| Overlay {
-            lengths_mm: img,
-            color_rgb: table.color_of(u32::from(id)),
-        })
+        .map(|&id| (id, table.color_of(u32::from(id))))
         .collect();
-    let mut rgb = compose_rgb(&gray, &overlays);
+    let mut rgb = compose_with_organs(&gray, labels, &organs, &projection);
     for w in route.windows(2) {
         if let (Some(a), Some(b)) = (projection.project(w[0]), projection.project(w[1])) {
             for (dx, dy) in [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)] {
