@@ -156,7 +156,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         drr_out.display()
     );
     let data = write_session_data(&args.out, &ct, &labels, &table)?;
-    let story = plan_everything(&args.out, &data);
+    let lesion = liver_lesion(&labels, &table);
+    let story = plan_everything(&args.out, &data, lesion.as_deref());
     if args.no_serve {
         return Ok(());
     }
@@ -216,7 +217,7 @@ fn step(title: &str, args: &[String]) -> bool {
     }
 }
 
-fn plan_everything(out: &Path, data: &SessionData) -> Story {
+fn plan_everything(out: &Path, data: &SessionData, liver_lesion: Option<&str>) -> Story {
     let common = |kind: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = kind.iter().map(|s| s.to_string()).collect();
         v.extend([
@@ -260,7 +261,7 @@ fn plan_everything(out: &Path, data: &SessionData) -> Story {
             .routes
             .push(out.join("vessel-route").join("route.json"));
     }
-    let Some(lesion) = liver_lesion(data) else {
+    let Some(lesion) = liver_lesion else {
         println!("\n== ablation skipped: no liver in this label map");
         return story;
     };
@@ -268,7 +269,7 @@ fn plan_everything(out: &Path, data: &SessionData) -> Story {
     args.extend(
         [
             "--tumor",
-            &lesion,
+            lesion,
             "--device",
             "emprint-example",
             "--power",
@@ -292,11 +293,9 @@ fn plan_everything(out: &Path, data: &SessionData) -> Story {
 }
 
 /// A simulated 12 mm lesion `x,y,z,r` at the liver's deepest point (LPS mm).
-fn liver_lesion(data: &SessionData) -> Option<String> {
-    let labels = nifti::read(&data.labels).ok()?.to_labels()?;
-    let table = LabelTable::load(&data.table.display().to_string()).ok()?;
+fn liver_lesion(labels: &pinhole_volume::Volume<u16>, table: &LabelTable) -> Option<String> {
     let spec: pinhole_volume::TargetSpec = "liver:deepest".parse().ok()?;
-    let p = spec.resolve(&labels, |n| table.id_of(n)).ok()?.point_lps;
+    let p = spec.resolve(labels, |n| table.id_of(n)).ok()?.point_lps;
     Some(format!("{:.1},{:.1},{:.1},12", p[0], p[1], p[2]))
 }
 
