@@ -142,13 +142,11 @@ fn latency(port: u16, target: [f64; 3], rate_hz: f64, seconds: f64) -> serde_jso
     let cpu0 = server_cpu_s();
     for i in 1..=n {
         let due = start + period * (i as u32 - 1);
-        while Instant::now() < due {
-            let left = due - Instant::now();
-            if left > Duration::from_micros(300) {
-                std::thread::sleep(left - Duration::from_micros(200));
-            } else {
-                std::hint::spin_loop();
-            }
+        // Sleep, never spin: on 2 cores a spinning sender takes CPU from the server it
+        // measures. Latency counts from the actual send instant, so jitter here is harmless.
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
         }
         // A tip wandering around the target, needle along −y RAS.
         let a = i as f64 * 0.01;

@@ -9,7 +9,7 @@
 use pinhole_volume::{Mask, Vec3};
 use serde::Serialize;
 
-use crate::geom::{add, plane_basis, scale};
+use crate::geom::{add, plane_basis, scale, sub};
 
 /// One cross-section.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -44,17 +44,28 @@ pub fn cross_section(
     let (u, v) = plane_basis(tangent);
     let half = (max_radius_mm / step_mm).ceil().max(1.0) as i64;
     let side = (2 * half + 1) as usize;
+    // The plane's samples in continuous index space: world→index is affine, so one
+    // transform of the centre and of each in-plane step serves every sample.
+    let grid = mask.grid();
+    let center_ijk = grid.world_to_index(center);
+    let step_ijk = |axis: Vec3| {
+        sub(
+            grid.world_to_index(add(center, scale(axis, step_mm))),
+            center_ijk,
+        )
+    };
+    let (u_ijk, v_ijk) = (step_ijk(u), step_ijk(v));
     let at = |a: i64, b: i64| -> Vec3 {
         add(
-            center,
+            center_ijk,
             add(
-                scale(u, (a - half) as f64 * step_mm),
-                scale(v, (b - half) as f64 * step_mm),
+                scale(u_ijk, (a - half) as f64),
+                scale(v_ijk, (b - half) as f64),
             ),
         )
     };
-    let inside = |p: Vec3| mask.sample_trilinear(p).is_some_and(|m| m >= 0.5);
-    if !inside(center) {
+    let inside = |ijk: Vec3| mask.trilinear_at_index(ijk).is_some_and(|m| m >= 0.5);
+    if !inside(center_ijk) {
         return None;
     }
     // Flood fill from the centre, evaluating samples lazily (0 unknown, 1 in, 2 out).
@@ -118,7 +129,7 @@ pub fn cross_section(
             && b < side as i64
             && state[b as usize * side + a as usize] == 1
     };
-    let value = |a: i64, b: i64| mask.sample_trilinear(at(a, b)).unwrap_or(0.0);
+    let value = |a: i64, b: i64| mask.trilinear_at_index(at(a, b)).unwrap_or(0.0);
     let mut boundary: Vec<(f64, f64)> = Vec::new();
     for &(a, b) in &members {
         for (da, db) in [(1i64, 0i64), (-1, 0), (0, 1), (0, -1)] {
@@ -138,11 +149,13 @@ pub fn cross_section(
             ));
         }
     }
-    // Caliper widths every degree.
+    // Caliper widths every degree. A width is the extent of the projections, which the
+    // convex hull's vertices alone attain: measure those (tens instead of hundreds).
+    let hull = convex_hull(boundary);
     let width = |deg: f64| {
         let (s, c) = deg.to_radians().sin_cos();
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-        for &(x, y) in &boundary {
+        for &(x, y) in &hull {
             let p = x * c + y * s;
             lo = lo.min(p);
             hi = hi.max(p);
@@ -165,6 +178,37 @@ pub fn cross_section(
         centroid_lps,
         clipped,
     })
+}
+
+/// Vertices of the convex hull of `points` (Andrew's monotone chain), counter-clockwise.
+fn convex_hull(mut points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    points.sort_by(|p, q| p.0.total_cmp(&q.0).then(p.1.total_cmp(&q.1)));
+    points.dedup();
+    if points.len() < 3 {
+        return points;
+    }
+    let turn = |o: (f64, f64), a: (f64, f64), b: (f64, f64)| {
+        (a.0 - o.0) * (b.1 - o.1) - (a.1 - o.1) * (b.0 - o.0)
+    };
+    let mut hull: Vec<(f64, f64)> = Vec::with_capacity(points.len() + 1);
+    for pass in 0..2 {
+        let floor = hull.len();
+        let ordered: Box<dyn Iterator<Item = &(f64, f64)>> = if pass == 0 {
+            Box::new(points.iter())
+        } else {
+            Box::new(points.iter().rev())
+        };
+        for &p in ordered {
+            while hull.len() >= floor + 2
+                && turn(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0.0
+            {
+                hull.pop();
+            }
+            hull.push(p);
+        }
+        hull.pop();
+    }
+    hull
 }
 
 /// Mean of `ct` over the section samples within `radius_mm` of `center` (the lumen core,
@@ -195,4 +239,18 @@ pub fn core_mean<T: pinhole_volume::Voxel>(
         }
     }
     (n > 0).then(|| sum / n as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::convex_hull;
+
+    #[test]
+    fn hull_of_a_square_with_inner_and_edge_points_is_its_four_corners() {
+        let mut pts = vec![(0.0, 0.0), (2.0, 0.0), (2.0, 2.0), (0.0, 2.0)];
+        pts.extend([(1.0, 1.0), (1.0, 0.0), (0.5, 1.5), (2.0, 1.0), (0.0, 0.0)]);
+        let mut hull = convex_hull(pts);
+        hull.sort_by(|p, q| p.0.total_cmp(&q.0).then(p.1.total_cmp(&q.1)));
+        assert_eq!(hull, vec![(0.0, 0.0), (0.0, 2.0), (2.0, 0.0), (2.0, 2.0)]);
+    }
 }

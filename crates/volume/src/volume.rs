@@ -221,9 +221,10 @@ impl<T: Voxel> Volume<T> {
             if !(c[a] >= 0.0 && c[a] <= max) {
                 return None;
             }
-            let f = c[a].floor().min((d[a].max(2) - 2) as f64);
-            base[a] = f as usize;
-            frac[a] = c[a] - f;
+            // c ≥ 0 here, so truncation is floor (and avoids a libm call on baseline x86-64).
+            let b = (c[a] as usize).min(d[a].max(2) - 2);
+            base[a] = b;
+            frac[a] = c[a] - b as f64;
         }
         let step = [
             usize::from(d[0] > 1),
