@@ -337,6 +337,12 @@ pub struct Settings {
     pub perfusion_stops_at_coagulation: bool,
     /// Uniform initial temperature rise above 37 °C (0 in practice; tests use it).
     pub initial_rise_k: f64,
+    /// Time steps advanced per sweep over the grid (temporal blocking, ≥ 1). Each thread
+    /// carries its z-range through this many steps slab by slab while the slabs are in
+    /// cache, so the coefficients are read from memory once per sweep instead of once
+    /// per step. Temperatures do not depend on it; with perfusion stopping at
+    /// coagulation, a voxel that coagulates keeps its perfusion until the sweep ends.
+    pub steps_per_sweep: usize,
 }
 
 impl Default for Settings {
@@ -350,6 +356,7 @@ impl Default for Settings {
             arrhenius: LIVER_ARRHENIUS,
             perfusion_stops_at_coagulation: true,
             initial_rise_k: 0.0,
+            steps_per_sweep: 4,
         }
     }
 }
@@ -371,6 +378,8 @@ pub struct Solution {
     /// Power that went into tissue (sources minus what fell into sinks), W.
     pub deposited_w: f64,
     pub max_temperature_c: f64,
+    /// Wall time of the time stepping alone (set-up and output excluded), s.
+    pub stepping_s: f64,
 }
 
 impl Solution {
@@ -499,60 +508,37 @@ pub fn solve(problem: &Problem, settings: &Settings) -> Result<Solution, Ablatio
         arrhenius.rate_per_s(BODY_TEMPERATURE_C),
         cem43_rate_min_per_s(BODY_TEMPERATURE_C),
     );
-    let ln_a = arrhenius.frequency_factor_per_s.ln();
-    let ea_over_r = arrhenius.activation_energy_j_mol / crate::damage::GAS_CONSTANT_J_MOL_K;
     let total_steps = heat_steps + cool_steps;
-    let (ln_a32, ea_over_r32, zero_k32) = (ln_a as f32, ea_over_r as f32, ZERO_CELSIUS_K as f32);
-    let (body_c, dt32) = (BODY_TEMPERATURE_C as f32, dt as f32);
-    let base32 = (base_rates.0 as f32, base_rates.1 as f32);
-    for step in 0..total_steps {
-        stencil_step(&theta, &mut next, &coef_a, &coef_c, [nx, ny, nz]);
-        if step < heat_steps {
-            for &(o, s) in &source_k {
-                next[o] += s;
-            }
+    let kernel = DamageKernel {
+        ln_a: arrhenius.frequency_factor_per_s.ln() as f32,
+        ea_over_r: (arrhenius.activation_energy_j_mol / crate::damage::GAS_CONSTANT_J_MOL_K) as f32,
+        body_c: BODY_TEMPERATURE_C as f32,
+        dt: dt as f32,
+        dt_f64: dt,
+        base: (base_rates.0 as f32, base_rates.1 as f32),
+        base_omega_per_s: base_rates.0,
+        stop_perfusion: settings.perfusion_stops_at_coagulation,
+    };
+    let sweep = Sweep {
+        a: &coef_a,
+        sources: &source_k,
+        dims: [nx, ny, nz],
+        heat_steps,
+    };
+    let per_sweep = settings.steps_per_sweep.max(1);
+    let stepping = std::time::Instant::now();
+    let mut step = 0;
+    while step < total_steps {
+        let levels = per_sweep.min(total_steps - step);
+        let damage = settings.damage.then_some((&kernel, &mut state));
+        let stopped = sweep.advance(&theta, &mut next, &coef_c, damage, step, levels);
+        for (q, p) in stopped {
+            coef_c[q] += p;
         }
         std::mem::swap(&mut theta, &mut next);
-        if settings.damage {
-            const CHUNK: usize = 8192;
-            let stop = settings.perfusion_stops_at_coagulation;
-            let baseline_omega = base_rates.0 * dt * (step + 1) as f64;
-            let DamageState {
-                omega_excess,
-                cem43_excess_min,
-                peak_rise,
-                p,
-            } = &mut state;
-            theta
-                .par_chunks(CHUNK)
-                .zip(omega_excess.par_chunks_mut(CHUNK))
-                .zip(cem43_excess_min.par_chunks_mut(CHUNK))
-                .zip(peak_rise.par_chunks_mut(CHUNK))
-                .zip(p.par_chunks_mut(CHUNK))
-                .zip(coef_c.par_chunks_mut(CHUNK))
-                .for_each(|(((((th, om), cem), peak), p), c)| {
-                    for (i, &t) in th.iter().enumerate() {
-                        if t < WARM_K {
-                            continue;
-                        }
-                        if t > peak[i] {
-                            peak[i] = t;
-                        }
-                        // f32 is enough here: ln A − Ea/RT ≈ −8 keeps ~1e-6 relative
-                        // precision, and CEM43's R^(43 − T) = 2^(m·(T − 43)), m = 1 or 2.
-                        let tc = body_c + t;
-                        let rate = (ln_a32 - ea_over_r32 / (tc + zero_k32)).exp();
-                        om[i] += (rate - base32.0) * dt32;
-                        let m = if tc >= 43.0 { 1.0f32 } else { 2.0 };
-                        cem[i] += ((m * (tc - 43.0)).exp2() / 60.0 - base32.1) * dt32;
-                        if stop && p[i] > 0.0 && f64::from(om[i]) + baseline_omega >= 1.0 {
-                            c[i] += p[i];
-                            p[i] = 0.0;
-                        }
-                    }
-                });
-        }
+        step += levels;
     }
+    let stepping_s = stepping.elapsed().as_secs_f64();
     let elapsed_s = dt * total_steps as f64;
 
     // Back to the interior, in grid order.
@@ -595,6 +581,7 @@ pub fn solve(problem: &Problem, settings: &Settings) -> Result<Solution, Ablatio
         simulated_s: dt * (heat_steps + cool_steps) as f64,
         deposited_w,
         max_temperature_c,
+        stepping_s,
     })
 }
 
@@ -602,28 +589,262 @@ pub fn solve(problem: &Problem, settings: &Settings) -> Result<Solution, Ablatio
 /// Rayon splits the grid into z-slabs; each row is a straight loop LLVM vectorises.
 pub fn stencil_step(theta: &[f32], out: &mut [f32], a: &[f32], c: &[f32], dims: [usize; 3]) {
     let [nx, ny, nz] = dims;
-    let sy = nx + 2;
-    let sz = sy * (ny + 2);
+    let sz = (nx + 2) * (ny + 2);
     out.par_chunks_mut(sz).enumerate().for_each(|(k, slab)| {
         if k == 0 || k > nz {
             return;
         }
-        for j in 1..=ny {
-            let b = k * sz + j * sy + 1;
-            let row = &mut slab[j * sy + 1..j * sy + 1 + nx];
-            let t0 = &theta[b..b + nx];
-            let xm = &theta[b - 1..b - 1 + nx];
-            let xp = &theta[b + 1..b + 1 + nx];
-            let ym = &theta[b - sy..b - sy + nx];
-            let yp = &theta[b + sy..b + sy + nx];
-            let zm = &theta[b - sz..b - sz + nx];
-            let zp = &theta[b + sz..b + sz + nx];
-            let ra = &a[b..b + nx];
-            let rc = &c[b..b + nx];
-            for i in 0..nx {
-                row[i] =
-                    rc[i] * t0[i] + ra[i] * ((xm[i] + xp[i]) + (ym[i] + yp[i]) + (zm[i] + zp[i]));
+        let around = [k - 1, k, k + 1].map(|m| &theta[m * sz..(m + 1) * sz]);
+        let coef = k * sz..(k + 1) * sz;
+        stencil_slab(around, slab, &a[coef.clone()], &c[coef], nx, ny);
+    });
+}
+
+/// One step of one z-slab: `out` from the slabs below, at and above it (all padded
+/// `(nx + 2) × (ny + 2)`); the padding of `out` is left untouched.
+fn stencil_slab(around: [&[f32]; 3], out: &mut [f32], a: &[f32], c: &[f32], nx: usize, ny: usize) {
+    let sy = nx + 2;
+    let [below, here, above] = around;
+    for j in 1..=ny {
+        let b = j * sy + 1;
+        let row = &mut out[b..b + nx];
+        let t0 = &here[b..b + nx];
+        let xm = &here[b - 1..b - 1 + nx];
+        let xp = &here[b + 1..b + 1 + nx];
+        let ym = &here[b - sy..b - sy + nx];
+        let yp = &here[b + sy..b + sy + nx];
+        let zm = &below[b..b + nx];
+        let zp = &above[b..b + nx];
+        let ra = &a[b..b + nx];
+        let rc = &c[b..b + nx];
+        for i in 0..nx {
+            row[i] = rc[i] * t0[i] + ra[i] * ((xm[i] + xp[i]) + (ym[i] + yp[i]) + (zm[i] + zp[i]));
+        }
+    }
+}
+
+/// Constants of the damage integration (float32: ln A − Ea/RT ≈ −8 keeps ~1e-6 relative
+/// precision, and CEM43's R^(43 − T) = 2^(m·(T − 43)), m = 1 or 2).
+struct DamageKernel {
+    ln_a: f32,
+    ea_over_r: f32,
+    body_c: f32,
+    dt: f32,
+    dt_f64: f64,
+    base: (f32, f32),
+    base_omega_per_s: f64,
+    stop_perfusion: bool,
+}
+
+/// Damage arrays of one thread's slabs (the same range of the padded grid in each).
+struct DamageSlices<'a> {
+    omega_excess: &'a mut [f32],
+    cem43_excess_min: &'a mut [f32],
+    peak_rise: &'a mut [f32],
+    p: &'a mut [f32],
+}
+
+impl DamageKernel {
+    /// Accrues one step of damage over `theta` (a slab after step `step`), the arrays
+    /// starting at the same voxel. Voxels whose perfusion stops are appended to
+    /// `stopped` as (offset within the slab, p).
+    fn accrue(
+        &self,
+        theta: &[f32],
+        d: &mut DamageSlices<'_>,
+        step: usize,
+        stopped: &mut Vec<(usize, f32)>,
+    ) {
+        let baseline_omega = self.base_omega_per_s * self.dt_f64 * (step + 1) as f64;
+        for (i, &t) in theta.iter().enumerate() {
+            if t < WARM_K {
+                continue;
+            }
+            if t > d.peak_rise[i] {
+                d.peak_rise[i] = t;
+            }
+            let tc = self.body_c + t;
+            let rate = (self.ln_a - self.ea_over_r / (tc + ZERO_CELSIUS_K as f32)).exp();
+            d.omega_excess[i] += (rate - self.base.0) * self.dt;
+            let m = if tc >= 43.0 { 1.0f32 } else { 2.0 };
+            d.cem43_excess_min[i] += ((m * (tc - 43.0)).exp2() / 60.0 - self.base.1) * self.dt;
+            if self.stop_perfusion
+                && d.p[i] > 0.0
+                && f64::from(d.omega_excess[i]) + baseline_omega >= 1.0
+            {
+                stopped.push((i, d.p[i]));
+                d.p[i] = 0.0;
             }
         }
-    });
+    }
+}
+
+/// What stays fixed during a sweep.
+struct Sweep<'a> {
+    a: &'a [f32],
+    /// Source rise per heating step (K) at padded indices, ascending.
+    sources: &'a [(usize, f32)],
+    dims: [usize; 3],
+    heat_steps: usize,
+}
+
+impl Sweep<'_> {
+    /// Advances `theta` by `levels` steps (from step `first_step`) into `out`; `c` is
+    /// read-only during the sweep, and the perfusion stops found on the way are
+    /// returned as (padded index, p) to be added to `c` before the next sweep.
+    ///
+    /// Every thread owns a contiguous z-range and carries it through all levels in a
+    /// wavefront (level s of slab k right after level s − 1 of slab k + 1), keeping four
+    /// slabs per intermediate level; the first levels also cover up to `levels − 1`
+    /// slabs of the neighbours' ranges so that each range's last level is exact.
+    fn advance(
+        &self,
+        theta: &[f32],
+        out: &mut [f32],
+        c: &[f32],
+        damage: Option<(&DamageKernel, &mut DamageState)>,
+        first_step: usize,
+        levels: usize,
+    ) -> Vec<(usize, f32)> {
+        let [nx, ny, nz] = self.dims;
+        let sz = (nx + 2) * (ny + 2);
+        let parts = rayon::current_num_threads().clamp(1, nz.max(1));
+        let bounds: Vec<usize> = (0..=parts).map(|t| 1 + t * nz / parts).collect();
+        let ranges: Vec<(usize, usize)> = bounds.windows(2).map(|w| (w[0], w[1])).collect();
+        let kernel = damage.as_ref().map(|(k, _)| *k);
+        let damage_parts: Vec<Option<DamageSlices<'_>>> = match damage {
+            Some((_, st)) => {
+                let om = split_slabs(&mut st.omega_excess, &bounds, sz);
+                let cem = split_slabs(&mut st.cem43_excess_min, &bounds, sz);
+                let peak = split_slabs(&mut st.peak_rise, &bounds, sz);
+                let p = split_slabs(&mut st.p, &bounds, sz);
+                om.into_iter()
+                    .zip(cem)
+                    .zip(peak)
+                    .zip(p)
+                    .map(|(((omega_excess, cem43_excess_min), peak_rise), p)| {
+                        Some(DamageSlices {
+                            omega_excess,
+                            cem43_excess_min,
+                            peak_rise,
+                            p,
+                        })
+                    })
+                    .collect()
+            }
+            None => ranges.iter().map(|_| None).collect(),
+        };
+        let tasks: Vec<_> = ranges
+            .iter()
+            .zip(split_slabs(out, &bounds, sz))
+            .zip(damage_parts)
+            .map(|((&r, o), d)| (r, o, d))
+            .collect();
+        tasks
+            .into_par_iter()
+            .map(|(range, owned, dmg)| {
+                let dmg = kernel.zip(dmg);
+                self.advance_range(theta, owned, c, dmg, range, first_step, levels)
+            })
+            .reduce(Vec::new, |mut x, y| {
+                x.extend(y);
+                x
+            })
+    }
+
+    /// One thread's part of [`Sweep::advance`]: slabs `z0..z1`, written to `owned`
+    /// (those slabs of the output).
+    #[allow(clippy::too_many_arguments)]
+    fn advance_range(
+        &self,
+        theta: &[f32],
+        owned: &mut [f32],
+        c: &[f32],
+        mut damage: Option<(&DamageKernel, DamageSlices<'_>)>,
+        (z0, z1): (usize, usize),
+        first_step: usize,
+        levels: usize,
+    ) -> Vec<(usize, f32)> {
+        const RING: usize = 4;
+        let [nx, ny, nz] = self.dims;
+        let sz = (nx + 2) * (ny + 2);
+        let zero = vec![0f32; sz];
+        let mut ring = vec![0f32; (levels - 1) * RING * sz];
+        let mut stopped = Vec::new();
+        // Slabs computed at level s (1-based): z0 − (levels − s) .. z1 + (levels − s),
+        // clipped to the interior 1..=nz.
+        let span = |s: usize| {
+            let extra = levels - s;
+            (z0.saturating_sub(extra).max(1), (z1 + extra).min(nz + 1))
+        };
+        let (first, last) = span(1);
+        for tick in first..last + levels - 1 {
+            for s in 1..=levels {
+                let Some(k) = tick.checked_sub(s - 1) else {
+                    break;
+                };
+                let (lo, hi) = span(s);
+                if k < lo || k >= hi {
+                    continue;
+                }
+                let (done, rest) = ring.split_at_mut((s - 1) * RING * sz);
+                let input = |m: usize| -> &[f32] {
+                    if s == 1 {
+                        &theta[m * sz..(m + 1) * sz]
+                    } else if m == 0 || m == nz + 1 {
+                        &zero
+                    } else {
+                        let slot = ((s - 2) * RING + m % RING) * sz;
+                        &done[slot..slot + sz]
+                    }
+                };
+                let around = [input(k - 1), input(k), input(k + 1)];
+                let target: &mut [f32] = if s == levels {
+                    &mut owned[(k - z0) * sz..(k - z0 + 1) * sz]
+                } else {
+                    let slot = (k % RING) * sz;
+                    &mut rest[slot..slot + sz]
+                };
+                let coef = k * sz..(k + 1) * sz;
+                stencil_slab(around, target, &self.a[coef.clone()], &c[coef], nx, ny);
+                let step = first_step + s - 1;
+                if step < self.heat_steps {
+                    let from = self.sources.partition_point(|&(o, _)| o < k * sz);
+                    let to = self.sources.partition_point(|&(o, _)| o < (k + 1) * sz);
+                    for &(o, rise) in &self.sources[from..to] {
+                        target[o - k * sz] += rise;
+                    }
+                }
+                if let Some((kernel, d)) = damage.as_mut() {
+                    if (z0..z1).contains(&k) {
+                        let at = (k - z0) * sz..(k - z0 + 1) * sz;
+                        let mut slab = DamageSlices {
+                            omega_excess: &mut d.omega_excess[at.clone()],
+                            cem43_excess_min: &mut d.cem43_excess_min[at.clone()],
+                            peak_rise: &mut d.peak_rise[at.clone()],
+                            p: &mut d.p[at],
+                        };
+                        let before = stopped.len();
+                        kernel.accrue(target, &mut slab, step, &mut stopped);
+                        for entry in &mut stopped[before..] {
+                            entry.0 += k * sz;
+                        }
+                    }
+                }
+            }
+        }
+        stopped
+    }
+}
+
+/// The slabs `bounds[t]..bounds[t + 1]` of a padded array as disjoint mutable slices.
+fn split_slabs<'a>(data: &'a mut [f32], bounds: &[usize], sz: usize) -> Vec<&'a mut [f32]> {
+    let (_, mut rest) = data.split_at_mut(bounds[0] * sz);
+    let mut parts = Vec::with_capacity(bounds.len());
+    for w in bounds.windows(2) {
+        let (part, tail) = rest.split_at_mut((w[1] - w[0]) * sz);
+        parts.push(part);
+        rest = tail;
+    }
+    parts
 }
