@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::bioheat::{self, Problem, Settings, Source, Tissue, BLOOD};
 use crate::coverage::{self, Coverage, HeatSink};
 use crate::damage::Criterion;
-use crate::devices::{Modality, ZoneLookup};
+use crate::devices::{Modality, ZoneEntry, ZoneLookup};
 use crate::error::{positive, AblationError};
 use crate::placement::{self, mask_points};
 use crate::zone::{add, scale, sub, union_mask, Applicator, EllipsoidZone};
@@ -74,7 +74,8 @@ pub fn analysis_grid(region: &Mask, pad_mm: f64, spacing_mm: f64) -> Result<Grid
 pub enum Mode {
     /// Ellipsoid from a device table row.
     Device(ZoneLookup),
-    /// Pennes bioheat simulation of one applicator.
+    /// Pennes bioheat simulation: one applicator, or more when one zone falls short of
+    /// tumour + margin (placed with the simulated zone as model, then simulated together).
     Simulate {
         modality: Modality,
         power_w: f64,
@@ -133,6 +134,9 @@ pub struct SimulationSummary {
     pub other_tissue: Tissue,
     pub blood: bioheat::Blood,
     pub sink_voxels: usize,
+    /// Applicators heating together (each at `power_w`).
+    pub applicators: usize,
+    /// The first applicator's source (the others are the same, moved).
     pub source: Source,
     pub simplifications: &'static str,
 }
@@ -153,7 +157,8 @@ pub struct Plan {
     pub coverage: Coverage,
     pub heat_sinks: Vec<HeatSink>,
     pub criterion: String,
-    /// Covered fraction of tumour + margin after 1, 2, ... applicators (device mode).
+    /// Covered fraction of tumour + margin after 1, 2, ... applicators (device mode: by
+    /// the table's ellipsoids; simulate mode: simulated with that many applicators).
     pub covered_fraction_by_count: Vec<f64>,
     pub simulation: Option<SimulationSummary>,
     pub temperature_c: Option<Volume<f32>>,
@@ -255,53 +260,90 @@ pub fn plan(request: &Request) -> Result<Plan, AblationError> {
                 Some((e, _)) => add(e, scale(axis, pinhole_volume::math::dot(sub(c, e), axis))),
                 None => c,
             };
-            let (source, tip) = match modality {
-                Modality::Laser => {
-                    let tip = add(centre, scale(axis, 5.0));
-                    (
-                        Source::laser(
-                            Applicator {
-                                tip_lps: tip,
-                                axis_lps: axis,
-                            },
-                            *power_w,
-                        ),
-                        tip,
-                    )
-                }
-                _ => {
-                    let tip = add(centre, scale(axis, 8.0));
-                    (
-                        Source::microwave(
-                            Applicator {
-                                tip_lps: tip,
-                                axis_lps: axis,
-                            },
-                            *power_w,
-                        ),
-                        tip,
-                    )
-                }
+            let tip_ahead_mm = if *modality == Modality::Laser {
+                5.0
+            } else {
+                8.0
             };
-            let problem = build_problem(request, &grid, source)?;
+            let first = Applicator {
+                tip_lps: add(centre, scale(axis, tip_ahead_mm)),
+                axis_lps: axis,
+            };
+            let source_at = |a: Applicator| match modality {
+                Modality::Laser => Source::laser(a, *power_w),
+                _ => Source::microwave(a, *power_w),
+            };
             let mut settings = settings.clone();
             settings.duration_s = minutes * 60.0;
             settings.damage = true;
-            let solution = bioheat::solve(&problem, &settings)?;
-            let mask = solution.ablated(*criterion);
+            let simulate = |applicators: &[Applicator]| -> Result<_, AblationError> {
+                let sources = applicators.iter().map(|&a| source_at(a)).collect();
+                let problem = build_problem(request, &grid, sources)?;
+                let solution = bioheat::solve(&problem, &settings)?;
+                let mask = solution.ablated(*criterion);
+                let covered = region
+                    .data()
+                    .iter()
+                    .zip(mask.data())
+                    .filter(|(&r, &m)| r && m)
+                    .count() as f64
+                    / region_all.len().max(1) as f64;
+                Ok((problem, solution, mask, covered))
+            };
+            let (mut problem, mut solution, mut mask, single_covered) = simulate(&[first])?;
+            let (center, long, short) = extent_along(&mask, first.tip_lps, axis);
+            let mut applicators = vec![first];
+            let mut by_count = vec![single_covered];
+            // One zone short of the goal: place more applicators with the simulated
+            // single zone as the ellipsoid model, then simulate them heating together.
+            if single_covered < PLACEMENT_GOAL_FRACTION && request.max_applicators > 1 && long > 0.0
+            {
+                let along = pinhole_volume::math::dot(sub(center, first.tip_lps), axis);
+                let model = ZoneEntry {
+                    power_w: *power_w,
+                    minutes: *minutes,
+                    long_axis_mm: long,
+                    short_axis_mm: short,
+                    beyond_tip_mm: along + long / 2.0,
+                };
+                let placed = placement::greedy_cover(
+                    axis,
+                    &model,
+                    &region_points,
+                    Some(first),
+                    request.max_applicators,
+                    PLACEMENT_GOAL_FRACTION,
+                )?;
+                for n in 2..=placed.applicators.len() {
+                    let run = simulate(&placed.applicators[..n])?;
+                    by_count.push(run.3);
+                    (problem, solution, mask) = (run.0, run.1, run.2);
+                    applicators = placed.applicators[..n].to_vec();
+                    if run.3 >= PLACEMENT_GOAL_FRACTION {
+                        break;
+                    }
+                }
+            }
             let voxel_ml = grid.voxel_volume_mm3() / 1000.0;
             let vol = |m: &Mask| m.data().iter().filter(|&&b| b).count() as f64 * voxel_ml;
             let arr = solution.ablated(Criterion::Arrhenius);
             let cem = solution.ablated(Criterion::Cem43);
-            let (center, long, short) = extent_along(&mask, tip, axis);
-            let zones = vec![PlacedZone {
-                tip_lps: tip,
-                axis_lps: axis,
-                center_lps: center,
-                long_axis_mm: long,
-                short_axis_mm: short,
-                volume_ml: vol(&mask),
-            }];
+            // Each applicator's zone: the single simulated zone moved with it (the joint
+            // zone is `zone_mask`).
+            let zones = applicators
+                .iter()
+                .map(|a| {
+                    let shift = sub(a.tip_lps, first.tip_lps);
+                    PlacedZone {
+                        tip_lps: a.tip_lps,
+                        axis_lps: a.axis_lps,
+                        center_lps: add(center, shift),
+                        long_axis_mm: long,
+                        short_axis_mm: short,
+                        volume_ml: vol(&mask) / applicators.len() as f64,
+                    }
+                })
+                .collect();
             let summary = SimulationSummary {
                 modality: *modality,
                 power_w: *power_w,
@@ -316,21 +358,15 @@ pub fn plan(request: &Request) -> Result<Plan, AblationError> {
                 other_tissue: request.other_tissue.clone(),
                 blood: BLOOD,
                 sink_voxels: problem.sink.iter().filter(|&&s| s).count(),
-                source,
+                applicators: applicators.len(),
+                source: source_at(first),
                 simplifications: SIMULATION_SIMPLIFICATIONS,
             };
-            let frac = region
-                .data()
-                .iter()
-                .zip(mask.data())
-                .filter(|(&r, &m)| r && m)
-                .count() as f64
-                / region_all.len().max(1) as f64;
             (
                 zones,
                 mask,
                 format!("simulation: {}", criterion.describe()),
-                vec![frac],
+                by_count,
                 Some(summary),
                 Some(solution.temperature_c),
             )
@@ -363,7 +399,11 @@ fn centroid(points: &[Vec3]) -> Vec3 {
 }
 
 /// The bioheat problem on the analysis grid: liver / other tissue per label, vessel sinks.
-fn build_problem(request: &Request, grid: &Grid, source: Source) -> Result<Problem, AblationError> {
+fn build_problem(
+    request: &Request,
+    grid: &Grid,
+    sources: Vec<Source>,
+) -> Result<Problem, AblationError> {
     let labels = &request.labels;
     let vessel_ids: Vec<u16> = request
         .vessels
@@ -378,7 +418,7 @@ fn build_problem(request: &Request, grid: &Grid, source: Source) -> Result<Probl
         problem.tissue_of_voxel[o] = if is_liver { 0 } else { 1 };
         problem.sink[o] = l != 0 && vessel_ids.contains(&l) && !request.tumor.data()[o];
     }
-    problem.sources.push(source);
+    problem.sources = sources;
     Ok(problem)
 }
 

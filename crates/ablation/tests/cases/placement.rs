@@ -58,3 +58,62 @@ fn a_tumour_wider_than_one_zone_gets_two_applicators() {
     let axis = principal_axis(&mask_points(&tumor, 1));
     assert!(axis[0].abs() > 0.99, "{axis:?}");
 }
+
+/// Simulate mode: a dumbbell tumour longer than one simulated zone gets more applicators,
+/// simulated heating together, and reaches more coverage than one applicator.
+#[test]
+fn simulate_mode_adds_applicators_when_one_simulated_zone_falls_short() {
+    use pinhole_ablation::bioheat::{Settings, Tissue};
+    use pinhole_ablation::damage::Criterion;
+    use pinhole_ablation::devices::Modality;
+    use pinhole_ablation::plan::{plan, Mode, Request};
+    use pinhole_volume::Volume;
+
+    let o = -(45.0 - 1.0) * 1.5 / 2.0;
+    let grid = pinhole_volume::Grid::axis_aligned([45; 3], [1.5; 3], [o; 3]).unwrap();
+    let tumor = mask_where(&grid, |p| {
+        let r2 = p[1] * p[1] + p[2] * p[2];
+        (p[0] - 12.0).powi(2) + r2 <= 36.0 || (p[0] + 12.0).powi(2) + r2 <= 36.0
+    });
+    let request = Request {
+        labels: Volume::filled(grid.clone(), 1u16),
+        tumor,
+        margin_mm: 5.0,
+        vessels: Vec::new(),
+        liver_id: Some(1),
+        liver: Tissue::liver(),
+        other_tissue: Tissue::liver(),
+        path: None,
+        mode: Mode::Simulate {
+            modality: Modality::Microwave,
+            power_w: 12.0,
+            minutes: 3.0,
+            criterion: Criterion::Arrhenius,
+            settings: Settings::default(),
+        },
+        max_applicators: 3,
+    };
+    let result = plan(&request).unwrap();
+    let sim = result.simulation.as_ref().unwrap();
+    let by_count = &result.covered_fraction_by_count;
+    assert!(sim.applicators >= 2, "{by_count:?}");
+    assert_eq!(result.zones.len(), sim.applicators);
+    assert_eq!(by_count.len(), sim.applicators);
+    assert!(
+        by_count[0] < 0.9,
+        "one applicator already covers {by_count:?}"
+    );
+    let last = by_count[by_count.len() - 1];
+    assert!(last > by_count[0] + 0.1, "{by_count:?}");
+    // The joint zone's coverage is what the plan reports.
+    assert!(
+        (result.coverage.coverage_margin_pct / 100.0 - last).abs() < 0.02,
+        "{:?}",
+        result.coverage
+    );
+    let tips: Vec<f64> = result.zones.iter().map(|z| z.tip_lps[0]).collect();
+    assert!(
+        tips.iter().any(|&x| x < 0.0) && tips.iter().any(|&x| x > 0.0),
+        "{tips:?}"
+    );
+}
