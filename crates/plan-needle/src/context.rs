@@ -249,18 +249,52 @@ impl PlanningContext {
     /// Coarse distance field (mm, between coarse cell centres) to the cells holding any
     /// voxel of `ids` (sorted). Cached.
     pub fn field(&self, ids: &[u16]) -> Arc<Vec<f32>> {
-        if let Some(f) = lock(&self.fields).get(ids) {
-            return f.clone();
+        self.prepare(&[ids.to_vec()]);
+        match lock(&self.fields).get(ids) {
+            Some(f) => f.clone(),
+            None => Arc::new(vec![f32::INFINITY; self.coarse.voxel_count()]),
         }
-        let lut = lut_of(ids);
-        let occupancy = self.coarse_occupancy(&lut);
-        let field = match Mask::new(self.coarse.clone(), occupancy) {
+    }
+
+    /// Computes and caches the coarse fields and boundary bins of several label sets
+    /// (each sorted) together: one pass over the label map per 8 sets for the coarse
+    /// occupancy, one for the boundary voxels, then the distance transforms side by side.
+    pub fn prepare(&self, sets: &[Vec<u16>]) {
+        let mut missing: Vec<Vec<u16>> = sets
+            .iter()
+            .filter(|ids| {
+                !lock(&self.fields).contains_key(ids.as_slice())
+                    || !lock(&self.bins).contains_key(ids.as_slice())
+            })
+            .cloned()
+            .collect();
+        missing.sort();
+        missing.dedup();
+        for batch in missing.chunks(8) {
+            let mut lut = vec![0u8; usize::from(u16::MAX) + 1];
+            for (g, ids) in batch.iter().enumerate() {
+                for &id in ids {
+                    lut[usize::from(id)] |= 1 << g;
+                }
+            }
+            let occupancy = self.coarse_occupancy(&lut);
+            let points = self.boundary_points(&lut, batch.len());
+            let fields: Vec<Vec<f32>> = (0..batch.len())
+                .into_par_iter()
+                .map(|g| self.field_of(occupancy.iter().map(|&b| b & (1 << g) != 0).collect()))
+                .collect();
+            for ((ids, field), points) in batch.iter().zip(fields).zip(points) {
+                lock(&self.fields).insert(ids.clone(), Arc::new(field));
+                lock(&self.bins).insert(ids.clone(), Arc::new(self.bin(points)));
+            }
+        }
+    }
+
+    fn field_of(&self, occupancy: Vec<bool>) -> Vec<f32> {
+        match Mask::new(self.coarse.clone(), occupancy) {
             Ok(mask) if mask.data().iter().any(|&b| b) => distance_to(&mask).into_data(),
             _ => vec![f32::INFINITY; self.coarse.voxel_count()],
-        };
-        let field = Arc::new(field);
-        lock(&self.fields).insert(ids.to_vec(), field.clone());
-        field
+        }
     }
 
     /// Distance (mm) from each coarse body cell centre to the nearest non-body cell
@@ -307,45 +341,70 @@ impl PlanningContext {
 
     /// Boundary voxel centres of `ids` (sorted), binned. Cached.
     pub fn bins(&self, ids: &[u16]) -> Arc<Bins> {
-        if let Some(b) = lock(&self.bins).get(ids) {
-            return b.clone();
+        self.prepare(&[ids.to_vec()]);
+        match lock(&self.bins).get(ids) {
+            Some(b) => b.clone(),
+            None => Arc::new(self.bin(Vec::new())),
         }
-        let lut = lut_of(ids);
+    }
+
+    /// Centres of the voxels on the boundary of each set `g < sets` (bit g of `lut`): in
+    /// the set, with a 6-neighbour outside it or on the grid's edge.
+    fn boundary_points(&self, lut: &[u8], sets: usize) -> Vec<Vec<[f32; 3]>> {
         let grid = self.labels.grid();
         let [nx, ny, nz] = grid.dims();
         let data = self.labels.data();
-        let inside = |i: usize, j: usize, k: usize| lut[data[i + nx * (j + ny * k)] as usize];
-        let points: Vec<[f32; 3]> = (0..nz)
+        let bits = |i: usize, j: usize, k: usize| lut[usize::from(data[i + nx * (j + ny * k)])];
+        let per_slab: Vec<Vec<Vec<[f32; 3]>>> = (0..nz)
             .into_par_iter()
-            .flat_map_iter(|k| {
-                let mut out = Vec::new();
+            .map(|k| {
+                let mut out = vec![Vec::new(); sets];
                 for j in 0..ny {
                     for i in 0..nx {
-                        if !inside(i, j, k) {
+                        let here = bits(i, j, k);
+                        if here == 0 {
                             continue;
                         }
-                        let border = i == 0
-                            || j == 0
-                            || k == 0
-                            || i + 1 == nx
-                            || j + 1 == ny
-                            || k + 1 == nz
-                            || !inside(i - 1, j, k)
-                            || !inside(i + 1, j, k)
-                            || !inside(i, j - 1, k)
-                            || !inside(i, j + 1, k)
-                            || !inside(i, j, k - 1)
-                            || !inside(i, j, k + 1);
-                        if border {
-                            let p = grid.index_to_world([i as f64, j as f64, k as f64]);
-                            out.push(p.map(|v| v as f32));
+                        let edge =
+                            i == 0 || j == 0 || k == 0 || i + 1 == nx || j + 1 == ny || k + 1 == nz;
+                        let border = if edge {
+                            here
+                        } else {
+                            let all_neighbours = bits(i - 1, j, k)
+                                & bits(i + 1, j, k)
+                                & bits(i, j - 1, k)
+                                & bits(i, j + 1, k)
+                                & bits(i, j, k - 1)
+                                & bits(i, j, k + 1);
+                            here & !all_neighbours
+                        };
+                        if border == 0 {
+                            continue;
+                        }
+                        let p = grid
+                            .index_to_world([i as f64, j as f64, k as f64])
+                            .map(|v| v as f32);
+                        for (g, points) in out.iter_mut().enumerate() {
+                            if border & (1 << g) != 0 {
+                                points.push(p);
+                            }
                         }
                     }
                 }
                 out
             })
             .collect();
-        let (lo, hi) = grid.bounds_lps();
+        let mut points = vec![Vec::new(); sets];
+        for slab in per_slab {
+            for (all, part) in points.iter_mut().zip(slab) {
+                all.extend(part);
+            }
+        }
+        points
+    }
+
+    fn bin(&self, points: Vec<[f32; 3]>) -> Bins {
+        let (lo, hi) = self.labels.grid().bounds_lps();
         let dims = [0, 1, 2].map(|a| (((hi[a] - lo[a]) / BIN_MM).floor() as usize) + 1);
         let mut cells = vec![Vec::new(); dims[0] * dims[1] * dims[2]];
         for p in points {
@@ -354,16 +413,15 @@ impl PlanningContext {
             });
             cells[c[0] + dims[0] * (c[1] + dims[1] * c[2])].push(p);
         }
-        let bins = Arc::new(Bins {
+        Bins {
             origin: lo,
             dims,
             cells,
-        });
-        lock(&self.bins).insert(ids.to_vec(), bins.clone());
-        bins
+        }
     }
 
-    fn coarse_occupancy(&self, lut: &[bool]) -> Vec<bool> {
+    /// Coarse cells holding a voxel of each set: bit g of the result from bit g of `lut`.
+    fn coarse_occupancy(&self, lut: &[u8]) -> Vec<u8> {
         let [cx, cy, cz] = self.coarse.dims();
         let [nx, ny, nz] = self.labels.grid().dims();
         let f = self.factor;
@@ -371,15 +429,13 @@ impl PlanningContext {
         (0..cz)
             .into_par_iter()
             .flat_map_iter(|kc| {
-                let mut occ = vec![false; cx * cy];
+                let mut occ = vec![0u8; cx * cy];
                 for k in kc * f[2]..((kc + 1) * f[2]).min(nz) {
                     for j in 0..ny {
                         let row = &data[nx * (j + ny * k)..nx * (j + ny * k) + nx];
                         let base = cx * (j / f[1]);
                         for (i, &l) in row.iter().enumerate() {
-                            if lut[l as usize] {
-                                occ[base + i / f[0]] = true;
-                            }
+                            occ[base + i / f[0]] |= lut[usize::from(l)];
                         }
                     }
                 }

@@ -366,6 +366,8 @@ impl PlanningContext {
                 }
             }
         }
+        let sets: Vec<Vec<u16>> = groups.iter().map(|(_, ids, _)| ids.clone()).collect();
+        self.prepare(&sets);
         let resolved: Vec<ResolvedGroup> = groups
             .into_iter()
             .map(|(g, ids, names)| {

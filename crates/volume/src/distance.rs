@@ -44,17 +44,12 @@ fn squared_distance_to(mask: &Mask, is_feature: impl Fn(&bool) -> bool + Sync) -
     let grid = mask.grid();
     let [nx, ny, nz] = grid.dims();
     let [sx, sy, sz] = grid.spacing_mm();
-    let mut d2: Vec<f64> = mask
-        .data()
-        .par_iter()
-        .map(|m| if is_feature(m) { 0.0 } else { f64::INFINITY })
-        .collect();
-
-    // Pass along i: rows are contiguous.
-    d2.par_chunks_mut(nx).for_each_init(
-        || Envelope::new(nx),
-        |env, row| env.transform_in_place(row, sx),
-    );
+    // Pass along i: on a binary input the 1-D transform is the squared distance to the
+    // nearest feature in the row, found by one scan each way (no parabolas needed).
+    let mut d2 = vec![0.0f64; grid.voxel_count()];
+    d2.par_chunks_mut(nx)
+        .zip(mask.data().par_chunks(nx))
+        .for_each(|(row, m)| nearest_in_row(m, &is_feature, row, sx));
     // Pass along j: within each k-slice, gather every column.
     d2.par_chunks_mut(nx * ny).for_each_init(
         || (Envelope::new(ny), vec![0.0; ny]),
@@ -100,6 +95,31 @@ fn squared_distance_to(mask: &Mask, is_feature: impl Fn(&bool) -> bool + Sync) -
             }
         });
     Volume::from_grid_data(grid.clone(), out)
+}
+
+/// `out[i]` = (spacing·|i − q|)² for the nearest `q` in the row where `is_feature`
+/// holds (∞ when there is none).
+fn nearest_in_row(row: &[bool], is_feature: impl Fn(&bool) -> bool, out: &mut [f64], spacing: f64) {
+    let mut last: Option<usize> = None;
+    for (i, (m, o)) in row.iter().zip(out.iter_mut()).enumerate() {
+        if is_feature(m) {
+            last = Some(i);
+        }
+        *o = last.map_or(f64::INFINITY, |q| {
+            let d = spacing * (i - q) as f64;
+            d * d
+        });
+    }
+    let mut next: Option<usize> = None;
+    for (i, (m, o)) in row.iter().zip(out.iter_mut()).enumerate().rev() {
+        if is_feature(m) {
+            next = Some(i);
+        }
+        if let Some(q) = next {
+            let d = spacing * (q - i) as f64;
+            *o = o.min(d * d);
+        }
+    }
 }
 
 /// Scratch space for the 1-D lower envelope of parabolas.
