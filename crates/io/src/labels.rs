@@ -110,6 +110,12 @@ impl LabelTable {
         parse_color_table(path, &read_text(path)?)
     }
 
+    /// Parses colour-table text (as [`LabelTable::from_slicer_color_table`]); `origin`
+    /// names it in errors.
+    pub fn from_color_table_text(origin: &str, text: &str) -> Result<Self> {
+        parse_color_table(Path::new(origin), text)
+    }
+
     /// Adds or replaces a label.
     pub fn insert(&mut self, id: u32, entry: LabelEntry) {
         self.entries.insert(id, entry);

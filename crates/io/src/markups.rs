@@ -216,8 +216,13 @@ fn control_point_json<'a>(
 /// x and y negated). Control points whose `positionStatus` is `undefined` are skipped.
 pub fn read_markups(path: &Path) -> Result<Vec<Markup>> {
     let text = std::fs::read_to_string(path).with_path(path)?;
+    parse_markups(path, &text)
+}
+
+/// Parses `.mrk.json` text (as [`read_markups`]); `path` names it in errors.
+pub fn parse_markups(path: &Path, text: &str) -> Result<Vec<Markup>> {
     let bad = |message: String| Error::new(path, ErrorKind::InvalidHeader(message));
-    let root: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let root: Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let schema = root
         .get("@schema")
         .and_then(Value::as_str)

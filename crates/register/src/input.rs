@@ -42,7 +42,19 @@ pub fn read_xray(path: &Path) -> Result<Image, RegisterError> {
 /// PNG, 8 or 16 bits per sample; colour is converted to luminance (Rec. 601).
 pub fn read_png(path: &Path) -> Result<Image, RegisterError> {
     let file = std::fs::File::open(path).map_err(|e| err(path, e.to_string()))?;
-    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decode_png_from(path, std::io::BufReader::new(file))
+}
+
+/// [`read_png`] on bytes in memory; `origin` names them in errors.
+pub fn decode_png(origin: &Path, bytes: &[u8]) -> Result<Image, RegisterError> {
+    decode_png_from(origin, std::io::Cursor::new(bytes))
+}
+
+fn decode_png_from<R: std::io::BufRead + std::io::Seek>(
+    path: &Path,
+    reader: R,
+) -> Result<Image, RegisterError> {
+    let mut decoder = png::Decoder::new(reader);
     decoder.set_transformations(png::Transformations::EXPAND);
     let mut reader = decoder.read_info().map_err(|e| err(path, e.to_string()))?;
     let size = reader
