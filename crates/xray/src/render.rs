@@ -185,6 +185,46 @@ impl<'a> RayVolume<'a> {
         }
     }
 
+    /// Siddon line integrals from `source` to each of `targets` into `out`, several rays
+    /// walked in turn: their traversals are independent dependency chains the CPU can
+    /// overlap, where one ray alone waits on each step's compare-and-select. Each ray
+    /// visits its voxels in the same order as [`Self::integrate`], so the sums are equal.
+    fn siddon_row(&self, source: Vec3, targets: &[Vec3], out: &mut [f32]) {
+        const LANES: usize = 8;
+        for (targets, out) in targets.chunks(LANES).zip(out.chunks_mut(LANES)) {
+            let mut walkers: Vec<(Walker, f64)> = targets
+                .iter()
+                .map(|&target| {
+                    let world_dir = sub(target, source);
+                    let length = pinhole_volume::math::norm(world_dir);
+                    let o = self.to_index(source);
+                    let d = self.dir_to_index(world_dir);
+                    let walker = match self.clip(o, d) {
+                        Some((t0, t1)) if length > 0.0 => Walker::new(self.dims, o, d, t0, t1),
+                        _ => Walker::finished(),
+                    };
+                    (walker, length)
+                })
+                .collect();
+            let mut sums = [0.0f64; LANES];
+            loop {
+                let mut active = false;
+                for ((walker, _), sum) in walkers.iter_mut().zip(sums.iter_mut()) {
+                    if let Some((offset, dt)) = walker.next_visit() {
+                        *sum += f64::from(self.mu[offset]) * dt;
+                        active = true;
+                    }
+                }
+                if !active {
+                    break;
+                }
+            }
+            for ((o, sum), (_, length)) in out.iter_mut().zip(sums).zip(&walkers) {
+                *o = (sum * length) as f32;
+            }
+        }
+    }
+
     /// Σ μ·Δt over voxel boxes (t in ray-parameter units).
     fn siddon(&self, o: Vec3, d: Vec3, t0: f64, t1: f64) -> f64 {
         let mut sum = 0.0f64;
@@ -281,9 +321,6 @@ impl<'a> Sampler<'a> {
 
 /// Amanatides–Woo traversal of the voxel boxes hit by `o + t·d` for `t ∈ [t0, t1]`
 /// (index space), calling `visit(offset, Δt)` for each.
-///
-/// The memory offset is stepped incrementally, the next axis is picked without
-/// data-dependent branches, and each axis counts the voxels left before the grid's edge.
 fn traverse(
     dims: [usize; 3],
     o: Vec3,
@@ -292,43 +329,97 @@ fn traverse(
     t1: f64,
     mut visit: impl FnMut(usize, f64),
 ) {
-    let mid = t0 + 1e-9 * (t1 - t0);
-    let strides = [1, dims[0], dims[0] * dims[1]];
-    let mut offset = 0usize;
-    let mut step = [0isize; 3];
-    let mut left = [usize::MAX; 3];
-    let mut t_next = [f64::INFINITY; 3];
-    let mut t_delta = [f64::INFINITY; 3];
-    for a in 0..3 {
-        let p = o[a] + d[a] * mid;
-        let c = (p + 0.5).floor().clamp(0.0, (dims[a] - 1) as f64);
-        let cell = c as usize;
-        offset += cell * strides[a];
-        if d[a] > 0.0 {
-            step[a] = strides[a] as isize;
-            left[a] = dims[a] - 1 - cell;
-            t_next[a] = (c + 0.5 - o[a]) / d[a];
-            t_delta[a] = 1.0 / d[a];
-        } else if d[a] < 0.0 {
-            step[a] = -(strides[a] as isize);
-            left[a] = cell;
-            t_next[a] = (c - 0.5 - o[a]) / d[a];
-            t_delta[a] = -1.0 / d[a];
+    let mut walker = Walker::new(dims, o, d, t0, t1);
+    while let Some((offset, dt)) = walker.next_visit() {
+        visit(offset, dt);
+    }
+}
+
+/// State of one Amanatides–Woo traversal. The memory offset is stepped incrementally,
+/// the next axis is picked without data-dependent branches, and each axis counts the
+/// voxels left before the grid's edge.
+struct Walker {
+    offset: usize,
+    step: [isize; 3],
+    left: [usize; 3],
+    t_next: [f64; 3],
+    t_delta: [f64; 3],
+    t: f64,
+    t1: f64,
+    done: bool,
+}
+
+impl Walker {
+    fn new(dims: [usize; 3], o: Vec3, d: Vec3, t0: f64, t1: f64) -> Self {
+        let mid = t0 + 1e-9 * (t1 - t0);
+        let strides = [1, dims[0], dims[0] * dims[1]];
+        let mut w = Self {
+            offset: 0,
+            step: [0; 3],
+            left: [usize::MAX; 3],
+            t_next: [f64::INFINITY; 3],
+            t_delta: [f64::INFINITY; 3],
+            t: t0,
+            t1,
+            done: false,
+        };
+        for a in 0..3 {
+            let p = o[a] + d[a] * mid;
+            let c = (p + 0.5).floor().clamp(0.0, (dims[a] - 1) as f64);
+            let cell = c as usize;
+            w.offset += cell * strides[a];
+            if d[a] > 0.0 {
+                w.step[a] = strides[a] as isize;
+                w.left[a] = dims[a] - 1 - cell;
+                w.t_next[a] = (c + 0.5 - o[a]) / d[a];
+                w.t_delta[a] = 1.0 / d[a];
+            } else if d[a] < 0.0 {
+                w.step[a] = -(strides[a] as isize);
+                w.left[a] = cell;
+                w.t_next[a] = (c - 0.5 - o[a]) / d[a];
+                w.t_delta[a] = -1.0 / d[a];
+            }
+        }
+        w
+    }
+
+    /// A ray that misses the volume.
+    fn finished() -> Self {
+        Self {
+            offset: 0,
+            step: [0; 3],
+            left: [0; 3],
+            t_next: [f64::INFINITY; 3],
+            t_delta: [f64::INFINITY; 3],
+            t: 0.0,
+            t1: 0.0,
+            done: true,
         }
     }
-    let mut t = t0;
-    loop {
-        let a01 = usize::from(t_next[1] < t_next[0]);
-        let a = if t_next[2] < t_next[a01] { 2 } else { a01 };
-        let t_cross = t_next[a];
-        visit(offset, (t_cross.min(t1) - t).max(0.0));
-        if t_cross >= t1 || left[a] == 0 {
-            break;
+
+    /// The next voxel box and the parameter length inside it, `None` once past `t1`.
+    #[inline(always)]
+    fn next_visit(&mut self) -> Option<(usize, f64)> {
+        if self.done {
+            return None;
         }
-        t = t_cross;
-        t_next[a] += t_delta[a];
-        left[a] -= 1;
-        offset = offset.wrapping_add_signed(step[a]);
+        let a01 = usize::from(self.t_next[1] < self.t_next[0]);
+        let a = if self.t_next[2] < self.t_next[a01] {
+            2
+        } else {
+            a01
+        };
+        let t_cross = self.t_next[a];
+        let visit = (self.offset, (t_cross.min(self.t1) - self.t).max(0.0));
+        if t_cross >= self.t1 || self.left[a] == 0 {
+            self.done = true;
+        } else {
+            self.t = t_cross;
+            self.t_next[a] += self.t_delta[a];
+            self.left[a] -= 1;
+            self.offset = self.offset.wrapping_add_signed(self.step[a]);
+        }
+        Some(visit)
     }
 }
 
@@ -341,9 +432,7 @@ pub fn render(mu: &Volume<f32>, projection: &Projection, integrator: Integrator)
     data.par_chunks_mut(w).enumerate().for_each(|(row, line)| {
         let target = |col: usize| projection.pixel_lps(col as f64, row as f64);
         if integrator == Integrator::Siddon {
-            for (col, out) in line.iter_mut().enumerate() {
-                *out = volume.integrate(source, target(col), integrator) as f32;
-            }
+            volume.siddon_row(source, &(0..w).map(target).collect::<Vec<_>>(), line);
             return;
         }
         let rays: Vec<MarchRay> = (0..w)
