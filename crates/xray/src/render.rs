@@ -191,36 +191,41 @@ impl<'a> RayVolume<'a> {
     /// visits its voxels in the same order as [`Self::integrate`], so the sums are equal.
     fn siddon_row(&self, source: Vec3, targets: &[Vec3], out: &mut [f32]) {
         const LANES: usize = 8;
-        for (targets, out) in targets.chunks(LANES).zip(out.chunks_mut(LANES)) {
-            let mut walkers: Vec<(Walker, f64)> = targets
-                .iter()
-                .map(|&target| {
-                    let world_dir = sub(target, source);
-                    let length = pinhole_volume::math::norm(world_dir);
-                    let o = self.to_index(source);
-                    let d = self.dir_to_index(world_dir);
-                    let walker = match self.clip(o, d) {
-                        Some((t0, t1)) if length > 0.0 => Walker::new(self.dims, o, d, t0, t1),
-                        _ => Walker::finished(),
-                    };
-                    (walker, length)
-                })
-                .collect();
-            let mut sums = [0.0f64; LANES];
-            loop {
-                let mut active = false;
-                for ((walker, _), sum) in walkers.iter_mut().zip(sums.iter_mut()) {
-                    if let Some((offset, dt)) = walker.next_visit() {
-                        *sum += f64::from(self.mu[offset]) * dt;
-                        active = true;
-                    }
+        let o = self.to_index(source);
+        let start = |col: usize| -> Walker {
+            let world_dir = sub(targets[col], source);
+            let d = self.dir_to_index(world_dir);
+            match self.clip(o, d) {
+                Some((t0, t1)) if pinhole_volume::math::norm(world_dir) > 0.0 => {
+                    Walker::new(self.dims, o, d, t0, t1)
                 }
-                if !active {
-                    break;
-                }
+                _ => Walker::finished(),
             }
-            for ((o, sum), (_, length)) in out.iter_mut().zip(sums).zip(&walkers) {
-                *o = (sum * length) as f32;
+        };
+        // Each lane walks one ray; a lane whose ray ends takes the row's next ray, so
+        // all lanes stay busy until the row's last rays.
+        let mut lanes: Vec<(usize, Walker, f64)> = (0..LANES.min(targets.len()))
+            .map(|col| (col, start(col), 0.0))
+            .collect();
+        let mut next_col = lanes.len();
+        let mut active = lanes.len();
+        while active > 0 {
+            for (col, walker, sum) in lanes.iter_mut() {
+                match walker.next_visit() {
+                    Some((offset, dt)) => *sum += f64::from(self.mu[offset]) * dt,
+                    None if *col < targets.len() => {
+                        let length = pinhole_volume::math::norm(sub(targets[*col], source));
+                        out[*col] = (*sum * length) as f32;
+                        if next_col < targets.len() {
+                            (*col, *walker, *sum) = (next_col, start(next_col), 0.0);
+                            next_col += 1;
+                        } else {
+                            *col = usize::MAX;
+                            active -= 1;
+                        }
+                    }
+                    None => {}
+                }
             }
         }
     }
