@@ -7,8 +7,6 @@
 //! Session: the abdomen CT's TotalSegmentator labels (../shared/data/abdomen-ct), target
 //! liver (deepest point), default risk groups. Prints one JSON object.
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
@@ -27,6 +25,15 @@ use pinhole_server::{PlanSource, ServerConfig, Session};
 use pinhole_volume::target::TargetSpec;
 
 const THREAD_NAME: &str = "igtl-bench-srv";
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Prefixes an error with what was being done (the file or the peer).
+fn ctx<E: std::fmt::Display>(
+    what: impl std::fmt::Display,
+) -> impl FnOnce(E) -> Box<dyn std::error::Error> {
+    move |e| format!("{what}: {e}").into()
+}
 
 fn data(rel: &str) -> PathBuf {
     std::env::var_os("PINHOLE_DATA")
@@ -68,25 +75,22 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-fn session() -> Session {
-    let labels = read_volume(
-        &data("abdomen-ct/example_seg.nii.gz"),
-        &ReadOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap()
-    .volume
-    .to_labels()
-    .unwrap();
+fn session() -> BenchResult<Session> {
+    let path = data("abdomen-ct/example_seg.nii.gz");
+    let labels = read_volume(&path, &ReadOptions::default(), &mut |_, _| {})
+        .map_err(ctx(path.display()))?
+        .volume
+        .to_labels()
+        .ok_or_else(|| format!("{}: not a label map", path.display()))?;
     let table = LabelTable::totalsegmentator_v2();
     let target = "liver:deepest"
         .parse::<TargetSpec>()
-        .unwrap()
+        .map_err(ctx("target liver:deepest"))?
         .resolve(&labels, |n| table.id_of(n))
-        .unwrap();
+        .map_err(ctx(format!("target liver:deepest in {}", path.display())))?;
     let names: BTreeMap<u32, String> = table.iter().map(|(i, e)| (i, e.name.clone())).collect();
     let grid = labels.grid().clone();
-    Session::new(
+    Ok(Session::new(
         &grid,
         labels,
         names,
@@ -98,19 +102,27 @@ fn session() -> Session {
         },
         None,
         serde_json::Value::Null,
-    )
+    ))
 }
 
-fn connect(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
+fn connect(port: u16) -> BenchResult<TcpStream> {
+    let peer = format!("server 127.0.0.1:{port}");
+    let s = TcpStream::connect(("127.0.0.1", port)).map_err(ctx(&peer))?;
+    s.set_nodelay(true).map_err(ctx(&peer))?;
+    Ok(s)
 }
 
-fn latency(port: u16, target: [f64; 3], rate_hz: f64, seconds: f64) -> serde_json::Value {
+fn latency(
+    port: u16,
+    target: [f64; 3],
+    rate_hz: f64,
+    seconds: f64,
+) -> BenchResult<serde_json::Value> {
     let n = (rate_hz * seconds) as usize;
-    let mut stream = connect(port);
-    let reader = stream.try_clone().unwrap();
+    let mut stream = connect(port)?;
+    let reader = stream
+        .try_clone()
+        .map_err(ctx("cloning the server socket"))?;
     let sent: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; n + 1]));
     let sent_r = sent.clone();
     let rx = std::thread::spawn(move || {
@@ -127,8 +139,12 @@ fn latency(port: u16, target: [f64; 3], rate_hz: f64, seconds: f64) -> serde_jso
                     .and_then(|t| t.split(',').next())
                     .and_then(|t| t.trim().parse::<usize>().ok())
                     .unwrap_or(0);
-                if let Some(Some(t0)) = sent_r.lock().unwrap().get(seq) {
-                    lat.push(now.duration_since(*t0).as_secs_f64() * 1e3);
+                let sent_at = sent_r
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.get(seq).copied().flatten());
+                if let Some(t0) = sent_at {
+                    lat.push(now.duration_since(t0).as_secs_f64() * 1e3);
                 }
                 if seq >= n {
                     break;
@@ -160,15 +176,21 @@ fn latency(port: u16, target: [f64; 3], rate_hz: f64, seconds: f64) -> serde_jso
             "NeedleTipToReference",
             Body::Transform(Transform::from_matrix(&m)),
         ))
-        .unwrap();
-        sent.lock().unwrap()[i] = Some(Instant::now());
-        stream.write_all(&bytes).unwrap();
+        .map_err(ctx("encoding a TRANSFORM"))?;
+        if let Ok(mut s) = sent.lock() {
+            s[i] = Some(Instant::now());
+        }
+        stream
+            .write_all(&bytes)
+            .map_err(ctx(format!("sending to server 127.0.0.1:{port}")))?;
     }
     let wall = start.elapsed().as_secs_f64();
-    let mut lat = rx.join().unwrap();
+    let mut lat = rx
+        .join()
+        .map_err(|_| "the metrics receiver thread panicked")?;
     let cpu = server_cpu_s() - cpu0;
     lat.sort_by(f64::total_cmp);
-    serde_json::json!({
+    Ok(serde_json::json!({
         "poses_sent": n,
         "metrics_received": lat.len(),
         "rate_hz": rate_hz,
@@ -177,36 +199,36 @@ fn latency(port: u16, target: [f64; 3], rate_hz: f64, seconds: f64) -> serde_jso
                         "max": lat.last().copied().unwrap_or(f64::NAN)},
         "server_cpu_s": cpu,
         "server_cpu_percent_of_one_core": 100.0 * cpu / wall,
-    })
+    }))
 }
 
-fn fanout(port: u16, clients: usize, fps: f64, seconds: f64) -> serde_json::Value {
+fn fanout(port: u16, clients: usize, fps: f64, seconds: f64) -> BenchResult<serde_json::Value> {
     let n = (fps * seconds) as usize;
-    let receivers: Vec<_> = (0..clients)
-        .map(|_| {
-            let s = connect(port);
-            std::thread::spawn(move || {
-                s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-                let mut r = BufReader::new(s);
-                let mut lat = Vec::new();
-                // Viewers (Slicer, PLUS) do not check the CRC; the server's side is measured.
-                let opts = DecodeOptions {
-                    verify_crc: false,
-                    ..Default::default()
-                };
-                while let Ok(m) = read_message(&mut r, &opts) {
-                    if let Body::Image(_) = m.body {
-                        let now = Timestamp::now().as_secs_f64();
-                        lat.push((now - m.timestamp.as_secs_f64()) * 1e3);
-                    }
+    let mut receivers = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let s = connect(port)?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .map_err(ctx("setting a receiver's read timeout"))?;
+        receivers.push(std::thread::spawn(move || {
+            let mut r = BufReader::new(s);
+            let mut lat = Vec::new();
+            // Viewers (Slicer, PLUS) do not check the CRC; the server's side is measured.
+            let opts = DecodeOptions {
+                verify_crc: false,
+                ..Default::default()
+            };
+            while let Ok(m) = read_message(&mut r, &opts) {
+                if let Body::Image(_) = m.body {
+                    let now = Timestamp::now().as_secs_f64();
+                    lat.push((now - m.timestamp.as_secs_f64()) * 1e3);
                 }
-                lat
-            })
-        })
-        .collect();
+            }
+            lat
+        }));
+    }
     std::thread::sleep(Duration::from_millis(300));
-    let mut src = connect(port);
-    let drain = src.try_clone().unwrap();
+    let mut src = connect(port)?;
+    let drain = src.try_clone().map_err(ctx("cloning the source socket"))?;
     std::thread::spawn(move || {
         let mut r = BufReader::new(drain);
         while read_message(&mut r, &DecodeOptions::default()).is_ok() {}
@@ -236,15 +258,21 @@ fn fanout(port: u16, clients: usize, fps: f64, seconds: f64) -> serde_json::Valu
         );
         let mut m = Message::new("Image_Reference", Body::Image(img));
         m.timestamp = Timestamp::now();
-        src.write_all(&encode(&m).unwrap()).unwrap();
+        let bytes = encode(&m).map_err(ctx("encoding an IMAGE"))?;
+        src.write_all(&bytes)
+            .map_err(ctx(format!("sending to server 127.0.0.1:{port}")))?;
     }
     let wall = start.elapsed().as_secs_f64();
-    let results: Vec<Vec<f64>> = receivers.into_iter().map(|h| h.join().unwrap()).collect();
+    let results = receivers
+        .into_iter()
+        .map(|h| h.join())
+        .collect::<Result<Vec<Vec<f64>>, _>>()
+        .map_err(|_| "an IMAGE receiver thread panicked")?;
     let cpu = server_cpu_s() - cpu0;
     let counts: Vec<usize> = results.iter().map(Vec::len).collect();
     let mut all: Vec<f64> = results.into_iter().flatten().collect();
     all.sort_by(f64::total_cmp);
-    serde_json::json!({
+    Ok(serde_json::json!({
         "clients": clients,
         "frames_sent": n,
         "target_fps": fps,
@@ -252,37 +280,37 @@ fn fanout(port: u16, clients: usize, fps: f64, seconds: f64) -> serde_json::Valu
         "min_fps_received": counts.iter().min().copied().unwrap_or(0) as f64 / wall,
         "latency_ms": {"p50": percentile(&all, 0.5), "p99": percentile(&all, 0.99)},
         "server_cpu_percent_of_one_core": 100.0 * cpu / wall,
-    })
+    }))
 }
 
-fn main() {
+fn main() -> BenchResult<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let secs = if quick { 2.0 } else { 10.0 };
-    let session = session();
+    let session = session()?;
     let target = session.guidance.plan().target_lps;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name(THREAD_NAME)
         .enable_all()
         .build()
-        .unwrap();
+        .map_err(ctx("starting the tokio runtime"))?;
     let config = ServerConfig {
-        igtl_addr: "127.0.0.1:0".parse().unwrap(),
+        igtl_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         http_addr: None,
         verbose: false,
         ..Default::default()
     };
-    let running = rt.block_on(pinhole_server::start(session, config)).unwrap();
+    let running = rt
+        .block_on(pinhole_server::start(session, config))
+        .map_err(ctx("starting the server"))?;
     let port = running.igtl_addr.port();
-    let lat = latency(port, target, 1000.0, secs);
-    let fan = fanout(port, 10, 60.0, if quick { 2.0 } else { 5.0 });
+    let lat = latency(port, target, 1000.0, secs)?;
+    let fan = fanout(port, 10, 60.0, if quick { 2.0 } else { 5.0 })?;
     rt.block_on(running.shutdown());
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&serde_json::json!({
-            "transform_to_metrics": lat,
-            "image_fanout_512x512_u8": fan,
-        }))
-        .unwrap()
-    );
+    let report = serde_json::json!({
+        "transform_to_metrics": lat,
+        "image_fanout_512x512_u8": fan,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
