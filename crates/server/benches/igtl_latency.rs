@@ -77,8 +77,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn session() -> BenchResult<Session> {
     let path = data("abdomen-ct/example_seg.nii.gz");
-    let labels = read_volume(&path, &ReadOptions::default(), &mut |_, _| {})
-        .map_err(ctx(path.display()))?
+    // pinhole-io's errors already name the file.
+    let labels = read_volume(&path, &ReadOptions::default(), &mut |_, _| {})?
         .volume
         .to_labels()
         .ok_or_else(|| format!("{}: not a label map", path.display()))?;
