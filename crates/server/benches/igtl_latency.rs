@@ -283,7 +283,14 @@ fn fanout(port: u16, clients: usize, fps: f64, seconds: f64) -> BenchResult<serd
     }))
 }
 
-fn main() -> BenchResult<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("igtl_latency: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> BenchResult<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let secs = if quick { 2.0 } else { 10.0 };
     let session = session()?;
