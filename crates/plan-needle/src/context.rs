@@ -16,6 +16,10 @@ use crate::PlanError;
 pub const BODY_THRESHOLD_HU: f32 = -500.0;
 /// Target spacing of the coarse screening grid, mm.
 pub const COARSE_SPACING_MM: f64 = 2.0;
+/// Values per chunk of a packed coarse cell (see [`PlanningContext::packed`]).
+pub(crate) const CELL_LANES: usize = 8;
+/// One chunk of a packed coarse cell.
+pub(crate) type Lanes = [f32; CELL_LANES];
 /// Side of the bins that index boundary voxels for exact clearance checks, mm.
 const BIN_MM: f64 = 8.0;
 
@@ -70,7 +74,7 @@ impl Bins {
 }
 
 /// Interleaved fields, keyed by the label sets of their groups.
-type PackedCache = HashMap<Vec<Vec<u16>>, Arc<Vec<f32>>>;
+type PackedCache = HashMap<Vec<Vec<u16>>, Arc<Vec<Lanes>>>;
 
 /// Voxel count and lowest world z (LPS S, mm) of one label.
 #[derive(Debug, Clone, Copy)]
@@ -312,26 +316,28 @@ impl PlanningContext {
             .clone()
     }
 
-    /// The body depth (mm, 0 outside) and the fields of several label sets interleaved per coarse voxel
-    /// (one cache line per ray sample instead of one per field). Cached.
-    pub(crate) fn packed(&self, keys: &[Vec<u16>], fields: &[Arc<Vec<f32>>]) -> Arc<Vec<f32>> {
+    /// The body depth (mm, 0 outside) and the fields of several label sets interleaved per
+    /// coarse voxel, in chunks of [`CELL_LANES`] (padded with +∞): one cache line per ray
+    /// sample instead of one per field, and lanes the compiler can compare at once. Cached.
+    pub(crate) fn packed(&self, keys: &[Vec<u16>], fields: &[Arc<Vec<f32>>]) -> Arc<Vec<Lanes>> {
         if let Some(p) = lock(&self.packed).get(keys) {
             return p.clone();
         }
-        let stride = fields.len() + 1;
+        let chunks = (fields.len() + 1).div_ceil(CELL_LANES);
         let depth = self.body_depth();
-        let mut packed = vec![0.0f32; self.body.len() * stride];
+        let mut packed = vec![[f32::INFINITY; CELL_LANES]; self.body.len() * chunks];
         packed
-            .par_chunks_mut(stride)
+            .par_chunks_mut(chunks)
             .enumerate()
             .for_each(|(o, cell)| {
-                cell[0] = if self.body[o] {
+                let body = if self.body[o] {
                     depth[o].max(1e-3)
                 } else {
                     0.0
                 };
-                for (g, f) in fields.iter().enumerate() {
-                    cell[g + 1] = f[o];
+                let values = std::iter::once(body).chain(fields.iter().map(|f| f[o]));
+                for (k, v) in values.enumerate() {
+                    cell[k / CELL_LANES][k % CELL_LANES] = v;
                 }
             });
         let packed = Arc::new(packed);

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use pinhole_volume::math::{cross, dot, norm};
 use pinhole_volume::{distance_inside, Mask, Target, Vec3};
-use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::context::{lut_of, Bins, PlanningContext, BODY_THRESHOLD_HU};
+use crate::context::{lut_of, Bins, Lanes, PlanningContext};
+use crate::march::{Marcher, Rule};
 use crate::profile::{matches_pattern, Profile, TargetAim};
 use crate::PlanError;
 
@@ -17,7 +17,7 @@ const EXACT_RADIUS_EXTRA_MM: f64 = 20.0;
 /// Sampling step of the exact verification along a path, mm.
 const VERIFY_STEP_MM: f64 = 0.25;
 /// Clearance margins above this count as "far" in the soft score, mm.
-const CLEARANCE_SATURATION_MM: f64 = 15.0;
+pub(crate) const CLEARANCE_SATURATION_MM: f64 = 15.0;
 /// Candidates (best score first) considered for the Pareto set.
 const PARETO_POOL: usize = 2000;
 
@@ -122,43 +122,44 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-struct Rules {
-    groups: Vec<ResolvedGroup>,
-    /// Per coarse voxel: body flag (1/0) then each group's distance (stride groups + 1).
-    packed: Arc<Vec<f32>>,
-    organ_lut: Vec<bool>,
-    traverse: Vec<(String, Vec<bool>, f64)>,
-    lobes: Option<Vec<u8>>,
-    avoid_fissures: bool,
-    max_pleura: Option<u32>,
-    caudal_z: Option<f64>,
-    approach: Vec<(Vec3, f64)>,
-    max_length_mm: f64,
-    max_skin_cos: f64,
-    max_axial_deg: Option<f64>,
-    needs_labels: bool,
-    labels_all_the_way: bool,
+pub(crate) struct Rules {
+    pub(crate) groups: Vec<ResolvedGroup>,
+    /// Per coarse voxel: body depth (0 outside) then each group's distance, in chunks of
+    /// `CELL_LANES` padded with +∞.
+    pub(crate) packed: Arc<Vec<Lanes>>,
+    pub(crate) organ_lut: Vec<bool>,
+    pub(crate) traverse: Vec<(String, Vec<bool>, f64)>,
+    pub(crate) lobes: Option<Vec<u8>>,
+    pub(crate) avoid_fissures: bool,
+    pub(crate) max_pleura: Option<u32>,
+    pub(crate) caudal_z: Option<f64>,
+    pub(crate) approach: Vec<(Vec3, f64)>,
+    pub(crate) max_length_mm: f64,
+    pub(crate) max_skin_cos: f64,
+    pub(crate) max_axial_deg: Option<f64>,
+    pub(crate) needs_labels: bool,
+    pub(crate) labels_all_the_way: bool,
     /// length, clearance, skin angle, capsule angle.
-    weights: [f64; 4],
+    pub(crate) weights: [f64; 4],
 }
 
 #[derive(Clone)]
-struct Candidate {
-    dir: Vec3,
-    entry: Vec3,
-    length_mm: f64,
-    margins: Vec<f64>,
-    coarse_min: Vec<f64>,
-    skin_angle_deg: f64,
-    capsule_angle_deg: Option<f64>,
-    traverse_mm: Vec<f64>,
-    pleura: Option<u32>,
-    score: f64,
-    violations: Vec<String>,
+pub(crate) struct Candidate {
+    pub(crate) dir: Vec3,
+    pub(crate) entry: Vec3,
+    pub(crate) length_mm: f64,
+    pub(crate) margins: Vec<f64>,
+    pub(crate) coarse_min: Vec<f64>,
+    pub(crate) skin_angle_deg: f64,
+    pub(crate) capsule_angle_deg: Option<f64>,
+    pub(crate) traverse_mm: Vec<f64>,
+    pub(crate) pleura: Option<u32>,
+    pub(crate) score: f64,
+    pub(crate) violations: Vec<String>,
 }
 
-enum Traced {
-    Rejected(String),
+pub(crate) enum Traced {
+    Rejected(Rule),
     Missed,
     Reached(Box<Candidate>),
 }
@@ -452,7 +453,8 @@ impl PlanningContext {
                 return Err(PlanError::BadEntry { entry_lps: entry });
             }
             let dir = d.map(|v| v / length);
-            let Traced::Reached(cand) = self.trace(&rules, target_lps, dir, Some(length)) else {
+            let marcher = Marcher::new(self, &rules, target_lps, Some(length));
+            let Traced::Reached(cand) = marcher.trace(dir) else {
                 return Err(PlanError::BadEntry { entry_lps: entry });
             };
             let mut cand = *cand;
@@ -477,16 +479,13 @@ impl PlanningContext {
         }
 
         let dirs = fibonacci_sphere(options.candidates.max(1));
-        let traced: Vec<Traced> = dirs
-            .par_iter()
-            .map(|&d| self.trace(&rules, target_lps, d, None))
-            .collect();
+        let traced = Marcher::new(self, &rules, target_lps, None).trace_all(&dirs);
         let mut rejected: BTreeMap<String, usize> = BTreeMap::new();
         let mut feasible: Vec<Candidate> = Vec::new();
         let mut skin_points = Vec::new();
         for t in traced {
             match t {
-                Traced::Rejected(rule) => *rejected.entry(rule).or_default() += 1,
+                Traced::Rejected(rule) => *rejected.entry(rule.name(&rules)).or_default() += 1,
                 Traced::Missed => *rejected.entry("leaves_scan".into()).or_default() += 1,
                 Traced::Reached(c) => {
                     if c.violations.is_empty() {
@@ -558,223 +557,9 @@ impl PlanningContext {
             warnings,
         })
     }
-
-    /// Marches from the target along `dir` to the skin (or to `stop_mm`), applying the
-    /// hard rules on the coarse fields. With `stop_mm` every violation is collected.
-    fn trace(&self, rules: &Rules, target: Vec3, dir: Vec3, stop_mm: Option<f64>) -> Traced {
-        let collect = stop_mm.is_some();
-        let mut violations: Vec<String> = Vec::new();
-        macro_rules! fail {
-            ($rule:expr) => {{
-                if collect {
-                    let r: String = $rule;
-                    if !violations.contains(&r) {
-                        violations.push(r);
-                    }
-                } else {
-                    return Traced::Rejected($rule);
-                }
-            }};
-        }
-        if !rules.approach.is_empty() && !rules.approach.iter().any(|(a, c)| dot(*a, dir) >= *c) {
-            fail!("approach".to_string());
-        }
-        let axial_angle_deg = dir[2].abs().clamp(0.0, 1.0).asin().to_degrees();
-        if let Some(max) = rules.max_axial_deg {
-            if axial_angle_deg > max {
-                fail!("axial_angle".to_string());
-            }
-        }
-        let coarse = &self.coarse;
-        let cd = coarse.dims();
-        let step = 0.5
-            * coarse
-                .spacing_mm()
-                .iter()
-                .copied()
-                .fold(f64::INFINITY, f64::min);
-        let fine = self.labels.grid();
-        let fd = fine.dims();
-        let labels = self.labels.data();
-        let c0 = coarse.world_to_index(target);
-        let c1 = coarse.world_to_index([0, 1, 2].map(|a| target[a] + dir[a] * step));
-        let dc = [0, 1, 2].map(|a| c1[a] - c0[a]);
-        let f0 = fine.world_to_index(target);
-        let f1 = fine.world_to_index([0, 1, 2].map(|a| target[a] + dir[a] * step));
-        let df = [0, 1, 2].map(|a| f1[a] - f0[a]);
-        let ng = rules.groups.len();
-        let half_diagonal = 0.5 * norm(coarse.spacing_mm());
-        let slack = 2.0 * half_diagonal;
-        let mut coarse_min = vec![f64::INFINITY; ng];
-        let mut traverse = vec![0.0; rules.traverse.len()];
-        let mut capsule_at: Option<Vec3> = None;
-        let mut in_organ_prev = true;
-        let mut lobe_prev = 0u8;
-        let mut in_lung_prev: Option<bool> = None;
-        let mut pleura = 0u32;
-        let limit = stop_mm.unwrap_or(rules.max_length_mm + step);
-        let mut s = 0usize;
-        let exit_t;
-        loop {
-            let t = s as f64 * step;
-            if t > limit {
-                if collect {
-                    exit_t = stop_mm.unwrap_or(t);
-                    break;
-                }
-                return Traced::Rejected("max_length".into());
-            }
-            let sf = s as f64;
-            // `+ 0.5` then truncation rounds (in range values are >= 0) without a libm call.
-            let ci = [0, 1, 2].map(|a| c0[a] + dc[a] * sf + 0.5);
-            if (0..3).any(|a| ci[a] < 0.0 || ci[a] >= cd[a] as f64) {
-                if collect {
-                    exit_t = stop_mm.unwrap_or(t);
-                    break;
-                }
-                return Traced::Missed;
-            }
-            let co = ci[0] as usize + cd[0] * (ci[1] as usize + cd[1] * ci[2] as usize);
-            let cell = &rules.packed[co * (ng + 1)..(co + 1) * (ng + 1)];
-            if stop_mm.is_none() && cell[0] == 0.0 {
-                exit_t = t;
-                break;
-            }
-            // Empty-space skipping: the fields are 1-Lipschitz, so while every group is
-            // farther than clearance + saturation and the skin farther than the jump
-            // (less twice the half-diagonal a sample may sit from its cell centre), the
-            // samples skipped could neither reject the ray nor change its score.
-            let mut jump = f64::from(cell[0]) - slack - step;
-            for (g, group) in rules.groups.iter().enumerate() {
-                let d = f64::from(cell[g + 1]);
-                if d < coarse_min[g] {
-                    coarse_min[g] = d;
-                }
-                if d < group.clearance_mm {
-                    fail!(format!("clearance:{}", group.name));
-                }
-                jump = jump.min(d - group.clearance_mm - CLEARANCE_SATURATION_MM - slack);
-            }
-            // Labels are read while a rule needs them: traversal and lung rules all the
-            // way, the capsule angle until the target organ is left.
-            if rules.needs_labels && (capsule_at.is_none() || rules.labels_all_the_way) {
-                let fi = [0, 1, 2].map(|a| f0[a] + df[a] * sf + 0.5);
-                let label = if (0..3).all(|a| fi[a] >= 0.0 && fi[a] < fd[a] as f64) {
-                    labels[fi[0] as usize + fd[0] * (fi[1] as usize + fd[1] * fi[2] as usize)]
-                } else {
-                    0
-                };
-                for (n, (_, lut, _)) in rules.traverse.iter().enumerate() {
-                    if lut[label as usize] {
-                        traverse[n] += step;
-                    }
-                }
-                let in_organ = rules.organ_lut[label as usize];
-                if in_organ_prev && !in_organ && capsule_at.is_none() {
-                    capsule_at = Some([0, 1, 2].map(|a| target[a] + dir[a] * t));
-                }
-                in_organ_prev = in_organ;
-                if let Some(lobes) = &rules.lobes {
-                    let lobe = lobes[label as usize];
-                    let in_lung = lobe != 0;
-                    if let Some(prev) = in_lung_prev {
-                        if prev != in_lung {
-                            pleura += 1;
-                        }
-                    }
-                    in_lung_prev = Some(in_lung);
-                    if in_lung {
-                        if rules.avoid_fissures && lobe_prev != 0 && lobe != lobe_prev {
-                            fail!("fissure".to_string());
-                        }
-                        lobe_prev = lobe;
-                    }
-                }
-            }
-            let labels_done =
-                !rules.needs_labels || (capsule_at.is_some() && !rules.labels_all_the_way);
-            if stop_mm.is_none() && labels_done && jump > step {
-                s += (jump / step).floor() as usize;
-            } else {
-                s += 1;
-            }
-        }
-        // Refine the skin crossing on the CT between the last two samples.
-        let mut entry_t = exit_t;
-        if stop_mm.is_none() && exit_t > 0.0 {
-            let (mut lo, mut hi) = (exit_t - step, exit_t);
-            let hu = |t: f64| {
-                self.ct
-                    .sample_trilinear([0, 1, 2].map(|a| target[a] + dir[a] * t))
-                    .unwrap_or(-1000.0)
-            };
-            if hu(lo) > f64::from(BODY_THRESHOLD_HU) && hu(hi) <= f64::from(BODY_THRESHOLD_HU) {
-                for _ in 0..8 {
-                    let mid = 0.5 * (lo + hi);
-                    if hu(mid) > f64::from(BODY_THRESHOLD_HU) {
-                        lo = mid;
-                    } else {
-                        hi = mid;
-                    }
-                }
-                entry_t = 0.5 * (lo + hi);
-            }
-        }
-        let entry = [0, 1, 2].map(|a| target[a] + dir[a] * entry_t);
-        if entry_t > rules.max_length_mm {
-            fail!("max_length".into());
-        }
-        let normal = self.skin_normal(entry).unwrap_or(dir);
-        let cos_skin = dot(normal, dir).clamp(-1.0, 1.0);
-        let skin_angle_deg = cos_skin.acos().to_degrees();
-        if cos_skin < rules.max_skin_cos {
-            fail!("skin_angle".into());
-        }
-        if let Some(z) = rules.caudal_z {
-            if entry[2] > z {
-                fail!("entry_caudal_to".into());
-            }
-        }
-        for (n, (name, _, min)) in rules.traverse.iter().enumerate() {
-            if traverse[n] < *min {
-                fail!(format!("traverse:{name}"));
-            }
-        }
-        let pleura_crossings = rules.lobes.as_ref().map(|_| pleura);
-        if let (Some(max), Some(p)) = (rules.max_pleura, pleura_crossings) {
-            if p > max {
-                fail!("pleura_crossings".into());
-            }
-        }
-        let capsule_angle_deg = capsule_at.and_then(|q| {
-            self.capsule_normal(&rules.organ_lut, q)
-                .map(|n| dot(n, dir).abs().clamp(0.0, 1.0).acos().to_degrees())
-        });
-        let margins: Vec<f64> = rules
-            .groups
-            .iter()
-            .zip(&coarse_min)
-            .map(|(g, m)| m - g.clearance_mm)
-            .collect();
-        let mut cand = Candidate {
-            dir,
-            entry,
-            length_mm: entry_t,
-            margins,
-            coarse_min,
-            skin_angle_deg,
-            capsule_angle_deg,
-            traverse_mm: traverse,
-            pleura: pleura_crossings,
-            score: 0.0,
-            violations,
-        };
-        cand.score = score(rules, &cand);
-        Traced::Reached(Box::new(cand))
-    }
 }
 
-fn score(rules: &Rules, c: &Candidate) -> f64 {
+pub(crate) fn score(rules: &Rules, c: &Candidate) -> f64 {
     let w = &rules.weights;
     let s_len = 1.0 - (c.length_mm / rules.max_length_mm).clamp(0.0, 1.0);
     let (mut wsum, mut csum) = (0.0, 0.0);
@@ -798,7 +583,7 @@ fn score(rules: &Rules, c: &Candidate) -> f64 {
 impl PlanningContext {
     /// Outward normal of the organ surface near `q`: minus the mean offset of organ
     /// voxels within 5 mm.
-    fn capsule_normal(&self, lut: &[bool], q: Vec3) -> Option<Vec3> {
+    pub(crate) fn capsule_normal(&self, lut: &[bool], q: Vec3) -> Option<Vec3> {
         let grid = self.labels.grid();
         let c = grid.world_to_index(q).map(|v| v.round() as isize);
         let dims = grid.dims();
@@ -911,14 +696,31 @@ fn pareto_flags(cands: &[Candidate]) -> Vec<bool> {
             ]
         })
         .collect();
-    objectives
-        .par_iter()
-        .map(|a| {
-            !objectives
-                .iter()
-                .any(|b| (0..4).all(|i| b[i] <= a[i]) && (0..4).any(|i| b[i] < a[i]))
-        })
-        .collect()
+    non_dominated(&objectives)
+}
+
+/// Pareto flags of points whose coordinates are all minimised. In lexicographic order a
+/// dominated point comes after a non-dominated point that dominates it (dominance is
+/// transitive), so each point is checked against the front found so far only.
+fn non_dominated(points: &[[f64; 4]]) -> Vec<bool> {
+    let dominates =
+        |b: &[f64; 4], a: &[f64; 4]| (0..4).all(|i| b[i] <= a[i]) && (0..4).any(|i| b[i] < a[i]);
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_by(|&a, &b| {
+        (0..4)
+            .map(|i| points[a][i].total_cmp(&points[b][i]))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let mut flags = vec![false; points.len()];
+    let mut front: Vec<usize> = Vec::new();
+    for i in order {
+        if !front.iter().any(|&j| dominates(&points[j], &points[i])) {
+            front.push(i);
+            flags[i] = true;
+        }
+    }
+    flags
 }
 
 /// A unit vector perpendicular to `d`, as horizontal (axial) as possible.
@@ -928,5 +730,35 @@ pub fn in_plane_partner(d: Vec3) -> Vec3 {
         [1.0, 0.0, 0.0]
     } else {
         unit(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::non_dominated;
+
+    /// Regression for the front-only Pareto check: it must flag exactly the points no
+    /// other point dominates (pairwise check), ties included.
+    #[test]
+    fn pareto_front_equals_the_pairwise_definition() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % 7) as f64
+        };
+        let points: Vec<[f64; 4]> = (0..400).map(|_| [next(), next(), next(), next()]).collect();
+        let pairwise: Vec<bool> = points
+            .iter()
+            .map(|a| {
+                !points
+                    .iter()
+                    .any(|b| (0..4).all(|i| b[i] <= a[i]) && (0..4).any(|i| b[i] < a[i]))
+            })
+            .collect();
+        let flags = non_dominated(&points);
+        assert_eq!(flags, pairwise);
+        assert!(flags.iter().any(|&f| f) && flags.iter().any(|&f| !f));
     }
 }

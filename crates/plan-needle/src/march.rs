@@ -1,0 +1,498 @@
+//! Candidate rays marched from the target out to the skin on the coarse fields, applying
+//! the hard rules on the way.
+
+use rayon::prelude::*;
+
+use pinhole_volume::math::{dot, norm};
+use pinhole_volume::Vec3;
+
+use crate::context::{Lanes, PlanningContext, BODY_THRESHOLD_HU, CELL_LANES};
+use crate::plan::{score, Candidate, Rules, Traced, CLEARANCE_SATURATION_MM};
+
+/// A hard rule a candidate broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rule {
+    Approach,
+    AxialAngle,
+    MaxLength,
+    SkinAngle,
+    EntryCaudalTo,
+    PleuraCrossings,
+    Fissure,
+    /// Clearance of risk group `n`.
+    Clearance(usize),
+    /// Traversal rule `n`.
+    Traverse(usize),
+}
+
+impl Rule {
+    /// The rule's name in `plan.json` (`rejected`, `violations`).
+    pub(crate) fn name(self, rules: &Rules) -> String {
+        match self {
+            Rule::Approach => "approach".into(),
+            Rule::AxialAngle => "axial_angle".into(),
+            Rule::MaxLength => "max_length".into(),
+            Rule::SkinAngle => "skin_angle".into(),
+            Rule::EntryCaudalTo => "entry_caudal_to".into(),
+            Rule::PleuraCrossings => "pleura_crossings".into(),
+            Rule::Fissure => "fissure".into(),
+            Rule::Clearance(g) => format!("clearance:{}", rules.groups[g].name),
+            Rule::Traverse(n) => format!("traverse:{}", rules.traverse[n].0),
+        }
+    }
+}
+
+/// How a ray's march ended.
+enum End {
+    Rejected(Rule),
+    /// Left the scan before the skin.
+    Missed,
+    /// Reached the skin (or, evaluating one path, its given length) at `t` mm.
+    Exit {
+        t_mm: f64,
+    },
+}
+
+/// One ray's march state.
+pub(crate) struct Ray {
+    dir: Vec3,
+    /// Coarse and fine continuous indices of the target and their change per step.
+    c0: Vec3,
+    dc: Vec3,
+    f0: Vec3,
+    df: Vec3,
+    s: usize,
+    /// Smallest value seen per lane of the packed cell (lane 0: body depth, then groups).
+    coarse_min: Vec<Lanes>,
+    traverse_mm: Vec<f64>,
+    capsule_at: Option<Vec3>,
+    in_organ_prev: bool,
+    lobe_prev: u8,
+    in_lung_prev: Option<bool>,
+    pleura: u32,
+    /// Rules broken, collected only when evaluating one given path.
+    violations: Vec<String>,
+}
+
+/// Marches rays from one target under one set of rules.
+pub(crate) struct Marcher<'a> {
+    ctx: &'a PlanningContext,
+    rules: &'a Rules,
+    target: Vec3,
+    step_mm: f64,
+    /// `Some(length)`: evaluate one path of that length, collecting every violation.
+    stop_mm: Option<f64>,
+    limit_mm: f64,
+    /// Chunks per packed cell.
+    chunks: usize,
+    /// Per lane of the packed cell: a value below this breaks the group's clearance
+    /// (the clearance rounded up to f32, so `d < clear` ⟺ `f64::from(d) < clearance`;
+    /// −∞ for the body lane and padding).
+    clear: Vec<Lanes>,
+    /// Per lane: the value subtracted to bound how far the ray may jump (see `advance`).
+    skip: Vec<Lanes>,
+    /// Per lane, screening pass: the value subtracted to bound how far the ray may jump
+    /// when only rejections matter.
+    screen_skip: Vec<Lanes>,
+    /// Per lane: the slack added to the smallest value seen so far for the jump bound
+    /// (+∞ for the body lane and padding, whose bound is `skip` alone).
+    seen_slack: Vec<Lanes>,
+}
+
+/// Keeps f32 rounding of the jump bound on the safe side, mm.
+const SKIP_ROUNDING_MM: f64 = 1e-3;
+
+/// The smallest f32 not below `v`.
+fn f32_at_least(v: f64) -> f32 {
+    let r = v as f32;
+    if f64::from(r) < v {
+        r.next_up()
+    } else {
+        r
+    }
+}
+
+impl<'a> Marcher<'a> {
+    pub(crate) fn new(
+        ctx: &'a PlanningContext,
+        rules: &'a Rules,
+        target: Vec3,
+        stop_mm: Option<f64>,
+    ) -> Self {
+        let spacing = ctx.coarse.spacing_mm();
+        let step_mm = 0.5 * spacing.iter().copied().fold(f64::INFINITY, f64::min);
+        // Twice the coarse half-diagonal: how far apart the cell centres of two samples
+        // may be beyond the samples' own distance.
+        let slack_mm = norm(spacing);
+        let chunks = rules.packed.len() / ctx.coarse.voxel_count().max(1);
+        let mut clear = vec![[f32::NEG_INFINITY; CELL_LANES]; chunks];
+        let mut skip = vec![[0.0f32; CELL_LANES]; chunks];
+        let mut seen_slack = vec![[f32::INFINITY; CELL_LANES]; chunks];
+        skip[0][0] = f32_at_least(slack_mm + step_mm + SKIP_ROUNDING_MM);
+        let mut screen_skip = skip.clone();
+        for (g, group) in rules.groups.iter().enumerate() {
+            let (k, l) = ((g + 1) / CELL_LANES, (g + 1) % CELL_LANES);
+            clear[k][l] = f32_at_least(group.clearance_mm);
+            seen_slack[k][l] = f32_at_least(slack_mm + SKIP_ROUNDING_MM);
+            screen_skip[k][l] = f32_at_least(group.clearance_mm + slack_mm + SKIP_ROUNDING_MM);
+            skip[k][l] = f32_at_least(
+                group.clearance_mm + CLEARANCE_SATURATION_MM + slack_mm + SKIP_ROUNDING_MM,
+            );
+        }
+        Self {
+            ctx,
+            rules,
+            target,
+            step_mm,
+            stop_mm,
+            limit_mm: stop_mm.unwrap_or(rules.max_length_mm + step_mm),
+            chunks,
+            clear,
+            skip,
+            screen_skip,
+            seen_slack,
+        }
+    }
+
+    fn collect(&self) -> bool {
+        self.stop_mm.is_some()
+    }
+
+    /// Records `rule` on `ray`; true when the march must stop (screening mode).
+    fn fail(&self, ray: &mut Ray, rule: Rule) -> bool {
+        if !self.collect() {
+            return true;
+        }
+        let name = rule.name(self.rules);
+        if !ray.violations.contains(&name) {
+            ray.violations.push(name);
+        }
+        false
+    }
+
+    /// Marches one ray alone.
+    pub(crate) fn trace(&self, dir: Vec3) -> Traced {
+        let mut ray = match self.start(dir) {
+            Ok(ray) => ray,
+            Err(rule) => return Traced::Rejected(rule),
+        };
+        loop {
+            if let Some(end) = self.advance::<false>(&mut ray) {
+                return self.finish(ray, end);
+            }
+        }
+    }
+
+    /// Marches every direction; results in the order of `dirs`.
+    ///
+    /// Most candidates are rejected, and a rejected ray needs no score: a first pass
+    /// marches for the hard rules alone, jumping wherever no sample could break a
+    /// clearance. Only the rays it lets through are marched again in full for their
+    /// scores. Both passes stop at the same first event, so every ray ends as if marched
+    /// once in full.
+    pub(crate) fn trace_all(&self, dirs: &[Vec3]) -> Vec<Traced> {
+        dirs.par_iter()
+            .map(|&dir| self.screen(dir).unwrap_or_else(|| self.trace(dir)))
+            .collect()
+    }
+
+    /// The screening pass of one ray: `Some` when it is rejected, `None` when it reaches
+    /// the skin.
+    fn screen(&self, dir: Vec3) -> Option<Traced> {
+        let mut ray = match self.start(dir) {
+            Ok(ray) => ray,
+            Err(rule) => return Some(Traced::Rejected(rule)),
+        };
+        loop {
+            match self.advance::<true>(&mut ray) {
+                None => continue,
+                Some(End::Rejected(rule)) => return Some(Traced::Rejected(rule)),
+                Some(End::Missed) => return Some(Traced::Missed),
+                Some(End::Exit { .. }) => return None,
+            }
+        }
+    }
+
+    /// Applies the rules that depend on the direction alone and sets up the march.
+    fn start(&self, dir: Vec3) -> Result<Ray, Rule> {
+        let rules = self.rules;
+        let coarse = &self.ctx.coarse;
+        let fine = self.ctx.labels.grid();
+        let target = self.target;
+        let ahead = [0, 1, 2].map(|a| target[a] + dir[a] * self.step_mm);
+        let c0 = coarse.world_to_index(target);
+        let c1 = coarse.world_to_index(ahead);
+        let f0 = fine.world_to_index(target);
+        let f1 = fine.world_to_index(ahead);
+        let mut ray = Ray {
+            dir,
+            c0,
+            dc: [0, 1, 2].map(|a| c1[a] - c0[a]),
+            f0,
+            df: [0, 1, 2].map(|a| f1[a] - f0[a]),
+            s: 0,
+            coarse_min: vec![[f32::INFINITY; CELL_LANES]; self.chunks],
+            traverse_mm: vec![0.0; rules.traverse.len()],
+            capsule_at: None,
+            in_organ_prev: true,
+            lobe_prev: 0,
+            in_lung_prev: None,
+            pleura: 0,
+            violations: Vec::new(),
+        };
+        if !rules.approach.is_empty()
+            && !rules.approach.iter().any(|(a, c)| dot(*a, dir) >= *c)
+            && self.fail(&mut ray, Rule::Approach)
+        {
+            return Err(Rule::Approach);
+        }
+        let axial_angle_deg = dir[2].abs().clamp(0.0, 1.0).asin().to_degrees();
+        if rules.max_axial_deg.is_some_and(|max| axial_angle_deg > max)
+            && self.fail(&mut ray, Rule::AxialAngle)
+        {
+            return Err(Rule::AxialAngle);
+        }
+        Ok(ray)
+    }
+
+    /// Takes one sample of `ray`; `Some` when its march is over. `SCREEN`: the hard
+    /// rules only (no scores, no capsule).
+    #[inline]
+    fn advance<const SCREEN: bool>(&self, ray: &mut Ray) -> Option<End> {
+        let rules = self.rules;
+        let step = self.step_mm;
+        let t = ray.s as f64 * step;
+        if t > self.limit_mm {
+            return Some(match self.stop_mm {
+                Some(stop) => End::Exit { t_mm: stop },
+                None => End::Rejected(Rule::MaxLength),
+            });
+        }
+        let sf = ray.s as f64;
+        let cd = self.ctx.coarse.dims();
+        // `+ 0.5` then truncation rounds (in range values are >= 0) without a libm call.
+        let ci = [0, 1, 2].map(|a| ray.c0[a] + ray.dc[a] * sf + 0.5);
+        if (0..3).any(|a| ci[a] < 0.0 || ci[a] >= cd[a] as f64) {
+            return Some(match self.stop_mm {
+                Some(stop) => End::Exit { t_mm: stop },
+                None => End::Missed,
+            });
+        }
+        let co = ci[0] as usize + cd[0] * (ci[1] as usize + cd[1] * ci[2] as usize);
+        let cells = &rules.packed[co * self.chunks..(co + 1) * self.chunks];
+        if !self.collect() && cells[0][0] == 0.0 {
+            return Some(End::Exit { t_mm: t });
+        }
+        // Empty-space skipping: the fields are 1-Lipschitz and a sample's value is that of
+        // its cell centre, up to half a diagonal away, so a sample `Δ` mm ahead has at
+        // least `d - Δ - slack` (slack: twice the half-diagonal). The ray jumps while the
+        // samples skipped all stay inside the body and outside every clearance (and,
+        // when scoring, above the smallest value seen so far or clearance + saturation,
+        // so they could not change the score either).
+        let mut below_clearance = f32::INFINITY;
+        let mut jump = f32::INFINITY;
+        for (k, cell) in cells.iter().enumerate() {
+            // d - c < 0 exactly when d < c (a rounded difference keeps its sign).
+            below_clearance = below_clearance.min(lanes_hmin(&lanes_sub(cell, &self.clear[k])));
+            let bound = if SCREEN {
+                self.screen_skip[k]
+            } else {
+                let seen = &mut ray.coarse_min[k];
+                *seen = lanes_min(seen, cell);
+                lanes_min(&lanes_add(seen, &self.seen_slack[k]), &self.skip[k])
+            };
+            jump = jump.min(lanes_hmin(&lanes_sub(cell, &bound)));
+        }
+        if below_clearance < 0.0 {
+            if let Some(rule) = self.clearance_broken(ray, cells) {
+                return Some(End::Rejected(rule));
+            }
+        }
+        let jump = f64::from(jump);
+        // Labels are read while a rule needs them: traversal and lung rules all the
+        // way, the capsule angle (a score) until the target organ is left.
+        let capsule_pending = !SCREEN && rules.needs_labels && ray.capsule_at.is_none();
+        if rules.labels_all_the_way || capsule_pending {
+            if let Some(rule) = self.read_label(ray, t) {
+                return Some(End::Rejected(rule));
+            }
+        }
+        let labels_done = !rules.labels_all_the_way && !capsule_pending;
+        if !self.collect() && labels_done && jump > step {
+            // Truncation is the floor here: `jump / step` > 1.
+            ray.s += (jump / step) as usize;
+        } else {
+            ray.s += 1;
+        }
+        None
+    }
+
+    /// Records the clearances the sample in `cells` breaks, in group order; the first one
+    /// when screening.
+    fn clearance_broken(&self, ray: &mut Ray, cells: &[Lanes]) -> Option<Rule> {
+        for (g, group) in self.rules.groups.iter().enumerate() {
+            let d = f64::from(cells[(g + 1) / CELL_LANES][(g + 1) % CELL_LANES]);
+            if d < group.clearance_mm && self.fail(ray, Rule::Clearance(g)) {
+                return Some(Rule::Clearance(g));
+            }
+        }
+        None
+    }
+
+    /// Reads the label under the sample at `t_mm` for the traversal, capsule and lung
+    /// rules; `Some` when a rule rejects the ray.
+    fn read_label(&self, ray: &mut Ray, t_mm: f64) -> Option<Rule> {
+        let rules = self.rules;
+        let fd = self.ctx.labels.grid().dims();
+        let sf = ray.s as f64;
+        let fi = [0, 1, 2].map(|a| ray.f0[a] + ray.df[a] * sf + 0.5);
+        let label = if (0..3).all(|a| fi[a] >= 0.0 && fi[a] < fd[a] as f64) {
+            self.ctx.labels.data()
+                [fi[0] as usize + fd[0] * (fi[1] as usize + fd[1] * fi[2] as usize)]
+        } else {
+            0
+        };
+        for (n, (_, lut, _)) in rules.traverse.iter().enumerate() {
+            if lut[label as usize] {
+                ray.traverse_mm[n] += self.step_mm;
+            }
+        }
+        let in_organ = rules.organ_lut[label as usize];
+        if ray.in_organ_prev && !in_organ && ray.capsule_at.is_none() {
+            ray.capsule_at = Some([0, 1, 2].map(|a| self.target[a] + ray.dir[a] * t_mm));
+        }
+        ray.in_organ_prev = in_organ;
+        let lobes = rules.lobes.as_ref()?;
+        let lobe = lobes[label as usize];
+        let in_lung = lobe != 0;
+        if ray.in_lung_prev.is_some_and(|prev| prev != in_lung) {
+            ray.pleura += 1;
+        }
+        ray.in_lung_prev = Some(in_lung);
+        if in_lung {
+            let crosses_fissure = ray.lobe_prev != 0 && lobe != ray.lobe_prev;
+            if rules.avoid_fissures && crosses_fissure && self.fail(ray, Rule::Fissure) {
+                return Some(Rule::Fissure);
+            }
+            ray.lobe_prev = lobe;
+        }
+        None
+    }
+
+    /// Refines the skin crossing on the CT between the last two samples.
+    fn refine_entry(&self, dir: Vec3, exit_t_mm: f64) -> f64 {
+        if self.collect() || exit_t_mm <= 0.0 {
+            return exit_t_mm;
+        }
+        let (mut lo, mut hi) = (exit_t_mm - self.step_mm, exit_t_mm);
+        let hu = |t: f64| {
+            self.ctx
+                .ct
+                .sample_trilinear([0, 1, 2].map(|a| self.target[a] + dir[a] * t))
+                .unwrap_or(-1000.0)
+        };
+        let threshold = f64::from(BODY_THRESHOLD_HU);
+        if hu(lo) <= threshold || hu(hi) > threshold {
+            return exit_t_mm;
+        }
+        for _ in 0..8 {
+            let mid = 0.5 * (lo + hi);
+            if hu(mid) > threshold {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        0.5 * (lo + hi)
+    }
+
+    /// Applies the rules that need the whole march and scores the candidate.
+    fn finish(&self, mut ray: Ray, end: End) -> Traced {
+        let exit_t_mm = match end {
+            End::Rejected(rule) => return Traced::Rejected(rule),
+            End::Missed => return Traced::Missed,
+            End::Exit { t_mm } => t_mm,
+        };
+        let rules = self.rules;
+        let dir = ray.dir;
+        let entry_t = self.refine_entry(dir, exit_t_mm);
+        let entry = [0, 1, 2].map(|a| self.target[a] + dir[a] * entry_t);
+        if entry_t > rules.max_length_mm && self.fail(&mut ray, Rule::MaxLength) {
+            return Traced::Rejected(Rule::MaxLength);
+        }
+        let normal = self.ctx.skin_normal(entry).unwrap_or(dir);
+        let cos_skin = dot(normal, dir).clamp(-1.0, 1.0);
+        let skin_angle_deg = cos_skin.acos().to_degrees();
+        if cos_skin < rules.max_skin_cos && self.fail(&mut ray, Rule::SkinAngle) {
+            return Traced::Rejected(Rule::SkinAngle);
+        }
+        if rules.caudal_z.is_some_and(|z| entry[2] > z) && self.fail(&mut ray, Rule::EntryCaudalTo)
+        {
+            return Traced::Rejected(Rule::EntryCaudalTo);
+        }
+        for n in 0..rules.traverse.len() {
+            if ray.traverse_mm[n] < rules.traverse[n].2 && self.fail(&mut ray, Rule::Traverse(n)) {
+                return Traced::Rejected(Rule::Traverse(n));
+            }
+        }
+        let pleura_crossings = rules.lobes.as_ref().map(|_| ray.pleura);
+        if let (Some(max), Some(p)) = (rules.max_pleura, pleura_crossings) {
+            if p > max && self.fail(&mut ray, Rule::PleuraCrossings) {
+                return Traced::Rejected(Rule::PleuraCrossings);
+            }
+        }
+        let capsule_angle_deg = ray.capsule_at.and_then(|q| {
+            self.ctx
+                .capsule_normal(&rules.organ_lut, q)
+                .map(|n| dot(n, dir).abs().clamp(0.0, 1.0).acos().to_degrees())
+        });
+        let coarse_min: Vec<f64> = (1..=rules.groups.len())
+            .map(|k| f64::from(ray.coarse_min[k / CELL_LANES][k % CELL_LANES]))
+            .collect();
+        let margins: Vec<f64> = rules
+            .groups
+            .iter()
+            .zip(&coarse_min)
+            .map(|(g, m)| m - g.clearance_mm)
+            .collect();
+        let mut cand = Candidate {
+            dir,
+            entry,
+            length_mm: entry_t,
+            margins,
+            coarse_min,
+            skin_angle_deg,
+            capsule_angle_deg,
+            traverse_mm: ray.traverse_mm,
+            pleura: pleura_crossings,
+            score: 0.0,
+            violations: ray.violations,
+        };
+        cand.score = score(rules, &cand);
+        Traced::Reached(Box::new(cand))
+    }
+}
+
+/// Lane-wise minimum (no NaN in the packed fields).
+#[inline(always)]
+fn lanes_min(a: &Lanes, b: &Lanes) -> Lanes {
+    std::array::from_fn(|l| if b[l] < a[l] { b[l] } else { a[l] })
+}
+
+#[inline(always)]
+fn lanes_add(a: &Lanes, b: &Lanes) -> Lanes {
+    std::array::from_fn(|l| a[l] + b[l])
+}
+
+#[inline(always)]
+fn lanes_sub(a: &Lanes, b: &Lanes) -> Lanes {
+    std::array::from_fn(|l| a[l] - b[l])
+}
+
+/// Minimum over the lanes, as a tree the compiler keeps in vector registers.
+#[inline(always)]
+fn lanes_hmin(v: &Lanes) -> f32 {
+    let half: [f32; 4] = std::array::from_fn(|l| if v[l + 4] < v[l] { v[l + 4] } else { v[l] });
+    let quarter = [half[0].min(half[2]), half[1].min(half[3])];
+    quarter[0].min(quarter[1])
+}
