@@ -15,6 +15,7 @@ pub mod attenuation;
 pub mod display;
 pub mod geometry;
 pub mod render;
+mod slab;
 
 pub use attenuation::Attenuation;
 pub use geometry::{CArm, Detector, GeometryError, Projection};

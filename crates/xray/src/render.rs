@@ -6,13 +6,12 @@
 //! paths integrate the same function. Siddon treats each voxel as a constant box and
 //! sums exact intersection lengths.
 
-use bytemuck::cast;
 use pinhole_volume::math::{mat3_inverse, mat3_mul_vec, Mat3, Vec3};
 use pinhole_volume::Volume;
 use rayon::prelude::*;
-use wide::{f32x4, i32x4, CmpGt, CmpLt};
 
 use crate::geometry::{sub, Projection};
+use crate::slab::{self, SlabRay};
 
 /// How rays are integrated.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -190,7 +189,7 @@ impl<'a> RayVolume<'a> {
     /// Siddon line integrals from `source` to each of `targets` into `out`.
     ///
     /// Rays are grouped by the axis they run most along and integrated several at a time
-    /// by [`Self::slab_rays`]; with the source inside the volume (or a volume too large
+    /// by [`slab::integrate`]; with the source inside the volume (or a volume too large
     /// for i32 offsets) each ray is walked alone.
     fn siddon_row(&self, source: Vec3, targets: &[Vec3], out: &mut [f32]) {
         let o = self.to_index(source);
@@ -227,126 +226,9 @@ impl<'a> RayVolume<'a> {
         }
         for (axis, rays) in per_axis.iter().enumerate() {
             if !rays.is_empty() {
-                self.slab_rays(axis, rays, out);
+                slab::integrate(self.mu, self.dims, axis, rays, out);
             }
         }
-    }
-
-    /// Exact line integrals of rays whose direction is dominated by `axis`, slab by slab
-    /// along that axis, [`SLAB_LANES`] rays per SIMD vector. Across one slab (one voxel layer) such a ray
-    /// moves at most one voxel on each other axis, so it crosses at most one boundary on
-    /// each: the slab's path splits into at most three voxel pieces whose lengths are the
-    /// fractions of the slab before and after those crossings. Voxels outside the grid
-    /// weigh zero, which clips the rays to the volume's box exactly. The result equals the
-    /// voxel walk of [`Self::integrate`] up to f32 rounding.
-    fn slab_rays(&self, axis: usize, rays: &[(usize, SlabRay)], out: &mut [f32]) {
-        let others = [(axis + 1) % 3, (axis + 2) % 3];
-        let strides = [1, self.dims[0], self.dims[0] * self.dims[1]];
-        let stride_a = strides[axis];
-        let n = others.map(|a| i32x4::splat(self.dims[a] as i32));
-        let dims = others.map(|a| self.dims[a]);
-        // Batches whose rays stay inside the grid on the other axes skip the clipping.
-        let mut inner: Vec<(usize, SlabLanes)> = Vec::new();
-        let mut outer: Vec<(usize, SlabLanes)> = Vec::new();
-        for (i, batch) in rays.chunks(SLAB_LANES).enumerate() {
-            let lanes = SlabLanes::new(batch, others.map(|a| strides[a] as i32));
-            if batch
-                .iter()
-                .all(|(_, r)| r.stays_inside(self.dims[axis], dims))
-            {
-                inner.push((i, lanes));
-            } else {
-                outer.push((i, lanes));
-            }
-        }
-        let mut sums = vec![f32x4::ZERO; inner.len() + outer.len()];
-        // All rays advance slab by slab together: on each slab they read neighbouring
-        // voxels, so the volume streams through the cache once per detector row.
-        for j in 0..self.dims[axis] {
-            let slab_end = f32x4::splat((j + 1) as f32);
-            let base = i32x4::splat((j * stride_a) as i32);
-            for (i, lane) in inner.iter_mut() {
-                sums[*i] += self.slab_step::<false>(lane, slab_end, base, n);
-            }
-            for (i, lane) in outer.iter_mut() {
-                sums[*i] += self.slab_step::<true>(lane, slab_end, base, n);
-            }
-        }
-        for (batch, sum) in rays.chunks(SLAB_LANES).zip(sums) {
-            for ((col, ray), sum) in batch.iter().zip(sum.to_array()) {
-                out[*col] = (f64::from(sum) * ray.mm_per_slab) as f32;
-            }
-        }
-    }
-
-    /// Advances `lanes` across one slab (ending at `slab_end`, voxel offset `base`);
-    /// returns each ray's Σ μ · (fraction of the slab).
-    #[inline(always)]
-    fn slab_step<const CLIP: bool>(
-        &self,
-        lanes: &mut SlabLanes,
-        slab_end: f32x4,
-        base: i32x4,
-        n: [i32x4; 2],
-    ) -> f32x4 {
-        let below = i32x4::splat(-1);
-        let gather = |o: i32x4| -> f32x4 {
-            let o = o.to_array();
-            f32x4::from(std::array::from_fn::<f32, SLAB_LANES, _>(|l| {
-                self.mu[o[l] as usize]
-            }))
-        };
-        let mut frac = [f32x4::ONE; 2];
-        let all = i32x4::splat(-1);
-        let mut valid_in = [all; 2];
-        let mut valid_out = [all; 2];
-        let mut moved = [i32x4::ZERO; 2];
-        let mut crossed = [i32x4::ZERO; 2];
-        for k in 0..2 {
-            let x_in = lanes.x[k];
-            let x_out = lanes.start[k] + slab_end * lanes.slope[k];
-            let bound = lanes.boundary[k];
-            let cross = ((x_out - bound) * lanes.sign[k]).cmp_gt(f32x4::ZERO);
-            let cross_i: i32x4 = cast(cross);
-            crossed[k] = cross_i;
-            let f = ((bound - x_in) * lanes.inv_slope[k]).fast_max(f32x4::ZERO);
-            frac[k] = cross.blend(f.fast_min(f32x4::ONE), f32x4::ONE);
-            let cell = lanes.cell[k];
-            let cell_out = cell + (lanes.cell_step[k] & cross_i);
-            if CLIP {
-                valid_in[k] = cell.cmp_gt(below) & cell.cmp_lt(n[k]);
-                valid_out[k] = cell_out.cmp_gt(below) & cell_out.cmp_lt(n[k]);
-            }
-            moved[k] = lanes.offset_step[k] & cross_i;
-            lanes.x[k] = x_out;
-            lanes.cell[k] = cell_out;
-            lanes.boundary[k] = bound + (lanes.sign[k] & cross);
-        }
-        let first = frac[0].fast_min(frac[1]);
-        let off = lanes.offset;
-        let end_off = off + moved[0] + moved[1];
-        lanes.offset = end_off;
-        let in_valid = valid_in[0] & valid_in[1];
-        let out_valid = valid_out[0] & valid_out[1];
-        let w_in = first & cast::<i32x4, f32x4>(in_valid);
-        let w_out = (f32x4::ONE - first) & cast::<i32x4, f32x4>(out_valid);
-        let end = gather((base + end_off) & out_valid);
-        let mut sum = w_in * gather((base + off) & in_valid) + w_out * end;
-        // With one crossing or none the slab splits in two pieces. A ray crossing on both
-        // axes (rare) has a middle piece in the voxel past the first boundary: the
-        // two-piece sum counted it in the end voxel.
-        let both = crossed[0] & crossed[1];
-        if both.any() {
-            let last = frac[0].fast_max(frac[1]);
-            let first_is_0: i32x4 = cast(frac[0].cmp_lt(frac[1]));
-            let mid_off = off + first_is_0.blend(moved[0], moved[1]);
-            let mid_valid =
-                first_is_0.blend(valid_out[0] & valid_in[1], valid_in[0] & valid_out[1]) & both;
-            let mid = gather((base + mid_off) & mid_valid) & cast::<i32x4, f32x4>(mid_valid);
-            let end = end & cast::<i32x4, f32x4>(out_valid);
-            sum += ((last - first) * (mid - end)) & cast::<i32x4, f32x4>(both);
-        }
-        sum
     }
 
     /// Σ μ·Δt over voxel boxes (t in ray-parameter units).
@@ -380,114 +262,6 @@ impl<'a> RayVolume<'a> {
                 out[n] += (dt * length) as f32;
             }
         });
-    }
-}
-
-/// Rays per SIMD vector in [`RayVolume::slab_rays`].
-const SLAB_LANES: usize = 4;
-
-/// One ray set up for [`RayVolume::slab_rays`]: on the two other axes, its index
-/// coordinate + 0.5 where it enters slab 0 of the main axis (cell `i` spans `[i, i + 1)`
-/// there), and the change per slab (|slope| ≤ 1).
-struct SlabRay {
-    start: [f64; 2],
-    slope: [f64; 2],
-    /// World length of the ray across one slab, mm.
-    mm_per_slab: f64,
-}
-
-impl SlabRay {
-    /// The ray `o + t·d` (index space; world length `length` mm per unit t), main axis
-    /// `axis` (the largest |d| component).
-    fn new(o: Vec3, d: Vec3, axis: usize, length: f64) -> Self {
-        let others = [(axis + 1) % 3, (axis + 2) % 3];
-        let t_at_slab0 = (-0.5 - o[axis]) / d[axis];
-        Self {
-            start: others.map(|a| o[a] + d[a] * t_at_slab0 + 0.5),
-            slope: others.map(|a| d[a] / d[axis]),
-            mm_per_slab: length / d[axis].abs(),
-        }
-    }
-}
-
-impl SlabRay {
-    /// Whether the ray stays at least one cell inside the grid on the other axes over all
-    /// `slabs` (its cells change monotonically, so the first and last slab decide).
-    fn stays_inside(&self, slabs: usize, n: [usize; 2]) -> bool {
-        (0..2).all(|k| {
-            let ends = [self.start[k], self.start[k] + slabs as f64 * self.slope[k]];
-            ends.iter().all(|&x| x >= 1.0 && x < n[k] as f64 - 1.0)
-        })
-    }
-}
-
-/// The state of [`SlabRay`]s in lanes, per other axis `k`: where each ray entered the
-/// current slab (`x`), its cell there, the cell boundary it crosses next, and the offset
-/// of its voxel in the current slab (its two cells times their strides).
-struct SlabLanes {
-    start: [f32x4; 2],
-    slope: [f32x4; 2],
-    inv_slope: [f32x4; 2],
-    /// Direction of travel on the axis: ±1, 0 when the ray does not move on it.
-    sign: [f32x4; 2],
-    x: [f32x4; 2],
-    cell: [i32x4; 2],
-    cell_step: [i32x4; 2],
-    boundary: [f32x4; 2],
-    offset: i32x4,
-    offset_step: [i32x4; 2],
-}
-
-impl SlabLanes {
-    fn new(rays: &[(usize, SlabRay)], strides: [i32; 2]) -> Self {
-        // Padding lanes repeat the first ray (their sums are dropped), so that they stay
-        // inside the grid when it does.
-        let pad = SlabRay {
-            start: [-2.0; 2],
-            slope: [0.0; 2],
-            mm_per_slab: 0.0,
-        };
-        let ray = |l: usize| rays.get(l).or(rays.first()).map_or(&pad, |(_, r)| r);
-        let per_f = |f: &dyn Fn(&SlabRay, usize) -> f32| -> [f32x4; 2] {
-            std::array::from_fn(|k| {
-                f32x4::from(std::array::from_fn::<f32, SLAB_LANES, _>(|l| f(ray(l), k)))
-            })
-        };
-        let per_i = |f: &dyn Fn(&SlabRay, usize) -> i32| -> [i32x4; 2] {
-            std::array::from_fn(|k| {
-                i32x4::from(std::array::from_fn::<i32, SLAB_LANES, _>(|l| f(ray(l), k)))
-            })
-        };
-        let sign_of = |r: &SlabRay, k: usize| -> i32 {
-            if r.slope[k] > 0.0 {
-                1
-            } else if r.slope[k] < 0.0 {
-                -1
-            } else {
-                0
-            }
-        };
-        let cell_of = |r: &SlabRay, k: usize| r.start[k].floor() as i32;
-        Self {
-            start: per_f(&|r, k| r.start[k] as f32),
-            slope: per_f(&|r, k| r.slope[k] as f32),
-            inv_slope: per_f(&|r, k| {
-                if r.slope[k] == 0.0 {
-                    0.0
-                } else {
-                    (1.0 / r.slope[k]) as f32
-                }
-            }),
-            sign: per_f(&|r, k| sign_of(r, k) as f32),
-            x: per_f(&|r, k| r.start[k] as f32),
-            cell: per_i(&cell_of),
-            cell_step: per_i(&sign_of),
-            boundary: per_f(&|r, k| (cell_of(r, k) + i32::from(sign_of(r, k) > 0)) as f32),
-            offset: i32x4::from(std::array::from_fn::<i32, SLAB_LANES, _>(|l| {
-                cell_of(ray(l), 0) * strides[0] + cell_of(ray(l), 1) * strides[1]
-            })),
-            offset_step: per_i(&|r, k| sign_of(r, k) * strides[k]),
-        }
     }
 }
 
