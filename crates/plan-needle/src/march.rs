@@ -91,6 +91,8 @@ pub(crate) struct Marcher<'a> {
     clear: Vec<Lanes>,
     /// Per lane: the value subtracted to bound how far the ray may jump (see `advance`).
     skip: Vec<Lanes>,
+    /// Screen eight rays at a time in SIMD lanes where the CPU allows (same results).
+    simd: bool,
     /// Per lane, screening pass: the value subtracted to bound how far the ray may jump
     /// when only rejections matter.
     screen_skip: Vec<Lanes>,
@@ -98,6 +100,14 @@ pub(crate) struct Marcher<'a> {
     /// (+∞ for the body lane and padding, whose bound is `skip` alone).
     seen_slack: Vec<Lanes>,
 }
+
+#[cfg(target_arch = "x86_64")]
+#[path = "march_avx2.rs"]
+mod avx2;
+
+/// Rays per task of the lane-wise screening pass.
+#[cfg(target_arch = "x86_64")]
+const SIMD_CHUNK: usize = 512;
 
 /// Keeps f32 rounding of the jump bound on the safe side, mm.
 const SKIP_ROUNDING_MM: f64 = 1e-3;
@@ -149,9 +159,16 @@ impl<'a> Marcher<'a> {
             chunks,
             clear,
             skip,
+            simd: true,
             screen_skip,
             seen_slack,
         }
+    }
+
+    /// Whether to screen in SIMD lanes where the CPU allows (default: yes).
+    pub(crate) fn with_simd(mut self, simd: bool) -> Self {
+        self.simd = simd;
+        self
     }
 
     fn collect(&self) -> bool {
@@ -191,6 +208,19 @@ impl<'a> Marcher<'a> {
     /// scores. Both passes stop at the same first event, so every ray ends as if marched
     /// once in full.
     pub(crate) fn trace_all(&self, dirs: &[Vec3]) -> Vec<Traced> {
+        #[cfg(target_arch = "x86_64")]
+        if self.simd && avx2::applicable(self) {
+            // Screen in lanes, chunk by chunk, then score the survivors one by one.
+            let screened: Vec<Option<Traced>> = dirs
+                .par_chunks(SIMD_CHUNK)
+                .flat_map_iter(|chunk| avx2::screen(self, chunk))
+                .collect();
+            return screened
+                .into_par_iter()
+                .zip(dirs.par_iter())
+                .map(|(screened, &dir)| screened.unwrap_or_else(|| self.trace(dir)))
+                .collect();
+        }
         dirs.par_iter()
             .map(|&dir| self.screen(dir).unwrap_or_else(|| self.trace(dir)))
             .collect()
@@ -213,9 +243,9 @@ impl<'a> Marcher<'a> {
         }
     }
 
-    /// Applies the rules that depend on the direction alone and sets up the march.
-    fn start(&self, dir: Vec3) -> Result<Ray, Rule> {
-        let rules = self.rules;
+    /// Coarse and fine continuous indices of the target and their change per step along
+    /// `dir`.
+    fn indices(&self, dir: Vec3) -> [Vec3; 4] {
         let coarse = &self.ctx.coarse;
         let fine = self.ctx.labels.grid();
         let target = self.target;
@@ -224,15 +254,38 @@ impl<'a> Marcher<'a> {
         let c1 = coarse.world_to_index(ahead);
         let f0 = fine.world_to_index(target);
         let f1 = fine.world_to_index(ahead);
+        [
+            c0,
+            [0, 1, 2].map(|a| c1[a] - c0[a]),
+            f0,
+            [0, 1, 2].map(|a| f1[a] - f0[a]),
+        ]
+    }
+
+    /// The rules that depend on the direction alone and reject `dir`, in order.
+    fn direction_rules(&self, dir: Vec3) -> impl Iterator<Item = Rule> {
+        let rules = self.rules;
+        let approach =
+            !rules.approach.is_empty() && !rules.approach.iter().any(|(a, c)| dot(*a, dir) >= *c);
+        let axial_angle_deg = dir[2].abs().clamp(0.0, 1.0).asin().to_degrees();
+        let axial = rules.max_axial_deg.is_some_and(|max| axial_angle_deg > max);
+        [(approach, Rule::Approach), (axial, Rule::AxialAngle)]
+            .into_iter()
+            .filter_map(|(broken, rule)| broken.then_some(rule))
+    }
+
+    /// Applies the rules that depend on the direction alone and sets up the march.
+    fn start(&self, dir: Vec3) -> Result<Ray, Rule> {
+        let [c0, dc, f0, df] = self.indices(dir);
         let mut ray = Ray {
             dir,
             c0,
-            dc: [0, 1, 2].map(|a| c1[a] - c0[a]),
+            dc,
             f0,
-            df: [0, 1, 2].map(|a| f1[a] - f0[a]),
+            df,
             s: 0,
             coarse_min: vec![[f32::INFINITY; CELL_LANES]; self.chunks],
-            traverse_mm: vec![0.0; rules.traverse.len()],
+            traverse_mm: vec![0.0; self.rules.traverse.len()],
             capsule_at: None,
             in_organ_prev: true,
             lobe_prev: 0,
@@ -240,17 +293,10 @@ impl<'a> Marcher<'a> {
             pleura: 0,
             violations: Vec::new(),
         };
-        if !rules.approach.is_empty()
-            && !rules.approach.iter().any(|(a, c)| dot(*a, dir) >= *c)
-            && self.fail(&mut ray, Rule::Approach)
-        {
-            return Err(Rule::Approach);
-        }
-        let axial_angle_deg = dir[2].abs().clamp(0.0, 1.0).asin().to_degrees();
-        if rules.max_axial_deg.is_some_and(|max| axial_angle_deg > max)
-            && self.fail(&mut ray, Rule::AxialAngle)
-        {
-            return Err(Rule::AxialAngle);
+        for rule in self.direction_rules(dir) {
+            if self.fail(&mut ray, rule) {
+                return Err(rule);
+            }
         }
         Ok(ray)
     }
@@ -337,6 +383,18 @@ impl<'a> Marcher<'a> {
             }
         }
         None
+    }
+
+    /// The first risk group whose clearance a packed cell of one chunk breaks.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn first_broken_clearance(&self, cell: &Lanes) -> Option<Rule> {
+        self.rules
+            .groups
+            .iter()
+            .take(CELL_LANES - 1)
+            .enumerate()
+            .find(|(g, group)| f64::from(cell[g + 1]) < group.clearance_mm)
+            .map(|(g, _)| Rule::Clearance(g))
     }
 
     /// Reads the label under the sample at `t_mm` for the traversal, capsule and lung

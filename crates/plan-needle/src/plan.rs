@@ -30,6 +30,9 @@ pub struct PlanOptions {
     pub top_k: usize,
     /// Evaluate only the path from this skin point (LPS mm) to the target.
     pub entry_lps: Option<Vec3>,
+    /// Screen candidates eight at a time in SIMD lanes where the CPU has AVX2 (the
+    /// results are the same; `false` forces the one-ray-at-a-time march).
+    pub simd: bool,
 }
 
 impl Default for PlanOptions {
@@ -38,6 +41,7 @@ impl Default for PlanOptions {
             candidates: 40_000,
             top_k: 5,
             entry_lps: None,
+            simd: true,
         }
     }
 }
@@ -479,7 +483,9 @@ impl PlanningContext {
         }
 
         let dirs = fibonacci_sphere(options.candidates.max(1));
-        let traced = Marcher::new(self, &rules, target_lps, None).trace_all(&dirs);
+        let traced = Marcher::new(self, &rules, target_lps, None)
+            .with_simd(options.simd)
+            .trace_all(&dirs);
         let mut rejected: BTreeMap<String, usize> = BTreeMap::new();
         let mut feasible: Vec<Candidate> = Vec::new();
         let mut skin_points = Vec::new();

@@ -67,6 +67,7 @@ fn every_path_goes_through_the_only_window_on_the_left() {
         candidates: 20_000,
         top_k: 3,
         entry_lps: None,
+        ..PlanOptions::default()
     };
     let plan = ctx.plan(&profile, &table, &target, &options).unwrap();
     assert!(!plan.paths.is_empty());
@@ -189,4 +190,74 @@ fn a_given_entry_is_evaluated_and_its_violations_named() {
         .violations
         .contains(&"clearance:bone".to_string()));
     assert!(plan.paths[0].min_clearance_mm["bone"] < 2.0);
+}
+
+/// The lane-wise (SIMD) screening pass must end every ray as the one-ray march does: on
+/// a phantom with two risk groups, a length limit that stops rays towards the corners
+/// and a skin-angle limit, both give the same plan, rule counts, paths and skin points.
+/// (Where the CPU has no AVX2 both runs take the one-ray march and agree trivially.)
+#[test]
+fn lane_screening_equals_one_ray_screening() {
+    let (ctx, mut table, centre) = phantom();
+    table.push((3, "organ".to_string()));
+    let (grid, ct, mut labels) = (
+        ctx.labels().grid().clone(),
+        ctx.ct().clone(),
+        ctx.labels().clone(),
+    );
+    for o in 0..grid.voxel_count() {
+        let p = grid.index_to_world(grid.index_of_offset(o).map(|v| v as f64));
+        // In the way of part of the window's rays.
+        let d = [p[0] - 45.0, p[1] - 6.0, p[2]];
+        if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt() < 6.0 {
+            labels.data_mut()[o] = 3;
+        }
+    }
+    let ctx = PlanningContext::new(ct, labels).unwrap();
+    let profile = PROFILE
+        .replace("max_mm = 200.0", "max_mm = 58.0")
+        .replace("max_deg = 90.0", "max_deg = 50.0")
+        + r#"
+[[risk_groups]]
+name = "organ"
+labels = ["organ"]
+clearance_mm = 5.0
+source = "test"
+"#;
+    let profile = Profile::from_toml(&profile, "test").unwrap();
+    let target = TargetSpec::Point([centre[0] + 3.0, centre[1] - 2.0, centre[2] + 1.0])
+        .resolve(ctx.labels(), |_| None)
+        .unwrap();
+    let plan = |simd: bool| {
+        let options = PlanOptions {
+            candidates: 20_000,
+            simd,
+            ..PlanOptions::default()
+        };
+        ctx.plan(&profile, &table, &target, &options)
+    };
+    let (lanes, single) = (plan(true), plan(false));
+    match (lanes, single) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a.rejected, b.rejected);
+            for rule in ["clearance:bone", "clearance:organ", "max_length"] {
+                assert!(
+                    a.rejected.get(rule).copied().unwrap_or(0) > 0,
+                    "{rule}: {:?}",
+                    a.rejected
+                );
+            }
+            assert_eq!(a.feasible, b.feasible);
+            assert_eq!(a.skin_points, b.skin_points);
+            assert_eq!(
+                serde_json::to_value(&a.paths).unwrap(),
+                serde_json::to_value(&b.paths).unwrap()
+            );
+        }
+        (a, b) => panic!(
+            "expected two plans, got {:?} and {:?}",
+            a.map(|p| p.rejected),
+            b.map(|p| p.rejected)
+        ),
+    }
 }

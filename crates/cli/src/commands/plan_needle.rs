@@ -73,6 +73,7 @@ pub fn run(args: &NeedleArgs) -> anyhow::Result<()> {
         candidates: args.candidates,
         top_k: args.top,
         entry_lps: args.entry,
+        ..PlanOptions::default()
     };
     let plan = ctx.plan(&profile, &entries, &target, &options)?;
     drop(progress);

@@ -1,0 +1,268 @@
+//! The screening pass of [`Marcher`] for eight rays at a time, one per AVX2 lane.
+//!
+//! Each lane marches one ray exactly as [`Marcher::screen`] does — the same f64 index
+//! arithmetic, the same cell values, the same jumps, the same order of events — so every
+//! ray ends the same way. A lane whose ray ends takes the next ray. Used where the CPU has
+//! AVX2 and FMA and the rules need no labels on the way (packed cells of one chunk).
+
+use std::arch::x86_64::*;
+
+use bytemuck::cast;
+use pinhole_volume::Vec3;
+
+use super::{Marcher, Rule};
+use crate::context::CELL_LANES;
+use crate::plan::Traced;
+
+const L: usize = 8;
+
+/// Whether [`screen`] can run for `marcher`.
+pub(super) fn applicable(marcher: &Marcher) -> bool {
+    marcher.chunks == 1
+        && !marcher.collect()
+        && !marcher.rules.labels_all_the_way
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+}
+
+/// The screening pass of each of `dirs`: `Some` when it is rejected, `None` when it
+/// reaches the skin. Call only where [`applicable`].
+#[allow(unsafe_code)]
+pub(super) fn screen(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced>> {
+    if !applicable(marcher) {
+        return dirs.iter().map(|&dir| marcher.screen(dir)).collect();
+    }
+    // SAFETY: the CPU has AVX2 and FMA (checked by `applicable`), all `run` requires.
+    unsafe { run(marcher, dirs) }
+}
+
+/// The largest sample index `s` with `s · step ≤ limit` (the scalar march rejects for
+/// length when `s · step > limit`).
+fn last_sample(step_mm: f64, limit_mm: f64) -> i32 {
+    let mut s = (limit_mm / step_mm)
+        .floor()
+        .clamp(0.0, f64::from(i32::MAX - 2)) as i32;
+    while f64::from(s + 1) * step_mm <= limit_mm {
+        s += 1;
+    }
+    while s > 0 && f64::from(s) * step_mm > limit_mm {
+        s -= 1;
+    }
+    s
+}
+
+/// The rays in the lanes: their coarse start index and change per step (per axis, as
+/// f64 lanes), sample index, and which ray of `dirs` each lane holds.
+struct LaneRays {
+    c0: [[f64; L]; 3],
+    dc: [[f64; L]; 3],
+    s: [i32; L],
+    ray: [usize; L],
+    active: u32,
+    next: usize,
+}
+
+impl LaneRays {
+    /// Puts the next ray that passes the direction rules into lane `l` (rays the direction
+    /// rules reject get their result here); the lane goes idle when none is left.
+    fn refill(&mut self, l: usize, marcher: &Marcher, dirs: &[Vec3], out: &mut [Option<Traced>]) {
+        while self.next < dirs.len() {
+            let i = self.next;
+            self.next += 1;
+            if let Some(rule) = marcher.direction_rules(dirs[i]).next() {
+                out[i] = Some(Traced::Rejected(rule));
+                continue;
+            }
+            let [c0, dc, ..] = marcher.indices(dirs[i]);
+            for a in 0..3 {
+                self.c0[a][l] = c0[a];
+                self.dc[a][l] = dc[a];
+            }
+            self.s[l] = 0;
+            self.ray[l] = i;
+            self.active |= 1 << l;
+            return;
+        }
+        self.active &= !(1 << l);
+    }
+}
+
+/// Transposes eight rows of eight lanes: `out[g][l] = rows[l][g]`.
+#[target_feature(enable = "avx2,fma")]
+fn transpose(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
+}
+
+/// Bits of the lanes where the 64-bit lanes of `lo` (lanes 0–3) and `hi` (4–7) are set.
+#[target_feature(enable = "avx2,fma")]
+fn mask_pd(lo: __m256d, hi: __m256d) -> u32 {
+    (_mm256_movemask_pd(lo) | (_mm256_movemask_pd(hi) << 4)) as u32
+}
+
+/// All-ones 32-bit lanes where `bits` has a 1.
+#[target_feature(enable = "avx2,fma")]
+fn lane_mask(bits: u32) -> __m256i {
+    let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let spread = _mm256_and_si256(_mm256_set1_epi32(bits as i32), lane_bits);
+    _mm256_cmpeq_epi32(spread, lane_bits)
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn run(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced>> {
+    let mut out: Vec<Option<Traced>> = std::iter::repeat_with(|| None).take(dirs.len()).collect();
+    let packed = marcher.rules.packed.as_slice();
+    if packed.is_empty() {
+        return dirs.iter().map(|&dir| marcher.screen(dir)).collect();
+    }
+    let dims = marcher.ctx.coarse.dims();
+    let cells_max = _mm256_set1_epi32(packed.len().min(i32::MAX as usize) as i32 - 1);
+    let dim_pd = dims.map(|d| _mm256_set1_pd(d as f64));
+    let dim_x = _mm256_set1_epi32(dims[0] as i32);
+    let dim_y = _mm256_set1_epi32(dims[1] as i32);
+    let step = marcher.step_mm;
+    let step_pd = _mm256_set1_pd(step);
+    let half = _mm256_set1_pd(0.5);
+    let zero_pd = _mm256_setzero_pd();
+    let last = _mm256_set1_epi32(last_sample(step, marcher.limit_mm));
+    let one = _mm256_set1_epi32(1);
+    let clear: [f32; CELL_LANES] = marcher.clear[0];
+    let skip: [f32; CELL_LANES] = marcher.screen_skip[0];
+    let clear_v: [__m256; CELL_LANES] = std::array::from_fn(|g| _mm256_set1_ps(clear[g]));
+    let skip_v: [__m256; CELL_LANES] = std::array::from_fn(|g| _mm256_set1_ps(skip[g]));
+
+    let mut lanes = LaneRays {
+        c0: [[0.0; L]; 3],
+        dc: [[0.0; L]; 3],
+        s: [0; L],
+        ray: [0; L],
+        active: 0,
+        next: 0,
+    };
+    for l in 0..L {
+        lanes.refill(l, marcher, dirs, &mut out);
+    }
+    while lanes.active != 0 {
+        let s: __m256i = cast(lanes.s);
+        let too_long = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(s, last))) as u32;
+        let s_lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(s));
+        let s_hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256::<1>(s));
+        // Same arithmetic as the scalar march: (c0 + dc · s) + 0.5, then truncation.
+        let mut outside = 0u32;
+        let mut index = [_mm256_setzero_si256(); 3];
+        for a in 0..3 {
+            let c0: [[f64; 4]; 2] = [
+                std::array::from_fn(|l| lanes.c0[a][l]),
+                std::array::from_fn(|l| lanes.c0[a][l + 4]),
+            ];
+            let dc: [[f64; 4]; 2] = [
+                std::array::from_fn(|l| lanes.dc[a][l]),
+                std::array::from_fn(|l| lanes.dc[a][l + 4]),
+            ];
+            let lo = _mm256_add_pd(
+                _mm256_add_pd(cast(c0[0]), _mm256_mul_pd(cast(dc[0]), s_lo)),
+                half,
+            );
+            let hi = _mm256_add_pd(
+                _mm256_add_pd(cast(c0[1]), _mm256_mul_pd(cast(dc[1]), s_hi)),
+                half,
+            );
+            let below_lo = _mm256_cmp_pd::<_CMP_LT_OQ>(lo, zero_pd);
+            let below_hi = _mm256_cmp_pd::<_CMP_LT_OQ>(hi, zero_pd);
+            // Not (ci < dim) also catches NaN, as the scalar `ci >= dim` does not; indices
+            // are finite here.
+            let above_lo = _mm256_cmp_pd::<_CMP_GE_OQ>(lo, dim_pd[a]);
+            let above_hi = _mm256_cmp_pd::<_CMP_GE_OQ>(hi, dim_pd[a]);
+            outside |= mask_pd(
+                _mm256_or_pd(below_lo, above_lo),
+                _mm256_or_pd(below_hi, above_hi),
+            );
+            index[a] = _mm256_set_m128i(_mm256_cvttpd_epi32(hi), _mm256_cvttpd_epi32(lo));
+        }
+        let offset = _mm256_add_epi32(
+            index[0],
+            _mm256_mullo_epi32(
+                dim_x,
+                _mm256_add_epi32(index[1], _mm256_mullo_epi32(dim_y, index[2])),
+            ),
+        );
+        // Lanes that left the grid (or idle ones) read some cell; their values are unused.
+        let offset = _mm256_min_epi32(_mm256_max_epi32(offset, _mm256_setzero_si256()), cells_max);
+        let offsets: [i32; L] = cast(offset);
+        let rows: [__m256; L] = std::array::from_fn(|l| cast(packed[offsets[l] as usize]));
+        let v = transpose(rows);
+        let exit =
+            _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(v[0], _mm256_setzero_ps())) as u32;
+        let mut below = _mm256_setzero_ps();
+        let mut jump = _mm256_sub_ps(v[0], skip_v[0]);
+        for g in 1..CELL_LANES {
+            below = _mm256_or_ps(below, _mm256_cmp_ps::<_CMP_LT_OQ>(v[g], clear_v[g]));
+            jump = _mm256_min_ps(jump, _mm256_sub_ps(v[g], skip_v[g]));
+        }
+        let below = _mm256_movemask_ps(below) as u32;
+        // s += ⌊jump / step⌋ where jump > step, else 1 (in f64, as the scalar march);
+        // idle lanes stay where they are.
+        let jump_lo = _mm256_cvtps_pd(_mm256_castps256_ps128(jump));
+        let jump_hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(jump));
+        let far = mask_pd(
+            _mm256_cmp_pd::<_CMP_GT_OQ>(jump_lo, step_pd),
+            _mm256_cmp_pd::<_CMP_GT_OQ>(jump_hi, step_pd),
+        );
+        let cap = _mm256_set1_pd(1e9);
+        let skips = _mm256_set_m128i(
+            _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_div_pd(jump_hi, step_pd), cap)),
+            _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_div_pd(jump_lo, step_pd), cap)),
+        );
+        let advance = _mm256_blendv_epi8(one, skips, lane_mask(far));
+        let advance = _mm256_and_si256(advance, lane_mask(lanes.active));
+        lanes.s = cast(_mm256_add_epi32(s, advance));
+
+        let mut bits = (too_long | outside | exit | below) & lanes.active;
+        while bits != 0 {
+            let l = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let bit = 1 << l;
+            let result = if too_long & bit != 0 {
+                Some(Traced::Rejected(Rule::MaxLength))
+            } else if outside & bit != 0 {
+                Some(Traced::Missed)
+            } else if exit & bit != 0 {
+                None
+            } else {
+                match marcher.first_broken_clearance(&packed[offsets[l] as usize]) {
+                    Some(rule) => Some(Traced::Rejected(rule)),
+                    // A value below its clearance always names a group; were it not so,
+                    // the march goes on as the scalar one does.
+                    None => continue,
+                }
+            };
+            out[lanes.ray[l]] = result;
+            lanes.refill(l, marcher, dirs, &mut out);
+        }
+    }
+    out
+}
