@@ -100,6 +100,8 @@ pub struct PlanningContext {
     packed: Mutex<PackedCache>,
     body_depth: OnceLock<Arc<Vec<f32>>>,
     label_info: OnceLock<HashMap<u16, LabelInfo>>,
+    /// Skin normals computed so far, by coarse cell (they depend on the volume alone).
+    skin_normals: Mutex<HashMap<usize, Option<Vec3>>>,
 }
 
 impl PlanningContext {
@@ -184,6 +186,7 @@ impl PlanningContext {
             packed: Mutex::new(HashMap::new()),
             body_depth: OnceLock::new(),
             label_info: OnceLock::new(),
+            skin_normals: Mutex::new(HashMap::new()),
         })
     }
 
@@ -451,11 +454,29 @@ impl PlanningContext {
     }
 
     /// Outward skin normal at `p` (LPS): minus the mean offset of body cells within
-    /// 8 mm (the gradient direction of the box-smoothed body mask).
+    /// 8 mm (the gradient direction of the box-smoothed body mask). Cached per coarse
+    /// cell, so later plans on the same volume look it up.
     pub fn skin_normal(&self, p: Vec3) -> Option<Vec3> {
         let c = self.coarse.world_to_index(p);
         let dims = self.coarse.dims();
         let centre = [0, 1, 2].map(|a| c[a].round() as isize);
+        let key = (0..3)
+            .all(|a| centre[a] >= 0 && centre[a] < dims[a] as isize)
+            .then(|| self.coarse.offset(centre.map(|v| v as usize)));
+        if let Some(normal) = key.and_then(|k| lock(&self.skin_normals).get(&k).copied()) {
+            return normal;
+        }
+        let normal = self.skin_normal_at(centre);
+        if let Some(k) = key {
+            lock(&self.skin_normals).insert(k, normal);
+        }
+        normal
+    }
+
+    /// The outward normal of the coarse body mask around the cell `centre`: minus the
+    /// sum of the offsets to the body cells within the stencil, normalised.
+    fn skin_normal_at(&self, centre: [isize; 3]) -> Option<Vec3> {
+        let dims = self.coarse.dims();
         let mut sum = [0.0; 3];
         for (d, offset) in &self.normal_stencil {
             let idx = [0, 1, 2].map(|a| centre[a] + d[a]);
