@@ -210,16 +210,21 @@ impl<'a> Marcher<'a> {
     pub(crate) fn trace_all(&self, dirs: &[Vec3]) -> Vec<Traced> {
         #[cfg(target_arch = "x86_64")]
         if self.simd && avx2::applicable(self) {
-            // Screen in lanes, chunk by chunk, then score the survivors one by one.
-            let screened: Vec<Option<Traced>> = dirs
+            // Screen in lanes, chunk by chunk, then march the survivors in full, in lanes.
+            let mut traced: Vec<Option<Traced>> = dirs
                 .par_chunks(SIMD_CHUNK)
                 .flat_map_iter(|chunk| avx2::screen(self, chunk))
                 .collect();
-            return screened
-                .into_par_iter()
-                .zip(dirs.par_iter())
-                .map(|(screened, &dir)| screened.unwrap_or_else(|| self.trace(dir)))
+            let survivors: Vec<usize> = (0..dirs.len()).filter(|&i| traced[i].is_none()).collect();
+            let survivor_dirs: Vec<Vec3> = survivors.iter().map(|&i| dirs[i]).collect();
+            let scored: Vec<Traced> = survivor_dirs
+                .par_chunks(SIMD_CHUNK / 4)
+                .flat_map_iter(|chunk| avx2::trace(self, chunk))
                 .collect();
+            for (i, t) in survivors.into_iter().zip(scored) {
+                traced[i] = Some(t);
+            }
+            return traced.into_iter().flatten().collect();
         }
         dirs.par_iter()
             .map(|&dir| self.screen(dir).unwrap_or_else(|| self.trace(dir)))

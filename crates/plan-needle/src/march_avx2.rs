@@ -1,16 +1,18 @@
-//! The screening pass of [`Marcher`] for eight rays at a time, one per AVX2 lane.
+//! The marches of [`Marcher`] for eight rays at a time, one per AVX2 lane: the screening
+//! pass and the scoring march of the rays it lets through.
 //!
-//! Each lane marches one ray exactly as [`Marcher::screen`] does — the same f64 index
-//! arithmetic, the same cell values, the same jumps, the same order of events — so every
-//! ray ends the same way. A lane whose ray ends takes the next ray. Used where the CPU has
-//! AVX2 and FMA and the rules need no labels on the way (packed cells of one chunk).
+//! Each lane marches one ray exactly as the one-ray march does — the same f64 index
+//! arithmetic, the same cell values, the same jumps, the same order of events, the same
+//! smallest values seen and the same capsule crossing — so every ray ends the same way.
+//! A lane whose ray ends takes the next ray. Used where the CPU has AVX2 and FMA and the
+//! rules need labels at most for the capsule (packed cells of one chunk).
 
 use std::arch::x86_64::*;
 
 use bytemuck::cast;
 use pinhole_volume::Vec3;
 
-use super::{Marcher, Rule};
+use super::{End, Marcher, Ray, Rule};
 use crate::context::CELL_LANES;
 use crate::plan::Traced;
 
@@ -26,14 +28,28 @@ pub(super) fn applicable(marcher: &Marcher) -> bool {
 }
 
 /// The screening pass of each of `dirs`: `Some` when it is rejected, `None` when it
-/// reaches the skin. Call only where [`applicable`].
+/// reaches the skin.
 #[allow(unsafe_code)]
 pub(super) fn screen(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced>> {
     if !applicable(marcher) {
         return dirs.iter().map(|&dir| marcher.screen(dir)).collect();
     }
     // SAFETY: the CPU has AVX2 and FMA (checked by `applicable`), all `run` requires.
-    unsafe { run(marcher, dirs) }
+    unsafe { run::<false>(marcher, dirs) }
+}
+
+/// The full march of each of `dirs` (rays the screening pass let through), scored.
+#[allow(unsafe_code)]
+pub(super) fn trace(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Traced> {
+    if !applicable(marcher) {
+        return dirs.iter().map(|&dir| marcher.trace(dir)).collect();
+    }
+    // SAFETY: the CPU has AVX2 and FMA (checked by `applicable`), all `run` requires.
+    unsafe { run::<true>(marcher, dirs) }
+        .into_iter()
+        .zip(dirs)
+        .map(|(traced, &dir)| traced.unwrap_or_else(|| marcher.trace(dir)))
+        .collect()
 }
 
 /// The largest sample index `s` with `s · step ≤ limit` (the scalar march rejects for
@@ -51,39 +67,136 @@ fn last_sample(step_mm: f64, limit_mm: f64) -> i32 {
     s
 }
 
-/// The rays in the lanes: their coarse start index and change per step (per axis, as
-/// f64 lanes), sample index, and which ray of `dirs` each lane holds.
+/// The rays in the lanes: their coarse and fine start indices and change per step (per
+/// axis, as f64 lanes), sample index, and which ray of `dirs` each lane holds; when
+/// scoring, the smallest value seen per cell lane (`seen[g][l]`) and the capsule state.
 struct LaneRays {
     c0: [[f64; L]; 3],
     dc: [[f64; L]; 3],
+    f0: [[f64; L]; 3],
+    df: [[f64; L]; 3],
     s: [i32; L],
     ray: [usize; L],
     active: u32,
     next: usize,
+    seen: [[f32; L]; CELL_LANES],
+    /// Lanes still inside the target organ's labels, looking for the capsule.
+    capsule_pending: u32,
+    in_organ_prev: u32,
+    /// Sample index where the ray left the target organ (−1: not yet).
+    capsule_s: [i32; L],
 }
 
 impl LaneRays {
+    fn new() -> Self {
+        Self {
+            c0: [[0.0; L]; 3],
+            dc: [[0.0; L]; 3],
+            f0: [[0.0; L]; 3],
+            df: [[0.0; L]; 3],
+            s: [0; L],
+            ray: [0; L],
+            active: 0,
+            next: 0,
+            seen: [[f32::INFINITY; L]; CELL_LANES],
+            capsule_pending: 0,
+            in_organ_prev: 0,
+            capsule_s: [-1; L],
+        }
+    }
+
     /// Puts the next ray that passes the direction rules into lane `l` (rays the direction
     /// rules reject get their result here); the lane goes idle when none is left.
-    fn refill(&mut self, l: usize, marcher: &Marcher, dirs: &[Vec3], out: &mut [Option<Traced>]) {
+    fn refill<T>(
+        &mut self,
+        l: usize,
+        marcher: &Marcher,
+        dirs: &[Vec3],
+        out: &mut [Option<T>],
+        rejected: impl Fn(Rule) -> T,
+    ) {
+        let bit = 1 << l;
         while self.next < dirs.len() {
             let i = self.next;
             self.next += 1;
             if let Some(rule) = marcher.direction_rules(dirs[i]).next() {
-                out[i] = Some(Traced::Rejected(rule));
+                out[i] = Some(rejected(rule));
                 continue;
             }
-            let [c0, dc, ..] = marcher.indices(dirs[i]);
+            let [c0, dc, f0, df] = marcher.indices(dirs[i]);
             for a in 0..3 {
                 self.c0[a][l] = c0[a];
                 self.dc[a][l] = dc[a];
+                self.f0[a][l] = f0[a];
+                self.df[a][l] = df[a];
+            }
+            for seen in &mut self.seen {
+                seen[l] = f32::INFINITY;
             }
             self.s[l] = 0;
             self.ray[l] = i;
-            self.active |= 1 << l;
+            self.active |= bit;
+            self.capsule_pending =
+                (self.capsule_pending & !bit) | if marcher.rules.needs_labels { bit } else { 0 };
+            self.in_organ_prev |= bit;
+            self.capsule_s[l] = -1;
             return;
         }
-        self.active &= !(1 << l);
+        self.active &= !bit;
+        self.capsule_pending &= !bit;
+    }
+
+    /// The one-ray march state of lane `l`, ended at sample `s`.
+    fn ray(&self, l: usize, marcher: &Marcher, dir: Vec3) -> Ray {
+        let mut coarse_min = vec![[f32::INFINITY; CELL_LANES]; 1];
+        for (g, seen) in self.seen.iter().enumerate() {
+            coarse_min[0][g] = seen[l];
+        }
+        let capsule_at = (self.capsule_s[l] >= 0).then(|| {
+            let t = f64::from(self.capsule_s[l]) * marcher.step_mm;
+            [0, 1, 2].map(|a| marcher.target[a] + dir[a] * t)
+        });
+        Ray {
+            dir,
+            c0: [0, 1, 2].map(|a| self.c0[a][l]),
+            dc: [0, 1, 2].map(|a| self.dc[a][l]),
+            f0: [0, 1, 2].map(|a| self.f0[a][l]),
+            df: [0, 1, 2].map(|a| self.df[a][l]),
+            s: self.s[l].max(0) as usize,
+            coarse_min,
+            traverse_mm: Vec::new(),
+            capsule_at,
+            in_organ_prev: self.in_organ_prev & (1 << l) != 0,
+            lobe_prev: 0,
+            in_lung_prev: None,
+            pleura: 0,
+            violations: Vec::new(),
+        }
+    }
+
+    /// Reads the label under lane `l`'s sample for the capsule, as the one-ray march's
+    /// `read_label` does.
+    fn read_capsule(&mut self, l: usize, marcher: &Marcher) {
+        let labels = marcher.ctx.labels.data();
+        let fd = marcher.ctx.labels.grid().dims();
+        let sf = f64::from(self.s[l]);
+        let fi = [0, 1, 2].map(|a| self.f0[a][l] + self.df[a][l] * sf + 0.5);
+        let label = if (0..3).all(|a| fi[a] >= 0.0 && fi[a] < fd[a] as f64) {
+            labels[fi[0] as usize + fd[0] * (fi[1] as usize + fd[1] * fi[2] as usize)]
+        } else {
+            0
+        };
+        let bit = 1 << l;
+        let in_organ = marcher.rules.organ_lut[label as usize];
+        if self.in_organ_prev & bit != 0 && !in_organ {
+            self.capsule_s[l] = self.s[l];
+            self.capsule_pending &= !bit;
+        }
+        if in_organ {
+            self.in_organ_prev |= bit;
+        } else {
+            self.in_organ_prev &= !bit;
+        }
     }
 }
 
@@ -132,12 +245,15 @@ fn lane_mask(bits: u32) -> __m256i {
     _mm256_cmpeq_epi32(spread, lane_bits)
 }
 
+/// Marches `dirs` in lanes. `SCORE = false`: the screening pass (`None`: reaches the
+/// skin). `SCORE = true`: the scoring march, every ray finished (`None` only if a lane
+/// could not follow the one-ray march, which then redoes that ray).
 #[target_feature(enable = "avx2,fma")]
-fn run(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced>> {
+fn run<const SCORE: bool>(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced>> {
     let mut out: Vec<Option<Traced>> = std::iter::repeat_with(|| None).take(dirs.len()).collect();
     let packed = marcher.rules.packed.as_slice();
     if packed.is_empty() {
-        return dirs.iter().map(|&dir| marcher.screen(dir)).collect();
+        return out;
     }
     let dims = marcher.ctx.coarse.dims();
     let cells_max = _mm256_set1_epi32(packed.len().min(i32::MAX as usize) as i32 - 1);
@@ -150,28 +266,27 @@ fn run(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced>> {
     let zero_pd = _mm256_setzero_pd();
     let last = _mm256_set1_epi32(last_sample(step, marcher.limit_mm));
     let one = _mm256_set1_epi32(1);
-    let clear: [f32; CELL_LANES] = marcher.clear[0];
-    let skip: [f32; CELL_LANES] = marcher.screen_skip[0];
-    let clear_v: [__m256; CELL_LANES] = std::array::from_fn(|g| _mm256_set1_ps(clear[g]));
-    let skip_v: [__m256; CELL_LANES] = std::array::from_fn(|g| _mm256_set1_ps(skip[g]));
+    let lanes_of =
+        |values: [f32; CELL_LANES]| -> [__m256; CELL_LANES] { values.map(|v| cast([v; L])) };
+    let clear = lanes_of(marcher.clear[0]);
+    let skip = lanes_of(if SCORE {
+        marcher.skip[0]
+    } else {
+        marcher.screen_skip[0]
+    });
+    let seen_slack = lanes_of(marcher.seen_slack[0]);
+    let rejected = |rule| Traced::Rejected(rule);
 
-    let mut lanes = LaneRays {
-        c0: [[0.0; L]; 3],
-        dc: [[0.0; L]; 3],
-        s: [0; L],
-        ray: [0; L],
-        active: 0,
-        next: 0,
-    };
+    let mut lanes = LaneRays::new();
     for l in 0..L {
-        lanes.refill(l, marcher, dirs, &mut out);
+        lanes.refill(l, marcher, dirs, &mut out, rejected);
     }
     while lanes.active != 0 {
         let s: __m256i = cast(lanes.s);
         let too_long = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(s, last))) as u32;
         let s_lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(s));
         let s_hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256::<1>(s));
-        // Same arithmetic as the scalar march: (c0 + dc · s) + 0.5, then truncation.
+        // Same arithmetic as the one-ray march: (c0 + dc · s) + 0.5, then truncation.
         let mut outside = 0u32;
         let mut index = [_mm256_setzero_si256(); 3];
         for a in 0..3 {
@@ -193,8 +308,6 @@ fn run(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced>> {
             );
             let below_lo = _mm256_cmp_pd::<_CMP_LT_OQ>(lo, zero_pd);
             let below_hi = _mm256_cmp_pd::<_CMP_LT_OQ>(hi, zero_pd);
-            // Not (ci < dim) also catches NaN, as the scalar `ci >= dim` does not; indices
-            // are finite here.
             let above_lo = _mm256_cmp_pd::<_CMP_GE_OQ>(lo, dim_pd[a]);
             let above_hi = _mm256_cmp_pd::<_CMP_GE_OQ>(hi, dim_pd[a]);
             outside |= mask_pd(
@@ -217,21 +330,36 @@ fn run(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced>> {
         let v = transpose(rows);
         let exit =
             _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(v[0], _mm256_setzero_ps())) as u32;
+        // A lane that leaves the body here ends before this sample's values count.
+        let keep = _mm256_castsi256_ps(lane_mask(!exit & 0xff));
         let mut below = _mm256_setzero_ps();
-        let mut jump = _mm256_sub_ps(v[0], skip_v[0]);
-        for g in 1..CELL_LANES {
-            below = _mm256_or_ps(below, _mm256_cmp_ps::<_CMP_LT_OQ>(v[g], clear_v[g]));
-            jump = _mm256_min_ps(jump, _mm256_sub_ps(v[g], skip_v[g]));
+        let mut jump = _mm256_set1_ps(f32::INFINITY);
+        for g in 0..CELL_LANES {
+            below = _mm256_or_ps(below, _mm256_cmp_ps::<_CMP_LT_OQ>(v[g], clear[g]));
+            let bound = if SCORE {
+                // The smallest value seen so far (this sample included) + slack, at most
+                // the value above which the score no longer changes.
+                let seen: __m256 = cast(lanes.seen[g]);
+                let seen = _mm256_blendv_ps(seen, _mm256_min_ps(seen, v[g]), keep);
+                lanes.seen[g] = cast(seen);
+                _mm256_min_ps(_mm256_add_ps(seen, seen_slack[g]), skip[g])
+            } else {
+                skip[g]
+            };
+            jump = _mm256_min_ps(jump, _mm256_sub_ps(v[g], bound));
         }
         let below = _mm256_movemask_ps(below) as u32;
-        // s += ⌊jump / step⌋ where jump > step, else 1 (in f64, as the scalar march);
-        // idle lanes stay where they are.
+        // s += ⌊jump / step⌋ where jump > step, else 1 (in f64, as the one-ray march);
+        // 1 while a lane still reads labels for the capsule; idle lanes stay.
         let jump_lo = _mm256_cvtps_pd(_mm256_castps256_ps128(jump));
         let jump_hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(jump));
-        let far = mask_pd(
+        let mut far = mask_pd(
             _mm256_cmp_pd::<_CMP_GT_OQ>(jump_lo, step_pd),
             _mm256_cmp_pd::<_CMP_GT_OQ>(jump_hi, step_pd),
         );
+        if SCORE {
+            far &= !lanes.capsule_pending;
+        }
         let cap = _mm256_set1_pd(1e9);
         let skips = _mm256_set_m128i(
             _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_div_pd(jump_hi, step_pd), cap)),
@@ -239,9 +367,20 @@ fn run(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced>> {
         );
         let advance = _mm256_blendv_epi8(one, skips, lane_mask(far));
         let advance = _mm256_and_si256(advance, lane_mask(lanes.active));
+        let ended = (too_long | outside | exit | below) & lanes.active;
+        if SCORE {
+            // Label reads of this sample, for the lanes that go on.
+            let mut reading = lanes.capsule_pending & lanes.active & !ended;
+            while reading != 0 {
+                let l = reading.trailing_zeros() as usize;
+                reading &= reading - 1;
+                lanes.read_capsule(l, marcher);
+            }
+        }
+        let s_now = lanes.s;
         lanes.s = cast(_mm256_add_epi32(s, advance));
 
-        let mut bits = (too_long | outside | exit | below) & lanes.active;
+        let mut bits = ended;
         while bits != 0 {
             let l = bits.trailing_zeros() as usize;
             bits &= bits - 1;
@@ -251,17 +390,21 @@ fn run(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced>> {
             } else if outside & bit != 0 {
                 Some(Traced::Missed)
             } else if exit & bit != 0 {
-                None
+                SCORE.then(|| {
+                    let dir = dirs[lanes.ray[l]];
+                    let t_mm = f64::from(s_now[l]) * step;
+                    marcher.finish(lanes.ray(l, marcher, dir), End::Exit { t_mm })
+                })
             } else {
                 match marcher.first_broken_clearance(&packed[offsets[l] as usize]) {
                     Some(rule) => Some(Traced::Rejected(rule)),
                     // A value below its clearance always names a group; were it not so,
-                    // the march goes on as the scalar one does.
+                    // the march goes on as the one-ray march does.
                     None => continue,
                 }
             };
             out[lanes.ray[l]] = result;
-            lanes.refill(l, marcher, dirs, &mut out);
+            lanes.refill(l, marcher, dirs, &mut out, rejected);
         }
     }
     out

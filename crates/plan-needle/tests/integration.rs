@@ -192,14 +192,16 @@ fn a_given_entry_is_evaluated_and_its_violations_named() {
     assert!(plan.paths[0].min_clearance_mm["bone"] < 2.0);
 }
 
-/// The lane-wise (SIMD) screening pass must end every ray as the one-ray march does: on
-/// a phantom with two risk groups, a length limit that stops rays towards the corners
-/// and a skin-angle limit, both give the same plan, rule counts, paths and skin points.
+/// The lane-wise (SIMD) marches must end and score every ray as the one-ray march does:
+/// on a phantom with two risk groups, a length limit, a skin-angle limit and a target
+/// inside its own organ (the capsule angle needs labels on the way out), both give the
+/// same plan, rule counts, paths and skin points.
 /// (Where the CPU has no AVX2 both runs take the one-ray march and agree trivially.)
 #[test]
-fn lane_screening_equals_one_ray_screening() {
+fn lane_marches_equal_one_ray_marches() {
     let (ctx, mut table, centre) = phantom();
     table.push((3, "organ".to_string()));
+    table.push((4, "lesion_organ".to_string()));
     let (grid, ct, mut labels) = (
         ctx.labels().grid().clone(),
         ctx.ct().clone(),
@@ -207,10 +209,18 @@ fn lane_screening_equals_one_ray_screening() {
     );
     for o in 0..grid.voxel_count() {
         let p = grid.index_to_world(grid.index_of_offset(o).map(|v| v as f64));
-        // In the way of part of the window's rays.
-        let d = [p[0] - 45.0, p[1] - 6.0, p[2]];
-        if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt() < 6.0 {
+        let dist = |c: [f64; 3]| {
+            ((p[0] - c[0]).powi(2) + (p[1] - c[1]).powi(2) + (p[2] - c[2]).powi(2)).sqrt()
+        };
+        // In the way of part of the window's rays, and just under the skin beside them
+        // (the sample where a ray leaves the body must not count towards its margins).
+        if dist([45.0, 6.0, 0.0]) < 6.0 || dist([57.0, -14.0, 0.0]) < 3.0 {
             labels.data_mut()[o] = 3;
+        }
+        // The target's own organ, off-centre: the march reads labels until it leaves it
+        // (the capsule angle).
+        if dist([3.0, -7.0, 1.0]) < 9.0 {
+            labels.data_mut()[o] = 4;
         }
     }
     let ctx = PlanningContext::new(ct, labels).unwrap();
@@ -249,6 +259,7 @@ source = "test"
             }
             assert_eq!(a.feasible, b.feasible);
             assert_eq!(a.skin_points, b.skin_points);
+            assert!(a.paths.iter().all(|p| p.capsule_angle_deg.is_some()));
             assert_eq!(
                 serde_json::to_value(&a.paths).unwrap(),
                 serde_json::to_value(&b.paths).unwrap()
