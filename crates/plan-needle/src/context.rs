@@ -83,6 +83,9 @@ pub struct LabelInfo {
     pub min_z_mm: f64,
 }
 
+/// Candidate directions (Fibonacci sphere) and the order to march them in.
+pub(crate) type Directions = (Vec<Vec3>, Vec<usize>);
+
 /// Everything about one CT + label map that does not depend on the target.
 pub struct PlanningContext {
     pub(crate) ct: Volume<f32>,
@@ -102,6 +105,8 @@ pub struct PlanningContext {
     label_info: OnceLock<HashMap<u16, LabelInfo>>,
     /// Skin normals computed so far, by coarse cell (they depend on the volume alone).
     skin_normals: Mutex<HashMap<usize, Option<Vec3>>>,
+    /// Fibonacci-sphere candidate directions and a cache-friendly order of them, by count.
+    directions: Mutex<HashMap<usize, Arc<Directions>>>,
 }
 
 impl PlanningContext {
@@ -187,6 +192,7 @@ impl PlanningContext {
             body_depth: OnceLock::new(),
             label_info: OnceLock::new(),
             skin_normals: Mutex::new(HashMap::new()),
+            directions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -451,6 +457,19 @@ impl PlanningContext {
                 occ
             })
             .collect()
+    }
+
+    /// `n` candidate directions on the Fibonacci sphere and the order to march them in
+    /// (computed once per count).
+    pub(crate) fn directions(&self, n: usize) -> Arc<Directions> {
+        if let Some(dirs) = lock(&self.directions).get(&n) {
+            return dirs.clone();
+        }
+        let fibonacci = crate::plan::fibonacci_sphere(n);
+        let order = crate::march::coherent_order(&fibonacci);
+        let dirs = Arc::new((fibonacci, order));
+        lock(&self.directions).insert(n, dirs.clone());
+        dirs
     }
 
     /// Outward skin normal at `p` (LPS): minus the mean offset of body cells within

@@ -10,7 +10,7 @@ use crate::context::{Lanes, PlanningContext, BODY_THRESHOLD_HU, CELL_LANES};
 use crate::plan::{score, Candidate, Rules, Traced, CLEARANCE_SATURATION_MM};
 
 /// A hard rule a candidate broke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Rule {
     Approach,
     AxialAngle,
@@ -207,15 +207,26 @@ impl<'a> Marcher<'a> {
     /// clearance. Only the rays it lets through are marched again in full for their
     /// scores. Both passes stop at the same first event, so every ray ends as if marched
     /// once in full.
-    pub(crate) fn trace_all(&self, dirs: &[Vec3]) -> Vec<Traced> {
+    pub(crate) fn trace_all(&self, dirs: &[Vec3], order: &[usize]) -> Vec<Traced> {
         #[cfg(target_arch = "x86_64")]
         if self.simd && avx2::applicable(self) {
             // Screen in lanes, chunk by chunk, then march the survivors in full, in lanes.
-            let mut traced: Vec<Option<Traced>> = dirs
+            // Rays go in `order` (neighbouring directions together, see
+            // [`coherent_order`]), so that the lanes of one thread read neighbouring cells.
+            let ordered: Vec<Vec3> = order.iter().map(|&i| dirs[i]).collect();
+            let screened: Vec<Option<Traced>> = ordered
                 .par_chunks(SIMD_CHUNK)
                 .flat_map_iter(|chunk| avx2::screen(self, chunk))
                 .collect();
-            let survivors: Vec<usize> = (0..dirs.len()).filter(|&i| traced[i].is_none()).collect();
+            let mut traced: Vec<Option<Traced>> =
+                std::iter::repeat_with(|| None).take(dirs.len()).collect();
+            let mut survivors = Vec::new();
+            for (k, t) in screened.into_iter().enumerate() {
+                match t {
+                    Some(t) => traced[order[k]] = Some(t),
+                    None => survivors.push(order[k]),
+                }
+            }
             let survivor_dirs: Vec<Vec3> = survivors.iter().map(|&i| dirs[i]).collect();
             let scored: Vec<Traced> = survivor_dirs
                 .par_chunks(SIMD_CHUNK / 4)
@@ -534,6 +545,38 @@ impl<'a> Marcher<'a> {
         cand.score = score(rules, &cand);
         Traced::Reached(Box::new(cand))
     }
+}
+
+/// Indices of `dirs` in Morton order of their octahedral map coordinates: directions
+/// close on the sphere mostly end up close in the order.
+pub(crate) fn coherent_order(dirs: &[Vec3]) -> Vec<usize> {
+    const BITS: u32 = 10;
+    let scale = f64::from((1u32 << BITS) - 1);
+    let key = |d: &Vec3| -> u64 {
+        let l1 = d[0].abs() + d[1].abs() + d[2].abs();
+        let (mut u, mut v) = if l1 > 0.0 {
+            (d[0] / l1, d[1] / l1)
+        } else {
+            (0.0, 0.0)
+        };
+        if d[2] < 0.0 {
+            (u, v) = ((1.0 - v.abs()) * u.signum(), (1.0 - u.abs()) * v.signum());
+        }
+        let q = |x: f64| ((x * 0.5 + 0.5).clamp(0.0, 1.0) * scale) as u32;
+        interleave(q(u)) | (interleave(q(v)) << 1)
+    };
+    let mut order: Vec<(u64, usize)> = dirs.iter().enumerate().map(|(i, d)| (key(d), i)).collect();
+    order.sort_unstable();
+    order.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Spreads the low 16 bits of `x` to the even bits of the result.
+fn interleave(x: u32) -> u64 {
+    let mut x = u64::from(x & 0xffff);
+    x = (x | (x << 8)) & 0x00ff_00ff;
+    x = (x | (x << 4)) & 0x0f0f_0f0f;
+    x = (x | (x << 2)) & 0x3333_3333;
+    (x | (x << 1)) & 0x5555_5555
 }
 
 /// Lane-wise minimum (no NaN in the packed fields).

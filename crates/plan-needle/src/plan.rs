@@ -482,16 +482,19 @@ impl PlanningContext {
             });
         }
 
-        let dirs = fibonacci_sphere(options.candidates.max(1));
+        let directions = self.directions(options.candidates.max(1));
+        let (dirs, order) = (&directions.0, &directions.1);
         let traced = Marcher::new(self, &rules, target_lps, None)
             .with_simd(options.simd)
-            .trace_all(&dirs);
+            .trace_all(dirs, order);
+        // Counted by rule first: one name per rule, not one string per rejected ray.
+        let mut by_rule: BTreeMap<Rule, usize> = BTreeMap::new();
         let mut rejected: BTreeMap<String, usize> = BTreeMap::new();
         let mut feasible: Vec<Candidate> = Vec::new();
-        let mut skin_points = Vec::new();
+        let mut skin_points = Vec::with_capacity(traced.len());
         for t in traced {
             match t {
-                Traced::Rejected(rule) => *rejected.entry(rule.name(&rules)).or_default() += 1,
+                Traced::Rejected(rule) => *by_rule.entry(rule).or_default() += 1,
                 Traced::Missed => *rejected.entry("leaves_scan".into()).or_default() += 1,
                 Traced::Reached(c) => {
                     if c.violations.is_empty() {
@@ -504,7 +507,15 @@ impl PlanningContext {
                 }
             }
         }
-        feasible.sort_by(|a, b| b.score.total_cmp(&a.score));
+        for (rule, count) in by_rule {
+            *rejected.entry(rule.name(&rules)).or_default() += count;
+        }
+        // Best score first; equal scores keep the candidates' order (a stable sort of
+        // indices, not of the candidates themselves).
+        let mut order: Vec<usize> = (0..feasible.len()).collect();
+        order.sort_by(|&a, &b| feasible[b].score.total_cmp(&feasible[a].score));
+        let mut slots: Vec<Option<Candidate>> = feasible.into_iter().map(Some).collect();
+        let feasible: Vec<Candidate> = order.iter().filter_map(|&i| slots[i].take()).collect();
         let pareto = pareto_flags(&feasible[..feasible.len().min(PARETO_POOL)]);
         let pareto_size = pareto.iter().filter(|&&p| p).count();
 
