@@ -10,7 +10,7 @@ use crate::context::{Lanes, PlanningContext, BODY_THRESHOLD_HU, CELL_LANES};
 use crate::plan::{score, Candidate, Rules, Traced, CLEARANCE_SATURATION_MM};
 
 /// A hard rule a candidate broke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rule {
     Approach,
     AxialAngle,
@@ -26,6 +26,42 @@ pub(crate) enum Rule {
 }
 
 impl Rule {
+    /// Rules that are not per group or per traversal rule.
+    const FIXED: [Rule; 7] = [
+        Rule::Approach,
+        Rule::AxialAngle,
+        Rule::MaxLength,
+        Rule::SkinAngle,
+        Rule::EntryCaudalTo,
+        Rule::PleuraCrossings,
+        Rule::Fissure,
+    ];
+
+    /// How many distinct rules `rules` has (the range of [`Rule::index`]).
+    pub(crate) fn count(rules: &Rules) -> usize {
+        Self::FIXED.len() + rules.groups.len() + rules.traverse.len()
+    }
+
+    /// A dense index of the rule, for counting.
+    pub(crate) fn index(self, rules: &Rules) -> usize {
+        let fixed = Self::FIXED.len();
+        match self {
+            Rule::Clearance(g) => fixed + g,
+            Rule::Traverse(n) => fixed + rules.groups.len() + n,
+            other => Self::FIXED.iter().position(|&r| r == other).unwrap_or(0),
+        }
+    }
+
+    /// The rule of a dense index (the inverse of [`Rule::index`]).
+    pub(crate) fn from_index(index: usize, rules: &Rules) -> Rule {
+        let fixed = Self::FIXED.len();
+        match index {
+            i if i < fixed => Self::FIXED[i],
+            i if i < fixed + rules.groups.len() => Rule::Clearance(i - fixed),
+            i => Rule::Traverse(i - fixed - rules.groups.len()),
+        }
+    }
+
     /// The rule's name in `plan.json` (`rejected`, `violations`).
     pub(crate) fn name(self, rules: &Rules) -> String {
         match self {
@@ -93,6 +129,9 @@ pub(crate) struct Marcher<'a> {
     skip: Vec<Lanes>,
     /// Screen eight rays at a time in SIMD lanes where the CPU allows (same results).
     simd: bool,
+    /// Continuous coarse and fine indices of the target.
+    target_coarse: Vec3,
+    target_fine: Vec3,
     /// Per lane, screening pass: the value subtracted to bound how far the ray may jump
     /// when only rejections matter.
     screen_skip: Vec<Lanes>,
@@ -160,6 +199,8 @@ impl<'a> Marcher<'a> {
             clear,
             skip,
             simd: true,
+            target_coarse: ctx.coarse.world_to_index(target),
+            target_fine: ctx.labels.grid().world_to_index(target),
             screen_skip,
             seen_slack,
         }
@@ -262,14 +303,10 @@ impl<'a> Marcher<'a> {
     /// Coarse and fine continuous indices of the target and their change per step along
     /// `dir`.
     fn indices(&self, dir: Vec3) -> [Vec3; 4] {
-        let coarse = &self.ctx.coarse;
-        let fine = self.ctx.labels.grid();
-        let target = self.target;
-        let ahead = [0, 1, 2].map(|a| target[a] + dir[a] * self.step_mm);
-        let c0 = coarse.world_to_index(target);
-        let c1 = coarse.world_to_index(ahead);
-        let f0 = fine.world_to_index(target);
-        let f1 = fine.world_to_index(ahead);
+        let ahead = [0, 1, 2].map(|a| self.target[a] + dir[a] * self.step_mm);
+        let c1 = self.ctx.coarse.world_to_index(ahead);
+        let f1 = self.ctx.labels.grid().world_to_index(ahead);
+        let (c0, f0) = (self.target_coarse, self.target_fine);
         [
             c0,
             [0, 1, 2].map(|a| c1[a] - c0[a]),
@@ -283,8 +320,9 @@ impl<'a> Marcher<'a> {
         let rules = self.rules;
         let approach =
             !rules.approach.is_empty() && !rules.approach.iter().any(|(a, c)| dot(*a, dir) >= *c);
-        let axial_angle_deg = dir[2].abs().clamp(0.0, 1.0).asin().to_degrees();
-        let axial = rules.max_axial_deg.is_some_and(|max| axial_angle_deg > max);
+        let axial = rules
+            .max_axial_deg
+            .is_some_and(|max| dir[2].abs().clamp(0.0, 1.0).asin().to_degrees() > max);
         [(approach, Rule::Approach), (axial, Rule::AxialAngle)]
             .into_iter()
             .filter_map(|(broken, rule)| broken.then_some(rule))

@@ -487,19 +487,20 @@ impl PlanningContext {
         let traced = Marcher::new(self, &rules, target_lps, None)
             .with_simd(options.simd)
             .trace_all(dirs, order);
-        // Counted by rule first: one name per rule, not one string per rejected ray.
-        let mut by_rule: BTreeMap<Rule, usize> = BTreeMap::new();
+        // Counted per rule first (an array index per ray, no string), named at the end.
+        let mut by_rule = vec![0usize; Rule::count(&rules)];
         let mut rejected: BTreeMap<String, usize> = BTreeMap::new();
-        let mut feasible: Vec<Candidate> = Vec::new();
+        let mut feasible: Vec<Box<Candidate>> = Vec::new();
         let mut skin_points = Vec::with_capacity(traced.len());
+        let mut missed = 0;
         for t in traced {
             match t {
-                Traced::Rejected(rule) => *by_rule.entry(rule).or_default() += 1,
-                Traced::Missed => *rejected.entry("leaves_scan".into()).or_default() += 1,
+                Traced::Rejected(rule) => by_rule[rule.index(&rules)] += 1,
+                Traced::Missed => missed += 1,
                 Traced::Reached(c) => {
                     if c.violations.is_empty() {
                         skin_points.push((c.entry, c.dir, true, c.score));
-                        feasible.push(*c);
+                        feasible.push(c);
                     } else {
                         skin_points.push((c.entry, c.dir, false, 0.0));
                         *rejected.entry(c.violations[0].clone()).or_default() += 1;
@@ -507,15 +508,16 @@ impl PlanningContext {
                 }
             }
         }
-        for (rule, count) in by_rule {
-            *rejected.entry(rule.name(&rules)).or_default() += count;
+        if missed > 0 {
+            *rejected.entry("leaves_scan".into()).or_default() += missed;
         }
-        // Best score first; equal scores keep the candidates' order (a stable sort of
-        // indices, not of the candidates themselves).
-        let mut order: Vec<usize> = (0..feasible.len()).collect();
-        order.sort_by(|&a, &b| feasible[b].score.total_cmp(&feasible[a].score));
-        let mut slots: Vec<Option<Candidate>> = feasible.into_iter().map(Some).collect();
-        let feasible: Vec<Candidate> = order.iter().filter_map(|&i| slots[i].take()).collect();
+        for (index, &count) in by_rule.iter().enumerate().filter(|(_, &c)| c > 0) {
+            *rejected
+                .entry(Rule::from_index(index, &rules).name(&rules))
+                .or_default() += count;
+        }
+        // Best score first; equal scores keep the candidates' order (stable sort).
+        feasible.sort_by(|a, b| b.score.total_cmp(&a.score));
         let pareto = pareto_flags(&feasible[..feasible.len().min(PARETO_POOL)]);
         let pareto_size = pareto.iter().filter(|&&p| p).count();
 
@@ -695,7 +697,7 @@ impl PlanningContext {
 
 /// Non-dominated flags over (length, −min margin, skin angle, capsule angle), all
 /// minimised.
-fn pareto_flags(cands: &[Candidate]) -> Vec<bool> {
+fn pareto_flags(cands: &[Box<Candidate>]) -> Vec<bool> {
     let objectives: Vec<[f64; 4]> = cands
         .iter()
         .map(|c| {
