@@ -16,6 +16,8 @@ pub mod display;
 pub mod geometry;
 pub mod render;
 mod slab;
+#[cfg(target_arch = "x86_64")]
+mod trilinear_avx2;
 
 pub use attenuation::Attenuation;
 pub use geometry::{CArm, Detector, GeometryError, Projection};
