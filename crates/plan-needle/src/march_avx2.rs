@@ -55,9 +55,13 @@ pub(super) fn trace(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Traced> {
 /// The largest sample index `s` with `s · step ≤ limit` (the scalar march rejects for
 /// length when `s · step > limit`).
 fn last_sample(step_mm: f64, limit_mm: f64) -> i32 {
-    if !(limit_mm >= 0.0) {
-        // Even sample 0 is too long (or the limit is NaN: no sample is).
-        return if limit_mm.is_nan() { i32::MAX - 1 } else { -1 };
+    if limit_mm.is_nan() {
+        // No sample is too long: `s · step > NaN` never holds.
+        return i32::MAX - 1;
+    }
+    if limit_mm < 0.0 {
+        // Even sample 0 is too long.
+        return -1;
     }
     let mut s = (limit_mm / step_mm)
         .floor()
@@ -425,7 +429,7 @@ mod tests {
         for step in [0.35, 0.5, 1.0, 1.25] {
             for limit in [-1.0, 0.0, 0.3, 1.0, 7.0, 100.0, 100.35, 150.5 + 1e-9] {
                 let brute = (0..2000)
-                    .take_while(|&s| !(f64::from(s) * step > limit))
+                    .take_while(|&s| f64::from(s) * step <= limit)
                     .last()
                     .unwrap_or(-1);
                 assert_eq!(last_sample(step, limit), brute, "step {step} limit {limit}");
