@@ -13,6 +13,11 @@
 //! per row. The kernel is portable (`wide`, SSE2 on any x86-64); on CPUs with AVX2 and FMA
 //! an 8-lane kernel with hardware gathers runs instead.
 
+/// The two axes other than `axis`, in cyclic order.
+fn other_axes(axis: usize) -> [usize; 2] {
+    [(axis + 1) % 3, (axis + 2) % 3]
+}
+
 /// One ray set up for the slab kernels: on the two other axes, its index coordinate + 0.5
 /// where it enters slab 0 of the main axis (cell `i` spans `[i, i + 1)` there), and the
 /// change per slab (|slope| ≤ 1).
@@ -27,7 +32,7 @@ impl SlabRay {
     /// The ray `o + t·d` (index space; world length `length` mm per unit t), main axis
     /// `axis` (the largest |d| component).
     pub(crate) fn new(o: [f64; 3], d: [f64; 3], axis: usize, length: f64) -> Self {
-        let others = [(axis + 1) % 3, (axis + 2) % 3];
+        let others = other_axes(axis);
         let t_at_slab0 = (-0.5 - o[axis]) / d[axis];
         Self {
             start: others.map(|a| o[a] + d[a] * t_at_slab0 + 0.5),
@@ -72,7 +77,7 @@ struct Slabs {
 
 impl Slabs {
     fn new(dims: [usize; 3], axis: usize) -> Self {
-        let others = [(axis + 1) % 3, (axis + 2) % 3];
+        let others = other_axes(axis);
         let strides = [1, dims[0], dims[0] * dims[1]];
         Self {
             count: dims[axis],
@@ -96,7 +101,6 @@ struct Init<const L: usize> {
     sign: [[f32; L]; 2],
     boundary: [[f32; L]; 2],
     cell: [[i32; L]; 2],
-    cell_step: [[i32; L]; 2],
     offset: [i32; L],
     offset_step: [[i32; L]; 2],
 }
@@ -128,7 +132,6 @@ impl<const L: usize> Init<L> {
             sign: f(&|r, k| r.sign(k) as f32),
             boundary: f(&|r, k| (r.cell(k) + i32::from(r.sign(k) > 0)) as f32),
             cell: i(&|r, k| r.cell(k)),
-            cell_step: i(&|r, k| r.sign(k)),
             offset: std::array::from_fn(|l| {
                 ray(l).cell(0) * strides[0] + ray(l).cell(1) * strides[1]
             }),
@@ -184,11 +187,10 @@ pub(crate) fn integrate(
         return;
     }
     let slabs = Slabs::new(dims, axis);
+    // The AVX2 kernel runs the portable one itself where the CPU lacks AVX2 or FMA.
     #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
-        avx2::integrate(mu, &slabs, rays, out);
-        return;
-    }
+    avx2::integrate(mu, &slabs, rays, out);
+    #[cfg(not(target_arch = "x86_64"))]
     portable::integrate(mu, &slabs, rays, out);
 }
 
@@ -219,7 +221,6 @@ mod portable {
         sign: [f32x4; 2],
         boundary: [f32x4; 2],
         cell: [i32x4; 2],
-        cell_step: [i32x4; 2],
         offset: i32x4,
         offset_step: [i32x4; 2],
     }
@@ -233,7 +234,6 @@ mod portable {
                 sign: init.sign.map(f32x4::from),
                 boundary: init.boundary.map(f32x4::from),
                 cell: init.cell.map(i32x4::from),
-                cell_step: init.cell_step.map(i32x4::from),
                 offset: i32x4::from(init.offset),
                 offset_step: init.offset_step.map(i32x4::from),
             }
@@ -293,7 +293,7 @@ mod portable {
             frac[k] = f.fast_max(f32x4::ZERO).fast_min(f32x4::ONE);
             if CLIP {
                 let cell = lanes.cell[k];
-                let cell_out = cell + (lanes.cell_step[k] & cross_i);
+                let cell_out = cell + (lanes.sign[k].round_int() & cross_i);
                 valid_in[k] = cell.cmp_gt(below) & cell.cmp_lt(n[k]);
                 valid_out[k] = cell_out.cmp_gt(below) & cell_out.cmp_lt(n[k]);
                 lanes.cell[k] = cell_out;
@@ -346,7 +346,6 @@ mod avx2 {
         sign: [__m256; 2],
         boundary: [__m256; 2],
         cell: [__m256i; 2],
-        cell_step: [__m256i; 2],
         offset: __m256i,
         offset_step: [__m256i; 2],
     }
@@ -360,14 +359,13 @@ mod avx2 {
                 sign: init.sign.map(cast),
                 boundary: init.boundary.map(cast),
                 cell: init.cell.map(cast),
-                cell_step: init.cell_step.map(cast),
                 offset: cast(init.offset),
                 offset_step: init.offset_step.map(cast),
             }
         }
     }
 
-    pub(super) fn available() -> bool {
+    fn available() -> bool {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
     }
 
@@ -449,8 +447,10 @@ mod avx2 {
             frac[k] = _mm256_min_ps(_mm256_max_ps(f, zero), one);
             if CLIP {
                 let cell = lanes.cell[k];
-                let cell_out =
-                    _mm256_add_epi32(cell, _mm256_and_si256(lanes.cell_step[k], cross_i));
+                let cell_out = _mm256_add_epi32(
+                    cell,
+                    _mm256_and_si256(_mm256_cvtps_epi32(lanes.sign[k]), cross_i),
+                );
                 valid_in[k] = _mm256_and_si256(
                     _mm256_cmpgt_epi32(cell, below),
                     _mm256_cmpgt_epi32(n[k], cell),
