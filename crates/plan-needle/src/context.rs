@@ -84,7 +84,11 @@ pub struct LabelInfo {
 }
 
 /// Candidate directions (Fibonacci sphere) and the order to march them in.
-pub(crate) type Directions = (Vec<Vec3>, Vec<usize>);
+pub(crate) struct Directions {
+    pub(crate) dirs: Vec<Vec3>,
+    /// Indices of `dirs`, neighbouring directions together ([`crate::march::coherent_order`]).
+    pub(crate) order: Vec<usize>,
+}
 
 /// Everything about one CT + label map that does not depend on the target.
 pub struct PlanningContext {
@@ -466,8 +470,10 @@ impl PlanningContext {
             return dirs.clone();
         }
         let fibonacci = crate::plan::fibonacci_sphere(n);
-        let order = crate::march::coherent_order(&fibonacci);
-        let dirs = Arc::new((fibonacci, order));
+        let dirs = Arc::new(Directions {
+            order: crate::march::coherent_order(&fibonacci),
+            dirs: fibonacci,
+        });
         lock(&self.directions).insert(n, dirs.clone());
         dirs
     }

@@ -26,7 +26,7 @@ pub(crate) enum Rule {
 }
 
 impl Rule {
-    /// Rules that are not per group or per traversal rule.
+    /// Rules that are not per group or per traversal rule, in [`Rule::index`] order.
     const FIXED: [Rule; 7] = [
         Rule::Approach,
         Rule::AxialAngle,
@@ -46,9 +46,15 @@ impl Rule {
     pub(crate) fn index(self, rules: &Rules) -> usize {
         let fixed = Self::FIXED.len();
         match self {
+            Rule::Approach => 0,
+            Rule::AxialAngle => 1,
+            Rule::MaxLength => 2,
+            Rule::SkinAngle => 3,
+            Rule::EntryCaudalTo => 4,
+            Rule::PleuraCrossings => 5,
+            Rule::Fissure => 6,
             Rule::Clearance(g) => fixed + g,
             Rule::Traverse(n) => fixed + rules.groups.len() + n,
-            other => Self::FIXED.iter().position(|&r| r == other).unwrap_or(0),
         }
     }
 
@@ -276,7 +282,12 @@ impl<'a> Marcher<'a> {
             for (i, t) in survivors.into_iter().zip(scored) {
                 traced[i] = Some(t);
             }
-            return traced.into_iter().flatten().collect();
+            // Every ray has its result by now; the one-ray march stands in otherwise.
+            return traced
+                .into_iter()
+                .zip(dirs)
+                .map(|(t, &dir)| t.unwrap_or_else(|| self.trace(dir)))
+                .collect();
         }
         dirs.par_iter()
             .map(|&dir| self.screen(dir).unwrap_or_else(|| self.trace(dir)))

@@ -483,10 +483,10 @@ impl PlanningContext {
         }
 
         let directions = self.directions(options.candidates.max(1));
-        let (dirs, order) = (&directions.0, &directions.1);
+        let dirs = &directions.dirs;
         let traced = Marcher::new(self, &rules, target_lps, None)
             .with_simd(options.simd)
-            .trace_all(dirs, order);
+            .trace_all(dirs, &directions.order);
         // Counted per rule first (an array index per ray, no string), named at the end.
         let mut by_rule = vec![0usize; Rule::count(&rules)];
         let mut rejected: BTreeMap<String, usize> = BTreeMap::new();
