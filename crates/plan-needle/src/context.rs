@@ -4,6 +4,7 @@
 //! moved target reuses them).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use pinhole_volume::math::{dot, norm};
@@ -18,8 +19,15 @@ pub const BODY_THRESHOLD_HU: f32 = -500.0;
 pub const COARSE_SPACING_MM: f64 = 2.0;
 /// Values per chunk of a packed coarse cell (see [`PlanningContext::packed`]).
 pub(crate) const CELL_LANES: usize = 8;
-/// One chunk of a packed coarse cell.
+/// One chunk of a packed coarse cell as the march computes with it, mm.
 pub(crate) type Lanes = [f32; CELL_LANES];
+/// One chunk of a packed coarse cell as stored: multiples of [`FIELD_QUANTUM_MM`].
+pub(crate) type Cell = [u16; CELL_LANES];
+/// Resolution of the packed fields, mm (a power of two, so every stored value is exact
+/// in f32). Values are rounded down (lower bounds, as the jumps need) and saturate at
+/// 65535 quanta (≈ 1024 mm). `value < clearance` then holds exactly when the unrounded
+/// value is below the clearance, for every clearance that is a multiple of 1/64 mm.
+pub(crate) const FIELD_QUANTUM_MM: f32 = 1.0 / 64.0;
 /// Side of the bins that index boundary voxels for exact clearance checks, mm.
 const BIN_MM: f64 = 8.0;
 
@@ -32,8 +40,8 @@ pub struct Bins {
 }
 
 impl Bins {
-    /// Smallest distance (mm) from segment `a`–`b` to a boundary voxel centre within
-    /// `radius_mm` of the segment's bounding box, or `None` when none is that close.
+    /// Smallest distance (mm) from segment `a`–`b` to a boundary voxel centre, or `None`
+    /// when none lies within `radius_mm` of the segment.
     pub fn segment_distance(&self, a: Vec3, b: Vec3, radius_mm: f64) -> Option<f64> {
         let mut lo = [0usize; 3];
         let mut hi = [0usize; 3];
@@ -51,20 +59,27 @@ impl Bins {
         }
         let ab = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
         let ab2 = dot(ab, ab).max(1e-12);
+        let point_distance2 = |p: Vec3| {
+            let ap = [p[0] - a[0], p[1] - a[1], p[2] - a[2]];
+            let t = (dot(ap, ab) / ab2).clamp(0.0, 1.0);
+            let d = [ap[0] - t * ab[0], ap[1] - t * ab[1], ap[2] - t * ab[2]];
+            dot(d, d)
+        };
+        // A bin whose centre lies farther than radius + half its diagonal from the segment
+        // holds no point within the radius.
+        let reach = radius_mm + 0.5 * BIN_MM * 3f64.sqrt();
         let mut best = f64::INFINITY;
         for k in lo[2]..=hi[2] {
             for j in lo[1]..=hi[1] {
                 for i in lo[0]..=hi[0] {
+                    let centre = [i, j, k].map(|v| (v as f64 + 0.5) * BIN_MM);
+                    let centre = [0, 1, 2].map(|a| self.origin[a] + centre[a]);
+                    if point_distance2(centre) > reach * reach {
+                        continue;
+                    }
                     let cell = &self.cells[i + self.dims[0] * (j + self.dims[1] * k)];
                     for p in cell {
-                        let ap = [
-                            f64::from(p[0]) - a[0],
-                            f64::from(p[1]) - a[1],
-                            f64::from(p[2]) - a[2],
-                        ];
-                        let t = (dot(ap, ab) / ab2).clamp(0.0, 1.0);
-                        let d = [ap[0] - t * ab[0], ap[1] - t * ab[1], ap[2] - t * ab[2]];
-                        best = best.min(dot(d, d));
+                        best = best.min(point_distance2(p.map(f64::from)));
                     }
                 }
             }
@@ -74,7 +89,7 @@ impl Bins {
 }
 
 /// Interleaved fields, keyed by the label sets of their groups.
-type PackedCache = HashMap<Vec<Vec<u16>>, Arc<Vec<Lanes>>>;
+type PackedCache = HashMap<Vec<Vec<u16>>, Arc<Vec<Cell>>>;
 
 /// Voxel count and lowest world z (LPS S, mm) of one label.
 #[derive(Debug, Clone, Copy)]
@@ -97,10 +112,10 @@ pub struct PlanningContext {
     pub(crate) coarse: Grid,
     pub(crate) body: Vec<bool>,
     pub(crate) body_centroid_lps: Vec3,
-    /// Coarse neighbours within the skin-normal radius: (di, dj, dk, world offset).
-    pub(crate) normal_stencil: Vec<([isize; 3], Vec3)>,
+    /// Coarse neighbours within the skin-normal radius.
+    pub(crate) normal_stencil: Stencil,
     /// Fine neighbours within the capsule-normal radius.
-    pub(crate) capsule_stencil: Vec<([isize; 3], Vec3)>,
+    pub(crate) capsule_stencil: Stencil,
     factor: [usize; 3],
     fields: Mutex<HashMap<Vec<u16>, Arc<Vec<f32>>>>,
     bins: Mutex<HashMap<Vec<u16>, Arc<Bins>>>,
@@ -108,7 +123,7 @@ pub struct PlanningContext {
     body_depth: OnceLock<Arc<Vec<f32>>>,
     label_info: OnceLock<HashMap<u16, LabelInfo>>,
     /// Skin normals computed so far, by coarse cell (they depend on the volume alone).
-    skin_normals: Mutex<HashMap<usize, Option<Vec3>>>,
+    skin_normals: CellCache<Option<Vec3>>,
     /// Fibonacci-sphere candidate directions and a cache-friendly order of them, by count.
     directions: Mutex<HashMap<usize, Arc<Directions>>>,
 }
@@ -179,8 +194,8 @@ impl PlanningContext {
             return Err(PlanError::NoBody);
         }
         let body_centroid_lps = sum.map(|s| s / count as f64);
-        let normal_stencil = stencil(&coarse, 8.0, 1);
-        let capsule_stencil = stencil(&fine, 5.0, 2);
+        let normal_stencil = Stencil::new(&coarse, 8.0, 1);
+        let capsule_stencil = Stencil::new(labels.grid(), 5.0, 2);
         Ok(Self {
             ct,
             labels,
@@ -195,7 +210,7 @@ impl PlanningContext {
             packed: Mutex::new(HashMap::new()),
             body_depth: OnceLock::new(),
             label_info: OnceLock::new(),
-            skin_normals: Mutex::new(HashMap::new()),
+            skin_normals: CellCache::default(),
             directions: Mutex::new(HashMap::new()),
         })
     }
@@ -329,26 +344,28 @@ impl PlanningContext {
             .clone()
     }
 
-    /// The body depth (mm, 0 outside) and the fields of several label sets interleaved per
-    /// coarse voxel, in chunks of [`CELL_LANES`] (padded with +∞): one cache line per ray
-    /// sample instead of one per field, and lanes the compiler can compare at once. Cached.
-    pub(crate) fn packed(&self, keys: &[Vec<u16>], fields: &[Arc<Vec<f32>>]) -> Arc<Vec<Lanes>> {
+    /// The body depth (0 outside) and the fields of several label sets interleaved per
+    /// coarse voxel, in chunks of [`CELL_LANES`] (padded with the largest value), in
+    /// quanta of [`FIELD_QUANTUM_MM`]: one 16-byte row per ray sample instead of one
+    /// cache line per field, and lanes the compiler can compare at once. Cached.
+    pub(crate) fn packed(&self, keys: &[Vec<u16>], fields: &[Arc<Vec<f32>>]) -> Arc<Vec<Cell>> {
         if let Some(p) = lock(&self.packed).get(keys) {
             return p.clone();
         }
         let chunks = (fields.len() + 1).div_ceil(CELL_LANES);
         let depth = self.body_depth();
-        let mut packed = vec![[f32::INFINITY; CELL_LANES]; self.body.len() * chunks];
+        let mut packed = vec![[u16::MAX; CELL_LANES]; self.body.len() * chunks];
         packed
             .par_chunks_mut(chunks)
             .enumerate()
             .for_each(|(o, cell)| {
+                // Inside the body the depth is at least one quantum: 0 means outside.
                 let body = if self.body[o] {
-                    depth[o].max(1e-3)
+                    quantize(depth[o]).max(1)
                 } else {
-                    0.0
+                    0
                 };
-                let values = std::iter::once(body).chain(fields.iter().map(|f| f[o]));
+                let values = std::iter::once(body).chain(fields.iter().map(|f| quantize(f[o])));
                 for (k, v) in values.enumerate() {
                     cell[k / CELL_LANES][k % CELL_LANES] = v;
                 }
@@ -488,35 +505,94 @@ impl PlanningContext {
         let key = (0..3)
             .all(|a| centre[a] >= 0 && centre[a] < dims[a] as isize)
             .then(|| self.coarse.offset(centre.map(|v| v as usize)));
-        if let Some(normal) = key.and_then(|k| lock(&self.skin_normals).get(&k).copied()) {
-            return normal;
+        match key {
+            Some(k) => self
+                .skin_normals
+                .get_or_insert_with(k, || self.skin_normal_at(centre)),
+            None => self.skin_normal_at(centre),
         }
-        let normal = self.skin_normal_at(centre);
-        if let Some(k) = key {
-            lock(&self.skin_normals).insert(k, normal);
-        }
-        normal
     }
 
     /// The outward normal of the coarse body mask around the cell `centre`: minus the
     /// sum of the offsets to the body cells within the stencil, normalised.
     fn skin_normal_at(&self, centre: [isize; 3]) -> Option<Vec3> {
-        let dims = self.coarse.dims();
-        let mut sum = [0.0; 3];
-        for (d, offset) in &self.normal_stencil {
-            let idx = [0, 1, 2].map(|a| centre[a] + d[a]);
-            if (0..3).any(|a| idx[a] < 0 || idx[a] >= dims[a] as isize) {
-                continue;
-            }
-            let o = self.coarse.offset(idx.map(|v| v as usize));
-            if self.body[o] {
-                for a in 0..3 {
-                    sum[a] += offset[a];
-                }
-            }
+        self.normal_stencil
+            .outward_normal(self.coarse.dims(), centre, |o| self.body[o])
+    }
+}
+/// `value_mm` in quanta of [`FIELD_QUANTUM_MM`], rounded down, saturating (NaN: 0).
+pub(crate) fn quantize(value_mm: f32) -> u16 {
+    let quanta = (f64::from(value_mm) / f64::from(FIELD_QUANTUM_MM)).floor();
+    if quanta >= f64::from(u16::MAX) {
+        u16::MAX
+    } else if quanta >= 0.0 {
+        quanta as u16
+    } else {
+        0
+    }
+}
+
+/// A stored cell chunk in mm (exact).
+#[inline(always)]
+pub(crate) fn dequantize(cell: &Cell) -> Lanes {
+    cell.map(|q| f32::from(q) * FIELD_QUANTUM_MM)
+}
+
+/// Values cached by coarse cell, shared between threads: split into shards by cell so
+/// that threads seldom wait for each other, with a hash for cell numbers.
+pub(crate) struct CellCache<T> {
+    shards: Vec<Mutex<HashMap<usize, T, BuildHasherDefault<CellHasher>>>>,
+}
+
+impl<T> Default for CellCache<T> {
+    fn default() -> Self {
+        Self {
+            shards: (0..CELL_CACHE_SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
         }
-        let n = norm(sum);
-        (n > 1e-9).then(|| sum.map(|v| -v / n))
+    }
+}
+
+const CELL_CACHE_SHARDS: usize = 16;
+
+impl<T: Copy> CellCache<T> {
+    /// The value cached for `cell`, computed by `make` (outside the lock) when missing.
+    pub(crate) fn get_or_insert_with(&self, cell: usize, make: impl FnOnce() -> T) -> T {
+        let shard = &self.shards[fibonacci_hash(cell) as usize % CELL_CACHE_SHARDS];
+        if let Some(&value) = lock(shard).get(&cell) {
+            return value;
+        }
+        let value = make();
+        lock(shard).insert(cell, value);
+        value
+    }
+}
+
+/// Multiplicative (Fibonacci) hashing of a cell number, high bits folded down.
+fn fibonacci_hash(n: usize) -> u64 {
+    let h = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 32)
+}
+
+/// [`fibonacci_hash`] as a [`Hasher`] for cell numbers (the default hasher resists
+/// collision attacks, which cell numbers cannot mount, at several times the cost).
+#[derive(Default)]
+pub(crate) struct CellHasher(u64);
+
+impl Hasher for CellHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = fibonacci_hash((self.0 ^ u64::from(b)) as usize);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = fibonacci_hash(n);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -533,25 +609,86 @@ pub(crate) fn lut_of(ids: &[u16]) -> Vec<bool> {
     lut
 }
 
-/// Index offsets (with their world offsets) within `radius_mm`, every `stride`-th voxel
-/// in-plane.
-fn stencil(grid: &Grid, radius_mm: f64, stride: usize) -> Vec<([isize; 3], Vec3)> {
-    let s = grid.spacing_mm();
-    let r = [0, 1, 2].map(|a| (radius_mm / s[a]).floor() as isize);
-    let origin = grid.index_to_world([0.0; 3]);
-    let mut out = Vec::new();
-    for dk in -r[2]..=r[2] {
-        for dj in (-r[1]..=r[1]).step_by(stride) {
-            for di in (-r[0]..=r[0]).step_by(stride) {
-                let w = grid.index_to_world([di as f64, dj as f64, dk as f64]);
-                let off = [w[0] - origin[0], w[1] - origin[1], w[2] - origin[2]];
-                if norm(off) <= radius_mm && (di, dj, dk) != (0, 0, 0) {
-                    out.push(([di, dj, dk], off));
+/// The voxels within a radius of a centre voxel (every `stride`-th in-plane), for normals
+/// as minus the mean offset to the voxels of a region nearby.
+pub(crate) struct Stencil {
+    /// Index offsets.
+    index: Vec<[isize; 3]>,
+    /// The same as offsets into the grid's data.
+    linear: Vec<isize>,
+    /// World offsets, mm.
+    offset_mm: Vec<Vec3>,
+    /// The largest index offset per axis.
+    reach: [isize; 3],
+}
+
+impl Stencil {
+    fn new(grid: &Grid, radius_mm: f64, stride: usize) -> Self {
+        let s = grid.spacing_mm();
+        let dims = grid.dims();
+        let reach = [0, 1, 2].map(|a| (radius_mm / s[a]).floor() as isize);
+        let origin = grid.index_to_world([0.0; 3]);
+        let mut stencil = Self {
+            index: Vec::new(),
+            linear: Vec::new(),
+            offset_mm: Vec::new(),
+            reach,
+        };
+        for dk in -reach[2]..=reach[2] {
+            for dj in (-reach[1]..=reach[1]).step_by(stride) {
+                for di in (-reach[0]..=reach[0]).step_by(stride) {
+                    let w = grid.index_to_world([di as f64, dj as f64, dk as f64]);
+                    let off = [w[0] - origin[0], w[1] - origin[1], w[2] - origin[2]];
+                    if norm(off) <= radius_mm && (di, dj, dk) != (0, 0, 0) {
+                        stencil.index.push([di, dj, dk]);
+                        let row = dims[0] as isize;
+                        stencil.linear.push(di + row * (dj + dims[1] as isize * dk));
+                        stencil.offset_mm.push(off);
+                    }
                 }
             }
         }
+        stencil
     }
-    out
+
+    /// Minus the normalised sum of the world offsets to the stencil voxels around
+    /// `centre` (on a grid of `dims`) whose data offset `inside` accepts; `None` when
+    /// they cancel out.
+    pub(crate) fn outward_normal(
+        &self,
+        dims: [usize; 3],
+        centre: [isize; 3],
+        inside: impl Fn(usize) -> bool,
+    ) -> Option<Vec3> {
+        let mut sum = [0.0; 3];
+        let interior = (0..3)
+            .all(|a| centre[a] >= self.reach[a] && centre[a] + self.reach[a] < dims[a] as isize);
+        if interior {
+            // Every stencil voxel lies in the grid: no per-voxel bounds checks.
+            let base = centre[0] + dims[0] as isize * (centre[1] + dims[1] as isize * centre[2]);
+            for (&d, off) in self.linear.iter().zip(&self.offset_mm) {
+                let weight = f64::from(u8::from(inside((base + d) as usize)));
+                for a in 0..3 {
+                    sum[a] += weight * off[a];
+                }
+            }
+        } else {
+            for (d, off) in self.index.iter().zip(&self.offset_mm) {
+                let idx = [0, 1, 2].map(|a| centre[a] + d[a]);
+                if (0..3).any(|a| idx[a] < 0 || idx[a] >= dims[a] as isize) {
+                    continue;
+                }
+                let o = idx[0] + dims[0] as isize * (idx[1] + dims[1] as isize * idx[2]);
+                if inside(o as usize) {
+                    for a in 0..3 {
+                        sum[a] += off[a];
+                    }
+                }
+            }
+        }
+        let n = norm(sum);
+        (n > 1e-9).then(|| sum.map(|v| -v / n))
+    }
 }
 
 /// Fills background regions of each k-slice that do not touch the slice border (lungs,

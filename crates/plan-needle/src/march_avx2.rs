@@ -12,8 +12,8 @@ use std::arch::x86_64::*;
 use bytemuck::cast;
 use pinhole_volume::Vec3;
 
-use super::{End, Marcher, Ray, Rule};
-use crate::context::CELL_LANES;
+use super::{CellExit, End, Marcher, Ray, Rule, SAME_CELL_MARGIN, SAME_CELL_MAX};
+use crate::context::{CELL_LANES, FIELD_QUANTUM_MM};
 use crate::plan::Traced;
 
 const L: usize = 8;
@@ -81,6 +81,9 @@ fn last_sample(step_mm: f64, limit_mm: f64) -> i32 {
 struct LaneRays {
     c0: [[f64; L]; 3],
     dc: [[f64; L]; 3],
+    /// [`CellExit`] per axis.
+    exit_slope: [[f64; L]; 3],
+    exit_offset: [[f64; L]; 3],
     f0: [[f64; L]; 3],
     df: [[f64; L]; 3],
     s: [i32; L],
@@ -100,6 +103,8 @@ impl LaneRays {
         Self {
             c0: [[0.0; L]; 3],
             dc: [[0.0; L]; 3],
+            exit_slope: [[0.0; L]; 3],
+            exit_offset: [[f64::INFINITY; L]; 3],
             f0: [[0.0; L]; 3],
             df: [[0.0; L]; 3],
             s: [0; L],
@@ -132,9 +137,12 @@ impl LaneRays {
                 continue;
             }
             let [c0, dc, f0, df] = marcher.indices(dirs[i]);
+            let exit = CellExit::new(dc);
             for a in 0..3 {
                 self.c0[a][l] = c0[a];
                 self.dc[a][l] = dc[a];
+                self.exit_slope[a][l] = exit.slope[a];
+                self.exit_offset[a][l] = exit.offset[a];
                 self.f0[a][l] = f0[a];
                 self.df[a][l] = df[a];
             }
@@ -168,6 +176,10 @@ impl LaneRays {
             dir,
             c0: [0, 1, 2].map(|a| self.c0[a][l]),
             dc: [0, 1, 2].map(|a| self.dc[a][l]),
+            cell_exit: CellExit {
+                slope: [0, 1, 2].map(|a| self.exit_slope[a][l]),
+                offset: [0, 1, 2].map(|a| self.exit_offset[a][l]),
+            },
             f0: [0, 1, 2].map(|a| self.f0[a][l]),
             df: [0, 1, 2].map(|a| self.df[a][l]),
             s: self.s[l].max(0) as usize,
@@ -208,34 +220,36 @@ impl LaneRays {
     }
 }
 
-/// Transposes eight rows of eight lanes: `out[g][l] = rows[l][g]`.
+/// Transposes eight stored rows of eight lanes into mm: `out[g][l] = rows[l][g] · quantum`.
 #[target_feature(enable = "avx2,fma")]
-fn transpose(r: [__m256; 8]) -> [__m256; 8] {
-    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+fn transpose(r: [__m128i; 8]) -> [__m256; 8] {
+    let t0 = _mm_unpacklo_epi16(r[0], r[1]);
+    let t1 = _mm_unpackhi_epi16(r[0], r[1]);
+    let t2 = _mm_unpacklo_epi16(r[2], r[3]);
+    let t3 = _mm_unpackhi_epi16(r[2], r[3]);
+    let t4 = _mm_unpacklo_epi16(r[4], r[5]);
+    let t5 = _mm_unpackhi_epi16(r[4], r[5]);
+    let t6 = _mm_unpacklo_epi16(r[6], r[7]);
+    let t7 = _mm_unpackhi_epi16(r[6], r[7]);
+    let u0 = _mm_unpacklo_epi32(t0, t2);
+    let u1 = _mm_unpackhi_epi32(t0, t2);
+    let u2 = _mm_unpacklo_epi32(t1, t3);
+    let u3 = _mm_unpackhi_epi32(t1, t3);
+    let u4 = _mm_unpacklo_epi32(t4, t6);
+    let u5 = _mm_unpackhi_epi32(t4, t6);
+    let u6 = _mm_unpacklo_epi32(t5, t7);
+    let u7 = _mm_unpackhi_epi32(t5, t7);
+    let quantum = _mm256_set1_ps(FIELD_QUANTUM_MM);
+    let mm = |w: __m128i| _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(w)), quantum);
     [
-        _mm256_permute2f128_ps::<0x20>(u0, u4),
-        _mm256_permute2f128_ps::<0x20>(u1, u5),
-        _mm256_permute2f128_ps::<0x20>(u2, u6),
-        _mm256_permute2f128_ps::<0x20>(u3, u7),
-        _mm256_permute2f128_ps::<0x31>(u0, u4),
-        _mm256_permute2f128_ps::<0x31>(u1, u5),
-        _mm256_permute2f128_ps::<0x31>(u2, u6),
-        _mm256_permute2f128_ps::<0x31>(u3, u7),
+        mm(_mm_unpacklo_epi64(u0, u4)),
+        mm(_mm_unpackhi_epi64(u0, u4)),
+        mm(_mm_unpacklo_epi64(u1, u5)),
+        mm(_mm_unpackhi_epi64(u1, u5)),
+        mm(_mm_unpacklo_epi64(u2, u6)),
+        mm(_mm_unpackhi_epi64(u2, u6)),
+        mm(_mm_unpacklo_epi64(u3, u7)),
+        mm(_mm_unpackhi_epi64(u3, u7)),
     ]
 }
 
@@ -297,6 +311,9 @@ fn run<const SCORE: bool>(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced
         // Same arithmetic as the one-ray march: (c0 + dc · s) + 0.5, then truncation.
         let mut outside = 0u32;
         let mut index = [_mm256_setzero_si256(); 3];
+        // Samples to the current cell's boundary (`CellExit::samples_left`).
+        let mut left_lo = _mm256_set1_pd(f64::INFINITY);
+        let mut left_hi = left_lo;
         for a in 0..3 {
             let c0: [[f64; 4]; 2] = [
                 std::array::from_fn(|l| lanes.c0[a][l]),
@@ -323,7 +340,34 @@ fn run<const SCORE: bool>(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced
                 _mm256_or_pd(below_hi, above_hi),
             );
             index[a] = _mm256_set_m128i(_mm256_cvttpd_epi32(hi), _mm256_cvttpd_epi32(lo));
+            let halves = |v: &[[f64; L]; 3]| -> [__m256d; 2] {
+                [
+                    cast::<[f64; 4], __m256d>(std::array::from_fn(|l| v[a][l])),
+                    cast::<[f64; 4], __m256d>(std::array::from_fn(|l| v[a][l + 4])),
+                ]
+            };
+            let [slope_lo, slope_hi] = halves(&lanes.exit_slope);
+            let [offset_lo, offset_hi] = halves(&lanes.exit_offset);
+            const TRUNCATE: i32 = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
+            let u_lo = _mm256_sub_pd(lo, _mm256_round_pd::<TRUNCATE>(lo));
+            let u_hi = _mm256_sub_pd(hi, _mm256_round_pd::<TRUNCATE>(hi));
+            left_lo = _mm256_min_pd(left_lo, _mm256_fmadd_pd(u_lo, slope_lo, offset_lo));
+            left_hi = _mm256_min_pd(left_hi, _mm256_fmadd_pd(u_hi, slope_hi, offset_hi));
         }
+        let same_cell = {
+            // `same_cell_advance`, lane-wise.
+            let certain = |left: __m256d| {
+                let c = _mm256_sub_pd(
+                    _mm256_mul_pd(left, _mm256_set1_pd(1.0 - SAME_CELL_MARGIN)),
+                    _mm256_set1_pd(SAME_CELL_MARGIN),
+                );
+                _mm256_cvttpd_epi32(_mm256_min_pd(
+                    _mm256_max_pd(c, zero_pd),
+                    _mm256_set1_pd(SAME_CELL_MAX),
+                ))
+            };
+            _mm256_add_epi32(_mm256_set_m128i(certain(left_hi), certain(left_lo)), one)
+        };
         let offset = _mm256_add_epi32(
             index[0],
             _mm256_mullo_epi32(
@@ -334,7 +378,7 @@ fn run<const SCORE: bool>(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced
         // Lanes that left the grid (or idle ones) read some cell; their values are unused.
         let offset = _mm256_min_epi32(_mm256_max_epi32(offset, _mm256_setzero_si256()), cells_max);
         let offsets: [i32; L] = cast(offset);
-        let rows: [__m256; L] = std::array::from_fn(|l| cast(packed[offsets[l] as usize]));
+        let rows: [__m128i; L] = std::array::from_fn(|l| cast(packed[offsets[l] as usize]));
         let v = transpose(rows);
         let exit =
             _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(v[0], _mm256_setzero_ps())) as u32;
@@ -373,7 +417,13 @@ fn run<const SCORE: bool>(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced
             _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_div_pd(jump_hi, step_pd), cap)),
             _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_div_pd(jump_lo, step_pd), cap)),
         );
-        let advance = _mm256_blendv_epi8(one, skips, lane_mask(far));
+        let jump_samples = _mm256_blendv_epi8(one, skips, lane_mask(far));
+        let same_cell = if SCORE {
+            _mm256_blendv_epi8(one, same_cell, lane_mask(!lanes.capsule_pending))
+        } else {
+            same_cell
+        };
+        let advance = _mm256_max_epi32(jump_samples, same_cell);
         let advance = _mm256_and_si256(advance, lane_mask(lanes.active));
         let ended = (too_long | outside | exit | below) & lanes.active;
         if SCORE {

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use pinhole_volume::math::{cross, dot, norm};
 use pinhole_volume::{distance_inside, Mask, Target, Vec3};
+use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::context::{lut_of, Bins, Lanes, PlanningContext};
+use crate::context::{lut_of, Bins, Cell, PlanningContext};
 use crate::march::{Marcher, Rule};
 use crate::profile::{matches_pattern, Profile, TargetAim};
 use crate::PlanError;
@@ -130,7 +131,7 @@ pub(crate) struct Rules {
     pub(crate) groups: Vec<ResolvedGroup>,
     /// Per coarse voxel: body depth (0 outside) then each group's distance, in chunks of
     /// `CELL_LANES` padded with +∞.
-    pub(crate) packed: Arc<Vec<Lanes>>,
+    pub(crate) packed: Arc<Vec<Cell>>,
     pub(crate) organ_lut: Vec<bool>,
     pub(crate) traverse: Vec<(String, Vec<bool>, f64)>,
     pub(crate) lobes: Option<Vec<u8>>,
@@ -525,6 +526,7 @@ impl PlanningContext {
         let mut chosen: Vec<PathReport> = Vec::new();
         let mut chosen_dirs: Vec<Vec3> = Vec::new();
         let mut verify_rejects = 0usize;
+        let mut verified: BTreeMap<usize, Verified> = BTreeMap::new();
         for (n, cand) in feasible.iter().enumerate() {
             if chosen.len() >= options.top_k {
                 break;
@@ -532,7 +534,19 @@ impl PlanningContext {
             if chosen_dirs.iter().any(|d| dot(*d, cand.dir) > cos_sep) {
                 continue;
             }
-            let (clearances, failed) = self.verify(&rules, target_lps, cand);
+            if !verified.contains_key(&n) {
+                // Verify the paths that will be chosen if every check passes, together.
+                let wanted = options.top_k - chosen.len();
+                let batch = distinct_from(&feasible, n, &chosen_dirs, cos_sep, wanted);
+                let results: Vec<(usize, Verified)> = batch
+                    .into_par_iter()
+                    .map(|k| (k, self.verify(&rules, target_lps, &feasible[k])))
+                    .collect();
+                verified.extend(results);
+            }
+            let Some((clearances, failed)) = verified.remove(&n) else {
+                continue;
+            };
             if let Some(rule) = failed.first() {
                 *rejected.entry(rule.clone()).or_default() += 1;
                 verify_rejects += 1;
@@ -604,43 +618,29 @@ impl PlanningContext {
     /// voxels within 5 mm.
     pub(crate) fn capsule_normal(&self, lut: &[bool], q: Vec3) -> Option<Vec3> {
         let grid = self.labels.grid();
-        let c = grid.world_to_index(q).map(|v| v.round() as isize);
-        let dims = grid.dims();
-        let mut sum = [0.0; 3];
-        for (d, off) in &self.capsule_stencil {
-            let idx = [0, 1, 2].map(|a| c[a] + d[a]);
-            if (0..3).any(|a| idx[a] < 0 || idx[a] >= dims[a] as isize) {
-                continue;
-            }
-            let l = self.labels.data()[grid.offset(idx.map(|v| v as usize))];
-            if lut[l as usize] {
-                for a in 0..3 {
-                    sum[a] += off[a];
-                }
-            }
-        }
-        let n = norm(sum);
-        (n > 1e-9).then(|| sum.map(|v| -v / n))
+        let centre = grid.world_to_index(q).map(|v| v.round() as isize);
+        let labels = self.labels.data();
+        self.capsule_stencil
+            .outward_normal(grid.dims(), centre, |o| lut[usize::from(labels[o])])
     }
 
     /// Exact clearances of a path (segment target–entry vs voxel centres): per group the
     /// distance, and the rules broken.
-    fn verify(
-        &self,
-        rules: &Rules,
-        target: Vec3,
-        cand: &Candidate,
-    ) -> (BTreeMap<String, f64>, Vec<String>) {
+    fn verify(&self, rules: &Rules, target: Vec3, cand: &Candidate) -> Verified {
         let mut out = BTreeMap::new();
         let mut failed = Vec::new();
         let length = norm([0, 1, 2].map(|a| cand.entry[a] - target[a]));
         let n = (length / VERIFY_STEP_MM).ceil() as usize;
-        for (g, group) in rules.groups.iter().enumerate() {
-            let lut_hit = (0..=n).any(|s| {
+        let mut crossed: Vec<u16> = (0..=n)
+            .map(|s| {
                 let t = s as f64 / n.max(1) as f64;
-                let p = [0, 1, 2].map(|a| target[a] + (cand.entry[a] - target[a]) * t);
-                group.ids.binary_search(&self.label_at(p)).is_ok()
-            });
+                self.label_at([0, 1, 2].map(|a| target[a] + (cand.entry[a] - target[a]) * t))
+            })
+            .collect();
+        crossed.sort_unstable();
+        crossed.dedup();
+        for (g, group) in rules.groups.iter().enumerate() {
+            let lut_hit = crossed.iter().any(|l| group.ids.binary_search(l).is_ok());
             let radius = group.clearance_mm + EXACT_RADIUS_EXTRA_MM;
             let d = if lut_hit {
                 0.0
@@ -693,6 +693,33 @@ impl PlanningContext {
             violations: c.violations.clone(),
         }
     }
+}
+
+/// Exact clearances per group and the rules broken, of one path.
+type Verified = (BTreeMap<String, f64>, Vec<String>);
+
+/// Indices from `start` on of up to `wanted` candidates that are more than the minimum
+/// separation from `chosen` and from each other, in order: the ones chosen next if all
+/// pass verification.
+fn distinct_from(
+    cands: &[Box<Candidate>],
+    start: usize,
+    chosen: &[Vec3],
+    cos_sep: f64,
+    wanted: usize,
+) -> Vec<usize> {
+    let mut dirs = chosen.to_vec();
+    let mut out = Vec::new();
+    for (k, cand) in cands.iter().enumerate().skip(start) {
+        if out.len() >= wanted {
+            break;
+        }
+        if dirs.iter().all(|d| dot(*d, cand.dir) <= cos_sep) {
+            dirs.push(cand.dir);
+            out.push(k);
+        }
+    }
+    out
 }
 
 /// Non-dominated flags over (length, −min margin, skin angle, capsule angle), all
