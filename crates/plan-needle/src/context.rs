@@ -736,3 +736,94 @@ fn fill_holes_per_slice(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
         .collect();
     slices.concat()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{dequantize, quantize, Bins, CellCache, BIN_MM, FIELD_QUANTUM_MM};
+
+    fn xorshift(seed: &mut u64) -> f64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        (*seed >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Stored values are lower bounds within one quantum, saturate instead of wrapping,
+    /// and keep every clearance decision for clearances on the 1/64 mm grid.
+    #[test]
+    fn quantized_fields_round_down_and_keep_clearance_decisions() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..100_000 {
+            let d = (xorshift(&mut seed) * 40.0) as f32;
+            let q = dequantize(&[quantize(d); 8])[0];
+            assert!(q <= d && d - q < FIELD_QUANTUM_MM, "{d} -> {q}");
+            for clearance_mm in [1.0f32, 2.0, 2.5, 3.0, 5.0, 10.0, 3.015625] {
+                assert_eq!(q < clearance_mm, d < clearance_mm, "{d} vs {clearance_mm}");
+            }
+        }
+        assert_eq!(quantize(f32::INFINITY), u16::MAX);
+        assert_eq!(quantize(5000.0), u16::MAX);
+        assert_eq!(quantize(-1.0), 0);
+        assert_eq!(quantize(f32::NAN), 0);
+        assert_eq!(quantize(1.0), 64);
+    }
+
+    /// Skipping the bins far from the segment changes no answer (brute force over random
+    /// points and segments).
+    #[test]
+    fn segment_distance_equals_brute_force() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let dims = [12, 10, 9];
+        let origin = [-40.0, -30.0, -20.0];
+        let mut cells = vec![Vec::new(); dims[0] * dims[1] * dims[2]];
+        let mut points = Vec::new();
+        for _ in 0..3000 {
+            let c = [0, 1, 2].map(|a| (xorshift(&mut seed) * dims[a] as f64) as usize);
+            let p = [0, 1, 2]
+                .map(|a| (origin[a] + (c[a] as f64 + xorshift(&mut seed)) * BIN_MM) as f32);
+            cells[c[0] + dims[0] * (c[1] + dims[1] * c[2])].push(p);
+            points.push(p);
+        }
+        let bins = Bins {
+            origin,
+            dims,
+            cells,
+        };
+        for _ in 0..300 {
+            let mut point = || [0, 1, 2].map(|a| origin[a] + xorshift(&mut seed) * 80.0);
+            let (a, b) = (point(), point());
+            let radius = 1.0 + xorshift(&mut seed) * 12.0;
+            let brute = points
+                .iter()
+                .map(|p| {
+                    let p = p.map(f64::from);
+                    let ab = [0, 1, 2].map(|k| b[k] - a[k]);
+                    let ap = [0, 1, 2].map(|k| p[k] - a[k]);
+                    let ab2 = (ab[0] * ab[0] + ab[1] * ab[1] + ab[2] * ab[2]).max(1e-12);
+                    let t = ((ap[0] * ab[0] + ap[1] * ab[1] + ap[2] * ab[2]) / ab2).clamp(0.0, 1.0);
+                    let d = [0, 1, 2].map(|k| ap[k] - t * ab[k]);
+                    (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt()
+                })
+                .fold(f64::INFINITY, f64::min);
+            let expected = (brute <= radius).then_some(brute);
+            assert_eq!(bins.segment_distance(a, b, radius), expected);
+        }
+    }
+
+    /// A cached value is computed once and then returned as stored.
+    #[test]
+    fn cell_cache_computes_each_cell_once() {
+        let cache: CellCache<u32> = CellCache::default();
+        let mut calls = 0;
+        for round in 0..3 {
+            for cell in 0..1000usize {
+                let value = cache.get_or_insert_with(cell * 7919, || {
+                    calls += 1;
+                    cell as u32 + round
+                });
+                assert_eq!(value, cell as u32);
+            }
+        }
+        assert_eq!(calls, 1000);
+    }
+}

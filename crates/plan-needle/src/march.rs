@@ -748,3 +748,58 @@ fn lanes_hmin(v: &Lanes) -> f32 {
     let quarter = [half[0].min(half[2]), half[1].min(half[3])];
     quarter[0].min(quarter[1])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{same_cell_advance, CellExit};
+
+    /// The coarse cell of sample `s`, computed as the marches do.
+    fn cell(c0: [f64; 3], dc: [f64; 3], s: usize) -> [usize; 3] {
+        [0, 1, 2].map(|a| (c0[a] + dc[a] * s as f64 + 0.5) as usize)
+    }
+
+    /// The same-cell skip never passes over a sample in another cell, and stops at most
+    /// one sample short of the first one that is (brute force over random rays, axis
+    /// parallel ones and steps that land on cell boundaries included).
+    #[test]
+    fn same_cell_skip_stays_in_the_cell_and_stops_at_its_boundary() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        const LOOK_AHEAD: usize = 400;
+        for case in 0..20_000 {
+            let mut c0 = [0, 1, 2].map(|_| 100.0 + 50.0 * next());
+            let mut dc = [0, 1, 2].map(|_| next() - 0.5);
+            match case % 5 {
+                0 => dc[case % 3] = 0.0,
+                // Samples exactly on cell boundaries.
+                1 => {
+                    c0 = c0.map(|c| (c * 8.0).floor() / 8.0);
+                    dc = [0.25, -0.5, 0.125];
+                }
+                2 => dc[1] *= 1e-7,
+                _ => {}
+            }
+            let s = (next() * 80.0) as usize;
+            let here = cell(c0, dc, s);
+            let ci = [0, 1, 2].map(|a| c0[a] + dc[a] * s as f64 + 0.5);
+            let advance = same_cell_advance(CellExit::new(dc).samples_left(ci));
+            let first_other = (1..LOOK_AHEAD)
+                .find(|&k| cell(c0, dc, s + k) != here)
+                .unwrap_or(LOOK_AHEAD);
+            assert!(advance >= 1);
+            assert!(
+                advance <= first_other,
+                "case {case}: skipped to {advance}, left the cell at {first_other}"
+            );
+            assert!(
+                advance.min(LOOK_AHEAD) + 1 >= first_other,
+                "case {case}: stopped at {advance}, the cell lasts until {first_other}"
+            );
+        }
+    }
+}

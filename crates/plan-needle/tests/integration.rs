@@ -88,13 +88,14 @@ fn every_path_goes_through_the_only_window_on_the_left() {
         // The patient's left: LPS x grows towards the entry (the grid is LAS).
         assert!(p.entry_lps[0] > 55.0, "entry {:?}", p.entry_lps);
         assert!(p.min_clearance_mm["bone"] >= 2.0);
-        // The entry is on the cube's face x = 60 mm (±1 mm).
+        // The entry is where the trilinear CT crosses -500 HU: midway between the voxel
+        // centres at x = 59 mm (0 HU) and x = 61 mm (-1000 HU), on the plane x = 60 mm.
         assert!(
-            (p.entry_lps[0] - 60.0).abs() < 1.5,
+            (p.entry_lps[0] - 60.0).abs() < 1e-3,
             "entry {:?}",
             p.entry_lps
         );
-        assert!((p.length_mm - 60.0 / p.direction_lps[0]).abs() < 1.5);
+        assert!((p.length_mm - 60.0 / p.direction_lps[0]).abs() < 1e-3);
     }
     // Most candidates hit the shell.
     let shell = plan.rejected.get("clearance:bone").copied().unwrap_or(0);
