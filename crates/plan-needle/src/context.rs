@@ -65,23 +65,35 @@ impl Bins {
             let d = [ap[0] - t * ab[0], ap[1] - t * ab[1], ap[2] - t * ab[2]];
             dot(d, d)
         };
-        // A bin whose centre lies farther than radius + half its diagonal from the segment
-        // holds no point within the radius.
-        let reach = radius_mm + 0.5 * BIN_MM * 3f64.sqrt();
-        let mut best = f64::INFINITY;
+        // The points of a bin lie at least (distance of its centre − half its diagonal)
+        // from the segment: bins are visited nearest bound first, up to the radius and
+        // while they could still hold a nearer point than the nearest found.
+        let half_diagonal = 0.5 * BIN_MM * 3f64.sqrt();
+        let mut near: Vec<(f64, usize)> = Vec::new();
         for k in lo[2]..=hi[2] {
             for j in lo[1]..=hi[1] {
                 for i in lo[0]..=hi[0] {
-                    let centre = [i, j, k].map(|v| (v as f64 + 0.5) * BIN_MM);
-                    let centre = [0, 1, 2].map(|a| self.origin[a] + centre[a]);
-                    if point_distance2(centre) > reach * reach {
+                    let bin = i + self.dims[0] * (j + self.dims[1] * k);
+                    if self.cells[bin].is_empty() {
                         continue;
                     }
-                    let cell = &self.cells[i + self.dims[0] * (j + self.dims[1] * k)];
-                    for p in cell {
-                        best = best.min(point_distance2(p.map(f64::from)));
+                    let centre = [i, j, k].map(|v| (v as f64 + 0.5) * BIN_MM);
+                    let centre = [0, 1, 2].map(|a| self.origin[a] + centre[a]);
+                    let bound = (point_distance2(centre).sqrt() - half_diagonal).max(0.0);
+                    if bound <= radius_mm {
+                        near.push((bound, bin));
                     }
                 }
+            }
+        }
+        near.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let mut best = f64::INFINITY;
+        for (bound, bin) in near {
+            if bound * bound > best {
+                break;
+            }
+            for p in &self.cells[bin] {
+                best = best.min(point_distance2(p.map(f64::from)));
             }
         }
         (best.is_finite() && best.sqrt() <= radius_mm).then(|| best.sqrt())

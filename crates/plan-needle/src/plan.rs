@@ -8,7 +8,7 @@ use pinhole_volume::{distance_inside, Mask, Target, Vec3};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::context::{lut_of, Bins, Cell, PlanningContext};
+use crate::context::{lut_of, Bins, Cell, CellCache, PlanningContext};
 use crate::march::{Marcher, Rule};
 use crate::profile::{matches_pattern, Profile, TargetAim};
 use crate::PlanError;
@@ -153,7 +153,8 @@ pub(crate) struct Candidate {
     pub(crate) dir: Vec3,
     pub(crate) entry: Vec3,
     pub(crate) length_mm: f64,
-    pub(crate) margins: Vec<f64>,
+    /// The smallest coarse margin (smallest value seen minus clearance) over the groups.
+    pub(crate) min_margin_mm: f64,
     pub(crate) coarse_min: Vec<f64>,
     pub(crate) skin_angle_deg: f64,
     pub(crate) capsule_angle_deg: Option<f64>,
@@ -517,8 +518,19 @@ impl PlanningContext {
                 .entry(Rule::from_index(index, &rules).name(&rules))
                 .or_default() += count;
         }
-        // Best score first; equal scores keep the candidates' order (stable sort).
-        feasible.sort_by(|a, b| b.score.total_cmp(&a.score));
+        // Best score first; equal scores keep the candidates' order. Sorted as compact
+        // (score, index) keys, then the candidates moved into that order.
+        let mut ranking: Vec<(f64, usize)> = feasible
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.score, i))
+            .collect();
+        ranking.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut slots: Vec<Option<Box<Candidate>>> = feasible.into_iter().map(Some).collect();
+        let feasible: Vec<Box<Candidate>> = ranking
+            .iter()
+            .filter_map(|&(_, i)| slots[i].take())
+            .collect();
         let pareto = pareto_flags(&feasible[..feasible.len().min(PARETO_POOL)]);
         let pareto_size = pareto.iter().filter(|&&p| p).count();
 
@@ -596,9 +608,10 @@ pub(crate) fn score(rules: &Rules, c: &Candidate) -> f64 {
     let w = &rules.weights;
     let s_len = 1.0 - (c.length_mm / rules.max_length_mm).clamp(0.0, 1.0);
     let (mut wsum, mut csum) = (0.0, 0.0);
-    for (g, m) in rules.groups.iter().zip(&c.margins) {
+    for (g, seen) in rules.groups.iter().zip(&c.coarse_min) {
+        let margin = seen - g.clearance_mm;
         wsum += g.weight;
-        csum += g.weight * (m / CLEARANCE_SATURATION_MM).clamp(0.0, 1.0);
+        csum += g.weight * (margin / CLEARANCE_SATURATION_MM).clamp(0.0, 1.0);
     }
     let s_clear = if wsum > 0.0 { csum / wsum } else { 1.0 };
     let s_skin = 1.0 - (c.skin_angle_deg / 90.0).clamp(0.0, 1.0);
@@ -615,13 +628,27 @@ pub(crate) fn score(rules: &Rules, c: &Candidate) -> f64 {
 
 impl PlanningContext {
     /// Outward normal of the organ surface near `q`: minus the mean offset of organ
-    /// voxels within 5 mm.
-    pub(crate) fn capsule_normal(&self, lut: &[bool], q: Vec3) -> Option<Vec3> {
+    /// voxels within 5 mm. `cache` holds the normals computed so far for this `lut`, by
+    /// label voxel (rays from one target leave its organ through the same voxels).
+    pub(crate) fn capsule_normal(
+        &self,
+        lut: &[bool],
+        q: Vec3,
+        cache: &CellCache<Option<Vec3>>,
+    ) -> Option<Vec3> {
         let grid = self.labels.grid();
+        let dims = grid.dims();
         let centre = grid.world_to_index(q).map(|v| v.round() as isize);
         let labels = self.labels.data();
-        self.capsule_stencil
-            .outward_normal(grid.dims(), centre, |o| lut[usize::from(labels[o])])
+        let normal = || {
+            self.capsule_stencil
+                .outward_normal(dims, centre, |o| lut[usize::from(labels[o])])
+        };
+        if (0..3).all(|a| centre[a] >= 0 && centre[a] < dims[a] as isize) {
+            cache.get_or_insert_with(grid.offset(centre.map(|v| v as usize)), normal)
+        } else {
+            normal()
+        }
     }
 
     /// Exact clearances of a path (segment target–entry vs voxel centres): per group the
@@ -728,12 +755,7 @@ fn pareto_flags(cands: &[Box<Candidate>]) -> Vec<bool> {
     let objectives: Vec<[f64; 4]> = cands
         .iter()
         .map(|c| {
-            let margin = c
-                .margins
-                .iter()
-                .copied()
-                .fold(f64::INFINITY, f64::min)
-                .min(CLEARANCE_SATURATION_MM);
+            let margin = c.min_margin_mm.min(CLEARANCE_SATURATION_MM);
             [
                 c.length_mm,
                 -margin.min(1e6),
