@@ -531,51 +531,34 @@ impl PlanningContext {
             .iter()
             .filter_map(|&(_, i)| slots[i].take())
             .collect();
-        let pareto = pareto_flags(&feasible[..feasible.len().min(PARETO_POOL)]);
-        let pareto_size = pareto.iter().filter(|&&p| p).count();
-
         let cos_sep = profile.min_separation_deg.to_radians().cos();
-        let mut chosen: Vec<PathReport> = Vec::new();
-        let mut chosen_dirs: Vec<Vec3> = Vec::new();
-        let mut verify_rejects = 0usize;
-        let mut verified: BTreeMap<usize, Verified> = BTreeMap::new();
-        for (n, cand) in feasible.iter().enumerate() {
-            if chosen.len() >= options.top_k {
-                break;
-            }
-            if chosen_dirs.iter().any(|d| dot(*d, cand.dir) > cos_sep) {
-                continue;
-            }
-            if !verified.contains_key(&n) {
-                // Verify the paths that will be chosen if every check passes, together.
-                let wanted = options.top_k - chosen.len();
-                let batch = distinct_from(&feasible, n, &chosen_dirs, cos_sep, wanted);
-                let results: Vec<(usize, Verified)> = batch
-                    .into_par_iter()
-                    .map(|k| (k, self.verify(&rules, target_lps, &feasible[k])))
-                    .collect();
-                verified.extend(results);
-            }
-            let Some((clearances, failed)) = verified.remove(&n) else {
-                continue;
-            };
-            if let Some(rule) = failed.first() {
-                *rejected.entry(rule.clone()).or_default() += 1;
-                verify_rejects += 1;
-                continue;
-            }
-            let is_pareto = pareto.get(n).copied().unwrap_or(false);
-            chosen_dirs.push(cand.dir);
-            chosen.push(self.report(
-                &rules,
-                target_lps,
-                cand,
-                clearances,
-                chosen.len() + 1,
-                is_pareto,
-                true,
-            ));
+        // The Pareto flags and the verified selection do not depend on each other.
+        let (pareto, selection) = rayon::join(
+            || pareto_flags(&feasible[..feasible.len().min(PARETO_POOL)]),
+            || self.select(&rules, target_lps, &feasible, cos_sep, options.top_k),
+        );
+        let pareto_size = pareto.iter().filter(|&&p| p).count();
+        for rule in &selection.verify_failures {
+            *rejected.entry(rule.clone()).or_default() += 1;
         }
+        let verify_rejects = selection.verify_failures.len();
+        let chosen: Vec<PathReport> = selection
+            .chosen
+            .into_iter()
+            .enumerate()
+            .map(|(rank, (n, clearances))| {
+                let is_pareto = pareto.get(n).copied().unwrap_or(false);
+                self.report(
+                    &rules,
+                    target_lps,
+                    &feasible[n],
+                    clearances,
+                    rank + 1,
+                    is_pareto,
+                    true,
+                )
+            })
+            .collect();
         if chosen.is_empty() {
             return Err(PlanError::NoFeasiblePath {
                 procedure: profile.name.clone(),
@@ -651,6 +634,49 @@ impl PlanningContext {
         }
     }
 
+    /// Up to `top_k` of `ranked` (best first) that pass the exact verification, each more
+    /// than the minimum separation from those before it. Candidates that will be chosen
+    /// if every check passes are verified together.
+    fn select(
+        &self,
+        rules: &Rules,
+        target: Vec3,
+        ranked: &[Box<Candidate>],
+        cos_sep: f64,
+        top_k: usize,
+    ) -> Selection {
+        let mut selection = Selection::default();
+        let mut chosen_dirs: Vec<Vec3> = Vec::new();
+        let mut verified: BTreeMap<usize, Verified> = BTreeMap::new();
+        for (n, cand) in ranked.iter().enumerate() {
+            if selection.chosen.len() >= top_k {
+                break;
+            }
+            if chosen_dirs.iter().any(|d| dot(*d, cand.dir) > cos_sep) {
+                continue;
+            }
+            if !verified.contains_key(&n) {
+                let wanted = top_k - selection.chosen.len();
+                let batch = distinct_from(ranked, n, &chosen_dirs, cos_sep, wanted);
+                let results: Vec<(usize, Verified)> = batch
+                    .into_par_iter()
+                    .map(|k| (k, self.verify(rules, target, &ranked[k])))
+                    .collect();
+                verified.extend(results);
+            }
+            let Some((clearances, failed)) = verified.remove(&n) else {
+                continue;
+            };
+            if let Some(rule) = failed.into_iter().next() {
+                selection.verify_failures.push(rule);
+                continue;
+            }
+            chosen_dirs.push(cand.dir);
+            selection.chosen.push((n, clearances));
+        }
+        selection
+    }
+
     /// Exact clearances of a path (segment target–entry vs voxel centres): per group the
     /// distance, and the rules broken.
     fn verify(&self, rules: &Rules, target: Vec3, cand: &Candidate) -> Verified {
@@ -724,6 +750,14 @@ impl PlanningContext {
 
 /// Exact clearances per group and the rules broken, of one path.
 type Verified = (BTreeMap<String, f64>, Vec<String>);
+
+/// The paths chosen (index in the ranking, exact clearances) and the first rule each
+/// candidate that failed the exact verification broke.
+#[derive(Default)]
+struct Selection {
+    chosen: Vec<(usize, BTreeMap<String, f64>)>,
+    verify_failures: Vec<String>,
+}
 
 /// Indices from `start` on of up to `wanted` candidates that are more than the minimum
 /// separation from `chosen` and from each other, in order: the ones chosen next if all
