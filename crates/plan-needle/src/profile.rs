@@ -103,6 +103,9 @@ pub struct ApproachCone {
 }
 
 /// Labels the needle axis must stay `clearance_mm` away from (distance to voxel centres).
+/// Candidates are screened on coarse distance fields stored in steps of 1/64 mm, where
+/// a clearance on that grid (every whole or half millimetre) acts exactly and any other
+/// as the next step up; returned paths are re-checked exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RiskGroup {
