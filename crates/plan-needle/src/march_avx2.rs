@@ -20,7 +20,11 @@ const L: usize = 8;
 
 /// Whether [`screen`] can run for `marcher`.
 pub(super) fn applicable(marcher: &Marcher) -> bool {
+    // Cell and label voxel offsets are computed in i32 lanes.
+    let fits_i32 = |voxels: usize| voxels < i32::MAX as usize;
     marcher.chunks == 1
+        && fits_i32(marcher.ctx.coarse.voxel_count())
+        && fits_i32(marcher.ctx.labels.grid().voxel_count())
         && !marcher.collect()
         && !marcher.rules.labels_all_the_way
         && std::is_x86_feature_detected!("avx2")
@@ -194,19 +198,57 @@ impl LaneRays {
         }
     }
 
+    /// The label voxels under the lanes' samples, as the one-ray march's `read_label`
+    /// finds them: data offsets, and the bits of the lanes whose sample lies in the grid.
+    #[target_feature(enable = "avx2,fma")]
+    fn label_offsets(&self, dims: [usize; 3]) -> ([i32; L], u32) {
+        let s: __m256i = cast(self.s);
+        let s_halves = [
+            _mm256_cvtepi32_pd(_mm256_castsi256_si128(s)),
+            _mm256_cvtepi32_pd(_mm256_extracti128_si256::<1>(s)),
+        ];
+        let half = _mm256_set1_pd(0.5);
+        let zero = _mm256_setzero_pd();
+        let mut inside = 0xff;
+        let mut index = [_mm256_setzero_si256(); 3];
+        for a in 0..3 {
+            let dim = _mm256_set1_pd(dims[a] as f64);
+            let mut halves = [_mm_setzero_si128(); 2];
+            for (h, s) in s_halves.iter().enumerate() {
+                let f0: [f64; 4] = std::array::from_fn(|l| self.f0[a][l + 4 * h]);
+                let df: [f64; 4] = std::array::from_fn(|l| self.df[a][l + 4 * h]);
+                let fi = _mm256_add_pd(_mm256_add_pd(cast(f0), _mm256_mul_pd(cast(df), *s)), half);
+                let ok = _mm256_and_pd(
+                    _mm256_cmp_pd::<_CMP_GE_OQ>(fi, zero),
+                    _mm256_cmp_pd::<_CMP_LT_OQ>(fi, dim),
+                );
+                inside &= (_mm256_movemask_pd(ok) as u32) << (4 * h) | !(0xf << (4 * h));
+                halves[h] = _mm256_cvttpd_epi32(fi);
+            }
+            index[a] = _mm256_set_m128i(halves[1], halves[0]);
+        }
+        let offset = _mm256_add_epi32(
+            index[0],
+            _mm256_mullo_epi32(
+                _mm256_set1_epi32(dims[0] as i32),
+                _mm256_add_epi32(
+                    index[1],
+                    _mm256_mullo_epi32(_mm256_set1_epi32(dims[1] as i32), index[2]),
+                ),
+            ),
+        );
+        (cast(offset), inside)
+    }
+
     /// Reads the label under lane `l`'s sample for the capsule, as the one-ray march's
-    /// `read_label` does.
-    fn read_capsule(&mut self, l: usize, marcher: &Marcher) {
-        let labels = marcher.ctx.labels.data();
-        let fd = marcher.ctx.labels.grid().dims();
-        let sf = f64::from(self.s[l]);
-        let fi = [0, 1, 2].map(|a| self.f0[a][l] + self.df[a][l] * sf + 0.5);
-        let label = if (0..3).all(|a| fi[a] >= 0.0 && fi[a] < fd[a] as f64) {
-            labels[fi[0] as usize + fd[0] * (fi[1] as usize + fd[1] * fi[2] as usize)]
+    /// `read_label` does (`offsets` and `inside` from [`Self::label_offsets`]).
+    fn read_capsule(&mut self, l: usize, marcher: &Marcher, offsets: &[i32; L], inside: u32) {
+        let bit = 1 << l;
+        let label = if inside & bit != 0 {
+            marcher.ctx.labels.data()[offsets[l] as usize]
         } else {
             0
         };
-        let bit = 1 << l;
         let in_organ = marcher.rules.organ_lut[label as usize];
         if self.in_organ_prev & bit != 0 && !in_organ {
             self.capsule_s[l] = self.s[l];
@@ -278,6 +320,7 @@ fn run<const SCORE: bool>(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced
         return out;
     }
     let dims = marcher.ctx.coarse.dims();
+    let label_dims = marcher.ctx.labels.grid().dims();
     let cells_max = _mm256_set1_epi32(packed.len().min(i32::MAX as usize) as i32 - 1);
     let dim_pd = dims.map(|d| _mm256_set1_pd(d as f64));
     let dim_x = _mm256_set1_epi32(dims[0] as i32);
@@ -429,10 +472,13 @@ fn run<const SCORE: bool>(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced
         if SCORE {
             // Label reads of this sample, for the lanes that go on.
             let mut reading = lanes.capsule_pending & lanes.active & !ended;
-            while reading != 0 {
-                let l = reading.trailing_zeros() as usize;
-                reading &= reading - 1;
-                lanes.read_capsule(l, marcher);
+            if reading != 0 {
+                let (offsets, inside) = lanes.label_offsets(label_dims);
+                while reading != 0 {
+                    let l = reading.trailing_zeros() as usize;
+                    reading &= reading - 1;
+                    lanes.read_capsule(l, marcher, &offsets, inside);
+                }
             }
         }
         let s_now = lanes.s;
