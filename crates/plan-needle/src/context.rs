@@ -752,21 +752,15 @@ fn fill_holes_per_slice(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use super::{dequantize, quantize, Bins, CellCache, BIN_MM, FIELD_QUANTUM_MM};
-
-    fn xorshift(seed: &mut u64) -> f64 {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        (*seed >> 11) as f64 / (1u64 << 53) as f64
-    }
+    use crate::TestRng;
 
     /// Stored values are lower bounds within one quantum, saturate instead of wrapping,
     /// and keep every clearance decision for clearances on the 1/64 mm grid.
     #[test]
     fn quantized_fields_round_down_and_keep_clearance_decisions() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = TestRng::new(0x2545_f491_4f6c_dd1d);
         for _ in 0..100_000 {
-            let d = (xorshift(&mut seed) * 40.0) as f32;
+            let d = (rng.unit() * 40.0) as f32;
             let q = dequantize(&[quantize(d); 8])[0];
             assert!(q <= d && d - q < FIELD_QUANTUM_MM, "{d} -> {q}");
             for clearance_mm in [1.0f32, 2.0, 2.5, 3.0, 5.0, 10.0, 3.015625] {
@@ -784,15 +778,14 @@ mod tests {
     /// points and segments).
     #[test]
     fn segment_distance_equals_brute_force() {
-        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut rng = TestRng::new(0x1234_5678_9abc_def1);
         let dims = [12, 10, 9];
         let origin = [-40.0, -30.0, -20.0];
         let mut cells = vec![Vec::new(); dims[0] * dims[1] * dims[2]];
         let mut points = Vec::new();
         for _ in 0..3000 {
-            let c = [0, 1, 2].map(|a| (xorshift(&mut seed) * dims[a] as f64) as usize);
-            let p = [0, 1, 2]
-                .map(|a| (origin[a] + (c[a] as f64 + xorshift(&mut seed)) * BIN_MM) as f32);
+            let c = [0, 1, 2].map(|a| (rng.unit() * dims[a] as f64) as usize);
+            let p = [0, 1, 2].map(|a| (origin[a] + (c[a] as f64 + rng.unit()) * BIN_MM) as f32);
             cells[c[0] + dims[0] * (c[1] + dims[1] * c[2])].push(p);
             points.push(p);
         }
@@ -802,9 +795,9 @@ mod tests {
             cells,
         };
         for _ in 0..300 {
-            let mut point = || [0, 1, 2].map(|a| origin[a] + xorshift(&mut seed) * 80.0);
+            let mut point = || [0, 1, 2].map(|a| origin[a] + rng.unit() * 80.0);
             let (a, b) = (point(), point());
-            let radius = 1.0 + xorshift(&mut seed) * 12.0;
+            let radius = 1.0 + rng.unit() * 12.0;
             let brute = points
                 .iter()
                 .map(|p| {

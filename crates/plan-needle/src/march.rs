@@ -757,6 +757,7 @@ fn lanes_hmin(v: &Lanes) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::{same_cell_advance, CellExit};
+    use crate::TestRng;
 
     /// The coarse cell of sample `s`, computed as the marches do.
     fn cell(c0: [f64; 3], dc: [f64; 3], s: usize) -> [usize; 3] {
@@ -768,13 +769,8 @@ mod tests {
     /// parallel ones and steps that land on cell boundaries included).
     #[test]
     fn same_cell_skip_stays_in_the_cell_and_stops_at_its_boundary() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut rng = TestRng::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = || rng.unit();
         const LOOK_AHEAD: usize = 400;
         for case in 0..20_000 {
             let mut c0 = [0, 1, 2].map(|_| 100.0 + 50.0 * next());

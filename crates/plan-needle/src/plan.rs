@@ -838,18 +838,14 @@ pub fn in_plane_partner(d: Vec3) -> Vec3 {
 #[cfg(test)]
 mod tests {
     use super::non_dominated;
+    use crate::TestRng;
 
     /// Regression for the front-only Pareto check: it must flag exactly the points no
     /// other point dominates (pairwise check), ties included.
     #[test]
     fn pareto_front_equals_the_pairwise_definition() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % 7) as f64
-        };
+        let mut rng = TestRng::new(0x2545_f491_4f6c_dd1d);
+        let mut next = || (rng.next_u64() % 7) as f64;
         let points: Vec<[f64; 4]> = (0..400).map(|_| [next(), next(), next(), next()]).collect();
         let pairwise: Vec<bool> = points
             .iter()
