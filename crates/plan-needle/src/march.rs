@@ -418,7 +418,8 @@ impl<'a> Marcher<'a> {
         // least `d - Δ - slack` (slack: twice the half-diagonal). The ray jumps while the
         // samples skipped all stay inside the body and outside every clearance (and,
         // when scoring, above the smallest value seen so far or clearance + saturation,
-        // so they could not change the score either).
+        // so they could not change the score either), and at least past the samples left
+        // in this sample's cell ([`CellExit`]).
         let mut below_clearance = f32::INFINITY;
         let mut jump = f32::INFINITY;
         for (k, cell) in cells.iter().enumerate() {
