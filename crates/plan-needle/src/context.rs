@@ -528,10 +528,10 @@ impl PlanningContext {
     /// The outward normal of the coarse body mask around the cell `centre`: minus the
     /// sum of the offsets to the body cells within the stencil, normalised.
     fn skin_normal_at(&self, centre: [isize; 3]) -> Option<Vec3> {
-        self.normal_stencil
-            .outward_normal(self.coarse.dims(), centre, |o| self.body[o])
+        self.normal_stencil.outward_normal(centre, |o| self.body[o])
     }
 }
+
 /// `value_mm` in quanta of [`FIELD_QUANTUM_MM`], rounded down, saturating (NaN: 0).
 pub(crate) fn quantize(value_mm: f32) -> u16 {
     let quanta = (f64::from(value_mm) / f64::from(FIELD_QUANTUM_MM)).floor();
@@ -571,7 +571,9 @@ const CELL_CACHE_SHARDS: usize = 16;
 impl<T: Copy> CellCache<T> {
     /// The value cached for `cell`, computed by `make` (outside the lock) when missing.
     pub(crate) fn get_or_insert_with(&self, cell: usize, make: impl FnOnce() -> T) -> T {
-        let shard = &self.shards[fibonacci_hash(cell) as usize % CELL_CACHE_SHARDS];
+        // Middle bits of the hash: the shard's map indexes its buckets with the low bits
+        // and tags them with the high ones.
+        let shard = &self.shards[(fibonacci_hash(cell) >> 32) as usize % CELL_CACHE_SHARDS];
         if let Some(&value) = lock(shard).get(&cell) {
             return value;
         }
@@ -632,6 +634,8 @@ pub(crate) struct Stencil {
     offset_mm: Vec<Vec3>,
     /// The largest index offset per axis.
     reach: [isize; 3],
+    /// The grid's dimensions (those of `linear`).
+    dims: [usize; 3],
 }
 
 impl Stencil {
@@ -645,6 +649,7 @@ impl Stencil {
             linear: Vec::new(),
             offset_mm: Vec::new(),
             reach,
+            dims,
         };
         for dk in -reach[2]..=reach[2] {
             for dj in (-reach[1]..=reach[1]).step_by(stride) {
@@ -664,20 +669,20 @@ impl Stencil {
     }
 
     /// Minus the normalised sum of the world offsets to the stencil voxels around
-    /// `centre` (on a grid of `dims`) whose data offset `inside` accepts; `None` when
-    /// they cancel out.
+    /// `centre` whose data offset `inside` accepts; `None` when they cancel out.
     pub(crate) fn outward_normal(
         &self,
-        dims: [usize; 3],
         centre: [isize; 3],
         inside: impl Fn(usize) -> bool,
     ) -> Option<Vec3> {
+        let dims = self.dims;
         let mut sum = [0.0; 3];
         let interior = (0..3)
             .all(|a| centre[a] >= self.reach[a] && centre[a] + self.reach[a] < dims[a] as isize);
+        // The centre's data offset (outside the grid near an edge; only in-grid sums used).
+        let base = centre[0] + dims[0] as isize * (centre[1] + dims[1] as isize * centre[2]);
         if interior {
             // Every stencil voxel lies in the grid: no per-voxel bounds checks.
-            let base = centre[0] + dims[0] as isize * (centre[1] + dims[1] as isize * centre[2]);
             for (&d, off) in self.linear.iter().zip(&self.offset_mm) {
                 let weight = f64::from(u8::from(inside((base + d) as usize)));
                 for a in 0..3 {
@@ -685,13 +690,12 @@ impl Stencil {
                 }
             }
         } else {
-            for (d, off) in self.index.iter().zip(&self.offset_mm) {
+            for ((d, &o), off) in self.index.iter().zip(&self.linear).zip(&self.offset_mm) {
                 let idx = [0, 1, 2].map(|a| centre[a] + d[a]);
                 if (0..3).any(|a| idx[a] < 0 || idx[a] >= dims[a] as isize) {
                     continue;
                 }
-                let o = idx[0] + dims[0] as isize * (idx[1] + dims[1] as isize * idx[2]);
-                if inside(o as usize) {
+                if inside((base + o) as usize) {
                     for a in 0..3 {
                         sum[a] += off[a];
                     }

@@ -619,17 +619,10 @@ impl<'a> Marcher<'a> {
         let coarse_min: Vec<f64> = (1..=rules.groups.len())
             .map(|k| f64::from(ray.coarse_min[k / CELL_LANES][k % CELL_LANES]))
             .collect();
-        let min_margin_mm = rules
-            .groups
-            .iter()
-            .zip(&coarse_min)
-            .map(|(g, m)| m - g.clearance_mm)
-            .fold(f64::INFINITY, f64::min);
         let mut cand = Candidate {
             dir,
             entry,
             length_mm: entry_t,
-            min_margin_mm,
             coarse_min,
             skin_angle_deg,
             capsule_angle_deg,

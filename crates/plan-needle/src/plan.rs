@@ -130,7 +130,7 @@ pub struct Plan {
 pub(crate) struct Rules {
     pub(crate) groups: Vec<ResolvedGroup>,
     /// Per coarse voxel: body depth (0 outside) then each group's distance, in chunks of
-    /// `CELL_LANES` padded with +∞.
+    /// `CELL_LANES` padded with the largest value, in quanta of `FIELD_QUANTUM_MM`.
     pub(crate) packed: Arc<Vec<Cell>>,
     pub(crate) organ_lut: Vec<bool>,
     pub(crate) traverse: Vec<(String, Vec<bool>, f64)>,
@@ -153,8 +153,6 @@ pub(crate) struct Candidate {
     pub(crate) dir: Vec3,
     pub(crate) entry: Vec3,
     pub(crate) length_mm: f64,
-    /// The smallest coarse margin (smallest value seen minus clearance) over the groups.
-    pub(crate) min_margin_mm: f64,
     pub(crate) coarse_min: Vec<f64>,
     pub(crate) skin_angle_deg: f64,
     pub(crate) capsule_angle_deg: Option<f64>,
@@ -534,7 +532,7 @@ impl PlanningContext {
         let cos_sep = profile.min_separation_deg.to_radians().cos();
         // The Pareto flags and the verified selection do not depend on each other.
         let (pareto, selection) = rayon::join(
-            || pareto_flags(&feasible[..feasible.len().min(PARETO_POOL)]),
+            || pareto_flags(&feasible[..feasible.len().min(PARETO_POOL)], &rules.groups),
             || self.select(&rules, target_lps, &feasible, cos_sep, options.top_k),
         );
         let pareto_size = pareto.iter().filter(|&&p| p).count();
@@ -625,7 +623,7 @@ impl PlanningContext {
         let labels = self.labels.data();
         let normal = || {
             self.capsule_stencil
-                .outward_normal(dims, centre, |o| lut[usize::from(labels[o])])
+                .outward_normal(centre, |o| lut[usize::from(labels[o])])
         };
         if (0..3).all(|a| centre[a] >= 0 && centre[a] < dims[a] as isize) {
             cache.get_or_insert_with(grid.offset(centre.map(|v| v as usize)), normal)
@@ -785,11 +783,16 @@ fn distinct_from(
 
 /// Non-dominated flags over (length, −min margin, skin angle, capsule angle), all
 /// minimised.
-fn pareto_flags(cands: &[Box<Candidate>]) -> Vec<bool> {
+fn pareto_flags(cands: &[Box<Candidate>], groups: &[ResolvedGroup]) -> Vec<bool> {
     let objectives: Vec<[f64; 4]> = cands
         .iter()
         .map(|c| {
-            let margin = c.min_margin_mm.min(CLEARANCE_SATURATION_MM);
+            let margin = groups
+                .iter()
+                .zip(&c.coarse_min)
+                .map(|(g, seen)| seen - g.clearance_mm)
+                .fold(f64::INFINITY, f64::min)
+                .min(CLEARANCE_SATURATION_MM);
             [
                 c.length_mm,
                 -margin.min(1e6),
