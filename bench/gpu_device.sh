@@ -2,7 +2,7 @@
 # GPU DRR benchmark on the device machine (H100; no Rust there). Run from the repo root.
 #
 # Prepare here (once), then carry the three paths:
-#   cargo build --release -p pinhole-gpu --bin drr-gpu-bench
+#   cargo build --release -p pinhole-bench --bin drr-gpu-bench
 #   strip target/release/drr-gpu-bench   # 56 MB with line tables → ~15 MB (64 MiB carry limit)
 #   mkdir -p bench/device-debs bench/device-data
 #   (cd bench/device-debs && apt-get download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""nanodrr on the H100, timed in the same device call as drr-gpu-bench (see BENCHMARKS.md).
+"""nanodrr on the H100, timed in the same device call as drr-gpu-bench (a pinhole-bench
+binary, bench/src/bin/drr-gpu-bench.rs; see BENCHMARKS.md).
 
 Geometry = Pinhole's `--source-anterior` defaults: isocentre at the volume centre, source
 850 mm anterior, detector at 1020 mm, 400 mm square detector (0.78125 mm at 512²), 500

@@ -9,7 +9,7 @@
 #
 # Per-case JSON lines go to $OUT/register-study.log, the summary to $OUT/register-study.json.
 # On the H100 device machine (no Rust there): build here with
-#   cargo build --release -p pinhole-register --features gpu --bin register-study
+#   cargo build --release -p pinhole-bench --features gpu --bin register-study
 #   strip target/release/register-study
 # carry target/release/register-study, bench/device-debs, bench/device-data (CT and labels,
 # see bench/gpu_device.sh for the Vulkan loader set-up), then run with BIN= and DATA= set:
@@ -25,7 +25,7 @@ FEATURES=()
 FLAGS=()
 if [ "${GPU:-0}" = 1 ]; then FEATURES=(--features gpu); FLAGS=(--gpu); fi
 if [ -z "${BIN:-}" ]; then
-  cargo build --release -p pinhole-register "${FEATURES[@]}" --bin register-study
+  cargo build --release -p pinhole-bench "${FEATURES[@]}" --bin register-study
   BIN=target/release/register-study
 fi
 "$BIN" --ct "$DATA/ct.nii.gz" --labels "$DATA/labels.nii.gz" --cases "$CASES" \

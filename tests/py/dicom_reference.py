@@ -13,6 +13,12 @@ Commands:
   testfile NAME        print the path of one of pydicom's bundled test files.
   make_jpeg OUT.dcm    write a monochrome 8-bit JPEG baseline (1.2.840.10008.1.2.4.50)
                        file made from pydicom's MR_small.dcm with Pillow's encoder.
+  xray OUT.dcm W H [FRAMES]
+                       write a 16-bit MONOCHROME2 XA image (FRAMES > 1: multi-frame,
+                       frame f adding 1000 f) whose pixel (c, r) of frame 0 is
+                       7*c + 300*r + 5 stored, RescaleSlope 2, RescaleIntercept -10; print
+                       {"first": [...], "last": ...} of frame 0's rescaled values
+                       (pydicom's pixel_array and apply_modality_lut).
 """
 
 import io
@@ -107,6 +113,38 @@ def make_jpeg(out_path):
     ds.save_as(out_path, enforce_file_format=True)
 
 
+def xray(out, w, h, frames):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    c, r = np.meshgrid(np.arange(w), np.arange(h))
+    stored = np.stack([(7 * c + 300 * r + 5 + 1000 * f) for f in range(frames)])
+    stored = stored.astype(np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.12.1"  # XA
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(out, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "XA"
+    ds.Rows, ds.Columns = h, w
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -10
+    ds.PixelData = stored.tobytes()
+    ds.save_as(out, enforce_file_format=True)
+    read = pydicom.dcmread(out)
+    pixels = read.pixel_array
+    first = pixels[0] if frames > 1 else pixels
+    values = apply_modality_lut(first, read).astype(np.float64)
+    print(json.dumps({"first": values[0, :3].tolist(), "last": float(values[-1, -1])}))
+
+
 def main():
     command = sys.argv[1]
     if command == "series":
@@ -120,6 +158,9 @@ def main():
         two_series(*sys.argv[2:7])
     elif command == "make_jpeg":
         make_jpeg(sys.argv[2])
+    elif command == "xray":
+        frames = int(sys.argv[5]) if len(sys.argv) > 5 else 1
+        xray(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), frames)
     else:
         sys.exit(f"unknown command {command}")
 

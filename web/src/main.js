@@ -237,7 +237,7 @@ function showGuidance(m) {
   const alert = m.alert || 'ok'
   $('guidance').className = `panel alert-${alert}`
   $('alert-badge').textContent = alert
-  const axis = m.axis_lps || m.needle_axis_lps
+  const axis = m.needle_axis_lps
   if (axis) {
     needle = { tip_lps: m.tip_lps, axis_lps: axis }
     redrawLines()

@@ -19,7 +19,8 @@
 
 use pinhole_volume::{Grid, Mask, Vec3, Volume};
 use rayon::prelude::*;
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::damage::{cem43_rate_min_per_s, Arrhenius, Criterion, LIVER_ARRHENIUS};
 use crate::damage::{CEM43_THRESHOLD_MIN, ZERO_CELSIUS_K};
@@ -30,7 +31,7 @@ use crate::zone::{add, scale, sub, volume_from, Applicator};
 pub const BODY_TEMPERATURE_C: f64 = 37.0;
 
 /// Thermal properties of one tissue class.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Tissue {
     pub name: String,
     pub conductivity_w_m_k: f64,
@@ -69,7 +70,7 @@ impl Tissue {
 }
 
 /// Blood properties (perfusion heat sink).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Blood {
     pub density_kg_m3: f64,
     pub heat_capacity_j_kg_k: f64,
@@ -82,7 +83,7 @@ pub const BLOOD: Blood = Blood {
 };
 
 /// A heat source.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Source {
     /// `power_w` deposited uniformly in the voxels whose centres lie within the sphere.
@@ -418,40 +419,113 @@ pub const WARM_K: f32 = 0.5;
 
 /// Runs the explicit scheme for `settings.duration_s` (+ cooldown).
 pub fn solve(problem: &Problem, settings: &Settings) -> Result<Solution, AblationError> {
-    let dt_limit = problem.stable_dt_s()?;
-    positive("duration_s", settings.duration_s)?;
-    if !(settings.safety > 0.0 && settings.safety <= 1.0) {
-        return Err(invalid(
-            "safety",
-            format!("must be in (0, 1], got {}", settings.safety),
-        ));
-    }
-    if !settings.cooldown_s.is_finite() || settings.cooldown_s < 0.0 {
-        return Err(invalid(
-            "cooldown_s",
-            format!("must be >= 0, got {}", settings.cooldown_s),
-        ));
-    }
+    let steps = TimeSteps::of(problem, settings)?;
     let h_m = problem.grid.spacing_mm()[0] * 1e-3;
-    let mut dt_max = (dt_limit * settings.safety).min(settings.duration_s);
-    if let Some(cap) = settings.max_dt_s {
-        dt_max = dt_max.min(positive("max_dt_s", cap)?);
-    }
-    let heat_steps = (settings.duration_s / dt_max).ceil().max(1.0) as usize;
-    let dt = settings.duration_s / heat_steps as f64;
-    let cool_steps = (settings.cooldown_s / dt).round() as usize;
+    let padding = Padding::of(&problem.grid);
+    let mut fields = initial_fields(problem, settings, &padding, steps.dt, h_m);
+    let (source_k, deposited_w) = source_terms(problem, &padding, steps.dt, h_m)?;
+    let (kernel, base_rates) = damage_kernel(settings, steps.dt);
+    let stepping = std::time::Instant::now();
+    march(&mut fields, &source_k, &kernel, &padding, &steps, settings);
+    let stepping_s = stepping.elapsed().as_secs_f64();
+    let mut solution = read_back(problem, settings, &fields, &padding, base_rates, &steps);
+    solution.deposited_w = deposited_w;
+    solution.stepping_s = stepping_s;
+    Ok(solution)
+}
 
-    let [nx, ny, nz] = problem.grid.dims();
-    let (px, py) = (nx + 2, ny + 2);
-    let padded_len = px * py * (nz + 2);
-    let pad = |o: usize| {
+/// The time step: the stability limit × safety, capped by the duration and `max_dt_s`,
+/// shrunk so that whole steps fill the heating time; cooldown in the same steps.
+struct TimeSteps {
+    dt: f64,
+    heat_steps: usize,
+    cool_steps: usize,
+}
+
+impl TimeSteps {
+    fn of(problem: &Problem, settings: &Settings) -> Result<Self, AblationError> {
+        let dt_limit = problem.stable_dt_s()?;
+        positive("duration_s", settings.duration_s)?;
+        if !(settings.safety > 0.0 && settings.safety <= 1.0) {
+            return Err(invalid(
+                "safety",
+                format!("must be in (0, 1], got {}", settings.safety),
+            ));
+        }
+        if !settings.cooldown_s.is_finite() || settings.cooldown_s < 0.0 {
+            return Err(invalid(
+                "cooldown_s",
+                format!("must be >= 0, got {}", settings.cooldown_s),
+            ));
+        }
+        let mut dt_max = (dt_limit * settings.safety).min(settings.duration_s);
+        if let Some(cap) = settings.max_dt_s {
+            dt_max = dt_max.min(positive("max_dt_s", cap)?);
+        }
+        let heat_steps = (settings.duration_s / dt_max).ceil().max(1.0) as usize;
+        let dt = settings.duration_s / heat_steps as f64;
+        let cool_steps = (settings.cooldown_s / dt).round() as usize;
+        Ok(Self {
+            dt,
+            heat_steps,
+            cool_steps,
+        })
+    }
+
+    fn total(&self) -> usize {
+        self.heat_steps + self.cool_steps
+    }
+}
+
+/// The grid with a one-voxel halo on every side (held at θ = 0, i.e. 37 °C).
+struct Padding {
+    dims: [usize; 3],
+    px: usize,
+    py: usize,
+    len: usize,
+}
+
+impl Padding {
+    fn of(grid: &Grid) -> Self {
+        let [nx, ny, nz] = grid.dims();
+        let (px, py) = (nx + 2, ny + 2);
+        Self {
+            dims: [nx, ny, nz],
+            px,
+            py,
+            len: px * py * (nz + 2),
+        }
+    }
+
+    /// The padded index of interior voxel offset `o`.
+    fn pad(&self, o: usize) -> usize {
+        let [nx, ny, _] = self.dims;
         let i = o % nx;
         let j = (o / nx) % ny;
         let k = o / (nx * ny);
-        (i + 1) + px * ((j + 1) + py * (k + 1))
-    };
+        (i + 1) + self.px * ((j + 1) + self.py * (k + 1))
+    }
+}
 
-    // Per-voxel coefficients; the halo keeps a = c = 0, so θ stays 0 there.
+/// The stepped fields over the padded grid.
+struct Fields {
+    coef_a: Vec<f32>,
+    coef_c: Vec<f32>,
+    state: DamageState,
+    /// Rise above body temperature (K).
+    theta: Vec<f32>,
+}
+
+/// Per-voxel coefficients and the initial rise; the halo and sinks keep a = c = 0, so θ
+/// stays 0 there.
+fn initial_fields(
+    problem: &Problem,
+    settings: &Settings,
+    padding: &Padding,
+    dt: f64,
+    h_m: f64,
+) -> Fields {
+    let padded_len = padding.len;
     let wb = problem.blood.density_kg_m3 * problem.blood.heat_capacity_j_kg_k;
     let coeffs: Vec<(f32, f32, f32)> = problem
         .tissues
@@ -476,7 +550,7 @@ pub fn solve(problem: &Problem, settings: &Settings) -> Result<Solution, Ablatio
         if problem.sink[o] {
             continue;
         }
-        let q = pad(o);
+        let q = padding.pad(o);
         let (a, p, c) = coeffs[problem.tissue_of_voxel[o] as usize];
         coef_a[q] = a;
         coef_c[q] = c;
@@ -484,8 +558,22 @@ pub fn solve(problem: &Problem, settings: &Settings) -> Result<Solution, Ablatio
         theta[q] = settings.initial_rise_k as f32;
         state.peak_rise[q] = settings.initial_rise_k as f32;
     }
+    Fields {
+        coef_a,
+        coef_c,
+        state,
+        theta,
+    }
+}
 
-    // Sources: K per step at each voxel; power falling into sinks is carried away.
+/// Sources: K per step at each padded voxel, ascending, and the power deposited (W);
+/// power falling into sinks is carried away.
+fn source_terms(
+    problem: &Problem,
+    padding: &Padding,
+    dt: f64,
+    h_m: f64,
+) -> Result<(Vec<(usize, f32)>, f64), AblationError> {
     let volume_m3 = h_m * h_m * h_m;
     let mut source_k: std::collections::BTreeMap<usize, f64> = Default::default();
     let mut deposited_w = 0.0;
@@ -496,19 +584,22 @@ pub fn solve(problem: &Problem, settings: &Settings) -> Result<Solution, Ablatio
             }
             let t = &problem.tissues[problem.tissue_of_voxel[o] as usize];
             let rc = t.density_kg_m3 * t.heat_capacity_j_kg_k;
-            *source_k.entry(pad(o)).or_default() += w / volume_m3 * dt / rc;
+            *source_k.entry(padding.pad(o)).or_default() += w / volume_m3 * dt / rc;
             deposited_w += w;
         }
     }
     let source_k: Vec<(usize, f32)> = source_k.into_iter().map(|(o, s)| (o, s as f32)).collect();
+    Ok((source_k, deposited_w))
+}
 
-    let mut next = theta.clone();
+/// The damage integrator's constants and the body-temperature rates (Ω per s, CEM43 min
+/// per s).
+fn damage_kernel(settings: &Settings, dt: f64) -> (DamageKernel, (f64, f64)) {
     let arrhenius = settings.arrhenius;
     let base_rates = (
         arrhenius.rate_per_s(BODY_TEMPERATURE_C),
         cem43_rate_min_per_s(BODY_TEMPERATURE_C),
     );
-    let total_steps = heat_steps + cool_steps;
     let kernel = DamageKernel {
         ln_a: arrhenius.frequency_factor_per_s.ln() as f32,
         ea_over_r: (arrhenius.activation_energy_j_mol / crate::damage::GAS_CONSTANT_J_MOL_K) as f32,
@@ -519,32 +610,65 @@ pub fn solve(problem: &Problem, settings: &Settings) -> Result<Solution, Ablatio
         base_omega_per_s: base_rates.0,
         stop_perfusion: settings.perfusion_stops_at_coagulation,
     };
+    (kernel, base_rates)
+}
+
+/// Every step, `settings.steps_per_sweep` at a time; perfusion stops found in a sweep
+/// take effect before the next.
+fn march(
+    fields: &mut Fields,
+    source_k: &[(usize, f32)],
+    kernel: &DamageKernel,
+    padding: &Padding,
+    steps: &TimeSteps,
+    settings: &Settings,
+) {
+    let Fields {
+        coef_a,
+        coef_c,
+        state,
+        theta,
+    } = fields;
+    let mut next = theta.clone();
+    let total_steps = steps.total();
     let sweep = Sweep {
-        a: &coef_a,
-        sources: &source_k,
-        dims: [nx, ny, nz],
-        heat_steps,
+        a: coef_a,
+        sources: source_k,
+        dims: padding.dims,
+        heat_steps: steps.heat_steps,
     };
     let per_sweep = settings.steps_per_sweep.max(1);
-    let stepping = std::time::Instant::now();
     let mut step = 0;
     while step < total_steps {
         let levels = per_sweep.min(total_steps - step);
-        let damage = settings.damage.then_some((&kernel, &mut state));
-        let stopped = sweep.advance(&theta, &mut next, &coef_c, damage, step, levels);
+        let damage = settings.damage.then_some((kernel, &mut *state));
+        let stopped = sweep.advance(theta, &mut next, coef_c, damage, step, levels);
         for (q, p) in stopped {
             coef_c[q] += p;
         }
-        std::mem::swap(&mut theta, &mut next);
+        std::mem::swap(theta, &mut next);
         step += levels;
     }
-    let stepping_s = stepping.elapsed().as_secs_f64();
-    let elapsed_s = dt * total_steps as f64;
+}
 
-    // Back to the interior, in grid order.
+/// Back to the interior, in grid order: temperatures, peaks and damage (the
+/// body-temperature part added for the elapsed time). `deposited_w` and `stepping_s`
+/// are left 0 for the caller.
+fn read_back(
+    problem: &Problem,
+    settings: &Settings,
+    fields: &Fields,
+    padding: &Padding,
+    base_rates: (f64, f64),
+    steps: &TimeSteps,
+) -> Solution {
+    let Fields { state, theta, .. } = fields;
+    let (dt, heat_steps, cool_steps) = (steps.dt, steps.heat_steps, steps.cool_steps);
+    let elapsed_s = dt * steps.total() as f64;
     let grid = &problem.grid;
     let n = grid.voxel_count();
-    let interior = |f: &dyn Fn(usize) -> f32| -> Vec<f32> { (0..n).map(|o| f(pad(o))).collect() };
+    let interior =
+        |f: &dyn Fn(usize) -> f32| -> Vec<f32> { (0..n).map(|o| f(padding.pad(o))).collect() };
     let body = BODY_TEMPERATURE_C as f32;
     let temperature = interior(&|q| body + theta[q]);
     let peak = if settings.damage {
@@ -571,7 +695,7 @@ pub fn solve(problem: &Problem, settings: &Settings) -> Result<Solution, Ablatio
     } else {
         (None, None)
     };
-    Ok(Solution {
+    Solution {
         temperature_c: volume_from(grid, temperature, body),
         peak_temperature_c: volume_from(grid, peak, body),
         omega,
@@ -579,10 +703,10 @@ pub fn solve(problem: &Problem, settings: &Settings) -> Result<Solution, Ablatio
         dt_s: dt,
         steps: heat_steps + cool_steps,
         simulated_s: dt * (heat_steps + cool_steps) as f64,
-        deposited_w,
+        deposited_w: 0.0,
         max_temperature_c,
-        stepping_s,
-    })
+        stepping_s: 0.0,
+    }
 }
 
 /// One explicit step on padded arrays: `out = c·θ + a·Σ₆θ` for every interior voxel.

@@ -2,7 +2,8 @@
 //! margin from distance transforms and where it is thinnest, and heat-sink flags.
 
 use pinhole_volume::{distance_inside, distance_to, signed_distance, Mask, Vec3, Volume};
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::error::AblationError;
 
@@ -103,7 +104,7 @@ fn count_and(a: &Mask, b: &Mask) -> usize {
 }
 
 /// A labelled vessel near the tumour.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HeatSink {
     pub label_id: u32,
     pub name: String,

@@ -2,6 +2,7 @@
 //! and time. Shipped entries are **examples** (see `devices/example_zones.toml` for their
 //! source), not vendor claims; users pass their own table with the same layout.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{positive, AblationError};
@@ -10,7 +11,7 @@ use crate::error::{positive, AblationError};
 pub const EXAMPLE_TABLE_TOML: &str = include_str!("../devices/example_zones.toml");
 
 /// How the applicator heats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Modality {
     Microwave,
@@ -20,7 +21,7 @@ pub enum Modality {
 }
 
 /// One row of a device's table: the zone reached at `power_w` after `minutes`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ZoneEntry {
     pub power_w: f64,
     pub minutes: f64,
@@ -54,7 +55,7 @@ pub struct DeviceTable {
 }
 
 /// The zone chosen for a device, power and time.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ZoneLookup {
     pub device: String,
     pub modality: Modality,

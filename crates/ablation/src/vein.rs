@@ -11,12 +11,13 @@
 //! (PMID 19628516); Malskat 2014 argues power and speed matter more than J/cm. No single
 //! threshold is hard-coded.
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{positive, AblationError};
 
 /// Dose figures of one EVLA pullback.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EvlaDose {
     pub power_w: f64,
     pub pullback_mm_s: f64,

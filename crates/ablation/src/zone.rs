@@ -1,16 +1,18 @@
 //! Applicators and ellipsoidal ablation zones in LPS millimetres.
 
+pub(crate) use pinhole_volume::math::{add, scale, sub};
 use pinhole_volume::math::{dot, norm};
 use pinhole_volume::{Grid, Mask, Vec3};
 use rayon::prelude::*;
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::devices::ZoneEntry;
 use crate::error::{invalid, AblationError};
 
 /// A needle-like applicator: its active tip and its axis (unit vector pointing from the
 /// skin entry towards the tip, i.e. the direction of insertion), LPS mm.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Applicator {
     pub tip_lps: Vec3,
     pub axis_lps: Vec3,
@@ -104,19 +106,6 @@ pub(crate) fn unit(v: Vec3) -> Result<Vec3, AblationError> {
         ));
     }
     Ok(scale(v, 1.0 / n))
-}
-
-#[inline]
-pub(crate) fn add(a: Vec3, b: Vec3) -> Vec3 {
-    [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
-}
-#[inline]
-pub(crate) fn sub(a: Vec3, b: Vec3) -> Vec3 {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-#[inline]
-pub(crate) fn scale(a: Vec3, s: f64) -> Vec3 {
-    [a[0] * s, a[1] * s, a[2] * s]
 }
 
 /// Two unit vectors perpendicular to `axis` and to each other.

@@ -1,8 +1,8 @@
-//! `pinhole`: the command-line shell over Pinhole's libraries. Not for clinical use.
+//! `pinhole`: the command-line shell over Pinhole's libraries (argv → request →
+//! `pinhole-pipeline` → files and terminal). Not for clinical use.
 
 mod commands;
-mod progress;
-mod report;
+mod terminal;
 
 use std::process::ExitCode;
 
@@ -22,7 +22,7 @@ enum Command {
     /// Describe a volume: geometry, value range, labels present (NIfTI, NRRD, DICOM folder).
     Info(commands::info::InfoArgs),
     /// Convert DICOM / NIfTI / NRRD to NIfTI, NRRD or a Slicer .seg.nrrd, keeping geometry.
-    Convert(commands::convert::ConvertArgs),
+    Convert(commands::info::ConvertArgs),
     /// Render a simulated fluoroscopy image (DRR) from a CT for a C-arm pose.
     Drr(Box<commands::drr::DrrArgs>),
     /// Run Pinhole on the small sample shipped with it (or on --data).
@@ -31,9 +31,9 @@ enum Command {
     #[command(subcommand)]
     Plan(commands::plan::PlanCommand),
     /// Measure structures: `pinhole measure vessel ...`.
-    Measure(commands::measure::MeasureArgs),
+    Measure(commands::vessel::MeasureArgs),
     /// Endovenous laser ablation dose (LEED, J/cm2 of vein wall, total energy, foam volume).
-    Evla(commands::evla::EvlaArgs),
+    Evla(commands::ablation::EvlaArgs),
     /// Live needle guidance: OpenIGTLink server (3D Slicer, PLUS) and HTTP/WebSocket API.
     Serve(Box<commands::serve::ServeArgs>),
     /// Send recorded (CSV) or synthesized needle poses to a guidance server.
@@ -42,30 +42,19 @@ enum Command {
     Register(Box<commands::register::RegisterArgs>),
 }
 
-/// Runs a `pinhole` command line in-process (the demo chains commands this way).
-pub(crate) fn run_command_line<I, S>(args: I) -> anyhow::Result<()>
-where
-    I: IntoIterator<Item = S>,
-    S: Into<std::ffi::OsString> + Clone,
-{
-    let cli = Cli::try_parse_from(
-        std::iter::once("pinhole".into()).chain(args.into_iter().map(Into::into)),
-    )?;
-    run(cli.command)
-}
-
 fn run(command: Command) -> anyhow::Result<()> {
+    let terminal = terminal::Terminal::default();
     match command {
-        Command::Info(args) => commands::info::run(&args),
-        Command::Convert(args) => commands::convert::run(&args),
-        Command::Drr(args) => commands::drr::run(&args),
-        Command::Demo(args) => commands::demo::run(&args),
-        Command::Plan(command) => commands::plan::run(&command),
-        Command::Measure(args) => commands::measure::run(&args),
-        Command::Evla(args) => commands::evla::run(&args),
-        Command::Serve(args) => commands::serve::run(&args),
+        Command::Info(args) => commands::info::run(&args, &terminal),
+        Command::Convert(args) => commands::info::convert(&args, &terminal),
+        Command::Drr(args) => commands::drr::run(&args, &terminal),
+        Command::Demo(args) => commands::demo::run(&args, &terminal),
+        Command::Plan(command) => commands::plan::run(&command, &terminal),
+        Command::Measure(args) => commands::vessel::measure(&args, &terminal),
+        Command::Evla(args) => commands::ablation::evla(&args),
+        Command::Serve(args) => commands::serve::run(&args, &terminal),
         Command::Replay(args) => commands::serve::run_replay(&args),
-        Command::Register(args) => commands::register::run(&args),
+        Command::Register(args) => commands::register::run(&args, &terminal),
     }
 }
 

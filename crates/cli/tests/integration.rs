@@ -44,6 +44,21 @@ fn info_json(path: &Path, extra: &[&str]) -> serde_json::Value {
     serde_json::from_str(&pinhole_ok(&args)).unwrap()
 }
 
+/// Validates each `(schema name, file)` against `docs/schemas` with Python's `jsonschema`.
+fn validate_against_schemas(pairs: &[(&str, &Path)]) {
+    let schemas = repo_root().join("docs/schemas");
+    let args: Vec<String> = std::iter::once(schemas.display().to_string())
+        .chain(
+            pairs
+                .iter()
+                .map(|(name, p)| format!("{name}={}", p.display())),
+        )
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let done = python_json("schema_check.py", &args);
+    assert_eq!(done["validated"].as_array().unwrap().len(), pairs.len());
+}
+
 fn assert_close(ours: &serde_json::Value, reference: &serde_json::Value, tol: f64) {
     assert_matrix_close(&json_matrix(ours), reference, tol);
 }
@@ -191,6 +206,29 @@ fn demo_runs_on_the_embedded_sample() {
     assert!(out.join("ct.nrrd").exists());
     assert!(out.join("labels.seg.nrrd").exists());
     assert!(out.join("fluoro_frontal.png").exists());
+    // Every report the demo wrote matches its published schema (an independent validator).
+    let plan = out.join("kidney-biopsy/plan.json");
+    validate_against_schemas(&[
+        ("needle-plan", &plan),
+        ("needle-plan", &out.join("thyroid-fna/plan.json")),
+        ("vessel-route", &out.join("vessel-route/route.json")),
+        ("ablation", &out.join("ablation/ablation.json")),
+    ]);
+    // ...and the validator does reject: a plan without its disclaimer.
+    let mut broken: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    broken.as_object_mut().unwrap().remove("note");
+    let broken_path = dir.path().join("broken.json");
+    std::fs::write(&broken_path, broken.to_string()).unwrap();
+    let python = std::env::var("PINHOLE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let checked = Command::new(python)
+        .arg(repo_root().join("tests/py/schema_check.py"))
+        .arg(repo_root().join("docs/schemas"))
+        .arg(format!("needle-plan={}", broken_path.display()))
+        .output()
+        .unwrap();
+    assert!(!checked.status.success());
+    assert!(String::from_utf8_lossy(&checked.stderr).contains("'note' is a required property"));
 }
 
 #[test]

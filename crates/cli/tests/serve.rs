@@ -103,8 +103,18 @@ fn serve_and_replay_synthesized_insertion() {
     // The synthesized insertion ends at the target: inside the liver label.
     assert_eq!(last["inside_target"], true, "{last}");
     assert!(last["tip_to_target_mm"].as_f64().unwrap() < 0.01);
-    let latest: serde_json::Value = serde_json::from_str(&http_get(http, "/api/guidance")).unwrap();
+    let latest_text = http_get(http, "/api/guidance");
+    let latest: serde_json::Value = serde_json::from_str(&latest_text).unwrap();
     assert_eq!(latest["seq"], 50);
+    // The session and the metrics match their published schemas.
+    let session_file = dir.path().join("session.json");
+    std::fs::write(&session_file, http_get(http, "/api/session")).unwrap();
+    let metrics_file = dir.path().join("metrics.json");
+    std::fs::write(&metrics_file, &latest_text).unwrap();
+    crate::validate_against_schemas(&[
+        ("session", &session_file),
+        ("guidance-metrics", &metrics_file),
+    ]);
 
     // Ctrl-C ends cleanly.
     let status = Command::new("kill")

@@ -131,6 +131,21 @@ impl GpuContext {
         &self.queue
     }
 
+    /// Blocks until every submission finished and their callbacks ran, at most the poll
+    /// timeout.
+    pub(crate) fn wait_idle(&self, what: &'static str) -> Result<(), GpuError> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(self.poll_timeout),
+            })
+            .map(|_| ())
+            .map_err(|e| GpuError::Poll {
+                what,
+                reason: e.to_string(),
+            })
+    }
+
     /// Blocks until `submission` finished, at most the poll timeout.
     pub(crate) fn wait(
         &self,

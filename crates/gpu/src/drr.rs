@@ -4,7 +4,7 @@ use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
-use pinhole_volume::math::{mat3_inverse, mat3_mul_vec, Mat3, Vec3};
+use pinhole_volume::math::{mat3_inverse, mat3_mul_vec, sub, Mat3, Vec3};
 use pinhole_volume::Volume;
 use pinhole_xray::{Image, Projection};
 
@@ -104,146 +104,18 @@ impl GpuDrr {
         let device = &ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let format = ctx.volume_format();
-        let size = wgpu::Extent3d {
-            width: dims[0] as u32,
-            height: dims[1] as u32,
-            depth_or_array_layers: dims[2] as u32,
-        };
-        let texture = device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("pinhole-gpu mu volume"),
-            size,
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D3,
-            format,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        });
-        upload(ctx, &texture, mu.data(), dims, format);
-        let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
-        let (block_dims, occupancy_data) = occupancy(mu.data(), dims);
-        let occupancy = device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("pinhole-gpu occupancy"),
-            size: wgpu::Extent3d {
-                width: block_dims[0] as u32,
-                height: block_dims[1] as u32,
-                depth_or_array_layers: block_dims[2] as u32,
-            },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D3,
-            format: wgpu::TextureFormat::R32Float,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        });
-        upload(
-            ctx,
-            &occupancy,
-            &occupancy_data,
-            block_dims,
-            wgpu::TextureFormat::R32Float,
-        );
-        let occupancy_view = occupancy.create_view(&wgpu::TextureViewDescriptor::default());
-        let sampler = device.create_sampler(&wgpu::SamplerDescriptor {
-            label: Some("pinhole-gpu trilinear clamp"),
-            address_mode_u: wgpu::AddressMode::ClampToEdge,
-            address_mode_v: wgpu::AddressMode::ClampToEdge,
-            address_mode_w: wgpu::AddressMode::ClampToEdge,
-            mag_filter: wgpu::FilterMode::Linear,
-            min_filter: wgpu::FilterMode::Linear,
-            mipmap_filter: wgpu::MipmapFilterMode::Nearest,
-            ..Default::default()
-        });
+        let (texture, view) = volume_texture(ctx, mu.data(), dims);
+        let (occupancy, occupancy_view, occupancy_data) = occupancy_texture(ctx, mu.data(), dims);
+        let sampler = trilinear_sampler(device);
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("pinhole-gpu params"),
             size: std::mem::size_of::<Params>() as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let storage = |read_only| wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        };
-        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty,
-            count: None,
-        };
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("pinhole-gpu drr"),
-            entries: &[
-                entry(
-                    0,
-                    wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                ),
-                entry(1, storage(true)),
-                entry(
-                    2,
-                    wgpu::BindingType::Texture {
-                        sample_type: wgpu::TextureSampleType::Float { filterable: true },
-                        view_dimension: wgpu::TextureViewDimension::D3,
-                        multisampled: false,
-                    },
-                ),
-                entry(
-                    3,
-                    wgpu::BindingType::Sampler(wgpu::SamplerBindingType::Filtering),
-                ),
-                entry(4, storage(false)),
-                entry(
-                    5,
-                    wgpu::BindingType::Texture {
-                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
-                        view_dimension: wgpu::TextureViewDimension::D3,
-                        multisampled: false,
-                    },
-                ),
-            ],
-        });
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("drr.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(include_str!("drr.wgsl").into()),
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("pinhole-gpu drr"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("pinhole-gpu drr"),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        let timestamps = ctx.has_timestamps().then(|| Timestamps {
-            set: device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("pinhole-gpu kernel time"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2,
-            }),
-            resolve: device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("pinhole-gpu timestamps"),
-                size: 16,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            }),
-            readback: device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("pinhole-gpu timestamps readback"),
-                size: 16,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }),
-            period_ns: ctx.queue.get_timestamp_period(),
-        });
+        let layout = bind_group_layout(device);
+        let pipeline = drr_pipeline(device, &layout);
+        let timestamps = ctx.has_timestamps().then(|| timestamp_queries(ctx));
         check(oom, "creating the volume texture")?;
         check(scope, "creating the DRR pipeline")?;
         // Finish the upload here, so that its cost is not charged to the first render.
@@ -482,7 +354,7 @@ impl GpuDrr {
         let out_rx = map_read(&out_slice);
         let ts_rx = timestamps.map(|t| map_read(&t.readback.slice(..)));
         ctx.wait(submission, "rendering DRRs")?;
-        receive(&out_rx, "DRR image")?;
+        receive(ctx, &out_rx, "DRR image")?;
         let data: Vec<f32> = {
             let view = out_slice
                 .get_mapped_range()
@@ -495,7 +367,7 @@ impl GpuDrr {
         scratch.readback.unmap();
         let kernel = match (timestamps, ts_rx) {
             (Some(t), Some(rx)) => {
-                receive(&rx, "timestamp")?;
+                receive(ctx, &rx, "timestamp")?;
                 let ticks: [u64; 2] = {
                     let view =
                         t.readback
@@ -612,6 +484,174 @@ impl GpuDrr {
         })
     }
 }
+/// A sampled 3-D texture of `dims` holding `data` (i fastest) in `format`, and its view.
+fn texture_3d(
+    ctx: &GpuContext,
+    label: &'static str,
+    data: &[f32],
+    dims: [usize; 3],
+    format: wgpu::TextureFormat,
+) -> (wgpu::Texture, wgpu::TextureView) {
+    let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size: wgpu::Extent3d {
+            width: dims[0] as u32,
+            height: dims[1] as u32,
+            depth_or_array_layers: dims[2] as u32,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D3,
+        format,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    upload(ctx, &texture, data, dims, format);
+    let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+    (texture, view)
+}
+
+/// The μ volume in the context's volume format (sampled with hardware trilinear).
+fn volume_texture(
+    ctx: &GpuContext,
+    data: &[f32],
+    dims: [usize; 3],
+) -> (wgpu::Texture, wgpu::TextureView) {
+    texture_3d(
+        ctx,
+        "pinhole-gpu mu volume",
+        data,
+        dims,
+        ctx.volume_format(),
+    )
+}
+
+/// The occupancy of each `BLOCK`³ block (see [`occupancy`]; R32Float) for empty-space
+/// skipping, with the host copy.
+fn occupancy_texture(
+    ctx: &GpuContext,
+    data: &[f32],
+    dims: [usize; 3],
+) -> (wgpu::Texture, wgpu::TextureView, Vec<f32>) {
+    let (block_dims, occupancy_data) = occupancy(data, dims);
+    let (texture, view) = texture_3d(
+        ctx,
+        "pinhole-gpu occupancy",
+        &occupancy_data,
+        block_dims,
+        wgpu::TextureFormat::R32Float,
+    );
+    (texture, view, occupancy_data)
+}
+
+fn trilinear_sampler(device: &wgpu::Device) -> wgpu::Sampler {
+    device.create_sampler(&wgpu::SamplerDescriptor {
+        label: Some("pinhole-gpu trilinear clamp"),
+        address_mode_u: wgpu::AddressMode::ClampToEdge,
+        address_mode_v: wgpu::AddressMode::ClampToEdge,
+        address_mode_w: wgpu::AddressMode::ClampToEdge,
+        mag_filter: wgpu::FilterMode::Linear,
+        min_filter: wgpu::FilterMode::Linear,
+        mipmap_filter: wgpu::MipmapFilterMode::Nearest,
+        ..Default::default()
+    })
+}
+
+/// The bindings of `drr.wgsl`: params, poses, μ, sampler, output, occupancy.
+fn bind_group_layout(device: &wgpu::Device) -> wgpu::BindGroupLayout {
+    let storage = |read_only| wgpu::BindingType::Buffer {
+        ty: wgpu::BufferBindingType::Storage { read_only },
+        has_dynamic_offset: false,
+        min_binding_size: None,
+    };
+    let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty,
+        count: None,
+    };
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("pinhole-gpu drr"),
+        entries: &[
+            entry(
+                0,
+                wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+            ),
+            entry(1, storage(true)),
+            entry(
+                2,
+                wgpu::BindingType::Texture {
+                    sample_type: wgpu::TextureSampleType::Float { filterable: true },
+                    view_dimension: wgpu::TextureViewDimension::D3,
+                    multisampled: false,
+                },
+            ),
+            entry(
+                3,
+                wgpu::BindingType::Sampler(wgpu::SamplerBindingType::Filtering),
+            ),
+            entry(4, storage(false)),
+            entry(
+                5,
+                wgpu::BindingType::Texture {
+                    sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                    view_dimension: wgpu::TextureViewDimension::D3,
+                    multisampled: false,
+                },
+            ),
+        ],
+    })
+}
+
+/// The compute pipeline of `drr.wgsl`'s `main`.
+fn drr_pipeline(device: &wgpu::Device, layout: &wgpu::BindGroupLayout) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("drr.wgsl"),
+        source: wgpu::ShaderSource::Wgsl(include_str!("drr.wgsl").into()),
+    });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some("pinhole-gpu drr"),
+        bind_group_layouts: &[Some(layout)],
+        immediate_size: 0,
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("pinhole-gpu drr"),
+        layout: Some(&pipeline_layout),
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
+/// Two timestamp queries around a dispatch, with their resolve and readback buffers.
+fn timestamp_queries(ctx: &GpuContext) -> Timestamps {
+    let device = &ctx.device;
+    Timestamps {
+        set: device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("pinhole-gpu kernel time"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        }),
+        resolve: device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("pinhole-gpu timestamps"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }),
+        readback: device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("pinhole-gpu timestamps readback"),
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }),
+        period_ns: ctx.queue.get_timestamp_period(),
+    }
+}
 
 /// Writes the volume into the texture in slabs of z slices (bounded staging memory).
 fn upload(
@@ -718,10 +758,6 @@ fn occupancy(data: &[f32], dims: [usize; 3]) -> ([usize; 3], Vec<f32>) {
     (blocks, v)
 }
 
-fn sub(a: Vec3, b: Vec3) -> Vec3 {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
 type MapResult = Result<(), wgpu::BufferAsyncError>;
 
 fn map_read(slice: &wgpu::BufferSlice<'_>) -> mpsc::Receiver<MapResult> {
@@ -733,18 +769,30 @@ fn map_read(slice: &wgpu::BufferSlice<'_>) -> mpsc::Receiver<MapResult> {
     rx
 }
 
-fn receive(rx: &mpsc::Receiver<MapResult>, what: &'static str) -> Result<(), GpuError> {
-    match rx.try_recv() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(GpuError::BufferMap {
-            what,
-            reason: e.to_string(),
-        }),
-        Err(e) => Err(GpuError::BufferMap {
-            what,
-            reason: format!("map callback did not run after the wait ({e})"),
-        }),
-    }
+/// The result of a buffer mapping requested before the submission was waited for.
+/// Waiting for a submission does not always run the mapping's callback in the same
+/// poll (seen with lavapipe under load), so an absent result polls the device until it
+/// is idle, then waits for the callback, at most the context's poll timeout.
+fn receive(
+    ctx: &crate::GpuContext,
+    rx: &mpsc::Receiver<MapResult>,
+    what: &'static str,
+) -> Result<(), GpuError> {
+    let result = match rx.try_recv() {
+        Ok(result) => result,
+        Err(_) => {
+            ctx.wait_idle(what)?;
+            rx.recv_timeout(ctx.poll_timeout)
+                .map_err(|e| GpuError::BufferMap {
+                    what,
+                    reason: format!("map callback did not run after the wait ({e})"),
+                })?
+        }
+    };
+    result.map_err(|e| GpuError::BufferMap {
+        what,
+        reason: e.to_string(),
+    })
 }
 
 /// Pops an error scope, turning a captured error into [`GpuError::Wgpu`].

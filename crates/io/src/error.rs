@@ -36,6 +36,14 @@ pub enum ErrorKind {
     InvalidHeader(String),
     #[error("DICOM: {0}")]
     Dicom(String),
+    #[error("PNG: {0}")]
+    Png(String),
+    /// A registration / transform file that does not hold a usable affine transform.
+    #[error("invalid transform: {0}")]
+    InvalidTransform(String),
+    /// A line of a text table (pose CSV) that cannot be read; `line` is 1-based.
+    #[error("line {line}: {what}")]
+    InvalidLine { line: usize, what: String },
     #[error("invalid table: {0}")]
     InvalidTable(String),
     /// Data handed to a writer that cannot be written (bad index, wrong length, NaN …).

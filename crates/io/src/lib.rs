@@ -10,6 +10,9 @@
 //! * [`labels`]: label tables (TotalSegmentator v1/v2 built in, CSV, Slicer colour tables).
 //! * [`markups`], [`vtk`], [`png`]: Slicer markups `.mrk.json`, legacy VTK polydata, PNG.
 //! * [`open`]: format detection by content and extension.
+//! * [`xray_image`]: X-ray images for registration (PNG, single DICOM file, 2-D NIfTI).
+//! * [`transform`]: registrations (ITK `.tfm` affine transforms, 4×4 text matrices).
+//! * [`pose_csv`]: timed needle poses (replay CSV), read and written.
 
 pub mod dicom;
 pub mod error;
@@ -20,9 +23,12 @@ pub mod nifti;
 pub mod nrrd;
 pub mod open;
 pub mod png;
+pub mod pose_csv;
 pub(crate) mod raw;
 pub mod segnrrd;
+pub mod transform;
 pub mod vtk;
+pub mod xray_image;
 
 pub use error::{Error, ErrorKind, Result};
 pub use image::{AnyVolume, ScalarType};

@@ -15,6 +15,15 @@ pub fn write_rgb8(path: &Path, width: u32, height: u32, pixels: &[u8]) -> Result
     write(path, width, height, pixels, ::png::ColorType::Rgb, 3)
 }
 
+/// Encodes an 8-bit RGB image as PNG bytes in memory (e.g. for HTTP); `name` stands for
+/// the image in errors.
+pub fn encode_rgb8(name: &str, width: u32, height: u32, pixels: &[u8]) -> Result<Vec<u8>> {
+    let path = Path::new(name);
+    check(path, width, height, pixels, 3)?;
+    encode(width, height, pixels, ::png::ColorType::Rgb)
+        .map_err(|e| Error::new(path, ErrorKind::InvalidInput(e.to_string())))
+}
+
 fn write(
     path: &Path,
     width: u32,
@@ -23,6 +32,14 @@ fn write(
     color: ::png::ColorType,
     channels: usize,
 ) -> Result<()> {
+    check(path, width, height, pixels, channels)?;
+    let bytes = encode(width, height, pixels, color)
+        .map_err(|e| Error::new(path, ErrorKind::InvalidInput(e.to_string())))?;
+    std::fs::write(path, bytes).with_path(path)
+}
+
+/// The image is not empty and `pixels` holds exactly `width × height × channels` bytes.
+fn check(path: &Path, width: u32, height: u32, pixels: &[u8], channels: usize) -> Result<()> {
     let bad = |message: String| Error::new(path, ErrorKind::InvalidInput(message));
     if width == 0 || height == 0 {
         return Err(bad(format!(
@@ -39,8 +56,7 @@ fn write(
             pixels.len()
         )));
     }
-    let bytes = encode(width, height, pixels, color).map_err(|e| bad(e.to_string()))?;
-    std::fs::write(path, bytes).with_path(path)
+    Ok(())
 }
 
 /// Encodes in memory, so that every I/O error surfaces from the final write.

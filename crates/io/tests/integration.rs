@@ -10,4 +10,6 @@ mod dicom;
 mod nifti;
 mod nrrd;
 mod robustness;
+mod transforms;
 mod writers;
+mod xray_image;

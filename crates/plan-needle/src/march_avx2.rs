@@ -13,7 +13,7 @@ use bytemuck::cast;
 use pinhole_volume::Vec3;
 
 use super::{CellExit, End, Marcher, Ray, Rule, SAME_CELL_MARGIN, SAME_CELL_MAX};
-use crate::context::{CELL_LANES, FIELD_QUANTUM_MM};
+use crate::context::{Cell, CELL_LANES, FIELD_QUANTUM_MM};
 use crate::plan::Traced;
 
 const L: usize = 8;
@@ -309,6 +309,294 @@ fn lane_mask(bits: u32) -> __m256i {
     _mm256_cmpeq_epi32(spread, lane_bits)
 }
 
+/// What every step of a march reads, in lanes: the packed cells and the coarse grid, the
+/// step and the last sample within the length limit, and the per-group thresholds.
+struct MarchConsts<'a> {
+    packed: &'a [Cell],
+    label_dims: [usize; 3],
+    cells_max: __m256i,
+    dim_pd: [__m256d; 3],
+    dim_x: __m256i,
+    dim_y: __m256i,
+    step: f64,
+    step_pd: __m256d,
+    half: __m256d,
+    zero_pd: __m256d,
+    last: __m256i,
+    one: __m256i,
+    clear: [__m256; CELL_LANES],
+    skip: [__m256; CELL_LANES],
+    seen_slack: [__m256; CELL_LANES],
+}
+
+impl<'a> MarchConsts<'a> {
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn new<const SCORE: bool>(marcher: &'a Marcher, packed: &'a [Cell]) -> Self {
+        let dims = marcher.ctx.coarse.dims();
+        let step = marcher.step_mm;
+        let lanes_of =
+            |values: [f32; CELL_LANES]| -> [__m256; CELL_LANES] { values.map(|v| cast([v; L])) };
+        Self {
+            packed,
+            label_dims: marcher.ctx.labels.grid().dims(),
+            cells_max: _mm256_set1_epi32(packed.len().min(i32::MAX as usize) as i32 - 1),
+            dim_pd: dims.map(|d| _mm256_set1_pd(d as f64)),
+            dim_x: _mm256_set1_epi32(dims[0] as i32),
+            dim_y: _mm256_set1_epi32(dims[1] as i32),
+            step,
+            step_pd: _mm256_set1_pd(step),
+            half: _mm256_set1_pd(0.5),
+            zero_pd: _mm256_setzero_pd(),
+            last: _mm256_set1_epi32(last_sample(step, marcher.limit_mm)),
+            one: _mm256_set1_epi32(1),
+            clear: lanes_of(marcher.clear[0]),
+            skip: lanes_of(if SCORE {
+                marcher.skip[0]
+            } else {
+                marcher.screen_skip[0]
+            }),
+            seen_slack: lanes_of(marcher.seen_slack[0]),
+        }
+    }
+}
+
+/// Where the lanes' current samples are: past the length limit, outside the coarse grid,
+/// their coarse cell index per axis, and the samples left to each cell's boundary
+/// (`CellExit::samples_left`, lanes 0–3 and 4–7).
+struct Sample {
+    s: __m256i,
+    too_long: u32,
+    outside: u32,
+    index: [__m256i; 3],
+    left: [__m256d; 2],
+}
+
+/// The lanes' current samples, with the same arithmetic as the one-ray march:
+/// (c0 + dc · s) + 0.5, then truncation.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn sample(lanes: &LaneRays, k: &MarchConsts) -> Sample {
+    let s: __m256i = cast(lanes.s);
+    let too_long = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(s, k.last))) as u32;
+    let s_lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(s));
+    let s_hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256::<1>(s));
+    let mut outside = 0u32;
+    let mut index = [_mm256_setzero_si256(); 3];
+    let mut left_lo = _mm256_set1_pd(f64::INFINITY);
+    let mut left_hi = left_lo;
+    for a in 0..3 {
+        let c0: [[f64; 4]; 2] = [
+            std::array::from_fn(|l| lanes.c0[a][l]),
+            std::array::from_fn(|l| lanes.c0[a][l + 4]),
+        ];
+        let dc: [[f64; 4]; 2] = [
+            std::array::from_fn(|l| lanes.dc[a][l]),
+            std::array::from_fn(|l| lanes.dc[a][l + 4]),
+        ];
+        let lo = _mm256_add_pd(
+            _mm256_add_pd(cast(c0[0]), _mm256_mul_pd(cast(dc[0]), s_lo)),
+            k.half,
+        );
+        let hi = _mm256_add_pd(
+            _mm256_add_pd(cast(c0[1]), _mm256_mul_pd(cast(dc[1]), s_hi)),
+            k.half,
+        );
+        let below_lo = _mm256_cmp_pd::<_CMP_LT_OQ>(lo, k.zero_pd);
+        let below_hi = _mm256_cmp_pd::<_CMP_LT_OQ>(hi, k.zero_pd);
+        let above_lo = _mm256_cmp_pd::<_CMP_GE_OQ>(lo, k.dim_pd[a]);
+        let above_hi = _mm256_cmp_pd::<_CMP_GE_OQ>(hi, k.dim_pd[a]);
+        outside |= mask_pd(
+            _mm256_or_pd(below_lo, above_lo),
+            _mm256_or_pd(below_hi, above_hi),
+        );
+        index[a] = _mm256_set_m128i(_mm256_cvttpd_epi32(hi), _mm256_cvttpd_epi32(lo));
+        let halves = |v: &[[f64; L]; 3]| -> [__m256d; 2] {
+            [
+                cast::<[f64; 4], __m256d>(std::array::from_fn(|l| v[a][l])),
+                cast::<[f64; 4], __m256d>(std::array::from_fn(|l| v[a][l + 4])),
+            ]
+        };
+        let [slope_lo, slope_hi] = halves(&lanes.exit_slope);
+        let [offset_lo, offset_hi] = halves(&lanes.exit_offset);
+        const TRUNCATE: i32 = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
+        let u_lo = _mm256_sub_pd(lo, _mm256_round_pd::<TRUNCATE>(lo));
+        let u_hi = _mm256_sub_pd(hi, _mm256_round_pd::<TRUNCATE>(hi));
+        left_lo = _mm256_min_pd(left_lo, _mm256_fmadd_pd(u_lo, slope_lo, offset_lo));
+        left_hi = _mm256_min_pd(left_hi, _mm256_fmadd_pd(u_hi, slope_hi, offset_hi));
+    }
+    Sample {
+        s,
+        too_long,
+        outside,
+        index,
+        left: [left_lo, left_hi],
+    }
+}
+
+/// `same_cell_advance`, lane-wise: the samples certainly still in the current cell, + 1.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn same_cell_advance(left: [__m256d; 2], k: &MarchConsts) -> __m256i {
+    let certain = |left: __m256d| {
+        let c = _mm256_sub_pd(
+            _mm256_mul_pd(left, _mm256_set1_pd(1.0 - SAME_CELL_MARGIN)),
+            _mm256_set1_pd(SAME_CELL_MARGIN),
+        );
+        _mm256_cvttpd_epi32(_mm256_min_pd(
+            _mm256_max_pd(c, k.zero_pd),
+            _mm256_set1_pd(SAME_CELL_MAX),
+        ))
+    };
+    _mm256_add_epi32(_mm256_set_m128i(certain(left[1]), certain(left[0])), k.one)
+}
+
+/// The packed cells under the lanes' samples: their offsets and values in mm per group
+/// (`v[g]`, group 0 the body depth). Lanes that left the grid (or idle ones) read some
+/// cell; their values are unused.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn read_cells(index: [__m256i; 3], k: &MarchConsts) -> ([i32; L], [__m256; CELL_LANES]) {
+    let offset = _mm256_add_epi32(
+        index[0],
+        _mm256_mullo_epi32(
+            k.dim_x,
+            _mm256_add_epi32(index[1], _mm256_mullo_epi32(k.dim_y, index[2])),
+        ),
+    );
+    let offset = _mm256_min_epi32(
+        _mm256_max_epi32(offset, _mm256_setzero_si256()),
+        k.cells_max,
+    );
+    let offsets: [i32; L] = cast(offset);
+    let rows: [__m128i; L] = std::array::from_fn(|l| cast(k.packed[offsets[l] as usize]));
+    (offsets, transpose(rows))
+}
+
+/// The lanes below a clearance, and how far each lane may jump (mm): the smallest margin
+/// of a value over its bound. Scoring updates the smallest values seen (not in lanes that
+/// leave the body here, `exit`).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn clearance_and_jump<const SCORE: bool>(
+    lanes: &mut LaneRays,
+    v: &[__m256; CELL_LANES],
+    exit: u32,
+    k: &MarchConsts,
+) -> (u32, __m256) {
+    // A lane that leaves the body here ends before this sample's values count.
+    let keep = _mm256_castsi256_ps(lane_mask(!exit & 0xff));
+    let mut below = _mm256_setzero_ps();
+    let mut jump = _mm256_set1_ps(f32::INFINITY);
+    for g in 0..CELL_LANES {
+        below = _mm256_or_ps(below, _mm256_cmp_ps::<_CMP_LT_OQ>(v[g], k.clear[g]));
+        let bound = if SCORE {
+            // The smallest value seen so far (this sample included) + slack, at most
+            // the value above which the score no longer changes.
+            let seen: __m256 = cast(lanes.seen[g]);
+            let seen = _mm256_blendv_ps(seen, _mm256_min_ps(seen, v[g]), keep);
+            lanes.seen[g] = cast(seen);
+            _mm256_min_ps(_mm256_add_ps(seen, k.seen_slack[g]), k.skip[g])
+        } else {
+            k.skip[g]
+        };
+        jump = _mm256_min_ps(jump, _mm256_sub_ps(v[g], bound));
+    }
+    (_mm256_movemask_ps(below) as u32, jump)
+}
+
+/// Samples each lane advances: s += ⌊jump / step⌋ where jump > step, else 1 (in f64, as
+/// the one-ray march), at least the same-cell advance; 1 while a lane still reads labels
+/// for the capsule; idle lanes stay.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn advance<const SCORE: bool>(
+    lanes: &LaneRays,
+    jump: __m256,
+    same_cell: __m256i,
+    k: &MarchConsts,
+) -> __m256i {
+    let jump_lo = _mm256_cvtps_pd(_mm256_castps256_ps128(jump));
+    let jump_hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(jump));
+    let mut far = mask_pd(
+        _mm256_cmp_pd::<_CMP_GT_OQ>(jump_lo, k.step_pd),
+        _mm256_cmp_pd::<_CMP_GT_OQ>(jump_hi, k.step_pd),
+    );
+    if SCORE {
+        far &= !lanes.capsule_pending;
+    }
+    let cap = _mm256_set1_pd(1e9);
+    let skips = _mm256_set_m128i(
+        _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_div_pd(jump_hi, k.step_pd), cap)),
+        _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_div_pd(jump_lo, k.step_pd), cap)),
+    );
+    let jump_samples = _mm256_blendv_epi8(k.one, skips, lane_mask(far));
+    let same_cell = if SCORE {
+        _mm256_blendv_epi8(k.one, same_cell, lane_mask(!lanes.capsule_pending))
+    } else {
+        same_cell
+    };
+    let advance = _mm256_max_epi32(jump_samples, same_cell);
+    _mm256_and_si256(advance, lane_mask(lanes.active))
+}
+
+/// Label reads of this sample for the capsule, in the lanes that go on.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn read_capsules(lanes: &mut LaneRays, marcher: &Marcher, ended: u32, k: &MarchConsts) {
+    let mut reading = lanes.capsule_pending & lanes.active & !ended;
+    if reading != 0 {
+        let (offsets, inside) = lanes.label_offsets(k.label_dims);
+        while reading != 0 {
+            let l = reading.trailing_zeros() as usize;
+            reading &= reading - 1;
+            lanes.read_capsule(l, marcher, &offsets, inside);
+        }
+    }
+}
+
+/// Why lanes end at this step (bits per lane), at which samples and packed cells, and
+/// the step (mm).
+struct Ends {
+    too_long: u32,
+    outside: u32,
+    exit: u32,
+    s_now: [i32; L],
+    offsets: [i32; L],
+    step: f64,
+}
+
+/// How the march of lane `l` ended: too long, out of the scan, out of the body (scored
+/// when `SCORE`, else `None`), or below a clearance in its cell. `None` when no group is
+/// named after all: the march goes on.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn lane_end<const SCORE: bool>(
+    marcher: &Marcher,
+    lanes: &LaneRays,
+    l: usize,
+    dirs: &[Vec3],
+    ends: &Ends,
+) -> Option<Option<Traced>> {
+    let bit = 1 << l;
+    Some(if ends.too_long & bit != 0 {
+        Some(Traced::Rejected(Rule::MaxLength))
+    } else if ends.outside & bit != 0 {
+        Some(Traced::Missed)
+    } else if ends.exit & bit != 0 {
+        SCORE.then(|| {
+            let dir = dirs[lanes.ray[l]];
+            let t_mm = f64::from(ends.s_now[l]) * ends.step;
+            marcher.finish(lanes.ray(l, marcher, dir), End::Exit { t_mm })
+        })
+    } else {
+        // A value below its clearance always names a group; were it not so, the march
+        // goes on as the one-ray march does.
+        let cell = &marcher.rules.packed[ends.offsets[l] as usize];
+        Some(Traced::Rejected(marcher.first_broken_clearance(cell)?))
+    })
+}
+
 /// Marches `dirs` in lanes. `SCORE = false`: the screening pass (`None`: reaches the
 /// skin). `SCORE = true`: the scoring march, every ray finished (`None` only if a lane
 /// could not follow the one-ray march, which then redoes that ray).
@@ -319,27 +607,7 @@ fn run<const SCORE: bool>(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced
     if packed.is_empty() {
         return out;
     }
-    let dims = marcher.ctx.coarse.dims();
-    let label_dims = marcher.ctx.labels.grid().dims();
-    let cells_max = _mm256_set1_epi32(packed.len().min(i32::MAX as usize) as i32 - 1);
-    let dim_pd = dims.map(|d| _mm256_set1_pd(d as f64));
-    let dim_x = _mm256_set1_epi32(dims[0] as i32);
-    let dim_y = _mm256_set1_epi32(dims[1] as i32);
-    let step = marcher.step_mm;
-    let step_pd = _mm256_set1_pd(step);
-    let half = _mm256_set1_pd(0.5);
-    let zero_pd = _mm256_setzero_pd();
-    let last = _mm256_set1_epi32(last_sample(step, marcher.limit_mm));
-    let one = _mm256_set1_epi32(1);
-    let lanes_of =
-        |values: [f32; CELL_LANES]| -> [__m256; CELL_LANES] { values.map(|v| cast([v; L])) };
-    let clear = lanes_of(marcher.clear[0]);
-    let skip = lanes_of(if SCORE {
-        marcher.skip[0]
-    } else {
-        marcher.screen_skip[0]
-    });
-    let seen_slack = lanes_of(marcher.seen_slack[0]);
+    let k = MarchConsts::new::<SCORE>(marcher, packed);
     let rejected = |rule| Traced::Rejected(rule);
 
     let mut lanes = LaneRays::new();
@@ -347,165 +615,36 @@ fn run<const SCORE: bool>(marcher: &Marcher, dirs: &[Vec3]) -> Vec<Option<Traced
         lanes.refill(l, marcher, dirs, &mut out, rejected);
     }
     while lanes.active != 0 {
-        let s: __m256i = cast(lanes.s);
-        let too_long = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(s, last))) as u32;
-        let s_lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(s));
-        let s_hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256::<1>(s));
-        // Same arithmetic as the one-ray march: (c0 + dc · s) + 0.5, then truncation.
-        let mut outside = 0u32;
-        let mut index = [_mm256_setzero_si256(); 3];
-        // Samples to the current cell's boundary (`CellExit::samples_left`).
-        let mut left_lo = _mm256_set1_pd(f64::INFINITY);
-        let mut left_hi = left_lo;
-        for a in 0..3 {
-            let c0: [[f64; 4]; 2] = [
-                std::array::from_fn(|l| lanes.c0[a][l]),
-                std::array::from_fn(|l| lanes.c0[a][l + 4]),
-            ];
-            let dc: [[f64; 4]; 2] = [
-                std::array::from_fn(|l| lanes.dc[a][l]),
-                std::array::from_fn(|l| lanes.dc[a][l + 4]),
-            ];
-            let lo = _mm256_add_pd(
-                _mm256_add_pd(cast(c0[0]), _mm256_mul_pd(cast(dc[0]), s_lo)),
-                half,
-            );
-            let hi = _mm256_add_pd(
-                _mm256_add_pd(cast(c0[1]), _mm256_mul_pd(cast(dc[1]), s_hi)),
-                half,
-            );
-            let below_lo = _mm256_cmp_pd::<_CMP_LT_OQ>(lo, zero_pd);
-            let below_hi = _mm256_cmp_pd::<_CMP_LT_OQ>(hi, zero_pd);
-            let above_lo = _mm256_cmp_pd::<_CMP_GE_OQ>(lo, dim_pd[a]);
-            let above_hi = _mm256_cmp_pd::<_CMP_GE_OQ>(hi, dim_pd[a]);
-            outside |= mask_pd(
-                _mm256_or_pd(below_lo, above_lo),
-                _mm256_or_pd(below_hi, above_hi),
-            );
-            index[a] = _mm256_set_m128i(_mm256_cvttpd_epi32(hi), _mm256_cvttpd_epi32(lo));
-            let halves = |v: &[[f64; L]; 3]| -> [__m256d; 2] {
-                [
-                    cast::<[f64; 4], __m256d>(std::array::from_fn(|l| v[a][l])),
-                    cast::<[f64; 4], __m256d>(std::array::from_fn(|l| v[a][l + 4])),
-                ]
-            };
-            let [slope_lo, slope_hi] = halves(&lanes.exit_slope);
-            let [offset_lo, offset_hi] = halves(&lanes.exit_offset);
-            const TRUNCATE: i32 = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
-            let u_lo = _mm256_sub_pd(lo, _mm256_round_pd::<TRUNCATE>(lo));
-            let u_hi = _mm256_sub_pd(hi, _mm256_round_pd::<TRUNCATE>(hi));
-            left_lo = _mm256_min_pd(left_lo, _mm256_fmadd_pd(u_lo, slope_lo, offset_lo));
-            left_hi = _mm256_min_pd(left_hi, _mm256_fmadd_pd(u_hi, slope_hi, offset_hi));
-        }
-        let same_cell = {
-            // `same_cell_advance`, lane-wise.
-            let certain = |left: __m256d| {
-                let c = _mm256_sub_pd(
-                    _mm256_mul_pd(left, _mm256_set1_pd(1.0 - SAME_CELL_MARGIN)),
-                    _mm256_set1_pd(SAME_CELL_MARGIN),
-                );
-                _mm256_cvttpd_epi32(_mm256_min_pd(
-                    _mm256_max_pd(c, zero_pd),
-                    _mm256_set1_pd(SAME_CELL_MAX),
-                ))
-            };
-            _mm256_add_epi32(_mm256_set_m128i(certain(left_hi), certain(left_lo)), one)
-        };
-        let offset = _mm256_add_epi32(
-            index[0],
-            _mm256_mullo_epi32(
-                dim_x,
-                _mm256_add_epi32(index[1], _mm256_mullo_epi32(dim_y, index[2])),
-            ),
-        );
-        // Lanes that left the grid (or idle ones) read some cell; their values are unused.
-        let offset = _mm256_min_epi32(_mm256_max_epi32(offset, _mm256_setzero_si256()), cells_max);
-        let offsets: [i32; L] = cast(offset);
-        let rows: [__m128i; L] = std::array::from_fn(|l| cast(packed[offsets[l] as usize]));
-        let v = transpose(rows);
+        let at = sample(&lanes, &k);
+        let same_cell = same_cell_advance(at.left, &k);
+        let (offsets, v) = read_cells(at.index, &k);
         let exit =
             _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(v[0], _mm256_setzero_ps())) as u32;
-        // A lane that leaves the body here ends before this sample's values count.
-        let keep = _mm256_castsi256_ps(lane_mask(!exit & 0xff));
-        let mut below = _mm256_setzero_ps();
-        let mut jump = _mm256_set1_ps(f32::INFINITY);
-        for g in 0..CELL_LANES {
-            below = _mm256_or_ps(below, _mm256_cmp_ps::<_CMP_LT_OQ>(v[g], clear[g]));
-            let bound = if SCORE {
-                // The smallest value seen so far (this sample included) + slack, at most
-                // the value above which the score no longer changes.
-                let seen: __m256 = cast(lanes.seen[g]);
-                let seen = _mm256_blendv_ps(seen, _mm256_min_ps(seen, v[g]), keep);
-                lanes.seen[g] = cast(seen);
-                _mm256_min_ps(_mm256_add_ps(seen, seen_slack[g]), skip[g])
-            } else {
-                skip[g]
-            };
-            jump = _mm256_min_ps(jump, _mm256_sub_ps(v[g], bound));
-        }
-        let below = _mm256_movemask_ps(below) as u32;
-        // s += ⌊jump / step⌋ where jump > step, else 1 (in f64, as the one-ray march);
-        // 1 while a lane still reads labels for the capsule; idle lanes stay.
-        let jump_lo = _mm256_cvtps_pd(_mm256_castps256_ps128(jump));
-        let jump_hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(jump));
-        let mut far = mask_pd(
-            _mm256_cmp_pd::<_CMP_GT_OQ>(jump_lo, step_pd),
-            _mm256_cmp_pd::<_CMP_GT_OQ>(jump_hi, step_pd),
-        );
+        let (below, jump) = clearance_and_jump::<SCORE>(&mut lanes, &v, exit, &k);
+        let advance = advance::<SCORE>(&lanes, jump, same_cell, &k);
+        let ended = (at.too_long | at.outside | exit | below) & lanes.active;
         if SCORE {
-            far &= !lanes.capsule_pending;
-        }
-        let cap = _mm256_set1_pd(1e9);
-        let skips = _mm256_set_m128i(
-            _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_div_pd(jump_hi, step_pd), cap)),
-            _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_div_pd(jump_lo, step_pd), cap)),
-        );
-        let jump_samples = _mm256_blendv_epi8(one, skips, lane_mask(far));
-        let same_cell = if SCORE {
-            _mm256_blendv_epi8(one, same_cell, lane_mask(!lanes.capsule_pending))
-        } else {
-            same_cell
-        };
-        let advance = _mm256_max_epi32(jump_samples, same_cell);
-        let advance = _mm256_and_si256(advance, lane_mask(lanes.active));
-        let ended = (too_long | outside | exit | below) & lanes.active;
-        if SCORE {
-            // Label reads of this sample, for the lanes that go on.
-            let mut reading = lanes.capsule_pending & lanes.active & !ended;
-            if reading != 0 {
-                let (offsets, inside) = lanes.label_offsets(label_dims);
-                while reading != 0 {
-                    let l = reading.trailing_zeros() as usize;
-                    reading &= reading - 1;
-                    lanes.read_capsule(l, marcher, &offsets, inside);
-                }
-            }
+            read_capsules(&mut lanes, marcher, ended, &k);
         }
         let s_now = lanes.s;
-        lanes.s = cast(_mm256_add_epi32(s, advance));
-
+        lanes.s = cast(_mm256_add_epi32(at.s, advance));
+        if ended == 0 {
+            continue;
+        }
+        let ends = Ends {
+            too_long: at.too_long,
+            outside: at.outside,
+            exit,
+            s_now,
+            offsets,
+            step: k.step,
+        };
         let mut bits = ended;
         while bits != 0 {
             let l = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            let bit = 1 << l;
-            let result = if too_long & bit != 0 {
-                Some(Traced::Rejected(Rule::MaxLength))
-            } else if outside & bit != 0 {
-                Some(Traced::Missed)
-            } else if exit & bit != 0 {
-                SCORE.then(|| {
-                    let dir = dirs[lanes.ray[l]];
-                    let t_mm = f64::from(s_now[l]) * step;
-                    marcher.finish(lanes.ray(l, marcher, dir), End::Exit { t_mm })
-                })
-            } else {
-                match marcher.first_broken_clearance(&packed[offsets[l] as usize]) {
-                    Some(rule) => Some(Traced::Rejected(rule)),
-                    // A value below its clearance always names a group; were it not so,
-                    // the march goes on as the one-ray march does.
-                    None => continue,
-                }
+            let Some(result) = lane_end::<SCORE>(marcher, &lanes, l, dirs, &ends) else {
+                continue;
             };
             out[lanes.ray[l]] = result;
             lanes.refill(l, marcher, dirs, &mut out, rejected);

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use pinhole_volume::math::{cross, dot, norm};
 use pinhole_volume::{distance_inside, Mask, Target, Vec3};
 use rayon::prelude::*;
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::context::{lut_of, Bins, Cell, CellCache, PlanningContext};
 use crate::march::{Marcher, Rule};
-use crate::profile::{matches_pattern, Profile, TargetAim};
+use crate::profile::{matches_pattern, Profile, RiskGroup, TargetAim};
 use crate::PlanError;
 
 /// Search radius beyond the clearance within which exact clearances are reported, mm.
@@ -47,30 +48,41 @@ impl Default for PlanOptions {
     }
 }
 
-/// A risk group as used: label names expanded against the label table.
-#[derive(Debug, Clone, Serialize)]
-pub struct ResolvedGroup {
+/// A risk group as used: label names expanded against the label table, with its
+/// clearance field (reported as the plain [`RiskGroup`] it resolves to).
+#[derive(Debug, Clone)]
+pub(crate) struct ResolvedGroup {
     pub name: String,
     pub labels: Vec<String>,
     pub clearance_mm: f64,
     pub weight: f64,
     pub source: String,
-    #[serde(skip)]
     ids: Vec<u16>,
-    #[serde(skip)]
     field: Arc<Vec<f32>>,
-    #[serde(skip)]
     bins: Arc<Bins>,
 }
 
+impl ResolvedGroup {
+    /// The group as written into `plan.json`: its labels expanded.
+    fn as_risk_group(&self) -> RiskGroup {
+        RiskGroup {
+            name: self.name.clone(),
+            labels: self.labels.clone(),
+            clearance_mm: self.clearance_mm,
+            optional: false,
+            weight: self.weight,
+            source: self.source.clone(),
+        }
+    }
+}
+
 /// The profile as applied to one label table and target (written into plan.json).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AppliedProfile {
+    /// The profile, its `risk_groups` with their label names expanded against the label
+    /// table (the consumer contract: guidance reads them).
     #[serde(flatten)]
     pub profile: Profile,
-    /// Risk groups with their label names expanded (the consumer contract).
-    #[serde(rename = "risk_groups")]
-    pub resolved_groups: Vec<ResolvedGroup>,
     /// Labels the needle may cross, expanded.
     pub allowed_labels_resolved: Vec<String>,
     /// The z level (LPS mm) the entry must lie below, and what defined it.
@@ -85,7 +97,7 @@ impl std::fmt::Debug for Bins {
 }
 
 /// One proposed path.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PathReport {
     pub rank: usize,
     pub entry_lps: Vec3,
@@ -109,7 +121,7 @@ pub struct PathReport {
 }
 
 /// The planner's answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Plan {
     pub procedure: String,
     pub target_lps: Vec3,
@@ -121,7 +133,7 @@ pub struct Plan {
     pub candidates: usize,
     pub feasible: usize,
     pub pareto_size: usize,
-    /// Every candidate that reached the skin: entry point, feasible, score.
+    /// Every candidate that reached the skin: entry point, direction, feasible, score.
     #[serde(skip)]
     pub skin_points: Vec<(Vec3, Vec3, bool, f64)>,
     pub warnings: Vec<String>,
@@ -181,7 +193,8 @@ pub fn fibonacci_sphere(n: usize) -> Vec<Vec3> {
         .collect()
 }
 
-fn unit(v: Vec3) -> Vec3 {
+/// `v / |v|`, or `v` itself when it is zero.
+pub(crate) fn unit(v: Vec3) -> Vec3 {
     let n = norm(v);
     if n > 0.0 {
         v.map(|x| x / n)
@@ -214,6 +227,66 @@ fn expand(patterns: &[String], table: &[(u32, String)]) -> (Vec<u16>, Vec<String
     }
     ids.sort_unstable();
     (ids, names, missing)
+}
+
+/// Each risk group's label ids (minus the allowed ones) and names; labels missing from
+/// the table go to `missing` (unless the group is optional), groups left empty are
+/// skipped with a warning.
+fn risk_group_labels<'p>(
+    profile: &'p Profile,
+    table: &[(u32, String)],
+    allowed: &[u16],
+    missing: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Vec<(&'p RiskGroup, Vec<u16>, Vec<String>)> {
+    let mut groups = Vec::new();
+    for g in &profile.risk_groups {
+        let (ids, names, miss) = expand(&g.labels, table);
+        if !g.optional {
+            missing.extend(miss.iter().map(|m| format!("{m} (risk group {})", g.name)));
+        }
+        let ids: Vec<u16> = ids.into_iter().filter(|i| !allowed.contains(i)).collect();
+        if ids.is_empty() {
+            warnings.push(format!(
+                "risk group {} has no label in this table; skipped",
+                g.name
+            ));
+            continue;
+        }
+        groups.push((g, ids, names));
+    }
+    groups
+}
+
+/// The traverse rules: names, label lookup table, minimum length inside (mm).
+fn traverse_rules(
+    profile: &Profile,
+    table: &[(u32, String)],
+    missing: &mut Vec<String>,
+) -> Vec<(String, Vec<bool>, f64)> {
+    let mut traverse = Vec::new();
+    for t in &profile.traverse {
+        let (ids, names, miss) = expand(&t.labels, table);
+        missing.extend(miss.iter().map(|m| format!("{m} (traverse rule)")));
+        traverse.push((names.join("+"), lut_of(&ids), t.min_mm));
+    }
+    traverse
+}
+
+/// The lung rule's lobes: label id → lobe number (1-based; 0 not a lobe).
+fn lobe_lut(
+    profile: &Profile,
+    table: &[(u32, String)],
+    missing: &mut Vec<String>,
+) -> Option<Vec<u8>> {
+    let lung = profile.lung.as_ref()?;
+    let (ids, _, miss) = expand(&lung.lobes, table);
+    missing.extend(miss.iter().map(|m| format!("{m} (lung rule)")));
+    let mut lut = vec![0u8; usize::from(u16::MAX) + 1];
+    for (n, id) in ids.iter().enumerate() {
+        lut[*id as usize] = n as u8 + 1;
+    }
+    Some(lut)
 }
 
 impl PlanningContext {
@@ -283,113 +356,18 @@ impl PlanningContext {
         warnings: &mut Vec<String>,
     ) -> Result<(Rules, AppliedProfile), PlanError> {
         let mut missing = Vec::new();
-        let (mut allowed, allowed_names, _) = expand(&profile.allowed_labels, table);
-        if let Some(id) = target.label_id.and_then(|id| u16::try_from(id).ok()) {
-            allowed.push(id);
-        }
-        let at_target = self.label_at(target.point_lps);
-        if at_target != 0 {
-            allowed.push(at_target);
-        }
-        allowed.sort_unstable();
-        allowed.dedup();
-        let mut groups = Vec::new();
-        for g in &profile.risk_groups {
-            let (ids, names, miss) = expand(&g.labels, table);
-            if !g.optional {
-                missing.extend(miss.iter().map(|m| format!("{m} (risk group {})", g.name)));
-            }
-            let ids: Vec<u16> = ids.into_iter().filter(|i| !allowed.contains(i)).collect();
-            if ids.is_empty() {
-                warnings.push(format!(
-                    "risk group {} has no label in this table; skipped",
-                    g.name
-                ));
-                continue;
-            }
-            groups.push((g, ids, names));
-        }
-        let mut traverse = Vec::new();
-        for t in &profile.traverse {
-            let (ids, names, miss) = expand(&t.labels, table);
-            missing.extend(miss.iter().map(|m| format!("{m} (traverse rule)")));
-            traverse.push((names.join("+"), lut_of(&ids), t.min_mm));
-        }
-        let mut lobes = None;
-        if let Some(lung) = &profile.lung {
-            let (ids, _, miss) = expand(&lung.lobes, table);
-            missing.extend(miss.iter().map(|m| format!("{m} (lung rule)")));
-            let mut lut = vec![0u8; usize::from(u16::MAX) + 1];
-            for (n, id) in ids.iter().enumerate() {
-                lut[*id as usize] = n as u8 + 1;
-            }
-            lobes = Some(lut);
-        }
+        let (allowed, allowed_names) = self.allowed_labels(profile, table, target);
+        let groups = risk_group_labels(profile, table, &allowed, &mut missing, warnings);
+        let traverse = traverse_rules(profile, table, &mut missing);
+        let lobes = lobe_lut(profile, table, &mut missing);
         if !missing.is_empty() {
             return Err(PlanError::MissingLabels {
                 procedure: profile.name.clone(),
                 missing,
             });
         }
-        // Caudal rule: lowest voxel of the side's labels, else of the fallback.
-        let (mut caudal_z, mut caudal_from) = (None, None);
-        if let Some(rule) = &profile.entry_caudal_to {
-            let left = target.point_lps[0] > self.body_centroid_lps[0];
-            let side = if left { &rule.left } else { &rule.right };
-            let info = self.label_info();
-            let lowest = |patterns: &[String]| {
-                let (ids, names, _) = expand(patterns, table);
-                let z = ids
-                    .iter()
-                    .filter_map(|id| info.get(id))
-                    .filter(|i| i.voxels > 0)
-                    .map(|i| i.min_z_mm)
-                    .fold(f64::INFINITY, f64::min);
-                z.is_finite().then(|| (z, names.join("+")))
-            };
-            match lowest(side).or_else(|| {
-                warnings.push(format!(
-                    "{} missing from the label map: entry level from {} instead",
-                    side.join("+"),
-                    rule.fallback.join("+")
-                ));
-                lowest(&rule.fallback)
-            }) {
-                Some((z, from)) => {
-                    caudal_z = Some(z);
-                    caudal_from = Some(format!("lowest voxel of {from}"));
-                }
-                None => {
-                    return Err(PlanError::MissingLabels {
-                        procedure: profile.name.clone(),
-                        missing: side
-                            .iter()
-                            .chain(&rule.fallback)
-                            .map(|n| format!("{n} (entry_caudal_to rule)"))
-                            .collect(),
-                    })
-                }
-            }
-        }
-        let sets: Vec<Vec<u16>> = groups.iter().map(|(_, ids, _)| ids.clone()).collect();
-        self.prepare(&sets);
-        let resolved: Vec<ResolvedGroup> = groups
-            .into_iter()
-            .map(|(g, ids, names)| {
-                let field = self.field(&ids);
-                let bins = self.bins(&ids);
-                ResolvedGroup {
-                    name: g.name.clone(),
-                    labels: names,
-                    clearance_mm: g.clearance_mm,
-                    weight: g.weight,
-                    source: g.source.clone(),
-                    ids,
-                    field,
-                    bins,
-                }
-            })
-            .collect();
+        let (caudal_z, caudal_from) = self.caudal_level(profile, table, target, warnings)?;
+        let resolved = self.resolve_groups(groups);
         let needs_labels = !traverse.is_empty() || lobes.is_some() || !allowed.is_empty();
         let traverse_empty = traverse.is_empty();
         let has_lobes = lobes.is_some();
@@ -423,13 +401,107 @@ impl PlanningContext {
             ],
         };
         let applied = AppliedProfile {
-            profile: profile.clone(),
-            resolved_groups: resolved,
+            profile: Profile {
+                risk_groups: resolved.iter().map(ResolvedGroup::as_risk_group).collect(),
+                ..profile.clone()
+            },
             allowed_labels_resolved: allowed_names,
             entry_caudal_to_z_mm: caudal_z,
             entry_caudal_to_from: caudal_from,
         };
         Ok((rules, applied))
+    }
+
+    /// Labels the needle may cross: the profile's, the target's label and the label at
+    /// the target point (sorted ids, and the profile's names).
+    fn allowed_labels(
+        &self,
+        profile: &Profile,
+        table: &[(u32, String)],
+        target: &Target,
+    ) -> (Vec<u16>, Vec<String>) {
+        let (mut allowed, allowed_names, _) = expand(&profile.allowed_labels, table);
+        if let Some(id) = target.label_id.and_then(|id| u16::try_from(id).ok()) {
+            allowed.push(id);
+        }
+        let at_target = self.label_at(target.point_lps);
+        if at_target != 0 {
+            allowed.push(at_target);
+        }
+        allowed.sort_unstable();
+        allowed.dedup();
+        (allowed, allowed_names)
+    }
+
+    /// The entry level of the `entry_caudal_to` rule: the lowest voxel of the target
+    /// side's labels, else of the fallback labels (z in LPS mm, and what defined it).
+    fn caudal_level(
+        &self,
+        profile: &Profile,
+        table: &[(u32, String)],
+        target: &Target,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Option<f64>, Option<String>), PlanError> {
+        let Some(rule) = &profile.entry_caudal_to else {
+            return Ok((None, None));
+        };
+        let left = target.point_lps[0] > self.body_centroid_lps[0];
+        let side = if left { &rule.left } else { &rule.right };
+        let info = self.label_info();
+        let lowest = |patterns: &[String]| {
+            let (ids, names, _) = expand(patterns, table);
+            let z = ids
+                .iter()
+                .filter_map(|id| info.get(id))
+                .filter(|i| i.voxels > 0)
+                .map(|i| i.min_z_mm)
+                .fold(f64::INFINITY, f64::min);
+            z.is_finite().then(|| (z, names.join("+")))
+        };
+        match lowest(side).or_else(|| {
+            warnings.push(format!(
+                "{} missing from the label map: entry level from {} instead",
+                side.join("+"),
+                rule.fallback.join("+")
+            ));
+            lowest(&rule.fallback)
+        }) {
+            Some((z, from)) => Ok((Some(z), Some(format!("lowest voxel of {from}")))),
+            None => Err(PlanError::MissingLabels {
+                procedure: profile.name.clone(),
+                missing: side
+                    .iter()
+                    .chain(&rule.fallback)
+                    .map(|n| format!("{n} (entry_caudal_to rule)"))
+                    .collect(),
+            }),
+        }
+    }
+
+    /// The groups with their clearance fields and bins (computed together, cached).
+    fn resolve_groups(
+        &self,
+        groups: Vec<(&RiskGroup, Vec<u16>, Vec<String>)>,
+    ) -> Vec<ResolvedGroup> {
+        let sets: Vec<Vec<u16>> = groups.iter().map(|(_, ids, _)| ids.clone()).collect();
+        self.prepare(&sets);
+        groups
+            .into_iter()
+            .map(|(g, ids, names)| {
+                let field = self.field(&ids);
+                let bins = self.bins(&ids);
+                ResolvedGroup {
+                    name: g.name.clone(),
+                    labels: names,
+                    clearance_mm: g.clearance_mm,
+                    weight: g.weight,
+                    source: g.source.clone(),
+                    ids,
+                    field,
+                    bins,
+                }
+            })
+            .collect()
     }
 
     /// Plans needle paths to `target` under `profile`. `table` lists the label map's

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::PlanError;
@@ -30,7 +31,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
 ];
 
 /// How a label target is turned into a point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TargetAim {
     /// As the target syntax says (centroid, or the deepest point when the centroid is
@@ -42,7 +43,7 @@ pub enum TargetAim {
 }
 
 /// One procedure's rules.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub name: String,
@@ -78,14 +79,14 @@ fn default_separation() -> f64 {
     10.0
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LengthRule {
     pub max_mm: f64,
     pub source: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AngleRule {
     pub max_deg: f64,
@@ -93,7 +94,7 @@ pub struct AngleRule {
 }
 
 /// The needle direction (target → entry) within `max_deg` of `direction_lps`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproachCone {
     pub name: String,
@@ -106,18 +107,23 @@ pub struct ApproachCone {
 /// Candidates are screened on coarse distance fields stored in steps of 1/64 mm, where
 /// a clearance on that grid (every whole or half millimetre) acts exactly and any other
 /// as the next step up; returned paths are re-checked exactly.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RiskGroup {
     pub name: String,
     pub labels: Vec<String>,
     pub clearance_mm: f64,
-    /// Missing label names are skipped instead of failing the plan.
-    #[serde(default)]
+    /// Missing label names are skipped instead of failing the plan (not written when
+    /// false: a plan's resolved groups are never optional).
+    #[serde(default, skip_serializing_if = "is_false")]
     pub optional: bool,
     #[serde(default = "one")]
     pub weight: f64,
     pub source: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn one() -> f64 {
@@ -125,7 +131,7 @@ fn one() -> f64 {
 }
 
 /// The path must run at least `min_mm` inside `labels`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TraverseRule {
     pub labels: Vec<String>,
@@ -135,7 +141,7 @@ pub struct TraverseRule {
 
 /// The entry point lies caudal to the lowest voxel of `left`/`right` (the side of the
 /// target), or of `fallback` when those labels are absent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaudalRule {
     pub left: Vec<String>,
@@ -145,7 +151,7 @@ pub struct CaudalRule {
 }
 
 /// Lung rules: no crossing between lobes (fissures), few pleura crossings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LungRule {
     pub lobes: Vec<String>,
@@ -157,7 +163,7 @@ pub struct LungRule {
 }
 
 /// Soft-score weights.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Weights {
     pub length: f64,

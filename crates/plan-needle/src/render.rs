@@ -4,7 +4,7 @@
 use pinhole_volume::math::{cross, dot, norm};
 use pinhole_volume::Vec3;
 
-use crate::plan::{in_plane_partner, Plan};
+use crate::plan::{in_plane_partner, unit, Plan};
 use crate::PlanningContext;
 
 /// An RGB image, row 0 at the top.
@@ -18,15 +18,6 @@ pub struct RgbImage {
 /// Soft-tissue window (level 40 HU, width 400 HU).
 const LEVEL_HU: f64 = 40.0;
 const WIDTH_HU: f64 = 400.0;
-
-fn unit(v: Vec3) -> Vec3 {
-    let n = norm(v);
-    if n > 1e-12 {
-        v.map(|x| x / n)
-    } else {
-        v
-    }
-}
 
 /// Image axes for a plane spanned by `d` and `w`: right = the patient's left as far as
 /// the plane allows (radiological view), down = posterior (or inferior).

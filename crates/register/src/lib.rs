@@ -9,10 +9,10 @@
 //! * [`register`]: polarity detection and the coarse-to-fine driver.
 //! * [`volume_prep`]: μ volumes (optionally masked to labels) and block downsampling.
 //! * [`simulate`]: simulated X-rays and target registration error for validation.
-//! * [`input`]: X-ray images from PNG (8/16-bit), 2-D NIfTI and single-file DICOM.
+//!
+//! X-ray images are read by `pinhole_io::xray_image` (PNG, 2-D NIfTI, single-file DICOM).
 
 pub mod cmaes;
-pub mod input;
 pub mod pose;
 pub mod register;
 pub mod renderer;
@@ -21,9 +21,11 @@ pub mod simulate;
 pub mod volume_prep;
 
 pub use pose::{CArmPose, Pose};
-pub use register::{default_levels, register, LevelSpec, Polarity, Registration, Settings};
+pub use register::{
+    default_levels, register, LevelReport, LevelSpec, Polarity, Registration, Settings,
+};
 #[cfg(feature = "gpu")]
-pub use renderer::GpuRenderer;
+pub use renderer::{gpu_renderers, GpuRenderer};
 pub use renderer::{CpuRenderer, Renderer};
 pub use similarity::Similarity;
 
@@ -39,6 +41,4 @@ pub enum RegisterError {
     Volume(String),
     #[error("input: {0}")]
     Input(String),
-    #[error("{path}: {reason}")]
-    Image { path: String, reason: String },
 }

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use pinhole_volume::Vec3;
 use pinhole_xray::{Image, Projection};
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::cmaes::{self, CmaesSettings};
 use crate::pose::Pose;
@@ -14,7 +15,7 @@ use crate::similarity::{self, bin, Prepared, Similarity};
 use crate::RegisterError;
 
 /// How the X-ray's pixel values relate to the line integral ∫μ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Polarity {
     /// Values grow with ∫μ (bone bright): a log image or a line-integral map.
@@ -125,7 +126,7 @@ pub fn default_levels(width: usize, n: usize) -> Vec<LevelSpec> {
 }
 
 /// What one level did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LevelReport {
     pub detector: [usize; 2],
     pub renderer: String,

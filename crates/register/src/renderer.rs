@@ -94,6 +94,18 @@ impl GpuRenderer {
     }
 }
 
+/// One GPU renderer per level of a μ pyramid (coarse to fine), on the device of `ctx`.
+#[cfg(feature = "gpu")]
+pub fn gpu_renderers(
+    ctx: &pinhole_gpu::GpuContext,
+    pyramid: &[Volume<f32>],
+) -> Result<Vec<Box<dyn Renderer>>, RegisterError> {
+    pyramid
+        .iter()
+        .map(|mu| Ok(Box::new(GpuRenderer::new(ctx, mu, None)?) as Box<dyn Renderer>))
+        .collect()
+}
+
 #[cfg(feature = "gpu")]
 impl Renderer for GpuRenderer {
     fn render_batch(&self, projections: &[Projection]) -> Result<Vec<Image>, RegisterError> {

@@ -2,10 +2,11 @@
 //! gradient NCC (Sobel) and patch NCC, with the fixed image prepared once per level.
 
 use pinhole_xray::Image;
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// The similarity measure maximised by the registration.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Similarity {
     /// NCC of the intensities (invariant to gain and offset).

@@ -1,5 +1,5 @@
 //! pinhole-register integration tests: simulated registrations on the real chest CT,
-//! similarity and pose maths against numpy/scipy, image readers against pydicom.
+//! similarity and pose maths against numpy/scipy.
 
 // Helpers outside `#[test]` functions unwrap too (`allow-unwrap-in-tests` covers only tests).
 #![allow(clippy::unwrap_used)]
@@ -7,6 +7,5 @@
 #[path = "../../../tests/support/shared.rs"]
 mod shared;
 
-mod input;
 mod reference;
 mod simulated;

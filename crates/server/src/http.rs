@@ -18,11 +18,11 @@ use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::guidance::NOTE;
 use crate::{log, Shared};
+use pinhole_guidance::engine::NOTE;
+use pinhole_guidance::session::SessionResponse;
 
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     let mut shutdown = shared.shutdown.subscribe();
@@ -48,28 +48,32 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn health(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    Json(json!({
-        "status": "ok",
-        "note": NOTE,
-        "version": env!("CARGO_PKG_VERSION"),
-        "igtl_port": shared.config.igtl_addr.port(),
-        "stats": shared.stats(),
-    }))
+/// `/api/health`.
+#[derive(Debug, serde::Serialize)]
+struct Health {
+    status: &'static str,
+    note: &'static str,
+    version: &'static str,
+    igtl_port: u16,
+    stats: crate::StatsSnapshot,
 }
 
-async fn session(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    let mut d = shared.session.description.clone();
-    if let Ok(r) = shared.registration.read() {
-        d["registration_reference_to_ras"] = json!(*r);
-    }
-    d["target_lps"] = d["plan"]["target_lps"].clone();
-    if let (Some(viewer), Some(object)) = (&shared.session.viewer, d.as_object_mut()) {
-        if let serde_json::Value::Object(fields) = viewer.session_fields() {
-            object.extend(fields);
-        }
-    }
-    Json(d)
+async fn health(State(shared): State<Arc<Shared>>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        note: NOTE,
+        version: env!("CARGO_PKG_VERSION"),
+        igtl_port: shared.config.igtl_addr.port(),
+        stats: shared.stats(),
+    })
+}
+
+async fn session(State(shared): State<Arc<Shared>>) -> Json<SessionResponse> {
+    let registration = match shared.registration.read() {
+        Ok(r) => *r,
+        Err(_) => shared.session.registration,
+    };
+    Json(shared.session.response_with_registration(registration))
 }
 
 /// Query of `/api/drr`.

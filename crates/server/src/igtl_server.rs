@@ -24,9 +24,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::guidance::GuidanceMetrics;
-use crate::pose::plan_to_ras;
 use crate::{log, Relay, Shared, Update};
+use pinhole_guidance::pose::{affine_inverse, plan_to_ras, Mat4};
+use pinhole_guidance::GuidanceMetrics;
 
 /// Device names of what the server sends.
 pub const METRICS_DEVICE: &str = "GuidanceMetrics";
@@ -212,7 +212,7 @@ fn handle_message(
         }
         Body::Transform(t) if message.device_name == cfg.registration_device => {
             let m = t.to_matrix();
-            match crate::pose::affine_inverse(&m) {
+            match affine_inverse(&m) {
                 Some(_) => {
                     if let Ok(mut r) = shared.registration.write() {
                         *r = Some(m);
@@ -229,7 +229,9 @@ fn handle_message(
         }
         Body::Position(p) if message.device_name == cfg.needle_device => {
             let q = p.quaternion.map(f64::from);
-            if let Some(m) = crate::replay::quaternion_matrix(p.position.map(f64::from), q) {
+            if let Some(m) =
+                pinhole_volume::math::rigid_from_quaternion(p.position.map(f64::from), q)
+            {
                 pose_in(shared, &m, ts, &message.device_name, id, peer);
             }
         }
@@ -263,14 +265,7 @@ fn handle_message(
     }
 }
 
-fn pose_in(
-    shared: &Shared,
-    m: &crate::pose::Mat4,
-    ts: f64,
-    device: &str,
-    id: u64,
-    peer: SocketAddr,
-) {
+fn pose_in(shared: &Shared, m: &Mat4, ts: f64, device: &str, id: u64, peer: SocketAddr) {
     if shared.publish_pose(m, ts, device).is_none() {
         log(format_args!(
             "client {id} ({peer}): ignored a degenerate {device} pose"

@@ -1,25 +1,20 @@
-//! Pinhole's live guidance server: an OpenIGTLink server (tokio, over the synchronous
-//! `pinhole-igtl` codec) and an HTTP / WebSocket API (axum) for the web viewer.
-//! Not for clinical use.
+//! Pinhole's live guidance server, transport only: an OpenIGTLink server (tokio, over
+//! the synchronous `pinhole-igtl` codec) and an HTTP / WebSocket API (axum) for the web
+//! viewer, around a [`pinhole_guidance::Session`] (the metrics, the RAS ↔ LPS edge and
+//! the viewer's scene live in `pinhole-guidance`). Not for clinical use.
 //!
-//! - [`guidance`]: pure geometry — needle pose (LPS) → [`guidance::GuidanceMetrics`].
-//! - [`pose`]: the RAS ↔ LPS edge and the tracker registration (`.tfm`, 4×4 text).
-//! - [`session`]: `plan.json` reading and the session description.
 //! - [`igtl_server`]: one task per OpenIGTLink client; newest-wins live streams, bounded
 //!   reply queues, replies in each client's header version.
-//! - [`http`]: `/api/health`, `/api/session`, `/api/guidance`, `/ws/guidance` and a
-//!   static folder served without path traversal.
+//! - [`http`]: `/api/health`, `/api/session`, `/api/guidance`, `/ws/guidance`,
+//!   `/api/drr`, `/data/…` and a static folder served without path traversal.
+//! - [`replay`]: sends recorded or synthesized poses to a server (std sockets).
 //!
 //! Coordinates are LPS mm inside; tracked poses arrive as RAS (3D Slicer) and are
 //! converted at the edge.
 
-pub mod guidance;
 pub mod http;
 pub mod igtl_server;
-pub mod pose;
 pub mod replay;
-pub mod session;
-pub mod viewer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,11 +22,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use pinhole_guidance::pose::{self, Mat4};
+use pinhole_guidance::{GuidanceMetrics, Session};
 use pinhole_igtl::DecodeOptions;
 use tokio::sync::watch;
-
-pub use guidance::{Alert, Guidance, GuidanceMetrics, NeedlePose};
-pub use session::{PlanFile, PlanSource, Session};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +138,7 @@ pub struct Relay {
 pub struct Shared {
     pub session: Session,
     pub config: ServerConfig,
-    pub registration: RwLock<Option<pose::Mat4>>,
+    pub registration: RwLock<Option<Mat4>>,
     pub stats: Stats,
     seq: AtomicU64,
     relay_seq: AtomicU64,
@@ -193,7 +187,7 @@ impl Shared {
     /// and publishes the update to every client (newest wins).
     pub fn publish_pose(
         &self,
-        tip_to_reference: &pose::Mat4,
+        tip_to_reference: &Mat4,
         timestamp_s: f64,
         device: &str,
     ) -> Option<Arc<Update>> {

@@ -4,11 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use pinhole_guidance::synthesize::{insertion, tip_lps};
+use pinhole_guidance::{default_risk_groups, PlanSource, PlannedNeedle, Session, SessionInputs};
 use pinhole_io::labels::LabelTable;
 use pinhole_io::open::{read_volume, ReadOptions};
-use pinhole_server::guidance::default_risk_groups;
-use pinhole_server::session::PlanFile;
-use pinhole_server::{replay, PlanSource, Session};
 use pinhole_volume::target::TargetSpec;
 
 use crate::common::*;
@@ -32,11 +31,12 @@ fn chest_ct_insertion_nearest_structure_matches_brute_force() {
     let t = target.point_lps;
     // Entry ~58 mm towards the patient's right (−x in LPS), anterior (−y) and up (+z).
     let entry = [t[0] - 40.0, t[1] - 40.0, t[2] + 10.0];
-    let plan_json = serde_json::json!({
-        "target_lps": t,
-        "paths": [{"entry_lps": entry, "target_lps": t}],
-    });
-    let plan = PlanFile::from_json(&plan_json).unwrap();
+    let plan = PlannedNeedle {
+        target_lps: t,
+        entry_lps: Some(entry),
+        path_target_lps: t,
+        risk_groups: None,
+    };
     let names: BTreeMap<u32, String> = table.iter().map(|(id, e)| (id, e.name.clone())).collect();
     let grid = labels.grid().clone();
     let session = Session::new(
@@ -45,19 +45,19 @@ fn chest_ct_insertion_nearest_structure_matches_brute_force() {
         names,
         PlanSource::Plan(plan.clone()),
         None,
-        serde_json::Value::Null,
+        SessionInputs::default(),
     );
     let server = TestServer::start(session, |_| {});
     let mut client = server.client();
 
     // Synthetic insertion (RAS poses with drift); tips snapped to voxel centres so the
     // brute-force voxel-centre distances are exact references.
-    let poses = replay::synthesize(&plan, 10.0, 2.0);
+    let poses = insertion(&plan, 10.0, 2.0);
     let mut tips = Vec::new();
     let mut results = Vec::new();
     let picked = (0..poses.len()).step_by(4).chain([poses.len() - 1]);
     for (n, p) in picked.map(|i| &poses[i]).enumerate() {
-        let tip = replay::tip_lps(&p.matrix);
+        let tip = tip_lps(&p.matrix);
         let ijk = grid.world_to_voxel(tip).unwrap();
         let snapped = grid.index_to_world(ijk.map(|v| v as f64));
         let axis_ras = [p.matrix[0][2], p.matrix[1][2], p.matrix[2][2]];

@@ -8,11 +8,10 @@ use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use pinhole_guidance::{PlanSource, PlannedNeedle, RiskGroup, Session, SessionInputs, TargetZone};
 use pinhole_igtl::{encode, read_message, Body, DecodeOptions, Message, Transform};
-use pinhole_server::guidance::TargetZone;
-use pinhole_server::pose::Mat4;
-use pinhole_server::session::PlanFile;
-use pinhole_server::{PlanSource, Running, ServerConfig, Session};
+use pinhole_server::{Running, ServerConfig};
+use pinhole_volume::math::Mat4;
 use pinhole_volume::{Grid, Volume};
 use serde_json::Value;
 
@@ -51,31 +50,39 @@ pub fn phantom_names() -> BTreeMap<u32, String> {
 
 /// Plan: entry (0, −25, 0) → target (0, 0, 0) LPS, i.e. the needle travels towards +y
 /// (posterior). Risk groups from the plan: one group per vessel, clearance 5 mm.
-pub fn phantom_plan_json() -> Value {
-    serde_json::json!({
-        "procedure": "needle",
-        "target_lps": [0.0, 0.0, 0.0],
-        "profile": {"risk_groups": [
-            {"name": "aorta_group", "labels": ["aorta"], "clearance_mm": 5.0},
-            {"name": "ivc_group", "labels": ["inferior_vena_cava"], "clearance_mm": 5.0}
-        ]},
-        "paths": [{"entry_lps": [0.0, -25.0, 0.0], "target_lps": [0.0, 0.0, 0.0],
-                    "length_mm": 25.0, "min_clearance_mm": {}, "skin_angle_deg": 0.0, "score": 1.0}],
-        "note": "Not for clinical use"
-    })
+pub fn phantom_plan() -> PlannedNeedle {
+    let group = |name: &str, label: &str| RiskGroup {
+        name: name.to_owned(),
+        labels: vec![label.to_owned()],
+        clearance_mm: 5.0,
+        optional: false,
+        weight: 1.0,
+        source: "test phantom".to_owned(),
+    };
+    PlannedNeedle {
+        target_lps: [0.0; 3],
+        entry_lps: Some([0.0, -25.0, 0.0]),
+        path_target_lps: [0.0; 3],
+        risk_groups: Some(vec![
+            group("aorta_group", "aorta"),
+            group("ivc_group", "inferior_vena_cava"),
+        ]),
+    }
 }
 
 pub fn phantom_session(registration: Option<Mat4>) -> Session {
     let labels = phantom_labels();
     let grid = labels.grid().clone();
-    let plan = PlanFile::from_json(&phantom_plan_json()).unwrap();
     Session::new(
         &grid,
         labels,
         phantom_names(),
-        PlanSource::Plan(plan),
+        PlanSource::Plan(phantom_plan()),
         registration,
-        serde_json::json!({"test": "phantom"}),
+        SessionInputs {
+            plan: Some("phantom".to_owned()),
+            ..SessionInputs::default()
+        },
     )
 }
 
@@ -97,7 +104,7 @@ pub fn phantom_target_session() -> Session {
             description: "origin".into(),
         },
         None,
-        Value::Null,
+        SessionInputs::default(),
     )
 }
 

@@ -223,7 +223,7 @@ fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
 /// display), clamps the size, and refuses absurd angles.
 #[test]
 fn viewer_data_and_drr_endpoints() {
-    use pinhole_server::viewer::{DrrScene, Line, Viewer};
+    use pinhole_guidance::scene::{DrrScene, Line, Viewer};
     let labels = phantom_labels();
     let mu = labels.map(|l| if l == AORTA { 0.05f32 } else { 0.0 });
     let mut session = phantom_session(None);

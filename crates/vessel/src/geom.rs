@@ -1,21 +1,9 @@
 //! Polyline geometry in LPS mm: length, resampling, smoothing, tangents, turning angle
 //! and curvature.
 
+pub(crate) use pinhole_volume::math::{add, distance as dist, scale, sub};
 use pinhole_volume::math::{cross, dot, norm};
 use pinhole_volume::Vec3;
-
-pub(crate) fn sub(a: Vec3, b: Vec3) -> Vec3 {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-pub(crate) fn add(a: Vec3, b: Vec3) -> Vec3 {
-    [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
-}
-pub(crate) fn scale(a: Vec3, s: f64) -> Vec3 {
-    [a[0] * s, a[1] * s, a[2] * s]
-}
-pub(crate) fn dist(a: Vec3, b: Vec3) -> f64 {
-    norm(sub(a, b))
-}
 /// `a` scaled to unit length, or `None` for a (near) zero vector.
 pub(crate) fn unit(a: Vec3) -> Option<Vec3> {
     let n = norm(a);

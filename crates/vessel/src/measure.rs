@@ -2,7 +2,8 @@
 
 use pinhole_volume::{Mask, Vec3, Volume};
 use rayon::prelude::*;
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::centerline::{longest_centerline, Centerline, CenterlineOptions};
 use crate::error::Result;
@@ -11,7 +12,7 @@ use crate::graph::VoxelGraph;
 use crate::section::{core_mean, cross_section};
 
 /// One cross-section along a centerline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Station {
     /// Arc length from the centerline's first point, mm.
     pub arc_mm: f64,

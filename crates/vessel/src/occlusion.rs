@@ -6,12 +6,13 @@
 //! a hint to look, not a finding.
 
 use pinhole_volume::Vec3;
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::measure::Station;
 
 /// A run of low-HU stations.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SuspectedOcclusion {
     pub start_arc_mm: f64,
     pub end_arc_mm: f64,

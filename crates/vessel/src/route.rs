@@ -8,8 +8,10 @@
 
 use std::str::FromStr;
 
+use pinhole_volume::anatomy::{vessel_kind, VesselKind};
 use pinhole_volume::{LabelAim, TargetSpec, Vec3, Volume};
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::centerline::{polish, Centerline, CenterlineOptions};
 use crate::error::{Result, VesselError};
@@ -88,7 +90,7 @@ impl Default for RouteOptions {
 }
 
 /// One vessel passed by the route.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Passage {
     pub vessel: String,
     pub label_id: u32,
@@ -97,7 +99,7 @@ pub struct Passage {
 }
 
 /// A planned route.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Route {
     pub from: String,
     pub to: String,
@@ -390,14 +392,16 @@ impl<'a> VesselMap<'a> {
     }
 }
 
-/// Whether a label name is venous (`vein`, `vena`) rather than arterial.
+/// Whether a label name is venous rather than arterial ([`pinhole_volume::anatomy`]).
 pub fn is_venous(name: &str) -> bool {
-    name.contains("vein") || name.contains("vena")
+    vessel_kind(name) == Some(VesselKind::Vein)
 }
 
-/// Whether a label name is a vessel (artery, aorta, trunk, vein, vena cava).
+/// Whether a label name is a single kind of vessel (artery or vein) a route may follow
+/// by default; mixed labels (`hepatic_vessel`) must be named with `--vessels`.
 pub fn is_vessel(name: &str) -> bool {
-    ["aorta", "arter", "trunk", "vein", "vena"]
-        .iter()
-        .any(|k| name.contains(k))
+    matches!(
+        vessel_kind(name),
+        Some(VesselKind::Artery | VesselKind::Vein)
+    )
 }

@@ -1,6 +1,7 @@
 //! Balloon and stent size ranges from reference diameters and lesion length. The rules
 //! are data (`sizing.toml` shipped in the crate, or a user file), not vendor claims.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, VesselError};
@@ -60,7 +61,7 @@ impl SizingRules {
 }
 
 /// A suggested size range for one device type.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SizeRange {
     pub device: String,
     pub reference_diameter_mm: f64,

@@ -18,7 +18,8 @@
 //!   `near-occlusion (suspected)` when the residual lumen is ≤ 1 mm or the stenosis
 //!   ≥ 95 %: a heuristic flag, since near-occlusion is defined by distal collapse.
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::measure::Station;
 use pinhole_volume::Vec3;
@@ -45,7 +46,7 @@ impl Default for StenosisOptions {
 }
 
 /// The stenosis summary.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Stenosis {
     pub mld_mm: f64,
     pub mld_arc_mm: f64,

@@ -6,7 +6,8 @@
 //! `min_branch_mm` beyond their join's own radius are bumps, not branches.
 
 use pinhole_volume::Vec3;
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::centerline::{polish, CenterlineOptions};
 use crate::error::{Result, VesselError};
@@ -15,7 +16,7 @@ use crate::graph::{VoxelGraph, NONE};
 use crate::route::VesselMap;
 
 /// Two vessel labels touching each other.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Junction {
     pub vessels: [String; 2],
     pub label_ids: [u32; 2],

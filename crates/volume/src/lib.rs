@@ -16,6 +16,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod anatomy;
 pub mod components;
 pub mod distance;
 pub mod grid;
@@ -31,7 +32,7 @@ pub use components::{
 pub use distance::{distance_inside, distance_to, signed_distance};
 pub use grid::{Grid, GridError};
 pub use labels::{label_stats, LabelStats};
-pub use math::{Mat3, Vec3};
+pub use math::{DVec3, Mat3, Mat4, Vec3};
 pub use morphology::{close, dilate, erode, open};
 pub use target::{LabelAim, Target, TargetError, TargetSpec};
 pub use volume::{DataLengthMismatch, Interpolation, LabelVoxel, Mask, Volume, Voxel};

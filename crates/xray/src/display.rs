@@ -1,5 +1,6 @@
 //! From line integrals to what a fluoroscopy monitor shows, with coloured overlays.
 
+use crate::geometry::Projection;
 use crate::render::Image;
 
 /// Display window over line integrals, from percentiles of the non-zero pixels.
@@ -119,6 +120,63 @@ pub fn draw_line(
         if c >= 0.0 && r >= 0.0 && (c as usize) < width && (r as usize) < height {
             let n = 3 * (r as usize * width + c as usize);
             rgb[n..n + 3].copy_from_slice(&color);
+        }
+    }
+}
+
+/// Draws a polyline given in LPS mm, projected by `projection`, into an RGB image of the
+/// projection's size; segments with an end behind the source are skipped. `width_px` 1
+/// draws one line, 2 adds copies one pixel right and one pixel down.
+pub fn draw_projected_polyline(
+    rgb: &mut [u8],
+    projection: &Projection,
+    points_lps: &[[f64; 3]],
+    color: [u8; 3],
+    width_px: usize,
+) {
+    let offsets: &[(f64, f64)] = if width_px >= 2 {
+        &[(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)]
+    } else {
+        &[(0.0, 0.0)]
+    };
+    for pair in points_lps.windows(2) {
+        let (Some(a), Some(b)) = (projection.project(pair[0]), projection.project(pair[1])) else {
+            continue;
+        };
+        for (dx, dy) in offsets {
+            draw_line(
+                rgb,
+                projection.width,
+                projection.height,
+                (a.0 + dx, a.1 + dy),
+                (b.0 + dx, b.1 + dy),
+                color,
+            );
+        }
+    }
+}
+
+/// Colours the outline of a projected structure: pixels with a positive path length
+/// (`lengths`, e.g. from `project_labels`) whose 4-neighbourhood leaves it or the image.
+pub fn draw_outline(rgb: &mut [u8], lengths: &Image, color: [u8; 3]) {
+    let (w, h) = (lengths.width, lengths.height);
+    let inside = |c: usize, r: usize| lengths.data[r * w + c] > 0.0;
+    for r in 0..h {
+        for c in 0..w {
+            if !inside(c, r) {
+                continue;
+            }
+            let edge = c == 0
+                || r == 0
+                || c + 1 == w
+                || r + 1 == h
+                || !inside(c - 1, r)
+                || !inside(c + 1, r)
+                || !inside(c, r - 1)
+                || !inside(c, r + 1);
+            if edge {
+                rgb[3 * (r * w + c)..3 * (r * w + c) + 3].copy_from_slice(&color);
+            }
         }
     }
 }

@@ -13,6 +13,7 @@
 //!   right on the viewer's left, whatever the source side. Pixel `(col, row)` has
 //!   `col` growing to the viewer's right and `row` growing downwards.
 
+pub(crate) use pinhole_volume::math::{add, scale, sub};
 use pinhole_volume::math::{cross, dot, mat3_inverse, norm, Mat3, Vec3};
 
 /// Why a geometry could not be built.
@@ -259,6 +260,25 @@ impl Projection {
         (s > 0.0).then_some((c, r))
     }
 
+    /// The detector as a one-slice grid (i = column, j = row, k along the detector
+    /// normal), for writing line integrals as a 2-D image placed in LPS.
+    pub fn detector_grid(&self) -> Result<pinhole_volume::Grid, pinhole_volume::GridError> {
+        let pitch = norm(self.col_step);
+        let unit = |v: Vec3| v.map(|c| c / norm(v));
+        let (u, v, n) = (
+            unit(self.col_step),
+            unit(self.row_step),
+            self.detector_normal(),
+        );
+        let direction = [[u[0], v[0], n[0]], [u[1], v[1], n[1]], [u[2], v[2], n[2]]];
+        pinhole_volume::Grid::new(
+            [self.width, self.height, 1],
+            [pitch, norm(self.row_step), pitch],
+            self.pixel00_lps,
+            direction,
+        )
+    }
+
     /// Unit direction of the central ray (source to detector centre).
     pub fn central_axis(&self) -> Vec3 {
         let c = self.pixel_lps(
@@ -297,15 +317,6 @@ impl Projection {
     }
 }
 
-pub(crate) fn add(a: Vec3, b: Vec3) -> Vec3 {
-    [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
-}
-pub(crate) fn sub(a: Vec3, b: Vec3) -> Vec3 {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-pub(crate) fn scale(a: Vec3, s: f64) -> Vec3 {
-    [a[0] * s, a[1] * s, a[2] * s]
-}
 fn mul(m: &Mat3, v: Vec3) -> Vec3 {
     pinhole_volume::math::mat3_mul_vec(m, v)
 }

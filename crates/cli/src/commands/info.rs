@@ -1,8 +1,10 @@
+//! `pinhole info` and `pinhole convert`.
+
 use std::path::PathBuf;
 
 use clap::Args;
-
-use crate::report::VolumeReport;
+use pinhole_pipeline::inputs::{label_table, labels_of, load};
+use pinhole_pipeline::Observer;
 
 #[derive(Args)]
 pub struct InfoArgs {
@@ -20,18 +22,16 @@ pub struct InfoArgs {
     json: bool,
 }
 
-pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
+pub fn run(args: &InfoArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     if args.path.is_dir() && args.series.is_none() {
         print_series_list(args)?;
     }
-    let loaded = super::load(&args.path, args.series.clone())?;
-    let (table_name, table) = super::label_table(args.labels_table.as_deref())?;
-    let report = VolumeReport::new(
-        &args.path.display().to_string(),
-        &loaded,
-        Some((&table_name, &table)),
-        args.labels_table.is_some(),
-    );
+    let report = pinhole_pipeline::info::run(
+        &args.path,
+        args.series.clone(),
+        args.labels_table.as_deref(),
+        terminal,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -56,5 +56,33 @@ fn print_series_list(args: &InfoArgs) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// Input: NIfTI, NRRD, or a DICOM series folder.
+    input: PathBuf,
+    /// Output: .nii, .nii.gz, .nrrd, or .seg.nrrd (label map → Slicer segmentation).
+    output: PathBuf,
+    /// DICOM folder with several series: the SeriesInstanceUID to read.
+    #[arg(long)]
+    series: Option<String>,
+    /// Segment names for .seg.nrrd output (default: TotalSegmentator v2).
+    #[arg(long)]
+    labels_table: Option<String>,
+}
+
+pub fn convert(args: &ConvertArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
+    let loaded = load(&args.input, args.series.clone(), terminal)?;
+    let name = args.output.to_string_lossy().to_ascii_lowercase();
+    if name.ends_with(".seg.nrrd") {
+        let labels = labels_of(loaded.volume, &args.input)?;
+        let (_, table) = label_table(args.labels_table.as_deref())?;
+        pinhole_io::segnrrd::write_segmentation(&args.output, &labels, &table, true)?;
+    } else {
+        pinhole_io::open::write_volume(&args.output, &loaded.volume)?;
+    }
+    eprintln!("wrote {}", args.output.display());
     Ok(())
 }

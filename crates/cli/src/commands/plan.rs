@@ -1,11 +1,15 @@
 //! `pinhole plan <kind>`: the planners (needle, vessel, ablation) under one group.
 
-use clap::Subcommand;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use pinhole_pipeline::needle::NeedleRequest;
+use pinhole_pipeline::Observer;
 
 #[derive(Subcommand)]
 pub enum PlanCommand {
     /// Straight-needle paths for a percutaneous procedure (biopsy, FNA, nephrostomy ...).
-    Needle(Box<super::plan_needle::NeedleArgs>),
+    Needle(Box<NeedleArgs>),
     /// Catheter route through the vessel tree from an access to a target (route.json,
     /// route.vtk, route.mrk.json, route.png).
     Vessel(Box<super::vessel::PlanVesselArgs>),
@@ -14,10 +18,64 @@ pub enum PlanCommand {
     Ablation(Box<super::ablation::AblationArgs>),
 }
 
-pub fn run(command: &PlanCommand) -> anyhow::Result<()> {
+pub fn run(command: &PlanCommand, terminal: &dyn Observer) -> anyhow::Result<()> {
     match command {
-        PlanCommand::Needle(args) => super::plan_needle::run(args),
-        PlanCommand::Vessel(args) => super::vessel::plan(args),
-        PlanCommand::Ablation(args) => super::ablation::run(args),
+        PlanCommand::Needle(args) => needle(args, terminal),
+        PlanCommand::Vessel(args) => super::vessel::plan(args, terminal),
+        PlanCommand::Ablation(args) => super::ablation::run(args, terminal),
     }
+}
+
+#[derive(Args)]
+pub struct NeedleArgs {
+    #[command(flatten)]
+    volumes: super::VolumeArgs,
+    /// Procedure: kidney-biopsy, liver-biopsy, lung-biopsy, thyroid-fna, nephrostomy,
+    /// biliary-drainage.
+    #[arg(long)]
+    procedure: String,
+    /// A profile file (TOML) replacing the shipped profile of --procedure.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Target: a label name (`kidney_cyst_left`, `liver:deepest`), `x,y,z` or
+    /// `x,y,z,r` (LPS mm).
+    #[arg(long, allow_hyphen_values = true)]
+    target: String,
+    /// Candidate directions on the Fibonacci sphere.
+    #[arg(long, default_value_t = 40_000)]
+    candidates: usize,
+    /// Paths to return.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Evaluate only the path from this skin point `x,y,z` (LPS mm).
+    #[arg(long, value_parser = super::parse_point, allow_hyphen_values = true)]
+    entry: Option<[f64; 3]>,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn needle(args: &NeedleArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
+    let request = NeedleRequest {
+        ct: args.volumes.ct.clone(),
+        labels: args.volumes.labels.clone(),
+        labels_table: args.volumes.labels_table.clone(),
+        procedure: args.procedure.clone(),
+        profile: args.profile.clone(),
+        target: args.target.clone(),
+        candidates: args.candidates,
+        top: args.top,
+        entry_lps: args.entry,
+    };
+    let outcome = pinhole_pipeline::needle::run(&request, terminal)?;
+    outcome.write(&args.out)?;
+    let (lines, warnings) = outcome.report.summary();
+    for warning in warnings.iter().chain(&outcome.report.plan.warnings) {
+        terminal.warn(warning);
+    }
+    for line in lines {
+        eprintln!("{line}");
+    }
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
 }

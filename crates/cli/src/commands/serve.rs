@@ -1,27 +1,23 @@
 //! `pinhole serve`: live needle guidance over OpenIGTLink and HTTP/WebSocket.
 //! `pinhole replay`: send recorded or synthesized needle poses to a server.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
-use pinhole_server::guidance::{TargetZone, DEFAULT_TARGET_RADIUS_MM};
-use pinhole_server::{replay, PlanFile, PlanSource, ServerConfig, Session};
-use pinhole_volume::target::TargetSpec;
+use pinhole_guidance::{Session, SessionInputs};
+use pinhole_pipeline::inputs::label_table;
+use pinhole_pipeline::needle::PlanPaths;
+use pinhole_pipeline::session::{build, load_volumes, GuidancePlan, SessionData, ViewerContent};
+use pinhole_pipeline::vessel::RouteReport;
+use pinhole_pipeline::{Observer, Report};
+use pinhole_server::{replay, ServerConfig};
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// CT (NIfTI, NRRD or a DICOM folder); its geometry is served to the viewer.
-    #[arg(long)]
-    ct: PathBuf,
-    /// Label map (organ segmentation) on the CT's grid.
-    #[arg(long)]
-    labels: PathBuf,
-    /// Label names: totalseg-v2 (default), totalseg-v1, or a CSV / Slicer colour table.
-    #[arg(long)]
-    labels_table: Option<String>,
+    #[command(flatten)]
+    volumes: super::VolumeArgs,
     /// plan.json from `pinhole plan needle`: target, first path, risk groups.
     #[arg(long, conflicts_with = "target", required_unless_present = "target")]
     plan: Option<PathBuf>,
@@ -69,115 +65,94 @@ pub struct ServeArgs {
     #[arg(long)]
     verbose: bool,
 }
-
-pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
-    let ct = super::load(&args.ct, None)?.volume;
-    let ct_grid = ct.grid().clone();
-    let labels = super::load(&args.labels, None)?
-        .volume
-        .to_labels()
-        .with_context(|| format!("{} is not a label map", args.labels.display()))?;
-    if !labels.grid().same_geometry(&ct_grid, 1e-3) {
-        eprintln!(
-            "warning: {} and {} have different geometry; guidance uses the label grid",
-            args.labels.display(),
-            args.ct.display()
-        );
-    }
-    let (table_spec, table) = super::label_table(args.labels_table.as_deref())?;
-    let names: BTreeMap<u32, String> = table.iter().map(|(id, e)| (id, e.name.clone())).collect();
-    let source = match (&args.plan, &args.target) {
-        (Some(plan), _) => PlanSource::Plan(PlanFile::read(plan)?),
-        (None, Some(text)) => {
-            let spec: TargetSpec = text.parse()?;
-            let target = spec.resolve(&labels, |n| table.id_of(n))?;
-            let zone = match &spec {
-                TargetSpec::Label { .. } => TargetZone::Mask(Box::new(target.region.clone())),
-                TargetSpec::Sphere {
-                    center_lps,
-                    radius_mm,
-                } => TargetZone::Sphere {
-                    center_lps: *center_lps,
-                    radius_mm: *radius_mm,
-                },
-                TargetSpec::Point(p) => TargetZone::Sphere {
-                    center_lps: *p,
-                    radius_mm: DEFAULT_TARGET_RADIUS_MM,
-                },
-            };
-            eprintln!("note: only --target given: no planned line, so lateral deviation and angle are reported as null");
-            PlanSource::Target {
-                target_lps: target.point_lps,
-                zone,
-                label_id: target.label_id,
-                description: target.description,
-            }
-        }
+pub fn run(args: &ServeArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
+    let volumes = &args.volumes;
+    let (ct, labels) = load_volumes(&volumes.ct, &volumes.labels, terminal)?;
+    let (table_spec, table) = label_table(volumes.labels_table.as_deref())?;
+    let plan = match (&args.plan, &args.target) {
+        (Some(plan), _) => GuidancePlan::Needle(Box::new(PlanPaths::read(plan)?)),
+        (None, Some(text)) => GuidancePlan::Target(text.clone()),
         (None, None) => bail!("give --plan plan.json or --target"),
     };
     let registration = match &args.registration {
-        Some(p) => Some(pinhole_server::pose::read_registration(p)?),
+        Some(p) => Some(pinhole_io::transform::read_registration(p)?),
         None => None,
     };
-    let inputs = serde_json::json!({
-        "ct": args.ct.display().to_string(),
-        "labels": args.labels.display().to_string(),
-        "labels_table": table_spec,
-        "plan": args.plan.as_ref().map(|p| p.display().to_string()),
-        "target": args.target,
-        "registration": args.registration.as_ref().map(|p| p.display().to_string()),
-    });
-    eprintln!("computing risk distance transforms ...");
-    let plans: Vec<PathBuf> = args.plan.iter().chain(&args.show_plan).cloned().collect();
-    let viewer = super::viewer::build(&super::viewer::ViewerInputs {
-        title: args.title.clone(),
+    let show = |p: &PathBuf| Some(p.display().to_string());
+    let data = SessionData {
         ct: &ct,
         labels: &labels,
         table: &table,
-        plans: &plans,
-        routes: &args.route,
-        overlays: &args.overlay,
+        plan,
+        registration,
+        inputs: SessionInputs {
+            ct: show(&volumes.ct),
+            labels: show(&volumes.labels),
+            labels_table: Some(table_spec),
+            plan: args.plan.as_ref().and_then(show),
+            target: args.target.clone(),
+            registration: args.registration.as_ref().and_then(show),
+        },
+    };
+    let content = ViewerContent {
+        title: args.title.clone(),
+        plans: args
+            .show_plan
+            .iter()
+            .map(|p| PlanPaths::read(p))
+            .collect::<Result<_, _>>()?,
+        routes: args
+            .route
+            .iter()
+            .map(|p| RouteReport::read(p))
+            .collect::<Result<_, _>>()?,
+        overlays: args.overlay.clone(),
         gpu: args.gpu,
-    })?;
+    };
+    eprintln!("computing risk distance transforms ...");
+    let session = build(&data, &content, terminal)?;
     drop(ct);
-    let mut session = Session::new(&ct_grid, labels, names, source, registration, inputs);
-    session.viewer = Some(viewer);
+    serve(session, args.server_config())
+}
+
+impl ServeArgs {
+    fn server_config(&self) -> ServerConfig {
+        let ip = self.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        ServerConfig {
+            igtl_addr: SocketAddr::new(ip, self.igtl_port),
+            http_addr: Some(SocketAddr::new(ip, self.http_port)),
+            static_dir: self.static_dir.clone().or_else(super::demo::find_web_dist),
+            needle_device: self.needle_device.clone(),
+            decode: pinhole_igtl::DecodeOptions {
+                verify_crc: !self.no_crc_check,
+                ..Default::default()
+            },
+            verbose: self.verbose,
+            ..Default::default()
+        }
+    }
+}
+
+/// Prints the risk model, then serves until Ctrl-C.
+pub fn serve(session: Session, config: ServerConfig) -> anyhow::Result<()> {
     for g in session.guidance.risk_groups() {
+        let absent = if g.missing.is_empty() {
+            String::new()
+        } else {
+            format!(" (absent: {})", g.missing.join(", "))
+        };
         eprintln!(
-            "risk group {}: {} label(s) {:?}, clearance {} mm{}",
+            "risk group {}: {} label(s) {:?}, clearance {} mm{absent}",
             g.name,
             g.labels.len(),
             g.labels,
             g.clearance_mm,
-            if g.missing.is_empty() {
-                String::new()
-            } else {
-                format!(" (absent: {})", g.missing.join(", "))
-            }
         );
     }
-    let ip = args.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let config = ServerConfig {
-        igtl_addr: SocketAddr::new(ip, args.igtl_port),
-        http_addr: Some(SocketAddr::new(ip, args.http_port)),
-        static_dir: args
-            .static_dir
-            .clone()
-            .or_else(super::viewer::find_web_dist),
-        needle_device: args.needle_device.clone(),
-        decode: pinhole_igtl::DecodeOptions {
-            verify_crc: !args.no_crc_check,
-            ..Default::default()
-        },
-        verbose: args.verbose,
-        ..Default::default()
-    };
+    let needle_device = config.needle_device.clone();
     let stats = pinhole_server::serve_until_ctrl_c(session, config, |igtl, http| {
         eprintln!("Pinhole guidance server (NOT FOR CLINICAL USE)");
-        eprintln!(
-            "  OpenIGTLink: {igtl}  (needle: TRANSFORM {})",
-            args.needle_device
-        );
+        eprintln!("  OpenIGTLink: {igtl}  (needle: TRANSFORM {needle_device})");
         if let Some(h) = http {
             println!("Viewer: http://{h}/");
             eprintln!("  HTTP API: http://{h}/api/session  WebSocket: ws://{h}/ws/guidance");
@@ -219,14 +194,14 @@ pub struct ReplayArgs {
     #[arg(long)]
     write_csv: Option<PathBuf>,
 }
-
 pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let (poses, rate) = match (&args.file, &args.synthesize) {
-        (Some(f), _) => (replay::read_csv(f)?, args.rate),
+        (Some(f), _) => (pinhole_io::pose_csv::read(f)?, args.rate),
         (None, Some(plan)) => {
-            let plan = PlanFile::read(plan)?;
+            let plan = PlanPaths::read(plan)?.planned_needle();
             let rate = args.rate.unwrap_or(20.0);
-            (replay::synthesize(&plan, rate, args.duration), Some(rate))
+            let poses = pinhole_guidance::synthesize::insertion(&plan, rate, args.duration);
+            (poses, Some(rate))
         }
         (None, None) => bail!("give a pose CSV or --synthesize plan.json"),
     };
@@ -234,16 +209,7 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
         bail!("no poses to send");
     }
     if let Some(out) = &args.write_csv {
-        let mut text = String::from("# Not for clinical use. NeedleTipToReference poses, RAS mm\nt,m00,m01,m02,m03,m10,m11,m12,m13,m20,m21,m22,m23,m30,m31,m32,m33\n");
-        for p in &poses {
-            let cells: Vec<String> = std::iter::once(p.t_s)
-                .chain(p.matrix.iter().flatten().copied())
-                .map(|v| format!("{v}"))
-                .collect();
-            text.push_str(&cells.join(","));
-            text.push('\n');
-        }
-        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+        pinhole_io::pose_csv::write(out, &poses)?;
         eprintln!("wrote {} poses to {}", poses.len(), out.display());
         return Ok(());
     }
@@ -255,15 +221,6 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
         rate,
         args.header_version,
     )?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "note": "Not for clinical use.",
-            "version": env!("CARGO_PKG_VERSION"),
-            "sent": summary.sent,
-            "metrics_received": summary.metrics_received,
-            "last_metrics": summary.last_metrics.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
-        })
-    );
+    println!("{}", serde_json::to_string(&summary.report())?);
     Ok(())
 }

@@ -1,0 +1,128 @@
+//! Assembly: one series' slices checked, ordered and decoded into one volume.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use super::geometry::{
+    axes, check_no_gantry_tilt, check_positions_present, check_stacked_along_normal, file_name,
+    position, series_grid, series_orientation, slice_spacing, sort_along_normal,
+};
+use super::header::SliceHeader;
+use super::listing::no_dicom;
+use super::parse::parse;
+use super::pixels::{check_header, decode_slice, Values};
+use super::{DicomSeries, SeriesInfo};
+use crate::error::{Error, ErrorKind, Result, WithPath};
+
+/// Checks the series is one regular stack and returns it sorted, with its grid.
+pub(super) fn assemble(
+    dir: &Path,
+    info: SeriesInfo,
+    mut slices: Vec<SliceHeader>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<DicomSeries> {
+    let mut warnings = Vec::new();
+    let first = slices.first().cloned().ok_or_else(|| no_dicom(dir))?;
+    check_matrix_and_format(dir, &slices, &first)?;
+    let orientation = series_orientation(dir, &slices, &first, &mut warnings)?;
+    let axes = axes(&first, orientation)?;
+    check_no_gantry_tilt(&slices)?;
+    check_positions_present(dir, &slices, &first, &mut warnings)?;
+    let stack = sort_along_normal(dir, &mut slices, axes.normal)?;
+    let origin = position(&first_sorted(&slices, &first));
+    check_stacked_along_normal(&slices, origin, axes.normal)?;
+    let spacing_k = slice_spacing(dir, &first, &stack, &mut warnings)?;
+    let grid = series_grid(
+        dir,
+        &first,
+        &axes,
+        spacing_k,
+        origin,
+        slices.len(),
+        &mut warnings,
+    )?;
+    if first.photometric == "MONOCHROME1" {
+        warnings.push("MONOCHROME1: higher values display darker".into());
+    }
+    let values = decode_pixels(&slices, &first, progress)?;
+    let volume = values
+        .into_volume(grid)
+        .map_err(|m| Error::new(dir, ErrorKind::Dicom(m)))?;
+    Ok(DicomSeries {
+        volume,
+        info,
+        warnings,
+        slice_thickness_mm: first.slice_thickness,
+    })
+}
+
+/// Same matrix size, one frame each, decodable transfer syntax.
+fn check_matrix_and_format(dir: &Path, slices: &[SliceHeader], first: &SliceHeader) -> Result<()> {
+    for s in slices {
+        if (s.rows, s.columns) != (first.rows, first.columns) {
+            return Err(Error::new(
+                dir,
+                ErrorKind::MixedSeries(format!(
+                    "{} is {}x{} but {} is {}x{} (rows x columns)",
+                    file_name(&s.path),
+                    s.rows,
+                    s.columns,
+                    file_name(&first.path),
+                    first.rows,
+                    first.columns
+                )),
+            ));
+        }
+        check_header(s).map_err(|k| Error::new(&s.path, k))?;
+    }
+    Ok(())
+}
+
+/// Pixels: decoded in parallel a few slices at a time (JPEG 2000 decoding dominates),
+/// collected and reported in slice order.
+fn decode_pixels(
+    slices: &[SliceHeader],
+    first: &SliceHeader,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Values> {
+    let total = slices.len();
+    let mut values = Values::Int(Vec::new());
+    let batch = 2 * rayon::current_num_threads().max(1);
+    let mut done = 0;
+    for group in slices.chunks(batch) {
+        let decoded: Vec<Result<(SliceHeader, Vec<i64>)>> = group
+            .par_iter()
+            .map(|s| read_slice_pixels(s, first))
+            .collect();
+        for result in decoded {
+            let (header, raw) = result?;
+            values.push(&raw, header.slope, header.intercept);
+            done += 1;
+            progress(done, total);
+        }
+    }
+    Ok(values)
+}
+
+/// Reads and decodes one slice of a series whose first slice is `first`.
+fn read_slice_pixels(s: &SliceHeader, first: &SliceHeader) -> Result<(SliceHeader, Vec<i64>)> {
+    let bytes = std::fs::read(&s.path).with_path(&s.path)?;
+    let obj = parse(&bytes, false).map_err(|m| Error::new(&s.path, ErrorKind::Dicom(m)))?;
+    // Re-read the header: the file might have changed since the listing.
+    let header = SliceHeader::from_object(s.path.clone(), &obj)
+        .map_err(|m| Error::new(&s.path, ErrorKind::InvalidHeader(m)))?;
+    if (header.rows, header.columns) != (first.rows, first.columns) {
+        return Err(Error::new(
+            &s.path,
+            ErrorKind::MixedSeries("matrix size changed while reading".into()),
+        ));
+    }
+    check_header(&header).map_err(|k| Error::new(&s.path, k))?;
+    let raw = decode_slice(&obj, &header).map_err(|m| Error::new(&s.path, ErrorKind::Dicom(m)))?;
+    Ok((header, raw))
+}
+
+fn first_sorted(slices: &[SliceHeader], fallback: &SliceHeader) -> SliceHeader {
+    slices.first().cloned().unwrap_or_else(|| fallback.clone())
+}

@@ -1,0 +1,129 @@
+//! Per-file header parsing: the tags a slice contributes to the series, read leniently
+//! (values stored as UN are read through the data dictionary, as pydicom does).
+
+use std::path::PathBuf;
+
+use dicom_core::dictionary::DataDictionary;
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::{tags, StandardDataDictionary};
+use dicom_object::DefaultDicomObject;
+
+/// What one file's header says.
+#[derive(Debug, Clone)]
+pub(super) struct SliceHeader {
+    pub(super) path: PathBuf,
+    pub(super) series_uid: String,
+    pub(super) description: String,
+    pub(super) modality: String,
+    pub(super) transfer_syntax: String,
+    pub(super) rows: u16,
+    pub(super) columns: u16,
+    pub(super) orientation: Option<[f64; 6]>,
+    pub(super) position: Option<[f64; 3]>,
+    pub(super) pixel_spacing: Option<[f64; 2]>,
+    pub(super) slice_thickness: Option<f64>,
+    pub(super) spacing_between_slices: Option<f64>,
+    pub(super) gantry_tilt: Option<f64>,
+    pub(super) frames: Option<i64>,
+    pub(super) samples_per_pixel: u16,
+    pub(super) photometric: String,
+    pub(super) bits_allocated: u16,
+    pub(super) bits_stored: u16,
+    pub(super) signed: bool,
+    pub(super) slope: f64,
+    pub(super) intercept: f64,
+}
+
+/// The element's value as text; values stored as UN (explicit VR files written with
+/// unknown VRs) are read as the text they hold, as pydicom does.
+fn text(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
+    let element = obj.element_opt(tag).ok()??;
+    let s = if element.vr() == VR::UN {
+        String::from_utf8_lossy(&element.to_bytes().ok()?).into_owned()
+    } else {
+        element.to_str().ok()?.into_owned()
+    };
+    Some(
+        s.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+            .to_string(),
+    )
+}
+
+/// The dictionary VR of a tag.
+pub(super) fn dictionary_vr(tag: Tag) -> Option<VR> {
+    StandardDataDictionary.by_tag(tag).map(|e| e.vr.relaxed())
+}
+
+fn floats(obj: &DefaultDicomObject, tag: Tag) -> Option<Vec<f64>> {
+    let element = obj.element_opt(tag).ok()??;
+    let values = if element.vr() == VR::UN && dictionary_vr(tag) == Some(VR::DS) {
+        text(obj, tag)?
+            .split('\\')
+            .map(|v| v.trim().parse::<f64>().ok())
+            .collect::<Option<Vec<f64>>>()?
+    } else {
+        element.to_multi_float64().ok()?
+    };
+    (!values.is_empty() && values.iter().all(|v| v.is_finite())).then_some(values)
+}
+
+fn float(obj: &DefaultDicomObject, tag: Tag) -> Option<f64> {
+    floats(obj, tag).and_then(|v| v.first().copied())
+}
+
+fn int(obj: &DefaultDicomObject, tag: Tag) -> Option<i64> {
+    let element = obj.element_opt(tag).ok()??;
+    if element.vr() == VR::UN {
+        return match dictionary_vr(tag)? {
+            VR::US => {
+                let b = element.to_bytes().ok()?;
+                Some(i64::from(u16::from_le_bytes([*b.first()?, *b.get(1)?])))
+            }
+            VR::IS => text(obj, tag)?.split('\\').next()?.trim().parse().ok(),
+            _ => None,
+        };
+    }
+    element.to_int::<i64>().ok()
+}
+
+fn u16_of(obj: &DefaultDicomObject, tag: Tag) -> Option<u16> {
+    int(obj, tag).and_then(|v| u16::try_from(v).ok())
+}
+
+impl SliceHeader {
+    pub(super) fn from_object(
+        path: PathBuf,
+        obj: &DefaultDicomObject,
+    ) -> std::result::Result<Self, String> {
+        let rows = u16_of(obj, tags::ROWS).ok_or("missing or invalid Rows")?;
+        let columns = u16_of(obj, tags::COLUMNS).ok_or("missing or invalid Columns")?;
+        let array = |tag, n: usize| floats(obj, tag).filter(|v| v.len() >= n);
+        let orientation =
+            array(tags::IMAGE_ORIENTATION_PATIENT, 6).map(|v| [v[0], v[1], v[2], v[3], v[4], v[5]]);
+        let position = array(tags::IMAGE_POSITION_PATIENT, 3).map(|v| [v[0], v[1], v[2]]);
+        let pixel_spacing = array(tags::PIXEL_SPACING, 2).map(|v| [v[0], v[1]]);
+        Ok(Self {
+            path,
+            series_uid: text(obj, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+            description: text(obj, tags::SERIES_DESCRIPTION).unwrap_or_default(),
+            modality: text(obj, tags::MODALITY).unwrap_or_default(),
+            transfer_syntax: obj.meta().transfer_syntax().to_string(),
+            rows,
+            columns,
+            orientation,
+            position,
+            pixel_spacing,
+            slice_thickness: float(obj, tags::SLICE_THICKNESS),
+            spacing_between_slices: float(obj, tags::SPACING_BETWEEN_SLICES),
+            gantry_tilt: float(obj, tags::GANTRY_DETECTOR_TILT),
+            frames: int(obj, tags::NUMBER_OF_FRAMES),
+            samples_per_pixel: u16_of(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1),
+            photometric: text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default(),
+            bits_allocated: u16_of(obj, tags::BITS_ALLOCATED).unwrap_or(0),
+            bits_stored: u16_of(obj, tags::BITS_STORED).unwrap_or(0),
+            signed: int(obj, tags::PIXEL_REPRESENTATION) == Some(1),
+            slope: float(obj, tags::RESCALE_SLOPE).unwrap_or(1.0),
+            intercept: float(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0),
+        })
+    }
+}

@@ -1,0 +1,80 @@
+//! Scanning a folder: the header of every DICOM image file, grouped into series.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use dicom_dictionary_std::tags;
+
+use super::header::SliceHeader;
+use super::parse::parse;
+use super::{is_dicom_file, SeriesInfo};
+use crate::error::{Error, ErrorKind, Result, WithPath};
+
+pub(super) fn no_dicom(dir: &Path) -> Error {
+    Error::new(
+        dir,
+        ErrorKind::NotMedicalImage("no DICOM image files in this folder".into()),
+    )
+}
+
+/// Reads the header of every DICOM image file directly in `dir`.
+pub(super) fn read_headers(dir: &Path) -> Result<Vec<SliceHeader>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::new(dir, e))?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::new(dir, e))?;
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        let path = entry.path();
+        if !hidden && path.is_file() && is_dicom_file(&path) {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    let mut headers = Vec::with_capacity(paths.len());
+    for path in paths {
+        let bytes = std::fs::read(&path).with_path(&path)?;
+        let obj = parse(&bytes, true).map_err(|m| Error::new(&path, ErrorKind::Dicom(m)))?;
+        // Non-image objects (DICOMDIR, structured reports, ...) have no Rows: skip them.
+        if obj.element_opt(tags::ROWS).ok().flatten().is_none() {
+            continue;
+        }
+        let header = SliceHeader::from_object(path.clone(), &obj)
+            .map_err(|m| Error::new(&path, ErrorKind::InvalidHeader(m)))?;
+        headers.push(header);
+    }
+    if headers.is_empty() {
+        return Err(no_dicom(dir));
+    }
+    Ok(headers)
+}
+
+/// Groups headers by series, most slices first (ties by UID).
+pub(super) fn group_series(headers: Vec<SliceHeader>) -> Vec<(SeriesInfo, Vec<SliceHeader>)> {
+    let mut groups: BTreeMap<String, Vec<SliceHeader>> = BTreeMap::new();
+    for h in headers {
+        groups.entry(h.series_uid.clone()).or_default().push(h);
+    }
+    let mut out: Vec<(SeriesInfo, Vec<SliceHeader>)> = groups
+        .into_iter()
+        .filter_map(|(uid, slices)| {
+            let first = slices.first()?;
+            let info = SeriesInfo {
+                series_uid: uid,
+                description: first.description.clone(),
+                modality: first.modality.clone(),
+                slices: slices.len(),
+                rows: usize::from(first.rows),
+                columns: usize::from(first.columns),
+                transfer_syntax: first.transfer_syntax.clone(),
+                files: slices.iter().map(|s| s.path.clone()).collect(),
+            };
+            Some((info, slices))
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.0.slices
+            .cmp(&a.0.slices)
+            .then_with(|| a.0.series_uid.cmp(&b.0.series_uid))
+    });
+    out
+}

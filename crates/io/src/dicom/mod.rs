@@ -1,0 +1,193 @@
+//! DICOM series from a folder, assembled into one LPS volume (dicom-rs underneath).
+//!
+//! * Files are grouped by `SeriesInstanceUID`; the series with the most slices is read
+//!   unless [`DicomOptions::series_uid`] names another.
+//! * Slices are sorted along the slice normal `row × column` (the two direction cosines
+//!   of `ImageOrientationPatient`), so the normal points from slice `k` to `k + 1`.
+//! * Index order is ITK's: `i` along a row (first cosine, spacing `PixelSpacing[1]`),
+//!   `j` down the columns (second cosine, spacing `PixelSpacing[0]`), `k` across slices,
+//!   with the slice spacing taken from the sorted `ImagePositionPatient` projections on
+//!   the normal, never from `SliceThickness`. The origin is the first slice's position.
+//! * Pixel values are decoded **without** the modality LUT and rescaled here:
+//!   `value = stored · RescaleSlope + RescaleIntercept` (pydicom's `apply_modality_lut`).
+//!   The result is `i16` when slope is 1, the intercept integral and the values fit, else
+//!   `i32` when integral and it fits, else `f64`.
+//!
+//! Refused, with an error naming the folder or file: no DICOM files, mixed orientation
+//! or matrix size, duplicate positions, uneven spacing (see
+//! [`SPACING_TOLERANCE_MM`] / [`SPACING_TOLERANCE_FRACTION`]), gantry tilt, multi-frame
+//! and colour images, and transfer syntaxes this build cannot decode (JPEG-LS among
+//! them; deflated data sets too, because their claimed lengths cannot be checked before
+//! inflation).
+//!
+//! Robustness: before dicom-object sees a file, every value length in it is checked
+//! against the bytes left in the file (dicom-object allocates a claimed length before
+//! reading it), and decoded frames are capped at [`MAX_FRAME_BYTES`].
+//!
+//! Single files (registration X-rays) go through the same checks: [`crate::xray_image`]
+//! reads their first frame, modality LUT applied, multi-frame files included.
+//!
+//! Inside: `listing` scans a folder and groups headers into series, `header` reads one
+//! file's tags, `geometry` checks and orders the stack and makes its grid, `pixels`
+//! decodes frames, `parse` checks lengths before dicom-object parses, and `assemble`
+//! runs those steps for one series.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::image::AnyVolume;
+
+mod assemble;
+mod geometry;
+mod header;
+mod listing;
+mod parse;
+mod pixels;
+
+use assemble::assemble;
+use header::SliceHeader;
+use listing::{group_series, no_dicom, read_headers};
+use parse::parse;
+use pixels::{check_pixel_format, check_transfer_syntax, decode_first_frame, decode_slice};
+
+/// Absolute tolerance on slice gaps: a gap deviating from the median gap by more than
+/// both this and [`SPACING_TOLERANCE_FRACTION`] of it makes the series unevenly spaced.
+pub const SPACING_TOLERANCE_MM: f64 = 0.01;
+/// Relative tolerance on slice gaps (1 %), see [`SPACING_TOLERANCE_MM`].
+pub const SPACING_TOLERANCE_FRACTION: f64 = 0.01;
+/// Two slices closer than this along the normal are duplicates.
+pub const DUPLICATE_TOLERANCE_MM: f64 = 1e-3;
+/// Largest decoded frame accepted (bytes); larger ones are refused before decoding.
+pub const MAX_FRAME_BYTES: usize = 1 << 28;
+
+/// Largest in-plane displacement between slice positions (mm, and per mm along the
+/// normal) still counted as "stacked along the normal" (no gantry tilt).
+const TILT_TOLERANCE_MM: f64 = 0.01;
+const TILT_TOLERANCE_FRACTION: f64 = 1e-3;
+/// Largest difference between two slices' direction cosines still counted as equal.
+const ORIENTATION_TOLERANCE: f64 = 1e-4;
+
+const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// One series found in a folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesInfo {
+    pub series_uid: String,
+    pub description: String,
+    pub modality: String,
+    /// Number of files (slices) in the series.
+    pub slices: usize,
+    pub rows: usize,
+    pub columns: usize,
+    /// Transfer syntax UID of the first file.
+    pub transfer_syntax: String,
+    /// The series' files, sorted by name.
+    pub files: Vec<PathBuf>,
+}
+
+/// How to read a folder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DicomOptions {
+    /// The series to read; `None` reads the series with the most slices.
+    pub series_uid: Option<String>,
+}
+
+/// A series read into a volume.
+#[derive(Debug, Clone)]
+pub struct DicomSeries {
+    pub volume: AnyVolume,
+    pub info: SeriesInfo,
+    /// Things the caller may want to show (MONOCHROME1, defaults assumed, ...).
+    pub warnings: Vec<String>,
+    /// `SliceThickness` of the first slice, for information only.
+    pub slice_thickness_mm: Option<f64>,
+}
+
+/// True when the file has the `DICM` magic at offset 128.
+pub fn is_dicom_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 132];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && head[128..132] == *b"DICM"
+}
+
+/// Lists the series in `dir` (not recursive), most slices first. Reads headers only.
+pub fn list_series(dir: &Path) -> Result<Vec<SeriesInfo>> {
+    let headers = read_headers(dir)?;
+    Ok(group_series(headers)
+        .into_iter()
+        .map(|(info, _)| info)
+        .collect())
+}
+
+/// Reads one series of `dir` into a volume; `progress(done, total)` after each slice.
+pub fn read_series(
+    dir: &Path,
+    options: &DicomOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<DicomSeries> {
+    let headers = read_headers(dir)?;
+    let mut series = group_series(headers);
+    let index = match &options.series_uid {
+        Some(uid) => series
+            .iter()
+            .position(|(info, _)| info.series_uid == *uid)
+            .ok_or_else(|| {
+                let available: Vec<&str> =
+                    series.iter().map(|(i, _)| i.series_uid.as_str()).collect();
+                Error::new(
+                    dir,
+                    ErrorKind::InvalidHeader(format!(
+                        "no series with SeriesInstanceUID {uid}; available: {}",
+                        available.join(", ")
+                    )),
+                )
+            })?,
+        None => 0,
+    };
+    if index >= series.len() {
+        return Err(no_dicom(dir));
+    }
+    let (info, slices) = series.swap_remove(index);
+    assemble(dir, info, slices, progress)
+}
+
+/// Parses one in-memory DICOM file (with or without the 128-byte preamble) and decodes
+/// its pixel data. For fuzzing: never panics, never allocates more than the input
+/// justifies (up to [`MAX_FRAME_BYTES`] for a compressed frame).
+pub fn decode_file_bytes(bytes: &[u8]) -> std::result::Result<(), String> {
+    let obj = parse(bytes, false)?;
+    let header = SliceHeader::from_object(PathBuf::new(), &obj)?;
+    check_transfer_syntax(&header.transfer_syntax).map_err(|k| k.to_string())?;
+    decode_slice(&obj, &header).map(|_| ())
+}
+
+/// The first frame of one DICOM file held in memory (with or without the 128-byte
+/// preamble), greyscale, modality LUT applied (`stored · RescaleSlope +
+/// RescaleIntercept`, as pydicom's `apply_modality_lut`): `(columns, rows, values)`, row
+/// 0 first. Multi-frame files give their first frame. Lengths are checked as for a
+/// series and the frame is capped at [`MAX_FRAME_BYTES`].
+pub(crate) fn decode_first_frame_rescaled(
+    bytes: &[u8],
+) -> std::result::Result<(usize, usize, Vec<f32>), ErrorKind> {
+    let obj = parse(bytes, false).map_err(ErrorKind::Dicom)?;
+    let header =
+        SliceHeader::from_object(PathBuf::new(), &obj).map_err(ErrorKind::InvalidHeader)?;
+    check_transfer_syntax(&header.transfer_syntax)?;
+    check_pixel_format(&header)?;
+    let raw = decode_first_frame(&obj, &header).map_err(ErrorKind::Dicom)?;
+    let (slope, intercept) = (header.slope, header.intercept);
+    let values = raw
+        .iter()
+        .map(|&r| (r as f64 * slope + intercept) as f32)
+        .collect();
+    Ok((
+        usize::from(header.columns),
+        usize::from(header.rows),
+        values,
+    ))
+}

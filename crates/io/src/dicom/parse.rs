@@ -1,0 +1,192 @@
+//! Parsing with checked lengths: every value length is checked against the bytes left
+//! in the file before dicom-object (which allocates a claimed length first) sees it.
+
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
+
+use super::header::dictionary_vr;
+use super::pixels::check_transfer_syntax;
+use super::{EXPLICIT_VR_BE, IMPLICIT_VR_LE};
+
+/// Parses a file's bytes (preamble optional). `headers_only` stops before PixelData.
+pub(super) fn parse(
+    bytes: &[u8],
+    headers_only: bool,
+) -> std::result::Result<DefaultDicomObject, String> {
+    let body = match (bytes.get(128..132), bytes.get(..4)) {
+        (Some(b"DICM"), _) => bytes.get(128..).unwrap_or_default(),
+        (_, Some(b"DICM")) => bytes,
+        _ => return Err("not a DICOM file (no DICM magic)".into()),
+    };
+    check_lengths(body)?;
+    let mut options = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
+    if headers_only {
+        options = options.read_until(tags::PIXEL_DATA);
+    }
+    options.from_reader(body).map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    ExplicitLe,
+    ExplicitBe,
+    ImplicitLe,
+}
+
+const UNDEFINED: u32 = u32::MAX;
+
+fn read_u16(data: &[u8], at: usize, big: bool) -> Option<u16> {
+    let b: [u8; 2] = data.get(at..at.checked_add(2)?)?.try_into().ok()?;
+    Some(if big {
+        u16::from_be_bytes(b)
+    } else {
+        u16::from_le_bytes(b)
+    })
+}
+
+pub(super) fn read_u32(data: &[u8], at: usize, big: bool) -> Option<u32> {
+    let b: [u8; 4] = data.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(if big {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    })
+}
+
+/// Element header at `at`: (tag, VR, header bytes, value length).
+fn element_header(data: &[u8], at: usize, enc: Encoding) -> Option<(Tag, VR, usize, u32)> {
+    let big = enc == Encoding::ExplicitBe;
+    let tag = Tag(read_u16(data, at, big)?, read_u16(data, at + 2, big)?);
+    if tag.0 == 0xFFFE {
+        return Some((tag, VR::UN, 8, read_u32(data, at + 4, big)?));
+    }
+    match enc {
+        Encoding::ImplicitLe => {
+            let vr = if tag == tags::PIXEL_DATA {
+                VR::OW
+            } else {
+                dictionary_vr(tag).unwrap_or(VR::UN)
+            };
+            Some((tag, vr, 8, read_u32(data, at + 4, false)?))
+        }
+        Encoding::ExplicitLe | Encoding::ExplicitBe => {
+            let code = data.get(at + 4..at + 6)?;
+            let vr = VR::from_binary([*code.first()?, *code.get(1)?]).unwrap_or(VR::UN);
+            use VR::*;
+            if matches!(
+                vr,
+                AE | AS
+                    | AT
+                    | CS
+                    | DA
+                    | DS
+                    | DT
+                    | FL
+                    | FD
+                    | IS
+                    | LO
+                    | LT
+                    | PN
+                    | SH
+                    | SL
+                    | SS
+                    | ST
+                    | TM
+                    | UI
+                    | UL
+                    | US
+            ) {
+                Some((tag, vr, 8, u32::from(read_u16(data, at + 6, big)?)))
+            } else {
+                Some((tag, vr, 12, read_u32(data, at + 8, big)?))
+            }
+        }
+    }
+}
+
+/// Walks the file the way dicom-object will and fails when a value claims more bytes
+/// than remain, so that no buffer larger than the file is ever allocated. `body` starts
+/// at the `DICM` magic. Where the structure is unclear it stops and lets the parser
+/// report the problem.
+fn check_lengths(body: &[u8]) -> std::result::Result<(), String> {
+    let too_long = |tag: Tag, len: u32, at: usize| {
+        format!(
+            "element ({:04X},{:04X}) claims {len} bytes but only {} remain in the file",
+            tag.0,
+            tag.1,
+            body.len().saturating_sub(at)
+        )
+    };
+    // File meta group: (0002,0000) group length, then elements until it is used up.
+    let mut pos = 4;
+    let Some((tag, _, header, len)) = element_header(body, pos, Encoding::ExplicitLe) else {
+        return Err("truncated file meta group".into());
+    };
+    if tag != Tag(0x0002, 0x0000) || len != 4 {
+        return Ok(()); // the parser refuses it
+    }
+    let group_length = read_u32(body, pos + header, false).ok_or("truncated file meta group")?;
+    pos += header + 4;
+    let meta_end = pos.saturating_add(group_length as usize);
+    let mut transfer_syntax = String::new();
+    while pos < meta_end {
+        let Some((tag, _, header, len)) = element_header(body, pos, Encoding::ExplicitLe) else {
+            return Err("truncated file meta group".into());
+        };
+        let start = pos + header;
+        let end = start
+            .checked_add(len as usize)
+            .filter(|e| len != UNDEFINED && *e <= body.len())
+            .ok_or_else(|| too_long(tag, len, start))?;
+        if tag == Tag(0x0002, 0x0010) {
+            transfer_syntax = String::from_utf8_lossy(body.get(start..end).unwrap_or_default())
+                .trim_end_matches(|c: char| c.is_whitespace() || c == '\0')
+                .to_string();
+        }
+        pos = end;
+    }
+    let enc = match transfer_syntax.as_str() {
+        IMPLICIT_VR_LE => Encoding::ImplicitLe,
+        EXPLICIT_VR_BE => Encoding::ExplicitBe,
+        _ => Encoding::ExplicitLe,
+    };
+    if check_transfer_syntax(&transfer_syntax).is_err()
+        && TransferSyntaxRegistry
+            .get(&transfer_syntax)
+            .is_none_or(|ts| !ts.is_encapsulated_pixel_data() && !ts.is_codec_free())
+    {
+        // Deflated or unknown: dicom-object must not parse it; refuse here.
+        return Err(format!("unsupported transfer syntax {transfer_syntax}"));
+    }
+    // Data set: step into sequences and items, skip values, check every length.
+    let mut in_pixel_sequence = false;
+    while pos < body.len() {
+        let Some((tag, vr, header, len)) = element_header(body, pos, enc) else {
+            return Ok(()); // trailing bytes; the parser decides
+        };
+        let start = pos + header;
+        let defined = len != UNDEFINED;
+        if defined && (len as usize) > body.len().saturating_sub(start) {
+            return Err(too_long(tag, len, start));
+        }
+        pos = match (tag, in_pixel_sequence) {
+            (Tag(0xFFFE, 0xE000), true) if defined => start + len as usize,
+            (Tag(0xFFFE, 0xE000), true) => return Ok(()),
+            (Tag(0xFFFE, 0xE0DD), _) => {
+                in_pixel_sequence = false;
+                start
+            }
+            (Tag(0xFFFE, _), _) => start,
+            _ if tag == tags::PIXEL_DATA && !defined => {
+                in_pixel_sequence = true;
+                start
+            }
+            _ if vr == VR::SQ || !defined => start,
+            _ => start + len as usize,
+        };
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! Registration files: the tracker registration `ReferenceToRAS` as a row-major 4×4
+//! matrix (RAS mm).
+//!
+//! - 4×4 text: 16 numbers, row-major (whitespace or commas, `#` comments); 12 numbers
+//!   are the top three rows, the bottom row `0 0 0 1` implied.
+//! - ITK `.tfm` / `.txt` (`#Insight Transform File`; `AffineTransform_double_3_3`,
+//!   `AffineTransform_float_3_3`, `MatrixOffsetTransformBase_double_3_3`,
+//!   `MatrixOffsetTransformBase_float_3_3`, `Rigid3DTransform_double_3_3`): ITK works in
+//!   LPS and stores the *resampling* direction ("from parent"), so a Slicer transform
+//!   whose to-parent matrix is M (RAS) is stored as F·M⁻¹·F, F = diag(−1, −1, 1, 1). We
+//!   read T (`Parameters`: the 3×3 matrix row-major, then the translation; with its
+//!   centre `FixedParameters`, x ↦ A (x − c) + t + c) and return
+//!   `ReferenceToRAS = F · T⁻¹ · F`. Composite files are refused.
+//!
+//! Every matrix returned is finite, affine (bottom row `0 0 0 1`) and invertible.
+
+use std::path::Path;
+
+use pinhole_volume::math::{affine_inverse, swap_lps_ras as flip_xy, IDENTITY4};
+
+use crate::error::{Error, ErrorKind, Result, WithPath};
+
+pub use pinhole_volume::math::Mat4;
+
+/// The ITK transform types read (3-D affine maps).
+pub const SUPPORTED_ITK_TRANSFORMS: [&str; 5] = [
+    "AffineTransform_double_3_3",
+    "AffineTransform_float_3_3",
+    "MatrixOffsetTransformBase_double_3_3",
+    "MatrixOffsetTransformBase_float_3_3",
+    "Rigid3DTransform_double_3_3",
+];
+
+/// Reads a registration file (`ReferenceToRAS`, RAS): an ITK transform
+/// (`#Insight Transform File`) or 16 numbers row-major.
+pub fn read_registration(path: &Path) -> Result<Mat4> {
+    let text = std::fs::read_to_string(path).with_path(path)?;
+    parse_registration(&text).map_err(|what| Error::new(path, ErrorKind::InvalidTransform(what)))
+}
+
+/// Parses the text of a registration file (see [`read_registration`]); the error says
+/// what is wrong with it.
+pub fn parse_registration(text: &str) -> std::result::Result<Mat4, String> {
+    if text.trim_start().starts_with("#Insight Transform File") {
+        return parse_itk(text);
+    }
+    let numbers: Vec<f64> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(|l| l.split(|c: char| c.is_whitespace() || c == ','))
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<f64>().map_err(|_| format!("not a number: {s:?}")))
+        .collect::<std::result::Result<_, _>>()?;
+    if numbers.len() != 16 && numbers.len() != 12 {
+        return Err(format!(
+            "expected 16 numbers (a row-major 4x4 matrix), found {}",
+            numbers.len()
+        ));
+    }
+    let mut m = IDENTITY4;
+    for (i, v) in numbers.iter().enumerate() {
+        m[i / 4][i % 4] = *v;
+    }
+    check_affine(&m)?;
+    Ok(m)
+}
+
+/// Finite values, bottom row `0 0 0 1`, invertible.
+fn check_affine(m: &Mat4) -> std::result::Result<(), String> {
+    if m.iter().flatten().any(|v| !v.is_finite()) {
+        return Err("matrix has non-finite values".into());
+    }
+    let bottom = m[3];
+    if (bottom[0].abs() + bottom[1].abs() + bottom[2].abs() + (bottom[3] - 1.0).abs()) > 1e-9 {
+        return Err(format!("bottom row is {bottom:?}, not 0 0 0 1"));
+    }
+    affine_inverse(m).ok_or("matrix is singular")?;
+    Ok(())
+}
+
+/// What an ITK transform file says: `Parameters` and `FixedParameters`.
+struct ItkFields {
+    params: Vec<f64>,
+    fixed: Option<Vec<f64>>,
+}
+
+fn parse_itk(text: &str) -> std::result::Result<Mat4, String> {
+    let ItkFields { params: p, fixed } = itk_fields(text)?;
+    let c = itk_centre(fixed)?;
+    // x ↦ A (x − c) + t + c, in LPS, resampling direction.
+    let mut t_file = IDENTITY4;
+    for r in 0..3 {
+        for k in 0..3 {
+            t_file[r][k] = p[r * 3 + k];
+        }
+        let ac: f64 = (0..3).map(|k| p[r * 3 + k] * c[k]).sum();
+        t_file[r][3] = p[9 + r] + c[r] - ac;
+    }
+    check_affine(&t_file)?;
+    let inverse = affine_inverse(&t_file).ok_or("matrix is singular")?;
+    Ok(flip_xy(&inverse))
+}
+
+/// The one transform of an ITK file: a supported type with 12 parameters.
+fn itk_fields(text: &str) -> std::result::Result<ItkFields, String> {
+    let mut kind = None;
+    let mut params: Option<Vec<f64>> = None;
+    let mut fixed: Option<Vec<f64>> = None;
+    let numbers = |rest: &str| -> std::result::Result<Vec<f64>, String> {
+        rest.split_whitespace()
+            .map(|s| s.parse::<f64>().map_err(|_| format!("not a number: {s:?}")))
+            .collect()
+    };
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("Transform:") {
+            if kind.is_some() {
+                return Err("more than one transform: composite files are not supported".into());
+            }
+            kind = Some(rest.trim().to_owned());
+        } else if let Some(rest) = line.strip_prefix("Parameters:") {
+            params = Some(numbers(rest)?);
+        } else if let Some(rest) = line.strip_prefix("FixedParameters:") {
+            fixed = Some(numbers(rest)?);
+        }
+    }
+    let kind = kind.ok_or("no 'Transform:' line")?;
+    let supported = SUPPORTED_ITK_TRANSFORMS;
+    if !supported.contains(&kind.as_str()) {
+        return Err(format!(
+            "transform type {kind} is not supported (use one of {supported:?})"
+        ));
+    }
+    let params = params.ok_or("no 'Parameters:' line")?;
+    if params.len() != 12 {
+        return Err(format!(
+            "{kind} needs 12 parameters, found {}",
+            params.len()
+        ));
+    }
+    Ok(ItkFields { params, fixed })
+}
+
+/// The centre of rotation: `FixedParameters` (3 numbers; none or empty means 0).
+fn itk_centre(fixed: Option<Vec<f64>>) -> std::result::Result<[f64; 3], String> {
+    let c = fixed.unwrap_or_else(|| vec![0.0; 3]);
+    match c[..] {
+        [x, y, z] => Ok([x, y, z]),
+        [] => Ok([0.0; 3]),
+        _ => Err(format!(
+            "FixedParameters must be 3 numbers, found {}",
+            c.len()
+        )),
+    }
+}

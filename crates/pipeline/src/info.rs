@@ -1,0 +1,188 @@
+//! Describing a volume (`pinhole info`): [`VolumeReport`], as text or JSON.
+
+use std::path::Path;
+
+use pinhole_io::labels::LabelTable;
+use pinhole_io::open::Loaded;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::inputs::{label_table, load};
+use crate::observe::Observer;
+use crate::report::{unversioned, Report, DISCLAIMER};
+
+/// A label present in a label map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LabelRow {
+    pub id: u32,
+    pub name: Option<String>,
+    pub voxels: usize,
+    pub ml: f64,
+    pub centroid_lps: [f64; 3],
+}
+
+/// `pinhole info --json`: a volume's geometry, values and labels.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct VolumeReport {
+    #[serde(default = "unversioned")]
+    pub schema_version: u32,
+    pub path: String,
+    pub format: String,
+    pub series_uid: Option<String>,
+    pub scalar_type: String,
+    pub dims: [usize; 3],
+    pub spacing_mm: [f64; 3],
+    pub origin_lps: [f64; 3],
+    /// Row-major; columns are the i, j, k axis directions in LPS.
+    pub direction: [[f64; 3]; 3],
+    pub ijk_to_lps: [[f64; 4]; 4],
+    pub orientation: String,
+    pub bounds_lps: [[f64; 3]; 2],
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub is_label_map: bool,
+    pub label_table: Option<String>,
+    pub labels: Vec<LabelRow>,
+    pub warnings: Vec<String>,
+    pub disclaimer: String,
+}
+
+impl VolumeReport {
+    pub fn new(
+        path: &str,
+        loaded: &Loaded,
+        table: Option<(&str, &LabelTable)>,
+        force_labels: bool,
+    ) -> Self {
+        let volume = &loaded.volume;
+        let grid = volume.grid();
+        let range = volume.min_max();
+        let as_labels = if force_labels || volume.looks_like_labels() {
+            volume.to_labels()
+        } else {
+            None
+        };
+        let labels = as_labels
+            .as_ref()
+            .map(|l| label_rows(l, table.map(|t| t.1)))
+            .unwrap_or_default();
+        let (lo, hi) = grid.bounds_lps();
+        Self {
+            schema_version: Self::SCHEMA_VERSION,
+            path: path.to_string(),
+            format: loaded.format.name().to_owned(),
+            series_uid: loaded.series_uid.clone(),
+            scalar_type: volume.scalar_type().name().to_owned(),
+            dims: grid.dims(),
+            spacing_mm: grid.spacing_mm(),
+            origin_lps: grid.origin_lps(),
+            direction: grid.direction(),
+            ijk_to_lps: grid.ijk_to_lps(),
+            orientation: grid.orientation_code(),
+            bounds_lps: [lo, hi],
+            min: range.map(|r| r.0),
+            max: range.map(|r| r.1),
+            is_label_map: as_labels.is_some(),
+            label_table: as_labels.and(table.map(|t| t.0.to_string())),
+            labels,
+            warnings: loaded.warnings.clone(),
+            disclaimer: DISCLAIMER.to_owned(),
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let f3 = |v: [f64; 3]| format!("{:.4} {:.4} {:.4}", v[0], v[1], v[2]);
+        s += &format!("{} ({}, {})\n", self.path, self.format, self.scalar_type);
+        if let Some(uid) = &self.series_uid {
+            s += &format!("  series       {uid}\n");
+        }
+        s += &format!(
+            "  dims         {} x {} x {}\n",
+            self.dims[0], self.dims[1], self.dims[2]
+        );
+        s += &format!("  spacing mm   {}\n", f3(self.spacing_mm));
+        s += &format!("  origin LPS   {}\n", f3(self.origin_lps));
+        s += &format!("  orientation  {}\n", self.orientation);
+        for (r, row) in self.direction.iter().enumerate() {
+            let label = if r == 0 {
+                "  direction   "
+            } else {
+                "              "
+            };
+            s += &format!("{label} {}\n", f3(*row));
+        }
+        s += &format!(
+            "  bounds LPS   {} .. {}\n",
+            f3(self.bounds_lps[0]),
+            f3(self.bounds_lps[1])
+        );
+        if let (Some(lo), Some(hi)) = (self.min, self.max) {
+            let unit = if self.is_label_map {
+                ""
+            } else {
+                " (HU for CT)"
+            };
+            s += &format!("  values       {lo} .. {hi}{unit}\n");
+        }
+        if self.is_label_map {
+            let table = self.label_table.as_deref().unwrap_or("none");
+            s += &format!(
+                "  labels       {} present (names: {table})\n",
+                self.labels.len()
+            );
+            for l in &self.labels {
+                let name = l.name.as_deref().unwrap_or("?");
+                s += &format!(
+                    "    {:>5}  {:<36} {:>10} voxels {:>10.2} mL\n",
+                    l.id, name, l.voxels, l.ml
+                );
+            }
+        }
+        for w in &self.warnings {
+            s += &format!("  warning: {w}\n");
+        }
+        s += &format!("{}\n", self.disclaimer);
+        s
+    }
+}
+
+fn label_rows(labels: &pinhole_volume::Volume<u16>, table: Option<&LabelTable>) -> Vec<LabelRow> {
+    pinhole_volume::label_stats(labels)
+        .into_values()
+        .map(|s| LabelRow {
+            id: s.id,
+            name: table.and_then(|t| t.name(s.id)).map(str::to_string),
+            voxels: s.voxels,
+            ml: s.volume_ml,
+            centroid_lps: s.centroid_lps,
+        })
+        .collect()
+}
+
+impl Report for VolumeReport {
+    const NAME: &'static str = "volume-info";
+    const SCHEMA_VERSION: u32 = 1;
+    fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+}
+
+/// Reads `path` (a DICOM folder: series `series_uid`, default the largest) and describes
+/// it; `labels_table` names the labels and marks the volume as a label map.
+pub fn run(
+    path: &Path,
+    series_uid: Option<String>,
+    labels_table: Option<&str>,
+    observer: &dyn Observer,
+) -> Result<VolumeReport> {
+    let loaded = load(path, series_uid, observer)?;
+    let (table_name, table) = label_table(labels_table)?;
+    Ok(VolumeReport::new(
+        &path.display().to_string(),
+        &loaded,
+        Some((&table_name, &table)),
+        labels_table.is_some(),
+    ))
+}

@@ -1,0 +1,173 @@
+//! Reading a pipeline's inputs (volumes, label maps, label tables) and recording them in
+//! reports (path and SHA-256).
+
+use std::io::Read;
+use std::path::Path;
+
+use pinhole_io::labels::LabelTable;
+use pinhole_io::open::{read_volume, Loaded, ReadOptions};
+use pinhole_io::AnyVolume;
+use pinhole_volume::Volume;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Context, Error, Result};
+use crate::observe::Observer;
+
+/// The label table used when a request names none.
+pub const DEFAULT_LABEL_TABLE: &str = "totalseg-v2";
+
+/// Reads any supported volume (NIfTI, NRRD, DICOM folder), reporting progress and the
+/// reader's warnings to `observer`.
+pub fn load(path: &Path, series_uid: Option<String>, observer: &dyn Observer) -> Result<Loaded> {
+    let what = if path.is_dir() {
+        "reading".to_owned()
+    } else {
+        format!("reading {}", path.display())
+    };
+    observer.begin(&what);
+    let options = ReadOptions { series_uid };
+    let loaded = read_volume(path, &options, &mut |done, total| {
+        observer.advance(done, total)
+    });
+    observer.end();
+    let loaded = loaded?;
+    for warning in &loaded.warnings {
+        observer.warn(&format!("{}: {warning}", path.display()));
+    }
+    Ok(loaded)
+}
+
+/// A CT (any voxel type) as f32 HU.
+pub fn load_ct(path: &Path, observer: &dyn Observer) -> Result<Volume<f32>> {
+    Ok(load(path, None, observer)?.volume.to_f32())
+}
+
+/// A label map (non-negative integers ≤ 65535).
+pub fn load_labels(path: &Path, observer: &dyn Observer) -> Result<Volume<u16>> {
+    let volume = load(path, None, observer)?.volume;
+    labels_of(volume, path)
+}
+
+/// `volume` as a label map, or an error naming `path`.
+pub fn labels_of(volume: AnyVolume, path: &Path) -> Result<Volume<u16>> {
+    volume
+        .to_labels()
+        .ok_or_else(|| Error::invalid(format!("{} is not a label map", path.display())))
+}
+
+/// Fails unless `labels` lies on `ct`'s grid.
+pub fn require_same_grid(
+    labels: &pinhole_volume::Grid,
+    ct: &pinhole_volume::Grid,
+    labels_path: &Path,
+) -> Result<()> {
+    if labels.same_geometry(ct, 1e-3) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{}: label map is not on the CT's grid",
+            labels_path.display()
+        )))
+    }
+}
+
+/// The label table named by `spec` (`totalseg-v2` when `None`, `totalseg-v1`, a CSV or a
+/// Slicer colour table) and the name it goes by in reports.
+pub fn label_table(spec: Option<&str>) -> Result<(String, LabelTable)> {
+    let spec = spec.unwrap_or(DEFAULT_LABEL_TABLE);
+    let table = LabelTable::load(spec).with_context(|| format!("loading label table {spec}"))?;
+    Ok((spec.to_string(), table))
+}
+
+/// `(id, name)` of every entry of a label table.
+pub fn table_entries(table: &LabelTable) -> Vec<(u32, String)> {
+    table.iter().map(|(id, e)| (id, e.name.clone())).collect()
+}
+
+/// An input file as reports record it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InputFile {
+    /// What the file is (`ct`, `labels`), where a report lists several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub path: String,
+    /// SHA-256 of the file (of a folder: of its files in name order, names included).
+    pub sha256: String,
+}
+
+impl InputFile {
+    /// Hashes `path` (a file or a DICOM folder).
+    pub fn of(path: &Path) -> Result<Self> {
+        Ok(Self {
+            role: None,
+            path: path.display().to_string(),
+            sha256: sha256_of(path)?,
+        })
+    }
+
+    /// [`InputFile::of`] with a role.
+    pub fn with_role(role: &str, path: &Path) -> Result<Self> {
+        Ok(Self {
+            role: Some(role.to_owned()),
+            ..Self::of(path)?
+        })
+    }
+}
+
+/// SHA-256 of an input file (a folder: every file below it in name order, relative names
+/// included), as lowercase hex.
+pub fn sha256_of(path: &Path) -> Result<String> {
+    let files = files_below(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for f in &files {
+        if path.is_dir() {
+            hasher.update(
+                f.strip_prefix(path)
+                    .unwrap_or(f)
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
+        }
+        let mut file = std::fs::File::open(f).map_err(|e| io_error(f, e))?;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| io_error(f, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    let digest = hasher.finalize();
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `path` itself, or every file below the folder `path` in name order.
+fn files_below(path: &Path) -> Result<Vec<std::path::PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| io_error(&dir, e))? {
+            let p = entry.map_err(|e| io_error(&dir, e))?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io(pinhole_io::Error::new(
+        path,
+        pinhole_io::ErrorKind::Io(source),
+    ))
+}

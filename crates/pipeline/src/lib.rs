@@ -1,0 +1,39 @@
+//! Pinhole's procedures as library calls, shared by the CLI, the guidance server, the
+//! demo and the Python bindings: each module takes a typed request, returns a typed,
+//! versioned report (`serde`, a JSON Schema in `docs/schemas/`) with the pictures and
+//! geometry that go with it, and writes them. Not for clinical use.
+//!
+//! | module | request → outcome | files |
+//! |---|---|---|
+//! | [`info`] | a volume → [`info::VolumeReport`] | (stdout) |
+//! | [`needle`] | [`needle::NeedleRequest`] → [`needle::NeedleReport`] | `plan.json`, `paths.mrk.json`, `skin_access.vtk`, `best.png` |
+//! | [`vessel`] | [`vessel::RouteRequest`] → [`vessel::RouteReport`]; [`vessel::MeasureRequest`] → [`vessel::MeasureReport`] | `route.json`, `route.vtk`, `route.mrk.json`, `route.png`; `measurements.json`, `centerline.vtk` |
+//! | [`ablation`] | [`ablation::AblationRequest`] → [`ablation::AblationReport`] | `ablation.json`, `zone.seg.nrrd`, `zone.vtk`, `zone.png` |
+//! | [`register`] | [`register::RegistrationRequest`] → [`register::RegistrationReport`] | `pose.json`, `overlay.png` |
+//! | [`drr`] | [`drr::DrrRequest`] → a picture and line integrals | PNG, NIfTI |
+//! | [`evla`] | [`evla::EvlaRequest`] → [`evla::EvlaReport`] | (stdout) |
+//! | [`session`] | data + a plan → a live [`pinhole_guidance::Session`] | |
+//!
+//! Reports are written with sorted keys ([`report::write_json`]) and read back as types
+//! ([`report::Report::read`]); a file from a newer format version is refused.
+//! Long steps and warnings go to an [`observe::Observer`].
+
+pub mod ablation;
+pub mod demo;
+pub mod drr;
+pub mod error;
+pub mod evla;
+pub mod figures;
+pub mod info;
+pub mod inputs;
+pub mod needle;
+pub mod observe;
+pub mod register;
+pub mod report;
+pub mod schemas;
+pub mod session;
+pub mod vessel;
+
+pub use error::{Error, Result};
+pub use observe::{Observer, Quiet};
+pub use report::{Report, DISCLAIMER};

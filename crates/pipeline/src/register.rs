@@ -1,0 +1,434 @@
+//! 2D/3D registration (`pinhole register`): the CT's pose relative to the C-arm from a
+//! live X-ray; `pose.json` ([`RegistrationReport`]) and `overlay.png`.
+
+use std::path::{Path, PathBuf};
+
+use pinhole_io::labels::LabelTable;
+use pinhole_register::volume_prep::mu_pyramid;
+use pinhole_register::{
+    default_levels, register, CArmPose, CpuRenderer, LevelReport, LevelSpec, Polarity, Pose,
+    Renderer, Settings, Similarity,
+};
+use pinhole_volume::{Vec3, Volume};
+use pinhole_xray::{Attenuation, CArm, Detector, Image, Projection};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, OrInvalid, Result};
+use crate::figures::{write_picture, xray_overlay, RgbPicture};
+use crate::inputs::{label_table, labels_of, load, require_same_grid};
+use crate::needle::PlanPaths;
+use crate::observe::Observer;
+use crate::report::{create_dir, unversioned, write_json, Report, DISCLAIMER, VERSION};
+
+/// A registration to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrationRequest {
+    pub ct: PathBuf,
+    /// The live X-ray (PNG 8/16-bit, single-file DICOM, 2-D NIfTI); row 0 at the top.
+    pub xray: PathBuf,
+    pub labels: Option<PathBuf>,
+    pub labels_table: Option<String>,
+    /// Register on these structures only (`vertebrae,rib`: every `vertebrae_*`, `rib_*`).
+    pub mask_labels: Vec<String>,
+    /// Structures outlined on the overlay (default: the mask labels, else the 8 largest).
+    pub overlay: Vec<String>,
+    /// A needle plan drawn on the overlay at the registered pose.
+    pub plan: Option<PathBuf>,
+    /// The nominal C-arm (angles, SID/SOD, source side, isocentre; detector from the
+    /// X-ray's size and `pixel_mm`).
+    pub init_lao_deg: f64,
+    pub init_cran_deg: f64,
+    pub sid_mm: f64,
+    pub sod_mm: f64,
+    /// Detector pixel pitch (default: a 400 mm detector across the image width).
+    pub pixel_mm: Option<f64>,
+    pub source_anterior: bool,
+    /// Rotation centre (default: the CT's centre).
+    pub isocenter_lps: Option<Vec3>,
+    /// Bone dark: skip polarity detection.
+    pub invert: bool,
+    pub similarity: Similarity,
+    /// Voxel size (mm) of the CT at each level, coarse to fine.
+    pub levels_mm: Vec<f64>,
+    pub seed: u64,
+    /// Render the DRRs on the GPU.
+    pub gpu: bool,
+}
+
+impl RegistrationRequest {
+    pub fn new(ct: &Path, xray: &Path) -> Self {
+        Self {
+            ct: ct.to_path_buf(),
+            xray: xray.to_path_buf(),
+            labels: None,
+            labels_table: None,
+            mask_labels: Vec::new(),
+            overlay: Vec::new(),
+            plan: None,
+            init_lao_deg: 0.0,
+            init_cran_deg: 0.0,
+            sid_mm: 1020.0,
+            sod_mm: 850.0,
+            pixel_mm: None,
+            source_anterior: false,
+            isocenter_lps: None,
+            invert: false,
+            similarity: Similarity::GradientNcc,
+            levels_mm: vec![4.0, 2.0],
+            seed: 1,
+            gpu: false,
+        }
+    }
+}
+
+/// An input file with its size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SizedInput {
+    pub path: String,
+    pub bytes: Option<u64>,
+}
+
+/// The nominal C-arm the registration started from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NominalCArm {
+    pub lao_deg: f64,
+    pub cran_deg: f64,
+    pub sid_mm: f64,
+    pub sod_mm: f64,
+    pub pixel_mm: f64,
+    pub isocenter_lps: Vec3,
+    pub source_anterior: bool,
+}
+
+/// `pose.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RegistrationReport {
+    #[serde(default = "unversioned")]
+    pub schema_version: u32,
+    pub lao_deg: f64,
+    pub cran_deg: f64,
+    pub roll_deg: f64,
+    pub translation_mm: Vec3,
+    pub rotation_deg: Vec3,
+    pub center_lps: Vec3,
+    /// Row-major 4×4, CT LPS mm → C-arm room LPS mm.
+    pub matrix_lps: [[f64; 4]; 4],
+    pub matrix_lps_meaning: String,
+    pub similarity: f64,
+    pub similarity_measure: Similarity,
+    pub drrs_rendered: usize,
+    pub drrs_per_second: f64,
+    pub seconds: f64,
+    pub polarity: Polarity,
+    pub polarity_detected: bool,
+    pub polarity_scores: Vec<(Polarity, f64)>,
+    /// `cpu` or `gpu`.
+    pub renderer: String,
+    pub levels: Vec<LevelReport>,
+    pub mask_label_ids: Vec<u16>,
+    pub nominal: NominalCArm,
+    pub label_table: String,
+    pub inputs: Vec<SizedInput>,
+    pub version: String,
+    pub note: String,
+}
+
+impl Report for RegistrationReport {
+    const NAME: &'static str = "registration";
+    const SCHEMA_VERSION: u32 = 1;
+    fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+}
+
+/// A registration with its overlay.
+#[derive(Debug, Clone)]
+pub struct RegistrationOutcome {
+    pub report: RegistrationReport,
+    /// The X-ray with the projected outlines and plan at the registered pose.
+    pub overlay: RgbPicture,
+}
+
+/// The X-ray (PNG, DICOM or 2-D NIfTI, read by `pinhole-io`) as the registration's image.
+fn read_xray(path: &Path) -> Result<Image> {
+    let image = pinhole_io::xray_image::read(path)?;
+    Ok(Image {
+        width: image.width,
+        height: image.height,
+        data: image.data,
+    })
+}
+
+/// Runs the registration.
+pub fn run(request: &RegistrationRequest, observer: &dyn Observer) -> Result<RegistrationOutcome> {
+    if request.levels_mm.is_empty() || request.levels_mm.iter().any(|v| v.is_nan() || *v <= 0.0) {
+        return Err(Error::invalid(format!(
+            "--levels-mm needs positive voxel sizes, got {:?}",
+            request.levels_mm
+        )));
+    }
+    let xray = read_xray(&request.xray)?;
+    observer.info(&format!(
+        "X-ray {}: {}x{}",
+        request.xray.display(),
+        xray.width,
+        xray.height
+    ));
+    let ct = load(&request.ct, None, observer)?.volume;
+    let grid = ct.grid().clone();
+    let ct_hu = ct.to_f32();
+    drop(ct);
+    let (table_name, table) = label_table(request.labels_table.as_deref())?;
+    let labels = match &request.labels {
+        Some(path) => {
+            let l = load(path, None, observer)?.volume;
+            require_same_grid(l.grid(), &grid, path)?;
+            Some(labels_of(l, path)?)
+        }
+        None => None,
+    };
+    let mask_ids = match &labels {
+        Some(l) if !request.mask_labels.is_empty() => {
+            resolve_names(&request.mask_labels, &table, l)?
+        }
+        _ => Vec::new(),
+    };
+    let mask = labels
+        .as_ref()
+        .filter(|_| !mask_ids.is_empty())
+        .map(|l| (l, mask_ids.as_slice()));
+    let carm = nominal_carm(request, &grid, &xray);
+    let nominal = carm.projection()?;
+    let pyramid = mu_pyramid(&ct_hu, &Attenuation::default(), mask, &request.levels_mm)?;
+    let renderers = renderers(request.gpu, pyramid, observer)?;
+    let specs = default_levels(xray.width, renderers.len());
+    let levels: Vec<(&dyn Renderer, LevelSpec)> =
+        renderers.iter().map(|r| r.as_ref()).zip(specs).collect();
+    let settings = Settings {
+        similarity: request.similarity,
+        polarity: request.invert.then_some(Polarity::Inverted),
+        seed: request.seed,
+        ..Settings::default()
+    };
+    let start = Pose::identity(carm.isocenter_lps);
+    let reg = register(&xray, &nominal, &start, &levels, &settings)?;
+    let angles = CArmPose::from_pose(&reg.pose, &carm)?;
+    observer.info(&format!(
+        "registered in {:.1} s, {} DRRs ({:.0}/s): LAO {:.2}°, CRAN {:.2}°, table {:.1?} mm, similarity {:.4}",
+        reg.seconds,
+        reg.drrs_rendered,
+        reg.drrs_per_second(),
+        angles.lao_deg,
+        angles.cran_deg,
+        angles.translation_mm,
+        reg.similarity
+    ));
+    let registered = reg.pose.projection(&nominal)?;
+    let outlines = match &labels {
+        Some(l) => outline_images(request, l, &table, &mask_ids, &registered)?,
+        None => Vec::new(),
+    };
+    let lines = match &request.plan {
+        Some(p) => plan_lines(&PlanPaths::read(p)?),
+        None => Vec::new(),
+    };
+    let overlay = xray_overlay(&reg.polarity.apply(&xray), &outlines, &lines, &registered);
+    let sized = |p: &Path| SizedInput {
+        path: p.display().to_string(),
+        bytes: std::fs::metadata(p).map(|m| m.len()).ok(),
+    };
+    let mut inputs = vec![sized(&request.ct), sized(&request.xray)];
+    inputs.extend(request.labels.as_deref().map(sized));
+    let report = RegistrationReport {
+        schema_version: RegistrationReport::SCHEMA_VERSION,
+        lao_deg: angles.lao_deg,
+        cran_deg: angles.cran_deg,
+        roll_deg: angles.roll_deg,
+        translation_mm: angles.translation_mm,
+        rotation_deg: reg.pose.rotation_deg,
+        center_lps: reg.pose.center_lps,
+        matrix_lps: reg.pose.matrix(),
+        matrix_lps_meaning:
+            "row-major 4x4, CT LPS mm -> C-arm room LPS mm (the CT's pose for the nominal C-arm)"
+                .to_owned(),
+        similarity: reg.similarity,
+        similarity_measure: request.similarity,
+        drrs_rendered: reg.drrs_rendered,
+        drrs_per_second: reg.drrs_per_second(),
+        seconds: reg.seconds,
+        polarity: reg.polarity,
+        polarity_detected: !request.invert,
+        polarity_scores: reg.polarity_scores.clone(),
+        renderer: if request.gpu { "gpu" } else { "cpu" }.to_owned(),
+        levels: reg.levels.clone(),
+        mask_label_ids: mask_ids,
+        nominal: NominalCArm {
+            lao_deg: request.init_lao_deg,
+            cran_deg: request.init_cran_deg,
+            sid_mm: request.sid_mm,
+            sod_mm: request.sod_mm,
+            pixel_mm: carm.detector.pixel_mm,
+            isocenter_lps: carm.isocenter_lps,
+            source_anterior: request.source_anterior,
+        },
+        label_table: table_name,
+        inputs,
+        version: VERSION.to_owned(),
+        note: DISCLAIMER.to_owned(),
+    };
+    Ok(RegistrationOutcome { report, overlay })
+}
+
+/// The C-arm the X-ray was nominally taken with.
+fn nominal_carm(request: &RegistrationRequest, grid: &pinhole_volume::Grid, xray: &Image) -> CArm {
+    let mut carm = CArm::new(request.isocenter_lps.unwrap_or_else(|| grid.center_lps()));
+    carm.lao_deg = request.init_lao_deg;
+    carm.cran_deg = request.init_cran_deg;
+    carm.sid_mm = request.sid_mm;
+    carm.sod_mm = request.sod_mm;
+    carm.source_anterior = request.source_anterior;
+    carm.detector = Detector {
+        width: xray.width,
+        height: xray.height,
+        pixel_mm: request.pixel_mm.unwrap_or(400.0 / xray.width as f64),
+    };
+    carm
+}
+
+/// One renderer per pyramid level, on the CPU or the GPU.
+fn renderers(
+    gpu: bool,
+    pyramid: Vec<Volume<f32>>,
+    observer: &dyn Observer,
+) -> Result<Vec<Box<dyn Renderer>>> {
+    if gpu {
+        return gpu_renderers(pyramid, observer);
+    }
+    Ok(pyramid
+        .into_iter()
+        .map(|mu| Box::new(CpuRenderer::new(mu, None)) as Box<dyn Renderer>)
+        .collect())
+}
+
+#[cfg(feature = "gpu")]
+fn gpu_renderers(
+    pyramid: Vec<Volume<f32>>,
+    observer: &dyn Observer,
+) -> Result<Vec<Box<dyn Renderer>>> {
+    use crate::error::Context;
+    let ctx = pinhole_gpu::GpuContext::new().context("--gpu: no usable GPU adapter")?;
+    observer.info(&format!("GPU: {}", ctx.adapter_info()));
+    Ok(pinhole_register::gpu_renderers(&ctx, &pyramid)?)
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu_renderers(
+    _pyramid: Vec<Volume<f32>>,
+    _observer: &dyn Observer,
+) -> Result<Vec<Box<dyn Renderer>>> {
+    Err(Error::invalid(
+        "--gpu: this build has no GPU support (feature `gpu`)",
+    ))
+}
+
+/// The projected structures outlined on the overlay, with their colours.
+fn outline_images(
+    request: &RegistrationRequest,
+    labels: &Volume<u16>,
+    table: &LabelTable,
+    mask_ids: &[u16],
+    registered: &Projection,
+) -> Result<Vec<(Image, [u8; 3])>> {
+    let ids = if !request.overlay.is_empty() {
+        resolve_names(&request.overlay, table, labels)?
+    } else if !mask_ids.is_empty() {
+        mask_ids.to_vec()
+    } else {
+        largest_labels(labels, 8)
+    };
+    let images = pinhole_xray::project_labels(labels, &ids, registered);
+    Ok(images
+        .into_iter()
+        .zip(&ids)
+        .map(|(img, &id)| (img, table.color_of(u32::from(id))))
+        .collect())
+}
+
+/// The `n` labels with the most voxels.
+fn largest_labels(labels: &Volume<u16>, n: usize) -> Vec<u16> {
+    let mut stats: Vec<_> = pinhole_volume::label_stats(labels).into_values().collect();
+    stats.sort_by_key(|s| std::cmp::Reverse(s.voxels));
+    stats
+        .iter()
+        .take(n)
+        .filter_map(|s| u16::try_from(s.id).ok())
+        .collect()
+}
+
+/// A needle plan's paths as lines: the best in yellow, the others in cyan.
+pub fn plan_lines(plan: &PlanPaths) -> Vec<(Vec<Vec3>, [u8; 3])> {
+    plan.paths
+        .iter()
+        .enumerate()
+        .map(|(n, p)| {
+            let color = if n == 0 { [255, 220, 0] } else { [0, 200, 255] };
+            (vec![p.entry_lps, p.target_lps], color)
+        })
+        .collect()
+}
+
+/// Label ids for names: exact names, else every label `name_*` present in the map.
+pub fn resolve_names(
+    names: &[String],
+    table: &LabelTable,
+    labels: &Volume<u16>,
+) -> Result<Vec<u16>> {
+    let present = pinhole_volume::label_stats(labels);
+    let mut ids = Vec::new();
+    for name in names {
+        let name = name.trim();
+        if let Some(id) = table.id_of(name) {
+            ids.push(
+                u16::try_from(id)
+                    .ok()
+                    .or_invalid(|| format!("label id {id} exceeds 65535"))?,
+            );
+            continue;
+        }
+        let prefix = format!("{name}_");
+        let group: Vec<u16> = present
+            .keys()
+            .filter(|&&id| table.name(id).is_some_and(|n| n.starts_with(&prefix)))
+            .filter_map(|&id| u16::try_from(id).ok())
+            .collect();
+        if group.is_empty() {
+            return Err(Error::invalid(format!(
+                "no label named {name:?} (nor {prefix}*) in the label table"
+            )));
+        }
+        ids.extend(group);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+impl RegistrationOutcome {
+    /// Writes `pose.json` and `overlay.png` into `out`.
+    pub fn write(&self, out: &Path, observer: &dyn Observer) -> Result<()> {
+        create_dir(out)?;
+        let pose = out.join("pose.json");
+        write_json(&pose, &self.report)?;
+        observer.info(&format!("wrote {}", pose.display()));
+        let overlay = out.join("overlay.png");
+        write_picture(&overlay, &self.overlay)?;
+        observer.info(&format!("wrote {}", overlay.display()));
+        Ok(())
+    }
+}
+
+/// Why `similarity` did not parse.
+pub fn parse_similarity(text: &str) -> Result<Similarity> {
+    Similarity::parse(text).or_invalid(|| format!("--similarity: unknown measure {text:?}"))
+}

@@ -1,0 +1,26 @@
+//! Any bytes given to the registration's X-ray image decoder (PNG, single-file DICOM or
+//! 2-D NIfTI, sniffed by content) give an image or an error, never a panic, and nothing
+//! is allocated because a header merely claims it.
+#![no_main]
+
+use std::path::Path;
+
+use libfuzzer_sys::fuzz_target;
+use pinhole_io::xray_image;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(image) = xray_image::decode(data, Path::new("fuzz.img")) {
+        assert_eq!(image.data.len(), image.width * image.height);
+    }
+    // Each decoder on its own too, so that PNG and DICOM mutations reach them whatever
+    // the first bytes say.
+    for decode in [
+        xray_image::decode_png,
+        xray_image::decode_dicom,
+        xray_image::decode_nifti,
+    ] {
+        if let Ok(image) = decode(data, Path::new("fuzz.img")) {
+            assert_eq!(image.data.len(), image.width * image.height);
+        }
+    }
+});
