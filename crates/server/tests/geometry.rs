@@ -2,7 +2,6 @@
 //! a RAS TRANSFORM in, the GuidanceMetrics STRING out.
 
 use pinhole_igtl::{Body, Message, Transform};
-use pinhole_io::transform::{parse_registration, read_registration};
 
 use crate::common::*;
 
@@ -239,26 +238,20 @@ fn target_only_has_null_line_metrics() {
 }
 
 #[test]
-fn registration_from_tfm_text_and_igtl() {
-    // Slicer's to-parent ReferenceToRAS = translation (10, 20, 30) RAS. ITK stores the
-    // inverse in LPS: F·M⁻¹·F = translation (10, 20, −30); with a centre it is unchanged.
-    let dir = tempfile::tempdir().unwrap();
-    let tfm = dir.path().join("reg.tfm");
-    std::fs::write(
-        &tfm,
-        "#Insight Transform File V1.0\n#Transform 0\nTransform: AffineTransform_double_3_3\nParameters: 1 0 0 0 1 0 0 0 1 10 20 -30\nFixedParameters: 5 5 5\n",
-    )
-    .unwrap();
-    let m = read_registration(&tfm).unwrap();
-    for (r, expected) in [10.0, 20.0, 30.0].iter().enumerate() {
-        assert_close(m[r][3], *expected, 1e-12, "translation");
-    }
-    // A 90° rotation about z (RAS x → y) stored by ITK as its inverse: F R⁻¹ F = R⁻¹.
-    let rot = parse_registration(
-        "#Insight Transform File V1.0\nTransform: AffineTransform_double_3_3\nParameters: 0 1 0 -1 0 0 0 0 1 0 0 0\nFixedParameters: 0 0 0\n",
-    )
-    .unwrap();
-    // (File parsing itself is tested in pinhole-io's `transforms` tests.)
+fn registration_from_the_command_line_and_igtl() {
+    // ReferenceToRAS = translation (10, 20, 30) RAS, as `--registration` gives it
+    // (reading .tfm and 4×4 files is tested in pinhole-io's `transforms` tests).
+    let mut m = pinhole_volume::math::IDENTITY4;
+    m[0][3] = 10.0;
+    m[1][3] = 20.0;
+    m[2][3] = 30.0;
+    // A 90° rotation about z: RAS x → y.
+    let rot = [
+        [0.0, -1.0, 0.0, 0.0],
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
 
     // Through the server: the needle at the tracker origin lands at RAS (10, 20, 30) =
     // LPS (−10, −20, 30).
