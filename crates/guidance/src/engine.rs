@@ -20,9 +20,15 @@
 //!   target by more than `overshoot_danger_mm` (5 mm) along the plan;
 //! - `caution`: a risk group closer than its clearance + `caution_margin_mm` (5 mm), a
 //!   lateral deviation above `lateral_caution_mm` (3 mm), an angle above
-//!   `angle_caution_deg` (5°), the tip past the target, or the tip outside the volume
-//!   (no distances there);
+//!   `angle_caution_deg` (5°), the tip past the target by more than
+//!   [`AT_TARGET_TOLERANCE_MM`], or the tip outside the volume (no distances there);
 //! - `ok` otherwise.
+//!
+//! Looking ahead: the needle's extended line from the tip to the target's depth along
+//! the needle is walked through the label map (steps of a quarter of the smallest voxel
+//! spacing, nearest voxel); the first voxel of a risk group is the
+//! [`GuidanceMetrics::trajectory_hit`], and an alert `danger` ("trajectory enters …"), so
+//! that a wrong angle is caught before the tip gets there.
 
 use std::collections::BTreeMap;
 
@@ -60,6 +66,11 @@ impl Default for Thresholds {
         }
     }
 }
+
+/// Depths within this of the target count as at the target, not past it: a tip at the
+/// target (up to the floating-point noise of the RAS → LPS chain) is `ok`. Half the
+/// 0.1 mm resolution of the alert text, so "past the target" never reads "0.0 mm".
+pub const AT_TARGET_TOLERANCE_MM: f64 = 0.05;
 
 /// Where [`default_risk_groups`] come from (carried in each group's `source`).
 pub const DEFAULT_GROUPS_SOURCE: &str =
@@ -200,6 +211,17 @@ pub struct GroupDistance {
     pub clearance_mm: f64,
 }
 
+/// The first risk structure on the needle's extended line before the target's depth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrajectoryHit {
+    /// Label name of the first risk voxel met.
+    pub name: String,
+    pub group: String,
+    /// From the tip along the needle axis, mm.
+    pub distance_mm: f64,
+    pub point_lps: Vec3,
+}
+
 /// Alert level.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
@@ -247,6 +269,10 @@ pub struct GuidanceMetrics {
     pub depth_remaining_mm: f64,
     pub nearest_structure: Option<NearestStructure>,
     pub risk_distances: Vec<GroupDistance>,
+    /// The first risk structure the needle's extended line enters before the target's
+    /// depth (null: none, or the target is not ahead).
+    #[serde(default)]
+    pub trajectory_hit: Option<TrajectoryHit>,
     pub inside_target: bool,
     pub inside_volume: bool,
     pub alert: Alert,
@@ -410,7 +436,8 @@ impl Guidance {
             })
         });
         let inside_target = self.zone.contains(tip);
-        let (alert, alert_reasons) = self.alert(
+        let trajectory_hit = self.trajectory_hit(tip, axis, to_target.dot(axis));
+        let (mut alert, mut alert_reasons) = self.alert(
             &risk_distances,
             lateral,
             angle,
@@ -418,6 +445,13 @@ impl Guidance {
             direction.is_some(),
             inside_volume,
         );
+        if let Some(hit) = &trajectory_hit {
+            alert = Alert::Danger;
+            alert_reasons.push(format!(
+                "trajectory enters {} ({}) {:.1} mm ahead, before the target",
+                hit.name, hit.group, hit.distance_mm
+            ));
+        }
         GuidanceMetrics {
             schema_version: METRICS_SCHEMA_VERSION,
             note: NOTE.to_owned(),
@@ -435,6 +469,7 @@ impl Guidance {
             depth_remaining_mm: depth,
             nearest_structure,
             risk_distances,
+            trajectory_hit,
             inside_target,
             inside_volume,
             alert,
@@ -493,7 +528,7 @@ impl Guidance {
                 format!("{:.1} mm past the target", -depth),
                 &mut level,
             );
-        } else if has_line && depth < 0.0 {
+        } else if has_line && depth < -AT_TARGET_TOLERANCE_MM {
             raise(
                 Alert::Caution,
                 format!("{:.1} mm past the target", -depth),
@@ -525,6 +560,33 @@ impl Guidance {
     }
 
     /// The label of the group voxel nearest to `tip` (distance `d` from the group's field).
+    /// The first risk voxel on `tip + s·axis`, 0 < s ≤ `ahead_mm` (nearest voxel).
+    fn trajectory_hit(&self, tip: Vec3, axis: DVec3, ahead_mm: f64) -> Option<TrajectoryHit> {
+        let grid = self.labels.grid();
+        let spacing = grid.spacing_mm();
+        let step_mm = 0.25 * spacing[0].min(spacing[1]).min(spacing[2]);
+        if !(ahead_mm > 0.0 && step_mm > 0.0) {
+            return None;
+        }
+        let steps = (ahead_mm / step_mm).ceil() as usize;
+        (1..=steps).find_map(|n| {
+            let s = (n as f64 * step_mm).min(ahead_mm);
+            let point = (DVec3::from(tip) + axis * s).to_array();
+            let id = u32::from(self.labels.sample_nearest(point)?);
+            let group = self.groups.iter().find(|g| g.ids.contains(&id))?;
+            Some(TrajectoryHit {
+                name: self
+                    .names
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| group.name.clone()),
+                group: group.name.clone(),
+                distance_mm: s,
+                point_lps: point,
+            })
+        })
+    }
+
     fn nearest_label_name(&self, g: &GroupField, tip: Vec3, d: f64) -> String {
         let grid = self.labels.grid();
         // Foot of the distance field's gradient from the tip.
@@ -656,6 +718,81 @@ mod tests {
         assert!((m.lateral_deviation_mm.unwrap() - 10.0).abs() < 1e-9);
         assert!((m.depth_remaining_mm - 20.0).abs() < 1e-9);
         assert_eq!(m.alert, Alert::Caution);
+    }
+
+    /// Regression (#17): a tip at the target, up to floating-point noise, is `ok`, not
+    /// "caution: 0.0 mm past the target".
+    #[test]
+    fn tip_at_the_target_is_ok() {
+        let g = engine(Some([10.0, 20.0, 0.0]));
+        let pose = NeedlePose {
+            tip_lps: [10.0, 20.0, 30.0 + 1e-9],
+            axis_lps: [0.0, 0.0, 1.0],
+        };
+        let m = g.evaluate(&pose, 1, 0.0, "n");
+        assert!(m.depth_remaining_mm < 0.0, "just past, by noise");
+        assert_eq!(m.alert, Alert::Ok, "{:?}", m.alert_reasons);
+        // 1 mm past is still a caution.
+        let pose = NeedlePose {
+            tip_lps: [10.0, 20.0, 31.0],
+            axis_lps: [0.0, 0.0, 1.0],
+        };
+        let m = g.evaluate(&pose, 2, 0.0, "n");
+        assert_eq!(m.alert, Alert::Caution);
+        assert_eq!(m.alert_reasons, vec!["1.0 mm past the target".to_owned()]);
+    }
+
+    /// Regression (#17): the extended line is checked before the tip gets there. A plan
+    /// along +x crosses the vessel slab at x = 30..31 (voxel centres; the nearest-voxel
+    /// walk enters it between x = 29.5 and 29.75): from a tip at x = 10, the hit is
+    /// 19.5–19.75 mm ahead.
+    #[test]
+    fn trajectory_hit_names_the_first_risk_structure_ahead() {
+        let reference = engine(None);
+        let g = Guidance::new(
+            PlanGeometry {
+                target_lps: [38.0, 20.0, 20.0],
+                entry_lps: Some([2.0, 20.0, 20.0]),
+            },
+            TargetZone::Sphere {
+                center_lps: [38.0, 20.0, 20.0],
+                radius_mm: 2.0,
+            },
+            reference.labels().clone(),
+            reference.names.clone(),
+            &[RiskGroup {
+                name: "vessels".into(),
+                labels: vec!["aorta".into()],
+                clearance_mm: 5.0,
+                optional: false,
+                weight: 1.0,
+                source: "test".into(),
+            }],
+            &[],
+            Thresholds::default(),
+        );
+        let pose = NeedlePose {
+            tip_lps: [10.0, 20.0, 20.0],
+            axis_lps: [1.0, 0.0, 0.0],
+        };
+        let m = g.evaluate(&pose, 1, 0.0, "n");
+        let hit = m.trajectory_hit.as_ref().expect("the slab is ahead");
+        assert_eq!(
+            (hit.name.as_str(), hit.group.as_str()),
+            ("aorta", "vessels")
+        );
+        assert!((19.5..=19.75).contains(&hit.distance_mm), "{hit:?}");
+        assert_eq!(m.alert, Alert::Danger);
+        assert!(m
+            .alert_reasons
+            .iter()
+            .any(|r| r.starts_with("trajectory enters aorta")));
+        // Turned away from the slab (towards −x, where the target is not ahead): no hit.
+        let away = NeedlePose {
+            tip_lps: [10.0, 20.0, 20.0],
+            axis_lps: [-1.0, 0.0, 0.0],
+        };
+        assert!(g.evaluate(&away, 2, 0.0, "n").trajectory_hit.is_none());
     }
 
     #[test]
