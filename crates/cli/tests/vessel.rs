@@ -123,6 +123,29 @@ fn measure_vessel_writes_stations() {
     }
     let st = &m["stenosis"];
     assert!(st["mld_mm"].as_f64().unwrap() <= st["reference_diameter_mm"].as_f64().unwrap());
+    // The chest CT's left carotid is not significantly narrowed: no device sizes (#17),
+    // unless the user lowers the threshold.
+    assert!(m["sizing"].is_null(), "{}", m["sizing"]);
+    let status = m["sizing_status"].as_str().unwrap();
+    assert!(status.starts_with("no significant stenosis"), "{status}");
+    let lowered = dir.path().join("lowered");
+    pinhole_ok(&[
+        "measure",
+        "vessel",
+        "--labels",
+        &labels,
+        "--labels-table",
+        &table,
+        "--label",
+        "common_carotid_artery_left",
+        "--sizing-min-stenosis-pct",
+        "5",
+        "--out",
+        lowered.to_str().unwrap(),
+    ]);
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lowered.join("measurements.json")).unwrap())
+            .unwrap();
     assert!(m["sizing"].as_array().unwrap().len() >= 2);
     let vtk = std::fs::read_to_string(dir.path().join("centerline.vtk")).unwrap();
     assert!(vtk.contains("radius_mm"));

@@ -9,10 +9,11 @@ use pinhole_io::labels::LabelTable;
 use pinhole_io::markups::{write_markups, ControlPoint, Markup, MarkupKind};
 use pinhole_io::vtk::{write_polylines, PolyLines};
 use pinhole_vessel::route::{is_venous, is_vessel};
+pub use pinhole_vessel::DEFAULT_MIN_STENOSIS_PCT;
 use pinhole_vessel::{
-    analyse, junctions, measure_mask, stations, suggest, suspected_occlusions, vessel_tree,
-    CenterlineOptions, Endpoint, Junction, Route, RouteOptions, SizeRange, SizingRules, Station,
-    Stenosis, StenosisOptions, SuspectedOcclusion, VesselMap,
+    analyse, junctions, measure_mask, sizing_decision, stations, suggest, suspected_occlusions,
+    vessel_tree, CenterlineOptions, Endpoint, Junction, Route, RouteOptions, SizeRange,
+    SizingRules, Station, Stenosis, StenosisOptions, SuspectedOcclusion, VesselMap,
 };
 use pinhole_volume::{Grid, Vec3, Volume};
 use schemars::JsonSchema;
@@ -370,6 +371,9 @@ pub struct MeasureRequest {
     pub ecst_bulb_mm: Option<f64>,
     /// Sizing rules (TOML); default: the built-in ones.
     pub sizing: Option<PathBuf>,
+    /// Stenosis (%) from which sizes are proposed
+    /// ([`pinhole_vessel::DEFAULT_MIN_STENOSIS_PCT`]).
+    pub sizing_min_stenosis_pct: f64,
 }
 
 impl MeasureRequest {
@@ -383,6 +387,7 @@ impl MeasureRequest {
             nascet_distal_mm: None,
             ecst_bulb_mm: None,
             sizing: None,
+            sizing_min_stenosis_pct: DEFAULT_MIN_STENOSIS_PCT,
         }
     }
 }
@@ -411,7 +416,14 @@ pub struct MeasureReport {
     pub step_mm: f64,
     pub stations: Vec<Station>,
     pub stenosis: Option<Stenosis>,
+    /// Balloon / stent size ranges, only for a significant stenosis (see `sizing_status`).
     pub sizing: Option<Vec<SizeRange>>,
+    /// Stenosis (%) from which sizes are proposed.
+    #[serde(default)]
+    pub sizing_threshold_pct: f64,
+    /// Whether sizes were proposed, and why ("no significant stenosis: …").
+    #[serde(default)]
+    pub sizing_status: String,
     pub sizing_rules: String,
     pub suspected_occlusions: Option<Vec<SuspectedOcclusion>>,
     pub methods: MeasureMethods,
@@ -468,7 +480,12 @@ pub fn measure(request: &MeasureRequest, observer: &dyn Observer) -> Result<Meas
         ..StenosisOptions::default()
     };
     let stenosis = analyse(&m.stations, &stenosis_opts);
-    let sizing = stenosis.as_ref().map(|s| suggest(&rules, s));
+    let decision = sizing_decision(stenosis.as_ref(), request.sizing_min_stenosis_pct);
+    let sizing = stenosis
+        .as_ref()
+        .filter(|_| decision.propose)
+        .map(|s| suggest(&rules, s));
+    observer.info(&format!("sizing: {}", decision.status));
     let occlusions = ct
         .as_ref()
         .map(|_| suspected_occlusions(&m.stations, min_lumen_mm(labels.grid())));
@@ -498,6 +515,8 @@ pub fn measure(request: &MeasureRequest, observer: &dyn Observer) -> Result<Meas
         stations: m.stations,
         stenosis,
         sizing,
+        sizing_threshold_pct: request.sizing_min_stenosis_pct,
+        sizing_status: decision.status,
         sizing_rules: if request.sizing.is_some() {
             "user file"
         } else {

@@ -185,6 +185,19 @@ fn vessel_route_and_measure_reports() {
         ..MeasureRequest::new(&files.labels, "common_carotid_artery_left")
     };
     let measured = pinhole_pipeline::vessel::measure(&request, &Quiet).unwrap();
+    // No balloon or stent sizes for a vessel without a significant stenosis (#17).
+    let stenosis_pct = measured
+        .report
+        .stenosis
+        .as_ref()
+        .unwrap()
+        .diameter_stenosis_pct;
+    assert_eq!(
+        measured.report.sizing.is_some(),
+        stenosis_pct >= 50.0,
+        "{stenosis_pct} %: {}",
+        measured.report.sizing_status
+    );
     insta::assert_json_snapshot!(
         "vessel_measure",
         snapshot_value(&measured.report, tmp.path())

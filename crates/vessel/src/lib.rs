@@ -36,6 +36,8 @@ pub use measure::{measure_mask, stations, Station, VesselMeasurement};
 pub use occlusion::{suspected_occlusions, SuspectedOcclusion};
 pub use route::{Endpoint, Route, RouteOptions, VesselMap};
 pub use section::{cross_section, Section};
-pub use sizing::{suggest, SizeRange, SizingRules};
+pub use sizing::{
+    sizing_decision, suggest, SizeRange, SizingDecision, SizingRules, DEFAULT_MIN_STENOSIS_PCT,
+};
 pub use stenosis::{analyse, Stenosis, StenosisOptions};
 pub use tree::{junctions, vessel_tree, Branch, Junction, VesselTree};

@@ -60,6 +60,52 @@ impl SizingRules {
     }
 }
 
+/// Stenosis (%) from which balloon and stent sizes are proposed: the lower bound of the
+/// NASCET "moderate" grade (< 50 / 50–69 / ≥ 70 %; NASCET, N Engl J Med 1991; see
+/// `../shared/reference/vessel_ablation.md` §3). Below it there is no significant
+/// stenosis to treat, so sizes would only invite treating a normal vessel.
+pub const DEFAULT_MIN_STENOSIS_PCT: f64 = 50.0;
+
+/// Whether device sizes are proposed for a stenosis, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SizingDecision {
+    /// Sizes are proposed.
+    pub propose: bool,
+    /// The reason, for the report and the terminal.
+    pub status: String,
+}
+
+/// Sizes are proposed only for a stenosis of at least `min_stenosis_pct` (NASCET % when
+/// it was measured, else the diameter stenosis).
+pub fn sizing_decision(stenosis: Option<&Stenosis>, min_stenosis_pct: f64) -> SizingDecision {
+    let Some(s) = stenosis else {
+        return SizingDecision {
+            propose: false,
+            status: "no stenosis analysis (too few stations): no balloon or stent size proposed"
+                .to_owned(),
+        };
+    };
+    let (measure, pct) = match s.nascet_pct {
+        Some(p) => ("NASCET stenosis", p),
+        None => ("diameter stenosis", s.diameter_stenosis_pct),
+    };
+    if pct >= min_stenosis_pct {
+        SizingDecision {
+            propose: true,
+            status: format!(
+                "sizes proposed: {measure} {pct:.1} % ≥ {min_stenosis_pct} % threshold"
+            ),
+        }
+    } else {
+        SizingDecision {
+            propose: false,
+            status: format!(
+                "no significant stenosis: {measure} {pct:.1} % < {min_stenosis_pct} % threshold; no balloon or stent size proposed"
+            ),
+        }
+    }
+}
+
 /// A suggested size range for one device type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SizeRange {
@@ -104,4 +150,51 @@ pub fn suggest(rules: &SizingRules, stenosis: &Stenosis) -> Vec<SizeRange> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stenosis(diameter_pct: f64, nascet_pct: Option<f64>) -> Stenosis {
+        Stenosis {
+            mld_mm: 7.0 * (1.0 - diameter_pct / 100.0),
+            mld_arc_mm: 20.0,
+            mld_point_lps: [0.0; 3],
+            reference_diameter_mm: 7.0,
+            reference_method: "test".into(),
+            proximal_reference_mm: Some(7.0),
+            distal_reference_mm: Some(7.0),
+            diameter_stenosis_pct: diameter_pct,
+            area_stenosis_pct: 0.0,
+            lesion_start_arc_mm: 18.0,
+            lesion_end_arc_mm: 22.0,
+            lesion_length_mm: 4.0,
+            nascet_pct,
+            nascet_distal_diameter_mm: None,
+            ecst_pct: None,
+            grade: String::new(),
+        }
+    }
+
+    /// Regression (#17): a 19 % narrowing of a normal carotid got balloon and stent sizes.
+    #[test]
+    fn sizes_only_for_a_significant_stenosis() {
+        let mild = sizing_decision(Some(&stenosis(19.0, None)), DEFAULT_MIN_STENOSIS_PCT);
+        assert!(!mild.propose);
+        assert!(
+            mild.status
+                .starts_with("no significant stenosis: diameter stenosis 19.0 % < 50 %"),
+            "{}",
+            mild.status
+        );
+        let moderate = sizing_decision(Some(&stenosis(55.0, None)), DEFAULT_MIN_STENOSIS_PCT);
+        assert!(moderate.propose, "{}", moderate.status);
+        // NASCET, when measured, decides: 60 % diameter but 40 % NASCET is not significant.
+        let nascet = sizing_decision(Some(&stenosis(60.0, Some(40.0))), DEFAULT_MIN_STENOSIS_PCT);
+        assert!(!nascet.propose && nascet.status.contains("NASCET stenosis 40.0 %"));
+        // The threshold is the user's: 10 % proposes sizes for the 19 % narrowing.
+        assert!(sizing_decision(Some(&stenosis(19.0, None)), 10.0).propose);
+        assert!(!sizing_decision(None, DEFAULT_MIN_STENOSIS_PCT).propose);
+    }
 }

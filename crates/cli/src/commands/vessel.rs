@@ -94,6 +94,10 @@ pub struct MeasureVesselArgs {
     /// Sizing rules (TOML, see crates/vessel/src/sizing.toml; default: the built-in ones).
     #[arg(long)]
     sizing: Option<PathBuf>,
+    /// Propose balloon / stent sizes only from this stenosis (%, NASCET when measured,
+    /// else diameter stenosis; default: NASCET's moderate grade).
+    #[arg(long, default_value_t = pinhole_pipeline::vessel::DEFAULT_MIN_STENOSIS_PCT)]
+    sizing_min_stenosis_pct: f64,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -110,6 +114,7 @@ pub fn measure(args: &MeasureArgs, terminal: &dyn Observer) -> anyhow::Result<()
         nascet_distal_mm: args.nascet_distal_mm,
         ecst_bulb_mm: args.ecst_bulb_mm,
         sizing: args.sizing.clone(),
+        sizing_min_stenosis_pct: args.sizing_min_stenosis_pct,
     };
     pinhole_pipeline::vessel::measure(&request, terminal)?.write(&args.out, terminal)?;
     Ok(())
