@@ -9,7 +9,9 @@
 //! Doses reported in the literature (shared/reference/vessel_ablation.md §4f): 1470 nm
 //! radial fibres closed veins at 20–30 J/cm and 5 W against 80 J/cm and 12 W at 980 nm
 //! (PMID 19628516); Malskat 2014 argues power and speed matter more than J/cm. No single
-//! threshold is hard-coded.
+//! threshold decides a treatment; [`evla_warnings`] flags a LEED outside the span of
+//! those published doses (below 20 J/cm, or above 100 J/cm, well over the 80 J/cm of the
+//! 980 nm arm).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,29 @@ pub struct EvlaDose {
     pub treatment_time_s: f64,
     /// mL of foam (or sclerosant) to fill the segment as a cylinder.
     pub segment_volume_ml: f64,
+}
+
+/// Lowest LEED in the published comparison (1470 nm, radial fibre), J/cm.
+pub const EVLA_LEED_PUBLISHED_MIN_J_CM: f64 = 20.0;
+/// LEED above which a dose is far beyond the published ones (80 J/cm at 980 nm), J/cm.
+pub const EVLA_LEED_PUBLISHED_MAX_J_CM: f64 = 100.0;
+/// Where the LEED span comes from.
+pub const EVLA_LEED_SOURCE: &str = "20-30 J/cm at 1470 nm with a radial fibre vs 80 J/cm at 980 nm closed veins (PMID 19628516; reference/vessel_ablation.md section 4f)";
+
+/// What a user should know about a dose outside the published span (empty: inside it).
+pub fn evla_warnings(dose: &EvlaDose) -> Vec<String> {
+    let leed = dose.leed_j_cm;
+    if leed < EVLA_LEED_PUBLISHED_MIN_J_CM {
+        vec![format!(
+            "LEED {leed:.1} J/cm is below the published doses ({EVLA_LEED_SOURCE}): the vein may not close"
+        )]
+    } else if leed > EVLA_LEED_PUBLISHED_MAX_J_CM {
+        vec![format!(
+            "LEED {leed:.1} J/cm is far above the published doses ({EVLA_LEED_SOURCE}): risk of perforation, burns and nerve injury; check power and pullback speed"
+        )]
+    } else {
+        Vec::new()
+    }
 }
 
 /// EVLA dose for `power_w` at `pullback_mm_s` in a vein of `diameter_mm` over `length_cm`.

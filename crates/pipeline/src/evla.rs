@@ -31,6 +31,9 @@ pub struct EvlaReport {
     #[serde(default = "unversioned")]
     pub schema_version: u32,
     pub dose: EvlaDose,
+    /// A dose outside the published span, with the source (empty: inside it).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     pub formulas: EvlaFormulas,
     pub version: String,
     pub note: String,
@@ -54,6 +57,7 @@ pub fn run(request: &EvlaRequest) -> Result<EvlaReport> {
     )?;
     Ok(EvlaReport {
         schema_version: EvlaReport::SCHEMA_VERSION,
+        warnings: pinhole_ablation::vein::evla_warnings(&dose),
         dose,
         formulas: EvlaFormulas {
             leed_j_cm: "power_w / (pullback_mm_s / 10)".to_owned(),

@@ -257,7 +257,40 @@ fn evla_report() {
     let fluence = 100.0 / (std::f64::consts::PI * 0.6);
     assert!((report.dose.wall_fluence_j_cm2 - fluence).abs() < 1e-9);
     assert!((report.dose.treatment_time_s - 300.0).abs() < 1e-9);
+    assert!(report.warnings.is_empty(), "100 J/cm is published practice");
     insta::assert_json_snapshot!("evla", snapshot_value(&report, tmp.path()));
+}
+
+/// Regression (#17): `pinhole evla` gave 1,000 J/cm without a word.
+#[test]
+fn evla_warns_outside_the_published_doses() {
+    let dose = |power_w, pullback_mm_s| {
+        pinhole_pipeline::evla::run(&EvlaRequest {
+            power_w,
+            pullback_mm_s,
+            diameter_mm: 6.0,
+            length_cm: 30.0,
+        })
+        .unwrap()
+    };
+    // 50 W at 0.5 mm/s: 1,000 J/cm.
+    let high = dose(50.0, 0.5);
+    assert_eq!(high.warnings.len(), 1, "{:?}", high.warnings);
+    assert!(high.warnings[0].starts_with("LEED 1000.0 J/cm is far above the published doses"));
+    assert!(high.warnings[0].contains("PMID 19628516"));
+    // 5 W at 5 mm/s: 10 J/cm.
+    let low = dose(5.0, 5.0);
+    assert!(low.warnings[0].starts_with("LEED 10.0 J/cm is below the published doses"));
+    // 5 W at 2 mm/s: 25 J/cm, the 1470 nm radial-fibre dose.
+    assert!(dose(5.0, 2.0).warnings.is_empty());
+    // Impossible input is refused, not computed.
+    assert!(pinhole_pipeline::evla::run(&EvlaRequest {
+        power_w: 10.0,
+        pullback_mm_s: 0.0,
+        diameter_mm: 6.0,
+        length_cm: 30.0,
+    })
+    .is_err());
 }
 
 /// A report whose `schema_version` is newer than this build's is refused with a reason;

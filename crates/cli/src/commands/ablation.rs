@@ -127,6 +127,9 @@ pub fn evla(args: &EvlaArgs) -> anyhow::Result<()> {
         diameter_mm: args.diameter_mm,
         length_cm: args.length_cm,
     })?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
     if args.json {
         println!("{}", pinhole_pipeline::report::to_json(&report)?);
     } else {
