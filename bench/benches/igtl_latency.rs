@@ -99,6 +99,7 @@ fn session() -> BenchResult<Session> {
             zone: TargetZone::Mask(Box::new(target.region)),
             label_id: target.label_id,
             description: target.description,
+            risk_groups: None,
         },
         None,
         SessionInputs::default(),

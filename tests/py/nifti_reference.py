@@ -7,6 +7,7 @@ Subcommands (JSON on stdout, voxel arrays as raw little-endian files, i fastest)
   variant SRC OUT KIND          rewrite SRC with nibabel as KIND: nifti2-be (NIfTI-2,
                                 big-endian), qform-only (sform_code 0), float-scaled
                                 (int16 with a non-integer scl_slope)
+  count LABELS ID               number of voxels equal to ID (an integer)
   edt LABELS ID INSIDE OUTSIDE  scipy.ndimage.distance_transform_edt of (labels == ID) and
                                 of its complement, with sampling = voxel sizes; float32
 """
@@ -98,6 +99,13 @@ def edt(labels_path, label_id, inside_out, outside_out):
                       "max_inside_mm": float(inside.max())}))
 
 
+def count(path, label_id):
+    import nibabel as nib
+
+    data = np.asarray(nib.load(path).dataobj)
+    print(json.dumps(int((data == int(label_id)).sum())))
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"nifti": nifti, "nrrd": nrrd_file, "edt": edt, "variant": variant}[command](*args)
+    {"nifti": nifti, "nrrd": nrrd_file, "edt": edt, "variant": variant, "count": count}[command](*args)

@@ -138,3 +138,35 @@ fn plan_needle_names_unknown_procedures() {
         "{err}"
     );
 }
+
+/// Regression (#17): the chest CT's costal cartilages have id 118, which TotalSegmentator
+/// v2's table (the default) does not name; planning ignored them. Now `plan needle`
+/// refuses, naming the id, its voxel count (nibabel's) and the way out.
+#[test]
+fn plan_needle_refuses_labels_the_table_does_not_name() {
+    let data = shared_data("chest-ct");
+    let labels = data.join("labels.nii.gz");
+    let count = python_json(
+        "nifti_reference.py",
+        &["count", labels.to_str().unwrap(), "118"],
+    );
+    let out = pinhole(&[
+        "plan",
+        "needle",
+        "--ct",
+        data.join("ct.nii.gz").to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--procedure",
+        "liver-biopsy",
+        "--target",
+        "liver:deepest",
+        "--out",
+        "/tmp/pinhole-unnamed-unused",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("118 ({count} voxels)")), "{err}");
+    assert!(err.contains("--unnamed-labels forbid"), "{err}");
+    assert!(!Path::new("/tmp/pinhole-unnamed-unused").exists());
+}

@@ -42,6 +42,8 @@ pub enum PlanSource {
         zone: TargetZone,
         label_id: Option<u32>,
         description: String,
+        /// Risk groups; `None`: the default set.
+        risk_groups: Option<Vec<RiskGroup>>,
     },
 }
 
@@ -197,13 +199,14 @@ fn resolve(source: &PlanSource) -> ResolvedSource {
             zone,
             label_id,
             description,
+            risk_groups,
         } => ResolvedSource {
             plan: PlanGeometry {
                 target_lps: *target_lps,
                 entry_lps: None,
             },
             zone: zone.clone(),
-            groups: None,
+            groups: risk_groups.clone(),
             exclude_ids: label_id.iter().copied().collect(),
             from: format!("--target {description}"),
         },
@@ -221,10 +224,12 @@ impl Session {
         inputs: SessionInputs,
     ) -> Self {
         let resolved = resolve(&source);
-        let groups_from = if resolved.groups.is_some() {
-            "plan.json profile.risk_groups"
-        } else {
-            "default TotalSegmentator set (pinhole_guidance::default_risk_groups)"
+        let groups_from = match (&source, &resolved.groups) {
+            (_, None) => "default TotalSegmentator set (pinhole_guidance::default_risk_groups)",
+            (PlanSource::Plan(_), Some(_)) => "plan.json profile.risk_groups",
+            (PlanSource::Target { .. }, Some(_)) => {
+                "given with the target (see each group's source)"
+            }
         };
         let groups = resolved.groups.unwrap_or_else(default_risk_groups);
         let target_zone = match &resolved.zone {

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, OrInvalid, Result};
 use crate::figures::{applicator_slice, axial_contours, write_picture, RgbPicture};
-use crate::inputs::{label_table, load_ct, load_labels, InputFile};
+use crate::inputs::{
+    check_unnamed, label_table, load_ct, load_labels, unnamed_warning, InputFile, UnnamedLabels,
+};
 use crate::needle::PlanPaths;
 use crate::observe::Observer;
 use crate::report::{create_dir, unversioned, write_json, Report, DISCLAIMER, VERSION};
@@ -58,6 +60,9 @@ pub struct AblationRequest {
     pub grid_mm: f64,
     /// Most applicators when one zone cannot cover tumour + margin.
     pub max_applicators: usize,
+    /// Labelled voxels the table does not name: refuse (default), or go on with a
+    /// warning (they cannot be checked as heat sinks).
+    pub unnamed_labels: UnnamedLabels,
 }
 
 impl AblationRequest {
@@ -87,6 +92,7 @@ impl AblationRequest {
             path: None,
             grid_mm: 1.0,
             max_applicators: 3,
+            unnamed_labels: UnnamedLabels::default(),
         }
     }
 }
@@ -166,6 +172,9 @@ pub struct AblationReport {
     pub inputs: AblationInputs,
     pub version: String,
     pub note: String,
+    /// What the plan could not use or check (also shown on the terminal).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl Report for AblationReport {
@@ -200,6 +209,22 @@ pub fn run(request: &AblationRequest, observer: &dyn Observer) -> Result<Ablatio
     let (table_name, table) = label_table(request.labels_table.as_deref())?;
     let ct = load_ct(&request.ct, observer)?;
     let labels = load_labels(&request.labels, observer)?;
+    let unnamed = check_unnamed(
+        &labels,
+        &table,
+        &table_name,
+        &request.labels,
+        request.unnamed_labels,
+    )?;
+    let mut warnings = Vec::new();
+    if !unnamed.is_empty() {
+        let warning = unnamed_warning(
+            &unnamed,
+            "not checked as heat sinks: if one is a vessel near the tumour, it may cool the zone and thin the margin",
+        );
+        observer.warn(&warning);
+        warnings.push(warning);
+    }
     let target = spec
         .resolve(&labels, |name| table.id_of(name))
         .with_context(|| format!("tumour {:?}", request.tumor))?;
@@ -239,6 +264,7 @@ pub fn run(request: &AblationRequest, observer: &dyn Observer) -> Result<Ablatio
         .or_invalid(|| "no zone to draw".to_owned())?;
     let report = AblationReport {
         schema_version: AblationReport::SCHEMA_VERSION,
+        warnings,
         procedure: "thermal ablation".to_owned(),
         mode: if simulate { "simulate" } else { "device" }.to_owned(),
         criterion: result.criterion.clone(),

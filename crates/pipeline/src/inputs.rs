@@ -81,6 +81,86 @@ pub fn label_table(spec: Option<&str>) -> Result<(String, LabelTable)> {
     Ok((spec.to_string(), table))
 }
 
+/// What a planner does with labelled voxels whose id the label table does not name
+/// (e.g. a TotalSegmentator v1 map read with the v2 table). Ignoring them would let a
+/// plan run through them silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnnamedLabels {
+    /// Refuse, naming the ids and their voxel counts (the default).
+    #[default]
+    Refuse,
+    /// Treat them as structures to avoid (`unnamed_label_<id>`), with a warning.
+    Forbid,
+}
+
+impl std::str::FromStr for UnnamedLabels {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "refuse" => Ok(Self::Refuse),
+            "forbid" => Ok(Self::Forbid),
+            other => Err(format!("{other:?}: refuse or forbid")),
+        }
+    }
+}
+
+/// Label ids present in `labels` (0 aside) that `table` does not name, with their voxel
+/// counts, by id.
+pub fn unnamed_labels(labels: &Volume<u16>, table: &LabelTable) -> Vec<(u16, usize)> {
+    let mut counts = vec![0usize; usize::from(u16::MAX) + 1];
+    for &v in labels.data() {
+        counts[usize::from(v)] += 1;
+    }
+    (1..=u16::MAX)
+        .filter(|&id| counts[usize::from(id)] > 0 && table.name(u32::from(id)).is_none())
+        .map(|id| (id, counts[usize::from(id)]))
+        .collect()
+}
+
+/// The name an unnamed label id goes by when it is treated as a structure to avoid.
+pub fn unnamed_label_name(id: u16) -> String {
+    format!("unnamed_label_{id}")
+}
+
+/// `118 (12345 voxels), 120 (7 voxels)`.
+fn describe_unnamed(unnamed: &[(u16, usize)]) -> String {
+    unnamed
+        .iter()
+        .map(|(id, n)| format!("{id} ({n} voxels)"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks a label map against its table. `Refuse`: an error naming the unnamed ids;
+/// `Forbid`: the unnamed ids (empty when every id is named), for the caller to avoid.
+pub fn check_unnamed(
+    labels: &Volume<u16>,
+    table: &LabelTable,
+    table_name: &str,
+    labels_path: &Path,
+    policy: UnnamedLabels,
+) -> Result<Vec<(u16, usize)>> {
+    let unnamed = unnamed_labels(labels, table);
+    if unnamed.is_empty() || policy == UnnamedLabels::Forbid {
+        return Ok(unnamed);
+    }
+    Err(Error::invalid(format!(
+        "{} holds label ids that the label table {table_name} does not name: {}. A plan that \
+         ignored them could pass through them: give the table that names them \
+         (--labels-table), or --unnamed-labels forbid to treat them as structures to avoid",
+        labels_path.display(),
+        describe_unnamed(&unnamed)
+    )))
+}
+
+/// The warning a report carries when unnamed labels were forbidden: what was done.
+pub fn unnamed_warning(unnamed: &[(u16, usize)], treatment: &str) -> String {
+    format!(
+        "label ids not in the label table: {}; {treatment}",
+        describe_unnamed(unnamed)
+    )
+}
+
 /// `(id, name)` of every entry of a label table.
 pub fn table_entries(table: &LabelTable) -> Vec<(u32, String)> {
     table.iter().map(|(id, e)| (id, e.name.clone())).collect()

@@ -15,7 +15,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::inputs::{label_table, load_ct, load_labels, table_entries, InputFile};
+use crate::inputs::{
+    check_unnamed, label_table, load_ct, load_labels, table_entries, unnamed_label_name,
+    unnamed_warning, InputFile, UnnamedLabels,
+};
 use crate::observe::{step, Observer};
 use crate::report::{self, create_dir, unversioned, write_json, Report, DISCLAIMER, VERSION};
 
@@ -40,6 +43,8 @@ pub struct NeedleRequest {
     pub top: usize,
     /// Evaluate only the path from this skin point (LPS mm).
     pub entry_lps: Option<Vec3>,
+    /// Labelled voxels the table does not name: refuse (default) or avoid them.
+    pub unnamed_labels: UnnamedLabels,
 }
 
 impl NeedleRequest {
@@ -56,6 +61,7 @@ impl NeedleRequest {
             candidates: options.candidates,
             top: options.top_k,
             entry_lps: None,
+            unnamed_labels: UnnamedLabels::default(),
         }
     }
 }
@@ -181,6 +187,20 @@ impl From<&NeedleReport> for PlanPaths {
     }
 }
 
+/// The risk group that keeps needles out of labelled voxels the table does not name
+/// (`--unnamed-labels forbid`): a needle must not enter an unknown structure; the
+/// clearance is the bone group's (needle radius + margin).
+pub fn unnamed_risk_group(unnamed: &[(u16, usize)]) -> RiskGroup {
+    RiskGroup {
+        name: "unnamed_labels".to_owned(),
+        labels: unnamed.iter().map(|&(id, _)| unnamed_label_name(id)).collect(),
+        clearance_mm: 3.0,
+        optional: false,
+        weight: 1.0,
+        source: "--unnamed-labels forbid: label ids the label table does not name are unknown structures; avoided like bone (needle radius + margin, 3 mm)".to_owned(),
+    }
+}
+
 /// A plan with the pictures and files that go with it.
 #[derive(Debug, Clone)]
 pub struct NeedleOutcome {
@@ -193,7 +213,7 @@ pub struct NeedleOutcome {
 
 /// Plans needle paths.
 pub fn run(request: &NeedleRequest, observer: &dyn Observer) -> Result<NeedleOutcome> {
-    let profile = match &request.profile {
+    let mut profile = match &request.profile {
         Some(path) => Profile::from_toml_file(path)?,
         None => Profile::builtin(&request.procedure)?,
     };
@@ -201,7 +221,23 @@ pub fn run(request: &NeedleRequest, observer: &dyn Observer) -> Result<NeedleOut
     let (table_name, table) = label_table(request.labels_table.as_deref())?;
     let ct = load_ct(&request.ct, observer)?;
     let labels = load_labels(&request.labels, observer)?;
-    let (ctx, plan) = step(observer, "planning", || -> Result<_> {
+    let unnamed = check_unnamed(
+        &labels,
+        &table,
+        &table_name,
+        &request.labels,
+        request.unnamed_labels,
+    )?;
+    let mut entries = table_entries(&table);
+    if !unnamed.is_empty() {
+        entries.extend(
+            unnamed
+                .iter()
+                .map(|&(id, _)| (u32::from(id), unnamed_label_name(id))),
+        );
+        profile.risk_groups.push(unnamed_risk_group(&unnamed));
+    }
+    let (ctx, mut plan) = step(observer, "planning", || -> Result<_> {
         let ctx = PlanningContext::new(ct, labels)?;
         let target = spec.resolve(ctx.labels(), |name| table.id_of(name))?;
         let target = ctx.aim(&profile, target);
@@ -211,9 +247,17 @@ pub fn run(request: &NeedleRequest, observer: &dyn Observer) -> Result<NeedleOut
             entry_lps: request.entry_lps,
             ..PlanOptions::default()
         };
-        let plan = ctx.plan(&profile, &table_entries(&table), &target, &options)?;
+        let plan = ctx.plan(&profile, &entries, &target, &options)?;
         Ok((ctx, plan))
     })?;
+    if !unnamed.is_empty() {
+        let warning = unnamed_warning(
+            &unnamed,
+            "treated as structures to avoid (risk group unnamed_labels, 3 mm clearance)",
+        );
+        // The CLI prints the plan's warnings.
+        plan.warnings.push(warning);
+    }
     let color_of = |id: u16| table.color_of(u32::from(id));
     let best_png = render::needle_plane(&ctx, &plan, &color_of, 512, 0.5);
     let report = NeedleReport {

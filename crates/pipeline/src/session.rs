@@ -17,7 +17,11 @@ use pinhole_volume::target::TargetSpec;
 use pinhole_volume::Volume;
 
 use crate::error::{OrInvalid, Result};
-use crate::inputs::{labels_of, load};
+use crate::inputs::{
+    check_unnamed, labels_of, load, unnamed_label_name, unnamed_warning, UnnamedLabels,
+    DEFAULT_LABEL_TABLE,
+};
+use crate::needle::unnamed_risk_group;
 use crate::needle::PlanPaths;
 use crate::observe::Observer;
 use crate::vessel::RouteReport;
@@ -48,6 +52,9 @@ pub struct SessionData<'a> {
     pub plan: GuidancePlan,
     /// `ReferenceToRAS` of the tracker, if known.
     pub registration: Option<Mat4>,
+    /// Labelled voxels the table does not name: refuse (default) or avoid them (an
+    /// `unnamed_labels` risk group, 3 mm clearance).
+    pub unnamed_labels: UnnamedLabels,
     /// Reported as given.
     pub inputs: SessionInputs,
 }
@@ -76,12 +83,35 @@ pub fn build(
         observer
             .warn("the label map and the CT have different geometry; guidance uses the label grid");
     }
-    let names: BTreeMap<u32, String> = data
+    let mut names: BTreeMap<u32, String> = data
         .table
         .iter()
         .map(|(id, e)| (id, e.name.clone()))
         .collect();
-    let source = plan_source(&data.plan, data.labels, data.table, observer)?;
+    let labels_path = Path::new(data.inputs.labels.as_deref().unwrap_or("the label map"));
+    let unnamed = check_unnamed(
+        data.labels,
+        data.table,
+        data.inputs
+            .labels_table
+            .as_deref()
+            .unwrap_or(DEFAULT_LABEL_TABLE),
+        labels_path,
+        data.unnamed_labels,
+    )?;
+    let mut source = plan_source(&data.plan, data.labels, data.table, observer)?;
+    if !unnamed.is_empty() {
+        names.extend(
+            unnamed
+                .iter()
+                .map(|&(id, _)| (u32::from(id), unnamed_label_name(id))),
+        );
+        avoid_unnamed(&mut source, &unnamed);
+        observer.warn(&unnamed_warning(
+            &unnamed,
+            "guidance treats them as risk structures (group unnamed_labels, 3 mm clearance)",
+        ));
+    }
     let mut plans: Vec<&PlanPaths> = Vec::new();
     if let GuidancePlan::Needle(plan) = &data.plan {
         plans.push(plan);
@@ -134,7 +164,20 @@ fn plan_source(
         zone,
         label_id: target.label_id,
         description: target.description,
+        risk_groups: None,
     })
+}
+
+/// Adds the `unnamed_labels` risk group to the session's groups (the default set when
+/// the plan has none).
+fn avoid_unnamed(source: &mut PlanSource, unnamed: &[(u16, usize)]) {
+    let groups = match source {
+        PlanSource::Plan(p) => &mut p.risk_groups,
+        PlanSource::Target { risk_groups, .. } => risk_groups,
+    };
+    groups
+        .get_or_insert_with(pinhole_guidance::default_risk_groups)
+        .push(unnamed_risk_group(unnamed));
 }
 
 /// The web viewer's scene.

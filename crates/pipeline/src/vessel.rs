@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, OrInvalid, Result};
 use crate::figures::{route_picture, write_picture, RgbPicture};
-use crate::inputs::{label_table, load_ct, load_labels};
+use crate::inputs::{
+    check_unnamed, label_table, load_ct, load_labels, unnamed_warning, UnnamedLabels,
+};
 use crate::observe::Observer;
 use crate::report::{create_dir, unversioned, write_json, Report, DISCLAIMER, VERSION};
 
@@ -44,6 +46,9 @@ pub struct RouteRequest {
     pub step_mm: f64,
     /// Also extract the whole vessel tree.
     pub tree: bool,
+    /// Labelled voxels the table does not name: refuse (default), or go on (a route
+    /// only ever uses named vessel labels) with a warning.
+    pub unnamed_labels: UnnamedLabels,
 }
 
 impl RouteRequest {
@@ -57,6 +62,7 @@ impl RouteRequest {
             vessels: Vec::new(),
             step_mm: 1.0,
             tree: false,
+            unnamed_labels: UnnamedLabels::default(),
         }
     }
 }
@@ -115,6 +121,9 @@ pub struct RouteReport {
     pub suspected_occlusions: Option<Vec<SuspectedOcclusion>>,
     pub methods: RouteMethods,
     pub elapsed_s: f64,
+    /// What the route could not use or check (also shown on the terminal).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl Report for RouteReport {
@@ -138,6 +147,22 @@ pub struct RouteOutcome {
 pub fn plan_route(request: &RouteRequest, observer: &dyn Observer) -> Result<RouteOutcome> {
     let labels = load_labels(&request.labels, observer)?;
     let (table_name, table) = label_table(request.labels_table.as_deref())?;
+    let unnamed = check_unnamed(
+        &labels,
+        &table,
+        &table_name,
+        &request.labels,
+        request.unnamed_labels,
+    )?;
+    let mut warnings = Vec::new();
+    if !unnamed.is_empty() {
+        let warning = unnamed_warning(
+            &unnamed,
+            "the route never enters them (it only follows named vessel labels); if one is a vessel, the route may miss a shorter way",
+        );
+        observer.warn(&warning);
+        warnings.push(warning);
+    }
     let vessels = vessel_set(request, &labels, &table)?;
     let started = Instant::now();
     let map = VesselMap::new(&labels, vessels.clone())?;
@@ -176,6 +201,7 @@ pub fn plan_route(request: &RouteRequest, observer: &dyn Observer) -> Result<Rou
     let picture = route_picture(&labels, ct.as_ref(), &vessels, &table, &route.points_lps)?;
     let report = RouteReport {
         schema_version: RouteReport::SCHEMA_VERSION,
+        warnings,
         note: DISCLAIMER.to_owned(),
         version: VERSION.to_owned(),
         procedure: "catheter route".to_owned(),

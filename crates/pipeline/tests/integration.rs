@@ -11,3 +11,4 @@ mod shared;
 mod live;
 mod reports;
 mod schemas;
+mod unnamed;

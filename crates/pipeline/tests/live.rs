@@ -24,6 +24,7 @@ fn session_and_metrics_on_the_sample() {
         table: &data.table,
         plan: GuidancePlan::Target("liver:deepest".to_owned()),
         registration: None,
+        unnamed_labels: Default::default(),
         inputs: Default::default(),
     };
     let content = ViewerContent {

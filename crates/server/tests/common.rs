@@ -102,6 +102,7 @@ pub fn phantom_target_session() -> Session {
             },
             label_id: None,
             description: "origin".into(),
+            risk_groups: None,
         },
         None,
         SessionInputs::default(),

@@ -90,6 +90,7 @@ pub fn run(args: &AblationArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
         path: args.path.clone(),
         grid_mm: args.grid_mm,
         max_applicators: args.max_applicators,
+        unnamed_labels: args.volumes.unnamed_labels,
     };
     let outcome = pinhole_pipeline::ablation::run(&request, terminal)?;
     outcome.write(&args.out)?;

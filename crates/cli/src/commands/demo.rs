@@ -145,6 +145,7 @@ fn serve_with_replay(
         table: &data.table,
         plan: GuidancePlan::Needle(Box::new(guided)),
         registration: None,
+        unnamed_labels: Default::default(),
         inputs: SessionInputs {
             ct: show(&files.ct),
             labels: show(&files.labels),

@@ -26,6 +26,10 @@ pub struct VolumeArgs {
     /// Label names: totalseg-v2 (default), totalseg-v1, a CSV or a Slicer colour table.
     #[arg(long)]
     pub labels_table: Option<String>,
+    /// Label ids in the map that the table does not name: `refuse` (default) or
+    /// `forbid` (avoid them as unknown structures, with a warning in the report).
+    #[arg(long, default_value = "refuse")]
+    pub unnamed_labels: pinhole_pipeline::inputs::UnnamedLabels,
 }
 
 /// Parses `x,y,z` (LPS mm) for clap.

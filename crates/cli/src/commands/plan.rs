@@ -66,6 +66,7 @@ fn needle(args: &NeedleArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
         candidates: args.candidates,
         top: args.top,
         entry_lps: args.entry,
+        unnamed_labels: args.volumes.unnamed_labels,
     };
     let outcome = pinhole_pipeline::needle::run(&request, terminal)?;
     outcome.write(&args.out)?;

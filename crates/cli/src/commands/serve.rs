@@ -85,6 +85,7 @@ pub fn run(args: &ServeArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
         table: &table,
         plan,
         registration,
+        unnamed_labels: volumes.unnamed_labels,
         inputs: SessionInputs {
             ct: show(&volumes.ct),
             labels: show(&volumes.labels),

@@ -35,6 +35,10 @@ pub struct PlanVesselArgs {
     /// Also extract the whole vessel tree (branches with lengths; slower).
     #[arg(long)]
     tree: bool,
+    /// Label ids in the map that the table does not name: `refuse` (default) or
+    /// `forbid` (the route never enters them; a warning in route.json).
+    #[arg(long, default_value = "refuse")]
+    unnamed_labels: pinhole_pipeline::inputs::UnnamedLabels,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -50,6 +54,7 @@ pub fn plan(args: &PlanVesselArgs, terminal: &dyn Observer) -> anyhow::Result<()
         vessels: args.vessels.clone(),
         step_mm: args.step_mm,
         tree: args.tree,
+        unnamed_labels: args.unnamed_labels,
     };
     pinhole_pipeline::vessel::plan_route(&request, terminal)?.write(&args.out, terminal)?;
     Ok(())
