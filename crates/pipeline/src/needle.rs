@@ -87,7 +87,9 @@ pub struct NeedleReport {
 
 impl Report for NeedleReport {
     const NAME: &'static str = "needle-plan";
-    const SCHEMA_VERSION: u32 = 1;
+    /// 2: `min_clearance_mm` values may be `null` (a risk group with no structure in the
+    /// label map; version 1 wrote a 1024 mm sentinel).
+    const SCHEMA_VERSION: u32 = 2;
     fn schema_version(&self) -> u32 {
         self.schema_version
     }

@@ -109,7 +109,7 @@ fn needle_plans_refuse_or_avoid_unnamed_labels() {
     assert_eq!(group.labels, vec![format!("unnamed_label_{MISSING_ID}")]);
     assert!(!plan.paths.is_empty());
     for path in plan.paths.iter().filter(|p| p.feasible) {
-        let clearance = path.min_clearance_mm["unnamed_labels"];
+        let clearance = path.min_clearance_mm["unnamed_labels"].expect("checked");
         assert!(
             clearance >= 3.0,
             "path {} passes {clearance} mm from id 88",
@@ -200,4 +200,61 @@ fn guidance_sessions_refuse_or_add_a_risk_group() {
         .find(|g| g.name == "unnamed_labels")
         .expect("a risk group for the unnamed labels");
     assert_eq!(group.labels, vec![format!("unnamed_label_{MISSING_ID}")]);
+}
+
+/// Regression (#17): a risk group with no structure in the label map was reported with a
+/// 1024 mm sentinel clearance and no word. Now its clearance is `null` and `warnings`
+/// say why; a group with some structures absent names them. Case: the kidney-biopsy
+/// profile plus a group of the gallbladder alone, which the sample does not contain.
+#[test]
+fn absent_risk_structures_are_null_with_a_warning() {
+    let case = case();
+    let shipped = std::fs::read_to_string(
+        crate::shared::repo_root().join("crates/plan-needle/profiles/kidney-biopsy.toml"),
+    )
+    .unwrap();
+    let profile = case.table.with_file_name("kidney-with-gallbladder.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "{shipped}\n[[risk_groups]]\nname = \"gallbladder_only\"\nlabels = [\"gallbladder\"]\nclearance_mm = 5.0\nweight = 1.0\nsource = \"test\"\n"
+        ),
+    )
+    .unwrap();
+    let request = NeedleRequest {
+        labels_table: Some(case.files.table.display().to_string()),
+        profile: Some(profile),
+        ..NeedleRequest::new(
+            &case.files.ct,
+            &case.files.labels,
+            "kidney-biopsy",
+            "kidney_cyst_left",
+        )
+    };
+    let report = pinhole_pipeline::needle::run(&request, &Quiet)
+        .unwrap()
+        .report;
+    let plan = &report.plan;
+    assert!(!plan.paths.is_empty());
+    for path in &plan.paths {
+        assert_eq!(
+            path.min_clearance_mm["gallbladder_only"], None,
+            "no 1024 mm sentinel"
+        );
+        assert!(path.min_clearance_mm["bone"].is_some());
+    }
+    let text = plan.warnings.join("\n");
+    assert!(
+        text.contains("risk group gallbladder_only: none of its structures (gallbladder) is in the label map; its clearance is not checked (null)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("risk group other_organs: gallbladder not in the label map"),
+        "{text}"
+    );
+    let json = pinhole_pipeline::report::to_json(&report).unwrap();
+    assert!(
+        json.contains("\"gallbladder_only\": null"),
+        "null in plan.json"
+    );
 }

@@ -106,8 +106,9 @@ pub struct PathReport {
     pub direction_lps: Vec3,
     pub length_mm: f64,
     /// Distance from the needle axis to the nearest voxel centre of each risk group,
-    /// exact up to clearance + 20 mm (beyond: the coarse estimate).
-    pub min_clearance_mm: BTreeMap<String, f64>,
+    /// exact up to clearance + 20 mm (beyond: the coarse estimate); `null` for a group
+    /// with no structure in the label map (not checked: the plan's `warnings` say why).
+    pub min_clearance_mm: BTreeMap<String, Option<f64>>,
     pub skin_angle_deg: f64,
     pub axial_angle_deg: f64,
     pub capsule_angle_deg: Option<f64>,
@@ -156,6 +157,8 @@ pub(crate) struct Rules {
     pub(crate) max_axial_deg: Option<f64>,
     pub(crate) needs_labels: bool,
     pub(crate) labels_all_the_way: bool,
+    /// Risk groups with no structure in the label map: reported as `null` clearances.
+    pub(crate) unchecked_groups: Vec<String>,
     /// length, clearance, skin angle, capsule angle.
     pub(crate) weights: [f64; 4],
 }
@@ -229,29 +232,55 @@ fn expand(patterns: &[String], table: &[(u32, String)]) -> (Vec<u16>, Vec<String
     (ids, names, missing)
 }
 
-/// Each risk group's label ids (minus the allowed ones) and names; labels missing from
-/// the table go to `missing` (unless the group is optional), groups left empty are
-/// skipped with a warning.
+/// Each risk group's label ids present in the label map (minus the allowed ones) and
+/// names. Labels missing from the table go to `missing` (unless the group is optional);
+/// a label pattern with no structure in the label map is a warning (not checked), and a
+/// group left with none goes to `unchecked` (its clearance is reported as `null`).
 fn risk_group_labels<'p>(
     profile: &'p Profile,
     table: &[(u32, String)],
     allowed: &[u16],
+    present: &dyn Fn(u16) -> bool,
     missing: &mut Vec<String>,
+    unchecked: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Vec<(&'p RiskGroup, Vec<u16>, Vec<String>)> {
     let mut groups = Vec::new();
     for g in &profile.risk_groups {
-        let (ids, names, miss) = expand(&g.labels, table);
+        let (all_ids, names, miss) = expand(&g.labels, table);
         if !g.optional {
             missing.extend(miss.iter().map(|m| format!("{m} (risk group {})", g.name)));
         }
-        let ids: Vec<u16> = ids.into_iter().filter(|i| !allowed.contains(i)).collect();
+        let absent: Vec<String> = g
+            .labels
+            .iter()
+            .filter(|pattern| !miss.contains(pattern))
+            .filter(|pattern| {
+                let (p_ids, _, _) = expand(std::slice::from_ref(pattern), table);
+                !p_ids.into_iter().any(present)
+            })
+            .cloned()
+            .collect();
+        let mut ids: Vec<u16> = all_ids
+            .into_iter()
+            .filter(|&id| !allowed.contains(&id) && present(id))
+            .collect();
+        ids.sort_unstable();
         if ids.is_empty() {
             warnings.push(format!(
-                "risk group {} has no label in this table; skipped",
-                g.name
+                "risk group {}: none of its structures ({}) is in the label map; its clearance is not checked (null)",
+                g.name,
+                g.labels.join(", ")
             ));
+            unchecked.push(g.name.clone());
             continue;
+        }
+        if !absent.is_empty() {
+            warnings.push(format!(
+                "risk group {}: {} not in the label map; not checked",
+                g.name,
+                absent.join(", ")
+            ));
         }
         groups.push((g, ids, names));
     }
@@ -357,7 +386,18 @@ impl PlanningContext {
     ) -> Result<(Rules, AppliedProfile), PlanError> {
         let mut missing = Vec::new();
         let (allowed, allowed_names) = self.allowed_labels(profile, table, target);
-        let groups = risk_group_labels(profile, table, &allowed, &mut missing, warnings);
+        let info = self.label_info();
+        let present = |id: u16| info.contains_key(&id);
+        let mut unchecked_groups = Vec::new();
+        let groups = risk_group_labels(
+            profile,
+            table,
+            &allowed,
+            &present,
+            &mut missing,
+            &mut unchecked_groups,
+            warnings,
+        );
         let traverse = traverse_rules(profile, table, &mut missing);
         let lobes = lobe_lut(profile, table, &mut missing);
         if !missing.is_empty() {
@@ -393,6 +433,7 @@ impl PlanningContext {
             max_axial_deg: profile.axial_angle.as_ref().map(|a| a.max_deg),
             needs_labels,
             labels_all_the_way: !traverse_empty || has_lobes,
+            unchecked_groups,
             weights: [
                 profile.weights.length,
                 profile.weights.clearance,
@@ -799,7 +840,16 @@ impl PlanningContext {
             target_lps: target,
             direction_lps: unit(d),
             length_mm: norm(d),
-            min_clearance_mm: clearances,
+            min_clearance_mm: clearances
+                .into_iter()
+                .map(|(name, d)| (name, Some(d)))
+                .chain(
+                    rules
+                        .unchecked_groups
+                        .iter()
+                        .map(|name| (name.clone(), None)),
+                )
+                .collect(),
             skin_angle_deg: c.skin_angle_deg,
             axial_angle_deg: c.dir[2].abs().clamp(0.0, 1.0).asin().to_degrees(),
             capsule_angle_deg: c.capsule_angle_deg,

@@ -87,7 +87,7 @@ fn every_path_goes_through_the_only_window_on_the_left() {
         );
         // The patient's left: LPS x grows towards the entry (the grid is LAS).
         assert!(p.entry_lps[0] > 55.0, "entry {:?}", p.entry_lps);
-        assert!(p.min_clearance_mm["bone"] >= 2.0);
+        assert!(p.min_clearance_mm["bone"].expect("bone is in the map") >= 2.0);
         // The entry is where the trilinear CT crosses -500 HU: midway between the voxel
         // centres at x = 59 mm (0 HU) and x = 61 mm (-1000 HU), on the plane x = 60 mm.
         assert!(
@@ -190,7 +190,7 @@ fn a_given_entry_is_evaluated_and_its_violations_named() {
     assert!(plan.paths[0]
         .violations
         .contains(&"clearance:bone".to_string()));
-    assert!(plan.paths[0].min_clearance_mm["bone"] < 2.0);
+    assert!(plan.paths[0].min_clearance_mm["bone"].expect("bone is in the map") < 2.0);
 }
 
 /// The lane-wise (SIMD) marches must end and score every ray as the one-ray march does:
