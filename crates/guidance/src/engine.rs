@@ -666,6 +666,18 @@ mod tests {
     use super::*;
     use pinhole_volume::Grid;
 
+    /// The aorta, 5 mm clearance.
+    fn vessels_group() -> RiskGroup {
+        RiskGroup {
+            name: "vessels".into(),
+            labels: vec!["aorta".into()],
+            clearance_mm: 5.0,
+            optional: false,
+            weight: 1.0,
+            source: "test".into(),
+        }
+    }
+
     fn engine(entry: Option<Vec3>) -> Guidance {
         let grid = Grid::axis_aligned([40, 40, 40], [1.0; 3], [0.0; 3]).unwrap();
         let mut data = vec![0u16; grid.voxel_count()];
@@ -679,14 +691,7 @@ mod tests {
         }
         let labels = Volume::new(grid, data).unwrap();
         let names = BTreeMap::from([(7, "aorta".to_owned())]);
-        let groups = vec![RiskGroup {
-            name: "vessels".into(),
-            labels: vec!["aorta".into()],
-            clearance_mm: 5.0,
-            optional: false,
-            weight: 1.0,
-            source: "test".into(),
-        }];
+        let groups = vec![vessels_group()];
         Guidance::new(
             PlanGeometry {
                 target_lps: [10.0, 20.0, 30.0],
@@ -760,14 +765,7 @@ mod tests {
             },
             reference.labels().clone(),
             reference.names.clone(),
-            &[RiskGroup {
-                name: "vessels".into(),
-                labels: vec!["aorta".into()],
-                clearance_mm: 5.0,
-                optional: false,
-                weight: 1.0,
-                source: "test".into(),
-            }],
+            &[vessels_group()],
             &[],
             Thresholds::default(),
         );

@@ -20,11 +20,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, OrInvalid, Result};
 use crate::figures::{applicator_slice, axial_contours, write_picture, RgbPicture};
 use crate::inputs::{
-    check_unnamed, label_table, load_ct, load_labels, unnamed_warning, InputFile, UnnamedLabels,
+    load_ct, load_named_labels, unnamed_warning, InputFile, NamedLabels, UnnamedLabels,
 };
 use crate::needle::PlanPaths;
 use crate::observe::Observer;
-use crate::report::{create_dir, unversioned, write_json, Report, DISCLAIMER, VERSION};
+use crate::report::{
+    create_dir, unversioned, versioned_report, write_json, Report, DISCLAIMER, VERSION,
+};
 
 /// How the zone is obtained.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,13 +179,7 @@ pub struct AblationReport {
     pub warnings: Vec<String>,
 }
 
-impl Report for AblationReport {
-    const NAME: &'static str = "ablation";
-    const SCHEMA_VERSION: u32 = 1;
-    fn schema_version(&self) -> u32 {
-        self.schema_version
-    }
-}
+versioned_report!(AblationReport, "ablation", 1);
 
 /// A plan with the volumes and picture that go with it.
 #[derive(Debug, Clone)]
@@ -206,16 +202,18 @@ pub fn run(request: &AblationRequest, observer: &dyn Observer) -> Result<Ablatio
         )));
     }
     let spec: TargetSpec = request.tumor.parse()?;
-    let (table_name, table) = label_table(request.labels_table.as_deref())?;
-    let ct = load_ct(&request.ct, observer)?;
-    let labels = load_labels(&request.labels, observer)?;
-    let unnamed = check_unnamed(
-        &labels,
-        &table,
-        &table_name,
+    let NamedLabels {
+        labels,
+        table_name,
+        table,
+        unnamed,
+    } = load_named_labels(
         &request.labels,
+        request.labels_table.as_deref(),
         request.unnamed_labels,
+        observer,
     )?;
+    let ct = load_ct(&request.ct, observer)?;
     let mut warnings = Vec::new();
     if !unnamed.is_empty() {
         let warning = unnamed_warning(

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::report::{unversioned, Report, DISCLAIMER, VERSION};
+use crate::report::{unversioned, versioned_report, Report, DISCLAIMER, VERSION};
 
 /// An EVLA treatment to dose.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,13 +39,7 @@ pub struct EvlaReport {
     pub note: String,
 }
 
-impl Report for EvlaReport {
-    const NAME: &'static str = "evla";
-    const SCHEMA_VERSION: u32 = 1;
-    fn schema_version(&self) -> u32 {
-        self.schema_version
-    }
-}
+versioned_report!(EvlaReport, "evla", 1);
 
 /// Computes the dose.
 pub fn run(request: &EvlaRequest) -> Result<EvlaReport> {

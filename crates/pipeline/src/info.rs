@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::inputs::{label_table, load};
 use crate::observe::Observer;
-use crate::report::{unversioned, Report, DISCLAIMER};
+use crate::report::{unversioned, versioned_report, Report, DISCLAIMER};
 
 /// A label present in a label map.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -161,13 +161,7 @@ fn label_rows(labels: &pinhole_volume::Volume<u16>, table: Option<&LabelTable>) 
         .collect()
 }
 
-impl Report for VolumeReport {
-    const NAME: &'static str = "volume-info";
-    const SCHEMA_VERSION: u32 = 1;
-    fn schema_version(&self) -> u32 {
-        self.schema_version
-    }
-}
+versioned_report!(VolumeReport, "volume-info", 1);
 
 /// Reads `path` (a DICOM folder: series `series_uid`, default the largest) and describes
 /// it; `labels_table` names the labels and marks the volume as a label map.

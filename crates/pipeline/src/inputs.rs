@@ -153,6 +153,34 @@ pub fn check_unnamed(
     )))
 }
 
+/// A label map, its table, and the ids the table does not name (empty unless forbidden).
+pub struct NamedLabels {
+    pub labels: Volume<u16>,
+    /// The table's name or file, as reports record it.
+    pub table_name: String,
+    pub table: LabelTable,
+    pub unnamed: Vec<(u16, usize)>,
+}
+
+/// Loads a label map and its table (`table_spec`, see [`label_table`]) and checks them
+/// against each other ([`check_unnamed`]).
+pub fn load_named_labels(
+    path: &Path,
+    table_spec: Option<&str>,
+    policy: UnnamedLabels,
+    observer: &dyn Observer,
+) -> Result<NamedLabels> {
+    let (table_name, table) = label_table(table_spec)?;
+    let labels = load_labels(path, observer)?;
+    let unnamed = check_unnamed(&labels, &table, &table_name, path, policy)?;
+    Ok(NamedLabels {
+        labels,
+        table_name,
+        table,
+        unnamed,
+    })
+}
+
 /// The warning a report carries when unnamed labels were forbidden: what was done.
 pub fn unnamed_warning(unnamed: &[(u16, usize)], treatment: &str) -> String {
     format!(

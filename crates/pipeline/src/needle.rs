@@ -16,11 +16,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::inputs::{
-    check_unnamed, label_table, load_ct, load_labels, table_entries, unnamed_label_name,
-    unnamed_warning, InputFile, UnnamedLabels,
+    load_ct, load_named_labels, table_entries, unnamed_label_name, unnamed_warning, InputFile,
+    NamedLabels, UnnamedLabels,
 };
 use crate::observe::{step, Observer};
-use crate::report::{self, create_dir, unversioned, write_json, Report, DISCLAIMER, VERSION};
+use crate::report::{
+    self, create_dir, unversioned, versioned_report, write_json, Report, DISCLAIMER, VERSION,
+};
 
 /// What to plan.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,15 +87,9 @@ pub struct NeedleReport {
     pub note: String,
 }
 
-impl Report for NeedleReport {
-    const NAME: &'static str = "needle-plan";
-    /// 2: `min_clearance_mm` values may be `null` (a risk group with no structure in the
-    /// label map; version 1 wrote a 1024 mm sentinel).
-    const SCHEMA_VERSION: u32 = 2;
-    fn schema_version(&self) -> u32 {
-        self.schema_version
-    }
-}
+// 2: `min_clearance_mm` values may be `null` (a risk group with no structure in the
+// label map; version 1 wrote a 1024 mm sentinel).
+versioned_report!(NeedleReport, "needle-plan", 2);
 
 /// What other steps use of a needle plan: the target, the paths' lines and the risk
 /// groups. Read from a `plan.json` ([`PlanPaths::read`]: Pinhole's, or a hand-written
@@ -220,16 +216,18 @@ pub fn run(request: &NeedleRequest, observer: &dyn Observer) -> Result<NeedleOut
         None => Profile::builtin(&request.procedure)?,
     };
     let spec: TargetSpec = request.target.parse()?;
-    let (table_name, table) = label_table(request.labels_table.as_deref())?;
-    let ct = load_ct(&request.ct, observer)?;
-    let labels = load_labels(&request.labels, observer)?;
-    let unnamed = check_unnamed(
-        &labels,
-        &table,
-        &table_name,
+    let NamedLabels {
+        labels,
+        table_name,
+        table,
+        unnamed,
+    } = load_named_labels(
         &request.labels,
+        request.labels_table.as_deref(),
         request.unnamed_labels,
+        observer,
     )?;
+    let ct = load_ct(&request.ct, observer)?;
     let mut entries = table_entries(&table);
     if !unnamed.is_empty() {
         entries.extend(

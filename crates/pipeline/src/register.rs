@@ -19,7 +19,9 @@ use crate::figures::{write_picture, xray_overlay, RgbPicture};
 use crate::inputs::{label_table, labels_of, load, require_same_grid};
 use crate::needle::PlanPaths;
 use crate::observe::Observer;
-use crate::report::{create_dir, unversioned, write_json, Report, DISCLAIMER, VERSION};
+use crate::report::{
+    create_dir, unversioned, versioned_report, write_json, Report, DISCLAIMER, VERSION,
+};
 
 /// A registration to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,13 +136,7 @@ pub struct RegistrationReport {
     pub note: String,
 }
 
-impl Report for RegistrationReport {
-    const NAME: &'static str = "registration";
-    const SCHEMA_VERSION: u32 = 1;
-    fn schema_version(&self) -> u32 {
-        self.schema_version
-    }
-}
+versioned_report!(RegistrationReport, "registration", 1);
 
 /// A registration with its overlay.
 #[derive(Debug, Clone)]

@@ -36,6 +36,22 @@ pub trait Report: Serialize + DeserializeOwned {
     }
 }
 
+/// Implements [`Report`] for a type with a `schema_version: u32` field:
+/// `versioned_report!(Type, "schema-name", version)`. Bump the version (and say why in
+/// a comment and CHANGELOG.md) when a change would break a reader of the old format.
+macro_rules! versioned_report {
+    ($report:ty, $name:literal, $version:literal) => {
+        impl $crate::report::Report for $report {
+            const NAME: &'static str = $name;
+            const SCHEMA_VERSION: u32 = $version;
+            fn schema_version(&self) -> u32 {
+                self.schema_version
+            }
+        }
+    };
+}
+pub(crate) use versioned_report;
+
 /// A JSON file as `T`; the error names the file and what it should have been.
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Report {

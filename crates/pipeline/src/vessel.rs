@@ -22,10 +22,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, OrInvalid, Result};
 use crate::figures::{route_picture, write_picture, RgbPicture};
 use crate::inputs::{
-    check_unnamed, label_table, load_ct, load_labels, unnamed_warning, UnnamedLabels,
+    label_table, load_ct, load_labels, load_named_labels, unnamed_warning, NamedLabels,
+    UnnamedLabels,
 };
 use crate::observe::Observer;
-use crate::report::{create_dir, unversioned, write_json, Report, DISCLAIMER, VERSION};
+use crate::report::{
+    create_dir, unversioned, versioned_report, write_json, Report, DISCLAIMER, VERSION,
+};
 
 /// A catheter route to plan.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,13 +129,7 @@ pub struct RouteReport {
     pub warnings: Vec<String>,
 }
 
-impl Report for RouteReport {
-    const NAME: &'static str = "vessel-route";
-    const SCHEMA_VERSION: u32 = 1;
-    fn schema_version(&self) -> u32 {
-        self.schema_version
-    }
-}
+versioned_report!(RouteReport, "vessel-route", 1);
 
 /// A route with its picture.
 #[derive(Debug, Clone)]
@@ -145,14 +142,16 @@ pub struct RouteOutcome {
 
 /// Plans a catheter route.
 pub fn plan_route(request: &RouteRequest, observer: &dyn Observer) -> Result<RouteOutcome> {
-    let labels = load_labels(&request.labels, observer)?;
-    let (table_name, table) = label_table(request.labels_table.as_deref())?;
-    let unnamed = check_unnamed(
-        &labels,
-        &table,
-        &table_name,
+    let NamedLabels {
+        labels,
+        table_name,
+        table,
+        unnamed,
+    } = load_named_labels(
         &request.labels,
+        request.labels_table.as_deref(),
         request.unnamed_labels,
+        observer,
     )?;
     let mut warnings = Vec::new();
     if !unnamed.is_empty() {
@@ -456,13 +455,7 @@ pub struct MeasureReport {
     pub elapsed_s: f64,
 }
 
-impl Report for MeasureReport {
-    const NAME: &'static str = "vessel-measurements";
-    const SCHEMA_VERSION: u32 = 1;
-    fn schema_version(&self) -> u32 {
-        self.schema_version
-    }
-}
+versioned_report!(MeasureReport, "vessel-measurements", 1);
 
 /// Measurements with the centerline they were taken on.
 #[derive(Debug, Clone)]
