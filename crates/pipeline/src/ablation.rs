@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, OrInvalid, Result};
 use crate::figures::{applicator_slice, axial_contours, write_picture, RgbPicture};
 use crate::inputs::{
-    load_ct, load_named_labels, unnamed_warning, InputFile, NamedLabels, UnnamedLabels,
+    load_ct, load_named_labels, scan_edge_warning, unnamed_warning, InputFile, NamedLabels,
+    UnnamedLabels,
 };
 use crate::needle::PlanPaths;
 use crate::observe::Observer;
@@ -226,6 +227,12 @@ pub fn run(request: &AblationRequest, observer: &dyn Observer) -> Result<Ablatio
     let target = spec
         .resolve(&labels, |name| table.id_of(name))
         .with_context(|| format!("tumour {:?}", request.tumor))?;
+    if let Some(warning) =
+        scan_edge_warning(&format!("tumour {}", target.description), &target.region)
+    {
+        observer.warn(&warning);
+        warnings.push(warning);
+    }
     let mode = zone_mode(request)?;
     let simulate = matches!(request.zone, ZoneSource::Simulate { .. });
     // Analysis grid: isotropic, around the tumour, with room for zones (and, when

@@ -153,6 +153,23 @@ pub fn check_unnamed(
     )))
 }
 
+/// A warning when `mask` (`what`: "target kidney_left") touches the scan's edge: the
+/// structure may continue outside the scan (a kidney's lower pole, an access vessel).
+pub fn scan_edge_warning(what: &str, mask: &pinhole_volume::Mask) -> Option<String> {
+    let sides = mask.scan_edges_touched();
+    if sides.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = sides
+        .iter()
+        .map(|&side| pinhole_volume::volume::side_name(side))
+        .collect();
+    Some(format!(
+        "{what} touches the scan's {} edge: part of it may lie outside the scan and was not planned for",
+        names.join(" and ")
+    ))
+}
+
 /// A label map, its table, and the ids the table does not name (empty unless forbidden).
 pub struct NamedLabels {
     pub labels: Volume<u16>,

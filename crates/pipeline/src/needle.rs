@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::inputs::{
-    load_ct, load_named_labels, table_entries, unnamed_label_name, unnamed_warning, InputFile,
-    NamedLabels, UnnamedLabels,
+    load_ct, load_named_labels, scan_edge_warning, table_entries, unnamed_label_name,
+    unnamed_warning, InputFile, NamedLabels, UnnamedLabels,
 };
 use crate::observe::{step, Observer};
 use crate::report::{
@@ -240,6 +240,7 @@ pub fn run(request: &NeedleRequest, observer: &dyn Observer) -> Result<NeedleOut
     let (ctx, mut plan) = step(observer, "planning", || -> Result<_> {
         let ctx = PlanningContext::new(ct, labels)?;
         let target = spec.resolve(ctx.labels(), |name| table.id_of(name))?;
+        let edge = scan_edge_warning(&format!("target {}", target.description), &target.region);
         let target = ctx.aim(&profile, target);
         let options = PlanOptions {
             candidates: request.candidates,
@@ -247,7 +248,8 @@ pub fn run(request: &NeedleRequest, observer: &dyn Observer) -> Result<NeedleOut
             entry_lps: request.entry_lps,
             ..PlanOptions::default()
         };
-        let plan = ctx.plan(&profile, &entries, &target, &options)?;
+        let mut plan = ctx.plan(&profile, &entries, &target, &options)?;
+        plan.warnings.extend(edge);
         Ok((ctx, plan))
     })?;
     if !unnamed.is_empty() {

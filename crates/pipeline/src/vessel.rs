@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, OrInvalid, Result};
 use crate::figures::{route_picture, write_picture, RgbPicture};
 use crate::inputs::{
-    label_table, load_ct, load_labels, load_named_labels, unnamed_warning, NamedLabels,
-    UnnamedLabels,
+    label_table, load_ct, load_labels, load_named_labels, scan_edge_warning, unnamed_warning,
+    NamedLabels, UnnamedLabels,
 };
 use crate::observe::Observer;
 use crate::report::{
@@ -175,6 +175,20 @@ pub fn plan_route(request: &RouteRequest, observer: &dyn Observer) -> Result<Rou
     let route = map
         .route(&request.from, &request.to, &opts)
         .with_context(|| format!("route from {:?} to {:?}", request.from, request.to))?;
+    for (role, name) in [
+        ("access vessel", route.vessels.first()),
+        ("target vessel", route.vessels.last()),
+    ] {
+        let Some(id) = name.and_then(|n| table.id_of(n)) else {
+            continue;
+        };
+        let mask = labels.map(|v| u32::from(v) == id);
+        let what = format!("{role} {}", name.map_or("", String::as_str));
+        if let Some(warning) = scan_edge_warning(&what, &mask) {
+            observer.warn(&warning);
+            warnings.push(warning);
+        }
+    }
     let junctions = junctions(&map);
     let tree = if request.tree {
         let tree = vessel_tree(&map, &opts.centerline, 10.0)?;

@@ -170,6 +170,12 @@ fn vessel_route_and_measure_reports() {
         )
     };
     let route = pinhole_pipeline::vessel::plan_route(&request, &Quiet).unwrap();
+    // Regression (#17): the left common carotid reaches the sample's top slice (the
+    // scan cuts it), which went unsaid.
+    assert_eq!(
+        route.report.warnings,
+        vec!["target vessel common_carotid_artery_left touches the scan's superior edge: part of it may lie outside the scan and was not planned for".to_owned()]
+    );
     insta::assert_json_snapshot!("vessel_route", snapshot_value(&route.report, tmp.path()));
     let out = tmp.path().join("route");
     route.write(&out, &Quiet).unwrap();
@@ -308,4 +314,29 @@ fn refuses_newer_and_reads_unversioned<T: Report>(written: &Path) {
     let old = dir.join("unversioned.json");
     std::fs::write(&old, value.to_string()).unwrap();
     assert_eq!(T::read(&old).unwrap().schema_version(), 0);
+}
+
+/// Regression (#17): the sample's left kidney is cut by the scan's first (inferior)
+/// slice; a plan to it must say its lower pole may be missing. The cyst, inside the
+/// scan, gets no such warning (see the needle snapshot).
+#[test]
+fn a_target_cut_by_the_scan_edge_is_flagged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = sample(tmp.path());
+    let request = NeedleRequest {
+        labels_table: table(&files),
+        ..NeedleRequest::new(&files.ct, &files.labels, "kidney-biopsy", "kidney_left")
+    };
+    let plan = pinhole_pipeline::needle::run(&request, &Quiet)
+        .unwrap()
+        .report
+        .plan;
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.starts_with("target kidney_left")
+                && w.contains("touches the scan's inferior edge")),
+        "{:?}",
+        plan.warnings
+    );
 }

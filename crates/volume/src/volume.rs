@@ -297,9 +297,87 @@ impl<T: LabelVoxel> Volume<T> {
     }
 }
 
+impl Volume<bool> {
+    /// The faces of the scan this mask touches, as the side each faces (orientation
+    /// letters of [`Grid::orientation_code`]: `'I'` is the slice towards the feet in a
+    /// head-up scan), in axis order, low face first. A structure that touches a face may
+    /// continue outside the scan.
+    pub fn scan_edges_touched(&self) -> Vec<char> {
+        let dims = self.grid.dims();
+        let code: Vec<char> = self.grid.orientation_code().chars().collect();
+        let mut low = [false; 3];
+        let mut high = [false; 3];
+        for (offset, _) in self.data.iter().enumerate().filter(|(_, &v)| v) {
+            let ijk = self.grid.index_of_offset(offset);
+            for a in 0..3 {
+                low[a] |= ijk[a] == 0;
+                high[a] |= ijk[a] + 1 == dims[a];
+            }
+        }
+        let mut sides = Vec::new();
+        for a in 0..3 {
+            let toward = code.get(a).copied().unwrap_or('?');
+            if low[a] {
+                sides.push(opposite_side(toward));
+            }
+            if high[a] {
+                sides.push(toward);
+            }
+        }
+        sides
+    }
+}
+
+/// The orientation letter of the opposite side (`'L'` ↔ `'R'`, `'A'` ↔ `'P'`,
+/// `'S'` ↔ `'I'`).
+pub fn opposite_side(side: char) -> char {
+    match side {
+        'L' => 'R',
+        'R' => 'L',
+        'A' => 'P',
+        'P' => 'A',
+        'S' => 'I',
+        'I' => 'S',
+        other => other,
+    }
+}
+
+/// The word for an orientation letter (`'I'` → `"inferior"`).
+pub fn side_name(side: char) -> &'static str {
+    match side {
+        'L' => "left",
+        'R' => "right",
+        'A' => "anterior",
+        'P' => "posterior",
+        'S' => "superior",
+        'I' => "inferior",
+        _ => "unknown",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Asymmetric case: a 4×5×6 grid whose j axis points anterior (−y, "LAS"); a mask
+    /// touching i = 0 (patient's right) and k = 5 (superior) only.
+    #[test]
+    fn scan_edges_touched_name_the_sides() {
+        let direction = [[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]];
+        let grid = Grid::new([4, 5, 6], [1.0; 3], [0.0; 3], direction).unwrap();
+        let mut mask = Volume::new(grid.clone(), vec![false; grid.voxel_count()]).unwrap();
+        assert!(mask.scan_edges_touched().is_empty());
+        let o = grid.offset([0, 2, 3]);
+        mask.data_mut()[o] = true;
+        let o = grid.offset([2, 2, 5]);
+        mask.data_mut()[o] = true;
+        assert_eq!(mask.scan_edges_touched(), vec!['R', 'S']);
+        // j = 4 is the last index along an axis pointing anterior: the anterior face.
+        let o = grid.offset([2, 4, 2]);
+        mask.data_mut()[o] = true;
+        assert_eq!(mask.scan_edges_touched(), vec!['R', 'A', 'S']);
+        assert_eq!(side_name(opposite_side('A')), "posterior");
+    }
 
     fn ramp() -> Volume<f32> {
         let grid = Grid::axis_aligned([4, 3, 2], [1.0, 2.0, 3.0], [10.0, 0.0, 0.0]).unwrap();
