@@ -227,9 +227,10 @@ pub fn run(request: &AblationRequest, observer: &dyn Observer) -> Result<Ablatio
     let target = spec
         .resolve(&labels, |name| table.id_of(name))
         .with_context(|| format!("tumour {:?}", request.tumor))?;
-    if let Some(warning) =
-        scan_edge_warning(&format!("tumour {}", target.description), &target.region)
-    {
+    if let Some(warning) = scan_edge_warning(
+        &format!("tumour {}", target.description),
+        &target.region.scan_edges_touched(),
+    ) {
         observer.warn(&warning);
         warnings.push(warning);
     }

@@ -153,10 +153,10 @@ pub fn check_unnamed(
     )))
 }
 
-/// A warning when `mask` (`what`: "target kidney_left") touches the scan's edge: the
-/// structure may continue outside the scan (a kidney's lower pole, an access vessel).
-pub fn scan_edge_warning(what: &str, mask: &pinhole_volume::Mask) -> Option<String> {
-    let sides = mask.scan_edges_touched();
+/// A warning when a structure (`what`: "target kidney_left") touches the scan's edge on
+/// `sides` ([`pinhole_volume::Volume::scan_edges_where`]): it may continue outside the
+/// scan (a kidney's lower pole, an access vessel).
+pub fn scan_edge_warning(what: &str, sides: &[char]) -> Option<String> {
     if sides.is_empty() {
         return None;
     }

@@ -240,7 +240,10 @@ pub fn run(request: &NeedleRequest, observer: &dyn Observer) -> Result<NeedleOut
     let (ctx, mut plan) = step(observer, "planning", || -> Result<_> {
         let ctx = PlanningContext::new(ct, labels)?;
         let target = spec.resolve(ctx.labels(), |name| table.id_of(name))?;
-        let edge = scan_edge_warning(&format!("target {}", target.description), &target.region);
+        let edge = scan_edge_warning(
+            &format!("target {}", target.description),
+            &target.region.scan_edges_touched(),
+        );
         let target = ctx.aim(&profile, target);
         let options = PlanOptions {
             candidates: request.candidates,

@@ -182,9 +182,9 @@ pub fn plan_route(request: &RouteRequest, observer: &dyn Observer) -> Result<Rou
         let Some(id) = name.and_then(|n| table.id_of(n)) else {
             continue;
         };
-        let mask = labels.map(|v| u32::from(v) == id);
+        let sides = labels.scan_edges_where(|v| u32::from(v) == id);
         let what = format!("{role} {}", name.map_or("", String::as_str));
-        if let Some(warning) = scan_edge_warning(&what, &mask) {
+        if let Some(warning) = scan_edge_warning(&what, &sides) {
             observer.warn(&warning);
             warnings.push(warning);
         }

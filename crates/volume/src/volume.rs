@@ -297,34 +297,46 @@ impl<T: LabelVoxel> Volume<T> {
     }
 }
 
-impl Volume<bool> {
-    /// The faces of the scan this mask touches, as the side each faces (orientation
-    /// letters of [`Grid::orientation_code`]: `'I'` is the slice towards the feet in a
-    /// head-up scan), in axis order, low face first. A structure that touches a face may
-    /// continue outside the scan.
-    pub fn scan_edges_touched(&self) -> Vec<char> {
+impl<T: Voxel> Volume<T> {
+    /// The faces of the scan where some voxel satisfies `select`, as the side each faces
+    /// (orientation letters of [`Grid::orientation_code`]: `'I'` is the slice towards
+    /// the feet in a head-up scan), in axis order, low face first. Only the six faces are
+    /// read. A structure that touches a face may continue outside the scan.
+    pub fn scan_edges_where(&self, select: impl Fn(T) -> bool) -> Vec<char> {
         let dims = self.grid.dims();
         let code: Vec<char> = self.grid.orientation_code().chars().collect();
-        let mut low = [false; 3];
-        let mut high = [false; 3];
-        for (offset, _) in self.data.iter().enumerate().filter(|(_, &v)| v) {
-            let ijk = self.grid.index_of_offset(offset);
-            for a in 0..3 {
-                low[a] |= ijk[a] == 0;
-                high[a] |= ijk[a] + 1 == dims[a];
-            }
-        }
         let mut sides = Vec::new();
-        for a in 0..3 {
-            let toward = code.get(a).copied().unwrap_or('?');
-            if low[a] {
-                sides.push(opposite_side(toward));
-            }
-            if high[a] {
-                sides.push(toward);
+        for axis in 0..3 {
+            let toward = code.get(axis).copied().unwrap_or('?');
+            for (index, side) in [(0, opposite_side(toward)), (dims[axis] - 1, toward)] {
+                if !sides.contains(&side) && self.face_has(axis, index, &select) {
+                    sides.push(side);
+                }
             }
         }
         sides
+    }
+
+    /// Whether the slice `index` across `axis` holds a voxel satisfying `select`.
+    fn face_has(&self, axis: usize, index: usize, select: &impl Fn(T) -> bool) -> bool {
+        let dims = self.grid.dims();
+        let (u, v) = ((axis + 1) % 3, (axis + 2) % 3);
+        (0..dims[u]).any(|a| {
+            (0..dims[v]).any(|b| {
+                let mut ijk = [0; 3];
+                ijk[axis] = index;
+                ijk[u] = a;
+                ijk[v] = b;
+                select(self.data[self.grid.offset(ijk)])
+            })
+        })
+    }
+}
+
+impl Volume<bool> {
+    /// The faces of the scan this mask touches ([`Volume::scan_edges_where`]).
+    pub fn scan_edges_touched(&self) -> Vec<char> {
+        self.scan_edges_where(|v| v)
     }
 }
 
