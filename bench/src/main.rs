@@ -8,7 +8,7 @@
 //! writes the line integrals as raw little-endian f32, row 0 the displayed top),
 //! `pinhole-bench needle CT LABELS CSV PROCEDURE TARGET [REPEATS] [CANDIDATES]` (see
 //! `needle.rs`),
-//! `pinhole-bench ablation N SECONDS [--damage] [--steps-per-sweep S] [--out RAW]` (Pennes solver on an N³ liver
+//! `pinhole-bench ablation N SECONDS [--damage] [--tissue-physics] [--steps-per-sweep S] [--out RAW]` (Pennes solver on an N³ liver
 //! grid at 1 mm, 5 W in a 3 mm sphere at the centre, `--out` writes the final temperature
 //! as raw f32, i fastest).
 
@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         _ => bail!(
             "usage: pinhole-bench load PATH [REPEATS] | edt LABELS [REPEATS] | \
              drr CT SIZE INTEGRATOR [REPEATS] [--source-anterior] [--out RAW] | \
-             ablation N SECONDS [--damage] [--steps-per-sweep S] [--out RAW]"
+             ablation N SECONDS [--damage] [--tissue-physics] [--steps-per-sweep S] [--out RAW]"
         ),
     }
     Ok(())
@@ -180,11 +180,16 @@ fn ablation(args: &[String]) -> anyhow::Result<()> {
         radius_mm: 3.0,
         power_w: 5.0,
     });
+    // Linear Pennes: the NumPy reference (bench/ablation.py) has no tissue physics.
     let mut settings = Settings {
         duration_s: seconds,
         damage,
+        physics: pinhole_ablation::physics::Physics::LINEAR,
         ..Settings::default()
     };
+    if args.iter().any(|a| a == "--tissue-physics") {
+        settings.physics = pinhole_ablation::physics::Physics::TISSUE;
+    }
     if let Some(i) = args.iter().position(|a| a == "--steps-per-sweep") {
         settings.steps_per_sweep = args.get(i + 1).context("--steps-per-sweep N")?.parse()?;
     }

@@ -13,9 +13,11 @@
 //! be isotropic; conductivity enters per voxel in the non-conservative form k_i·∇²T (soft
 //! tissues differ by < 10 % in k); voxels labelled as large vessels are Dirichlet sinks at
 //! body temperature; the outer faces of the grid are held at body temperature (make the
-//! grid several perfusion lengths larger than the zone); no phase change, no
-//! temperature-dependent properties; optionally perfusion stops where tissue coagulates
-//! (Ω ≥ 1).
+//! grid several perfusion lengths larger than the zone). What limits real zones is in
+//! [`Settings::physics`] (see [`crate::physics`]): water vaporisation at 100 °C,
+//! conductivity rising with temperature, microwave absorption falling as tissue dries;
+//! and perfusion stops where tissue coagulates (Ω ≥ 1). [`Physics::LINEAR`] switches the
+//! first three off (analytic verification).
 
 use pinhole_volume::{Grid, Mask, Vec3, Volume};
 use rayon::prelude::*;
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::damage::{cem43_rate_min_per_s, Arrhenius, Criterion, LIVER_ARRHENIUS};
 use crate::damage::{CEM43_THRESHOLD_MIN, ZERO_CELSIUS_K};
 use crate::error::{invalid, positive, AblationError};
+use crate::physics::{vaporise, Physics};
 use crate::zone::{add, scale, sub, volume_from, Applicator};
 
 /// Core body (and arterial blood) temperature, °C.
@@ -294,6 +297,11 @@ impl Problem {
 
     /// The largest stable explicit time step, s (c = 1 − 6a − p ≥ 0 for every tissue).
     pub fn stable_dt_s(&self) -> Result<f64, AblationError> {
+        self.stable_dt_with_conductivity_factor(1.0)
+    }
+
+    /// The stable step when conductivity may grow by `factor` (k(T)/k₃₇ at its largest).
+    fn stable_dt_with_conductivity_factor(&self, factor: f64) -> Result<f64, AblationError> {
         let h_m = self.validate()? * 1e-3;
         let mut used = vec![false; self.tissues.len()];
         for (&t, &s) in self.tissue_of_voxel.iter().zip(&self.sink) {
@@ -309,7 +317,7 @@ impl Problem {
             .filter(|(_, &u)| u)
             .map(|(t, _)| {
                 let rc = t.density_kg_m3 * t.heat_capacity_j_kg_k;
-                6.0 * t.conductivity_w_m_k / (rc * h_m * h_m) + t.perfusion_per_s * wb / rc
+                6.0 * factor * t.conductivity_w_m_k / (rc * h_m * h_m) + t.perfusion_per_s * wb / rc
             })
             .fold(0.0, f64::max);
         Ok(if rate > 0.0 {
@@ -343,7 +351,12 @@ pub struct Settings {
     /// cache, so the coefficients are read from memory once per sweep instead of once
     /// per step. Temperatures do not depend on it; with perfusion stopping at
     /// coagulation, a voxel that coagulates keeps its perfusion until the sweep ends.
+    /// Nonlinear [`Settings::physics`] needs the coefficients of every step, so it runs
+    /// one step per sweep whatever this says.
     pub steps_per_sweep: usize,
+    /// Vaporisation, temperature-dependent conductivity and dehydration
+    /// ([`Physics::TISSUE`] by default; [`Physics::LINEAR`] for plain Pennes).
+    pub physics: Physics,
 }
 
 impl Default for Settings {
@@ -358,6 +371,7 @@ impl Default for Settings {
             perfusion_stops_at_coagulation: true,
             initial_rise_k: 0.0,
             steps_per_sweep: 4,
+            physics: Physics::TISSUE,
         }
     }
 }
@@ -423,10 +437,17 @@ pub fn solve(problem: &Problem, settings: &Settings) -> Result<Solution, Ablatio
     let h_m = problem.grid.spacing_mm()[0] * 1e-3;
     let padding = Padding::of(&problem.grid);
     let mut fields = initial_fields(problem, settings, &padding, steps.dt, h_m);
-    let (source_k, deposited_w) = source_terms(problem, &padding, steps.dt, h_m)?;
+    let (mut sources, deposited_w) = source_terms(problem, &padding, steps.dt, h_m)?;
     let (kernel, base_rates) = damage_kernel(settings, steps.dt);
     let stepping = std::time::Instant::now();
-    march(&mut fields, &source_k, &kernel, &padding, &steps, settings);
+    march(
+        &mut fields,
+        &mut sources,
+        &kernel,
+        &padding,
+        &steps,
+        settings,
+    );
     let stepping_s = stepping.elapsed().as_secs_f64();
     let mut solution = read_back(problem, settings, &fields, &padding, base_rates, &steps);
     solution.deposited_w = deposited_w;
@@ -444,7 +465,9 @@ struct TimeSteps {
 
 impl TimeSteps {
     fn of(problem: &Problem, settings: &Settings) -> Result<Self, AblationError> {
-        let dt_limit = problem.stable_dt_s()?;
+        settings.physics.validate()?;
+        let dt_limit = problem
+            .stable_dt_with_conductivity_factor(settings.physics.max_conductivity_factor())?;
         positive("duration_s", settings.duration_s)?;
         if !(settings.safety > 0.0 && settings.safety <= 1.0) {
             return Err(invalid(
@@ -511,9 +534,28 @@ impl Padding {
 struct Fields {
     coef_a: Vec<f32>,
     coef_c: Vec<f32>,
+    /// The tissue part of `coef_c` at 37 °C, 1 − 6a (0 in halo and sinks; perfusion and
+    /// temperature-dependent conductivity are applied on top).
+    coef_c_body: Vec<f32>,
     state: DamageState,
     /// Rise above body temperature (K).
     theta: Vec<f32>,
+    /// Latent heat each voxel can still absorb, K (vaporisation; 0 in halo and sinks).
+    latent_left: Vec<f32>,
+    /// The full latent capacity of each voxel, K (0: no water to boil).
+    latent_capacity: Vec<f32>,
+}
+
+impl Fields {
+    /// The water a padded voxel still holds (1 wet .. 0 dry).
+    fn water_left(&self, q: usize) -> f64 {
+        let cap = self.latent_capacity[q];
+        if cap > 0.0 {
+            f64::from(self.latent_left[q] / cap)
+        } else {
+            1.0
+        }
+    }
 }
 
 /// Per-voxel coefficients and the initial rise; the halo and sinks keep a = c = 0, so θ
@@ -546,23 +588,90 @@ fn initial_fields(
         p: vec![0.0; padded_len],
     };
     let mut theta = vec![0f32; padded_len];
+    let vaporisation = settings.physics.vaporisation;
+    let mut latent_capacity = vec![
+        0f32;
+        if vaporisation.is_some() {
+            padded_len
+        } else {
+            0
+        }
+    ];
     for o in 0..problem.grid.voxel_count() {
         if problem.sink[o] {
             continue;
         }
         let q = padding.pad(o);
-        let (a, p, c) = coeffs[problem.tissue_of_voxel[o] as usize];
+        let tissue = problem.tissue_of_voxel[o] as usize;
+        let (a, p, c) = coeffs[tissue];
         coef_a[q] = a;
         coef_c[q] = c;
         state.p[q] = p;
         theta[q] = settings.initial_rise_k as f32;
         state.peak_rise[q] = settings.initial_rise_k as f32;
+        if let Some(v) = vaporisation {
+            latent_capacity[q] = v.capacity_k(problem.tissues[tissue].heat_capacity_j_kg_k) as f32;
+        }
     }
+    let coef_c_body = coef_a
+        .iter()
+        .map(|&a| if a > 0.0 { 1.0 - 6.0 * a } else { 0.0 })
+        .collect();
     Fields {
+        coef_c_body,
         coef_a,
         coef_c,
         state,
         theta,
+        latent_left: latent_capacity.clone(),
+        latent_capacity,
+    }
+}
+
+/// The heating of every source per step: the padded voxels it heats, ascending, with
+/// the rise per step (K) each gets now, and per source the wet-tissue pattern it is
+/// reweighted from as tissue dries.
+struct SourceTerms {
+    /// (padded index, K per step), ascending by index.
+    now: Vec<(usize, f32)>,
+    /// Per source: whether dehydration reweights it (microwave), and its (slot in
+    /// `now`, K per step in wet tissue) entries.
+    patterns: Vec<(bool, Vec<(usize, f64)>)>,
+}
+
+impl SourceTerms {
+    /// Reweights the microwave patterns by each voxel's remaining water, each keeping
+    /// its total power (the antenna's power moves to tissue that still absorbs).
+    fn reweight(&mut self, fields: &Fields, physics: &Physics) {
+        if physics.vaporisation.is_none() || physics.dry_absorption_fraction >= 1.0 {
+            return;
+        }
+        let mut values = vec![0f64; self.now.len()];
+        for (dehydrates, pattern) in &self.patterns {
+            if !dehydrates {
+                for &(slot, wet) in pattern {
+                    values[slot] += wet;
+                }
+                continue;
+            }
+            let weights: Vec<f64> = pattern
+                .iter()
+                .map(|&(slot, wet)| wet * physics.absorption(fields.water_left(self.now[slot].0)))
+                .collect();
+            let total_wet: f64 = pattern.iter().map(|p| p.1).sum();
+            let total_now: f64 = weights.iter().sum();
+            let renormalise = if total_now > 0.0 {
+                total_wet / total_now
+            } else {
+                1.0
+            };
+            for (&(slot, _), w) in pattern.iter().zip(weights) {
+                values[slot] += w * renormalise;
+            }
+        }
+        for (entry, v) in self.now.iter_mut().zip(values) {
+            entry.1 = v as f32;
+        }
     }
 }
 
@@ -573,23 +682,50 @@ fn source_terms(
     padding: &Padding,
     dt: f64,
     h_m: f64,
-) -> Result<(Vec<(usize, f32)>, f64), AblationError> {
+) -> Result<(SourceTerms, f64), AblationError> {
     let volume_m3 = h_m * h_m * h_m;
-    let mut source_k: std::collections::BTreeMap<usize, f64> = Default::default();
     let mut deposited_w = 0.0;
+    let mut per_source = Vec::with_capacity(problem.sources.len());
     for s in &problem.sources {
+        let mut pattern = Vec::new();
         for (o, w) in s.deposit(&problem.grid)? {
             if problem.sink[o] {
                 continue;
             }
             let t = &problem.tissues[problem.tissue_of_voxel[o] as usize];
             let rc = t.density_kg_m3 * t.heat_capacity_j_kg_k;
-            *source_k.entry(padding.pad(o)).or_default() += w / volume_m3 * dt / rc;
+            pattern.push((padding.pad(o), w / volume_m3 * dt / rc));
             deposited_w += w;
         }
+        per_source.push((matches!(s, Source::Microwave { .. }), pattern));
     }
-    let source_k: Vec<(usize, f32)> = source_k.into_iter().map(|(o, s)| (o, s as f32)).collect();
-    Ok((source_k, deposited_w))
+    let mut indices: Vec<usize> = per_source
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|e| e.0))
+        .collect();
+    indices.sort_unstable();
+    indices.dedup();
+    let slot_of = |q: usize| indices.binary_search(&q).unwrap_or_default();
+    let patterns: Vec<(bool, Vec<(usize, f64)>)> = per_source
+        .into_iter()
+        .map(|(dehydrates, p)| {
+            (
+                dehydrates,
+                p.into_iter().map(|(q, k)| (slot_of(q), k)).collect(),
+            )
+        })
+        .collect();
+    let mut now: Vec<(usize, f32)> = indices.iter().map(|&q| (q, 0.0)).collect();
+    let mut values = vec![0f64; now.len()];
+    for (_, pattern) in &patterns {
+        for &(slot, k) in pattern {
+            values[slot] += k;
+        }
+    }
+    for (entry, v) in now.iter_mut().zip(values) {
+        entry.1 = v as f32;
+    }
+    Ok((SourceTerms { now, patterns }, deposited_w))
 }
 
 /// The damage integrator's constants and the body-temperature rates (Ω per s, CEM43 min
@@ -617,37 +753,115 @@ fn damage_kernel(settings: &Settings, dt: f64) -> (DamageKernel, (f64, f64)) {
 /// take effect before the next.
 fn march(
     fields: &mut Fields,
-    source_k: &[(usize, f32)],
+    sources: &mut SourceTerms,
     kernel: &DamageKernel,
     padding: &Padding,
     steps: &TimeSteps,
     settings: &Settings,
 ) {
-    let Fields {
-        coef_a,
-        coef_c,
-        state,
-        theta,
-    } = fields;
-    let mut next = theta.clone();
-    let total_steps = steps.total();
-    let sweep = Sweep {
-        a: coef_a,
-        sources: source_k,
-        dims: padding.dims,
-        heat_steps: steps.heat_steps,
+    let physics = settings.physics;
+    let nonlinear = physics.is_nonlinear();
+    let boiling_rise_k = physics
+        .vaporisation
+        .map(|v| (v.temperature_c - BODY_TEMPERATURE_C) as f32);
+    let mut next = fields.theta.clone();
+    // The field the stencil reads: θ, or its Kirchhoff transform U(θ) when conductivity
+    // depends on temperature (see `nonlinear_coefficients`).
+    let kirchhoff = physics.conductivity_rise_per_k != 0.0;
+    let mut stencil_input = if kirchhoff {
+        fields.theta.clone()
+    } else {
+        Vec::new()
     };
-    let per_sweep = settings.steps_per_sweep.max(1);
+    let total_steps = steps.total();
+    let per_sweep = if nonlinear {
+        1
+    } else {
+        settings.steps_per_sweep.max(1)
+    };
     let mut step = 0;
     while step < total_steps {
         let levels = per_sweep.min(total_steps - step);
+        let Fields {
+            coef_a,
+            coef_c,
+            state,
+            theta,
+            latent_left,
+            ..
+        } = &mut *fields;
+        let sweep = Sweep {
+            a: coef_a,
+            sources: &sources.now,
+            dims: padding.dims,
+            heat_steps: steps.heat_steps,
+        };
         let damage = settings.damage.then_some((kernel, &mut *state));
-        let stopped = sweep.advance(theta, &mut next, coef_c, damage, step, levels);
-        for (q, p) in stopped {
-            coef_c[q] += p;
+        let vapour = boiling_rise_k.map(|b| (latent_left.as_mut_slice(), b));
+        let input: &[f32] = if kirchhoff { &stencil_input } else { theta };
+        let stopped = sweep.advance(input, &mut next, coef_c, damage, vapour, step, levels);
+        if !nonlinear {
+            for (q, p) in stopped {
+                coef_c[q] += p;
+            }
         }
         std::mem::swap(theta, &mut next);
         step += levels;
+        if nonlinear {
+            nonlinear_coefficients(fields, &physics, kirchhoff.then_some(&mut stencil_input));
+            if step < steps.heat_steps {
+                sources.reweight(fields, &physics);
+            }
+        }
+    }
+}
+
+/// The next step's coefficients under nonlinear physics. Perfusion: c = 1 − 6a − p (p
+/// is 0 where it stopped). Temperature-dependent conductivity (`kirchhoff`, the buffer
+/// for U): conservatively through the Kirchhoff transform, ∇·(k∇T) = k₃₇∇²U, so the
+/// step is θ' = (1 − p)·θ − 6a·U + a·ΣU_neighbour + s: the stencil reads U and its
+/// centre coefficient is c = (1 − p)·θ/U − 6a. Halo and sinks keep c = 0 (and U = 0).
+fn nonlinear_coefficients(
+    fields: &mut Fields,
+    physics: &Physics,
+    kirchhoff: Option<&mut Vec<f32>>,
+) {
+    let Fields {
+        coef_a,
+        coef_c,
+        coef_c_body,
+        state,
+        theta,
+        ..
+    } = fields;
+    let coefficients = coef_c
+        .par_iter_mut()
+        .zip(coef_c_body.par_iter())
+        .zip(coef_a.par_iter())
+        .zip(theta.par_iter())
+        .zip(state.p.par_iter());
+    match kirchhoff {
+        None => coefficients.for_each(|((((c, &c_body), _), _), &p)| {
+            if c_body > 0.0 {
+                *c = c_body - p;
+            }
+        }),
+        Some(u) => {
+            coefficients
+                .zip(u.par_iter_mut())
+                .for_each(|(((((c, &c_body), &a), &t), &p), u)| {
+                    if c_body > 0.0 {
+                        let big_u = physics.kirchhoff(f64::from(t));
+                        *u = big_u as f32;
+                        let ratio = if big_u > 0.0 {
+                            f64::from(t) / big_u
+                        } else {
+                            1.0
+                        };
+                        *c = ((1.0 - f64::from(p)) * ratio) as f32 - 6.0 * a;
+                    }
+                })
+        }
     }
 }
 
@@ -821,15 +1035,19 @@ impl Sweep<'_> {
     /// wavefront (level s of slab k right after level s − 1 of slab k + 1), keeping four
     /// slabs per intermediate level; the first levels also cover up to `levels − 1`
     /// slabs of the neighbours' ranges so that each range's last level is exact.
+    /// `vapour` (latent heat left per voxel, boiling rise in K) needs `levels == 1`.
+    #[allow(clippy::too_many_arguments)]
     fn advance(
         &self,
         theta: &[f32],
         out: &mut [f32],
         c: &[f32],
         damage: Option<(&DamageKernel, &mut DamageState)>,
+        vapour: Option<(&mut [f32], f32)>,
         first_step: usize,
         levels: usize,
     ) -> Vec<(usize, f32)> {
+        debug_assert!(vapour.is_none() || levels == 1);
         let [nx, ny, nz] = self.dims;
         let sz = (nx + 2) * (ny + 2);
         let parts = rayon::current_num_threads().clamp(1, nz.max(1));
@@ -858,17 +1076,25 @@ impl Sweep<'_> {
             }
             None => ranges.iter().map(|_| None).collect(),
         };
+        let vapour_parts: Vec<Option<(&mut [f32], f32)>> = match vapour {
+            Some((latent, boiling)) => split_slabs(latent, &bounds, sz)
+                .into_iter()
+                .map(|part| Some((part, boiling)))
+                .collect(),
+            None => ranges.iter().map(|_| None).collect(),
+        };
         let tasks: Vec<_> = ranges
             .iter()
             .zip(split_slabs(out, &bounds, sz))
             .zip(damage_parts)
-            .map(|((&r, o), d)| (r, o, d))
+            .zip(vapour_parts)
+            .map(|(((&r, o), d), v)| (r, o, d, v))
             .collect();
         tasks
             .into_par_iter()
-            .map(|(range, owned, dmg)| {
+            .map(|(range, owned, dmg, vap)| {
                 let dmg = kernel.zip(dmg);
-                self.advance_range(theta, owned, c, dmg, range, first_step, levels)
+                self.advance_range(theta, owned, c, dmg, vap, range, first_step, levels)
             })
             .reduce(Vec::new, |mut x, y| {
                 x.extend(y);
@@ -885,6 +1111,7 @@ impl Sweep<'_> {
         owned: &mut [f32],
         c: &[f32],
         mut damage: Option<(&DamageKernel, DamageSlices<'_>)>,
+        mut vapour: Option<(&mut [f32], f32)>,
         (z0, z1): (usize, usize),
         first_step: usize,
         levels: usize,
@@ -937,6 +1164,12 @@ impl Sweep<'_> {
                     let to = self.sources.partition_point(|&(o, _)| o < (k + 1) * sz);
                     for &(o, rise) in &self.sources[from..to] {
                         target[o - k * sz] += rise;
+                    }
+                }
+                if let Some((latent, boiling_rise_k)) = vapour.as_mut() {
+                    if s == levels && (z0..z1).contains(&k) {
+                        let at = (k - z0) * sz..(k - z0 + 1) * sz;
+                        vaporise(target, &mut latent[at], *boiling_rise_k);
                     }
                 }
                 if let Some((kernel, d)) = damage.as_mut() {

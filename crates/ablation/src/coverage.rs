@@ -117,6 +117,143 @@ pub struct HeatSink {
     pub nearest_lps: Vec3,
     /// True when the vessel is ≥ `min_diameter_mm` wide and within `max_distance_mm`.
     pub flagged: bool,
+    /// For a flagged vessel: the part of the margin its cooling threatens.
+    #[serde(default)]
+    pub threatened_margin: Option<ThreatenedMargin>,
+}
+
+/// The part of the tumour's margin that a heat-sink vessel threatens: the tumour's face
+/// within the vessel's reach (`max_distance_mm` of [`heat_sinks`]), where the zone may be
+/// cooled short of what the table or simulation shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ThreatenedMargin {
+    /// From the tumour's centre towards the vessel's nearest voxel (unit vector, LPS).
+    pub direction_lps: Vec3,
+    /// That direction in patient terms, e.g. `posterior-inferior`.
+    pub side: String,
+    /// % of tumour voxels within reach of the vessel.
+    pub tumor_within_reach_pct: f64,
+    /// % of the margin shell (within the margin of the tumour, outside it) within reach.
+    pub margin_shell_within_reach_pct: f64,
+    /// Smallest signed margin (as `min_margin_mm`) over the tumour voxels within reach,
+    /// mm; None when the zone is empty.
+    pub min_margin_within_reach_mm: Option<f64>,
+}
+
+/// The dominant patient directions of an LPS vector, e.g. `posterior-inferior`: every
+/// axis whose component is at least half the largest.
+pub fn patient_side(direction_lps: Vec3) -> String {
+    let words = [
+        ("right", "left"),
+        ("anterior", "posterior"),
+        ("inferior", "superior"),
+    ];
+    let largest = direction_lps.iter().map(|c| c.abs()).fold(0.0, f64::max);
+    if largest == 0.0 {
+        return "at the tumour".to_owned();
+    }
+    let mut parts: Vec<(f64, &str)> = (0..3)
+        .filter(|&a| direction_lps[a].abs() >= 0.5 * largest)
+        .map(|a| {
+            let word = if direction_lps[a] > 0.0 {
+                words[a].1
+            } else {
+                words[a].0
+            };
+            (direction_lps[a].abs(), word)
+        })
+        .collect();
+    parts.sort_by(|x, y| y.0.total_cmp(&x.0));
+    parts.iter().map(|p| p.1).collect::<Vec<_>>().join("-")
+}
+
+/// Fills [`HeatSink::threatened_margin`] of every flagged vessel: which side of the
+/// tumour, how much of the tumour and of its `margin_mm` shell lie within
+/// `reach_mm` of the vessel, and the thinnest margin there under `zone`.
+pub fn assess_threatened_margins(
+    sinks: &mut [HeatSink],
+    labels: &Volume<u16>,
+    tumor: &Mask,
+    zone: &Mask,
+    margin_mm: f64,
+    reach_mm: f64,
+) {
+    let grid = tumor.grid();
+    let h = grid
+        .spacing_mm()
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    let points: Vec<(usize, Vec3)> = tumor
+        .data()
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b)
+        .map(|(o, _)| {
+            (
+                o,
+                grid.index_to_world(grid.index_of_offset(o).map(|v| v as f64)),
+            )
+        })
+        .collect();
+    if points.is_empty() {
+        return;
+    }
+    let n = points.len() as f64;
+    let centre = points.iter().fold([0.0; 3], |c, (_, p)| {
+        [c[0] + p[0] / n, c[1] + p[1] / n, c[2] + p[2] / n]
+    });
+    let to_tumor = distance_to(tumor);
+    let zone_sd = zone
+        .data()
+        .iter()
+        .any(|&b| b)
+        .then(|| signed_distance(zone));
+    for sink in sinks.iter_mut().filter(|s| s.flagged) {
+        let Ok(value) = u16::try_from(sink.label_id) else {
+            continue;
+        };
+        let to_vessel = distance_to(&labels.mask_of(value));
+        let near = |o: usize| f64::from(to_vessel.data()[o]) <= reach_mm;
+        let tumor_near: Vec<usize> = points.iter().map(|p| p.0).filter(|&o| near(o)).collect();
+        let (mut shell, mut shell_near) = (0usize, 0usize);
+        for (o, &d) in to_tumor.data().iter().enumerate() {
+            let d = f64::from(d);
+            if d > 0.0 && d <= margin_mm + 1e-6 {
+                shell += 1;
+                if near(o) {
+                    shell_near += 1;
+                }
+            }
+        }
+        let min_margin = zone_sd.as_ref().and_then(|sd| {
+            tumor_near
+                .iter()
+                .map(|&o| {
+                    let s = f64::from(sd.data()[o]);
+                    if s < 0.0 {
+                        -s - h / 2.0
+                    } else {
+                        -s + h / 2.0
+                    }
+                })
+                .reduce(f64::min)
+        });
+        let d = [0, 1, 2].map(|a| sink.nearest_lps[a] - centre[a]);
+        let len = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+        let direction_lps = if len > 0.0 {
+            d.map(|c| c / len)
+        } else {
+            [0.0; 3]
+        };
+        sink.threatened_margin = Some(ThreatenedMargin {
+            direction_lps,
+            side: patient_side(direction_lps),
+            tumor_within_reach_pct: 100.0 * tumor_near.len() as f64 / n,
+            margin_shell_within_reach_pct: 100.0 * shell_near as f64 / shell.max(1) as f64,
+            min_margin_within_reach_mm: min_margin,
+        });
+    }
 }
 
 /// Vessels (label ids with names) within `max_distance_mm` of the tumour on the tumour's
@@ -173,6 +310,7 @@ pub fn heat_sinks(
             distance_mm: f64::from(distance),
             nearest_lps: grid.index_to_world(ijk.map(|v| v as f64)),
             flagged: diameter_mm >= min_diameter_mm,
+            threatened_margin: None,
         });
     }
     out.sort_by(|a, b| a.distance_mm.total_cmp(&b.distance_mm));

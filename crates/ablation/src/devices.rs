@@ -45,6 +45,9 @@ pub struct Device {
     pub source: String,
     #[serde(rename = "zone")]
     pub zones: Vec<ZoneEntry>,
+    /// The calibrated bioheat source model (`[device.simulation]`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<crate::calibration::DeviceSimulation>,
 }
 
 /// A table of devices, as read from TOML (`[[device]]` with `[[device.zone]]` rows).
@@ -94,6 +97,11 @@ impl DeviceTable {
         for d in &self.devices {
             if d.zones.is_empty() {
                 return Err(format!("device {:?} has no [[device.zone]] rows", d.name));
+            }
+            if let Some(sim) = &d.simulation {
+                sim.model
+                    .validate()
+                    .map_err(|e| format!("device {:?} [device.simulation]: {e}", d.name))?;
             }
             for z in &d.zones {
                 let values = [

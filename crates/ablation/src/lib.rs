@@ -3,6 +3,8 @@
 //! * [`devices`]: device zone tables (TOML; shipped entries are examples with sources).
 //! * [`zone`]: applicators and ellipsoidal zones in LPS mm.
 //! * [`bioheat`]: Pennes bioheat solver (explicit finite differences, rayon slabs).
+//! * [`physics`]: vaporisation, temperature-dependent conductivity, dehydration.
+//! * [`calibration`]: device source models fitted to their zone tables (±15 %).
 //! * [`damage`]: Arrhenius Ω and CEM43 (every report names its [`damage::Criterion`]).
 //! * [`coverage`]: tumour / tumour + margin coverage, minimal signed margin, heat sinks.
 //! * [`placement`]: insertion depth along a needle path; greedy multi-applicator cover.
@@ -20,10 +22,12 @@
 //! ```
 
 pub mod bioheat;
+pub mod calibration;
 pub mod coverage;
 pub mod damage;
 pub mod devices;
 mod error;
+pub mod physics;
 pub mod placement;
 pub mod plan;
 pub mod vein;

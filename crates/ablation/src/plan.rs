@@ -6,10 +6,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::bioheat::{self, Problem, Settings, Source, Tissue, BLOOD};
+use crate::calibration::SourceModel;
 use crate::coverage::{self, Coverage, HeatSink};
 use crate::damage::Criterion;
 use crate::devices::{Modality, ZoneEntry, ZoneLookup};
 use crate::error::{positive, AblationError};
+use crate::physics::Physics;
 use crate::placement::{self, mask_points};
 use crate::zone::{add, scale, sub, union_mask, Applicator, EllipsoidZone};
 
@@ -61,6 +63,11 @@ pub enum Mode {
     /// tumour + margin (placed with the simulated zone as model, then simulated together).
     Simulate {
         modality: Modality,
+        /// How the applicator deposits its power (a device's calibrated model, or the
+        /// modality's default).
+        model: SourceModel,
+        /// How `model` was calibrated (None: not calibrated against any zone table).
+        calibration: Option<String>,
         power_w: f64,
         minutes: f64,
         criterion: Criterion,
@@ -119,17 +126,31 @@ pub struct SimulationSummary {
     pub sink_voxels: usize,
     /// Applicators heating together (each at `power_w`).
     pub applicators: usize,
-    /// The first applicator's source (the others are the same, moved).
+    /// The first applicator's source (the others are the same, moved); its power is
+    /// the part of `power_w` the calibrated model deposits in tissue.
     pub source: Source,
+    /// How the source model was calibrated against a zone table (None: it was not, and
+    /// the zone's size is unvalidated).
+    pub calibration: Option<String>,
+    /// The tissue physics: vaporisation, temperature-dependent conductivity,
+    /// dehydration (see `pinhole_ablation::physics`). Reports before schema version 2
+    /// have none: they were simulated with linear Pennes.
+    #[serde(default = "linear_physics")]
+    pub physics: Physics,
     pub simplifications: String,
+}
+
+fn linear_physics() -> Physics {
+    Physics::LINEAR
 }
 
 /// The simplifications of the bioheat model, for reports.
 pub const SIMULATION_SIMPLIFICATIONS: &str = "Pennes bioheat, explicit 7-point finite differences on the isotropic analysis grid; \
-constant tissue properties (liver values from COMSOL microwave_cancer_therapy; other tissue uses the same values); \
-labelled vessels held at 37 C (heat sinks); grid faces at 37 C; microwave = ellipsoidal Gaussian SAR pattern normalised to the power \
-(no EM solve), laser = line source; no vaporisation, charring or temperature-dependent properties; perfusion stops where Omega >= 1; \
-all power given is deposited in tissue.";
+liver values from COMSOL microwave_cancer_therapy (other tissue uses the same values); \
+tissue water vaporises at 100 C (latent heat), conductivity rises with temperature to 90 C, microwave absorption falls as tissue dries; \
+perfusion stops where Omega >= 1; labelled vessels held at 37 C (heat sinks); grid faces at 37 C; \
+microwave = ellipsoidal Gaussian SAR pattern (no EM solve) with the calibrated fraction of the set power, laser = line source; \
+no vapour transport, charring or tissue contraction.";
 
 /// The plan.
 #[derive(Debug, Clone)]
@@ -155,6 +176,8 @@ pub fn plan(request: &Request) -> Result<Plan, AblationError> {
         Mode::Device(lookup) => device_zones(request, &target, lookup)?,
         Mode::Simulate {
             modality,
+            model,
+            calibration,
             power_w,
             minutes,
             criterion,
@@ -162,6 +185,8 @@ pub fn plan(request: &Request) -> Result<Plan, AblationError> {
         } => {
             let heating = Heating {
                 modality: *modality,
+                model,
+                calibration: calibration.as_deref(),
                 power_w: *power_w,
                 minutes: *minutes,
                 criterion: *criterion,
@@ -172,11 +197,19 @@ pub fn plan(request: &Request) -> Result<Plan, AblationError> {
     };
     let tumor = &request.tumor;
     let cov = coverage::coverage(tumor, &zones.zone_mask, request.margin_mm)?;
-    let sinks = coverage::heat_sinks(
+    let mut sinks = coverage::heat_sinks(
         &request.labels,
         tumor,
         &request.vessels,
         HEAT_SINK_MIN_DIAMETER_MM,
+        HEAT_SINK_MAX_DISTANCE_MM,
+    );
+    coverage::assess_threatened_margins(
+        &mut sinks,
+        &request.labels,
+        tumor,
+        &zones.zone_mask,
+        request.margin_mm,
         HEAT_SINK_MAX_DISTANCE_MM,
     );
     Ok(Plan {
@@ -329,6 +362,8 @@ fn device_criterion(lookup: &ZoneLookup) -> String {
 /// Simulate mode's heating: per applicator.
 struct Heating<'a> {
     modality: Modality,
+    model: &'a SourceModel,
+    calibration: Option<&'a str>,
     power_w: f64,
     minutes: f64,
     criterion: Criterion,
@@ -337,10 +372,7 @@ struct Heating<'a> {
 
 impl Heating<'_> {
     fn source_at(&self, a: Applicator) -> Source {
-        match self.modality {
-            Modality::Laser => Source::laser(a, self.power_w),
-            _ => Source::microwave(a, self.power_w),
-        }
+        self.model.source(a, self.power_w)
     }
 }
 
@@ -510,6 +542,8 @@ fn simulation_summary(
         sink_voxels: run.problem.sink.iter().filter(|&&s| s).count(),
         applicators: applicators.len(),
         source: heating.source_at(first),
+        calibration: heating.calibration.map(str::to_owned),
+        physics: heating.settings.physics,
         simplifications: SIMULATION_SIMPLIFICATIONS.to_owned(),
     }
 }

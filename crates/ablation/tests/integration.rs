@@ -5,12 +5,16 @@
 
 #[path = "cases/bioheat.rs"]
 mod bioheat;
+#[path = "cases/calibration.rs"]
+mod calibration;
 #[path = "cases/coverage.rs"]
 mod coverage;
 #[path = "cases/damage.rs"]
 mod damage;
 #[path = "cases/devices.rs"]
 mod devices;
+#[path = "cases/physics.rs"]
+mod physics;
 #[path = "cases/placement.rs"]
 mod placement;
 #[path = "cases/vein.rs"]

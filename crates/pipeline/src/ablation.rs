@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use pinhole_ablation::bioheat::{Settings, Tissue};
+use pinhole_ablation::calibration;
 use pinhole_ablation::coverage::HeatSink;
 use pinhole_ablation::damage::Criterion;
 use pinhole_ablation::devices::{DeviceTable, Modality, ZoneLookup};
@@ -28,6 +29,7 @@ use crate::observe::Observer;
 use crate::report::{
     create_dir, unversioned, versioned_report, write_json, Report, DISCLAIMER, VERSION,
 };
+use crate::tracks::{check_tracks, ApplicatorTrack, TrackCheck};
 
 /// How the zone is obtained.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,10 +39,15 @@ pub enum ZoneSource {
         name: String,
         devices: Option<PathBuf>,
     },
-    /// A Pennes bioheat simulation.
+    /// A Pennes bioheat simulation: with `device`, that device's calibrated source model
+    /// (from `devices`, or the built-in table); without, the first calibrated device of
+    /// the `applicator` modality in the built-in table (or an uncalibrated default,
+    /// flagged in the report's warnings).
     Simulate {
         applicator: Modality,
         criterion: Criterion,
+        device: Option<String>,
+        devices: Option<PathBuf>,
     },
 }
 
@@ -170,6 +177,10 @@ pub struct AblationReport {
     pub heat_sinks: Vec<HeatSink>,
     pub heat_sink_rule: String,
     pub simulation: Option<SimulationSummary>,
+    /// Each applicator's track under the rules of the needle plan (`--path`); empty
+    /// without one.
+    #[serde(default)]
+    pub tracks: Vec<ApplicatorTrack>,
     pub analysis_grid: AnalysisGrid,
     pub outputs: AblationOutputs,
     pub inputs: AblationInputs,
@@ -180,7 +191,7 @@ pub struct AblationReport {
     pub warnings: Vec<String>,
 }
 
-versioned_report!(AblationReport, "ablation", 1);
+versioned_report!(AblationReport, "ablation", 2);
 
 /// A plan with the volumes and picture that go with it.
 #[derive(Debug, Clone)]
@@ -266,6 +277,36 @@ pub fn run(request: &AblationRequest, observer: &dyn Observer) -> Result<Ablatio
         max_applicators: request.max_applicators,
     };
     let result = plan::plan(&planner_request)?;
+    let track_check = match &request.path {
+        Some(plan_path) => check_tracks(
+            plan_path,
+            &result.zones,
+            &ct,
+            &labels,
+            &table,
+            &unnamed,
+        )?,
+        None => TrackCheck {
+            tracks: Vec::new(),
+            warnings: vec![format!(
+                "no needle plan (--path): the track of {} not checked against needle rules (plan one with `pinhole plan needle` and pass its plan.json)",
+                if result.zones.len() == 1 {
+                    "the applicator was".to_owned()
+                } else {
+                    format!("each of the {} applicators was", result.zones.len())
+                }
+            )],
+        },
+    };
+    let heat_sink_warnings = heat_sink_warnings(&result, request.margin_mm, simulate);
+    for warning in heat_sink_warnings
+        .into_iter()
+        .chain(track_check.warnings)
+        .chain(simulation_warnings(result.simulation.as_ref()))
+    {
+        observer.warn(&warning);
+        warnings.push(warning);
+    }
     let picture = applicator_slice(&ct, &planner_request.tumor, &result)
         .or_invalid(|| "no zone to draw".to_owned())?;
     let report = AblationReport {
@@ -303,6 +344,7 @@ pub fn run(request: &AblationRequest, observer: &dyn Observer) -> Result<Ablatio
             plan::HEAT_SINK_MAX_DISTANCE_MM
         ),
         simulation: result.simulation.clone(),
+        tracks: track_check.tracks,
         analysis_grid: AnalysisGrid {
             dims: grid.dims(),
             spacing_mm: grid.spacing_mm(),
@@ -321,6 +363,9 @@ pub fn run(request: &AblationRequest, observer: &dyn Observer) -> Result<Ablatio
             path: request.path.as_deref().map(InputFile::of).transpose()?,
             devices: match &request.zone {
                 ZoneSource::Device {
+                    devices: Some(p), ..
+                }
+                | ZoneSource::Simulate {
                     devices: Some(p), ..
                 } => DevicesInput::File(InputFile::of(p)?),
                 _ => DevicesInput::Builtin("built-in example table".to_owned()),
@@ -343,25 +388,112 @@ fn zone_mode(request: &AblationRequest) -> Result<Mode> {
         ZoneSource::Simulate {
             applicator,
             criterion,
-        } => Mode::Simulate {
-            modality: *applicator,
-            power_w: request.power_w,
-            minutes: request.minutes,
-            criterion: *criterion,
-            settings: Settings::default(),
-        },
-        ZoneSource::Device { name, devices } => {
-            let table = match devices {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p).map_err(|e| {
-                        Error::Io(pinhole_io::Error::new(p, pinhole_io::ErrorKind::Io(e)))
-                    })?;
-                    DeviceTable::parse(&text, &p.display().to_string())?
+            device,
+            devices,
+        } => {
+            let table = device_table(devices.as_deref())?;
+            let (modality, model, calibration) = match device {
+                Some(name) => {
+                    let (modality, model, note) = calibration::device_model(&table, name)?;
+                    (modality, model, Some(note))
                 }
-                None => DeviceTable::builtin()?,
+                None => {
+                    let (model, note) = calibration::default_model(&table, *applicator);
+                    (*applicator, model, note)
+                }
             };
+            Mode::Simulate {
+                modality,
+                model,
+                calibration,
+                power_w: request.power_w,
+                minutes: request.minutes,
+                criterion: *criterion,
+                settings: Settings::default(),
+            }
+        }
+        ZoneSource::Device { name, devices } => {
+            let table = device_table(devices.as_deref())?;
             Mode::Device(table.lookup(name, request.power_w, request.minutes)?)
         }
+    })
+}
+
+/// One warning per flagged heat sink: which side of the tumour its cooling threatens,
+/// how much of the margin lies within its reach and the thinnest margin there; with
+/// full margin coverage, the caveat that it assumes no cooling.
+fn heat_sink_warnings(result: &Plan, margin_mm: f64, simulated: bool) -> Vec<String> {
+    let full = result.coverage.coverage_margin_pct >= 99.95;
+    result
+        .heat_sinks
+        .iter()
+        .filter(|s| s.flagged)
+        .filter_map(|sink| {
+            let t = sink.threatened_margin.as_ref()?;
+            let thinnest = t
+                .min_margin_within_reach_mm
+                .map_or("no zone".to_owned(), |m| format!("{m:.1} mm"));
+            let model = if simulated {
+                "simulated with the vessel as a 37 °C wall, not its flow"
+            } else {
+                "the table's zone assumes no vessel"
+            };
+            let mut text = format!(
+                "heat sink {} ({:.1} mm wide, {:.1} mm from the tumour) threatens the {} margin: {:.0} % of the {margin_mm} mm margin shell and {:.0} % of the tumour lie within {} mm of it, thinnest margin there {thinnest} ({model}); cooling can shrink the zone on that side",
+                sink.name,
+                sink.diameter_mm,
+                sink.distance_mm,
+                t.side,
+                t.margin_shell_within_reach_pct,
+                t.tumor_within_reach_pct,
+                plan::HEAT_SINK_MAX_DISTANCE_MM,
+            );
+            if full {
+                text.push_str(&format!(
+                    "; the 100 % margin coverage does not hold if it does (check the {} side on the control scan)",
+                    t.side
+                ));
+            }
+            Some(text)
+        })
+        .collect()
+}
+
+/// Peak temperature above which the report says the model is past what it represents
+/// well (dried, charring tissue), °C.
+pub const CHARRING_WARNING_C: f64 = 150.0;
+
+/// What a simulation's numbers cannot be trusted for: an uncalibrated source model,
+/// tissue heated past drying.
+fn simulation_warnings(simulation: Option<&SimulationSummary>) -> Vec<String> {
+    let Some(sim) = simulation else {
+        return Vec::new();
+    };
+    let mut warnings = Vec::new();
+    if sim.calibration.is_none() {
+        warnings.push(format!(
+            "the {:?} source model is not calibrated against any zone table: the simulated zone's size is unvalidated (name a device with a [device.simulation] model, --device)",
+            sim.modality
+        ).to_lowercase());
+    }
+    if sim.max_temperature_c > CHARRING_WARNING_C {
+        warnings.push(format!(
+            "peak simulated temperature {:.0} °C: tissue next to the applicator dried out and may char; vapour transport, charring and tissue contraction are not modelled, so the zone there is less certain",
+            sim.max_temperature_c
+        ));
+    }
+    warnings
+}
+
+/// A device table from `path`, or the built-in one.
+fn device_table(path: Option<&Path>) -> Result<DeviceTable> {
+    Ok(match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Error::Io(pinhole_io::Error::new(p, pinhole_io::ErrorKind::Io(e))))?;
+            DeviceTable::parse(&text, &p.display().to_string())?
+        }
+        None => DeviceTable::builtin()?,
     })
 }
 

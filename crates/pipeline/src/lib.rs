@@ -32,6 +32,7 @@ pub mod register;
 pub mod report;
 pub mod schemas;
 pub mod session;
+pub mod tracks;
 pub mod vessel;
 
 pub use error::{Error, Result};

@@ -8,6 +8,7 @@
 #[path = "../../../tests/support/shared.rs"]
 mod shared;
 
+mod ablation;
 mod live;
 mod reports;
 mod schemas;

@@ -3,6 +3,7 @@
 //! ΔT(r) = P·f·e^(−r/L)/(4πkr), f = 3(x cosh x − sinh x)/x³, x = a/L, L = √(k/(ω_b ρ_b c_b)).
 
 use pinhole_ablation::bioheat::{solve, Problem, Settings, Source, Tissue, BLOOD};
+use pinhole_ablation::physics::Physics;
 
 use crate::centred_grid;
 
@@ -23,6 +24,7 @@ fn steady_state_of_a_heated_sphere_matches_the_analytic_solution_within_1_percen
     let settings = Settings {
         duration_s: 3000.0,
         damage: false,
+        physics: Physics::LINEAR,
         ..Settings::default()
     };
     let solution = solve(&problem, &settings).unwrap();
@@ -167,6 +169,8 @@ fn sweeps_of_several_steps_reproduce_step_by_step_results_exactly() {
             cooldown_s: 13.0,
             perfusion_stops_at_coagulation: stop,
             steps_per_sweep,
+            // Temporal blocking applies to linear physics only.
+            physics: Physics::LINEAR,
             ..Settings::default()
         };
         solve(&problem, &settings).unwrap()

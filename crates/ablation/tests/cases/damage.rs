@@ -28,6 +28,7 @@ fn solver_damage_at_constant_temperature_matches_closed_forms_to_0_1_percent() {
             max_dt_s: Some(seconds / 500.0),
             initial_rise_k: t_c - 37.0,
             perfusion_stops_at_coagulation: false,
+            physics: pinhole_ablation::physics::Physics::LINEAR,
             ..Settings::default()
         };
         let s = solve(&problem, &settings).unwrap();

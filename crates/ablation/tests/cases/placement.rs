@@ -86,6 +86,8 @@ fn simulate_mode_adds_applicators_when_one_simulated_zone_falls_short() {
         path: None,
         mode: Mode::Simulate {
             modality: Modality::Microwave,
+            model: pinhole_ablation::calibration::SourceModel::default_for(Modality::Microwave),
+            calibration: None,
             power_w: 12.0,
             minutes: 3.0,
             criterion: Criterion::Arrhenius,

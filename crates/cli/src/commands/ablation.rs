@@ -19,14 +19,12 @@ pub struct AblationArgs {
     /// Safety margin around the tumour, mm.
     #[arg(long, default_value_t = 5.0)]
     margin_mm: f64,
-    /// Device from the zone table (see --devices).
-    #[arg(
-        long,
-        required_unless_present = "simulate",
-        conflicts_with = "simulate"
-    )]
+    /// Device from the zone table (see --devices). With --simulate: simulate with the
+    /// device's calibrated source model.
+    #[arg(long, required_unless_present = "simulate")]
     device: Option<String>,
-    /// Simulate the zone with the Pennes bioheat model instead of a table.
+    /// Simulate the zone with the Pennes bioheat model instead of a table (the source
+    /// model: --device's, else the first calibrated device of --applicator's kind).
     #[arg(long)]
     simulate: bool,
     /// Power, W.
@@ -71,6 +69,8 @@ pub fn run(args: &AblationArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
         ZoneSource::Simulate {
             applicator: args.applicator,
             criterion: args.criterion,
+            device: args.device.clone(),
+            devices: args.devices.clone(),
         }
     } else {
         ZoneSource::Device {

@@ -197,7 +197,8 @@ fn plan_ablation_simulate_names_its_criterion_and_heats_the_tumour() {
     let labels = shared_data("chest-ct/labels.nii.gz");
     let csv = shared_data("chest-ct/structures.csv");
     let tmp = tempfile::tempdir().unwrap();
-    // An 8 mm sphere at the liver's deepest point; 2 mm grid, 2 minutes.
+    // An 8 mm sphere at the liver's deepest point; 2 mm grid, 75 W for 5 minutes (a row
+    // of the built-in table, whose calibrated model --simulate uses by default).
     let deep = liver_deepest();
     let c = lps(&deep["center_lps"]);
     let tumor = format!("{},{},{},8", c[0], c[1], c[2]);
@@ -216,9 +217,9 @@ fn plan_ablation_simulate_names_its_criterion_and_heats_the_tumour() {
             &tumor,
             "--simulate",
             "--power",
-            "20",
+            "75",
             "--minutes",
-            "2",
+            "5",
             "--grid-mm",
             "2",
             "--criterion",
@@ -238,11 +239,20 @@ fn plan_ablation_simulate_names_its_criterion_and_heats_the_tumour() {
             "{crit}"
         );
         let sim = &rep["simulation"];
-        // Every applicator deposits its 20 W (more than one when one zone falls short).
+        // Every applicator deposits the calibrated fraction of its 75 W (more than one
+        // applicator when one zone falls short).
         let applicators = sim["applicators"].as_u64().unwrap();
         assert_eq!(rep["zones"].as_array().unwrap().len() as u64, applicators);
-        assert!((f(&sim["deposited_w"]) - 20.0 * applicators as f64).abs() < 1e-6);
-        assert!(f(&sim["max_temperature_c"]) > 60.0);
+        let per_applicator_w = f(&sim["source"]["power_w"]);
+        assert!(per_applicator_w > 0.0 && per_applicator_w < 75.0);
+        assert!((f(&sim["deposited_w"]) - per_applicator_w * applicators as f64).abs() < 1e-6);
+        assert!(sim["calibration"]
+            .as_str()
+            .unwrap()
+            .starts_with("emprint-example"));
+        // Boiling reached, nothing like the 1,000 °C of linear Pennes.
+        let peak = f(&sim["max_temperature_c"]);
+        assert!((99.0..=300.0).contains(&peak), "{peak}");
         assert!(
             f(&rep["coverage_tumor_pct"]) > 50.0,
             "{}",
