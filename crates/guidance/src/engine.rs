@@ -189,7 +189,8 @@ pub struct RiskGroupInfo {
     pub clearance_mm: f64,
     /// Labels of the group found in the label table and present in the label map.
     pub labels: Vec<String>,
-    /// Labels of the group that were not found (absent from the table or the map).
+    /// Labels of the group that were not found (absent from the table or the map; the
+    /// target's own label is neither here nor in `labels`).
     pub missing: Vec<String>,
 }
 
@@ -336,6 +337,8 @@ impl Guidance {
                         ids.push(id);
                         found.push(label.clone());
                     }
+                    // The target's own label is no risk, and not missing either.
+                    Some(&id) if exclude_ids.contains(&id) => {}
                     _ => missing.push(label.clone()),
                 }
             }

@@ -117,6 +117,11 @@ pub struct SessionDescription {
     pub thresholds: Thresholds,
     /// The registration in use (`ReferenceToRAS`, row-major), if any.
     pub registration_reference_to_ras: Option<Mat4>,
+    /// What guidance cannot check: risk structures absent from the label map, labels
+    /// the table does not name, a target without a planned line (`pinhole serve`
+    /// prints them too).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// `/api/session`: the session description, the target at the top level (for older
@@ -168,6 +173,31 @@ impl std::fmt::Debug for Session {
             .field("guidance", &self.guidance)
             .finish_non_exhaustive()
     }
+}
+
+/// One warning per risk group with structures the label map lacks: guidance cannot
+/// warn about what it cannot see.
+pub fn absent_structure_warnings(groups: &[RiskGroupInfo]) -> Vec<String> {
+    groups
+        .iter()
+        .filter(|g| !g.missing.is_empty())
+        .map(|g| {
+            if g.labels.is_empty() {
+                format!(
+                    "risk group {}: none of its structures ({}) is in the label map; guidance cannot warn about it",
+                    g.name,
+                    g.missing.join(", ")
+                )
+            } else {
+                format!(
+                    "risk group {}: {} not in the label map; guidance checks only {}",
+                    g.name,
+                    g.missing.join(", "),
+                    g.labels.join(", ")
+                )
+            }
+        })
+        .collect()
 }
 
 /// What a [`PlanSource`] gives the engine.
@@ -271,6 +301,7 @@ impl Session {
             risk_groups: guidance.risk_groups().to_vec(),
             thresholds: guidance.thresholds(),
             registration_reference_to_ras: registration,
+            warnings: absent_structure_warnings(guidance.risk_groups()),
         };
         Self {
             guidance,

@@ -7,7 +7,8 @@ use std::path::Path;
 use pinhole_io::labels::LabelTable;
 use pinhole_io::open::{read_volume, Loaded, ReadOptions};
 use pinhole_io::AnyVolume;
-use pinhole_volume::Volume;
+use pinhole_plan_needle::profile::RiskGroup;
+use pinhole_volume::{Vec3, Volume};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -168,6 +169,66 @@ pub fn scan_edge_warning(what: &str, sides: &[char]) -> Option<String> {
         "{what} touches the scan's {} edge: part of it may lie outside the scan and was not planned for",
         names.join(" and ")
     ))
+}
+
+/// A risk structure cut by a face of the scan, and a path that comes closer to that face
+/// than the structure's clearance: beyond the face the structure may continue unseen,
+/// so the clearance there is not checked. One warning per (group, side), naming the
+/// closest path.
+pub fn cut_risk_structure_warnings(
+    labels: &Volume<u16>,
+    risk_groups: &[RiskGroup],
+    table: &[(u32, String)],
+    paths: &[(usize, Vec3, Vec3)],
+) -> Vec<String> {
+    let grid = labels.grid();
+    let mut warnings = Vec::new();
+    for group in risk_groups {
+        let ids: Vec<u16> = group
+            .labels
+            .iter()
+            .filter_map(|name| table.iter().find(|(_, n)| n == name))
+            .filter_map(|(id, _)| u16::try_from(*id).ok())
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        for side in labels.scan_edges_where(|v| v != 0 && ids.contains(&v)) {
+            let closest = paths
+                .iter()
+                .filter_map(|&(rank, entry, target)| {
+                    let d = grid
+                        .distance_to_side_mm(entry, side)?
+                        .min(grid.distance_to_side_mm(target, side)?);
+                    Some((rank, d))
+                })
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            let Some((rank, gap_mm)) = closest.filter(|c| c.1 < group.clearance_mm) else {
+                continue;
+            };
+            let cut: Vec<&str> = group
+                .labels
+                .iter()
+                .filter(|name| {
+                    table.iter().any(|(id, n)| {
+                        n == *name
+                            && u16::try_from(*id).is_ok_and(|id| {
+                                labels.scan_edges_where(|v| v == id).contains(&side)
+                            })
+                    })
+                })
+                .map(String::as_str)
+                .collect();
+            warnings.push(format!(
+                "risk group {} ({}) is cut by the scan's {} edge and path {rank} comes within {gap_mm:.1} mm of that edge (clearance {} mm): the structure may continue outside the scan, where its clearance is not checked",
+                group.name,
+                cut.join(", "),
+                pinhole_volume::volume::side_name(side),
+                group.clearance_mm
+            ));
+        }
+    }
+    warnings
 }
 
 /// A label map, its table, and the ids the table does not name (empty unless forbidden).

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::inputs::{
-    load_ct, load_named_labels, scan_edge_warning, table_entries, unnamed_label_name,
-    unnamed_warning, InputFile, NamedLabels, UnnamedLabels,
+    cut_risk_structure_warnings, load_ct, load_named_labels, scan_edge_warning, table_entries,
+    unnamed_label_name, unnamed_warning, InputFile, NamedLabels, UnnamedLabels,
 };
 use crate::observe::{step, Observer};
 use crate::report::{
@@ -253,6 +253,17 @@ pub fn run(request: &NeedleRequest, observer: &dyn Observer) -> Result<NeedleOut
         };
         let mut plan = ctx.plan(&profile, &entries, &target, &options)?;
         plan.warnings.extend(edge);
+        let paths: Vec<(usize, Vec3, Vec3)> = plan
+            .paths
+            .iter()
+            .map(|p| (p.rank, p.entry_lps, p.target_lps))
+            .collect();
+        plan.warnings.extend(cut_risk_structure_warnings(
+            ctx.labels(),
+            &plan.profile.profile.risk_groups,
+            &entries,
+            &paths,
+        ));
         Ok((ctx, plan))
     })?;
     if !unnamed.is_empty() {

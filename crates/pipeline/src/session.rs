@@ -79,9 +79,16 @@ pub fn build(
     content: &ViewerContent,
     observer: &dyn Observer,
 ) -> Result<Session> {
+    // Warnings for `/api/session` as well as the terminal.
+    let mut warnings = Vec::new();
+    let mut warn = |text: String| {
+        observer.warn(&text);
+        warnings.push(text);
+    };
     if !data.labels.grid().same_geometry(data.ct.grid(), 1e-3) {
-        observer
-            .warn("the label map and the CT have different geometry; guidance uses the label grid");
+        warn(
+            "the label map and the CT have different geometry; guidance uses the label grid".into(),
+        );
     }
     let mut names: BTreeMap<u32, String> = data
         .table
@@ -99,7 +106,7 @@ pub fn build(
         labels_path,
         data.unnamed_labels,
     )?;
-    let mut source = plan_source(&data.plan, data.labels, data.table, observer)?;
+    let mut source = plan_source(&data.plan, data.labels, data.table, &mut warn)?;
     if !unnamed.is_empty() {
         names.extend(
             unnamed
@@ -107,7 +114,7 @@ pub fn build(
                 .map(|&(id, _)| (u32::from(id), unnamed_label_name(id))),
         );
         avoid_unnamed(&mut source, &unnamed);
-        observer.warn(&unnamed_warning(
+        warn(unnamed_warning(
             &unnamed,
             "guidance treats them as risk structures (group unnamed_labels, 3 mm clearance)",
         ));
@@ -127,6 +134,11 @@ pub fn build(
         data.inputs.clone(),
     );
     session.viewer = Some(viewer);
+    for absent in &session.description.warnings {
+        observer.warn(absent);
+    }
+    warnings.append(&mut session.description.warnings);
+    session.description.warnings = warnings;
     Ok(session)
 }
 
@@ -134,7 +146,7 @@ fn plan_source(
     plan: &GuidancePlan,
     labels: &Volume<u16>,
     table: &LabelTable,
-    observer: &dyn Observer,
+    warn: &mut dyn FnMut(String),
 ) -> Result<PlanSource> {
     let text = match plan {
         GuidancePlan::Needle(plan) => return Ok(PlanSource::Plan(plan.planned_needle())),
@@ -156,8 +168,9 @@ fn plan_source(
             radius_mm: DEFAULT_TARGET_RADIUS_MM,
         },
     };
-    observer.warn(
-        "only a target given: no planned line, so lateral deviation and angle are reported as null",
+    warn(
+        "only a target given: no planned line, so lateral deviation and angle are reported as null"
+            .into(),
     );
     Ok(PlanSource::Target {
         target_lps: target.point_lps,

@@ -34,6 +34,25 @@ fn session_and_metrics_on_the_sample() {
     let session = build(&session_data, &content, &Quiet).unwrap();
     let response = session.response();
     insta::assert_json_snapshot!("session_sample", snapshot_value(&response, tmp.path()));
+    // Regression (#17): risk structures absent from the label map were listed only in
+    // `missing`; now each such group is a warning. Checked against the map itself.
+    let present: std::collections::BTreeSet<String> = pinhole_volume::label_stats(&data.labels)
+        .keys()
+        .filter_map(|&id| data.table.name(id).map(str::to_owned))
+        .collect();
+    let warnings = &response.description.warnings;
+    for group in &response.description.risk_groups {
+        for label in &group.missing {
+            assert!(!present.contains(label), "{label} is in the map");
+        }
+        let warned = warnings
+            .iter()
+            .any(|w| w.starts_with(&format!("risk group {}:", group.name)));
+        assert_eq!(warned, !group.missing.is_empty(), "{}", group.name);
+    }
+    assert!(warnings
+        .iter()
+        .any(|w| w.contains("gallbladder, urinary_bladder not in the label map")));
 
     // The tip 10 mm anterior of the target, pointing at it (posterior, +y in LPS).
     let t = response.target_lps;

@@ -340,3 +340,88 @@ fn a_target_cut_by_the_scan_edge_is_flagged() {
         plan.warnings
     );
 }
+
+/// Regression (#17): a risk structure cut by the scan's edge was checked only inside the
+/// scan, silently. The sample's aorta is cut by the inferior (first) slice; a path whose
+/// entry lies 3.25 mm above that face, closer than the large vessels' 5 mm clearance,
+/// must say the aorta may continue below, unchecked.
+#[test]
+fn a_path_near_the_edge_that_cuts_a_risk_structure_is_flagged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo::load_data(None).unwrap();
+    let files = demo::write_data_files(tmp.path(), &data).unwrap();
+    let ct = data.ct.to_volume::<f32>();
+    let grid = ct.grid().clone();
+    let (lo, _) = grid.bounds_lps();
+    let z = lo[2] + 3.25;
+    // The posterior skin behind the left kidney's cyst, at that level.
+    let cyst = data.table.id_of("kidney_cyst_left").unwrap() as u16;
+    let n = data.labels.data().iter().filter(|&&v| v == cyst).count() as f64;
+    let mut c = [0.0; 3];
+    for (o, _) in data
+        .labels
+        .data()
+        .iter()
+        .enumerate()
+        .filter(|(_, &v)| v == cyst)
+    {
+        let p = grid.index_to_world(grid.index_of_offset(o).map(|v| v as f64));
+        c = [0, 1, 2].map(|a| c[a] + p[a] / n);
+    }
+    let mut y = c[1];
+    while ct
+        .sample_nearest([c[0], y, z])
+        .is_some_and(|hu| hu > -300.0)
+    {
+        y += 1.0;
+    }
+    let entry = [c[0], y - 2.0, z];
+    let request = NeedleRequest {
+        labels_table: table(&files),
+        entry_lps: Some(entry),
+        ..NeedleRequest::new(
+            &files.ct,
+            &files.labels,
+            "kidney-biopsy",
+            "kidney_cyst_left",
+        )
+    };
+    let plan = pinhole_pipeline::needle::run(&request, &Quiet)
+        .unwrap()
+        .report
+        .plan;
+    let warning = plan
+        .warnings
+        .iter()
+        .find(|w| w.starts_with("risk group large_vessels ("))
+        .unwrap_or_else(|| panic!("{:?}", plan.warnings));
+    assert!(warning.contains("aorta"), "{warning}");
+    assert!(warning.contains("scan's inferior edge"), "{warning}");
+    assert!(
+        warning.contains("within 3.2 mm") || warning.contains("within 3.3 mm"),
+        "{warning}"
+    );
+
+    // The default plan's paths stay far from that face: no such warning.
+    let request = NeedleRequest {
+        labels_table: table(&files),
+        ..NeedleRequest::new(
+            &files.ct,
+            &files.labels,
+            "kidney-biopsy",
+            "kidney_cyst_left",
+        )
+    };
+    let plan = pinhole_pipeline::needle::run(&request, &Quiet)
+        .unwrap()
+        .report
+        .plan;
+    assert!(
+        !plan
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("risk group large_vessels (")),
+        "{:?}",
+        plan.warnings
+    );
+}

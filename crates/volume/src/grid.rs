@@ -238,6 +238,25 @@ impl Grid {
             .collect()
     }
 
+    /// Distance (mm, along the index axis) from `lps` to the outer face of the scan on
+    /// `side` (an orientation letter, as [`crate::Volume::scan_edges_where`] names faces);
+    /// `None` for a letter that is not a side of this grid. Negative outside the scan.
+    pub fn distance_to_side_mm(&self, lps: Vec3, side: char) -> Option<f64> {
+        let code: Vec<char> = self.orientation_code().chars().collect();
+        let index = self.world_to_index(lps);
+        (0..3).find_map(|axis| {
+            let toward = *code.get(axis)?;
+            let spacing = self.spacing_mm[axis];
+            if side == toward {
+                Some((self.dims[axis] as f64 - 0.5 - index[axis]) * spacing)
+            } else if side == crate::volume::opposite_side(toward) {
+                Some((index[axis] + 0.5) * spacing)
+            } else {
+                None
+            }
+        })
+    }
+
     /// World-space (LPS) bounding box of the grid's outer voxel faces: `(min, max)`.
     pub fn bounds_lps(&self) -> (Vec3, Vec3) {
         let mut lo = [f64::INFINITY; 3];
@@ -292,6 +311,26 @@ fn orthonormality_deviation(d: &Mat3) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn distance_to_each_side_of_an_asymmetric_ras_grid() {
+        // i points right (R), j anterior (A), k superior (S); 10 × 20 × 30 voxels of
+        // 1 × 2 × 3 mm, first voxel centre at LPS (5, 7, −11).
+        let direction = [[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]];
+        let grid =
+            super::Grid::new([10, 20, 30], [1.0, 2.0, 3.0], [5.0, 7.0, -11.0], direction).unwrap();
+        assert_eq!(grid.orientation_code(), "RAS");
+        // Voxel (2, 3, 4) centre: LPS (5 − 2, 7 − 6, −11 + 12).
+        let p = [3.0, 1.0, 1.0];
+        let d = |side| grid.distance_to_side_mm(p, side).unwrap();
+        assert!((d('L') - 2.5).abs() < 1e-9); // low i face: (2 + 0.5) × 1 mm
+        assert!((d('R') - 7.5).abs() < 1e-9); // (10 − 0.5 − 2) × 1 mm
+        assert!((d('P') - 7.0).abs() < 1e-9); // (3 + 0.5) × 2 mm
+        assert!((d('A') - 33.0).abs() < 1e-9); // (20 − 0.5 − 3) × 2 mm
+        assert!((d('I') - 13.5).abs() < 1e-9); // (4 + 0.5) × 3 mm
+        assert!((d('S') - 76.5).abs() < 1e-9); // (30 − 0.5 − 4) × 3 mm
+        assert_eq!(grid.distance_to_side_mm(p, 'X'), None);
+    }
+
     use super::*;
 
     fn las_grid() -> Grid {
