@@ -44,20 +44,41 @@ pub const EVLA_LEED_PUBLISHED_MAX_J_CM: f64 = 100.0;
 /// Where the LEED span comes from.
 pub const EVLA_LEED_SOURCE: &str = "20-30 J/cm at 1470 nm with a radial fibre vs 80 J/cm at 980 nm closed veins (PMID 19628516; reference/vessel_ablation.md section 4f)";
 
-/// What a user should know about a dose outside the published span (empty: inside it).
+/// Vein diameter from which EVLA is at or beyond what some clinicians take as its upper
+/// limit, mm.
+pub const EVLA_LARGE_VEIN_MM: f64 = 15.0;
+/// Where the large-vein limit comes from.
+pub const EVLA_LARGE_VEIN_SOURCE: &str = "15 mm has been recommended as the upper limit for EVLA by some clinicians; 334 of 1,929 great saphenous veins of >= 15 mm were occluded with a multi-pass technique (Dabbs et al., Phlebology 2017, 'smile sign')";
+/// Vein diameter below which the vein is narrower than the introducer sheath a laser
+/// fibre is passed through (4-5 F, 1.3-1.7 mm; derived), mm.
+pub const EVLA_SMALL_VEIN_MM: f64 = 2.0;
+
+/// What a user should know about a dose or a vein outside the published span (empty:
+/// inside it). Physically impossible input (zero, negative, non-finite) is refused by
+/// [`evla_dose`] instead.
 pub fn evla_warnings(dose: &EvlaDose) -> Vec<String> {
     let leed = dose.leed_j_cm;
+    let mut warnings = Vec::new();
     if leed < EVLA_LEED_PUBLISHED_MIN_J_CM {
-        vec![format!(
+        warnings.push(format!(
             "LEED {leed:.1} J/cm is below the published doses ({EVLA_LEED_SOURCE}): the vein may not close"
-        )]
+        ));
     } else if leed > EVLA_LEED_PUBLISHED_MAX_J_CM {
-        vec![format!(
+        warnings.push(format!(
             "LEED {leed:.1} J/cm is far above the published doses ({EVLA_LEED_SOURCE}): risk of perforation, burns and nerve injury; check power and pullback speed"
-        )]
-    } else {
-        Vec::new()
+        ));
     }
+    let d = dose.diameter_mm;
+    if d >= EVLA_LARGE_VEIN_MM {
+        warnings.push(format!(
+            "vein diameter {d:.1} mm is at or above {EVLA_LARGE_VEIN_MM} mm ({EVLA_LARGE_VEIN_SOURCE}): expect incomplete wall contact; the J/cm2 of wall is low for the LEED"
+        ));
+    } else if d < EVLA_SMALL_VEIN_MM {
+        warnings.push(format!(
+            "vein diameter {d:.1} mm is below {EVLA_SMALL_VEIN_MM} mm, narrower than the 4-5 F introducer sheath (1.3-1.7 mm) a laser fibre is passed through (derived): check the measurement"
+        ));
+    }
+    warnings
 }
 
 /// EVLA dose for `power_w` at `pullback_mm_s` in a vein of `diameter_mm` over `length_cm`.

@@ -289,6 +289,24 @@ fn evla_warns_outside_the_published_doses() {
     assert!(low.warnings[0].starts_with("LEED 10.0 J/cm is below the published doses"));
     // 5 W at 2 mm/s: 25 J/cm, the 1470 nm radial-fibre dose.
     assert!(dose(5.0, 2.0).warnings.is_empty());
+    // The vein's diameter against the published span: 16 mm is beyond the 15 mm some
+    // take as EVLA's upper limit (Dabbs 2017); 1.5 mm is narrower than the sheath.
+    let vein = |diameter_mm| {
+        pinhole_pipeline::evla::run(&EvlaRequest {
+            power_w: 5.0,
+            pullback_mm_s: 2.0,
+            diameter_mm,
+            length_cm: 30.0,
+        })
+        .unwrap()
+        .warnings
+    };
+    let wide = vein(16.0);
+    assert_eq!(wide.len(), 1, "{wide:?}");
+    assert!(wide[0].starts_with("vein diameter 16.0 mm is at or above 15 mm"));
+    assert!(wide[0].contains("Dabbs et al., Phlebology 2017"));
+    assert!(vein(1.5)[0].starts_with("vein diameter 1.5 mm is below 2 mm"));
+    assert!(vein(14.9).is_empty());
     // Impossible input is refused, not computed.
     assert!(pinhole_pipeline::evla::run(&EvlaRequest {
         power_w: 10.0,
