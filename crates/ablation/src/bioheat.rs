@@ -773,6 +773,10 @@ fn march(
     } else {
         Vec::new()
     };
+    if nonlinear {
+        // The first step's coefficients (and U) from the initial temperatures.
+        nonlinear_coefficients(fields, &physics, kirchhoff.then_some(&mut stencil_input));
+    }
     let total_steps = steps.total();
     let per_sweep = if nonlinear {
         1
