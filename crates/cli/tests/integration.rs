@@ -213,7 +213,20 @@ fn demo_runs_on_the_embedded_sample() {
         ("needle-plan", &out.join("thyroid-fna/plan.json")),
         ("vessel-route", &out.join("vessel-route/route.json")),
         ("ablation", &out.join("ablation/ablation.json")),
+        ("needle-plan", &out.join("ablation-path/plan.json")),
     ]);
+    // The ablation follows a liver-biopsy path, and its applicator track is checked.
+    let ablation: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ablation/ablation.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        ablation["tracks"][0]["procedure"], "liver-biopsy",
+        "{ablation}"
+    );
+    assert!(
+        stdout.contains("applicator tracks under the liver-biopsy rules"),
+        "{stdout}"
+    );
     // ...and the validator does reject: a plan without its disclaimer.
     let mut broken: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();

@@ -605,6 +605,14 @@ impl AblationReport {
                 s.name, s.diameter_mm, s.distance_mm
             ));
         }
+        if let Some(first) = self.tracks.first() {
+            let kept = self.tracks.iter().filter(|t| t.feasible).count();
+            lines.push(format!(
+                "applicator tracks under the {} rules: {kept} of {} keep them",
+                first.procedure,
+                self.tracks.len()
+            ));
+        }
         lines
     }
 }

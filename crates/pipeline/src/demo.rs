@@ -207,8 +207,33 @@ pub fn plan_everything(
         observer.info("\n== ablation skipped: no liver in this label map");
         return story;
     };
+    // The applicator's path: liver-biopsy rules to the lesion's centre, so that the
+    // ablation checks every applicator track against them.
+    let centre = lesion.rsplit_once(',').map_or(lesion.as_str(), |(c, _)| c);
+    let path_dir = out.join("ablation-path");
+    let path_request = NeedleRequest {
+        labels_table: table.clone(),
+        ..NeedleRequest::new(&files.ct, &files.labels, "liver-biopsy", centre)
+    };
+    let path = step(
+        "needle path for the ablation applicator: liver-biopsy rules to the lesion's centre",
+        &format!(
+            "plan needle {common} --procedure liver-biopsy --target {centre} --out {}",
+            path_dir.display()
+        ),
+        observer,
+        || {
+            let outcome = crate::needle::run(&path_request, observer)?;
+            outcome.write(&path_dir)?;
+            let (lines, warnings) = outcome.report.summary();
+            lines.iter().take(1).for_each(|line| observer.info(line));
+            warnings.iter().for_each(|w| observer.warn(w));
+            Ok(path_dir.join("plan.json"))
+        },
+    );
     let request = AblationRequest {
         labels_table: table,
+        path: path.clone(),
         ..AblationRequest::device(
             &files.ct,
             &files.labels,
@@ -221,8 +246,11 @@ pub fn plan_everything(
     let dir = out.join("ablation");
     let title = "ablation: a 12 mm lesion at the deepest point of the liver, example device";
     let command = format!(
-        "plan ablation {common} --tumor {} --device emprint-example --power 100 --minutes 5 --out {}",
+        "plan ablation {common} --tumor {}{} --device emprint-example --power 100 --minutes 5 --out {}",
         request.tumor,
+        path.as_ref()
+            .map(|p| format!(" --path {}", p.display()))
+            .unwrap_or_default(),
         dir.display()
     );
     if step(title, &command, observer, || {
