@@ -582,10 +582,23 @@ impl AblationOutcome {
 impl AblationReport {
     /// What the terminal shows.
     pub fn summary(&self) -> Vec<String> {
+        let threatened: Vec<String> = self
+            .heat_sinks
+            .iter()
+            .filter_map(|s| {
+                let t = s.threatened_margin.as_ref()?;
+                Some(format!("{} ({} side)", s.name, t.side))
+            })
+            .collect();
+        let caveat = if threatened.is_empty() {
+            String::new()
+        } else {
+            format!(", assuming no cooling by {}", threatened.join(", "))
+        };
         let mut lines = vec![
             format!("criterion: {}", self.criterion),
             format!(
-                "{} applicator(s); tumour covered {:.1} %, tumour + {} mm margin covered {:.1} %",
+                "{} applicator(s); tumour covered {:.1} %, tumour + {} mm margin covered {:.1} %{caveat}",
                 self.zones.len(),
                 self.coverage_tumor_pct,
                 self.margin_mm,

@@ -69,6 +69,19 @@ fn a_heat_sink_beside_the_tumour_names_the_margin_it_threatens() {
             "{warning}"
         );
     }
+    // The terminal's coverage line carries the caveat too.
+    let coverage_line = report
+        .summary()
+        .into_iter()
+        .find(|l| l.contains("margin covered"))
+        .unwrap();
+    assert!(
+        coverage_line.ends_with(&format!(
+            "assuming no cooling by inferior_vena_cava ({} side)",
+            threat.side
+        )),
+        "{coverage_line}"
+    );
 }
 
 /// A 36 mm lesion needs several 37 × 35 mm zones; each applicator's track is checked. A
