@@ -50,6 +50,12 @@ fn main() -> anyhow::Result<()> {
 
 fn fit(table: &DeviceTable, name: &str, grid_mm: f64) -> anyhow::Result<()> {
     let device = table.device(name)?;
+    let tissue = device
+        .simulation
+        .as_ref()
+        .map_or_else(pinhole_ablation::bioheat::Tissue::liver, |s| {
+            s.table_tissue()
+        });
     let mut best: Option<(f64, SourceModel)> = None;
     for efficiency in [0.2, 0.3, 0.4, 0.5, 0.65] {
         for hotspot in [2.0, 6.0, 10.0] {
@@ -61,7 +67,7 @@ fn fit(table: &DeviceTable, name: &str, grid_mm: f64) -> anyhow::Result<()> {
                         sigma_axial_mm: sigma_axial,
                         sigma_radial_mm: sigma_radial,
                     };
-                    let rows = calibrate_device(device, &model, grid_mm)?;
+                    let rows = calibrate_device(device, &model, &tissue, grid_mm)?;
                     let worst = rows
                         .iter()
                         .map(|r| {

@@ -164,8 +164,25 @@ pub fn device_model(
 pub struct DeviceSimulation {
     /// `[device.simulation.model]`.
     pub model: SourceModel,
+    /// Perfusion under which the table was measured, 1/s (0: ex vivo); absent: the
+    /// in-vivo liver value of [`Tissue::liver`]. Only the calibration uses it: plans
+    /// simulate in-vivo tissue.
+    #[serde(default)]
+    pub table_perfusion_per_s: Option<f64>,
     /// How the model was calibrated (command, date, result).
     pub calibrated: String,
+}
+
+impl DeviceSimulation {
+    /// The tissue the table's zones were measured in: liver, with the table's perfusion.
+    pub fn table_tissue(&self) -> Tissue {
+        let mut tissue = Tissue::liver();
+        if let Some(p) = self.table_perfusion_per_s {
+            tissue.perfusion_per_s = p;
+            tissue.name = format!("liver, perfusion {p} 1/s (the table's conditions)");
+        }
+        tissue
+    }
 }
 
 /// The zone a simulation produced, measured like a table row.
@@ -178,11 +195,12 @@ pub struct SimulatedZone {
     pub volume_ml: f64,
 }
 
-/// Simulates one applicator (`model` at `power_w` for `minutes`) in homogeneous liver on a
-/// `grid_mm` grid, with the default settings (tissue physics, perfusion stop,
+/// Simulates one applicator (`model` at `power_w` for `minutes`) in homogeneous `tissue`
+/// on a `grid_mm` grid, with the default settings (tissue physics, perfusion stop,
 /// Arrhenius zone), and measures the zone along and across the applicator.
 pub fn simulate_zone(
     model: &SourceModel,
+    tissue: &Tissue,
     power_w: f64,
     minutes: f64,
     grid_mm: f64,
@@ -206,7 +224,7 @@ pub fn simulate_zone(
     ];
     let grid = Grid::axis_aligned(dims, [grid_mm; 3], origin)?;
     let applicator = Applicator::new([0.0; 3], [0.0, 0.0, 1.0])?;
-    let mut problem = Problem::homogeneous(grid, Tissue::liver());
+    let mut problem = Problem::homogeneous(grid, tissue.clone());
     problem.sources.push(model.source(applicator, power_w));
     let settings = Settings {
         duration_s: minutes * 60.0,
@@ -253,17 +271,18 @@ impl CalibrationRow {
     }
 }
 
-/// Simulates every row of `device` with `model`.
+/// Simulates every row of `device` with `model` in `tissue`.
 pub fn calibrate_device(
     device: &Device,
     model: &SourceModel,
+    tissue: &Tissue,
     grid_mm: f64,
 ) -> Result<Vec<CalibrationRow>, AblationError> {
     device
         .zones
         .iter()
         .map(|row| {
-            let simulated = simulate_zone(model, row.power_w, row.minutes, grid_mm)?;
+            let simulated = simulate_zone(model, tissue, row.power_w, row.minutes, grid_mm)?;
             let pct = |sim: f64, table: f64| 100.0 * (sim - table) / table;
             Ok(CalibrationRow {
                 device: device.name.clone(),
@@ -286,7 +305,12 @@ pub fn calibrate(
     let mut uncalibrated = Vec::new();
     for device in &table.devices {
         match &device.simulation {
-            Some(sim) => rows.extend(calibrate_device(device, &sim.model, grid_mm)?),
+            Some(sim) => rows.extend(calibrate_device(
+                device,
+                &sim.model,
+                &sim.table_tissue(),
+                grid_mm,
+            )?),
             None => uncalibrated.push(device.name.clone()),
         }
     }

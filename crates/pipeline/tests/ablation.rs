@@ -210,11 +210,33 @@ fn simulations_say_whether_their_source_model_is_calibrated() {
     let tmp = tempfile::tempdir().unwrap();
     let files = sample_files(tmp.path());
     let uncalibrated = |r: &AblationReport| r.warnings.iter().any(|w| w.contains("not calibrated"));
-    let laser = pinhole_pipeline::ablation::run(&simulate_request(&files, Modality::Laser), &Quiet)
+    // A table whose laser has no [device.simulation] model: the default laser source.
+    let bare_table = tmp.path().join("bare.toml");
+    std::fs::write(
+        &bare_table,
+        "[[device]]\nname = \"bare-laser\"\nmodality = \"laser\"\nsource = \"test\"\n\n[[device.zone]]\npower_w = 10\nminutes = 3\nlong_axis_mm = 20\nshort_axis_mm = 15\nbeyond_tip_mm = 3\n",
+    )
+    .unwrap();
+    let request = AblationRequest {
+        zone: ZoneSource::Simulate {
+            applicator: Modality::Laser,
+            criterion: Criterion::Arrhenius,
+            device: None,
+            devices: Some(bare_table),
+        },
+        ..simulate_request(&files, Modality::Laser)
+    };
+    let laser = pinhole_pipeline::ablation::run(&request, &Quiet)
         .unwrap()
         .report;
     assert!(uncalibrated(&laser), "{:?}", laser.warnings);
     assert_eq!(laser.simulation.as_ref().unwrap().calibration, None);
+    // The built-in table's laser is calibrated.
+    let builtin =
+        pinhole_pipeline::ablation::run(&simulate_request(&files, Modality::Laser), &Quiet)
+            .unwrap()
+            .report;
+    assert!(!uncalibrated(&builtin), "{:?}", builtin.warnings);
     let microwave =
         pinhole_pipeline::ablation::run(&simulate_request(&files, Modality::Microwave), &Quiet)
             .unwrap()

@@ -33,7 +33,8 @@ fn the_default_microwave_model_gives_table_sized_zones_at_60_w_6_min() {
     let table = DeviceTable::builtin().unwrap();
     let (model, calibration) = default_model(&table, Modality::Microwave);
     assert!(calibration.unwrap().starts_with("emprint-example"));
-    let zone = simulate_zone(&model, 60.0, 6.0, 1.0).unwrap();
+    let liver = pinhole_ablation::bioheat::Tissue::liver();
+    let zone = simulate_zone(&model, &liver, 60.0, 6.0, 1.0).unwrap();
     // Below the 75 W / 5 min row (35 × 32 mm) plus 15 %; far from the old 55 × 43 mm.
     assert!(zone.long_axis_mm <= 35.0 * 1.15, "{zone:?}");
     assert!(zone.short_axis_mm <= 32.0 * 1.15, "{zone:?}");
@@ -41,8 +42,10 @@ fn the_default_microwave_model_gives_table_sized_zones_at_60_w_6_min() {
 }
 
 #[test]
-fn a_laser_without_a_calibrated_device_says_so() {
+fn a_modality_without_a_calibrated_device_says_so() {
     let table = DeviceTable::builtin().unwrap();
-    let (_, calibration) = default_model(&table, Modality::Laser);
-    assert!(calibration.is_none());
+    let (_, laser) = default_model(&table, Modality::Laser);
+    assert!(laser.unwrap().starts_with("laser-diffuser-2cm-example"));
+    let (_, cryo) = default_model(&table, Modality::Cryo);
+    assert!(cryo.is_none());
 }
