@@ -1,6 +1,7 @@
 //! The pictures and geometry files that go with reports: the route on a frontal
 //! projection, the ablation zone's contours and the CT resliced along an applicator, the
-//! registration overlay. Drawing primitives live in `pinhole-xray::display`; files are
+//! registration overlay; each with orientation letters and a scale bar
+//! (`pinhole_volume::annotate`). Drawing primitives live in `pinhole-xray::display`; files are
 //! written by `pinhole-io`.
 
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::path::Path;
 use pinhole_ablation::plan::Plan as AblationPlan;
 use pinhole_io::labels::LabelTable;
 use pinhole_io::vtk::PolyLines;
+use pinhole_volume::annotate::Canvas;
 use pinhole_volume::math::{unit, DVec3};
 use pinhole_volume::{Grid, Mask, Vec3, Volume};
 use pinhole_xray::display::{
@@ -68,6 +70,7 @@ pub fn route_picture(
         .collect();
     let mut rgb = compose_with_organs(&gray, labels, &organs, &projection);
     draw_projected_polyline(&mut rgb, &projection, route_lps, [255, 220, 0], 2);
+    annotate_projection(&mut rgb, &projection, carm.isocenter_lps);
     Ok(RgbPicture {
         width: projection.width,
         height: projection.height,
@@ -182,6 +185,14 @@ pub fn applicator_slice(ct: &Volume<f32>, tumor: &Mask, plan: &AblationPlan) -> 
             }
         }
     }
+    // Letters and scale last, over the outlines and shafts.
+    let mut canvas = Canvas {
+        rgb: &mut rgb,
+        width: size,
+        height: size,
+    };
+    canvas.orientation_letters(across.to_array(), axis.to_array());
+    canvas.scale_bar(pixel_mm);
     Some(RgbPicture {
         width: size,
         height: size,
@@ -209,12 +220,14 @@ fn outline_masks(rgb: &mut [u8], masks: &[[bool; 3]], size: usize) {
     }
 }
 
-/// A live X-ray (bone dark) with outlines of projected structures and lines drawn on it.
+/// A live X-ray (bone dark) with outlines of projected structures and lines drawn on it,
+/// orientation letters and a scale bar at `reference_lps` (e.g. the isocentre).
 pub fn xray_overlay(
     integral: &Image,
     outlines: &[(Image, [u8; 3])],
     lines: &[(Vec<Vec3>, [u8; 3])],
     projection: &Projection,
+    reference_lps: Vec3,
 ) -> RgbPicture {
     let shifted = shifted_positive(integral);
     let window = Window::from_percentiles(&shifted, 1.0, 99.0);
@@ -226,10 +239,35 @@ pub fn xray_overlay(
     for (points, color) in lines {
         draw_projected_polyline(&mut rgb, projection, points, *color, 1);
     }
+    annotate_projection(&mut rgb, projection, reference_lps);
     RgbPicture {
         width: integral.width,
         height: integral.height,
         rgb,
+    }
+}
+
+/// Orientation letters from the detector's axes and a scale bar for objects at
+/// `reference_lps` (a projection magnifies by source-to-detector over source-to-object
+/// distance along the central ray).
+fn annotate_projection(rgb: &mut [u8], projection: &Projection, reference_lps: Vec3) {
+    let (w, h) = (projection.width, projection.height);
+    let col = DVec3::from(projection.col_step);
+    let row = DVec3::from(projection.row_step);
+    let source = DVec3::from(projection.source_lps);
+    let centre = DVec3::from(projection.pixel00_lps)
+        + col * ((w as f64 - 1.0) / 2.0)
+        + row * ((h as f64 - 1.0) / 2.0);
+    let sid = (centre - source).length();
+    let sod = (DVec3::from(reference_lps) - source).dot((centre - source) / sid);
+    let mut canvas = Canvas {
+        rgb,
+        width: w,
+        height: h,
+    };
+    canvas.orientation_letters(projection.col_step, projection.row_step);
+    if sid > 0.0 && sod > 0.0 {
+        canvas.scale_bar(col.length() * sod / sid);
     }
 }
 

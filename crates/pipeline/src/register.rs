@@ -229,7 +229,13 @@ pub fn run(request: &RegistrationRequest, observer: &dyn Observer) -> Result<Reg
         Some(p) => plan_lines(&PlanPaths::read(p)?),
         None => Vec::new(),
     };
-    let overlay = xray_overlay(&reg.polarity.apply(&xray), &outlines, &lines, &registered);
+    let overlay = xray_overlay(
+        &reg.polarity.apply(&xray),
+        &outlines,
+        &lines,
+        &registered,
+        carm.isocenter_lps,
+    );
     let sized = |p: &Path| SizedInput {
         path: p.display().to_string(),
         bytes: std::fs::metadata(p).map(|m| m.len()).ok(),

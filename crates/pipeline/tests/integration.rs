@@ -10,6 +10,7 @@ mod shared;
 
 mod ablation;
 mod live;
+mod pictures;
 mod reports;
 mod schemas;
 mod unnamed;

@@ -1,6 +1,8 @@
 //! The picture an IR doctor checks: the CT resliced in the plane that contains the best
-//! needle path (the most axial such plane), labels overlaid, the path drawn.
+//! needle path (the most axial such plane), labels overlaid, the path drawn, with
+//! orientation letters and a scale bar.
 
+use pinhole_volume::annotate::Canvas;
 use pinhole_volume::math::{cross, dot, norm};
 use pinhole_volume::Vec3;
 
@@ -124,6 +126,15 @@ pub fn needle_plane(
             }
         }
     }
+    // Orientation letters (radiological when the plane allows: the patient's left on
+    // the right) and a scale bar.
+    let mut canvas = Canvas {
+        rgb: &mut rgb,
+        width: size,
+        height: size,
+    };
+    canvas.orientation_letters(e1, e2);
+    canvas.scale_bar(pixel_mm);
     RgbImage {
         width: size,
         height: size,

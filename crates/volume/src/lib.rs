@@ -1,6 +1,7 @@
 //! Pinhole's volume core: grid geometry in LPS millimetres, typed volumes and label maps,
 //! sampling and resampling, exact distance transforms, morphology, connected components
-//! and label statistics. No I/O, no async, no GPU.
+//! and label statistics; orientation letters and scale bars for pictures (`annotate`).
+//! No I/O, no async, no GPU.
 //!
 //! # Coordinate convention
 //! World coordinates are **LPS millimetres** (x to the patient's left, y posterior,
@@ -17,6 +18,7 @@
 //! ```
 
 pub mod anatomy;
+pub mod annotate;
 pub mod components;
 pub mod distance;
 pub mod grid;
