@@ -8,6 +8,7 @@
 #[path = "../../../tests/support/shared.rs"]
 mod shared;
 
+mod kidney;
 mod live;
 mod reports;
 mod schemas;
