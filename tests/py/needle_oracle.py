@@ -15,8 +15,11 @@ removed from the risk groups), then checks every returned path of plan.json:
 * length <= length.max_mm; entry near the CT's body/air boundary (HU > -500);
 * skin angle from its own normal (mean offset of body voxels, HU > -500, within 8 mm
   of the entry on the full-resolution CT) <= skin_angle.max_deg + tolerance;
-* approach cones, axial angle, entry caudal to rib 12 (or the lowest voxel of the
-  fallback labels), organ traversal lengths.
+* approach cones, axial angle, organ traversal lengths;
+* entry_caudal_to: the entry caudal to the lowest voxel of the side's labels (rib 12),
+  or with `level = "footprint"` the needle caudal to the side's labels (rib 11) in every
+  axial column of theirs (widened by one voxel) it runs over outside the allowed
+  labels; the lowest voxel of the fallback labels when the side's are absent.
 
 Prints a JSON report; exit status 0 even when checks fail (the Rust test asserts).
 """
@@ -208,14 +211,38 @@ def main():
             names = rule["left"] if left else rule["right"]
             ids = sorted(expand(names, table))
             vx = np.argwhere(np.isin(labels, ids)) if ids else np.zeros((0, 3))
+            footprint = rule.get("level", "lowest-voxel") == "footprint" and len(vx) > 0
             if len(vx) == 0:
                 ids = sorted(expand(rule["fallback"], table))
                 vx = np.argwhere(np.isin(labels, ids))
             zs = (a[2, :3] @ vx.T) + a[2, 3]
-            level = float(zs.min())
-            res["caudal_level_z_mm"] = level
-            if entry[2] > level + 1e-6:
-                fail.append(f"entry z {entry[2]:.1f} above level {level:.1f}")
+            if footprint:
+                # Lowest z per (i, j) column of the labels, widened by one voxel.
+                low = np.full(shape[:2], np.inf)
+                np.minimum.at(low, (vx[:, 0], vx[:, 1]), zs)
+                pad = np.pad(low, 1, constant_values=np.inf)
+                floor = np.min([pad[1 + di:1 + di + shape[0], 1 + dj:1 + dj + shape[1]]
+                                for di in (-1, 0, 1) for dj in (-1, 0, 1)], axis=0)
+                sidx = np.rint(to_index(samples)).astype(np.int64)
+                ok = np.all((sidx >= 0) & (sidx < shape), axis=1)
+                lab = nearest(labels, samples, 0)
+                ok &= ~np.isin(lab, sorted(allowed))
+                over = floor[sidx[ok, 0], sidx[ok, 1]] - samples[ok, 2]
+                over = over[np.isfinite(over)]
+                margin = float(over.min()) if len(over) else None
+                res["caudal_margin_mm"] = margin
+                # The planner samples every half voxel, this every 0.25 mm.
+                if margin is not None and margin < -0.5:
+                    fail.append(f"needle {-margin:.1f} mm above {names} where it runs over it")
+                reported = path.get("entry_caudal_to_margin_mm")
+                if (margin is None) != (reported is None) or (
+                        margin is not None and abs(margin - reported) > 1.5):
+                    fail.append(f"reported caudal margin {reported} != {margin}")
+            else:
+                level = float(zs.min())
+                res["caudal_level_z_mm"] = level
+                if entry[2] > level + 1e-6:
+                    fail.append(f"entry z {entry[2]:.1f} above level {level:.1f}")
         for rule in profile.get("traverse", []):
             ids = sorted(expand(rule["labels"], table))
             inside = np.isin(nearest(labels, samples, 0), ids)

@@ -37,7 +37,8 @@ pub struct NeedleRequest {
     pub procedure: String,
     /// A profile file (TOML) replacing the shipped profile.
     pub profile: Option<PathBuf>,
-    /// Target: a label (`kidney_cyst_left`, `liver:deepest`), `x,y,z` or `x,y,z,r`.
+    /// Target: a label (`kidney_cyst_left`, `liver:deepest`,
+    /// `kidney_left:lower-pole-cortex`), `x,y,z` or `x,y,z,r`.
     pub target: String,
     /// Candidate directions.
     pub candidates: usize,

@@ -40,7 +40,8 @@ const DRR_ORGANS: [&str; 5] = [
 pub enum GuidancePlan {
     /// A needle plan: guidance along its best path, with its risk groups.
     Needle(Box<PlanPaths>),
-    /// Only a target: `label[:centroid|:deepest]`, `x,y,z` or `x,y,z,r` (LPS mm).
+    /// Only a target: `label[:centroid|:deepest|:lower-pole|:lower-pole-cortex]`,
+    /// `x,y,z` or `x,y,z,r` (LPS mm).
     Target(String),
 }
 

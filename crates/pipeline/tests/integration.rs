@@ -9,6 +9,7 @@
 mod shared;
 
 mod ablation;
+mod kidney;
 mod live;
 mod pictures;
 mod reports;

@@ -10,7 +10,7 @@
 //!   the skin every half coarse cell (a screening pass for the hard rules, then the
 //!   survivors again for scores; samples no rule could react to are skipped, with the
 //!   same results); the skin entry refined on the CT; hard rules (clearance per risk group, length, skin angle, axial angle,
-//!   approach cones, entry below rib 12, organ traversal, fissures and pleura);
+//!   approach cones, entry below rib 12 or needle below rib 11, organ traversal, fissures and pleura);
 //!   soft scores (length, clearance margins, skin angle, capsule angle) as a weighted
 //!   sum plus the Pareto set; the top k paths that differ by an angle, each re-checked
 //!   exactly against voxel centres.

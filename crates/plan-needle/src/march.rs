@@ -9,7 +9,7 @@ use pinhole_volume::Vec3;
 use crate::context::{
     dequantize, Cell, CellCache, Lanes, PlanningContext, BODY_THRESHOLD_HU, CELL_LANES,
 };
-use crate::plan::{score, Candidate, Rules, Traced, CLEARANCE_SATURATION_MM};
+use crate::plan::{score, Candidate, CaudalCheck, Rules, Traced, CLEARANCE_SATURATION_MM};
 
 /// A hard rule a candidate broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -596,8 +596,15 @@ impl<'a> Marcher<'a> {
         if cos_skin < rules.max_skin_cos && self.fail(&mut ray, Rule::SkinAngle) {
             return Traced::Rejected(Rule::SkinAngle);
         }
-        if rules.caudal_z.is_some_and(|z| entry[2] > z) && self.fail(&mut ray, Rule::EntryCaudalTo)
-        {
+        let caudal_margin_mm = match &rules.caudal {
+            None => None,
+            Some(CaudalCheck::Level(z)) => Some(z - entry[2]),
+            Some(CaudalCheck::Footprint(floor)) => {
+                self.ctx
+                    .footprint_margin(floor, &rules.organ_lut, self.target, entry)
+            }
+        };
+        if caudal_margin_mm.is_some_and(|m| m < 0.0) && self.fail(&mut ray, Rule::EntryCaudalTo) {
             return Traced::Rejected(Rule::EntryCaudalTo);
         }
         for n in 0..rules.traverse.len() {
@@ -628,6 +635,7 @@ impl<'a> Marcher<'a> {
             capsule_angle_deg,
             traverse_mm: ray.traverse_mm,
             pleura: pleura_crossings,
+            caudal_margin_mm,
             score: 0.0,
             violations: ray.violations,
         };

@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pinhole_volume::math::{cross, dot, norm};
-use pinhole_volume::{distance_inside, Mask, Target, Vec3};
+use pinhole_volume::{LabelAim, Target, Vec3};
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::context::{lut_of, Bins, Cell, CellCache, PlanningContext};
 use crate::march::{Marcher, Rule};
-use crate::profile::{matches_pattern, Profile, RiskGroup, TargetAim};
+use crate::profile::{matches_pattern, CaudalLevel, Profile, RiskGroup};
 use crate::PlanError;
 
 /// Search radius beyond the clearance within which exact clearances are reported, mm.
@@ -85,7 +85,8 @@ pub struct AppliedProfile {
     pub profile: Profile,
     /// Labels the needle may cross, expanded.
     pub allowed_labels_resolved: Vec<String>,
-    /// The z level (LPS mm) the entry must lie below, and what defined it.
+    /// The z level (LPS mm) the entry must lie below (`null` without the rule, or when
+    /// it is measured along the needle: `level = "footprint"`), and what defined it.
     pub entry_caudal_to_z_mm: Option<f64>,
     pub entry_caudal_to_from: Option<String>,
 }
@@ -114,6 +115,12 @@ pub struct PathReport {
     pub capsule_angle_deg: Option<f64>,
     pub traverse_mm: BTreeMap<String, f64>,
     pub pleura_crossings: Option<u32>,
+    /// How far the path stays caudal to the `entry_caudal_to` rule's labels, mm (negative:
+    /// cranial, a violation): the level minus the entry's z, or with `level =
+    /// "footprint"` the least (label voxel z − needle z) where the needle runs over the
+    /// labels; `null` without the rule, or when the needle never runs over them.
+    #[serde(default)]
+    pub entry_caudal_to_margin_mm: Option<f64>,
     pub score: f64,
     pub pareto_optimal: bool,
     pub feasible: bool,
@@ -127,6 +134,11 @@ pub struct Plan {
     pub procedure: String,
     pub target_lps: Vec3,
     pub target: String,
+    /// For a label target, the rule that chose the target point: `centroid`, `deepest`,
+    /// `lower-pole` or `lower-pole-cortex` (`target` says whether the target or the
+    /// profile's `target_aim` asked for it); `null` for a point or sphere.
+    #[serde(default)]
+    pub target_aim: Option<String>,
     pub profile: AppliedProfile,
     pub paths: Vec<PathReport>,
     /// Candidates rejected, by the first rule each broke.
@@ -150,7 +162,7 @@ pub(crate) struct Rules {
     pub(crate) lobes: Option<Vec<u8>>,
     pub(crate) avoid_fissures: bool,
     pub(crate) max_pleura: Option<u32>,
-    pub(crate) caudal_z: Option<f64>,
+    pub(crate) caudal: Option<CaudalCheck>,
     pub(crate) approach: Vec<(Vec3, f64)>,
     pub(crate) max_length_mm: f64,
     pub(crate) max_skin_cos: f64,
@@ -173,6 +185,7 @@ pub(crate) struct Candidate {
     pub(crate) capsule_angle_deg: Option<f64>,
     pub(crate) traverse_mm: Vec<f64>,
     pub(crate) pleura: Option<u32>,
+    pub(crate) caudal_margin_mm: Option<f64>,
     pub(crate) score: f64,
     pub(crate) violations: Vec<String>,
 }
@@ -181,6 +194,94 @@ pub(crate) enum Traced {
     Rejected(Rule),
     Missed,
     Reached(Box<Candidate>),
+}
+
+/// The `entry_caudal_to` rule as applied.
+pub(crate) enum CaudalCheck {
+    /// The entry's z must not exceed this (LPS mm).
+    Level(f64),
+    /// The needle must stay below the labels' voxels in their axial columns.
+    Footprint(ColumnFloor),
+}
+
+/// The `entry_caudal_to` rule as applied, and for the report its level's z (LPS mm) and
+/// what defined it.
+type CaudalApplied = (Option<CaudalCheck>, Option<f64>, Option<String>);
+
+/// Per column (i, j) of the label grid: the lowest world z (LPS mm) of a set of labels'
+/// voxel centres in that column or its eight neighbours (+∞ where none).
+pub(crate) struct ColumnFloor {
+    nx: usize,
+    ny: usize,
+    floor: Vec<f64>,
+}
+
+impl ColumnFloor {
+    fn new(ctx: &PlanningContext, ids: &[u16]) -> Self {
+        let grid = ctx.labels.grid();
+        let [nx, ny, _] = grid.dims();
+        let lut = lut_of(ids);
+        let mut lowest = vec![f64::INFINITY; nx * ny];
+        for (o, &l) in ctx.labels.data().iter().enumerate() {
+            if lut[usize::from(l)] {
+                let ijk = grid.index_of_offset(o);
+                let z = grid.index_to_world(ijk.map(|v| v as f64))[2];
+                let c = ijk[0] + nx * ijk[1];
+                lowest[c] = lowest[c].min(z);
+            }
+        }
+        let mut floor = lowest.clone();
+        for j in 0..ny {
+            for i in 0..nx {
+                let mut z = f64::INFINITY;
+                for jj in j.saturating_sub(1)..(j + 2).min(ny) {
+                    for ii in i.saturating_sub(1)..(i + 2).min(nx) {
+                        z = z.min(lowest[ii + nx * jj]);
+                    }
+                }
+                floor[i + nx * j] = z;
+            }
+        }
+        Self { nx, ny, floor }
+    }
+}
+
+impl PlanningContext {
+    /// The least (floor − z) over the points of the segment `target`–`entry` that lie
+    /// over `floor`'s labels and outside `organ` (label lookup), sampled every half of
+    /// the label grid's smallest spacing; `None` when no point lies over them.
+    pub(crate) fn footprint_margin(
+        &self,
+        floor: &ColumnFloor,
+        organ: &[bool],
+        target: Vec3,
+        entry: Vec3,
+    ) -> Option<f64> {
+        let grid = self.labels.grid();
+        let dims = grid.dims();
+        let step = 0.5 * grid.spacing_mm().into_iter().fold(f64::INFINITY, f64::min);
+        let length = norm([0, 1, 2].map(|a| entry[a] - target[a]));
+        let n = (length / step).ceil().max(1.0) as usize;
+        let labels = self.labels.data();
+        let mut margin: Option<f64> = None;
+        for s in 0..=n {
+            let t = s as f64 / n as f64;
+            let p = [0, 1, 2].map(|a| target[a] + (entry[a] - target[a]) * t);
+            let ijk = grid.world_to_index(p).map(|v| v.round());
+            if (0..3).any(|a| ijk[a] < 0.0 || ijk[a] >= dims[a] as f64) {
+                continue;
+            }
+            let [i, j, k] = ijk.map(|v| v as usize);
+            debug_assert!(i < floor.nx && j < floor.ny);
+            let z = floor.floor[i + floor.nx * j];
+            if !z.is_finite() || organ[usize::from(labels[grid.offset([i, j, k])])] {
+                continue;
+            }
+            let m = z - p[2];
+            margin = Some(margin.map_or(m, |old: f64| old.min(m)));
+        }
+        margin
+    }
 }
 
 /// Unit directions on a Fibonacci sphere.
@@ -319,62 +420,39 @@ fn lobe_lut(
 }
 
 impl PlanningContext {
-    /// Moves a label target to the profile's aim (e.g. the kidney's lower pole).
+    /// The aim the profile's `target_aim` gives `target`: a label target named without
+    /// an aim (`kidney_left`, not `kidney_left:deepest`), of a label `target_aim_labels`
+    /// lists (or any, when it lists none), not aimed that way already.
+    fn profile_aim(&self, profile: &Profile, target: &Target) -> Option<LabelAim> {
+        let aim = profile.target_aim.label_aim()?;
+        let name = target.label_name.as_deref().unwrap_or_default();
+        let listed = profile.target_aim_labels.is_empty()
+            || profile
+                .target_aim_labels
+                .iter()
+                .any(|pattern| matches_pattern(pattern, name));
+        (target.label_id.is_some() && !target.aim_given && target.aim != Some(aim) && listed)
+            .then_some(aim)
+    }
+
+    /// Moves a label target named without an aim to the profile's `target_aim` (the
+    /// kidney's lower pole for a nephrostomy, its lower-pole cortex for a renal biopsy).
+    /// [`PlanningContext::plan`] does this itself; a target aimed already is unchanged.
     pub fn aim(&self, profile: &Profile, target: Target) -> Target {
-        if profile.target_aim != TargetAim::LowerPole || target.label_id.is_none() {
-            return target;
+        match self.profile_aim(profile, &target) {
+            Some(aim) => target.reaimed(aim, &format!("{} profile", profile.name)),
+            None => target,
         }
-        let grid = target.region.grid().clone();
-        let zs: Vec<(usize, f64)> = target
-            .region
-            .data()
-            .iter()
-            .enumerate()
-            .filter(|(_, &b)| b)
-            .map(|(o, _)| {
-                let ijk = grid.index_of_offset(o).map(|v| v as f64);
-                (o, grid.index_to_world(ijk)[2])
-            })
-            .collect();
-        let lo = zs.iter().map(|z| z.1).fold(f64::INFINITY, f64::min);
-        let hi = zs.iter().map(|z| z.1).fold(f64::NEG_INFINITY, f64::max);
-        let cut = lo + (hi - lo) / 3.0;
-        let mut data = vec![false; grid.voxel_count()];
-        for (o, z) in zs {
-            if z <= cut {
-                data[o] = true;
-            }
-        }
-        // The scan's own border counts as outside, so a truncated organ is not aimed
-        // at its cut face.
-        let dims = grid.dims();
-        for (o, v) in data.iter_mut().enumerate() {
-            let ijk = grid.index_of_offset(o);
-            if (0..3).any(|a| dims[a] > 2 && (ijk[a] == 0 || ijk[a] + 1 == dims[a])) {
-                *v = false;
-            }
-        }
-        let Ok(lower) = Mask::new(grid.clone(), data) else {
-            return target;
-        };
-        let depth = distance_inside(&lower);
-        let Some((best, _)) = depth
-            .data()
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-        else {
-            return target;
-        };
-        let point = grid.index_to_world(grid.index_of_offset(best).map(|v| v as f64));
-        Target {
-            point_lps: point,
-            description: format!(
-                "{} → lower pole (deepest point of the caudal third)",
-                target.description
-            ),
-            ..target
-        }
+    }
+
+    /// The profile's `target_aim_warning` when its `target_aim` chose the target point.
+    fn aim_warning(profile: &Profile, target: &Target) -> Option<String> {
+        let note = profile.target_aim_warning.as_ref()?;
+        let by_profile = !target.aim_given
+            && target.label_id.is_some()
+            && target.aim.is_some()
+            && target.aim == profile.target_aim.label_aim();
+        by_profile.then(|| format!("target {}: {note}", target.description))
     }
 
     fn rules(
@@ -406,7 +484,8 @@ impl PlanningContext {
                 missing,
             });
         }
-        let (caudal_z, caudal_from) = self.caudal_level(profile, table, target, warnings)?;
+        let (caudal, caudal_z, caudal_from) =
+            self.caudal_level(profile, table, target, warnings)?;
         let resolved = self.resolve_groups(groups);
         let needs_labels = !traverse.is_empty() || lobes.is_some() || !allowed.is_empty();
         let traverse_empty = traverse.is_empty();
@@ -422,7 +501,7 @@ impl PlanningContext {
             avoid_fissures: profile.lung.as_ref().is_some_and(|l| l.avoid_fissures),
             max_pleura: profile.lung.as_ref().and_then(|l| l.max_pleura_crossings),
             lobes,
-            caudal_z,
+            caudal,
             approach: profile
                 .approach
                 .iter()
@@ -474,40 +553,62 @@ impl PlanningContext {
         (allowed, allowed_names)
     }
 
-    /// The entry level of the `entry_caudal_to` rule: the lowest voxel of the target
-    /// side's labels, else of the fallback labels (z in LPS mm, and what defined it).
+    /// The `entry_caudal_to` rule as applied: the target side's labels (their lowest
+    /// voxel, or their footprint as the rule's `level` says), else the fallback labels'
+    /// lowest voxel; with the level's z (LPS mm) and what defined it, for the report.
     fn caudal_level(
         &self,
         profile: &Profile,
         table: &[(u32, String)],
         target: &Target,
         warnings: &mut Vec<String>,
-    ) -> Result<(Option<f64>, Option<String>), PlanError> {
+    ) -> Result<CaudalApplied, PlanError> {
         let Some(rule) = &profile.entry_caudal_to else {
-            return Ok((None, None));
+            return Ok((None, None, None));
         };
         let left = target.point_lps[0] > self.body_centroid_lps[0];
         let side = if left { &rule.left } else { &rule.right };
         let info = self.label_info();
-        let lowest = |patterns: &[String]| {
+        let present = |patterns: &[String]| {
             let (ids, names, _) = expand(patterns, table);
+            let ids: Vec<u16> = ids
+                .into_iter()
+                .filter(|id| info.get(id).is_some_and(|i| i.voxels > 0))
+                .collect();
             let z = ids
                 .iter()
                 .filter_map(|id| info.get(id))
-                .filter(|i| i.voxels > 0)
                 .map(|i| i.min_z_mm)
                 .fold(f64::INFINITY, f64::min);
-            z.is_finite().then(|| (z, names.join("+")))
+            z.is_finite().then(|| (ids, z, names.join("+")))
         };
-        match lowest(side).or_else(|| {
-            warnings.push(format!(
-                "{} missing from the label map: entry level from {} instead",
-                side.join("+"),
-                rule.fallback.join("+")
-            ));
-            lowest(&rule.fallback)
-        }) {
-            Some((z, from)) => Ok((Some(z), Some(format!("lowest voxel of {from}")))),
+        if let Some((ids, z, from)) = present(side) {
+            return Ok(match rule.level {
+                CaudalLevel::LowestVoxel => (
+                    Some(CaudalCheck::Level(z)),
+                    Some(z),
+                    Some(format!("lowest voxel of {from}")),
+                ),
+                CaudalLevel::Footprint => (
+                    Some(CaudalCheck::Footprint(ColumnFloor::new(self, &ids))),
+                    None,
+                    Some(format!(
+                        "footprint of {from}: the needle passes caudal to it wherever it runs over it"
+                    )),
+                ),
+            });
+        }
+        warnings.push(format!(
+            "{} missing from the label map: entry level from {} instead",
+            side.join("+"),
+            rule.fallback.join("+")
+        ));
+        match present(&rule.fallback) {
+            Some((_, z, from)) => Ok((
+                Some(CaudalCheck::Level(z)),
+                Some(z),
+                Some(format!("lowest voxel of {from}")),
+            )),
             None => Err(PlanError::MissingLabels {
                 procedure: profile.name.clone(),
                 missing: side
@@ -554,13 +655,23 @@ impl PlanningContext {
         target: &Target,
         options: &PlanOptions,
     ) -> Result<Plan, PlanError> {
+        let aimed;
+        let target = match self.profile_aim(profile, target) {
+            Some(aim) => {
+                aimed = target
+                    .clone()
+                    .reaimed(aim, &format!("{} profile", profile.name));
+                &aimed
+            }
+            None => target,
+        };
         let target_lps = target.point_lps;
         if !self.in_body(target_lps) {
             return Err(PlanError::TargetOutsideBody {
                 point_lps: target_lps,
             });
         }
-        let mut warnings = Vec::new();
+        let mut warnings: Vec<String> = Self::aim_warning(profile, target).into_iter().collect();
         let (rules, applied) = self.rules(profile, table, target, &mut warnings)?;
 
         if let Some(entry) = options.entry_lps {
@@ -584,6 +695,7 @@ impl PlanningContext {
                 procedure: profile.name.clone(),
                 target_lps,
                 target: target.description.clone(),
+                target_aim: target.aim.map(|a| a.name().to_owned()),
                 profile: applied,
                 paths: vec![report],
                 rejected: BTreeMap::new(),
@@ -686,6 +798,7 @@ impl PlanningContext {
             procedure: profile.name.clone(),
             target_lps,
             target: target.description.clone(),
+            target_aim: target.aim.map(|a| a.name().to_owned()),
             profile: applied,
             paths: chosen,
             rejected,
@@ -860,6 +973,7 @@ impl PlanningContext {
                 .map(|((name, _, _), v)| (name.clone(), *v))
                 .collect(),
             pleura_crossings: c.pleura,
+            entry_caudal_to_margin_mm: c.caudal_margin_mm,
             score: c.score,
             pareto_optimal,
             feasible,

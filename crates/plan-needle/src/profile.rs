@@ -9,6 +9,8 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use pinhole_volume::LabelAim;
+
 use crate::PlanError;
 
 /// The shipped profiles: `(name, TOML text)`.
@@ -30,7 +32,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
-/// How a label target is turned into a point.
+/// How a label target named without an aim (`kidney_left`, not `kidney_left:deepest`)
+/// is turned into a point. A target that names its aim keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TargetAim {
@@ -40,6 +43,20 @@ pub enum TargetAim {
     AsGiven,
     /// The deepest point of the caudal third of the label (kidney lower pole).
     LowerPole,
+    /// The renal cortex of the lower pole, about 5 mm inside the surface (medical renal
+    /// biopsy; `pinhole_volume::LabelAim::LowerPoleCortex` gives the rule).
+    LowerPoleCortex,
+}
+
+impl TargetAim {
+    /// The label aim it applies (`None` for `AsGiven`).
+    pub fn label_aim(self) -> Option<LabelAim> {
+        match self {
+            TargetAim::AsGiven => None,
+            TargetAim::LowerPole => Some(LabelAim::LowerPole),
+            TargetAim::LowerPoleCortex => Some(LabelAim::LowerPoleCortex),
+        }
+    }
 }
 
 /// One procedure's rules.
@@ -53,6 +70,16 @@ pub struct Profile {
     pub allowed_labels: Vec<String>,
     #[serde(default)]
     pub target_aim: TargetAim,
+    /// The labels `target_aim` applies to (`*` wildcards); empty: every label target.
+    /// Other labels (a lesion) are aimed as the target says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_aim_labels: Vec<String>,
+    /// Added to the plan's warnings when `target_aim` moved a target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_aim_warning: Option<String>,
+    /// Where `target_aim` comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_aim_source: Option<String>,
     /// Returned paths differ in direction by at least this much.
     #[serde(default = "default_separation")]
     pub min_separation_deg: f64,
@@ -139,15 +166,36 @@ pub struct TraverseRule {
     pub source: String,
 }
 
-/// The entry point lies caudal to the lowest voxel of `left`/`right` (the side of the
-/// target), or of `fallback` when those labels are absent.
+/// The needle stays caudal to the labels `left`/`right` (the side of the target), as
+/// `level` says, or the entry caudal to the lowest voxel of `fallback` when those labels
+/// are absent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaudalRule {
     pub left: Vec<String>,
     pub right: Vec<String>,
     pub fallback: Vec<String>,
+    /// How "caudal to the labels" is measured (the fallback always uses `lowest-voxel`).
+    #[serde(default)]
+    pub level: CaudalLevel,
     pub source: String,
+}
+
+/// How the `entry_caudal_to` rule measures "caudal to the labels".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaudalLevel {
+    /// The skin entry lies caudal to the labels' lowest voxel centre (one z level).
+    #[default]
+    LowestVoxel,
+    /// The needle passes caudal to the labels where it runs over them: no point of the
+    /// needle outside the target's organ (the allowed labels) lies cranial to a voxel
+    /// centre of the labels in the same axial column (the labels' footprint on the label
+    /// grid's i, j plane, widened by one voxel so that no needle slips between diagonal
+    /// voxels). A needle that never runs over the labels is not constrained by them.
+    /// For a rib: the needle passes below that rib, between it and the next, or below
+    /// the next.
+    Footprint,
 }
 
 /// Lung rules: no crossing between lobes (fissures), few pleura crossings.

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use pinhole_plan_needle::{PlanError, PlanOptions, PlanningContext, Profile};
-use pinhole_volume::{Grid, TargetSpec, Volume};
+use pinhole_volume::{Grid, LabelAim, TargetSpec, Volume};
 
 const PROFILE: &str = r#"
 name = "phantom"
@@ -272,4 +272,187 @@ source = "test"
             b.map(|p| p.rejected)
         ),
     }
+}
+
+/// A 120 mm cube of soft tissue (0 HU) in air on the LAS grid of [`phantom`] (2 mm
+/// voxels, centres at odd mm), with `paint(p)` giving each voxel's label.
+fn tissue_cube(paint: impl Fn([f64; 3]) -> u16) -> PlanningContext {
+    let (ctx, _, _) = phantom();
+    let grid = ctx.labels().grid().clone();
+    let mut ct = Volume::filled(grid.clone(), -1000.0f32);
+    let mut labels = Volume::filled(grid.clone(), 0u16);
+    for o in 0..grid.voxel_count() {
+        let p = grid.index_to_world(grid.index_of_offset(o).map(|v| v as f64));
+        if p.iter().all(|v| v.abs() <= 60.0) {
+            ct.data_mut()[o] = 0.0;
+        }
+        labels.data_mut()[o] = paint(p);
+    }
+    PlanningContext::new(ct, labels).unwrap()
+}
+
+/// The rib of [`a_rib_rule_on_the_footprint_keeps_needles_below_the_rib_only_where_they_run_over_it`]:
+/// a bar posterior to the target, x in [-20, 20], y (posterior) in [28, 32], z in [-2, 2]
+/// mm (voxel centres x = -19..19, y = 29, 31, z = -1, 1).
+fn in_rib(p: [f64; 3]) -> bool {
+    p[0].abs() < 20.0 && (28.0..32.0).contains(&p[1]) && p[2].abs() < 2.0
+}
+
+/// Regression (#17): the kidney-biopsy rule "below rib 11" is measured where the needle
+/// runs over the rib (its axial footprint), not at the rib's lowest voxel: a needle
+/// running over the rib passes below it; one beside the rib's end may pass higher.
+#[test]
+fn a_rib_rule_on_the_footprint_keeps_needles_below_the_rib_only_where_they_run_over_it() {
+    let ctx = tissue_cube(|p| if in_rib(p) { 5 } else { 0 });
+    let table = vec![(1, "bone".to_string()), (5, "rib".to_string())];
+    let rule = |level: &str| {
+        format!(
+            "{PROFILE}\n[entry_caudal_to]\nleft = [\"rib\"]\nright = [\"rib\"]\nfallback = [\"rib\"]\nlevel = \"{level}\"\nsource = \"test\"\n"
+        )
+        .replace("labels = [\"bone\"]", "labels = [\"bone\"]\noptional = true")
+    };
+    let target = TargetSpec::Point([0.0, 0.0, 0.0])
+        .resolve(ctx.labels(), |_| None)
+        .unwrap();
+    let options = PlanOptions {
+        candidates: 20_000,
+        ..PlanOptions::default()
+    };
+    let footprint = Profile::from_toml(&rule("footprint"), "test").unwrap();
+    let plan = ctx.plan(&footprint, &table, &target, &options).unwrap();
+    assert!(plan.rejected.get("entry_caudal_to").copied().unwrap_or(0) > 0);
+    assert_eq!(plan.profile.entry_caudal_to_z_mm, None);
+    // Where each feasible needle crosses the rib's plane y = 30 mm before the skin.
+    let crossings: Vec<[f64; 3]> = plan
+        .skin_points
+        .iter()
+        .filter(|(entry, dir, feasible, _)| *feasible && dir[1] > 0.05 && entry[1] > 30.0)
+        .map(|(_, dir, _, _)| dir.map(|d| d * 30.0 / dir[1]))
+        .collect();
+    let over_rib = crossings.iter().filter(|p| p[0].abs() < 19.0);
+    assert!(over_rib.clone().count() > 10);
+    for p in over_rib {
+        // Below the rib's lowest voxel centres (z = -1), to the 1 mm sampling.
+        assert!(p[2] <= -0.5, "a feasible needle runs over the rib at {p:?}");
+    }
+    assert!(
+        crossings.iter().any(|p| p[0].abs() > 23.0 && p[2] > 5.0),
+        "no needle passes beside the rib's end above its level"
+    );
+    for path in &plan.paths {
+        if let Some(m) = path.entry_caudal_to_margin_mm {
+            assert!(m >= 0.0, "path {}: margin {m}", path.rank);
+        }
+    }
+    // A given entry straight over the rib (posterior and cranial) breaks the rule.
+    let over = PlanOptions {
+        entry_lps: Some([0.0, 60.0, 20.0]),
+        ..options.clone()
+    };
+    let given = ctx.plan(&footprint, &table, &target, &over).unwrap();
+    let path = &given.paths[0];
+    assert_eq!(path.violations, vec!["entry_caudal_to".to_string()]);
+    // Over the footprint (columns y = 27..33, the rib's widened by a voxel) the needle
+    // runs at z = y / 3 = 9..11 (to the sampling), the rib's lowest centre at z = -1.
+    let margin = path.entry_caudal_to_margin_mm.unwrap();
+    assert!((-12.5..=-11.5).contains(&margin), "margin {margin}");
+
+    // The lowest-voxel level: every entry below z = -1, beside the rib or not.
+    let lowest = Profile::from_toml(&rule("lowest-voxel"), "test").unwrap();
+    let plan = ctx.plan(&lowest, &table, &target, &options).unwrap();
+    assert_eq!(plan.profile.entry_caudal_to_z_mm, Some(-1.0));
+    assert!(plan
+        .skin_points
+        .iter()
+        .filter(|s| s.2)
+        .all(|(entry, _, _, _)| entry[2] <= -1.0));
+}
+
+/// A kidney-like ellipsoid label: semi-axes 30 (x), 24 (y) and 54 (z) mm about the
+/// origin, with a 6 mm "cyst" (label 23) in its upper half.
+fn ellipsoid_kidney(p: [f64; 3]) -> u16 {
+    let e = (p[0] / 30.0).powi(2) + (p[1] / 24.0).powi(2) + (p[2] / 54.0).powi(2);
+    let cyst = (p[0].powi(2) + p[1].powi(2) + (p[2] - 20.0).powi(2)).sqrt() < 6.0;
+    match (e <= 1.0, cyst) {
+        (_, true) => 23,
+        (true, false) => 3,
+        _ => 0,
+    }
+}
+
+/// Distance from `p` (inside) to the ellipsoid's surface, by dense sampling of it.
+fn depth_in_ellipsoid(p: [f64; 3]) -> f64 {
+    let mut best = f64::INFINITY;
+    for a in 0..720 {
+        let theta = std::f64::consts::PI * f64::from(a) / 719.0;
+        for b in 0..720 {
+            let phi = 2.0 * std::f64::consts::PI * f64::from(b) / 720.0;
+            let q = [
+                30.0 * theta.sin() * phi.cos(),
+                24.0 * theta.sin() * phi.sin(),
+                54.0 * theta.cos(),
+            ];
+            let d = (0..3).map(|k| (p[k] - q[k]).powi(2)).sum::<f64>().sqrt();
+            best = best.min(d);
+        }
+    }
+    best
+}
+
+/// `kidney_left:lower-pole-cortex` on an ellipsoid of known geometry lands in the lower
+/// pole, in the cortex (3-8 mm inside the surface), far from the centroid; the
+/// kidney-biopsy profile aims a bare `kidney_left` there and leaves a lesion label alone.
+#[test]
+fn lower_pole_cortex_lands_in_the_cortex_of_the_lower_pole() {
+    let ctx = tissue_cube(ellipsoid_kidney);
+    let id_of = |name: &str| match name {
+        "kidney_left" => Some(3),
+        "kidney_cyst_left" => Some(23),
+        _ => None,
+    };
+    let resolve = |spec: &str| {
+        spec.parse::<TargetSpec>()
+            .unwrap()
+            .resolve(ctx.labels(), id_of)
+            .unwrap()
+    };
+    let cortex = resolve("kidney_left:lower-pole-cortex");
+    assert_eq!(cortex.aim, Some(LabelAim::LowerPoleCortex));
+    assert!(cortex.aim_given);
+    let p = cortex.point_lps;
+    assert_eq!(ctx.labels().sample_nearest(p), Some(3));
+    let depth = depth_in_ellipsoid(p);
+    let centroid = resolve("kidney_left:centroid").point_lps;
+    let off = (0..3)
+        .map(|a| (p[a] - centroid[a]).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    eprintln!("lower-pole cortex at {p:?}: {depth:.2} mm inside the surface, {off:.1} mm from the centroid {centroid:?}");
+    assert!((3.0..=8.0).contains(&depth), "depth {depth:.2} mm at {p:?}");
+    assert!(p[2] < -54.0 / 3.0, "not in the caudal third: {p:?}");
+    assert!(off > 40.0, "{off:.1} mm from the centroid");
+
+    // The profile: a bare kidney is moved there (and says so); a lesion is not.
+    let profile = Profile::builtin("kidney-biopsy").unwrap();
+    let bare = resolve("kidney_left");
+    assert_eq!(bare.aim, Some(LabelAim::Centroid));
+    let aimed = ctx.aim(&profile, bare);
+    assert_eq!(aimed.point_lps, p);
+    assert_eq!(aimed.aim, Some(LabelAim::LowerPoleCortex));
+    assert!(
+        aimed
+            .description
+            .contains("lower-pole cortex (kidney-biopsy profile)"),
+        "{}",
+        aimed.description
+    );
+    let deepest = ctx.aim(&profile, resolve("kidney_left:deepest"));
+    assert_eq!(deepest.aim, Some(LabelAim::Deepest));
+    let lesion = ctx.aim(&profile, resolve("kidney_cyst_left"));
+    assert_eq!(lesion.aim, Some(LabelAim::Centroid));
+    assert!(
+        (lesion.point_lps[2] - 20.0).abs() < 2.0,
+        "{:?}",
+        lesion.point_lps
+    );
 }

@@ -1,5 +1,7 @@
 //! Targets as users name them on the command line, shared by every planner and the
 //! guidance server: a label name, a point `x,y,z` (LPS mm) or a sphere `x,y,z,r`.
+//! A label name may say where to aim in it: `name:centroid`, `name:deepest`,
+//! `name:lower-pole` or `name:lower-pole-cortex` (see [`LabelAim`]).
 //!
 //! ```
 //! use pinhole_volume::target::{TargetSpec, LabelAim};
@@ -17,6 +19,12 @@ use crate::distance::distance_inside;
 use crate::math::Vec3;
 use crate::volume::{LabelVoxel, Mask, Volume};
 
+/// Depth below the organ surface at which [`LabelAim::LowerPoleCortex`] aims, mm: within
+/// the renal cortex, whose mean thickness was 5.3-5.8 mm in patients with chronic kidney
+/// disease (Korkmaz et al., Ultrasonography 2018;37(1):50-54, doi:10.14366/usg.17012)
+/// and is larger in healthy kidneys. Derived: 5 mm.
+pub const CORTEX_DEPTH_MM: f64 = 5.0;
+
 /// Where to aim inside a labelled target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LabelAim {
@@ -27,6 +35,45 @@ pub enum LabelAim {
     Centroid,
     /// The voxel farthest from the label's boundary (maximal inscribed sphere centre).
     Deepest,
+    /// The deepest point of the caudal third of the label (a kidney's lower-pole
+    /// collecting region, for nephrostomy); voxels on the scan's border count as outside.
+    LowerPole,
+    /// Lower-pole renal cortex, for a medical (non-targeted) renal biopsy, which samples
+    /// the cortex of the lower pole (StatPearls "Renal Biopsy", statpearls.com/
+    /// point-of-care/28337; Medscape "Kidney Biopsy Technique", emedicine.medscape.com/
+    /// article/2093338-technique). Rule (derived): a voxel's depth is its distance to the
+    /// nearest voxel centre outside the label (voxels on the scan's border counting as
+    /// outside) less half the smallest voxel spacing (the surface lies between the two
+    /// centres); among the voxels of the label's caudal third whose depth lies within
+    /// half a voxel (at least 0.5 mm) of [`CORTEX_DEPTH_MM`], the most caudal one; ties
+    /// go to the depth nearest 5 mm, then to the voxel nearest the caudal third's axis
+    /// (its centroid in x, y). When no voxel lies at that depth (a label under about
+    /// 10 mm thick), the caudal-third voxel whose depth is nearest 5 mm, most caudal
+    /// first.
+    LowerPoleCortex,
+}
+
+impl LabelAim {
+    /// The aim as written after `name:` (`"auto"` for a bare label name).
+    pub fn name(self) -> &'static str {
+        match self {
+            LabelAim::Auto => "auto",
+            LabelAim::Centroid => "centroid",
+            LabelAim::Deepest => "deepest",
+            LabelAim::LowerPole => "lower-pole",
+            LabelAim::LowerPoleCortex => "lower-pole-cortex",
+        }
+    }
+
+    /// How a target description says it (`"lower-pole cortex"`).
+    fn describe(self) -> &'static str {
+        match self {
+            LabelAim::Auto | LabelAim::Centroid => "centroid",
+            LabelAim::Deepest => "deepest point",
+            LabelAim::LowerPole => "lower pole: deepest point of the caudal third",
+            LabelAim::LowerPoleCortex => "lower-pole cortex",
+        }
+    }
 }
 
 /// A target as written by the user.
@@ -40,7 +87,7 @@ pub enum TargetSpec {
 /// Why a target could not be parsed or found.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TargetError {
-    #[error("target {0:?}: expected a label name, x,y,z (LPS mm) or x,y,z,r")]
+    #[error("target {0:?}: expected a label name (optionally name:centroid, name:deepest, name:lower-pole or name:lower-pole-cortex), x,y,z (LPS mm) or x,y,z,r")]
     Malformed(String),
     #[error("target {spec:?}: sphere radius must be positive, got {radius_mm} mm")]
     BadRadius { spec: String, radius_mm: f64 },
@@ -89,6 +136,8 @@ impl FromStr for TargetSpec {
         let (name, aim) = match text.rsplit_once(':') {
             Some((name, "centroid")) => (name, LabelAim::Centroid),
             Some((name, "deepest")) => (name, LabelAim::Deepest),
+            Some((name, "lower-pole")) => (name, LabelAim::LowerPole),
+            Some((name, "lower-pole-cortex")) => (name, LabelAim::LowerPoleCortex),
             Some(_) => return Err(malformed()),
             None => (text, LabelAim::Auto),
         };
@@ -112,6 +161,13 @@ pub struct Target {
     pub region: Mask,
     /// The label id when the target is a label.
     pub label_id: Option<u32>,
+    /// The label's name when the target is a label.
+    pub label_name: Option<String>,
+    /// For a label target, the rule that chose `point_lps` (never [`LabelAim::Auto`]).
+    pub aim: Option<LabelAim>,
+    /// True when the target named its aim (`name:deepest`); false for a bare label name
+    /// (which a procedure may aim elsewhere) and for points and spheres.
+    pub aim_given: bool,
     /// Human-readable description for reports (`kidney_cyst_left (deepest point)`, ...).
     pub description: String,
 }
@@ -156,19 +212,174 @@ fn resolve_label<T: LabelVoxel>(
         name: name.to_string(),
         id,
     })?;
-    let centroid = centroid_lps(&region);
-    let centroid_inside = region.sample_nearest(centroid).unwrap_or(false);
-    let (point_lps, how) = match aim {
-        LabelAim::Centroid => (centroid, "centroid"),
-        LabelAim::Auto if centroid_inside => (centroid, "centroid"),
-        LabelAim::Auto | LabelAim::Deepest => (deepest_point(&region), "deepest point"),
-    };
+    let (point_lps, used) = aim_point(&region, aim);
     Ok(Target {
         point_lps,
         region,
         label_id: Some(id),
-        description: format!("{name} ({how})"),
+        label_name: Some(name.to_string()),
+        aim: Some(used),
+        aim_given: aim != LabelAim::Auto,
+        description: format!("{name} ({})", used.describe()),
     })
+}
+
+/// The point `aim` chooses in a non-empty `region`, and the rule that chose it (never
+/// `Auto`): `Auto` is the centroid when it lies inside the region, else the deepest
+/// point; a lower-pole aim that finds no voxel off the scan's border falls back to the
+/// deepest point.
+pub fn aim_point(region: &Mask, aim: LabelAim) -> (Vec3, LabelAim) {
+    let deepest = || (deepest_point(region), LabelAim::Deepest);
+    match aim {
+        LabelAim::Centroid => (centroid_lps(region), LabelAim::Centroid),
+        LabelAim::Auto => {
+            let centroid = centroid_lps(region);
+            if region.sample_nearest(centroid).unwrap_or(false) {
+                (centroid, LabelAim::Centroid)
+            } else {
+                deepest()
+            }
+        }
+        LabelAim::Deepest => deepest(),
+        LabelAim::LowerPole => lower_pole_point(region)
+            .map(|p| (p, LabelAim::LowerPole))
+            .unwrap_or_else(deepest),
+        LabelAim::LowerPoleCortex => lower_pole_cortex_point(region)
+            .map(|p| (p, LabelAim::LowerPoleCortex))
+            .unwrap_or_else(deepest),
+    }
+}
+
+impl Target {
+    /// The target aimed again by `aim` (a label target only; others are returned as
+    /// they are). `by` says who chose the aim, for the description
+    /// (`kidney_left (centroid) → lower-pole cortex (kidney-biopsy profile)`).
+    pub fn reaimed(self, aim: LabelAim, by: &str) -> Target {
+        if self.label_id.is_none() {
+            return self;
+        }
+        let (point_lps, used) = aim_point(&self.region, aim);
+        Target {
+            point_lps,
+            aim: Some(used),
+            description: format!("{} → {} ({by})", self.description, used.describe()),
+            ..self
+        }
+    }
+}
+
+/// `region` without its voxels on the scan's border (along axes longer than 2 voxels),
+/// so that an organ cut by the scan is not aimed at its cut face.
+fn without_scan_border(region: &Mask) -> Mask {
+    let grid = region.grid();
+    let dims = grid.dims();
+    let mut inner = region.clone();
+    for (o, v) in inner.data_mut().iter_mut().enumerate() {
+        if *v {
+            let ijk = grid.index_of_offset(o);
+            if (0..3).any(|a| dims[a] > 2 && (ijk[a] == 0 || ijk[a] + 1 == dims[a])) {
+                *v = false;
+            }
+        }
+    }
+    inner
+}
+
+/// World z (LPS, superior positive) of each voxel of `region`, by offset.
+fn voxel_zs(region: &Mask) -> Vec<(usize, f64)> {
+    let grid = region.grid();
+    region
+        .data()
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b)
+        .map(|(o, _)| {
+            let ijk = grid.index_of_offset(o).map(|v| v as f64);
+            (o, grid.index_to_world(ijk)[2])
+        })
+        .collect()
+}
+
+/// The z below which a voxel lies in the caudal third of `region` (`None` if empty).
+fn caudal_third_cut(zs: &[(usize, f64)]) -> Option<f64> {
+    let lo = zs.iter().map(|z| z.1).fold(f64::INFINITY, f64::min);
+    let hi = zs.iter().map(|z| z.1).fold(f64::NEG_INFINITY, f64::max);
+    lo.is_finite().then(|| lo + (hi - lo) / 3.0)
+}
+
+fn point_of(grid: &crate::Grid, offset: usize) -> Vec3 {
+    grid.index_to_world(grid.index_of_offset(offset).map(|v| v as f64))
+}
+
+/// [`LabelAim::LowerPole`]: the deepest point of the caudal third of `region`, voxels on
+/// the scan's border counting as outside (`None` when no voxel is left).
+pub fn lower_pole_point(region: &Mask) -> Option<Vec3> {
+    let cut = caudal_third_cut(&voxel_zs(region))?;
+    let grid = region.grid();
+    let mut lower = without_scan_border(region);
+    for (o, v) in lower.data_mut().iter_mut().enumerate() {
+        if *v && point_of(grid, o)[2] > cut {
+            *v = false;
+        }
+    }
+    let depth = distance_inside(&lower);
+    let (best, d) = depth
+        .data()
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))?;
+    (*d > 0.0).then(|| point_of(grid, best))
+}
+
+/// [`LabelAim::LowerPoleCortex`]: see there for the rule (`None` when no voxel is left
+/// off the scan's border).
+pub fn lower_pole_cortex_point(region: &Mask) -> Option<Vec3> {
+    let cut = caudal_third_cut(&voxel_zs(region))?;
+    let grid = region.grid();
+    let inner = without_scan_border(region);
+    let depth = distance_inside(&inner);
+    let spacing = grid.spacing_mm();
+    let half_step = 0.5 * spacing.into_iter().fold(f64::INFINITY, f64::min);
+    // (offset, z, depth below the surface) of the caudal third's voxels off the border.
+    let lower: Vec<(usize, f64, f64)> = voxel_zs(&inner)
+        .into_iter()
+        .filter(|&(_, z)| z <= cut)
+        .map(|(o, z)| (o, z, f64::from(depth.data()[o]) - half_step))
+        .collect();
+    if lower.is_empty() {
+        return None;
+    }
+    let n = lower.len() as f64;
+    let axis = lower.iter().fold([0.0; 2], |acc, &(o, _, _)| {
+        let p = point_of(grid, o);
+        [acc[0] + p[0] / n, acc[1] + p[1] / n]
+    });
+    let half_voxel = 0.5 * spacing.into_iter().fold(1.0, f64::max);
+    let off_depth = |d: f64| (d - CORTEX_DEPTH_MM).abs();
+    let at_depth: Vec<&(usize, f64, f64)> = lower
+        .iter()
+        .filter(|c| off_depth(c.2) <= half_voxel)
+        .collect();
+    let pool: Vec<&(usize, f64, f64)> = if at_depth.is_empty() {
+        let nearest = lower
+            .iter()
+            .map(|c| off_depth(c.2))
+            .fold(f64::INFINITY, f64::min);
+        lower.iter().filter(|c| off_depth(c.2) == nearest).collect()
+    } else {
+        at_depth
+    };
+    let from_axis = |o: usize| {
+        let p = point_of(grid, o);
+        (p[0] - axis[0]).hypot(p[1] - axis[1])
+    };
+    let best = pool.into_iter().min_by(|a, b| {
+        a.1.total_cmp(&b.1)
+            .then(off_depth(a.2).total_cmp(&off_depth(b.2)))
+            .then(from_axis(a.0).total_cmp(&from_axis(b.0)))
+            .then(a.0.cmp(&b.0))
+    })?;
+    Some(point_of(grid, best.0))
 }
 
 fn resolve_point<T: LabelVoxel>(
@@ -186,6 +397,9 @@ fn resolve_point<T: LabelVoxel>(
         point_lps,
         region,
         label_id: None,
+        label_name: None,
+        aim: None,
+        aim_given: false,
         description: format!(
             "point ({:.1}, {:.1}, {:.1}) LPS mm",
             point_lps[0], point_lps[1], point_lps[2]
@@ -209,6 +423,9 @@ fn resolve_sphere<T: LabelVoxel>(
         point_lps: center_lps,
         region,
         label_id: None,
+        label_name: None,
+        aim: None,
+        aim_given: false,
         description: format!(
             "sphere ({:.1}, {:.1}, {:.1}) LPS mm, r = {radius_mm:.1} mm",
             center_lps[0], center_lps[1], center_lps[2]
@@ -281,6 +498,20 @@ mod tests {
             "1,2,3,-4".parse::<TargetSpec>(),
             Err(TargetError::BadRadius { .. })
         ));
+        for aim in [
+            LabelAim::Centroid,
+            LabelAim::Deepest,
+            LabelAim::LowerPole,
+            LabelAim::LowerPoleCortex,
+        ] {
+            assert_eq!(
+                format!("kidney_left:{}", aim.name()).parse::<TargetSpec>(),
+                Ok(TargetSpec::Label {
+                    name: "kidney_left".into(),
+                    aim
+                })
+            );
+        }
         for bad in [
             "",
             "1,2",

@@ -37,8 +37,8 @@ pub struct NeedleArgs {
     /// A profile file (TOML) replacing the shipped profile of --procedure.
     #[arg(long)]
     profile: Option<PathBuf>,
-    /// Target: a label name (`kidney_cyst_left`, `liver:deepest`), `x,y,z` or
-    /// `x,y,z,r` (LPS mm).
+    /// Target: a label name (`kidney_cyst_left`, `liver:deepest`,
+    /// `kidney_left:lower-pole-cortex`), `x,y,z` or `x,y,z,r` (LPS mm).
     #[arg(long, allow_hyphen_values = true)]
     target: String,
     /// Candidate directions on the Fibonacci sphere.

@@ -21,7 +21,8 @@ pub struct ServeArgs {
     /// plan.json from `pinhole plan needle`: target, first path, risk groups.
     #[arg(long, conflicts_with = "target", required_unless_present = "target")]
     plan: Option<PathBuf>,
-    /// Target only (no planned line): `label[:centroid|:deepest]`, `x,y,z` or `x,y,z,r` (LPS mm).
+    /// Target only (no planned line): `label[:centroid|:deepest|:lower-pole|:lower-pole-cortex]`,
+    /// `x,y,z` or `x,y,z,r` (LPS mm).
     #[arg(long, allow_hyphen_values = true)]
     target: Option<String>,
     /// Tracker registration `ReferenceToRAS`: ITK .tfm or a 4x4 row-major text file.
