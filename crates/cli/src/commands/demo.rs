@@ -216,15 +216,19 @@ fn ensure_web_built() {
 }
 
 /// The built viewer (`web/dist`) next to the working directory or the executable
-/// (`target/release/pinhole` → `web/dist` of the checkout).
+/// (`target/release/pinhole` → `web/dist` of the checkout), else in the checkout this
+/// binary was built from (a `CARGO_TARGET_DIR` outside the checkout).
 pub fn find_web_dist() -> Option<PathBuf> {
+    let built = |p: &PathBuf| p.join("index.html").is_file();
     let from_cwd = std::env::current_dir().ok().map(|d| d.join("web/dist"));
     let from_exe = std::env::current_exe().ok().and_then(|exe| {
         exe.ancestors()
             .map(|a| a.join("web/dist"))
-            .find(|p| p.join("index.html").is_file())
+            .find(|p| built(p))
     });
+    let from_checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web/dist");
     from_cwd
-        .filter(|p| p.join("index.html").is_file())
+        .filter(built)
         .or(from_exe)
+        .or(Some(from_checkout).filter(built))
 }
