@@ -70,8 +70,7 @@ pub fn coverage(tumor: &Mask, zone: &Mask, margin_mm: f64) -> Result<Coverage, A
             if !t {
                 continue;
             }
-            let s = f64::from(s);
-            let margin = if s < 0.0 { -s - h / 2.0 } else { -s + h / 2.0 };
+            let margin = signed_margin_mm(s, h);
             if best.is_none_or(|b| margin < b.0) {
                 best = Some((margin, o));
             }
@@ -93,6 +92,17 @@ pub fn coverage(tumor: &Mask, zone: &Mask, margin_mm: f64) -> Result<Coverage, A
         min_margin_mm,
         thinnest_margin_lps: thinnest,
     })
+}
+
+/// The signed ablative margin at a voxel from the zone's signed distance `sd` there
+/// (negative inside), shifted half a voxel `h` to the zone's surface: positive inside.
+fn signed_margin_mm(sd: f32, h: f64) -> f64 {
+    let s = f64::from(sd);
+    if s < 0.0 {
+        -s - h / 2.0
+    } else {
+        -s + h / 2.0
+    }
 }
 
 fn count_and(a: &Mask, b: &Mask) -> usize {
@@ -140,31 +150,18 @@ pub struct ThreatenedMargin {
     pub min_margin_within_reach_mm: Option<f64>,
 }
 
-/// The dominant patient directions of an LPS vector, e.g. `posterior-inferior`: every
-/// axis whose component is at least half the largest.
+/// The dominant patient directions of an LPS vector in words, e.g. `posterior-inferior`:
+/// the orientation letters of [`pinhole_volume::annotate::patient_letters`], spelt out.
 pub fn patient_side(direction_lps: Vec3) -> String {
-    let words = [
-        ("right", "left"),
-        ("anterior", "posterior"),
-        ("inferior", "superior"),
-    ];
-    let largest = direction_lps.iter().map(|c| c.abs()).fold(0.0, f64::max);
-    if largest == 0.0 {
+    let letters = pinhole_volume::annotate::patient_letters(direction_lps);
+    if letters.is_empty() {
         return "at the tumour".to_owned();
     }
-    let mut parts: Vec<(f64, &str)> = (0..3)
-        .filter(|&a| direction_lps[a].abs() >= 0.5 * largest)
-        .map(|a| {
-            let word = if direction_lps[a] > 0.0 {
-                words[a].1
-            } else {
-                words[a].0
-            };
-            (direction_lps[a].abs(), word)
-        })
-        .collect();
-    parts.sort_by(|x, y| y.0.total_cmp(&x.0));
-    parts.iter().map(|p| p.1).collect::<Vec<_>>().join("-")
+    letters
+        .chars()
+        .map(pinhole_volume::volume::side_name)
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Fills [`HeatSink::threatened_margin`] of every flagged vessel: which side of the
@@ -229,14 +226,7 @@ pub fn assess_threatened_margins(
         let min_margin = zone_sd.as_ref().and_then(|sd| {
             tumor_near
                 .iter()
-                .map(|&o| {
-                    let s = f64::from(sd.data()[o]);
-                    if s < 0.0 {
-                        -s - h / 2.0
-                    } else {
-                        -s + h / 2.0
-                    }
-                })
+                .map(|&o| signed_margin_mm(sd.data()[o], h))
                 .reduce(f64::min)
         });
         let d = [0, 1, 2].map(|a| sink.nearest_lps[a] - centre[a]);
