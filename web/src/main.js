@@ -2,7 +2,10 @@
 // WebSocket and a server-rendered fluoroscopy panel. API: docs/api.md.
 // Coordinates from the server are LPS mm; NiiVue's world is RAS mm (NIfTI), so x and y
 // are negated at this edge and nowhere else.
-import { Niivue, SLICE_TYPE, SHOW_RENDER } from '@niivue/niivue'
+// Display: radiological convention by default (patient's right on the viewer's left, as
+// PACS, 3D Slicer and the fluoroscopy panel), orientation letters on every slice; the
+// `radiological` box switches to the neurological convention and is remembered.
+import { Niivue, SLICE_TYPE, SHOW_RENDER, DRAG_MODE } from '@niivue/niivue'
 import './style.css'
 
 const WINDOW_PRESETS = {
@@ -10,6 +13,10 @@ const WINDOW_PRESETS = {
   bone: { level: 500, width: 2000 },
   lung: { level: -600, width: 1500 },
 }
+
+// Lines (plans, routes, the needle) show on a slice only within this distance of it (mm);
+// the 3-D view shows them whole.
+const LINE_SLAB_MM = 4
 
 // Observable state, read by the end-to-end test (web/e2e/demo.mjs).
 const state = {
@@ -20,6 +27,13 @@ const state = {
   needleTipLps: null,
   drrLoads: 0,
   drrPose: null,
+  // Slider move → preview image on screen (ms), one entry per preview shown.
+  drrRoundTripsMs: [],
+  // Where each preview's time went: waiting, server (to headers), body, image decode.
+  drrPhasesMs: [],
+  warningsShown: 0,
+  radiological: true,
+  lineSlabMm: LINE_SLAB_MM,
   errors: [],
 }
 window.pinhole = state
@@ -47,8 +61,10 @@ function reportError(message) {
 
 async function main() {
   session = await getJson('/api/session')
+  window.pinholeSession = session
   state.sessionLoaded = true
   $('session-title').textContent = session.title || 'session'
+  showWarnings(session.warnings || [])
   buildLegend(session.labels_table || [])
   buildPlanList(session.lines || [])
   await initViewer()
@@ -57,13 +73,50 @@ async function main() {
   initTools()
 }
 
+// The reports' warnings (what the engine could not use or check) above everything.
+function showWarnings(warnings) {
+  state.warningsShown = warnings.length
+  if (warnings.length === 0) return
+  $('warnings-title').textContent = `${warnings.length} warning${warnings.length > 1 ? 's' : ''} (click to expand)`
+  $('warnings-list').replaceChildren(
+    ...warnings.map((text) => {
+      const item = document.createElement('li')
+      item.textContent = text
+      return item
+    }),
+  )
+  const banner = $('warnings')
+  banner.title = 'Click to show the warnings in full'
+  banner.addEventListener('click', () => banner.classList.toggle('expanded'))
+  banner.hidden = false
+}
+
+function softwareWebGl() {
+  const gl = nv.gl
+  const info = gl.getExtension('WEBGL_debug_renderer_info')
+  const renderer = info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER)
+  state.webglRenderer = String(renderer)
+  return /swiftshader|llvmpipe|softpipe|software/i.test(state.webglRenderer)
+}
+
+function radiologicalSetting() {
+  return localStorage.getItem('pinhole.radiological') !== 'false'
+}
+
 async function initViewer() {
+  state.radiological = radiologicalSetting()
   nv = new Niivue({
     backColor: [0.07, 0.07, 0.07, 1],
     show3Dcrosshair: true,
     multiplanarShowRender: SHOW_RENDER.ALWAYS,
     isColorbar: false,
     dragAndDropEnabled: false,
+    isRadiologicalConvention: state.radiological,
+    isOrientationTextVisible: true,
+    showAllOrientationMarkers: true,
+    meshThicknessOn2D: LINE_SLAB_MM,
+    // Radiology habits: left click = crosshair, right-drag = window/level, scroll = slice.
+    dragMode: DRAG_MODE.contrast,
   })
   await nv.attachTo('gl')
   window.pinholeNiivue = nv
@@ -78,7 +131,9 @@ async function initViewer() {
   await nv.loadVolumes(volumes)
   if (session.volumes.labels) applyLabelColormap(nv.volumes[1], session.labels_table || [])
   applyWindow('soft')
-  nv.onLocationChange = showHover
+  // Shaded surfaces in the 3-D view, except on software WebGL where they cost seconds.
+  if (!softwareWebGl()) await nv.setVolumeRenderIllumination(0.6)
+  nv.onLocationChange = showPosition
   if (session.target_lps) moveCrosshair(session.target_lps)
   redrawLines()
   state.volumesLoaded = true
@@ -109,46 +164,53 @@ function applyWindow(name) {
   nv.updateGLVolume()
 }
 
-function showHover(location) {
+function showPosition(location) {
   const ct = location.values?.[0]
   const label = location.values?.[1]
   const name = label ? labelNames.get(Math.round(label.value)) : undefined
   const ras = location.mm || [0, 0, 0]
   const lps = [-ras[0], -ras[1], ras[2]].map((v) => v.toFixed(1)).join(', ')
-  $('hover').textContent = `LPS ${lps} · ${ct ? Math.round(ct.value) : '?'} HU${name ? ` · ${name}` : ''}`
+  $('position').textContent = `LPS ${lps} mm · ${ct ? Math.round(ct.value) : '?'} HU${name ? ` · ${name}` : ''}`
+}
+
+function resetView() {
+  applyWindow('soft')
+  nv.scene.pan2Dxyzmm = [0, 0, 0, 1]
+  nv.setRenderAzimuthElevation(110, 10)
+  nv.setSliceType(SLICE_TYPE.MULTIPLANAR)
+  if (session.target_lps) moveCrosshair(session.target_lps)
 }
 
 function moveCrosshair(pointLps) {
   if (!nv || nv.volumes.length === 0) return
   nv.scene.crosshairPos = nv.mm2frac(lpsToRas(pointLps))
   nv.drawScene()
+  nv.createOnLocationChange() // the position readout follows programmatic moves too
 }
 
-// Plans, routes and the live needle drawn as one NiiVue connectome (nodes + edges).
-function redrawLines() {
-  if (!nv || nv.volumes.length === 0) return
+// Plans and routes drawn as one NiiVue connectome (nodes + edges), the live needle as a
+// second one, so a needle update rebuilds two nodes, not every line (seconds on software
+// WebGL). Long routes are thinned to at most MAX_LINE_NODES nodes for drawing.
+const MAX_LINE_NODES = 64
+let linesMesh = null
+let needleMesh = null
+
+function connectomeMesh(name, polylines) {
   const nodes = []
   const edges = []
-  const addPolyline = (points, colorValue, size) => {
+  for (const { points, colorValue, size } of polylines) {
+    const step = Math.max(1, Math.ceil(points.length / MAX_LINE_NODES))
+    const kept = points.filter((_, i) => i % step === 0 || i === points.length - 1)
     const first = nodes.length
-    points.forEach((p, i) => {
+    kept.forEach((p, i) => {
       const [x, y, z] = lpsToRas(p)
-      nodes.push({ name: '', x, y, z, colorValue, sizeValue: i === 0 || i === points.length - 1 ? size : 0.3 })
+      nodes.push({ name: '', x, y, z, colorValue, sizeValue: i === 0 || i === kept.length - 1 ? size : 0.3 })
     })
     for (let i = first; i + 1 < nodes.length; i++) edges.push({ first: i, second: i + 1, colorValue })
   }
-  for (const line of session.lines || []) {
-    if (line.visible === false) continue
-    const value = line.kind === 'plan' ? 1 : line.kind === 'route' ? 3 : 2
-    addPolyline(line.points_lps, value, line.kind === 'plan' ? 2 : 1)
-  }
-  if (needle) {
-    const tail = needle.tip_lps.map((v, i) => v - 60 * needle.axis_lps[i])
-    addPolyline([tail, needle.tip_lps], 4, 2.5)
-  }
-  if (nodes.length === 0) return
-  nv.loadConnectome({
-    name: 'pinhole-lines',
+  if (nodes.length === 0) return null
+  return nv.loadConnectomeAsMesh({
+    name,
     nodeColormap: 'warm',
     nodeColormapNegative: 'winter',
     nodeMinColor: 0,
@@ -162,6 +224,42 @@ function redrawLines() {
     nodes,
     edges,
   })
+}
+
+function replaceMesh(old, mesh) {
+  if (old) nv.removeMesh(old)
+  if (mesh) nv.addMesh(mesh)
+  return mesh
+}
+
+function redrawLines() {
+  if (!nv || nv.volumes.length === 0) return
+  const polylines = (session.lines || [])
+    .filter((line) => line.visible !== false)
+    .map((line) => ({
+      points: line.points_lps,
+      colorValue: line.kind === 'plan' ? 1 : line.kind === 'route' ? 3 : 2,
+      size: line.kind === 'plan' ? 2 : 1,
+    }))
+  linesMesh = replaceMesh(linesMesh, connectomeMesh('pinhole-lines', polylines))
+  nv.drawScene()
+}
+
+// The needle's mesh is added once and then moved in place (adding a mesh re-uploads the
+// volumes: seconds on software WebGL).
+function redrawNeedle() {
+  if (!nv || !needle) return
+  const tail = needle.tip_lps.map((v, i) => v - 60 * needle.axis_lps[i])
+  const ends = [tail, needle.tip_lps]
+  if (needleMesh?.nodes?.length === 2) {
+    ends.forEach((p, i) => {
+      const [x, y, z] = lpsToRas(p)
+      needleMesh.nodes[i] = { ...needleMesh.nodes[i], x, y, z }
+    })
+    needleMesh.updateConnectome(nv.gl)
+    return
+  }
+  needleMesh = replaceMesh(needleMesh, connectomeMesh('pinhole-needle', [{ points: ends, colorValue: 4, size: 2.5 }]))
 }
 
 function buildLegend(labels) {
@@ -199,10 +297,12 @@ function buildPlanList(lines) {
   )
 }
 
-// Updates arrive at the tracker's rate; the panel and the 3-D needle are redrawn at most
-// every GUIDANCE_REDRAW_MS with the newest one (software WebGL cannot keep up with 20 Hz).
+// Updates arrive at the tracker's rate; the panel and the 3-D needle are redrawn with the
+// newest one at most every GUIDANCE_REDRAW_MS, or every 3 × the last redraw's duration
+// (up to 2 s) when drawing is slower (software WebGL), so the page stays responsive.
 const GUIDANCE_REDRAW_MS = 200
 let pendingGuidance = null
+let nextGuidanceRedraw = 0
 
 function connectGuidance() {
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws'
@@ -215,11 +315,15 @@ function connectGuidance() {
 }
 
 setInterval(() => {
-  if (!pendingGuidance || !state.volumesLoaded) return
+  const now = performance.now()
+  if (!pendingGuidance || !state.volumesLoaded || now < nextGuidanceRedraw) return
   const m = pendingGuidance
   pendingGuidance = null
   showGuidance(m)
-}, GUIDANCE_REDRAW_MS)
+  const took = performance.now() - now
+  state.guidanceRedrawMs = took
+  nextGuidanceRedraw = now + Math.min(Math.max(GUIDANCE_REDRAW_MS, 3 * took), 2000)
+}, GUIDANCE_REDRAW_MS / 4)
 
 function showGuidance(m) {
   state.lastMetrics = m
@@ -231,6 +335,10 @@ function showGuidance(m) {
   $('g-nearest').textContent = m.nearest_structure
     ? `${m.nearest_structure.name} ${fmtMm(m.nearest_structure.distance_mm)}`
     : '–'
+  $('g-ahead').textContent = m.trajectory_hit
+    ? `${m.trajectory_hit.name} in ${fmtMm(m.trajectory_hit.distance_mm)}`
+    : 'clear'
+  $('alert-reasons').textContent = (m.alert_reasons || []).join(' · ')
   $('g-inside').textContent = m.inside_target ? 'yes' : 'no'
   $('needle-tip').textContent = m.tip_lps.map((v) => v.toFixed(1)).join(', ')
   $('updates').textContent = `${state.guidanceUpdates} updates`
@@ -240,7 +348,7 @@ function showGuidance(m) {
   const axis = m.needle_axis_lps
   if (axis) {
     needle = { tip_lps: m.tip_lps, axis_lps: axis }
-    redrawLines()
+    redrawNeedle()
   }
   moveCrosshair(m.tip_lps)
 }
@@ -250,38 +358,79 @@ function angleText(value, positive, negative) {
   return `${value > 0 ? positive : negative} ${Math.abs(value)}°`
 }
 
+// One DRR request at a time; a newer slider position replaces any waiting one, and a
+// slow full-quality render in flight is aborted for it (the server stops it too).
+let drrWanted = null
+let drrInFlight = null
+
 function initFluoro() {
   const lao = $('lao')
   const cran = $('cran')
-  let timer = null
-  const request = () => {
+  const want = (quality) => {
     $('lao-out').textContent = angleText(Number(lao.value), 'LAO', 'RAO')
     $('cran-out').textContent = angleText(Number(cran.value), 'CRAN', 'CAUD')
-    clearTimeout(timer)
-    timer = setTimeout(() => loadDrr(Number(lao.value), Number(cran.value)), 120)
+    requestDrr({ laoDeg: Number(lao.value), cranDeg: Number(cran.value), quality, requestedAt: performance.now() })
   }
-  lao.addEventListener('input', request)
-  cran.addEventListener('input', request)
-  loadDrr(0, 0)
+  for (const slider of [lao, cran]) {
+    slider.addEventListener('input', () => want('preview'))
+    slider.addEventListener('change', () => want('full'))
+  }
+  // A quick first picture, the exact one right after.
+  requestDrr({ laoDeg: 0, cranDeg: 0, quality: 'preview', requestedAt: performance.now() })
+  requestDrr({ laoDeg: 0, cranDeg: 0, quality: 'full', requestedAt: performance.now() })
 }
 
-async function loadDrr(laoDeg, cranDeg) {
-  const started = performance.now()
-  const response = await fetch(`/api/drr?lao_deg=${laoDeg}&cran_deg=${cranDeg}&size=384`)
-  if (!response.ok) {
-    $('drr-info').textContent = `DRR failed: HTTP ${response.status}`
-    return
+function requestDrr(job) {
+  drrWanted = job
+  if (drrInFlight?.job.quality === 'full') drrInFlight.controller.abort()
+  pumpDrr()
+}
+
+async function pumpDrr() {
+  if (drrInFlight || !drrWanted) return
+  const job = drrWanted
+  drrWanted = null
+  drrInFlight = { job, controller: new AbortController() }
+  try {
+    await loadDrr(job, drrInFlight.controller.signal)
+  } catch (error) {
+    if (error.name !== 'AbortError') $('drr-info').textContent = `DRR failed: ${error.message || error}`
+  } finally {
+    drrInFlight = null
+    pumpDrr()
   }
+}
+
+async function loadDrr(job, signal) {
+  const { laoDeg, cranDeg, quality } = job
+  const url = `/api/drr?lao_deg=${laoDeg}&cran_deg=${cranDeg}&size=512&quality=${quality}`
+  const sent = performance.now()
+  const response = await fetch(url, { signal })
+  if (response.status === 409) return // superseded by a newer request (another tab)
+  if (!response.ok) throw new Error(`HTTP ${response.status}`)
+  const answered = performance.now()
   const blob = await response.blob()
+  const received = performance.now()
   const img = $('drr')
   const previous = img.src
   img.src = URL.createObjectURL(blob)
   if (previous) URL.revokeObjectURL(previous)
   await img.decode()
+  const roundTripMs = performance.now() - job.requestedAt
+  if (quality === 'preview') {
+    state.drrRoundTripsMs.push(roundTripMs)
+    state.drrPhasesMs.push({
+      queued: sent - job.requestedAt,
+      server: answered - sent,
+      body: received - answered,
+      decode: performance.now() - received,
+      bytes: blob.size,
+    })
+  }
   state.drrLoads += 1
-  state.drrPose = { lao_deg: laoDeg, cran_deg: cranDeg }
+  state.drrPose = { lao_deg: laoDeg, cran_deg: cranDeg, quality }
   const renderer = response.headers.get('x-pinhole-renderer') || 'server'
-  $('drr-info').textContent = `${renderer} · ${(performance.now() - started).toFixed(0)} ms`
+  $('drr-info').textContent = `${renderer} · ${quality} · ${roundTripMs.toFixed(0)} ms`
 }
 
 function initTools() {
@@ -296,6 +445,14 @@ function initTools() {
   $('show-labels').addEventListener('change', (event) => {
     if (nv.volumes[1]) nv.setOpacity(1, event.target.checked ? 0.45 : 0)
   })
+  const radiological = $('radiological')
+  radiological.checked = state.radiological
+  radiological.addEventListener('change', () => {
+    state.radiological = radiological.checked
+    localStorage.setItem('pinhole.radiological', String(radiological.checked))
+    nv.setRadiologicalConvention(radiological.checked)
+  })
+  $('reset').addEventListener('click', resetView)
 }
 
 main().catch((error) => {

@@ -31,6 +31,7 @@
 //! that a wrong angle is caught before the tip gets there.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 pub use pinhole_plan_needle::profile::RiskGroup;
 use pinhole_volume::math::{unit, DVec3, Vec3};
@@ -174,12 +175,28 @@ pub struct NeedlePose {
     pub axis_lps: Vec3,
 }
 
-/// One risk group's distance field on the label grid.
+/// One risk group's distance field on the label grid (filled once; empty while a
+/// background thread is still computing it).
 struct GroupField {
     name: String,
     clearance_mm: f64,
     ids: Vec<u32>,
-    distance: Volume<f32>,
+    distance: FieldCell,
+}
+
+/// A distance field filled once, possibly by another thread.
+type FieldCell = Arc<OnceLock<Volume<f32>>>;
+
+/// When [`Guidance`] computes its risk distance fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldTiming {
+    /// Before the constructor returns (seconds on a full CT).
+    #[default]
+    Now,
+    /// In a background thread, so guidance answers at once; until a group's field is
+    /// ready, every update names the group in `risk_groups_pending`, reports no nearest
+    /// structure, and is at least a caution.
+    Background,
 }
 
 /// A risk group as reported in the session description.
@@ -270,6 +287,10 @@ pub struct GuidanceMetrics {
     pub depth_remaining_mm: f64,
     pub nearest_structure: Option<NearestStructure>,
     pub risk_distances: Vec<GroupDistance>,
+    /// Risk groups whose distance field is still being computed (just after start, see
+    /// [`FieldTiming::Background`]): not in `risk_distances`, and no `nearest_structure`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub risk_groups_pending: Vec<String>,
     /// The first risk structure the needle's extended line enters before the target's
     /// depth (null: none, or the target is not ahead).
     #[serde(default)]
@@ -316,6 +337,30 @@ impl Guidance {
         exclude_ids: &[u32],
         thresholds: Thresholds,
     ) -> Self {
+        Self::with_timing(
+            plan,
+            zone,
+            labels,
+            names,
+            risk_groups,
+            exclude_ids,
+            thresholds,
+            FieldTiming::Now,
+        )
+    }
+
+    /// [`Guidance::new`] with the distance fields computed `timing`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_timing(
+        plan: PlanGeometry,
+        zone: TargetZone,
+        labels: Volume<u16>,
+        names: BTreeMap<u32, String>,
+        risk_groups: &[RiskGroup],
+        exclude_ids: &[u32],
+        thresholds: Thresholds,
+        timing: FieldTiming,
+    ) -> Self {
         let mut present = vec![false; usize::from(u16::MAX) + 1];
         for &v in labels.data() {
             present[usize::from(v)] = true;
@@ -356,14 +401,14 @@ impl Guidance {
             if ids.is_empty() {
                 continue;
             }
-            let mask = labels.map(|v| ids.contains(&u32::from(v)));
             groups.push(GroupField {
                 name: g.name.clone(),
                 clearance_mm,
                 ids,
-                distance: distance_to(&mask),
+                distance: Arc::new(OnceLock::new()),
             });
         }
+        compute_fields(&labels, &groups, timing);
         Self {
             plan,
             zone,
@@ -391,6 +436,12 @@ impl Guidance {
         &self.labels
     }
 
+    /// Whether every risk group's distance field is ready (always, with
+    /// [`FieldTiming::Now`]).
+    pub fn risk_fields_ready(&self) -> bool {
+        self.groups.iter().all(|g| g.distance.get().is_some())
+    }
+
     /// The metrics for one needle pose (`seq`, `timestamp_s` and `device` are copied).
     pub fn evaluate(
         &self,
@@ -416,8 +467,13 @@ impl Guidance {
         let inside_volume = self.labels.grid().world_to_voxel(tip).is_some();
         let mut risk_distances = Vec::new();
         let mut nearest: Option<(usize, f64)> = None;
+        let mut pending = Vec::new();
         for (i, g) in self.groups.iter().enumerate() {
-            let Some(d) = sample_distance(&g.distance, tip) else {
+            let Some(field) = g.distance.get() else {
+                pending.push(g.name.clone());
+                continue;
+            };
+            let Some(d) = sample_distance(field, tip) else {
                 continue;
             };
             risk_distances.push(GroupDistance {
@@ -429,6 +485,8 @@ impl Guidance {
                 nearest = Some((i, d));
             }
         }
+        // With a group pending, the nearest of the others may not be the nearest at all.
+        let nearest = nearest.filter(|_| pending.is_empty());
         let nearest_structure = nearest.and_then(|(i, d)| {
             let g = self.groups.get(i)?;
             Some(NearestStructure {
@@ -448,6 +506,13 @@ impl Guidance {
             direction.is_some(),
             inside_volume,
         );
+        if !pending.is_empty() {
+            alert = alert.max(Alert::Caution);
+            alert_reasons.push(format!(
+                "risk distances still being computed for {} (just after start): nearest structure unknown",
+                pending.join(", ")
+            ));
+        }
         if let Some(hit) = &trajectory_hit {
             alert = Alert::Danger;
             alert_reasons.push(format!(
@@ -472,6 +537,7 @@ impl Guidance {
             depth_remaining_mm: depth,
             nearest_structure,
             risk_distances,
+            risk_groups_pending: pending,
             trajectory_hit,
             inside_target,
             inside_volume,
@@ -593,8 +659,9 @@ impl Guidance {
     fn nearest_label_name(&self, g: &GroupField, tip: Vec3, d: f64) -> String {
         let grid = self.labels.grid();
         // Foot of the distance field's gradient from the tip.
+        let field = g.distance.get();
         let foot = if d > 0.0 {
-            match gradient(&g.distance, tip) {
+            match field.and_then(|f| gradient(f, tip)) {
                 Some(gr) => (DVec3::from(tip) - gr * d).to_array(),
                 None => tip,
             }
@@ -634,6 +701,32 @@ impl Guidance {
         best.and_then(|(_, id)| self.names.get(&id).cloned())
             .unwrap_or_else(|| g.name.clone())
     }
+}
+
+/// Fills each group's distance field, now or in one background thread (now when the
+/// thread cannot be started).
+fn compute_fields(labels: &Volume<u16>, groups: &[GroupField], timing: FieldTiming) {
+    let jobs: Vec<(Vec<u32>, FieldCell)> = groups
+        .iter()
+        .map(|g| (g.ids.clone(), Arc::clone(&g.distance)))
+        .collect();
+    let run = |labels: &Volume<u16>, jobs: &[(Vec<u32>, FieldCell)]| {
+        for (ids, cell) in jobs {
+            let mask = labels.map(|v| ids.contains(&u32::from(v)));
+            let _ = cell.set(distance_to(&mask));
+        }
+    };
+    if timing == FieldTiming::Background {
+        let owned = labels.clone();
+        let background_jobs = jobs.clone();
+        let started = std::thread::Builder::new()
+            .name("risk-distance-fields".into())
+            .spawn(move || run(&owned, &background_jobs));
+        if started.is_ok() {
+            return;
+        }
+    }
+    run(labels, &jobs);
 }
 
 /// Trilinear distance at `p`; near the border (outside the hull of voxel centres but in
@@ -726,6 +819,60 @@ mod tests {
         assert!((m.lateral_deviation_mm.unwrap() - 10.0).abs() < 1e-9);
         assert!((m.depth_remaining_mm - 20.0).abs() < 1e-9);
         assert_eq!(m.alert, Alert::Caution);
+    }
+
+    /// Background fields (#19): once ready, updates equal those of fields computed up
+    /// front; while a field is pending, the group is named, no nearest structure is
+    /// reported (the slab is 10 mm away, yet nothing else is known) and the alert is at
+    /// least a caution, never `ok`.
+    #[test]
+    fn pending_risk_fields_are_reported_not_guessed() {
+        let now = engine(Some([10.0, 20.0, 0.0]));
+        let pose = NeedlePose {
+            tip_lps: [10.0, 20.0, 29.0],
+            axis_lps: [0.0, 0.0, 1.0],
+        };
+        let expected = now.evaluate(&pose, 1, 0.0, "n");
+        assert_eq!(expected.alert, Alert::Ok);
+        assert!(expected.risk_groups_pending.is_empty());
+
+        let background = Guidance::with_timing(
+            now.plan.clone(),
+            now.zone.clone(),
+            now.labels.clone(),
+            now.names.clone(),
+            &[vessels_group()],
+            &[],
+            Thresholds::default(),
+            FieldTiming::Background,
+        );
+        let started = std::time::Instant::now();
+        while !background.risk_fields_ready() {
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "fields never became ready"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(background.evaluate(&pose, 1, 0.0, "n"), expected);
+
+        let mut pending = engine(Some([10.0, 20.0, 0.0]));
+        pending.groups[0].distance = Arc::new(OnceLock::new());
+        assert!(!pending.risk_fields_ready());
+        let m = pending.evaluate(&pose, 1, 0.0, "n");
+        assert_eq!(m.risk_groups_pending, vec!["vessels".to_owned()]);
+        assert!(m.risk_distances.is_empty());
+        assert!(m.nearest_structure.is_none());
+        assert_eq!(m.alert, Alert::Caution);
+        assert!(m
+            .alert_reasons
+            .iter()
+            .any(|r| r.contains("still being computed for vessels")));
+        let json = serde_json::to_value(&expected).unwrap();
+        assert!(
+            json.get("risk_groups_pending").is_none(),
+            "absent once ready"
+        );
     }
 
     /// Regression (#17): a tip at the target, up to floating-point noise, is `ok`, not

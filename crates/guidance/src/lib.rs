@@ -37,7 +37,7 @@ pub mod session;
 pub mod synthesize;
 
 pub use engine::{
-    default_risk_groups, Alert, Guidance, GuidanceMetrics, NeedlePose, PlanGeometry, RiskGroup,
-    TargetZone, Thresholds,
+    default_risk_groups, Alert, FieldTiming, Guidance, GuidanceMetrics, NeedlePose, PlanGeometry,
+    RiskGroup, TargetZone, Thresholds,
 };
 pub use session::{PlanSource, PlannedNeedle, Session, SessionDescription, SessionInputs};

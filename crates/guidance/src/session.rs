@@ -9,8 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{
-    default_risk_groups, Guidance, PlanGeometry, RiskGroup, RiskGroupInfo, TargetZone, Thresholds,
-    DEFAULT_TARGET_RADIUS_MM, NOTE,
+    default_risk_groups, FieldTiming, Guidance, PlanGeometry, RiskGroup, RiskGroupInfo, TargetZone,
+    Thresholds, DEFAULT_TARGET_RADIUS_MM, NOTE,
 };
 use crate::scene::ViewerFields;
 
@@ -253,6 +253,28 @@ impl Session {
         registration: Option<Mat4>,
         inputs: SessionInputs,
     ) -> Self {
+        Self::with_timing(
+            ct_grid,
+            labels,
+            names,
+            source,
+            registration,
+            inputs,
+            FieldTiming::Now,
+        )
+    }
+
+    /// [`Session::new`] with the risk distance fields computed `timing` (a server starts
+    /// answering at once with [`FieldTiming::Background`]).
+    pub fn with_timing(
+        ct_grid: &Grid,
+        labels: Volume<u16>,
+        names: BTreeMap<u32, String>,
+        source: PlanSource,
+        registration: Option<Mat4>,
+        inputs: SessionInputs,
+        timing: FieldTiming,
+    ) -> Self {
         let resolved = resolve(&source);
         let groups_from = match (&source, &resolved.groups) {
             (_, None) => "default TotalSegmentator set (pinhole_guidance::default_risk_groups)",
@@ -272,7 +294,7 @@ impl Session {
                 radius_mm: *radius_mm,
             },
         };
-        let guidance = Guidance::new(
+        let guidance = Guidance::with_timing(
             resolved.plan,
             resolved.zone,
             labels,
@@ -280,6 +302,7 @@ impl Session {
             &groups,
             &resolved.exclude_ids,
             Thresholds::default(),
+            timing,
         );
         let description = SessionDescription {
             schema_version: SESSION_SCHEMA_VERSION,

@@ -447,6 +447,26 @@ fn encode(volume: &AnyVolume) -> std::result::Result<Vec<u8>, ErrorKind> {
 pub fn to_gzip_bytes(volume: &AnyVolume, name: &str) -> Result<Vec<u8>> {
     let origin = Path::new(name);
     let bytes = encode(volume).map_err(|kind| Error::new(origin, kind))?;
+    gzip_fast(bytes, origin)
+}
+
+/// NIfTI-1 `intent_code` of a label map (`NIFTI_INTENT_LABEL`): values are indices into
+/// a label table, not intensities, so viewers look colours up exactly (NiiVue's atlas
+/// shader) instead of interpolating a colour ramp.
+pub const NIFTI_INTENT_LABEL: i16 = 1002;
+
+/// [`to_gzip_bytes`] for a label map: the header says `NIFTI_INTENT_LABEL`.
+pub fn label_map_to_gzip_bytes(volume: &AnyVolume, name: &str) -> Result<Vec<u8>> {
+    let origin = Path::new(name);
+    let mut bytes = encode(volume).map_err(|kind| Error::new(origin, kind))?;
+    bytes[INTENT_CODE_AT..INTENT_CODE_AT + 2].copy_from_slice(&NIFTI_INTENT_LABEL.to_le_bytes());
+    gzip_fast(bytes, origin)
+}
+
+/// Byte offset of `intent_code` in a NIfTI-1 header.
+const INTENT_CODE_AT: usize = 68;
+
+fn gzip_fast(bytes: Vec<u8>, origin: &Path) -> Result<Vec<u8>> {
     let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(&bytes).with_path(origin)?;
     encoder.finish().with_path(origin)

@@ -169,3 +169,28 @@ fn header_variants_written_by_nibabel_read_like_nibabel() {
         assert_matches_reference(&ours, &reference, &read_f64_le(&raw), kind);
     }
 }
+
+/// A served label map says NIFTI_INTENT_LABEL (1002, `intent_code` at byte 68 of the
+/// NIfTI-1 header per nifti1.h), so viewers look its colours up exactly, and it reads back
+/// voxel for voxel.
+#[test]
+fn label_map_bytes_carry_the_label_intent() {
+    use std::io::Read;
+    let labels = nifti::read(&shared_data("abdomen-ct/example_seg.nii.gz")).unwrap();
+    let gz = nifti::label_map_to_gzip_bytes(&labels, "labels.nii.gz").unwrap();
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    assert_eq!(i16::from_le_bytes([raw[68], raw[69]]), 1002);
+    let plain = nifti::to_gzip_bytes(&labels, "labels.nii.gz").unwrap();
+    let mut raw_plain = Vec::new();
+    flate2::read::GzDecoder::new(&plain[..])
+        .read_to_end(&mut raw_plain)
+        .unwrap();
+    assert_eq!(i16::from_le_bytes([raw_plain[68], raw_plain[69]]), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.nii.gz");
+    std::fs::write(&path, &gz).unwrap();
+    assert_eq!(nifti::read(&path).unwrap(), labels);
+}

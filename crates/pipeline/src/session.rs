@@ -71,6 +71,9 @@ pub struct ViewerContent {
     pub overlays: Vec<PathBuf>,
     /// Render the viewer's DRRs on the GPU (falls back to the CPU with a warning).
     pub gpu: bool,
+    /// When the risk distance fields are computed: `Background` lets a server answer
+    /// within seconds of start (updates say which groups are still pending).
+    pub risk_fields: pinhole_guidance::FieldTiming,
 }
 
 /// Builds the guidance session (distance transforms: seconds on a full CT) with the
@@ -126,13 +129,14 @@ pub fn build(
     }
     plans.extend(&content.plans);
     let viewer = viewer(data, content, &plans, observer)?;
-    let mut session = Session::new(
+    let mut session = Session::with_timing(
         data.ct.grid(),
         data.labels.clone(),
         names,
         source,
         data.registration,
         data.inputs.clone(),
+        content.risk_fields,
     );
     session.viewer = Some(viewer);
     for absent in &session.description.warnings {
@@ -205,18 +209,6 @@ fn viewer(
         title: content.title.clone(),
         ..Viewer::default()
     };
-    let ct_hu = AnyVolume::from(data.ct.to_volume::<i16>());
-    add_file(
-        &mut viewer,
-        "ct.nii.gz",
-        pinhole_io::nifti::to_gzip_bytes(&ct_hu, "ct.nii.gz")?,
-    );
-    let labels = AnyVolume::from(data.labels.map(|v| i16::try_from(v).unwrap_or(i16::MAX)));
-    add_file(
-        &mut viewer,
-        "labels.nii.gz",
-        pinhole_io::nifti::to_gzip_bytes(&labels, "labels.nii.gz")?,
-    );
     let present = pinhole_volume::label_stats(data.labels);
     viewer.labels = present
         .keys()
@@ -233,27 +225,48 @@ fn viewer(
     for overlay in &content.overlays {
         add_overlay(&mut viewer, overlay, observer)?;
     }
-    let organs = DRR_ORGANS
+    let organs: Vec<(u16, [u8; 3])> = DRR_ORGANS
         .iter()
         .filter_map(|n| data.table.id_of(n))
         .filter(|id| present.contains_key(id))
         .filter_map(|id| Some((u16::try_from(id).ok()?, data.table.color_of(id))))
         .collect();
-    let mu =
-        pinhole_io::with_volume!(data.ct, v => pinhole_xray::Attenuation::default().mu_volume(v));
-    let accelerated = if content.gpu {
-        gpu_renderer(&mu, observer)
-    } else {
-        None
-    };
-    viewer.drr = Some(DrrScene {
-        mu,
-        labels: data.labels.clone(),
-        organs,
-        lines: viewer.lines.clone(),
-        accelerated,
-    });
+    // The served volumes and the DRR scene are independent: made side by side (the
+    // server starts answering that much sooner).
+    let lines = viewer.lines.clone();
+    let ((ct_file, labels_file), drr) = rayon::join(
+        || rayon::join(|| served_ct(data.ct), || served_labels(data.labels)),
+        || {
+            let mu = pinhole_io::with_volume!(data.ct, v => {
+                pinhole_xray::Attenuation::default().mu_volume(v)
+            });
+            let accelerated = if content.gpu {
+                gpu_renderer(&mu, observer)
+            } else {
+                None
+            };
+            DrrScene::new(mu, data.labels, &organs, lines, accelerated)
+        },
+    );
+    add_file(&mut viewer, "ct.nii.gz", ct_file?);
+    add_file(&mut viewer, "labels.nii.gz", labels_file?);
+    viewer.drr = Some(drr);
     Ok(viewer)
+}
+
+/// The CT as the viewer loads it: HU as int16 NIfTI.
+fn served_ct(ct: &AnyVolume) -> Result<Vec<u8>> {
+    let ct_hu = AnyVolume::from(ct.to_volume::<i16>());
+    Ok(pinhole_io::nifti::to_gzip_bytes(&ct_hu, "ct.nii.gz")?)
+}
+
+/// The label map as the viewer loads it: int16 NIfTI marked as a label map.
+fn served_labels(labels: &Volume<u16>) -> Result<Vec<u8>> {
+    let labels = AnyVolume::from(labels.map(|v| i16::try_from(v).unwrap_or(i16::MAX)));
+    Ok(pinhole_io::nifti::label_map_to_gzip_bytes(
+        &labels,
+        "labels.nii.gz",
+    )?)
 }
 
 /// A needle plan's paths as viewer lines (the first is the best).
@@ -361,7 +374,7 @@ pub fn load_volumes(
     labels: &Path,
     observer: &dyn Observer,
 ) -> Result<(AnyVolume, Volume<u16>)> {
-    let ct = load(ct, None, observer)?.volume;
-    let labels_volume = load(labels, None, observer)?.volume;
-    Ok((ct, labels_of(labels_volume, labels)?))
+    let (ct, labels_volume) =
+        rayon::join(|| load(ct, None, observer), || load(labels, None, observer));
+    Ok((ct?.volume, labels_of(labels_volume?.volume, labels)?))
 }

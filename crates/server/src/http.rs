@@ -10,6 +10,7 @@
 //!   folder (so symlinks out of it are refused too).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::{log, Shared};
 use pinhole_guidance::engine::NOTE;
+use pinhole_guidance::scene::{DrrError, DrrPose, DrrQuality};
 use pinhole_guidance::session::SessionResponse;
 
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
@@ -84,6 +86,8 @@ struct DrrQuery {
     #[serde(default)]
     cran_deg: f64,
     size: Option<usize>,
+    #[serde(default)]
+    quality: DrrQuality,
 }
 
 async fn drr(State(shared): State<Arc<Shared>>, query: Query<DrrQuery>) -> Response {
@@ -104,15 +108,22 @@ async fn drr(State(shared): State<Arc<Shared>>, query: Query<DrrQuery>) -> Respo
         )
             .into_response();
     }
-    let size = query.size.unwrap_or(384);
+    let pose = DrrPose {
+        lao_deg: query.lao_deg,
+        cran_deg: query.cran_deg,
+        size: query.size.unwrap_or(384),
+    };
+    // Newest request wins: an older one still queued or rendering stops at its next stage.
+    let ticket = shared.drr_requests.fetch_add(1, Ordering::SeqCst) + 1;
     let rendered = tokio::task::spawn_blocking(move || {
         let scene = shared
             .session
             .viewer
             .as_ref()
             .and_then(|v| v.drr.as_ref())?;
+        let superseded = || shared.drr_requests.load(Ordering::SeqCst) != ticket;
         Some((
-            scene.render_png(query.lao_deg, query.cran_deg, size),
+            scene.render_png(pose, query.quality, &superseded),
             scene.renderer().to_string(),
         ))
     })
@@ -125,8 +136,14 @@ async fn drr(State(shared): State<Arc<Shared>>, query: Query<DrrQuery>) -> Respo
                     header::HeaderName::from_static("x-pinhole-renderer"),
                     renderer,
                 ),
+                (header::CACHE_CONTROL, "no-store".to_string()),
             ],
             png,
+        )
+            .into_response(),
+        Ok(Some((Err(DrrError::Superseded), _))) => (
+            StatusCode::CONFLICT,
+            "superseded by a newer /api/drr request",
         )
             .into_response(),
         Ok(Some((Err(e), _))) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

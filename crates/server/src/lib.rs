@@ -142,6 +142,8 @@ pub struct Shared {
     pub stats: Stats,
     seq: AtomicU64,
     relay_seq: AtomicU64,
+    /// `/api/drr` requests received (the newest one renders; older ones stop).
+    pub(crate) drr_requests: AtomicU64,
     pub metrics: watch::Sender<Option<Arc<Update>>>,
     pub relay: watch::Sender<Option<Arc<Relay>>>,
     pub shutdown: watch::Sender<bool>,
@@ -157,6 +159,7 @@ impl Shared {
             stats: Stats::default(),
             seq: AtomicU64::new(0),
             relay_seq: AtomicU64::new(0),
+            drr_requests: AtomicU64::new(0),
             metrics: watch::channel(None).0,
             relay: watch::channel(None).0,
             shutdown: watch::channel(false).0,

@@ -236,13 +236,7 @@ fn viewer_data_and_drr_endpoints() {
     let mut viewer = Viewer {
         title: "phantom".into(),
         lines: vec![plan.clone()],
-        drr: Some(DrrScene {
-            mu,
-            labels: labels.clone(),
-            organs: Vec::new(),
-            lines: Vec::new(),
-            accelerated: None,
-        }),
+        drr: Some(DrrScene::new(mu, &labels, &[], Vec::new(), None)),
         ..Viewer::default()
     };
     let ct_bytes: std::sync::Arc<[u8]> = std::sync::Arc::from(b"not really a NIfTI".to_vec());
@@ -275,31 +269,38 @@ fn viewer_data_and_drr_endpoints() {
         assert!(!body.contains("root:"), "{bad}");
     }
 
-    let (status, png_bytes) = get_bytes(addr, "/api/drr?lao_deg=0&cran_deg=0&size=96");
-    assert_eq!(status, 200);
-    let (w, h, rgb) = decode_png(&png_bytes);
-    assert_eq!((w, h), (96, 96));
-    let column_mean = |x0: usize, x1: usize| -> f64 {
-        let mut sum = 0.0;
-        for y in 0..96 {
-            for x in x0..x1 {
-                sum += f64::from(rgb[3 * (y * 96 + x)]);
+    // Both qualities (the exact one and the slider preview) show the bar on the right.
+    for quality in ["full", "preview"] {
+        let (status, png_bytes) = get_bytes(
+            addr,
+            &format!("/api/drr?lao_deg=0&cran_deg=0&size=96&quality={quality}"),
+        );
+        assert_eq!(status, 200, "{quality}");
+        let (w, h, rgb) = decode_png(&png_bytes);
+        assert_eq!((w, h), (96, 96));
+        let column_mean = |x0: usize, x1: usize| -> f64 {
+            let mut sum = 0.0;
+            for y in 0..96 {
+                for x in x0..x1 {
+                    sum += f64::from(rgb[3 * (y * 96 + x)]);
+                }
             }
-        }
-        sum / (96.0 * (x1 - x0) as f64)
-    };
-    // Attenuation shows dark; the bar (patient left, x = +11 mm, ~3 detector pixels at
-    // 4.2 mm/pixel and magnification 1.2) is the darkest column, right of the centre.
-    let darkest = (0..96)
-        .min_by(|&a, &b| column_mean(a, a + 1).total_cmp(&column_mean(b, b + 1)))
-        .unwrap();
-    assert!(
-        (49..56).contains(&darkest),
-        "darkest column {darkest} ({} vs background {})",
-        column_mean(darkest, darkest + 1),
-        column_mean(0, 40)
-    );
-    assert!(column_mean(darkest, darkest + 1) + 20.0 < column_mean(0, 40));
+            sum / (96.0 * (x1 - x0) as f64)
+        };
+        // Attenuation shows dark; the bar (patient left, x = +11 mm, ~3 detector pixels
+        // at 4.2 mm/pixel and magnification 1.2) is the darkest column, right of centre.
+        let darkest = (0..96)
+            .min_by(|&a, &b| column_mean(a, a + 1).total_cmp(&column_mean(b, b + 1)))
+            .unwrap();
+        assert!(
+            (49..56).contains(&darkest),
+            "{quality}: darkest column {darkest} ({} vs background {})",
+            column_mean(darkest, darkest + 1),
+            column_mean(0, 40)
+        );
+        assert!(column_mean(darkest, darkest + 1) + 20.0 < column_mean(0, 40));
+    }
+    assert_eq!(get(addr, "/api/drr?quality=draft").0, 400);
     let (status, tiny) = get_bytes(addr, "/api/drr?lao_deg=90&size=8");
     assert_eq!(status, 200);
     assert_eq!(decode_png(&tiny).0, 64, "size is clamped to 64..1024");

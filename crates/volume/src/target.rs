@@ -467,15 +467,39 @@ fn centroid_lps(region: &Mask) -> Vec3 {
     grid.index_to_world([sum[0] / n, sum[1] / n, sum[2] / n])
 }
 
+/// The region voxel farthest from the region's outside (first in memory order on ties).
+/// The distance transform runs on the region's bounding box with one voxel of margin: the
+/// distances are the same as over the whole grid (every voxel beyond the margin is
+/// outside, and the margin voxel with its coordinates clamped to the box is nearer), at a
+/// fraction of the cost on a full CT.
 fn deepest_point(region: &Mask) -> Vec3 {
-    let depth = distance_inside(region);
+    let grid = region.grid();
+    let dims = grid.dims();
+    let mut low = dims;
+    let mut high = [0usize; 3];
+    for (offset, _) in region
+        .data()
+        .iter()
+        .enumerate()
+        .filter(|(_, &inside)| inside)
+    {
+        let ijk = grid.index_of_offset(offset);
+        for a in 0..3 {
+            low[a] = low[a].min(ijk[a]);
+            high[a] = high[a].max(ijk[a]);
+        }
+    }
+    let start: [usize; 3] = std::array::from_fn(|a| low[a].min(high[a]).saturating_sub(1));
+    let extent: [usize; 3] = std::array::from_fn(|a| (high[a] + 2).min(dims[a]) - start[a]);
+    let box_region = region.crop(start, extent);
+    let depth = distance_inside(&box_region);
     let (offset, _) =
         depth.data().iter().enumerate().fold(
             (0, f32::MIN),
             |best, (o, &d)| if d > best.1 { (o, d) } else { best },
         );
-    let ijk = region.grid().index_of_offset(offset);
-    region
+    let ijk = box_region.grid().index_of_offset(offset);
+    box_region
         .grid()
         .index_to_world([ijk[0] as f64, ijk[1] as f64, ijk[2] as f64])
 }
@@ -484,6 +508,47 @@ fn deepest_point(region: &Mask) -> Vec3 {
 mod tests {
     use super::*;
     use crate::Grid;
+
+    /// The bounding-box shortcut finds the same deepest voxel as a transform over the
+    /// whole grid (an L-shaped region in a rotated, anisotropic grid, and one touching
+    /// the grid's edge).
+    #[test]
+    fn deepest_point_on_the_bounding_box_equals_the_whole_grid() {
+        let grid = Grid::new(
+            [30, 24, 12],
+            [0.7, 0.9, 2.5],
+            [5.0, -3.0, 11.0],
+            [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]],
+        )
+        .unwrap();
+        for touching_edge in [false, true] {
+            let data: Vec<bool> = (0..grid.voxel_count())
+                .map(|o| {
+                    let [i, j, k] = grid.index_of_offset(o);
+                    let i_low = if touching_edge { 0 } else { 6 };
+                    let arm = (i_low..20).contains(&i) && (5..9).contains(&j);
+                    let leg = (12..19).contains(&i) && (5..20).contains(&j);
+                    (arm || leg) && (2..10).contains(&k)
+                })
+                .collect();
+            let region = Mask::new(grid.clone(), data).unwrap();
+            let depth = distance_inside(&region);
+            let (offset, _) = depth
+                .data()
+                .iter()
+                .enumerate()
+                .fold((0, f32::MIN), |b, (o, &d)| if d > b.1 { (o, d) } else { b });
+            let ijk = grid.index_of_offset(offset).map(|v| v as f64);
+            let expected = grid.index_to_world(ijk);
+            let got = deepest_point(&region);
+            for a in 0..3 {
+                assert!(
+                    (expected[a] - got[a]).abs() < 1e-9,
+                    "{expected:?} vs {got:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn parses_every_form_and_rejects_garbage() {

@@ -247,6 +247,30 @@ impl<T: Voxel> Volume<T> {
         ))
     }
 
+    /// The box of voxels `start .. start + extent` (clamped to the volume) as a volume of
+    /// its own, placed where it was (same spacing and direction, origin at `start`).
+    pub fn crop(&self, start: [usize; 3], extent: [usize; 3]) -> Volume<T> {
+        let dims = self.grid.dims();
+        let start: [usize; 3] = std::array::from_fn(|a| start[a].min(dims[a] - 1));
+        let extent: [usize; 3] = std::array::from_fn(|a| extent[a].clamp(1, dims[a] - start[a]));
+        let origin = self.grid.index_to_world(start.map(|v| v as f64));
+        let grid = Grid::new(
+            extent,
+            self.grid.spacing_mm(),
+            origin,
+            self.grid.direction(),
+        )
+        .expect("a box of a valid grid is a valid grid");
+        let mut data = Vec::with_capacity(grid.voxel_count());
+        for k in 0..extent[2] {
+            for j in 0..extent[1] {
+                let first = self.grid.offset([start[0], start[1] + j, start[2] + k]);
+                data.extend_from_slice(&self.data[first..first + extent[0]]);
+            }
+        }
+        Volume { grid, data }
+    }
+
     /// Resamples onto `target`; points outside this volume get `fill`.
     pub fn resample(&self, target: &Grid, interpolation: Interpolation, fill: T) -> Volume<T> {
         let [nx, ny, _] = target.dims();
@@ -370,6 +394,31 @@ pub fn side_name(side: char) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A crop keeps every voxel's value and world position, and clamps to the volume.
+    #[test]
+    fn crop_keeps_values_and_positions() {
+        let grid = Grid::new(
+            [7, 6, 5],
+            [0.5, 1.5, 3.0],
+            [10.0, -4.0, 2.0],
+            [[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]],
+        )
+        .unwrap();
+        let volume = Volume::new(grid.clone(), (0..210).map(|v| v as u16).collect()).unwrap();
+        let crop = volume.crop([2, 1, 3], [3, 4, 9]);
+        assert_eq!(crop.grid().dims(), [3, 4, 2], "clamped at the far k edge");
+        for (i, j, k) in [(0, 0, 0), (2, 3, 1), (1, 2, 0)] {
+            let full = [2 + i, 1 + j, 3 + k];
+            assert_eq!(crop.get([i, j, k]), volume.get(full));
+            let a = crop.grid().index_to_world([i as f64, j as f64, k as f64]);
+            let b = grid.index_to_world(full.map(|v| v as f64));
+            assert!(
+                (0..3).all(|n| (a[n] - b[n]).abs() < 1e-12),
+                "{a:?} vs {b:?}"
+            );
+        }
+    }
 
     /// Asymmetric case: a 4×5×6 grid whose j axis points anterior (−y, "LAS"); a mask
     /// touching i = 0 (patient's right) and k = 5 (superior) only.

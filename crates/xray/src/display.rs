@@ -1,5 +1,7 @@
 //! From line integrals to what a fluoroscopy monitor shows, with coloured overlays.
 
+use rayon::prelude::*;
+
 use crate::geometry::Projection;
 use crate::render::Image;
 
@@ -20,8 +22,9 @@ impl Window {
                 high: 1.0,
             };
         }
-        values.sort_by(f32::total_cmp);
-        let at = |p: f64| values[((p / 100.0) * (values.len() - 1) as f64).round() as usize];
+        let last = values.len() - 1;
+        let rank = |p: f64| ((p / 100.0) * last as f64).round() as usize;
+        let mut at = |p: f64| *values.select_nth_unstable_by(rank(p), f32::total_cmp).1;
         let (low, high) = (at(low_pct), at(high_pct));
         Self {
             low,
@@ -75,7 +78,32 @@ pub fn compose_with_organs(
 /// RGB image: the grey fluoroscopy with each overlay blended where its path length is
 /// non-zero (opacity grows with the length, up to 60 %).
 pub fn compose_rgb(gray: &[u8], overlays: &[Overlay]) -> Vec<u8> {
-    let mut rgb: Vec<f32> = gray.iter().flat_map(|&g| [f32::from(g); 3]).collect();
+    match overlays.first() {
+        Some(first) => {
+            let (w, h) = (first.lengths_mm.width, first.lengths_mm.height);
+            compose_rgb_upsampled(gray, overlays, 1, w, h)
+        }
+        None => gray.iter().flat_map(|&g| [g; 3]).collect(),
+    }
+}
+
+/// [`compose_rgb`] for overlays computed on a detector `factor` times coarser than the
+/// `width` × `height` grey image (see [`crate::coarse::coarse_projection`]): the blend is
+/// worked out per coarse pixel and upsampled once, whatever the number of overlays.
+pub fn compose_rgb_upsampled(
+    gray: &[u8],
+    overlays: &[Overlay],
+    factor: usize,
+    width: usize,
+    height: usize,
+) -> Vec<u8> {
+    let Some(first) = overlays.first() else {
+        return gray.iter().flat_map(|&g| [g; 3]).collect();
+    };
+    // Successive blends v ← v·(1 − α) + c·α fold into v ← v·keep + add per pixel.
+    let n = first.lengths_mm.data.len();
+    let mut keep = vec![1.0f32; n];
+    let mut add = [vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]];
     for overlay in overlays {
         let max = overlay
             .lengths_mm
@@ -86,20 +114,49 @@ pub fn compose_rgb(gray: &[u8], overlays: &[Overlay]) -> Vec<u8> {
         if max <= 0.0 {
             continue;
         }
-        for (n, &len) in overlay.lengths_mm.data.iter().enumerate() {
+        for (p, &len) in overlay.lengths_mm.data.iter().enumerate().take(n) {
             if len <= 0.0 {
                 continue;
             }
             let alpha = 0.25 + 0.35 * (len / max).min(1.0);
+            keep[p] *= 1.0 - alpha;
             for c in 0..3 {
-                let v = &mut rgb[3 * n + c];
-                *v = *v * (1.0 - alpha) + f32::from(overlay.color_rgb[c]) * alpha;
+                add[c][p] = add[c][p] * (1.0 - alpha) + f32::from(overlay.color_rgb[c]) * alpha;
             }
         }
     }
-    rgb.into_iter()
-        .map(|v| v.round().clamp(0.0, 255.0) as u8)
-        .collect()
+    let blend = |v: u8, keep: f32, add: [f32; 3]| {
+        let v = f32::from(v) * keep;
+        add.map(|a| (v + a).round().clamp(0.0, 255.0) as u8)
+    };
+    if factor <= 1 {
+        return gray
+            .iter()
+            .enumerate()
+            .flat_map(|(p, &v)| blend(v, keep[p], [add[0][p], add[1][p], add[2][p]]))
+            .collect();
+    }
+    // One pass: each output pixel interpolates the coarse blend (bilinear, edges clamped).
+    let coarse_width = first.lengths_mm.width;
+    let columns = crate::coarse::taps(width, coarse_width, factor);
+    let rows = crate::coarse::taps(height, first.lengths_mm.height, factor);
+    let mut rgb = vec![0u8; 3 * width * height];
+    rgb.par_chunks_mut(3 * width.max(1))
+        .zip(gray.par_chunks(width.max(1)))
+        .zip(&rows)
+        .for_each(|((line, gray_row), &(r0, r1, fr))| {
+            let (top, bottom) = (r0 * coarse_width, r1 * coarse_width);
+            for ((out, &v), &(c0, c1, fc)) in line.chunks_mut(3).zip(gray_row).zip(&columns) {
+                let sample = |layer: &[f32]| {
+                    let upper = layer[top + c0] + (layer[top + c1] - layer[top + c0]) * fc;
+                    let lower = layer[bottom + c0] + (layer[bottom + c1] - layer[bottom + c0]) * fc;
+                    upper + (lower - upper) * fr
+                };
+                let add = [sample(&add[0]), sample(&add[1]), sample(&add[2])];
+                out.copy_from_slice(&blend(v, sample(&keep), add));
+            }
+        });
+    rgb
 }
 
 /// Draws a line segment (pixel coordinates) into an RGB image, clipped to it.

@@ -5,6 +5,8 @@
 //! * [`attenuation`]: HU → μ (bilinear water/bone model, nanodrr's defaults).
 //! * [`render`]: line integrals by trilinear ray marching or exact Siddon (rayon over
 //!   rows), per-label path lengths for overlays.
+//! * [`coarse`]: block-averaged volumes, cropped organ occupancy and half-resolution
+//!   projections for interactive DRRs (the viewer's C-arm sliders).
 //! * [`display`]: fluoroscopy-monitor image (Beer–Lambert, log, inverted, percentile
 //!   window) and coloured overlays.
 //!
@@ -12,6 +14,7 @@
 //! [`render::render`] with [`render::Integrator::TrilinearSamples`].
 
 pub mod attenuation;
+pub mod coarse;
 pub mod display;
 pub mod geometry;
 pub mod render;

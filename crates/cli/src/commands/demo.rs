@@ -164,6 +164,7 @@ fn serve_with_replay(
         routes: story.routes,
         overlays: story.overlays,
         gpu: false,
+        risk_fields: pinhole_guidance::FieldTiming::Background,
     };
     println!(
         "\n== guidance server with a simulated needle insertion along the best kidney-biopsy path"

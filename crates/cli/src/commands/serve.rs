@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
-use pinhole_guidance::{Session, SessionInputs};
+use pinhole_guidance::{FieldTiming, Session, SessionInputs};
 use pinhole_pipeline::inputs::label_table;
 use pinhole_pipeline::needle::PlanPaths;
 use pinhole_pipeline::session::{build, load_volumes, GuidancePlan, SessionData, ViewerContent};
@@ -110,8 +110,13 @@ pub fn run(args: &ServeArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
             .collect::<Result<_, _>>()?,
         overlays: args.overlay.clone(),
         gpu: args.gpu,
+        risk_fields: FieldTiming::Background,
     };
-    eprintln!("computing risk distance transforms ...");
+    eprintln!(
+        "risk distance fields are computed in the background: until they are ready, updates \
+         list the pending groups (risk_groups_pending), report no nearest structure and are at \
+         least a caution"
+    );
     let session = build(&data, &content, terminal)?;
     drop(ct);
     serve(session, args.server_config())
