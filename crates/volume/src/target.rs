@@ -473,23 +473,12 @@ fn centroid_lps(region: &Mask) -> Vec3 {
 /// outside, and the margin voxel with its coordinates clamped to the box is nearer), at a
 /// fraction of the cost on a full CT.
 fn deepest_point(region: &Mask) -> Vec3 {
-    let grid = region.grid();
-    let dims = grid.dims();
-    let mut low = dims;
-    let mut high = [0usize; 3];
-    for (offset, _) in region
-        .data()
-        .iter()
-        .enumerate()
-        .filter(|(_, &inside)| inside)
-    {
-        let ijk = grid.index_of_offset(offset);
-        for a in 0..3 {
-            low[a] = low[a].min(ijk[a]);
-            high[a] = high[a].max(ijk[a]);
-        }
-    }
-    let start: [usize; 3] = std::array::from_fn(|a| low[a].min(high[a]).saturating_sub(1));
+    let dims = region.grid().dims();
+    // Callers pass non-empty regions; an empty one yields the first voxel's box.
+    let (low, high) = region
+        .bounding_box_where(|inside| inside)
+        .unwrap_or(([0; 3], [0; 3]));
+    let start: [usize; 3] = std::array::from_fn(|a| low[a].saturating_sub(1));
     let extent: [usize; 3] = std::array::from_fn(|a| (high[a] + 2).min(dims[a]) - start[a]);
     let box_region = region.crop(start, extent);
     let depth = distance_inside(&box_region);

@@ -247,6 +247,24 @@ impl<T: Voxel> Volume<T> {
         ))
     }
 
+    /// Index bounding box (inclusive corners) of the voxels where `inside` holds; `None`
+    /// when there are none.
+    pub fn bounding_box_where(
+        &self,
+        inside: impl Fn(T) -> bool,
+    ) -> Option<([usize; 3], [usize; 3])> {
+        let mut low = [usize::MAX; 3];
+        let mut high = [0usize; 3];
+        for (offset, _) in self.data.iter().enumerate().filter(|(_, v)| inside(**v)) {
+            let ijk = self.grid.index_of_offset(offset);
+            for a in 0..3 {
+                low[a] = low[a].min(ijk[a]);
+                high[a] = high[a].max(ijk[a]);
+            }
+        }
+        (low[0] != usize::MAX).then_some((low, high))
+    }
+
     /// The box of voxels `start .. start + extent` (clamped to the volume) as a volume of
     /// its own, placed where it was (same spacing and direction, origin at `start`).
     pub fn crop(&self, start: [usize; 3], extent: [usize; 3]) -> Volume<T> {

@@ -38,7 +38,7 @@ pub fn block_mean_of_content(
     threshold: f32,
     block: [usize; 3],
 ) -> Option<Volume<f32>> {
-    let (low, high) = bounding_box(volume, |v| v > threshold)?;
+    let (low, high) = volume.bounding_box_where(|v| v > threshold)?;
     let extent: [usize; 3] = std::array::from_fn(|a| high[a] + 1 - low[a]);
     Some(block_average(volume.grid(), low, extent, block, |offset| {
         volume.data()[offset]
@@ -49,7 +49,7 @@ pub fn block_mean_of_content(
 /// block of margin); `None` when no voxel has the label.
 pub fn label_occupancy(labels: &Volume<u16>, label: u16, block: [usize; 3]) -> Option<Volume<f32>> {
     let grid = labels.grid();
-    let (low, high) = bounding_box(labels, |v| v == label)?;
+    let (low, high) = labels.bounding_box_where(|v| v == label)?;
     let start: [usize; 3] =
         std::array::from_fn(|a| (low[a] / block[a]).saturating_sub(1) * block[a]);
     let end: [usize; 3] = std::array::from_fn(|a| (high[a] + 1 + block[a]).min(grid.dims()[a]));
@@ -58,29 +58,6 @@ pub fn label_occupancy(labels: &Volume<u16>, label: u16, block: [usize; 3]) -> O
     Some(block_average(grid, start, extent, block, |offset| {
         f32::from(u8::from(data[offset] == label))
     }))
-}
-
-/// Index bounding box (inclusive) of the voxels where `inside` holds.
-fn bounding_box<T: pinhole_volume::Voxel>(
-    volume: &Volume<T>,
-    inside: impl Fn(T) -> bool,
-) -> Option<([usize; 3], [usize; 3])> {
-    let grid = volume.grid();
-    let mut low = [usize::MAX; 3];
-    let mut high = [0usize; 3];
-    for (offset, _) in volume
-        .data()
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| inside(**v))
-    {
-        let ijk = grid.index_of_offset(offset);
-        for a in 0..3 {
-            low[a] = low[a].min(ijk[a]);
-            high[a] = high[a].max(ijk[a]);
-        }
-    }
-    (low[0] != usize::MAX).then_some((low, high))
 }
 
 /// Averages `value(offset)` over blocks of the region `start .. start + extent` of `grid`.
