@@ -3,6 +3,12 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = pinhole_io::dicom::decode_file_bytes(data);
-});
+#[path = "contained_panics.rs"]
+mod contained_panics;
+
+fuzz_target!(
+    init: contained_panics::tolerate_contained_decoder_panics(),
+    |data: &[u8]| {
+        let _ = pinhole_io::dicom::decode_file_bytes(data);
+    }
+);

@@ -6,21 +6,27 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "contained_panics.rs"]
+mod contained_panics;
 use pinhole_io::xray_image;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(image) = xray_image::decode(data, Path::new("fuzz.img")) {
-        assert_eq!(image.data.len(), image.width * image.height);
-    }
-    // Each decoder on its own too, so that PNG and DICOM mutations reach them whatever
-    // the first bytes say.
-    for decode in [
-        xray_image::decode_png,
-        xray_image::decode_dicom,
-        xray_image::decode_nifti,
-    ] {
-        if let Ok(image) = decode(data, Path::new("fuzz.img")) {
+fuzz_target!(
+    init: contained_panics::tolerate_contained_decoder_panics(),
+    |data: &[u8]| {
+        if let Ok(image) = xray_image::decode(data, Path::new("fuzz.img")) {
             assert_eq!(image.data.len(), image.width * image.height);
         }
+        // Each decoder on its own too, so that PNG and DICOM mutations reach them whatever
+        // the first bytes say.
+        for decode in [
+            xray_image::decode_png,
+            xray_image::decode_dicom,
+            xray_image::decode_nifti,
+        ] {
+            if let Ok(image) = decode(data, Path::new("fuzz.img")) {
+                assert_eq!(image.data.len(), image.width * image.height);
+            }
+        }
     }
-});
+);

@@ -65,6 +65,8 @@ async function main() {
   state.sessionLoaded = true
   $('session-title').textContent = session.title || 'session'
   showWarnings(session.warnings || [])
+  showSourceEvents(session.source_events || [])
+  setInterval(refreshSourceEvents, SOURCE_EVENTS_REFRESH_MS)
   buildLegend(session.labels_table || [])
   buildPlanList(session.lines || [])
   await initViewer()
@@ -88,7 +90,50 @@ function showWarnings(warnings) {
   const banner = $('warnings')
   banner.title = 'Click to show the warnings in full'
   banner.addEventListener('click', () => banner.classList.toggle('expanded'))
+  banner.dataset.clickable = 'yes'
   banner.hidden = false
+}
+
+// Who steered the live session (registration set or changed, a new tracking source, a
+// refused peer; `source_events` of /api/session): the newest few, under the warnings.
+const SOURCE_EVENTS_SHOWN = 5
+const SOURCE_EVENTS_REFRESH_MS = 5000
+
+function showSourceEvents(events) {
+  state.sourceEvents = events.length
+  if (events.length === 0) return
+  let list = $('source-events')
+  if (!list) {
+    list = document.createElement('ul')
+    list.id = 'source-events'
+    $('warnings-list').after(list)
+  }
+  list.replaceChildren(
+    ...events.slice(-SOURCE_EVENTS_SHOWN).map((e) => {
+      const item = document.createElement('li')
+      const time = new Date(e.time_unix_s * 1000).toLocaleTimeString()
+      item.textContent = `${time} ${e.kind.replace('_', ' ')}: ${e.detail} (client ${e.client}, ${e.peer}, ${e.device})`
+      return item
+    }),
+  )
+  const n = state.warningsShown
+  const warnings = n > 0 ? `${n} warning${n > 1 ? 's' : ''}, ` : ''
+  $('warnings-title').textContent = `${warnings}${events.length} source event${events.length > 1 ? 's' : ''} (click to expand)`
+  const banner = $('warnings')
+  if (!banner.dataset.clickable) {
+    banner.addEventListener('click', () => banner.classList.toggle('expanded'))
+    banner.dataset.clickable = 'yes'
+  }
+  banner.hidden = false
+}
+
+async function refreshSourceEvents() {
+  try {
+    const latest = await getJson('/api/session')
+    showSourceEvents(latest.source_events || [])
+  } catch (e) {
+    // The server may be restarting; the next refresh tries again.
+  }
 }
 
 function softwareWebGl() {

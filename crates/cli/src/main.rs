@@ -15,6 +15,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Record input files in reports with their full paths (default: the file name and
+    /// its SHA-256 only, since folders are often named after the patient).
+    #[arg(long, global = true)]
+    record_full_paths: bool,
 }
 
 #[derive(Subcommand)]
@@ -60,6 +64,7 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    pinhole_pipeline::provenance::record_full_paths(cli.record_full_paths);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -18,6 +18,8 @@ mod plan_needle;
 // `pinhole plan ablation` and `pinhole evla`.
 mod ablation;
 mod vessel;
+// Atomic outputs, inputs never overwritten, absurd parameters refused (#25).
+mod outputs;
 // `pinhole demo` in headless Chromium.
 mod viewer;
 

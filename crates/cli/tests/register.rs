@@ -200,3 +200,63 @@ fn register_json_with(ct: &Path, xray: &Path, out: &Path, extra: &[&str]) -> ser
     pinhole_ok(&args);
     serde_json::from_str(&std::fs::read_to_string(out.join("pose.json")).unwrap()).unwrap()
 }
+
+/// Writes an 8-bit grey PNG.
+fn write_gray_png(path: &Path, side: u32, pixels: &[u8]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), side, side);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder
+        .write_header()
+        .unwrap()
+        .write_image_data(pixels)
+        .unwrap();
+}
+
+/// Regression (#25): a blank or pure-noise "X-ray" returned a pose with exit 0. Now the
+/// registration says it did not converge (similarity below --min-similarity), exits
+/// non-zero and writes no pose.
+#[test]
+fn register_on_a_blank_or_noise_image_does_not_converge() {
+    let ct = shared_data("abdomen-ct/example_ct.nii.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let side = 64u32;
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let noise: Vec<u8> = (0..side * side)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect();
+    for (name, pixels) in [
+        ("blank", vec![128u8; (side * side) as usize]),
+        ("noise", noise),
+    ] {
+        let xray = dir.path().join(format!("{name}.png"));
+        write_gray_png(&xray, side, &pixels);
+        let out = dir.path().join(name);
+        let run = pinhole(&[
+            "register",
+            "--ct",
+            ct.to_str().unwrap(),
+            "--xray",
+            xray.to_str().unwrap(),
+            "--pixel-mm",
+            "6.25",
+            "--levels-mm",
+            "6,3",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{name}: {err}");
+        assert!(err.contains("did not converge"), "{name}: {err}");
+        assert!(
+            !out.join("pose.json").exists(),
+            "{name}: a pose was written"
+        );
+    }
+}

@@ -301,6 +301,11 @@ pub struct GuidanceMetrics {
     pub alert_reasons: Vec<String>,
     /// "plan path" or why the line is undefined.
     pub plan_line: String,
+    /// Server wall-clock time when this update was computed (seconds since 1970); set by
+    /// the guidance server, absent from direct library calls. A client compares it with
+    /// its own clock to see how old the guidance it shows is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_unix_s: Option<f64>,
 }
 
 /// The guidance engine: plan, target zone and risk distance fields. Immutable once built.
@@ -549,6 +554,7 @@ impl Guidance {
                 "undefined: only a target was given, so lateral deviation and angle are null and depth is measured along the needle axis"
             }
             .to_owned(),
+            published_unix_s: None,
         }
     }
 

@@ -133,6 +133,37 @@ pub struct SessionResponse {
     pub target_lps: Vec3,
     #[serde(flatten)]
     pub viewer: Option<ViewerFields>,
+    /// Who steered the live session (registration changes, changes of the tracking
+    /// source, refused peers), oldest first, bounded by the server (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_events: Vec<SourceEvent>,
+}
+
+/// What a [`SourceEvent`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceEventKind {
+    /// The registration (`ReferenceToRAS`) was set or changed.
+    Registration,
+    /// Needle poses started to arrive from a new client (first source or a change).
+    TrackingSource,
+    /// A peer that is not allowed to steer sent tracking, registration or images.
+    RefusedPeer,
+}
+
+/// A change of who steers the live session, as the server logged it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SourceEvent {
+    /// Server wall-clock time, seconds since 1970.
+    pub time_unix_s: f64,
+    pub kind: SourceEventKind,
+    /// The OpenIGTLink peer (`ip:port`) and the server's client number.
+    pub peer: String,
+    pub client: u64,
+    /// Device name of the message.
+    pub device: String,
+    /// What happened, in words (for a registration: how far it moved).
+    pub detail: String,
 }
 
 /// Everything a guidance server needs, built once at start-up.
@@ -158,6 +189,7 @@ impl Session {
                 .viewer
                 .as_ref()
                 .map(crate::scene::Viewer::session_fields),
+            source_events: Vec::new(),
         }
     }
 

@@ -13,7 +13,9 @@
 //! * [`xray_image`]: X-ray images for registration (PNG, single DICOM file, 2-D NIfTI).
 //! * [`transform`]: registrations (ITK `.tfm` affine transforms, 4×4 text matrices).
 //! * [`pose_csv`]: timed needle poses (replay CSV), read and written.
+//! * [`atomic`]: every writer writes a temporary file and renames it into place.
 
+pub mod atomic;
 pub mod dicom;
 pub mod error;
 pub mod image;
@@ -25,6 +27,7 @@ pub mod open;
 pub mod png;
 pub mod pose_csv;
 pub(crate) mod raw;
+pub mod rescale;
 pub mod segnrrd;
 pub mod transform;
 pub mod vtk;

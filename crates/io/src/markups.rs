@@ -146,7 +146,7 @@ pub fn write_markups(path: &Path, markups: &[Markup]) -> Result<()> {
     let mut text = serde_json::to_string_pretty(&file)
         .map_err(|e| Error::new(path, ErrorKind::InvalidInput(e.to_string())))?;
     text.push('\n');
-    std::fs::write(path, text).with_path(path)
+    crate::atomic::write_atomic(path, text.as_ref())
 }
 
 /// Checks one markup and converts it to its JSON form.

@@ -2,7 +2,10 @@
 //!
 //! Geometry: `sform` when `sform_code > 0`, else `qform` when `qform_code > 0`, else the
 //! ANALYZE-style base affine nibabel uses; the file's RAS affine is turned into LPS here.
-//! `scl_slope`/`scl_inter` are applied (a slope of 0 means "no scaling"). A single-file
+//! `scl_slope`/`scl_inter` are applied (a slope of 0 or NaN means "no scaling"; values
+//! outside [`crate::rescale`]'s limits are refused). Refused geometry: a qform
+//! quaternion that is not a rotation, non-positive or non-finite voxel sizes where they
+//! set the geometry, a non-finite or degenerate affine. A single-file
 //! `vox_offset` below the header size means "right after the header" (352 / 544), as
 //! nibabel reads it.
 
@@ -13,6 +16,7 @@ use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use pinhole_volume::{Grid, Volume, Voxel};
 
+use crate::atomic::AtomicFile;
 use crate::error::{Error, ErrorKind, Result, WithPath};
 use crate::image::{AnyVolume, ScalarType};
 use crate::raw::{decode_samples, encode_samples, Endian};
@@ -97,14 +101,19 @@ impl Header {
         })
     }
 
-    fn voxel_count(&self) -> u64 {
-        self.dims.iter().map(|&d| d as u64).product()
+    /// The product of the dimensions, `None` when it overflows `u64` (a fuzzed NIfTI-2
+    /// header panicked here).
+    fn voxel_count(&self) -> Option<u64> {
+        self.dims
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
     }
 
     fn data_end(&self) -> std::result::Result<u64, ErrorKind> {
+        let sample_bytes = self.scalar_type()?.size_bytes() as u64;
         let bytes = self
             .voxel_count()
-            .checked_mul(self.scalar_type()?.size_bytes() as u64)
+            .and_then(|n| n.checked_mul(sample_bytes))
             .and_then(|n| n.checked_add(self.data_start))
             .ok_or_else(|| {
                 ErrorKind::InvalidHeader(format!("absurd dimensions {:?}", self.dims))
@@ -319,15 +328,26 @@ fn decode(header: &Header, bytes: &[u8]) -> std::result::Result<AnyVolume, Error
     let payload = &bytes[header.data_start as usize..end as usize];
     let stored = decode_samples(grid, payload, scalar, header.endian)
         .map_err(|e| ErrorKind::InvalidHeader(e.to_string()))?;
-    Ok(apply_scaling(stored, header.scl_slope, header.scl_inter))
+    apply_scaling(stored, header.scl_slope, header.scl_inter)
 }
 
 /// `value = slope · stored + inter`, keeping an integer type when the result is integral
 /// and fits (the chest CT: int16 with `scl_inter = -1024` stays int16).
-fn apply_scaling(stored: AnyVolume, slope: f64, inter: f64) -> AnyVolume {
-    let identity = slope == 0.0 || !slope.is_finite() || (slope == 1.0 && inter == 0.0);
-    if identity || !inter.is_finite() {
-        return stored;
+///
+/// A slope of 0 or a non-finite slope means "no scaling" (the NIfTI standard and
+/// nibabel; nibabel itself writes NaN there). A usable slope with a non-finite
+/// intercept, or values outside [`crate::rescale`]'s limits, are refused.
+fn apply_scaling(
+    stored: AnyVolume,
+    slope: f64,
+    inter: f64,
+) -> std::result::Result<AnyVolume, ErrorKind> {
+    if slope == 0.0 || !slope.is_finite() {
+        return Ok(stored);
+    }
+    crate::rescale::check(slope, inter, "scl_slope", "scl_inter")?;
+    if slope == 1.0 && inter == 0.0 {
+        return Ok(stored);
     }
     let scale = move |x: f64| slope * x + inter;
     if stored.scalar_type().is_integer() && slope.fract() == 0.0 && inter.fract() == 0.0 {
@@ -335,29 +355,60 @@ fn apply_scaling(stored: AnyVolume, slope: f64, inter: f64) -> AnyVolume {
             let (a, b) = (scale(lo), scale(hi));
             let (lo, hi) = (a.min(b), a.max(b));
             if lo >= f64::from(i16::MIN) && hi <= f64::from(i16::MAX) {
-                return AnyVolume::I16(
+                return Ok(AnyVolume::I16(
                     crate::with_volume!(&stored, v => v.map(|x| scale(x.to_f64()) as i16)),
-                );
+                ));
             }
             if lo >= f64::from(i32::MIN) && hi <= f64::from(i32::MAX) {
-                return AnyVolume::I32(
+                return Ok(AnyVolume::I32(
                     crate::with_volume!(&stored, v => v.map(|x| scale(x.to_f64()) as i32)),
-                );
+                ));
             }
         }
     }
-    AnyVolume::F64(crate::with_volume!(&stored, v => v.map(|x| scale(x.to_f64()))))
+    Ok(AnyVolume::F64(
+        crate::with_volume!(&stored, v => v.map(|x| scale(x.to_f64()))),
+    ))
 }
 
-/// The index→RAS affine, by nibabel's `get_best_affine` rules.
-fn ras_affine(h: &Header) -> [[f64; 4]; 3] {
+/// Most negative `1 - (b² + c² + d²)` of a qform quaternion still taken as rounding (and
+/// then as `a = 0`): nibabel's threshold for float32 headers, `-3 · eps(f32)`.
+const QUATERNION_TOLERANCE: f64 = 3.0 * f32::EPSILON as f64;
+
+/// The index→RAS affine, by nibabel's `get_best_affine` rules. Refused: a qform
+/// quaternion whose `b² + c² + d²` exceeds 1 (beyond [`QUATERNION_TOLERANCE`]; it is
+/// not a rotation, and would scale the voxel size), and voxel sizes (`pixdim[1..=3]`)
+/// that are not finite and positive where the affine uses them (qform or none; an axis
+/// one voxel thick gets 1 mm).
+fn ras_affine(h: &Header) -> std::result::Result<[[f64; 4]; 3], ErrorKind> {
     if h.sform_code > 0 {
-        return h.srow;
+        return Ok(h.srow);
     }
-    let zooms = [h.pixdim[1], h.pixdim[2], h.pixdim[3]].map(|z| if z > 0.0 { z } else { 1.0 });
+    // An axis one voxel thick (a 2-D image's third) has no extent: any size will do.
+    let zooms: [f64; 3] = std::array::from_fn(|a| {
+        let z = h.pixdim[a + 1];
+        if h.dims[a] == 1 && !(z.is_finite() && z > 0.0) {
+            1.0
+        } else {
+            z
+        }
+    });
+    if zooms.iter().any(|z| !z.is_finite() || *z <= 0.0) {
+        return Err(ErrorKind::InvalidHeader(format!(
+            "pixdim[1..=3] = {zooms:?}: voxel sizes must be finite and positive (the file \
+             has no sform, so they set the geometry)"
+        )));
+    }
     if h.qform_code > 0 {
         let [b, c, d] = h.quatern;
-        let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+        let norm2 = b * b + c * c + d * d;
+        if !norm2.is_finite() || 1.0 - norm2 < -QUATERNION_TOLERANCE {
+            return Err(ErrorKind::InvalidHeader(format!(
+                "qform quaternion (b, c, d) = ({b}, {c}, {d}) is not a rotation: \
+                 b² + c² + d² = {norm2} exceeds 1"
+            )));
+        }
+        let a = (1.0 - norm2).max(0.0).sqrt();
         let r = [
             [
                 a * a + b * b - c * c - d * d,
@@ -377,28 +428,28 @@ fn ras_affine(h: &Header) -> [[f64; 4]; 3] {
         ];
         let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
         let scale = [zooms[0], zooms[1], zooms[2] * qfac];
-        return std::array::from_fn(|row| {
+        return Ok(std::array::from_fn(|row| {
             let mut out = [0.0; 4];
             for col in 0..3 {
                 out[col] = r[row][col] * scale[col];
             }
             out[3] = h.qoffset[row];
             out
-        });
+        }));
     }
     // ANALYZE base affine: x flipped, origin at the volume centre.
     let centre = h.dims.map(|d| (d as f64 - 1.0) / 2.0);
     let diag = [-zooms[0], zooms[1], zooms[2]];
-    std::array::from_fn(|row| {
+    Ok(std::array::from_fn(|row| {
         let mut out = [0.0; 4];
         out[row] = diag[row];
         out[3] = -centre[row] * diag[row];
         out
-    })
+    }))
 }
 
 fn grid_of(h: &Header) -> std::result::Result<Grid, ErrorKind> {
-    let ras = ras_affine(h);
+    let ras = ras_affine(h)?;
     if ras.iter().flatten().any(|v| !v.is_finite()) {
         return Err(ErrorKind::InvalidHeader(format!(
             "non-finite affine {ras:?}"
@@ -419,20 +470,18 @@ fn grid_of(h: &Header) -> std::result::Result<Grid, ErrorKind> {
 /// the grid's RAS affine (code 1, scanner-anatomical), units mm.
 pub fn write(path: &Path, volume: &AnyVolume) -> Result<()> {
     let bytes = encode(volume).map_err(|kind| Error::new(path, kind))?;
-    let file = std::fs::File::create(path).with_path(path)?;
-    let mut writer = std::io::BufWriter::new(file);
+    let mut file = AtomicFile::create(path)?;
     let gzip = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
     if gzip {
-        let mut encoder = GzEncoder::new(writer, flate2::Compression::new(6));
+        let mut encoder = GzEncoder::new(&mut file, flate2::Compression::new(6));
         encoder.write_all(&bytes).with_path(path)?;
-        encoder.finish().with_path(path)?.flush().with_path(path)?;
+        encoder.finish().with_path(path)?;
     } else {
-        writer.write_all(&bytes).with_path(path)?;
-        writer.flush().with_path(path)?;
+        file.write_all(&bytes).with_path(path)?;
     }
-    Ok(())
+    file.commit()
 }
 
 /// The bytes of a NIfTI-1 file (header and samples, uncompressed) for `volume`.

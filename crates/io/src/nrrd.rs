@@ -2,7 +2,8 @@
 //!
 //! Spaces `left-posterior-superior` (LPS) and `right-anterior-superior` (RAS, converted
 //! to LPS) are read; files are always written in LPS, as 3D Slicer writes them.
-//! Encodings: `raw` and `gzip`. Custom `key:=value` fields are kept.
+//! Encodings: `raw` and `gzip`. Custom `key:=value` fields are kept. A detached data
+//! file must be a regular file in the header's folder (or below it).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use flate2::write::GzEncoder;
 use pinhole_volume::{Grid, Mat3};
 
+use crate::atomic::AtomicFile;
 use crate::error::{Error, ErrorKind, Result, WithPath};
 use crate::image::{AnyVolume, ScalarType};
 use crate::nifti::{gunzip_prefix, MAX_DEFLATE_RATIO};
@@ -49,7 +51,7 @@ pub fn read_with_fields(path: &Path) -> Result<NrrdImage> {
     let payload: &[u8] = match &header.data_file {
         None => &bytes[header.header_len..],
         Some(name) => {
-            let data_path = detached_path(path, name);
+            let data_path = detached_path(path, name)?;
             detached = std::fs::read(&data_path).with_path(&data_path)?;
             &detached
         }
@@ -76,13 +78,41 @@ pub fn read_bytes(bytes: &[u8]) -> std::result::Result<NrrdImage, ErrorKind> {
     })
 }
 
-fn detached_path(header_path: &Path, name: &str) -> PathBuf {
-    let p = Path::new(name);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        header_path.parent().unwrap_or(Path::new(".")).join(p)
+/// The detached data file `name` of the header at `header_path`: a regular file in the
+/// header's folder or below it, after resolving `..` and symbolic links. Refused, naming
+/// the header: a file list or numbered pattern (`LIST`, `name%03d.raw 1 10 1`), a path
+/// that resolves outside the header's folder (`../x.raw`, `/etc/x`), and anything not a
+/// regular file (`/dev/zero`, a folder, a pipe), which could be endless or never end.
+fn detached_path(header_path: &Path, name: &str) -> Result<PathBuf> {
+    let refuse = |kind: ErrorKind| Error::new(header_path, kind);
+    if name == "LIST" || name.split_whitespace().count() > 1 {
+        return Err(refuse(ErrorKind::Unsupported(format!(
+            "data file {name:?}: lists and numbered patterns of detached data files"
+        ))));
     }
+    let folder = match header_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let folder = folder.canonicalize().with_path(folder)?;
+    let joined = folder.join(name);
+    let data = joined.canonicalize().with_path(&joined)?;
+    if !data.starts_with(&folder) {
+        return Err(refuse(ErrorKind::InvalidHeader(format!(
+            "data file {name:?} resolves to {}, outside the header's folder {}: refused",
+            data.display(),
+            folder.display()
+        ))));
+    }
+    let meta = std::fs::metadata(&data).with_path(&data)?;
+    if !meta.is_file() {
+        return Err(refuse(ErrorKind::InvalidHeader(format!(
+            "data file {name:?} ({}) is not a regular file (a folder, device or pipe): \
+             refused",
+            data.display()
+        ))));
+    }
+    Ok(data)
 }
 
 #[derive(Debug)]
@@ -426,18 +456,16 @@ pub fn write(path: &Path, volume: &AnyVolume, options: &WriteOptions) -> Result<
     }
     let mut data = Vec::new();
     crate::with_volume!(volume, v => encode_samples(v.data(), &mut data));
-    let file = std::fs::File::create(path).with_path(path)?;
-    let mut w = std::io::BufWriter::new(file);
+    let mut w = AtomicFile::create(path)?;
     w.write_all(header_text(volume, options).as_bytes())
         .with_path(path)?;
     w.write_all(b"\n").with_path(path)?;
     if options.gzip {
-        let mut encoder = GzEncoder::new(w, flate2::Compression::new(6));
+        let mut encoder = GzEncoder::new(&mut w, flate2::Compression::new(6));
         encoder.write_all(&data).with_path(path)?;
-        encoder.finish().with_path(path)?.flush().with_path(path)?;
+        encoder.finish().with_path(path)?;
     } else {
         w.write_all(&data).with_path(path)?;
-        w.flush().with_path(path)?;
     }
-    Ok(())
+    w.commit()
 }

@@ -41,6 +41,9 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// DICOM series instance UID, when read from DICOM.
     pub series_uid: Option<String>,
+    /// DICOM `Modality` (0008,0060) of the series (`CT`, `MR`, `PT` …), when read from
+    /// DICOM and present; NIfTI and NRRD do not record it.
+    pub modality: Option<String>,
 }
 
 /// Recognises the format by content (a folder is a DICOM series).
@@ -104,15 +107,22 @@ pub fn read_volume(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Loaded> {
     let format = detect(path)?;
-    let (volume, warnings, series_uid) = match format {
-        Format::Nifti => (nifti::read(path)?, Vec::new(), None),
-        Format::Nrrd => (nrrd::read(path)?, Vec::new(), None),
+    let (volume, warnings, series_uid, modality) = match format {
+        Format::Nifti => (nifti::read(path)?, Vec::new(), None, None),
+        Format::Nrrd => (nrrd::read(path)?, Vec::new(), None, None),
         Format::DicomSeries => {
             let dicom_options = DicomOptions {
                 series_uid: options.series_uid.clone(),
             };
             let series = dicom::read_series(path, &dicom_options, progress)?;
-            (series.volume, series.warnings, Some(series.info.series_uid))
+            let modality =
+                Some(series.info.modality.trim().to_ascii_uppercase()).filter(|m| !m.is_empty());
+            (
+                series.volume,
+                series.warnings,
+                Some(series.info.series_uid),
+                modality,
+            )
         }
     };
     Ok(Loaded {
@@ -120,6 +130,7 @@ pub fn read_volume(
         format,
         warnings,
         series_uid,
+        modality,
     })
 }
 

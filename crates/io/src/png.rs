@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use crate::error::WithPath;
 use crate::{Error, ErrorKind, Result};
 
 /// Writes an 8-bit grayscale image; `pixels` is row-major, `width × height` bytes.
@@ -50,7 +49,7 @@ fn write(
     check(path, width, height, pixels, channels)?;
     let bytes = encode(width, height, pixels, color)
         .map_err(|e| Error::new(path, ErrorKind::InvalidInput(e.to_string())))?;
-    std::fs::write(path, bytes).with_path(path)
+    crate::atomic::write_atomic(path, bytes.as_ref())
 }
 
 /// The image is not empty and `pixels` holds exactly `width × height × channels` bytes.

@@ -79,7 +79,7 @@ pub fn to_text(poses: &[TimedPose]) -> String {
 
 /// Writes `poses` as [`to_text`] does.
 pub fn write(path: &Path, poses: &[TimedPose]) -> Result<()> {
-    std::fs::write(path, to_text(poses)).with_path(path)
+    crate::atomic::write_atomic(path, to_text(poses).as_ref())
 }
 
 /// `n` is the 0-based line index.

@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::error::WithPath;
 use crate::{Error, ErrorKind, Result};
 
 /// Polylines over a shared point list, with optional per-point scalars (e.g. radius).
@@ -21,7 +20,7 @@ pub struct PolyLines {
 /// Writes `polylines` as a legacy ASCII `.vtk` POLYDATA file.
 pub fn write_polylines(path: &Path, polylines: &PolyLines) -> Result<()> {
     validate(polylines).map_err(|m| Error::new(path, ErrorKind::InvalidInput(m)))?;
-    std::fs::write(path, render(polylines)).with_path(path)
+    crate::atomic::write_atomic(path, render(polylines).as_ref())
 }
 
 /// Checks indices, array lengths, names and finiteness.

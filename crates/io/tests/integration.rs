@@ -9,6 +9,7 @@ mod common;
 mod dicom;
 mod nifti;
 mod nrrd;
+mod refusals;
 mod robustness;
 mod transforms;
 mod writers;

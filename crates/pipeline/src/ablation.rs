@@ -21,14 +21,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, OrInvalid, Result};
 use crate::figures::{applicator_slice, axial_contours, write_picture, RgbPicture};
 use crate::inputs::{
-    load_ct, load_named_labels, scan_edge_warning, unnamed_warning, InputFile, NamedLabels,
-    UnnamedLabels,
+    load_checked_ct, load_named_labels, scan_edge_warning, unnamed_warning, InputFile, NamedLabels,
+    NotCt, UnnamedLabels,
 };
+use crate::limits;
 use crate::needle::PlanPaths;
 use crate::observe::Observer;
-use crate::report::{
-    create_dir, unversioned, versioned_report, write_json, Report, DISCLAIMER, VERSION,
-};
+use crate::report::{unversioned, versioned_report, write_folder, Report, DISCLAIMER, VERSION};
 use crate::tracks::{check_tracks, ApplicatorTrack, TrackCheck};
 
 /// How the zone is obtained.
@@ -73,9 +72,20 @@ pub struct AblationRequest {
     /// Labelled voxels the table does not name: refuse (default), or go on with a
     /// warning (they cannot be checked as heat sinks).
     pub unnamed_labels: UnnamedLabels,
+    /// A CT that does not look like one: refuse (default) or go on with a warning.
+    pub not_ct: NotCt,
 }
 
 impl AblationRequest {
+    /// Refuses parameters outside [`crate::limits`] (before any file is read).
+    pub fn validate(&self) -> Result<()> {
+        limits::ABLATION_MARGIN_MM.check(self.margin_mm)?;
+        limits::ABLATION_POWER_W.check(self.power_w)?;
+        limits::ABLATION_MINUTES.check(self.minutes)?;
+        limits::ABLATION_GRID_MM.check(self.grid_mm)?;
+        limits::MAX_APPLICATORS.check_count(self.max_applicators)
+    }
+
     /// A device-table zone (built-in table) for `tumor` at `power_w` for `minutes`, with
     /// the defaults of `pinhole plan ablation`: 5 mm margin, 1 mm grid, up to 3
     /// applicators, no needle path.
@@ -103,6 +113,7 @@ impl AblationRequest {
             grid_mm: 1.0,
             max_applicators: 3,
             unnamed_labels: UnnamedLabels::default(),
+            not_ct: NotCt::default(),
         }
     }
 }
@@ -207,13 +218,11 @@ pub struct AblationOutcome {
 
 /// Plans the ablation.
 pub fn run(request: &AblationRequest, observer: &dyn Observer) -> Result<AblationOutcome> {
-    if !(request.margin_mm.is_finite() && request.margin_mm >= 0.0) {
-        return Err(Error::invalid(format!(
-            "--margin-mm must be >= 0, got {}",
-            request.margin_mm
-        )));
-    }
+    request.validate()?;
     let spec: TargetSpec = request.tumor.parse()?;
+    if let TargetSpec::Sphere { radius_mm, .. } = spec {
+        limits::TUMOR_RADIUS_MM.check(radius_mm)?;
+    }
     let NamedLabels {
         labels,
         table_name,
@@ -225,8 +234,8 @@ pub fn run(request: &AblationRequest, observer: &dyn Observer) -> Result<Ablatio
         request.unnamed_labels,
         observer,
     )?;
-    let ct = load_ct(&request.ct, observer)?;
-    let mut warnings = Vec::new();
+    let (ct, not_ct_warning) = load_checked_ct(&request.ct, request.not_ct, observer)?;
+    let mut warnings: Vec<String> = not_ct_warning.into_iter().collect();
     if !unnamed.is_empty() {
         let warning = unnamed_warning(
             &unnamed,
@@ -564,18 +573,21 @@ fn segment_table() -> LabelTable {
 }
 
 impl AblationOutcome {
+    /// The files [`AblationOutcome::write`] puts in its folder.
+    pub const FILES: [&'static str; 4] = ["zone.seg.nrrd", "zone.vtk", "zone.png", "ablation.json"];
+
     /// Writes `zone.seg.nrrd`, `zone.vtk`, `zone.png` and `ablation.json` into `out`.
     pub fn write(&self, out: &Path) -> Result<()> {
-        create_dir(out)?;
-        pinhole_io::segnrrd::write_segmentation(
-            &out.join("zone.seg.nrrd"),
-            &self.segmentation,
-            &segment_table(),
-            true,
-        )?;
-        pinhole_io::vtk::write_polylines(&out.join("zone.vtk"), &self.zone_contours)?;
-        write_picture(&out.join("zone.png"), &self.picture)?;
-        write_json(&out.join("ablation.json"), &self.report)
+        write_folder(out, "ablation.json", &self.report, |out| {
+            pinhole_io::segnrrd::write_segmentation(
+                &out.join("zone.seg.nrrd"),
+                &self.segmentation,
+                &segment_table(),
+                true,
+            )?;
+            pinhole_io::vtk::write_polylines(&out.join("zone.vtk"), &self.zone_contours)?;
+            write_picture(&out.join("zone.png"), &self.picture)
+        })
     }
 }
 

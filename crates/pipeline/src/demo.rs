@@ -96,7 +96,7 @@ pub fn write_data_files(out: &Path, data: &DemoData) -> Result<DataFiles> {
     for (id, entry) in data.table.iter() {
         csv.push_str(&format!("{id},{}\n", entry.name));
     }
-    std::fs::write(&files.table, csv).map_err(|e| Error::write(&files.table, e))?;
+    pinhole_io::atomic::write_atomic(&files.table, csv.as_bytes())?;
     Ok(files)
 }
 

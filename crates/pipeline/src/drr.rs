@@ -12,7 +12,8 @@ use pinhole_xray::{Attenuation, CArm, Detector, Image, Integrator, Projection};
 
 use crate::error::{OrInvalid, Result};
 use crate::figures::{write_picture, RgbPicture};
-use crate::inputs::{label_table, labels_of, load, require_same_grid};
+use crate::inputs::{check_ct, label_table, labels_of, load, require_same_grid, NotCt};
+use crate::limits::{self, check_finite_point};
 use crate::needle::PlanPaths;
 use crate::observe::Observer;
 use crate::register::plan_lines;
@@ -52,6 +53,8 @@ pub struct DrrRequest {
     pub overlay: Vec<String>,
     /// A needle plan whose paths are projected.
     pub plan: Option<PathBuf>,
+    /// A CT that does not look like one: refuse (default) or go on with a warning.
+    pub not_ct: NotCt,
 }
 
 impl DrrRequest {
@@ -72,7 +75,19 @@ impl DrrRequest {
             labels_table: None,
             overlay: Vec::new(),
             plan: None,
+            not_ct: NotCt::default(),
         }
+    }
+
+    /// Refuses parameters outside [`crate::limits`] (before any file is read).
+    pub fn validate(&self) -> Result<()> {
+        limits::check_carm(self.lao_deg, self.cran_deg, self.sid_mm, self.sod_mm)?;
+        limits::DRR_SIZE_PX.check_count(self.size_px)?;
+        limits::DRR_PIXEL_MM.check(self.pixel_mm)?;
+        if let DrrMethod::Trilinear(n) | DrrMethod::Gpu(n) = self.method {
+            limits::DRR_SAMPLES.check_count(n)?;
+        }
+        check_finite_point("--isocenter", self.isocenter_lps)
     }
 
     fn carm(&self, grid: &Grid) -> CArm {
@@ -99,11 +114,18 @@ pub struct DrrOutcome {
     /// The line integrals (row 0 = displayed top).
     pub line_integrals: Image,
     pub projection: Projection,
+    /// What the caller must show with the picture (an overridden CT check).
+    pub warnings: Vec<String>,
 }
 
 /// Renders the DRR.
 pub fn run(request: &DrrRequest, observer: &dyn Observer) -> Result<DrrOutcome> {
-    let ct = load(&request.ct, None, observer)?.volume;
+    request.validate()?;
+    let loaded = load(&request.ct, None, observer)?;
+    let warnings: Vec<String> = check_ct(&request.ct, &loaded, request.not_ct, observer)?
+        .into_iter()
+        .collect();
+    let ct = loaded.volume;
     let mu = pinhole_io::with_volume!(&ct, v => Attenuation::default().mu_volume(v));
     let projection = request.carm(ct.grid()).projection()?;
     let image = match request.method {
@@ -136,6 +158,7 @@ pub fn run(request: &DrrRequest, observer: &dyn Observer) -> Result<DrrOutcome> 
         },
         line_integrals: image,
         projection,
+        warnings,
     })
 }
 

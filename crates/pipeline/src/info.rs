@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::inputs::{label_table, load};
+use crate::inputs::{label_table, load, not_ct_reason};
 use crate::observe::Observer;
 use crate::report::{unversioned, versioned_report, Report, DISCLAIMER};
 
@@ -42,6 +42,14 @@ pub struct VolumeReport {
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub is_label_map: bool,
+    /// DICOM `Modality` of the series (`CT`, `MR` …); absent for NIfTI and NRRD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modality: Option<String>,
+    /// Why the volume does not look like a CT in Hounsfield units
+    /// ([`crate::inputs::not_ct_reason`]); absent when it does, and for label maps.
+    /// Procedures refuse such a CT unless told to go on (`--allow-non-ct`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_ct: Option<String>,
     pub label_table: Option<String>,
     pub labels: Vec<LabelRow>,
     pub warnings: Vec<String>,
@@ -58,7 +66,9 @@ impl VolumeReport {
         let volume = &loaded.volume;
         let grid = volume.grid();
         let range = volume.min_max();
-        let as_labels = if force_labels || volume.looks_like_labels() {
+        // A DICOM series is an image, never a label map (those come as SEG objects).
+        let as_labels = if force_labels || (loaded.modality.is_none() && volume.looks_like_labels())
+        {
             volume.to_labels()
         } else {
             None
@@ -84,6 +94,11 @@ impl VolumeReport {
             min: range.map(|r| r.0),
             max: range.map(|r| r.1),
             is_label_map: as_labels.is_some(),
+            modality: loaded.modality.clone(),
+            not_ct: as_labels
+                .is_none()
+                .then(|| not_ct_reason(volume, loaded.modality.as_deref()))
+                .flatten(),
             label_table: as_labels.and(table.map(|t| t.0.to_string())),
             labels,
             warnings: loaded.warnings.clone(),
@@ -97,6 +112,9 @@ impl VolumeReport {
         s += &format!("{} ({}, {})\n", self.path, self.format, self.scalar_type);
         if let Some(uid) = &self.series_uid {
             s += &format!("  series       {uid}\n");
+        }
+        if let Some(modality) = &self.modality {
+            s += &format!("  modality     {modality}\n");
         }
         s += &format!(
             "  dims         {} x {} x {}\n",
@@ -119,10 +137,10 @@ impl VolumeReport {
             f3(self.bounds_lps[1])
         );
         if let (Some(lo), Some(hi)) = (self.min, self.max) {
-            let unit = if self.is_label_map {
-                ""
-            } else {
-                " (HU for CT)"
+            let unit = match (&self.not_ct, self.is_label_map) {
+                (_, true) => String::new(),
+                (Some(reason), false) => format!(" (not CT-like: {reason})"),
+                (None, false) => " (HU, CT-like)".to_owned(),
             };
             s += &format!("  values       {lo} .. {hi}{unit}\n");
         }
@@ -174,7 +192,7 @@ pub fn run(
     let loaded = load(path, series_uid, observer)?;
     let (table_name, table) = label_table(labels_table)?;
     Ok(VolumeReport::new(
-        &path.display().to_string(),
+        &crate::provenance::recorded_path(path),
         &loaded,
         Some((&table_name, &table)),
         labels_table.is_some(),

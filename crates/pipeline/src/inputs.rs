@@ -8,7 +8,7 @@ use pinhole_io::labels::LabelTable;
 use pinhole_io::open::{read_volume, Loaded, ReadOptions};
 use pinhole_io::AnyVolume;
 use pinhole_plan_needle::profile::RiskGroup;
-use pinhole_volume::{Vec3, Volume};
+use pinhole_volume::{Vec3, Volume, Voxel};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -43,6 +43,147 @@ pub fn load(path: &Path, series_uid: Option<String>, observer: &dyn Observer) ->
 /// A CT (any voxel type) as f32 HU.
 pub fn load_ct(path: &Path, observer: &dyn Observer) -> Result<Volume<f32>> {
     Ok(load(path, None, observer)?.volume.to_f32())
+}
+
+/// What a procedure does with a "CT" input that does not look like a CT (an MR, PET or
+/// NM volume, a normalised or rescaled image): its values are not Hounsfield units, so
+/// attenuation, body outline and tissue thresholds would be silently wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NotCt {
+    /// Refuse with the reason (the default).
+    #[default]
+    Refuse,
+    /// Go on, with a warning in the report that the check was overridden
+    /// (`--allow-non-ct`).
+    Allow,
+}
+
+/// At least this fraction of voxels must be air or lung (≤ [`CT_AIR_HU`]).
+pub const CT_MIN_AIR_FRACTION: f64 = 0.001;
+/// Air (≈ −1000 HU) and lung (≈ −800 HU) lie at or below this.
+pub const CT_AIR_HU: f64 = -500.0;
+/// At least this fraction of voxels must be soft tissue, fat or water
+/// ([`CT_SOFT_TISSUE_HU`]).
+pub const CT_MIN_SOFT_TISSUE_FRACTION: f64 = 0.02;
+/// Fat (≈ −100 HU), water (0) and soft tissue (≈ +40 HU), with margin.
+pub const CT_SOFT_TISSUE_HU: (f64, f64) = (-200.0, 300.0);
+/// At most this fraction of voxels may lie above [`CT_BRIGHT_HU`].
+pub const CT_MAX_BRIGHT_FRACTION: f64 = 0.01;
+/// Cortical bone stays below about +2000 HU; metal is a few voxels.
+pub const CT_BRIGHT_HU: f64 = 3000.0;
+/// Voxels examined at most (a regular subsample of larger volumes).
+const CT_CHECK_SAMPLES: usize = 1 << 21;
+
+/// Why `volume` does not look like a CT in Hounsfield units, or `None` when it does.
+///
+/// A DICOM `Modality` other than `CT` decides alone. Otherwise (NIfTI, NRRD, or DICOM
+/// saying CT) the values must look like HU: some air or lung (at least
+/// [`CT_MIN_AIR_FRACTION`] of the voxels at or below [`CT_AIR_HU`]), some soft tissue
+/// (at least [`CT_MIN_SOFT_TISSUE_FRACTION`] within [`CT_SOFT_TISSUE_HU`]) and few
+/// voxels brighter than dense bone (at most [`CT_MAX_BRIGHT_FRACTION`] above
+/// [`CT_BRIGHT_HU`]). The shared data's CTs have 36–63 % air, 33–61 % soft tissue and
+/// under 0.02 % above +3000 HU; an MR (0 … a few thousand, no negatives) or a CT rescaled
+/// to 0 … 1 has no air. A tight crop inside the body (no air at all) is refused too: use
+/// the override.
+pub fn not_ct_reason(volume: &AnyVolume, modality: Option<&str>) -> Option<String> {
+    if let Some(m) = modality.map(str::trim).filter(|m| !m.is_empty()) {
+        if !m.eq_ignore_ascii_case("CT") {
+            return Some(format!(
+                "the DICOM Modality is {m}, not CT: its values are not Hounsfield units"
+            ));
+        }
+    }
+    let total = volume.grid().voxel_count();
+    let stride = total.div_ceil(CT_CHECK_SAMPLES).max(1);
+    let (mut n, mut air, mut soft, mut bright) = (0usize, 0usize, 0usize, 0usize);
+    let mut lowest = f64::INFINITY;
+    pinhole_io::with_volume!(volume, v => {
+        for x in v.data().iter().step_by(stride) {
+            let hu = x.to_f64();
+            if !hu.is_finite() {
+                continue;
+            }
+            n += 1;
+            lowest = lowest.min(hu);
+            air += usize::from(hu <= CT_AIR_HU);
+            soft += usize::from((CT_SOFT_TISSUE_HU.0..=CT_SOFT_TISSUE_HU.1).contains(&hu));
+            bright += usize::from(hu > CT_BRIGHT_HU);
+        }
+    });
+    if n == 0 {
+        return Some("no finite values".into());
+    }
+    let fraction = |k: usize| k as f64 / n as f64;
+    if fraction(air) < CT_MIN_AIR_FRACTION {
+        return Some(format!(
+            "no air: {:.2} % of the voxels are at or below {CT_AIR_HU} HU (a CT has air around \
+             the body or in the lungs at about -1000 HU; at least {} % needed), lowest value \
+             {lowest}",
+            100.0 * fraction(air),
+            100.0 * CT_MIN_AIR_FRACTION
+        ));
+    }
+    if fraction(soft) < CT_MIN_SOFT_TISSUE_FRACTION {
+        return Some(format!(
+            "little soft tissue: {:.2} % of the voxels lie within {} .. {} HU (fat, water, \
+             soft tissue; at least {} % needed)",
+            100.0 * fraction(soft),
+            CT_SOFT_TISSUE_HU.0,
+            CT_SOFT_TISSUE_HU.1,
+            100.0 * CT_MIN_SOFT_TISSUE_FRACTION
+        ));
+    }
+    if fraction(bright) > CT_MAX_BRIGHT_FRACTION {
+        return Some(format!(
+            "too bright: {:.2} % of the voxels lie above {CT_BRIGHT_HU} HU (denser than bone; \
+             at most {} % allowed)",
+            100.0 * fraction(bright),
+            100.0 * CT_MAX_BRIGHT_FRACTION
+        ));
+    }
+    None
+}
+
+/// Checks that the volume loaded from `path` as a procedure's CT looks like one
+/// ([`not_ct_reason`]). `Refuse`: an error naming the file and the reason; `Allow`: the
+/// warning the report must carry (also sent to `observer`), `None` when it is CT-like.
+pub fn check_ct(
+    path: &Path,
+    loaded: &Loaded,
+    policy: NotCt,
+    observer: &dyn Observer,
+) -> Result<Option<String>> {
+    let Some(reason) = not_ct_reason(&loaded.volume, loaded.modality.as_deref()) else {
+        return Ok(None);
+    };
+    match policy {
+        NotCt::Refuse => Err(Error::invalid(format!(
+            "{} does not look like a CT in Hounsfield units: {reason}. Give a CT, or \
+             --allow-non-ct to go on anyway (the report records it)",
+            path.display()
+        ))),
+        NotCt::Allow => {
+            let warning = format!(
+                "--allow-non-ct: {} does not look like a CT in Hounsfield units ({reason}); \
+                 results that depend on HU (attenuation, body outline, tissue) are unreliable",
+                crate::provenance::recorded_path(path)
+            );
+            observer.warn(&warning);
+            Ok(Some(warning))
+        }
+    }
+}
+
+/// A procedure's CT as f32 HU, checked ([`check_ct`]), with the report's warning when
+/// the check was overridden.
+pub fn load_checked_ct(
+    path: &Path,
+    policy: NotCt,
+    observer: &dyn Observer,
+) -> Result<(Volume<f32>, Option<String>)> {
+    let loaded = load(path, None, observer)?;
+    let warning = check_ct(path, &loaded, policy, observer)?;
+    Ok((loaded.volume.to_f32(), warning))
 }
 
 /// A label map (non-negative integers ≤ 65535).
@@ -278,6 +419,8 @@ pub struct InputFile {
     /// What the file is (`ct`, `labels`), where a report lists several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// The file's name (its full path only with `--record-full-paths`: folders may be
+    /// named after the patient).
     pub path: String,
     /// SHA-256 of the file (of a folder: of its files in name order, names included).
     pub sha256: String,
@@ -288,7 +431,7 @@ impl InputFile {
     pub fn of(path: &Path) -> Result<Self> {
         Ok(Self {
             role: None,
-            path: path.display().to_string(),
+            path: crate::provenance::recorded_path(path),
             sha256: sha256_of(path)?,
         })
     }

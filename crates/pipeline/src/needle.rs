@@ -16,12 +16,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::inputs::{
-    cut_risk_structure_warnings, load_ct, load_named_labels, scan_edge_warning, table_entries,
-    unnamed_label_name, unnamed_warning, InputFile, NamedLabels, UnnamedLabels,
+    cut_risk_structure_warnings, load_checked_ct, load_named_labels, scan_edge_warning,
+    table_entries, unnamed_label_name, unnamed_warning, InputFile, NamedLabels, NotCt,
+    UnnamedLabels,
 };
+use crate::limits;
 use crate::observe::{step, Observer};
 use crate::report::{
-    self, create_dir, unversioned, versioned_report, write_json, Report, DISCLAIMER, VERSION,
+    self, unversioned, versioned_report, write_folder, Report, DISCLAIMER, VERSION,
 };
 
 /// What to plan.
@@ -48,6 +50,8 @@ pub struct NeedleRequest {
     pub entry_lps: Option<Vec3>,
     /// Labelled voxels the table does not name: refuse (default) or avoid them.
     pub unnamed_labels: UnnamedLabels,
+    /// A CT that does not look like one: refuse (default) or go on with a warning.
+    pub not_ct: NotCt,
 }
 
 impl NeedleRequest {
@@ -65,6 +69,7 @@ impl NeedleRequest {
             top: options.top_k,
             entry_lps: None,
             unnamed_labels: UnnamedLabels::default(),
+            not_ct: NotCt::default(),
         }
     }
 }
@@ -212,6 +217,9 @@ pub struct NeedleOutcome {
 
 /// Plans needle paths.
 pub fn run(request: &NeedleRequest, observer: &dyn Observer) -> Result<NeedleOutcome> {
+    limits::CANDIDATES.check_count(request.candidates)?;
+    limits::TOP_PATHS.check_count(request.top)?;
+    limits::check_finite_point("--entry", request.entry_lps)?;
     let mut profile = match &request.profile {
         Some(path) => Profile::from_toml_file(path)?,
         None => Profile::builtin(&request.procedure)?,
@@ -228,7 +236,7 @@ pub fn run(request: &NeedleRequest, observer: &dyn Observer) -> Result<NeedleOut
         request.unnamed_labels,
         observer,
     )?;
-    let ct = load_ct(&request.ct, observer)?;
+    let (ct, not_ct_warning) = load_checked_ct(&request.ct, request.not_ct, observer)?;
     let mut entries = table_entries(&table);
     if !unnamed.is_empty() {
         entries.extend(
@@ -275,6 +283,7 @@ pub fn run(request: &NeedleRequest, observer: &dyn Observer) -> Result<NeedleOut
         // The CLI prints the plan's warnings.
         plan.warnings.push(warning);
     }
+    plan.warnings.extend(not_ct_warning);
     let color_of = |id: u16| table.color_of(u32::from(id));
     let best_png = render::needle_plane(&ctx, &plan, &color_of, 512, 0.5);
     let report = NeedleReport {
@@ -297,23 +306,27 @@ pub fn run(request: &NeedleRequest, observer: &dyn Observer) -> Result<NeedleOut
 }
 
 impl NeedleOutcome {
+    /// The files [`NeedleOutcome::write`] puts in its folder.
+    pub const FILES: [&'static str; 4] =
+        ["plan.json", "paths.mrk.json", "skin_access.vtk", "best.png"];
+
     /// Writes `plan.json`, `paths.mrk.json`, `skin_access.vtk` and `best.png` into `out`.
     pub fn write(&self, out: &Path) -> Result<()> {
-        create_dir(out)?;
-        write_json(&out.join("plan.json"), &self.report)?;
-        write_markups(
-            &out.join("paths.mrk.json"),
-            &path_markups(&self.report.plan),
-        )?;
-        write_polylines(&out.join("skin_access.vtk"), &self.skin_access)?;
-        let image = &self.best_png;
-        pinhole_io::png::write_rgb8(
-            &out.join("best.png"),
-            image.width as u32,
-            image.height as u32,
-            &image.rgb,
-        )?;
-        Ok(())
+        write_folder(out, "plan.json", &self.report, |out| {
+            write_markups(
+                &out.join("paths.mrk.json"),
+                &path_markups(&self.report.plan),
+            )?;
+            write_polylines(&out.join("skin_access.vtk"), &self.skin_access)?;
+            let image = &self.best_png;
+            pinhole_io::png::write_rgb8(
+                &out.join("best.png"),
+                image.width as u32,
+                image.height as u32,
+                &image.rgb,
+            )?;
+            Ok(())
+        })
     }
 }
 

@@ -87,7 +87,56 @@ pub fn to_json(value: &impl Serialize) -> Result<String> {
 
 /// Writes `value` as pretty JSON with sorted keys.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    std::fs::write(path, to_json(value)?).map_err(|e| Error::write(path, e))
+    pinhole_io::atomic::write_atomic(path, to_json(value)?.as_bytes()).map_err(Error::from)
+}
+
+/// The file a failed run leaves in its output folder (removed by the next complete run).
+pub const FAILED_MARKER: &str = "pinhole-failed.txt";
+
+/// Writes a result folder so that its report means "complete": creates the folder,
+/// removes the previous report (a run that stops midway leaves no report beside a mix of
+/// files), writes the other files with `write_files` (each atomically), then the report
+/// last, then removes a [`FAILED_MARKER`] of an earlier run.
+pub fn write_folder(
+    dir: &Path,
+    report_name: &str,
+    report: &impl Serialize,
+    write_files: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    create_dir(dir)?;
+    let report_path = dir.join(report_name);
+    remove_if_present(&report_path)?;
+    write_files(dir)?;
+    write_json(&report_path, report)?;
+    remove_if_present(&dir.join(FAILED_MARKER))
+}
+
+/// Leaves [`FAILED_MARKER`] in `dir` (when the folder exists) saying that `command`
+/// failed with `error` and that any other file there is from an earlier run. Returns the
+/// marker's path when written.
+pub fn mark_failed(dir: &Path, command: &str, error: &str) -> Option<std::path::PathBuf> {
+    if !dir.is_dir() {
+        return None;
+    }
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let text = format!(
+        "pinhole {command} failed (unix time {seconds} s): {error}\n\
+         Any other file in this folder is from an earlier run, not from this one.\n\
+         {DISCLAIMER}\n"
+    );
+    let marker = dir.join(FAILED_MARKER);
+    pinhole_io::atomic::write_atomic(&marker, text.as_bytes())
+        .ok()
+        .map(|()| marker)
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::write(path, e)),
+        _ => Ok(()),
+    }
 }
 
 /// Creates an output folder (and its parents).
@@ -101,4 +150,42 @@ pub fn create_dir(dir: &Path) -> Result<()> {
 /// The default `schema_version` of files written before reports were versioned.
 pub(crate) fn unversioned() -> u32 {
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_shows_its_report_only_when_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("plan");
+        write_folder(&out, "plan.json", &serde_json::json!({"run": 1}), |out| {
+            std::fs::write(out.join("best.png"), b"1").map_err(|e| Error::write(out, e))
+        })
+        .unwrap();
+        // A second run that fails while writing its files leaves no report beside them.
+        let failed = write_folder(&out, "plan.json", &serde_json::json!({"run": 2}), |_| {
+            Err(Error::invalid("disk full"))
+        });
+        assert!(failed.is_err());
+        assert!(!out.join("plan.json").exists());
+        let marker = mark_failed(&out, "plan needle", "disk full").unwrap();
+        assert!(std::fs::read_to_string(&marker)
+            .unwrap()
+            .contains("disk full"));
+        // A complete run writes its report and clears the marker.
+        write_folder(
+            &out,
+            "plan.json",
+            &serde_json::json!({"run": 3}),
+            |_| Ok(()),
+        )
+        .unwrap();
+        assert!(std::fs::read_to_string(out.join("plan.json"))
+            .unwrap()
+            .contains('3'));
+        assert!(!marker.exists());
+        assert!(mark_failed(&dir.path().join("absent"), "x", "y").is_none());
+    }
 }

@@ -368,13 +368,22 @@ impl LineIntegrals for GpuLineIntegrals {
     }
 }
 
-/// Reads the CT and label map of a session (the labels as a label map).
+/// Reads the CT and label map of a session (the labels as a label map), checking the CT
+/// ([`crate::inputs::check_ct`]): the warning `/api/session` must carry when the check
+/// was overridden comes third.
 pub fn load_volumes(
     ct: &Path,
     labels: &Path,
+    not_ct: crate::inputs::NotCt,
     observer: &dyn Observer,
-) -> Result<(AnyVolume, Volume<u16>)> {
-    let (ct, labels_volume) =
+) -> Result<(AnyVolume, Volume<u16>, Option<String>)> {
+    let (ct_loaded, labels_volume) =
         rayon::join(|| load(ct, None, observer), || load(labels, None, observer));
-    Ok((ct?.volume, labels_of(labels_volume?.volume, labels)?))
+    let ct_loaded = ct_loaded?;
+    let warning = crate::inputs::check_ct(ct, &ct_loaded, not_ct, observer)?;
+    Ok((
+        ct_loaded.volume,
+        labels_of(labels_volume?.volume, labels)?,
+        warning,
+    ))
 }

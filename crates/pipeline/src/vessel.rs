@@ -26,9 +26,8 @@ use crate::inputs::{
     NamedLabels, UnnamedLabels,
 };
 use crate::observe::Observer;
-use crate::report::{
-    create_dir, unversioned, versioned_report, write_json, Report, DISCLAIMER, VERSION,
-};
+use crate::provenance::recorded_path;
+use crate::report::{unversioned, versioned_report, write_folder, Report, DISCLAIMER, VERSION};
 
 /// A catheter route to plan.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,8 +218,8 @@ pub fn plan_route(request: &RouteRequest, observer: &dyn Observer) -> Result<Rou
         version: VERSION.to_owned(),
         procedure: "catheter route".to_owned(),
         inputs: VesselInputs {
-            labels: request.labels.display().to_string(),
-            ct: request.ct.as_ref().map(|p| p.display().to_string()),
+            labels: recorded_path(&request.labels),
+            ct: request.ct.as_deref().map(recorded_path),
             sizing: None,
         },
         label_table: table_name,
@@ -282,23 +281,26 @@ fn route_occlusions(
 }
 
 impl RouteOutcome {
+    /// The files [`RouteOutcome::write`] puts in its folder (the report last).
+    pub const FILES: [&'static str; 4] = ["route.vtk", "route.mrk.json", "route.png", "route.json"];
+
     /// Writes `route.json`, `route.vtk`, `route.mrk.json` and `route.png` into `out`.
     pub fn write(&self, out: &Path, observer: &dyn Observer) -> Result<()> {
-        create_dir(out)?;
         let route = &self.report.route;
-        let written = ["route.json", "route.vtk", "route.mrk.json", "route.png"];
-        write_json(&out.join(written[0]), &self.report)?;
-        let polylines = PolyLines {
-            points_lps: route.points_lps.clone(),
-            lines: vec![(0..route.points_lps.len()).collect()],
-            point_scalars: vec![
-                ("radius_mm".into(), route.radius_mm.clone()),
-                ("arc_mm".into(), route.arc_mm.clone()),
-            ],
-        };
-        write_polylines(&out.join(written[1]), &polylines)?;
-        write_markups(&out.join(written[2]), &[route_markup(route, self.step_mm)])?;
-        write_picture(&out.join(written[3]), &self.picture)?;
+        let written = Self::FILES;
+        write_folder(out, written[3], &self.report, |out| {
+            let polylines = PolyLines {
+                points_lps: route.points_lps.clone(),
+                lines: vec![(0..route.points_lps.len()).collect()],
+                point_scalars: vec![
+                    ("radius_mm".into(), route.radius_mm.clone()),
+                    ("arc_mm".into(), route.arc_mm.clone()),
+                ],
+            };
+            write_polylines(&out.join(written[0]), &polylines)?;
+            write_markups(&out.join(written[1]), &[route_markup(route, self.step_mm)])?;
+            write_picture(&out.join(written[2]), &self.picture)
+        })?;
         for name in written {
             observer.info(&format!("wrote {}", out.join(name).display()));
         }
@@ -536,9 +538,9 @@ pub fn measure(request: &MeasureRequest, observer: &dyn Observer) -> Result<Meas
         note: DISCLAIMER.to_owned(),
         version: VERSION.to_owned(),
         inputs: VesselInputs {
-            labels: request.labels.display().to_string(),
-            ct: request.ct.as_ref().map(|p| p.display().to_string()),
-            sizing: request.sizing.as_ref().map(|p| p.display().to_string()),
+            labels: recorded_path(&request.labels),
+            ct: request.ct.as_deref().map(recorded_path),
+            sizing: request.sizing.as_deref().map(recorded_path),
         },
         label_table: table_name,
         label: request.label.clone(),
@@ -572,14 +574,25 @@ pub fn measure(request: &MeasureRequest, observer: &dyn Observer) -> Result<Meas
 }
 
 impl MeasureOutcome {
+    /// The files [`MeasureOutcome::write`] puts in its folder.
+    pub const FILES: [&'static str; 2] = ["measurements.json", "centerline.vtk"];
+
     /// Writes `measurements.json` and `centerline.vtk` into `out`.
     pub fn write(&self, out: &Path, observer: &dyn Observer) -> Result<()> {
-        create_dir(out)?;
         let json = out.join("measurements.json");
-        write_json(&json, &self.report)?;
+        let vtk = out.join("centerline.vtk");
+        write_folder(out, "measurements.json", &self.report, |_| {
+            Ok(write_polylines(&vtk, &self.centerline_polylines())?)
+        })?;
         observer.info(&format!("wrote {}", json.display()));
+        observer.info(&format!("wrote {}", vtk.display()));
+        Ok(())
+    }
+
+    /// The centerline with its per-station measurements as point scalars.
+    fn centerline_polylines(&self) -> PolyLines {
         let s = &self.report.stations;
-        let polylines = PolyLines {
+        PolyLines {
             points_lps: self.centerline.points_lps.clone(),
             lines: vec![(0..s.len()).collect()],
             point_scalars: vec![
@@ -592,10 +605,6 @@ impl MeasureOutcome {
                 ),
                 ("area_mm2".into(), s.iter().map(|x| x.area_mm2).collect()),
             ],
-        };
-        let vtk = out.join("centerline.vtk");
-        write_polylines(&vtk, &polylines)?;
-        observer.info(&format!("wrote {}", vtk.display()));
-        Ok(())
+        }
     }
 }

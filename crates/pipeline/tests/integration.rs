@@ -11,6 +11,7 @@ mod shared;
 mod ablation;
 mod kidney;
 mod live;
+mod not_ct;
 mod pictures;
 mod reports;
 mod schemas;

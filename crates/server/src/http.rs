@@ -3,38 +3,110 @@
 //! - `GET /api/session`: CT and label geometry, target, plan line, risk groups, inputs;
 //! - `GET /api/guidance`: the latest metrics (204 before the first pose);
 //! - `GET /ws/guidance`: WebSocket, one text message of metrics JSON per update
-//!   (newest wins: a slow viewer skips stale updates);
+//!   (newest wins, and the next update only after the previous one's ping was answered:
+//!   a slow viewer skips stale updates instead of reading them from socket buffers);
 //! - anything else: a file of the static folder, if one was configured. Paths are
 //!   percent-decoded once and rejected if any segment is `..` or `.`, or holds a
 //!   backslash or NUL; the result is canonicalised and must stay inside the canonical
 //!   folder (so symlinks out of it are refused too).
+//!
+//! Every request passes [`host_allowed`] (DNS rebinding) and, when a token is
+//! configured, must present it; WebSocket upgrades also pass [`origin_allowed`]. The
+//! connection loop is hyper's HTTP/1 with a request-head timeout, a connection cap (503
+//! beyond it) and a shutdown that gives requests in progress `shutdown_grace` and drops
+//! idle connections at once. See `docs/security.md`.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{header, Method, StatusCode, Uri};
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::{log, Shared};
+use crate::{canonical_ip, log, ServerConfig, Shared};
 use pinhole_guidance::engine::NOTE;
-use pinhole_guidance::scene::{DrrError, DrrPose, DrrQuality};
+use pinhole_guidance::scene::{DrrError, DrrPose, DrrQuality, DRR_SIZE_RANGE};
 use pinhole_guidance::session::SessionResponse;
 
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     let mut shutdown = shared.shutdown.subscribe();
-    let app = router(shared);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { crate::stopped(&mut shutdown).await })
-        .await;
-    if let Err(e) = result {
-        log(format_args!("HTTP server stopped: {e}"));
+    let app = router(shared.clone());
+    let cfg = &shared.config;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.http_header_timeout);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut refusals_unlogged = 0u64;
+    let mut last_refusal_log: Option<Instant> = None;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = crate::stopped(&mut shutdown) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    log(format_args!("HTTP accept failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Ok(slot) = shared.http_slots.clone().try_acquire_owned() else {
+            shared.stats.http_refused.fetch_add(1, Ordering::Relaxed);
+            crate::refuse_connection(&shared, stream, refusal(cfg.max_http_connections));
+            refusals_unlogged += 1;
+            if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                log(format_args!(
+                    "refused {refusals_unlogged} HTTP connection(s) (latest from {peer}): {} open, \
+                     the limit (max_http_connections)",
+                    cfg.max_http_connections
+                ));
+                refusals_unlogged = 0;
+                last_refusal_log = Some(Instant::now());
+            }
+            continue;
+        };
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
+            .with_upgrades();
+        let mut stop = shared.shutdown.subscribe();
+        let grace = cfg.shutdown_grace;
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = crate::stopped(&mut stop) => {}
+            }
+            // Idle connections close now; a request in progress gets `grace` to finish.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(grace, conn).await;
+        });
     }
+    while connections.join_next().await.is_some() {}
+}
+
+/// The 503 a connection over the cap receives.
+fn refusal(cap: usize) -> Vec<u8> {
+    let body = format!("Pinhole: {cap} HTTP connections are open (the limit); try again later\n");
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// The axum router (public for tests that drive it without a socket).
@@ -47,7 +119,139 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/drr", get(drr))
         .route("/data/{name}", get(data_file))
         .fallback(static_file)
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
+}
+
+/// Name of the cookie that carries the access token.
+pub const TOKEN_COOKIE: &str = "pinhole_token";
+
+/// Every request: `Host` must name this server (DNS rebinding), and the access token
+/// must be presented when one is configured.
+async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if let Some(host) = request.headers().get(header::HOST) {
+        let host = host.to_str().unwrap_or("(not text)");
+        if !host_allowed(&shared.config, host) {
+            return (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "refused: Host {host:?} does not name this server (allowed: localhost, \
+                     loopback addresses, the bound address{}; add names with --allowed-host)\n",
+                    if shared.config.allowed_hosts.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", shared.config.allowed_hosts.join(", "))
+                    }
+                ),
+            )
+                .into_response();
+        }
+    }
+    let mut set_cookie = None;
+    if let Some(token) = &shared.config.token {
+        match presented_token(&request) {
+            Some((value, from_query)) if same_secret(value, token) => {
+                if from_query {
+                    set_cookie = Some(format!(
+                        "{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+                    ));
+                }
+            }
+            _ => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "this server requires its access token: open the URL it printed \
+                     (http://…/?token=…) or send \"Authorization: Bearer <token>\"\n",
+                )
+                    .into_response();
+            }
+        }
+    }
+    let mut response = next.run(request).await;
+    if let Some(cookie) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The token a request presents: (value, came from `?token=`).
+fn presented_token(request: &Request) -> Option<(&str, bool)> {
+    let headers = request.headers();
+    if let Some(bearer) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some((bearer.trim(), false));
+    }
+    if let Some(query) = request.uri().query() {
+        if let Some(t) = query.split('&').find_map(|kv| kv.strip_prefix("token=")) {
+            return Some((t, true));
+        }
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
+        .map(|t| (t, false))
+}
+
+/// Compares secrets in time independent of where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether a `Host` header value (`name[:port]`, `[v6]:port`) names this server: the
+/// names `localhost` and `config.allowed_hosts`, any loopback address, the bound
+/// address, or any IP address when bound to all interfaces. Names other than these are
+/// what DNS rebinding uses, so they are refused; the port is not checked.
+pub fn host_allowed(config: &ServerConfig, host: &str) -> bool {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, tail)) if tail.is_empty() || tail.starts_with(':') => v6,
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name.is_empty() {
+        return false;
+    }
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        let ip = canonical_ip(ip);
+        let bound = config.http_addr.map(|a| canonical_ip(a.ip()));
+        return ip.is_loopback()
+            || bound.is_some_and(|b| b == ip || b.is_unspecified())
+            || config
+                .allowed_hosts
+                .iter()
+                .any(|h| h.parse::<IpAddr>().is_ok_and(|a| canonical_ip(a) == ip));
+    }
+    name == "localhost"
+        || config
+            .allowed_hosts
+            .iter()
+            .any(|h| h.trim_end_matches('.').eq_ignore_ascii_case(&name))
+}
+
+/// Whether a WebSocket `Origin` (`scheme://host[:port]`) is a page of an allowed host.
+pub fn origin_allowed(config: &ServerConfig, origin: &str) -> bool {
+    let Some((scheme, authority)) = origin.trim().split_once("://") else {
+        return false;
+    };
+    matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https")
+        && !authority.contains(['/', '@'])
+        && host_allowed(config, authority)
 }
 
 /// `/api/health`.
@@ -75,8 +279,14 @@ async fn session(State(shared): State<Arc<Shared>>) -> Json<SessionResponse> {
         Ok(r) => *r,
         Err(_) => shared.session.registration,
     };
-    Json(shared.session.response_with_registration(registration))
+    let mut response = shared.session.response_with_registration(registration);
+    response.source_events = shared.source_events();
+    Json(response)
 }
+
+/// Response header of `/api/drr` when `size` was outside [`DRR_SIZE_RANGE`].
+pub const SIZE_CLAMPED: header::HeaderName =
+    header::HeaderName::from_static("x-pinhole-size-clamped");
 
 /// Query of `/api/drr`.
 #[derive(Debug, serde::Deserialize)]
@@ -108,10 +318,12 @@ async fn drr(State(shared): State<Arc<Shared>>, query: Query<DrrQuery>) -> Respo
         )
             .into_response();
     }
+    let requested = query.size.unwrap_or(384);
+    let served = requested.clamp(DRR_SIZE_RANGE.0, DRR_SIZE_RANGE.1);
     let pose = DrrPose {
         lao_deg: query.lao_deg,
         cran_deg: query.cran_deg,
-        size: query.size.unwrap_or(384),
+        size: served,
     };
     // Newest request wins: an older one still queued or rendering stops at its next stage.
     let ticket = shared.drr_requests.fetch_add(1, Ordering::SeqCst) + 1;
@@ -129,18 +341,28 @@ async fn drr(State(shared): State<Arc<Shared>>, query: Query<DrrQuery>) -> Respo
     })
     .await;
     match rendered {
-        Ok(Some((Ok(png), renderer))) => (
-            [
-                (header::CONTENT_TYPE, "image/png".to_string()),
-                (
-                    header::HeaderName::from_static("x-pinhole-renderer"),
-                    renderer,
-                ),
-                (header::CACHE_CONTROL, "no-store".to_string()),
-            ],
-            png,
-        )
-            .into_response(),
+        Ok(Some((Ok(png), renderer))) => {
+            let mut response = (
+                [
+                    (header::CONTENT_TYPE, "image/png".to_string()),
+                    (
+                        header::HeaderName::from_static("x-pinhole-renderer"),
+                        renderer,
+                    ),
+                    (header::CACHE_CONTROL, "no-store".to_string()),
+                ],
+                png,
+            )
+                .into_response();
+            if served != requested {
+                if let Ok(v) =
+                    HeaderValue::from_str(&format!("requested={requested} served={served}"))
+                {
+                    response.headers_mut().insert(SIZE_CLAMPED, v);
+                }
+            }
+            response
+        }
         Ok(Some((Err(DrrError::Superseded), _))) => (
             StatusCode::CONFLICT,
             "superseded by a newer /api/drr request",
@@ -159,9 +381,10 @@ async fn data_file(State(shared): State<Arc<Shared>>, UrlPath(name): UrlPath<Str
         .as_ref()
         .and_then(|v| v.files.get(&name));
     match file {
+        // Shares the session's bytes (no copy of the volume per request).
         Some((content_type, bytes)) => (
             [(header::CONTENT_TYPE, *content_type)],
-            axum::body::Bytes::copy_from_slice(bytes),
+            axum::body::Bytes::from_owner(bytes.clone()),
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, "not found").into_response(),
@@ -179,34 +402,90 @@ async fn guidance(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn ws_guidance(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| ws_stream(shared, socket))
+async fn ws_guidance(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("(not text)");
+        if !origin_allowed(&shared.config, origin) {
+            return (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "refused: a WebSocket from a page of {origin:?} (only pages of this \
+                     server's allowed hosts may connect; see --allowed-host)\n"
+                ),
+            )
+                .into_response();
+        }
+    }
+    // The upgraded connection leaves hyper's slot; it takes one of its own.
+    let Ok(slot) = shared.http_slots.clone().try_acquire_owned() else {
+        shared.stats.http_refused.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "Pinhole: {} HTTP connections are open (the limit); try again later\n",
+                shared.config.max_http_connections
+            ),
+        )
+            .into_response();
+    };
+    ws.on_upgrade(move |socket| ws_stream(shared, socket, slot))
 }
 
-async fn ws_stream(shared: Arc<Shared>, mut socket: WebSocket) {
+/// One viewer: the newest update, then a ping; the next update only once the pong is
+/// back. So at most one update is ever queued towards a viewer (what it reads is never
+/// older than the newest update plus its own reading delay), and a viewer that answers
+/// no ping within the write timeout is dropped (it reconnects and resyncs).
+async fn ws_stream(shared: Arc<Shared>, mut socket: WebSocket, _slot: OwnedSemaphorePermit) {
     let mut updates = shared.metrics.subscribe();
     let mut shutdown = shared.shutdown.subscribe();
+    let timeout = shared.config.write_timeout;
     updates.mark_changed();
+    let mut ping: u64 = 0;
+    let mut awaiting: Option<tokio::time::Instant> = None;
     loop {
+        let pong_deadline = awaiting.map(|sent| sent + timeout);
         tokio::select! {
             _ = crate::stopped(&mut shutdown) => break,
-            changed = updates.changed() => {
+            _ = tokio::time::sleep_until(pong_deadline.unwrap_or_else(tokio::time::Instant::now)),
+                if pong_deadline.is_some() => {
+                shared.stats.ws_dropped_slow.fetch_add(1, Ordering::Relaxed);
+                log(format_args!(
+                    "WebSocket viewer dropped: no answer to a ping for {timeout:?} (it reconnects to resync)"
+                ));
+                break;
+            }
+            changed = updates.changed(), if awaiting.is_none() => {
                 if changed.is_err() { break; }
                 let u = updates.borrow_and_update().clone();
                 let Some(u) = u else { continue };
-                let sent = tokio::time::timeout(
-                    shared.config.write_timeout,
-                    socket.send(WsMessage::Text(u.json.to_string().into())),
-                ).await;
+                ping += 1;
+                let sent = tokio::time::timeout(timeout, async {
+                    socket.send(WsMessage::Text(u.json.to_string().into())).await?;
+                    socket.send(WsMessage::Ping(ping.to_be_bytes().to_vec().into())).await
+                }).await;
                 if !matches!(sent, Ok(Ok(()))) { break; }
+                awaiting = Some(tokio::time::Instant::now());
             }
             incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Pong(p))) => {
+                    if p.as_ref() == ping.to_be_bytes() {
+                        awaiting = None;
+                    }
+                }
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
         }
     }
-    let _ = socket.send(WsMessage::Close(None)).await;
+    let _ = tokio::time::timeout(
+        Duration::from_millis(200),
+        socket.send(WsMessage::Close(None)),
+    )
+    .await;
 }
 
 async fn static_file(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> Response {

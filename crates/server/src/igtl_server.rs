@@ -6,6 +6,14 @@
 //!   aligned) and answer a STATUS; after `max_consecutive_errors` of them, or on an
 //!   oversized / truncated message, the client is closed with a log line naming it.
 //!   Unknown types are logged once per client and ignored.
+//! - Limits: at most `max_igtl_clients` at once (the next one gets STATUS 6 and is
+//!   closed); a message must keep arriving (`igtl_partial_timeout` without progress
+//!   closes the client); a body's buffer grows with the bytes that arrive, paid for from
+//!   a budget shared by all clients (`max_buffered_body_bytes`).
+//! - Steering (needle poses, the registration, images) only from allowed peers
+//!   (`igtl_allowed_peers`, default loopback); others get STATUS 5. Registration
+//!   changes and changes of the tracking source are logged and recorded
+//!   ([`crate::Shared::source_events`]).
 //! - Writing: guidance updates and relayed images are newest-wins (`watch`), so a slow
 //!   client skips stale updates instead of queueing them; direct replies go through a
 //!   bounded queue (dropped when full). A client whose socket accepts nothing for
@@ -15,6 +23,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pinhole_igtl::{
     crc64, encode, Body, Header, IgtlError, Message, MetaEntry, Query, QueryKind, Status,
@@ -22,10 +31,10 @@ use pinhole_igtl::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use crate::{log, Relay, Shared, Update};
-use pinhole_guidance::pose::{affine_inverse, plan_to_ras, Mat4};
+use pinhole_guidance::pose::{plan_to_ras, Mat4};
 use pinhole_guidance::GuidanceMetrics;
 
 /// Device names of what the server sends.
@@ -33,15 +42,40 @@ pub const METRICS_DEVICE: &str = "GuidanceMetrics";
 pub const STATUS_DEVICE: &str = "GuidanceStatus";
 pub const PLAN_DEVICE: &str = "PlanToRAS";
 
+/// OpenIGTLink STATUS codes used in refusals.
+const STATUS_ACCESS_DENIED: u16 = 5;
+const STATUS_BUSY: u16 = 6;
+
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut next_id: u64 = 1;
     let mut clients = tokio::task::JoinSet::new();
+    let cap = shared.config.max_igtl_clients.max(1);
+    // Refusals are logged at most once a second (with the count since the last line).
+    let mut refusals_unlogged = 0u64;
+    let mut last_refusal_log: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = crate::stopped(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    while clients.try_join_next().is_some() {}
+                    if clients.len() >= cap {
+                        shared.stats.clients_refused.fetch_add(1, Ordering::Relaxed);
+                        if let Some(reply) = refusal(cap) {
+                            crate::refuse_connection(&shared, stream, reply);
+                        }
+                        refusals_unlogged += 1;
+                        if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            log(format_args!(
+                                "refused {refusals_unlogged} OpenIGTLink connection(s) (latest from {peer}): \
+                                 {cap} clients connected, the limit (max_igtl_clients)"
+                            ));
+                            refusals_unlogged = 0;
+                            last_refusal_log = Some(Instant::now());
+                        }
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let id = next_id;
                     next_id += 1;
@@ -49,13 +83,23 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 }
                 Err(e) => {
                     log(format_args!("accept failed: {e}"));
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
             Some(_) = clients.join_next(), if !clients.is_empty() => {}
         }
     }
     while clients.join_next().await.is_some() {}
+}
+
+/// The STATUS "busy" a connection over the cap receives.
+fn refusal(cap: usize) -> Option<Vec<u8>> {
+    let m = status_message(
+        STATUS_BUSY,
+        "TooManyClients",
+        &format!("Pinhole: {cap} OpenIGTLink clients are connected (the limit); try again later"),
+    );
+    encode(&m).ok()
 }
 
 async fn client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u64) {
@@ -81,23 +125,64 @@ async fn client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u6
     }
 }
 
-/// Reads one frame: `Ok(None)` on a clean end between messages.
+/// Why a frame could not be read.
+enum FrameError {
+    Igtl(IgtlError),
+    /// The peer stopped in the middle of a message, or stayed silent too long.
+    TimedOut(String),
+    /// All clients together would hold more than `max_buffered_body_bytes`.
+    Budget(String),
+}
+
+impl From<std::io::Error> for FrameError {
+    fn from(e: std::io::Error) -> Self {
+        FrameError::Igtl(IgtlError::from(e))
+    }
+}
+
+/// One read, waiting at most `limit` (`None`: forever).
+async fn read_some<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut [u8],
+    limit: Option<Duration>,
+    what: &str,
+) -> Result<usize, FrameError> {
+    match limit {
+        None => Ok(rd.read(buf).await?),
+        Some(t) => match tokio::time::timeout(t, rd.read(buf)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(FrameError::TimedOut(format!("{what} for {t:?}"))),
+        },
+    }
+}
+
+/// Reads one frame: `Ok(None)` on a clean end between messages. The body's bytes are
+/// paid for from the shared budget as its buffer grows (never beyond BODY_SIZE, never
+/// from the claim alone); the permit is returned with the frame and released with it.
 async fn read_frame<R: AsyncRead + Unpin>(
     rd: &mut R,
-    max_body: u64,
-) -> Result<Option<(Header, Vec<u8>)>, IgtlError> {
+    shared: &Shared,
+) -> Result<Option<(Header, Vec<u8>, Option<OwnedSemaphorePermit>)>, FrameError> {
+    let cfg = &shared.config;
+    let max_body = cfg.decode.max_body_bytes;
+    let partial = Some(cfg.igtl_partial_timeout);
     let mut head = [0u8; HEADER_SIZE];
     let mut got = 0;
     while got < HEADER_SIZE {
-        let n = rd.read(&mut head[got..]).await?;
+        let (limit, what) = if got == 0 {
+            (cfg.igtl_idle_timeout, "silent")
+        } else {
+            (partial, "stopped in the middle of a message header")
+        };
+        let n = read_some(rd, &mut head[got..], limit, what).await?;
         if n == 0 {
             return if got == 0 {
                 Ok(None)
             } else {
-                Err(IgtlError::Truncated {
+                Err(FrameError::Igtl(IgtlError::Truncated {
                     needed: HEADER_SIZE as u64,
                     available: got as u64,
-                })
+                }))
             };
         }
         got += n;
@@ -106,23 +191,60 @@ async fn read_frame<R: AsyncRead + Unpin>(
     size.copy_from_slice(&head[42..50]);
     let body_size = u64::from_be_bytes(size);
     if body_size > max_body {
-        return Err(IgtlError::BodyTooLarge {
+        return Err(FrameError::Igtl(IgtlError::BodyTooLarge {
             claimed: body_size,
             limit: max_body,
-        });
+        }));
     }
-    // Grows with the bytes that actually arrive (no allocation from the claim alone
-    // beyond a small first chunk).
-    let mut body = Vec::with_capacity(body_size.min(64 * 1024) as usize);
-    rd.take(body_size).read_to_end(&mut body).await?;
-    if (body.len() as u64) < body_size {
-        return Err(IgtlError::Truncated {
-            needed: HEADER_SIZE as u64 + body_size,
-            available: (HEADER_SIZE + body.len()) as u64,
-        });
+    let Ok(total) = usize::try_from(body_size) else {
+        return Err(FrameError::Igtl(IgtlError::BodyTooLarge {
+            claimed: body_size,
+            limit: max_body,
+        }));
+    };
+    let mut body: Vec<u8> = Vec::new();
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    while body.len() < total {
+        if body.len() == body.capacity() {
+            // Grow by doubling, capped at BODY_SIZE, paying for the growth first.
+            let new_cap = (body.capacity() * 2).max(64 * 1024).min(total);
+            let extra = new_cap - body.capacity();
+            let granted = u32::try_from(extra)
+                .ok()
+                .and_then(|n| shared.body_budget.clone().try_acquire_many_owned(n).ok());
+            let Some(granted) = granted else {
+                return Err(FrameError::Budget(format!(
+                    "a {body_size}-byte message would take the bytes that all clients may have \
+                     in flight over {} (max_buffered_body_bytes)",
+                    cfg.max_buffered_body_bytes
+                )));
+            };
+            match &mut permit {
+                Some(p) => p.merge(granted),
+                None => permit = Some(granted),
+            }
+            body.reserve_exact(new_cap - body.len());
+        }
+        // Reads at most the spare capacity, which never exceeds what BODY_SIZE is left.
+        let n = match tokio::time::timeout(cfg.igtl_partial_timeout, rd.read_buf(&mut body)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(FrameError::TimedOut(format!(
+                    "stopped in the middle of a message body ({} of {body_size} bytes) for {:?}",
+                    body.len(),
+                    cfg.igtl_partial_timeout
+                )))
+            }
+        };
+        if n == 0 {
+            return Err(FrameError::Igtl(IgtlError::Truncated {
+                needed: HEADER_SIZE as u64 + body_size,
+                available: (HEADER_SIZE + body.len()) as u64,
+            }));
+        }
     }
-    let header = Header::parse(&head)?;
-    Ok(Some((header, body)))
+    let header = Header::parse(&head).map_err(FrameError::Igtl)?;
+    Ok(Some((header, body, permit)))
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -138,15 +260,25 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut consecutive_errors = 0u32;
     let mut unknown_seen: Vec<String> = Vec::new();
     loop {
-        let (header, body) = match read_frame(&mut rd, cfg.decode.max_body_bytes).await {
+        let (header, body, _budget) = match read_frame(&mut rd, shared).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return "closed by peer".to_owned(),
-            Err(e) => {
+            Err(FrameError::Igtl(e)) => {
                 stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                 stats
                     .clients_dropped_for_errors
                     .fetch_add(1, Ordering::Relaxed);
                 return format!("closing client {id} ({peer}): {e}");
+            }
+            Err(FrameError::TimedOut(why)) => {
+                stats.clients_timed_out.fetch_add(1, Ordering::Relaxed);
+                return format!("closing client {id} ({peer}): {why}");
+            }
+            Err(FrameError::Budget(why)) => {
+                stats
+                    .clients_dropped_for_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                return format!("closing client {id} ({peer}): {why}");
             }
         };
         stats.messages_in.fetch_add(1, Ordering::Relaxed);
@@ -206,25 +338,45 @@ fn handle_message(
 ) {
     let cfg = &shared.config;
     let ts = message.timestamp.as_secs_f64();
+    let steers = match &message.body {
+        Body::Transform(_) | Body::Position(_) => {
+            message.device_name == cfg.needle_device
+                || message.device_name == cfg.registration_device
+        }
+        Body::TData(items) => items.iter().any(|i| i.name == cfg.needle_device),
+        Body::Image(_) => true,
+        _ => false,
+    };
+    if steers && !cfg.igtl_peer_allowed(peer.ip()) {
+        shared.note_refused_peer(id, peer, &message.device_name);
+        reply(
+            shared,
+            replies,
+            status_message(
+                STATUS_ACCESS_DENIED,
+                "NotAllowed",
+                &format!(
+                    "refused {} {}: peer {} may not steer this session ({})",
+                    message.type_name(),
+                    message.device_name,
+                    peer.ip(),
+                    shared.allowed_peers_text()
+                ),
+            ),
+        );
+        return;
+    }
     match &message.body {
         Body::Transform(t) if message.device_name == cfg.needle_device => {
             pose_in(shared, &t.to_matrix(), ts, &message.device_name, id, peer);
         }
         Body::Transform(t) if message.device_name == cfg.registration_device => {
-            let m = t.to_matrix();
-            match affine_inverse(&m) {
-                Some(_) => {
-                    if let Ok(mut r) = shared.registration.write() {
-                        *r = Some(m);
-                    }
-                    if cfg.verbose {
-                        log(format_args!("client {id} ({peer}): registration updated"));
-                    }
-                }
-                None => log(format_args!(
+            let accepted = shared.set_registration(t.to_matrix(), id, peer, &message.device_name);
+            if !accepted {
+                log(format_args!(
                     "client {id} ({peer}): ignored a singular {} transform",
                     cfg.registration_device
-                )),
+                ));
             }
         }
         Body::Position(p) if message.device_name == cfg.needle_device => {
@@ -266,6 +418,7 @@ fn handle_message(
 }
 
 fn pose_in(shared: &Shared, m: &Mat4, ts: f64, device: &str, id: u64, peer: SocketAddr) {
+    shared.note_tracking_source(id, peer, device);
     if shared.publish_pose(m, ts, device).is_none() {
         log(format_args!(
             "client {id} ({peer}): ignored a degenerate {device} pose"

@@ -4,9 +4,14 @@
 //! the viewer's scene live in `pinhole-guidance`). Not for clinical use.
 //!
 //! - [`igtl_server`]: one task per OpenIGTLink client; newest-wins live streams, bounded
-//!   reply queues, replies in each client's header version.
+//!   reply queues, replies in each client's header version; steering only from allowed
+//!   peers, changes recorded ([`Shared::source_events`]); a client cap, a
+//!   partial-message timeout and a shared budget of bodies in flight.
 //! - [`http`]: `/api/health`, `/api/session`, `/api/guidance`, `/ws/guidance`,
-//!   `/api/drr`, `/data/…` and a static folder served without path traversal.
+//!   `/api/drr`, `/data/…` and a static folder served without path traversal; Host /
+//!   Origin checks, an access token beyond loopback, a head timeout, a connection cap.
+//!
+//! Threat model and defaults: `docs/security.md`.
 //! - [`replay`]: sends recorded or synthesized poses to a server (std sockets).
 //!
 //! Coordinates are LPS mm inside; tracked poses arrive as RAS (3D Slicer) and are
@@ -16,16 +21,18 @@ pub mod http;
 pub mod igtl_server;
 pub mod replay;
 
-use std::net::SocketAddr;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pinhole_guidance::pose::{self, Mat4};
+use pinhole_guidance::session::{SourceEvent, SourceEventKind};
 use pinhole_guidance::{GuidanceMetrics, Session};
 use pinhole_igtl::DecodeOptions;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +43,13 @@ pub enum ServerError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error(
+        "refusing to serve HTTP on {addr} without an access token: give one (--token or \
+         PINHOLE_TOKEN) or bind to a loopback address"
+    )]
+    NoToken { addr: SocketAddr },
+    #[error("cannot generate an access token: {0}")]
+    Token(String),
     #[error("static folder {path}: {source}")]
     StaticDir {
         path: String,
@@ -43,7 +57,8 @@ pub enum ServerError {
     },
 }
 
-/// Server settings.
+/// Server settings. The defaults are the secure ones: loopback only, no steering from
+/// other machines, every wait bounded (`docs/security.md`).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// OpenIGTLink listen address (default 127.0.0.1:18944).
@@ -56,9 +71,11 @@ pub struct ServerConfig {
     pub needle_device: String,
     /// Device name of a registration sent over OpenIGTLink.
     pub registration_device: String,
-    /// CRC check and body-size limit for incoming messages.
+    /// CRC check and body-size limit for incoming messages (the server's default limit
+    /// is [`DEFAULT_MAX_BODY_BYTES`]: what one client can make the server hold).
     pub decode: DecodeOptions,
-    /// A client whose socket accepts nothing for this long is disconnected.
+    /// A client whose socket accepts nothing for this long is disconnected (OpenIGTLink
+    /// and WebSocket).
     pub write_timeout: Duration,
     /// Capacity of each client's queue of direct replies (older replies are dropped
     /// when it is full; live streams are newest-wins and never queue).
@@ -67,7 +84,42 @@ pub struct ServerConfig {
     pub max_consecutive_errors: u32,
     /// Log connections and per-message events (errors are always logged).
     pub verbose: bool,
+    /// Host names accepted in HTTP `Host` and WebSocket `Origin` besides `localhost`,
+    /// loopback addresses and the bound address (DNS-rebinding protection).
+    pub allowed_hosts: Vec<String>,
+    /// Access token required by every HTTP request and WebSocket (`Authorization:
+    /// Bearer`, the `pinhole_token` cookie, or `?token=` which sets the cookie). `start`
+    /// refuses to bind HTTP to a non-loopback address without one.
+    pub token: Option<String>,
+    /// Peers allowed to steer over OpenIGTLink (needle poses, registration, images);
+    /// empty: loopback peers only. Others may still connect and read guidance.
+    pub igtl_allowed_peers: Vec<IpAddr>,
+    /// Most OpenIGTLink clients at once; more are answered STATUS and closed.
+    pub max_igtl_clients: usize,
+    /// A client that stops sending in the middle of a message (header or body) for this
+    /// long is disconnected.
+    pub igtl_partial_timeout: Duration,
+    /// A client that sends nothing at all for this long is disconnected (`None`: idle
+    /// clients are kept; they count towards `max_igtl_clients`).
+    pub igtl_idle_timeout: Option<Duration>,
+    /// Bytes of message bodies that all OpenIGTLink clients together may have in
+    /// flight (being received); a message that would exceed it is refused.
+    pub max_buffered_body_bytes: u64,
+    /// Most HTTP connections (WebSockets included) at once; more get a 503.
+    pub max_http_connections: usize,
+    /// An HTTP connection that has not sent a complete request head for this long is
+    /// closed (idle keep-alive connections included).
+    pub http_header_timeout: Duration,
+    /// On shutdown, how long open HTTP requests may take to finish before their
+    /// connections are dropped.
+    pub shutdown_grace: Duration,
+    /// Most entries kept in `/api/session`'s `source_events` (oldest dropped first).
+    pub max_source_events: usize,
 }
+
+/// The server's default body-size limit per OpenIGTLink message (64 MiB: a 4k × 4k
+/// RGBA image); the codec's own default is larger.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 << 20;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -77,13 +129,59 @@ impl Default for ServerConfig {
             static_dir: None,
             needle_device: "NeedleTipToReference".into(),
             registration_device: "ReferenceToRAS".into(),
-            decode: DecodeOptions::default(),
+            decode: DecodeOptions {
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                ..DecodeOptions::default()
+            },
             write_timeout: Duration::from_secs(5),
             reply_queue: 32,
             max_consecutive_errors: 8,
             verbose: true,
+            allowed_hosts: Vec::new(),
+            token: None,
+            igtl_allowed_peers: Vec::new(),
+            max_igtl_clients: 128,
+            igtl_partial_timeout: Duration::from_secs(10),
+            igtl_idle_timeout: None,
+            max_buffered_body_bytes: 256 << 20,
+            max_http_connections: 128,
+            http_header_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(1),
+            max_source_events: 64,
         }
     }
+}
+
+impl ServerConfig {
+    /// Whether `peer` may steer the session over OpenIGTLink.
+    pub fn igtl_peer_allowed(&self, peer: IpAddr) -> bool {
+        let peer = canonical_ip(peer);
+        if self.igtl_allowed_peers.is_empty() {
+            peer.is_loopback()
+        } else {
+            self.igtl_allowed_peers
+                .iter()
+                .any(|a| canonical_ip(*a) == peer)
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4 (a dual-stack listener reports them).
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// A random access token (128 bits from the OS, hex).
+pub fn generate_token() -> Result<String, ServerError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| ServerError::Token(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Counters, for health checks and tests.
@@ -97,6 +195,16 @@ pub struct Stats {
     pub decode_errors: AtomicU64,
     pub unknown_messages: AtomicU64,
     pub replies_dropped: AtomicU64,
+    /// OpenIGTLink connections refused because `max_igtl_clients` were connected.
+    pub clients_refused: AtomicU64,
+    /// OpenIGTLink clients closed for stopping mid-message or staying silent.
+    pub clients_timed_out: AtomicU64,
+    /// Steering messages refused from peers that are not allowed.
+    pub messages_refused: AtomicU64,
+    /// HTTP connections refused because `max_http_connections` were open.
+    pub http_refused: AtomicU64,
+    /// WebSocket viewers closed for not reading (no pong within the write timeout).
+    pub ws_dropped_slow: AtomicU64,
 }
 
 /// Snapshot of [`Stats`].
@@ -110,6 +218,11 @@ pub struct StatsSnapshot {
     pub decode_errors: u64,
     pub unknown_messages: u64,
     pub replies_dropped: u64,
+    pub clients_refused: u64,
+    pub clients_timed_out: u64,
+    pub messages_refused: u64,
+    pub http_refused: u64,
+    pub ws_dropped_slow: u64,
     pub updates: u64,
 }
 
@@ -147,6 +260,59 @@ pub struct Shared {
     pub metrics: watch::Sender<Option<Arc<Update>>>,
     pub relay: watch::Sender<Option<Arc<Relay>>>,
     pub shutdown: watch::Sender<bool>,
+    /// Who steers: the tracking source and the bounded event log.
+    source: Mutex<SourceState>,
+    /// Budget of in-flight OpenIGTLink body bytes (`max_buffered_body_bytes`).
+    pub(crate) body_budget: Arc<Semaphore>,
+    /// HTTP connection slots (`max_http_connections`).
+    pub(crate) http_slots: Arc<Semaphore>,
+    /// Refused connections being closed politely (bounded; beyond it they are dropped).
+    pub(crate) refusals: Arc<Semaphore>,
+}
+
+/// At most [`TRACKING_EVENTS_PER_WINDOW`] tracking-source records per window; further
+/// changes are counted and reported with the next record.
+const TRACKING_EVENT_WINDOW: Duration = Duration::from_secs(1);
+const TRACKING_EVENTS_PER_WINDOW: u32 = 4;
+
+#[derive(Default)]
+struct SourceState {
+    /// Client currently sending needle poses.
+    tracking_client: Option<u64>,
+    /// The current one-second window of tracking-source records: its start, the records
+    /// in it, and the changes not recorded since the last record (several clients
+    /// sending the needle device switch the source at every pose: a few lines a second,
+    /// with the count, instead of thousands).
+    tracking_window: Option<(std::time::Instant, u32)>,
+    tracking_switches_unrecorded: u64,
+    events: VecDeque<SourceEvent>,
+    /// Peers already logged as refused (bounded).
+    refused: Vec<IpAddr>,
+}
+
+/// Seconds since 1970 on the server's clock.
+pub(crate) fn unix_now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Translation (mm) and rotation (degrees) between two registrations.
+fn registration_change(old: &Mat4, new: &Mat4) -> (f64, f64) {
+    let t = (0..3)
+        .map(|r| (new[r][3] - old[r][3]).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    // trace(R_oldᵀ R_new) = Σ old[r][c]·new[r][c] over the 3×3 block.
+    let mut trace = 0.0;
+    for r in 0..3 {
+        for c in 0..3 {
+            trace += old[r][c] * new[r][c];
+        }
+    }
+    let angle = ((trace - 1.0) / 2.0).clamp(-1.0, 1.0).acos().to_degrees();
+    (t, angle)
 }
 
 impl Shared {
@@ -154,7 +320,6 @@ impl Shared {
         let registration = RwLock::new(session.registration);
         Arc::new(Self {
             session,
-            config,
             registration,
             stats: Stats::default(),
             seq: AtomicU64::new(0),
@@ -163,6 +328,17 @@ impl Shared {
             metrics: watch::channel(None).0,
             relay: watch::channel(None).0,
             shutdown: watch::channel(false).0,
+            source: Mutex::new(SourceState::default()),
+            body_budget: Arc::new(Semaphore::new(
+                usize::try_from(config.max_buffered_body_bytes)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS),
+            )),
+            http_slots: Arc::new(Semaphore::new(
+                config.max_http_connections.clamp(1, Semaphore::MAX_PERMITS),
+            )),
+            refusals: Arc::new(Semaphore::new(64)),
+            config,
         })
     }
 
@@ -177,6 +353,11 @@ impl Shared {
             decode_errors: s.decode_errors.load(Ordering::Relaxed),
             unknown_messages: s.unknown_messages.load(Ordering::Relaxed),
             replies_dropped: s.replies_dropped.load(Ordering::Relaxed),
+            clients_refused: s.clients_refused.load(Ordering::Relaxed),
+            clients_timed_out: s.clients_timed_out.load(Ordering::Relaxed),
+            messages_refused: s.messages_refused.load(Ordering::Relaxed),
+            http_refused: s.http_refused.load(Ordering::Relaxed),
+            ws_dropped_slow: s.ws_dropped_slow.load(Ordering::Relaxed),
             updates: self.seq.load(Ordering::Relaxed),
         }
     }
@@ -197,13 +378,171 @@ impl Shared {
         let registration = self.registration.read().ok().and_then(|r| *r);
         let pose = pose::needle_pose_lps(tip_to_reference, registration.as_ref())?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let metrics = self
+        let mut metrics = self
             .session
             .guidance
             .evaluate(&pose, seq, timestamp_s, device);
+        metrics.published_unix_s = Some(unix_now_s());
         let update = Arc::new(igtl_server::encode_update(self, metrics)?);
-        self.metrics.send_replace(Some(update.clone()));
+        // Poses from several clients are evaluated concurrently: an update computed from
+        // an older pose (lower seq) must not replace a newer one that was published first.
+        self.metrics.send_if_modified(|current| {
+            let newer = current.as_ref().is_none_or(|c| c.seq < update.seq);
+            if newer {
+                *current = Some(update.clone());
+            }
+            newer
+        });
         Some(update)
+    }
+
+    /// The steering log (`/api/session`'s `source_events`), oldest first.
+    pub fn source_events(&self) -> Vec<SourceEvent> {
+        match self.source.lock() {
+            Ok(s) => s.events.iter().cloned().collect(),
+            Err(e) => e.into_inner().events.iter().cloned().collect(),
+        }
+    }
+
+    fn record(&self, state: &mut SourceState, event: SourceEvent) {
+        log(format_args!(
+            "{} from client {} ({}), device {:?}: {} [t={:.3}]",
+            match event.kind {
+                SourceEventKind::Registration => "REGISTRATION",
+                SourceEventKind::TrackingSource => "TRACKING SOURCE",
+                SourceEventKind::RefusedPeer => "REFUSED PEER",
+            },
+            event.client,
+            event.peer,
+            event.device,
+            event.detail,
+            event.time_unix_s
+        ));
+        while state.events.len() >= self.config.max_source_events.max(1) {
+            state.events.pop_front();
+        }
+        state.events.push_back(event);
+    }
+
+    fn lock_source(&self) -> std::sync::MutexGuard<'_, SourceState> {
+        self.source.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the registration received from `client`; logs and records it when it
+    /// differs from the one in force. `false`: singular, ignored.
+    pub fn set_registration(&self, m: Mat4, client: u64, peer: SocketAddr, device: &str) -> bool {
+        if pose::affine_inverse(&m).is_none() {
+            return false;
+        }
+        let old = {
+            let Ok(mut r) = self.registration.write() else {
+                return false;
+            };
+            r.replace(m)
+        };
+        let detail = match &old {
+            Some(o) if o == &m => return true,
+            Some(o) => {
+                let (t_mm, r_deg) = registration_change(o, &m);
+                format!("registration changed: moved {t_mm:.2} mm, rotated {r_deg:.2} deg")
+            }
+            None => "registration set (none before)".to_owned(),
+        };
+        let mut state = self.lock_source();
+        self.record(
+            &mut state,
+            SourceEvent {
+                time_unix_s: unix_now_s(),
+                kind: SourceEventKind::Registration,
+                peer: peer.to_string(),
+                client,
+                device: device.to_owned(),
+                detail,
+            },
+        );
+        true
+    }
+
+    /// Notes that needle poses come from `client`; logs and records a change of source.
+    pub(crate) fn note_tracking_source(&self, client: u64, peer: SocketAddr, device: &str) {
+        let mut state = self.lock_source();
+        if state.tracking_client == Some(client) {
+            return;
+        }
+        let previous = state.tracking_client.replace(client);
+        let now = std::time::Instant::now();
+        let (start, records) = match state.tracking_window {
+            Some((start, records)) if now.duration_since(start) < TRACKING_EVENT_WINDOW => {
+                (start, records)
+            }
+            _ => (now, 0),
+        };
+        if records >= TRACKING_EVENTS_PER_WINDOW {
+            state.tracking_switches_unrecorded += 1;
+            return;
+        }
+        state.tracking_window = Some((start, records + 1));
+        let unrecorded = std::mem::take(&mut state.tracking_switches_unrecorded);
+        let mut detail = match previous {
+            Some(previous) => format!("tracking source changed from client {previous}"),
+            None => "first tracking source".to_owned(),
+        };
+        if unrecorded > 0 {
+            detail.push_str(&format!(
+                " ({unrecorded} more changes since the last record: several clients are \
+                 sending this device)"
+            ));
+        }
+        self.record(
+            &mut state,
+            SourceEvent {
+                time_unix_s: unix_now_s(),
+                kind: SourceEventKind::TrackingSource,
+                peer: peer.to_string(),
+                client,
+                device: device.to_owned(),
+                detail,
+            },
+        );
+    }
+
+    /// Notes a steering message refused from a peer that is not allowed: logged and
+    /// recorded once per peer address.
+    pub(crate) fn note_refused_peer(&self, client: u64, peer: SocketAddr, device: &str) {
+        self.stats.messages_refused.fetch_add(1, Ordering::Relaxed);
+        let ip = canonical_ip(peer.ip());
+        let mut state = self.lock_source();
+        if state.refused.contains(&ip) || state.refused.len() >= 256 {
+            return;
+        }
+        state.refused.push(ip);
+        self.record(
+            &mut state,
+            SourceEvent {
+                time_unix_s: unix_now_s(),
+                kind: SourceEventKind::RefusedPeer,
+                peer: peer.to_string(),
+                client,
+                device: device.to_owned(),
+                detail: format!(
+                    "refused: {ip} is not allowed to steer (allowed: {}); logged once per peer",
+                    self.allowed_peers_text()
+                ),
+            },
+        );
+    }
+
+    pub(crate) fn allowed_peers_text(&self) -> String {
+        if self.config.igtl_allowed_peers.is_empty() {
+            "loopback peers only; add --igtl-allow-peer".to_owned()
+        } else {
+            self.config
+                .igtl_allowed_peers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     }
 
     /// Relays a live message to every client but `from_client` (newest wins).
@@ -235,6 +574,11 @@ impl Running {
 
 /// Binds the listeners and starts serving (inside a tokio runtime).
 pub async fn start(session: Session, config: ServerConfig) -> Result<Running, ServerError> {
+    if let Some(addr) = config.http_addr {
+        if !canonical_ip(addr.ip()).is_loopback() && config.token.is_none() {
+            return Err(ServerError::NoToken { addr });
+        }
+    }
     if let Some(dir) = &config.static_dir {
         std::fs::canonicalize(dir).map_err(|source| ServerError::StaticDir {
             path: dir.display().to_string(),
@@ -271,6 +615,9 @@ pub async fn start(session: Session, config: ServerConfig) -> Result<Running, Se
         }
         None => None,
     };
+    let mut config = config;
+    config.igtl_addr = igtl_addr;
+    config.http_addr = http.as_ref().map(|(_, a)| *a);
     let shared = Shared::new(session, config);
     let mut tasks = vec![tokio::spawn(igtl_server::accept_loop(shared.clone(), igtl))];
     let http_addr = match http {
@@ -286,6 +633,36 @@ pub async fn start(session: Session, config: ServerConfig) -> Result<Running, Se
         http_addr,
         tasks,
     })
+}
+
+/// Answers a connection refused over a cap with `reply` and closes it. Up to 64 at a time
+/// are closed politely (write, end of stream, then up to 1 s draining what the peer
+/// sent, so that the reply is not lost to a reset); beyond that, dropped at once.
+pub(crate) fn refuse_connection(shared: &Shared, stream: tokio::net::TcpStream, reply: Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(permit) = shared.refusals.clone().try_acquire_owned() else {
+        let _ = stream.try_write(&reply);
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut stream = stream;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(&reply).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            let mut drained = 0usize;
+            while drained < 64 * 1024 {
+                let n = stream.read(&mut sink).await?;
+                if n == 0 {
+                    break;
+                }
+                drained += n;
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+    });
 }
 
 /// Logs a line to stderr (`pinhole serve` prints its log there).

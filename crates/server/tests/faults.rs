@@ -1,6 +1,8 @@
 //! Faults: malformed header, CRC mismatch, BODY_SIZE 2^63, truncated body, disconnect
 //! mid-message, 100 simultaneous clients, a stalled client. After each, a good client is
-//! still served.
+//! still served. Hostile clients: steering from a peer that is not allowed, changes of
+//! registration and tracking source (recorded), partial and silent clients (timeouts),
+//! the connection cap and the shared budget of bodies in flight.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -119,6 +121,7 @@ fn hostile_input_closes_only_that_client() {
 #[test]
 fn hundred_clients_all_get_the_update() {
     let server = TestServer::start(phantom_session(None), |_| {});
+    assert!(server.running().shared.config.max_igtl_clients >= 100);
     let mut clients: Vec<Client> = (0..100).map(|_| server.client()).collect();
     // Wait until all are accepted.
     let end = Instant::now() + Duration::from_secs(10);
@@ -205,4 +208,399 @@ fn sender_reader(c: &Client) -> Client {
     let stream = c.stream.try_clone().unwrap();
     let reader = std::io::BufReader::new(stream.try_clone().unwrap());
     Client::from_parts(stream, reader)
+}
+
+/// Waits up to `within` for the server to close `s`: true on EOF or reset, false when
+/// the connection is still open at the end (whatever it sent meanwhile is skipped).
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// A plain HTTP GET of `/api/health` (status code).
+fn health(server: &TestServer) -> u16 {
+    let mut s = TcpStream::connect(server.http_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The session's steering log over HTTP.
+fn source_events(server: &TestServer) -> Vec<serde_json::Value> {
+    let mut s = TcpStream::connect(server.http_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /api/session HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    v["source_events"].as_array().cloned().unwrap_or_default()
+}
+
+fn translation(x: f64, y: f64, z: f64) -> [[f64; 4]; 4] {
+    [
+        [1.0, 0.0, 0.0, x],
+        [0.0, 1.0, 0.0, y],
+        [0.0, 0.0, 1.0, z],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+}
+
+fn registration_message(m: &[[f64; 4]; 4]) -> Message {
+    Message::new("ReferenceToRAS", Body::Transform(Transform::from_matrix(m)))
+}
+
+/// Regression (#25 soak): several clients sending the needle device switch the tracking
+/// source at every pose; each switch was a log line and a record (thousands a second).
+/// Now at most a few records a second, the rest counted in the next record.
+#[test]
+fn alternating_tracking_sources_do_not_flood_the_record() {
+    let server = TestServer::start(phantom_session(None), |_| {});
+    let mut clients: Vec<_> = (0..4).map(|_| server.client()).collect();
+    for round in 0..50 {
+        for c in &mut clients {
+            c.send_pose(&pose_ras(
+                [0.0, 10.0 + round as f64 * 0.01, 0.0],
+                [0.0, -1.0, 0.0],
+            ));
+        }
+    }
+    clients[0].send_pose(&pose_ras([0.0, 10.0, 0.0], [0.0, -1.0, 0.0]));
+    clients[0].metrics(150);
+    let events = source_events(&server);
+    let tracking = events
+        .iter()
+        .filter(|e| e["kind"] == "tracking_source")
+        .count();
+    assert!(
+        (1..=8).contains(&tracking),
+        "{tracking} tracking-source records for 200 alternating poses: {events:#?}"
+    );
+}
+
+/// Every change of registration or of the tracking source is logged with time and peer
+/// and listed in `/api/session`; an identical registration resent is not a change.
+#[test]
+fn registration_and_tracking_source_changes_are_recorded() {
+    let server = TestServer::start(phantom_session(None), |_| {});
+    assert!(source_events(&server).is_empty());
+    let started = pinhole_server_now();
+    let mut tracker = server.client();
+    tracker.send_pose(&pose_ras([0.0, 10.0, 0.0], [0.0, -1.0, 0.0]));
+    tracker.metrics(1);
+    let mut other = server.client();
+    other.send(&registration_message(&translation(0.0, 0.0, 0.0)));
+    other.send(&registration_message(&translation(40.0, 0.0, 0.0)));
+    other.send(&registration_message(&translation(40.0, 0.0, 0.0)));
+    other.send_pose(&pose_ras([0.0, 10.0, 0.0], [0.0, -1.0, 0.0]));
+    other.metrics(2);
+    let events = source_events(&server);
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "tracking_source",
+            "registration",
+            "registration",
+            "tracking_source"
+        ],
+        "{events:#?}"
+    );
+    assert!(events[1]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("none before"));
+    assert!(
+        events[2]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("moved 40.00 mm"),
+        "{}",
+        events[2]["detail"]
+    );
+    assert!(events[3]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("changed from client"));
+    for e in &events {
+        assert!(e["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{e}");
+        let t = f(&e["time_unix_s"]);
+        assert!(t >= started - 1.0 && t <= pinhole_server_now() + 1.0, "{e}");
+    }
+    assert_ne!(events[0]["client"], events[3]["client"]);
+    // The registration in force is the shifted one.
+    let r = &server.running().shared.registration;
+    assert_eq!(r.read().unwrap().unwrap()[0][3], 40.0);
+}
+
+fn pinhole_server_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A peer that is not allowed cannot move the needle, the registration or relay images:
+/// each message is answered with a STATUS naming the reason, the refusal is recorded
+/// once, and it may still read guidance.
+#[test]
+fn peer_that_is_not_allowed_cannot_steer() {
+    let server = TestServer::start(phantom_session(None), |c| {
+        // Only a (documentation) address that is not this test's loopback peer.
+        c.igtl_allowed_peers = vec!["192.0.2.7".parse().unwrap()];
+    });
+    let mut c = server.client();
+    c.send_pose(&pose_ras([0.0, 10.0, 0.0], [0.0, -1.0, 0.0]));
+    c.send(&registration_message(&translation(40.0, 0.0, 0.0)));
+    let mut refusals = 0;
+    let end = Instant::now() + Duration::from_secs(5);
+    while refusals < 2 {
+        assert!(Instant::now() < end, "no refusal STATUS");
+        let m = c.recv();
+        if let Body::Status(s) = &m.body {
+            if s.code == 5 {
+                assert!(s.message.contains("may not steer"), "{}", s.message);
+                assert!(s.message.contains("192.0.2.7"), "{}", s.message);
+                refusals += 1;
+            }
+        }
+        assert!(
+            !matches!(
+                (&m.body, m.device_name.as_str()),
+                (Body::String(_), "GuidanceMetrics")
+            ),
+            "a refused pose produced metrics"
+        );
+    }
+    let s = server.running().shared.stats();
+    assert_eq!(s.updates, 0, "{s:?}");
+    assert_eq!(s.messages_refused, 2, "{s:?}");
+    assert!(server
+        .running()
+        .shared
+        .registration
+        .read()
+        .unwrap()
+        .is_none());
+    let events = source_events(&server);
+    assert_eq!(events.len(), 1, "logged once per peer: {events:#?}");
+    assert_eq!(events[0]["kind"], "refused_peer");
+    // Queries are still answered (read-only access).
+    c.send(&Message::new(
+        "Query",
+        Body::Query(pinhole_igtl::Query {
+            kind: pinhole_igtl::QueryKind::Get,
+            of: "CAPABILITY".into(),
+            body: Vec::new(),
+        }),
+    ));
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(Instant::now() < end, "no CAPABILITY answer");
+        if matches!(c.recv().body, Body::Capability(_)) {
+            break;
+        }
+    }
+}
+
+/// A client that stops in the middle of a header or a body, or stays silent, is closed
+/// after the (lowered) timeouts; before, it held its connection forever.
+#[test]
+fn partial_messages_and_silent_clients_time_out() {
+    let server = TestServer::start(phantom_session(None), |c| {
+        c.igtl_partial_timeout = Duration::from_millis(200);
+        c.igtl_idle_timeout = Some(Duration::from_millis(400));
+    });
+    let frame = pose_bytes(10.0);
+    let mut half_header = TcpStream::connect(("127.0.0.1", server.igtl_port())).unwrap();
+    half_header.write_all(&frame[..30]).unwrap();
+    let mut half_body = TcpStream::connect(("127.0.0.1", server.igtl_port())).unwrap();
+    half_body.write_all(&frame[..HEADER_SIZE + 20]).unwrap();
+    let mut silent = TcpStream::connect(("127.0.0.1", server.igtl_port())).unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut half_header, Duration::from_secs(3)),
+        "half header kept"
+    );
+    assert!(
+        closed_within(&mut half_body, Duration::from_secs(3)),
+        "half body kept"
+    );
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(3)),
+        "silent client kept"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(server.running().shared.stats().clients_timed_out >= 3);
+    // A client that keeps sending whole messages is not affected.
+    let mut good = server.client();
+    for i in 0..5 {
+        good.send_pose(&pose_ras([0.0, 10.0, 0.0], [0.0, -1.0, 0.0]));
+        good.metrics(i + 1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Over the (lowered) cap of 50, 100 idle connections: 50 are served, 50 get a STATUS
+/// "busy" and are closed; `/api/health` keeps answering, and once the idle ones leave a
+/// new client is served.
+#[test]
+fn connection_cap_refuses_clearly_and_health_answers() {
+    let server = TestServer::start(phantom_session(None), |c| c.max_igtl_clients = 50);
+    let mut idle: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(("127.0.0.1", server.igtl_port())).unwrap())
+        .collect();
+    let mut refused = 0;
+    for s in idle.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+        let Ok(m) = pinhole_igtl::read_message(&mut reader, &Default::default()) else {
+            continue;
+        };
+        if let Body::Status(st) = &m.body {
+            if st.code == 6 {
+                assert!(
+                    st.message.contains("50 OpenIGTLink clients"),
+                    "{}",
+                    st.message
+                );
+                assert!(closed_within(s, Duration::from_secs(2)), "refused but open");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 50);
+    let stats = server.running().shared.stats();
+    assert_eq!(stats.clients_connected, 50, "{stats:?}");
+    assert_eq!(stats.clients_refused, 50, "{stats:?}");
+    assert_eq!(health(&server), 200);
+    drop(idle);
+    let end = Instant::now() + Duration::from_secs(10);
+    while server.running().shared.stats().clients_connected > 0 {
+        assert!(Instant::now() < end, "idle clients not cleaned up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    still_serving(&server, 1);
+}
+
+/// Bodies in flight are paid for from a shared budget as they arrive: a second client
+/// that would take the server over it is closed, instead of every client holding up to
+/// the body limit.
+#[test]
+fn bodies_in_flight_are_bounded_across_clients() {
+    let server = TestServer::start(phantom_session(None), |c| {
+        c.decode.max_body_bytes = 256 << 10;
+        c.max_buffered_body_bytes = 384 << 10;
+    });
+    let header_claiming = |size: u64| {
+        let mut h = pose_bytes(10.0)[..HEADER_SIZE].to_vec();
+        h[42..50].copy_from_slice(&size.to_be_bytes());
+        h
+    };
+    let filler = vec![0x5Au8; 200 << 10];
+    let mut first = TcpStream::connect(("127.0.0.1", server.igtl_port())).unwrap();
+    first.write_all(&header_claiming(256 << 10)).unwrap();
+    first.write_all(&filler).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = TcpStream::connect(("127.0.0.1", server.igtl_port())).unwrap();
+    second.write_all(&header_claiming(256 << 10)).unwrap();
+    let _ = second.write_all(&filler);
+    assert!(
+        closed_within(&mut second, Duration::from_secs(3)),
+        "the second client took the server over its in-flight budget"
+    );
+    assert!(
+        !closed_within(&mut first, Duration::from_millis(300)),
+        "first closed"
+    );
+    // The first one's message completes (a CRC error: the filler is not a pose) and its
+    // budget is returned: a third client may send a large message again.
+    let _ = first.write_all(&vec![0u8; 56 << 10]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = TcpStream::connect(("127.0.0.1", server.igtl_port())).unwrap();
+    third.write_all(&header_claiming(256 << 10)).unwrap();
+    third.write_all(&filler).unwrap();
+    assert!(
+        !closed_within(&mut third, Duration::from_millis(500)),
+        "budget not returned"
+    );
+    still_serving(&server, 1);
+}
+
+/// Regression (#25 soak): poses from several clients are evaluated concurrently and the
+/// newest-wins stream was overwritten in completion order, so 0.7 % of the updates the
+/// soak's clients read went back in time (a lower `seq` after a higher one), and the
+/// stream could rest on an older pose. Now it only ever moves forward.
+#[test]
+fn the_live_stream_never_goes_back_in_time() {
+    let server = TestServer::start(phantom_session(None), |_| {});
+    let shared = server.running().shared.clone();
+    let watcher = shared.metrics.subscribe();
+    let publishers: Vec<_> = (0..6)
+        .map(|t| {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                let mut highest = 0;
+                for i in 0..1500 {
+                    let y = 10.0 + ((i + t) % 7) as f64;
+                    let m = pose_ras([0.0, y, 0.0], [0.0, -1.0, 0.0]);
+                    let u = shared
+                        .publish_pose(&m, 0.0, "NeedleTipToReference")
+                        .unwrap();
+                    highest = highest.max(u.seq);
+                }
+                highest
+            })
+        })
+        .collect();
+    let mut last_seen = 0;
+    let mut backwards = 0;
+    while publishers.iter().any(|p| !p.is_finished()) {
+        let seq = watcher.borrow().as_ref().map_or(0, |u| u.seq);
+        if seq < last_seen {
+            backwards += 1;
+        }
+        last_seen = last_seen.max(seq);
+    }
+    let highest = publishers
+        .into_iter()
+        .map(|p| p.join().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(
+        backwards, 0,
+        "{backwards} polls saw an update older than one seen before"
+    );
+    let now = watcher.borrow().as_ref().map_or(0, |u| u.seq);
+    assert_eq!(now, highest, "the stream rests on an older pose");
 }

@@ -1,9 +1,11 @@
 //! HTTP API and WebSocket: health, session, latest metrics, WebSocket stream, static
-//! files without path traversal.
+//! files without path traversal; Host / Origin checks, the access token, timeouts, the
+//! connection cap, shutdown with idle clients, shared `/data` bytes, fresh guidance for
+//! slow viewers.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use pinhole_server::http::resolve_static;
@@ -304,6 +306,25 @@ fn viewer_data_and_drr_endpoints() {
     let (status, tiny) = get_bytes(addr, "/api/drr?lao_deg=90&size=8");
     assert_eq!(status, 200);
     assert_eq!(decode_png(&tiny).0, 64, "size is clamped to 64..1024");
+    // … and says so.
+    let clamped = |path: &str| {
+        let (status, head, _) = get_with(addr, path, "Host: localhost\r\n");
+        assert_eq!(status, 200, "{path}");
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-pinhole-size-clamped")
+                .then(|| v.trim().to_owned())
+        })
+    };
+    assert_eq!(
+        clamped("/api/drr?lao_deg=90&size=8").as_deref(),
+        Some("requested=8 served=64")
+    );
+    assert_eq!(
+        clamped("/api/drr?size=100000").as_deref(),
+        Some("requested=100000 served=1024")
+    );
+    assert_eq!(clamped("/api/drr?size=96"), None);
     let (status, _) = get(addr, "/api/drr?lao_deg=500");
     assert_eq!(status, 400);
     let (status, _) = get(addr, "/api/drr?lao_deg=abc");
@@ -317,4 +338,376 @@ fn viewer_endpoints_without_a_viewer() {
     let addr = server.http_addr();
     assert_eq!(get(addr, "/api/drr?lao_deg=0").0, 404);
     assert_eq!(get(addr, "/data/ct.nii.gz").0, 404);
+}
+
+/// A raw HTTP exchange: sends `request` verbatim and returns (status, head, body).
+fn exchange(addr: std::net::SocketAddr, request: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn get_with(addr: std::net::SocketAddr, path: &str, headers: &str) -> (u16, String, String) {
+    exchange(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n"),
+    )
+}
+
+/// WebSocket handshake with extra headers: Ok(()) when upgraded, Err(status) otherwise.
+fn ws_connect(
+    server: &TestServer,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    u16,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    let mut request = format!("ws://{}{path}", server.http_addr())
+        .into_client_request()
+        .unwrap();
+    for (k, v) in headers {
+        request.headers_mut().insert(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    match server
+        .rt
+        .block_on(tokio_tungstenite::connect_async(request))
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// DNS rebinding: a `Host` that names another site is refused (it got the CT before);
+/// localhost, loopback addresses and names given in the configuration are served. A
+/// WebSocket opened by a page of another site (its `Origin`) is refused.
+#[test]
+fn host_and_origin_are_checked() {
+    let server = TestServer::start(phantom_session(None), |c| {
+        c.allowed_hosts = vec!["viewer.lan".into()];
+    });
+    let addr = server.http_addr();
+    let port = addr.port();
+    for host in [
+        "evil.example".to_owned(),
+        format!("evil.example:{port}"),
+        format!("localhost.evil.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+        "localhost:abc".to_owned(),
+        "[::1".to_owned(),
+    ] {
+        let (status, _, body) = get_with(addr, "/api/session", &format!("Host: {host}\r\n"));
+        assert_eq!(status, 403, "Host {host}");
+        assert!(body.contains("does not name this server"), "{host}: {body}");
+        assert!(!body.contains("ijk_to_lps"), "{host} got the session");
+    }
+    for host in [
+        format!("localhost:{port}"),
+        "LOCALHOST".to_owned(),
+        format!("127.0.0.1:{port}"),
+        format!("127.8.9.10:{port}"),
+        format!("[::1]:{port}"),
+        format!("viewer.lan:{port}"),
+        "Viewer.LAN.".to_owned(),
+    ] {
+        let (status, _, body) = get_with(addr, "/api/session", &format!("Host: {host}\r\n"));
+        assert_eq!(status, 200, "Host {host}: {body}");
+    }
+    // The fallback (static files) is guarded too.
+    let (status, _, _) = get_with(addr, "/index.html", "Host: evil.example\r\n");
+    assert_eq!(status, 403);
+    // Origin on the WebSocket upgrade.
+    let refused = ws_connect(
+        &server,
+        "/ws/guidance",
+        &[("Origin", "http://evil.example")],
+    );
+    assert_eq!(refused.err(), Some(403));
+    assert_eq!(
+        ws_connect(&server, "/ws/guidance", &[("Origin", "null")]).err(),
+        Some(403)
+    );
+    for origin in [
+        format!("http://localhost:{port}"),
+        format!("http://127.0.0.1:{port}"),
+        "https://viewer.lan".to_owned(),
+    ] {
+        assert!(
+            ws_connect(&server, "/ws/guidance", &[("Origin", &origin)]).is_ok(),
+            "{origin}"
+        );
+    }
+    assert!(
+        ws_connect(&server, "/ws/guidance", &[]).is_ok(),
+        "no Origin"
+    );
+}
+
+/// With a token configured, every request and the WebSocket need it (bearer header,
+/// `?token=` which sets a cookie, or that cookie); binding HTTP beyond loopback without
+/// one is refused at start.
+#[test]
+fn token_is_required_when_configured() {
+    const TOKEN: &str = "0123456789abcdef0123";
+    let server = TestServer::start(phantom_session(None), |c| {
+        c.token = Some(TOKEN.into());
+    });
+    let addr = server.http_addr();
+    let (status, head, body) = get_with(addr, "/api/session", "Host: localhost\r\n");
+    assert_eq!(status, 401, "{head}");
+    assert!(body.contains("access token"), "{body}");
+    assert_eq!(
+        get_with(addr, "/api/health?token=wrong", "Host: localhost\r\n").0,
+        401
+    );
+    assert_eq!(
+        get_with(
+            addr,
+            "/api/health",
+            "Host: localhost\r\nAuthorization: Bearer 0123456789abcdef0124\r\n"
+        )
+        .0,
+        401
+    );
+    let bearer = format!("Host: localhost\r\nAuthorization: Bearer {TOKEN}\r\n");
+    assert_eq!(get_with(addr, "/api/session", &bearer).0, 200);
+    let (status, head, _) = get_with(
+        addr,
+        &format!("/api/health?token={TOKEN}"),
+        "Host: localhost\r\n",
+    );
+    assert_eq!(status, 200);
+    let cookie_line = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie set: {head}"));
+    assert!(cookie_line.contains(&format!("pinhole_token={TOKEN}")));
+    assert!(cookie_line.contains("HttpOnly") && cookie_line.contains("SameSite=Strict"));
+    let cookie = format!("Host: localhost\r\nCookie: a=b; pinhole_token={TOKEN}\r\n");
+    assert_eq!(get_with(addr, "/api/session", &cookie).0, 200);
+    assert_eq!(ws_connect(&server, "/ws/guidance", &[]).err(), Some(401));
+    assert!(ws_connect(&server, &format!("/ws/guidance?token={TOKEN}"), &[]).is_ok());
+    let auth = format!("Bearer {TOKEN}");
+    assert!(ws_connect(&server, "/ws/guidance", &[("Authorization", &auth)]).is_ok());
+
+    // Beyond loopback without a token: refused before listening.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = pinhole_server::ServerConfig {
+        igtl_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: Some("0.0.0.0:0".parse().unwrap()),
+        verbose: false,
+        ..Default::default()
+    };
+    let err = rt
+        .block_on(pinhole_server::start(phantom_session(None), config))
+        .err()
+        .expect("a non-loopback bind without a token was accepted");
+    assert!(err.to_string().contains("without an access token"), "{err}");
+    let token = pinhole_server::generate_token().unwrap();
+    assert_eq!(token.len(), 32);
+    assert_ne!(token, pinhole_server::generate_token().unwrap());
+}
+
+/// Half-open and idle HTTP connections are closed after the (lowered) header timeout;
+/// before, they were kept forever.
+#[test]
+fn half_open_and_idle_http_connections_time_out() {
+    let server = TestServer::start(phantom_session(None), |c| {
+        c.http_header_timeout = Duration::from_millis(200);
+    });
+    let addr = server.http_addr();
+    let mut half = TcpStream::connect(addr).unwrap();
+    half.write_all(b"GET /api/health HTTP/1.1\r\nHo").unwrap();
+    let mut idle = TcpStream::connect(addr).unwrap();
+    let started = Instant::now();
+    for (s, what) in [(&mut half, "half-open"), (&mut idle, "idle")] {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = Vec::new();
+        let r = s.read_to_end(&mut buf);
+        assert!(
+            r.is_ok()
+                || !matches!(
+                    r.as_ref().unwrap_err().kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            "{what} connection kept open"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Requests still work.
+    assert_eq!(get(addr, "/api/health").0, 200);
+}
+
+/// Over the (lowered) cap, a connection is answered 503 with the reason; once the
+/// others leave, requests are served again.
+#[test]
+fn http_connection_cap() {
+    let server = TestServer::start(phantom_session(None), |c| {
+        c.max_http_connections = 4;
+    });
+    let addr = server.http_addr();
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, _, body) = get_with(addr, "/api/health", "Host: localhost\r\n");
+    assert_eq!(status, 503);
+    assert!(body.contains("4 HTTP connections"), "{body}");
+    assert!(server.running().shared.stats().http_refused >= 1);
+    drop(idle);
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        if get_with(addr, "/api/health", "Host: localhost\r\n").0 == 200 {
+            break;
+        }
+        assert!(Instant::now() < end, "never served again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Shutdown does not wait for idle or half-open clients (HTTP, WebSocket, OpenIGTLink).
+#[test]
+fn shutdown_does_not_wait_for_idle_clients() {
+    let mut server = TestServer::start(phantom_session(None), |_| {});
+    let addr = server.http_addr();
+    let mut half = TcpStream::connect(addr).unwrap();
+    half.write_all(b"GET /api/health HTTP/1.1\r\nHo").unwrap();
+    let _idle = TcpStream::connect(addr).unwrap();
+    let _keepalive = {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        s
+    };
+    let _ws = ws_connect(&server, "/ws/guidance", &[]).unwrap();
+    let _igtl = TcpStream::connect(("127.0.0.1", server.igtl_port())).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let running = server.running.take().unwrap();
+    let started = Instant::now();
+    let done = server.rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), running.shutdown())
+            .await
+            .is_ok()
+    });
+    assert!(done, "shutdown waited for idle clients");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// `/data/<name>` shares the session's bytes: eight unread requests for a 32 MiB volume
+/// do not copy it eight times (before: +256 MiB).
+#[test]
+fn data_files_are_shared_not_copied() {
+    let _heavy = heavy_lock();
+    let mut session = phantom_session(None);
+    let bytes: std::sync::Arc<[u8]> = std::sync::Arc::from(vec![7u8; 32 << 20]);
+    let mut viewer = pinhole_guidance::scene::Viewer::default();
+    viewer
+        .files
+        .insert("ct.nii.gz".into(), ("application/octet-stream", bytes));
+    session.viewer = Some(viewer);
+    let server = TestServer::start(session, |_| {});
+    let addr = server.http_addr();
+    let before = rss_kb();
+    let readers: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /data/ct.nii.gz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    let growth_kb = rss_kb().saturating_sub(before);
+    assert!(
+        growth_kb < 96 * 1024,
+        "8 unread /data requests grew memory by {growth_kb} kB"
+    );
+    // And the bytes are right.
+    drop(readers);
+    let (status, body) = get_bytes(addr, "/data/ct.nii.gz");
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), 32 << 20);
+    assert!(body.iter().all(|&b| b == 7));
+}
+
+/// A viewer that reads slowly (one message per 100 ms while poses arrive at ~500 Hz)
+/// always gets fresh guidance: at most one update is queued towards it, so what it reads
+/// is at most its own reading delay old (before: seconds, from the socket buffers).
+#[test]
+fn slow_websocket_reader_never_gets_stale_guidance() {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    let server = TestServer::start(phantom_session(None), |_| {});
+    let mut ws = ws_connect(&server, "/ws/guidance", &[]).unwrap();
+    let published: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let shared = server.running().shared.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let published = published.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let y = 10.0 + (i % 5) as f64;
+                let m = pose_ras([0.0, y, 0.0], [0.0, -1.0, 0.0]);
+                let u = shared
+                    .publish_pose(&m, 0.0, "NeedleTipToReference")
+                    .unwrap();
+                published.lock().unwrap().insert(u.seq, Instant::now());
+                i += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut texts = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let msg = server.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+        });
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            let seq = v["seq"].as_u64().unwrap();
+            assert!(v["published_unix_s"].as_f64().is_some(), "no server stamp");
+            let at = published.lock().unwrap().get(&seq).copied();
+            if let Some(at) = at {
+                worst = worst.max(at.elapsed());
+            }
+            texts += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    publisher.join().unwrap();
+    assert!(texts >= 5, "{texts} updates read");
+    assert!(
+        worst < Duration::from_millis(400),
+        "a slow viewer read guidance {worst:?} old"
+    );
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use pinhole_ablation::damage::Criterion;
 use pinhole_ablation::devices::Modality;
-use pinhole_pipeline::ablation::{AblationRequest, ZoneSource};
+use pinhole_pipeline::ablation::{AblationOutcome, AblationRequest, ZoneSource};
 use pinhole_pipeline::evla::EvlaRequest;
 use pinhole_pipeline::{Observer, DISCLAIMER};
 
@@ -17,7 +17,7 @@ pub struct AblationArgs {
     #[arg(long, allow_hyphen_values = true)]
     tumor: String,
     /// Safety margin around the tumour, mm.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(value_parser = super::finite, long, default_value_t = 5.0)]
     margin_mm: f64,
     /// Device from the zone table (see --devices). With --simulate: simulate with the
     /// device's calibrated source model.
@@ -28,10 +28,10 @@ pub struct AblationArgs {
     #[arg(long)]
     simulate: bool,
     /// Power, W.
-    #[arg(long)]
+    #[arg(value_parser = super::finite, long)]
     power: f64,
     /// Heating time, minutes.
-    #[arg(long)]
+    #[arg(value_parser = super::finite, long)]
     minutes: f64,
     /// A needle plan (plan.json): the applicator follows `paths[0]` (entry → target).
     #[arg(long)]
@@ -49,7 +49,7 @@ pub struct AblationArgs {
     #[arg(long, default_value = "microwave", value_parser = parse_modality)]
     applicator: Modality,
     /// Analysis (and simulation) grid spacing, mm (isotropic).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(value_parser = super::finite, long, default_value_t = 1.0)]
     grid_mm: f64,
     /// Most applicators to propose when one zone cannot cover tumour + margin.
     #[arg(long, default_value_t = 3)]
@@ -65,6 +65,10 @@ fn parse_modality(s: &str) -> Result<Modality, String> {
 }
 
 pub fn run(args: &AblationArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
+    super::marking_failure(&args.out, "plan ablation", || plan(args, terminal))
+}
+
+fn plan(args: &AblationArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     let zone = if args.simulate {
         ZoneSource::Simulate {
             applicator: args.applicator,
@@ -91,7 +95,19 @@ pub fn run(args: &AblationArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
         grid_mm: args.grid_mm,
         max_applicators: args.max_applicators,
         unnamed_labels: args.volumes.unnamed_labels,
+        not_ct: args.volumes.not_ct(),
     };
+    let [ct, labels, table] = args.volumes.files();
+    super::refuse_overwriting_inputs(
+        &[
+            ct,
+            labels,
+            table,
+            args.path.as_deref(),
+            args.devices.as_deref(),
+        ],
+        &super::folder_files(&args.out, &AblationOutcome::FILES),
+    )?;
     let outcome = pinhole_pipeline::ablation::run(&request, terminal)?;
     outcome.write(&args.out)?;
     for line in outcome.report.summary() {
@@ -105,16 +121,16 @@ pub fn run(args: &AblationArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
 #[derive(Args)]
 pub struct EvlaArgs {
     /// Laser power, W.
-    #[arg(long)]
+    #[arg(value_parser = super::finite, long)]
     power: f64,
     /// Fibre pullback speed, mm/s.
-    #[arg(long)]
+    #[arg(value_parser = super::finite, long)]
     pullback_mm_s: f64,
     /// Vein diameter, mm.
-    #[arg(long)]
+    #[arg(value_parser = super::finite, long)]
     diameter_mm: f64,
     /// Treated length, cm.
-    #[arg(long)]
+    #[arg(value_parser = super::finite, long)]
     length_cm: f64,
     /// Print JSON instead of text.
     #[arg(long)]

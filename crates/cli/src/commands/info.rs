@@ -74,6 +74,13 @@ pub struct ConvertArgs {
 }
 
 pub fn convert(args: &ConvertArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
+    super::refuse_overwriting_inputs(
+        &[
+            Some(args.input.as_path()),
+            args.labels_table.as_deref().map(std::path::Path::new),
+        ],
+        std::slice::from_ref(&args.output),
+    )?;
     let loaded = load(&args.input, args.series.clone(), terminal)?;
     let name = args.output.to_string_lossy().to_ascii_lowercase();
     if name.ends_with(".seg.nrrd") {

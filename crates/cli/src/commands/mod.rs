@@ -10,7 +10,7 @@ pub mod register;
 pub mod serve;
 pub mod vessel;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -30,6 +30,82 @@ pub struct VolumeArgs {
     /// `forbid` (avoid them as unknown structures, with a warning in the report).
     #[arg(long, default_value = "refuse")]
     pub unnamed_labels: pinhole_pipeline::inputs::UnnamedLabels,
+    /// Go on when the CT does not look like a CT in Hounsfield units (DICOM Modality MR,
+    /// PT, NM …; no air; values rescaled): the report's warnings record it. Default:
+    /// refuse.
+    #[arg(long)]
+    pub allow_non_ct: bool,
+}
+
+/// `--allow-non-ct` as the pipeline's policy.
+pub fn not_ct_policy(allow_non_ct: bool) -> pinhole_pipeline::inputs::NotCt {
+    if allow_non_ct {
+        pinhole_pipeline::inputs::NotCt::Allow
+    } else {
+        pinhole_pipeline::inputs::NotCt::Refuse
+    }
+}
+
+impl VolumeArgs {
+    /// `--allow-non-ct` as the pipeline's policy.
+    pub fn not_ct(&self) -> pinhole_pipeline::inputs::NotCt {
+        not_ct_policy(self.allow_non_ct)
+    }
+
+    /// The input files (the label table when it names a file).
+    pub fn files(&self) -> [Option<&Path>; 3] {
+        [
+            Some(self.ct.as_path()),
+            Some(self.labels.as_path()),
+            self.labels_table.as_deref().map(Path::new),
+        ]
+    }
+}
+
+/// Refuses to start when an output would replace one of the inputs (`None`s and
+/// non-file label-table names are skipped).
+pub fn refuse_overwriting_inputs(
+    inputs: &[Option<&Path>],
+    outputs: &[PathBuf],
+) -> anyhow::Result<()> {
+    let inputs: Vec<&Path> = inputs.iter().flatten().copied().collect();
+    Ok(pinhole_pipeline::outputs::refuse_overwriting_inputs(
+        &inputs, outputs,
+    )?)
+}
+
+/// Runs `work`; when it fails, leaves [`pinhole_pipeline::report::FAILED_MARKER`] in
+/// `out` (when that folder exists) so that an earlier run's files are not mistaken for
+/// this run's result.
+pub fn marking_failure(
+    out: &Path,
+    command: &str,
+    work: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let result = work();
+    if let Err(err) = &result {
+        if let Some(marker) =
+            pinhole_pipeline::report::mark_failed(out, command, &format!("{err:#}"))
+        {
+            eprintln!("wrote {} (this run failed)", marker.display());
+        }
+    }
+    result
+}
+
+/// A result folder's files, for [`refuse_overwriting_inputs`].
+pub fn folder_files(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
+    pinhole_pipeline::outputs::files_in(dir, names)
+}
+
+/// Parses a finite number for clap (NaN and infinities are refused here; each
+/// procedure checks its own ranges).
+pub fn finite(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("expected a finite number, got {v}")),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
 }
 
 /// Parses `x,y,z` (LPS mm) for clap.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use pinhole_pipeline::needle::NeedleRequest;
+use pinhole_pipeline::needle::{NeedleOutcome, NeedleRequest};
 use pinhole_pipeline::Observer;
 
 #[derive(Subcommand)]
@@ -20,7 +20,9 @@ pub enum PlanCommand {
 
 pub fn run(command: &PlanCommand, terminal: &dyn Observer) -> anyhow::Result<()> {
     match command {
-        PlanCommand::Needle(args) => needle(args, terminal),
+        PlanCommand::Needle(args) => {
+            super::marking_failure(&args.out, "plan needle", || needle(args, terminal))
+        }
         PlanCommand::Vessel(args) => super::vessel::plan(args, terminal),
         PlanCommand::Ablation(args) => super::ablation::run(args, terminal),
     }
@@ -67,7 +69,13 @@ fn needle(args: &NeedleArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
         top: args.top,
         entry_lps: args.entry,
         unnamed_labels: args.volumes.unnamed_labels,
+        not_ct: args.volumes.not_ct(),
     };
+    let [ct, labels, table] = args.volumes.files();
+    super::refuse_overwriting_inputs(
+        &[ct, labels, table, args.profile.as_deref()],
+        &super::folder_files(&args.out, &NeedleOutcome::FILES),
+    )?;
     let outcome = pinhole_pipeline::needle::run(&request, terminal)?;
     outcome.write(&args.out)?;
     let (lines, warnings) = outcome.report.summary();

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use pinhole_pipeline::register::{parse_similarity, RegistrationRequest};
+use pinhole_pipeline::register::{parse_similarity, RegistrationOutcome, RegistrationRequest};
 use pinhole_pipeline::Observer;
 
 #[derive(Args)]
@@ -34,19 +34,19 @@ pub struct RegisterArgs {
     #[arg(long)]
     plan: Option<PathBuf>,
     /// Nominal LAO (+) / RAO (−) angle of the C-arm, degrees.
-    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    #[arg(value_parser = super::finite, long, default_value_t = 0.0, allow_hyphen_values = true)]
     init_lao: f64,
     /// Nominal CRAN (+) / CAUD (−) angle, degrees.
-    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    #[arg(value_parser = super::finite, long, default_value_t = 0.0, allow_hyphen_values = true)]
     init_cran: f64,
     /// Source-to-image distance, mm.
-    #[arg(long, default_value_t = 1020.0)]
+    #[arg(value_parser = super::finite, long, default_value_t = 1020.0)]
     sid: f64,
     /// Source-to-isocentre distance, mm.
-    #[arg(long, default_value_t = 850.0)]
+    #[arg(value_parser = super::finite, long, default_value_t = 850.0)]
     sod: f64,
     /// Detector pixel pitch, mm (default: a 400 mm detector across the image width).
-    #[arg(long)]
+    #[arg(value_parser = super::finite, long)]
     pixel_mm: Option<f64>,
     /// Source anterior (radiographic AP) instead of under the table.
     #[arg(long)]
@@ -62,7 +62,7 @@ pub struct RegisterArgs {
     similarity: String,
     /// Voxel size (mm) of the CT at each level, coarse to fine: a global search on a ~64²
     /// detector, then refinements on ~128² (and ~256²).
-    #[arg(long, value_delimiter = ',', default_value = "4,2")]
+    #[arg(value_parser = super::finite, long, value_delimiter = ',', default_value = "4,2")]
     levels_mm: Vec<f64>,
     /// Random seed of the optimiser.
     #[arg(long, default_value_t = 1)]
@@ -70,11 +70,23 @@ pub struct RegisterArgs {
     /// Render the DRRs on the GPU (wgpu; backend from `WGPU_BACKEND`).
     #[arg(long)]
     gpu: bool,
+    /// Final similarity below which the registration has not converged: it exits with
+    /// an error and writes no pose (a blank or noise X-ray, or another body part).
+    #[arg(value_parser = super::finite, long, default_value_t = pinhole_pipeline::register::DEFAULT_MIN_SIMILARITY)]
+    min_similarity: f64,
+    /// Go on when the CT does not look like a CT in Hounsfield units (MR, PET, NM …);
+    /// pose.json's warnings record it. Default: refuse.
+    #[arg(long)]
+    allow_non_ct: bool,
     /// Output folder: pose.json and overlay.png.
     #[arg(long)]
     out: PathBuf,
 }
 pub fn run(args: &RegisterArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
+    super::marking_failure(&args.out, "register", || register(args, terminal))
+}
+
+fn register(args: &RegisterArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     let request = RegistrationRequest {
         ct: args.ct.clone(),
         xray: args.xray.clone(),
@@ -95,7 +107,19 @@ pub fn run(args: &RegisterArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
         levels_mm: args.levels_mm.clone(),
         seed: args.seed,
         gpu: args.gpu,
+        min_similarity: args.min_similarity,
+        not_ct: super::not_ct_policy(args.allow_non_ct),
     };
+    super::refuse_overwriting_inputs(
+        &[
+            Some(args.ct.as_path()),
+            Some(args.xray.as_path()),
+            args.labels.as_deref(),
+            args.labels_table.as_deref().map(std::path::Path::new),
+            args.plan.as_deref(),
+        ],
+        &super::folder_files(&args.out, &RegistrationOutcome::FILES),
+    )?;
     pinhole_pipeline::register::run(&request, terminal)?.write(&args.out, terminal)?;
     Ok(())
 }

@@ -38,8 +38,25 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8080)]
     http_port: u16,
     /// Address to listen on (default 127.0.0.1; anything else must be given explicitly).
+    /// A non-loopback address requires an access token (--token, PINHOLE_TOKEN, or a
+    /// random one printed once) and lets only --igtl-allow-peer addresses steer.
     #[arg(long)]
     bind: Option<IpAddr>,
+    /// Access token for HTTP and WebSocket (default: PINHOLE_TOKEN; generated when
+    /// --bind is not loopback). Browsers open `http://HOST:PORT/?token=…` once.
+    #[arg(long)]
+    token: Option<String>,
+    /// Host name accepted in HTTP `Host` / WebSocket `Origin` besides localhost, loopback
+    /// and the bound address (repeatable; DNS-rebinding protection).
+    #[arg(long = "allowed-host")]
+    allowed_hosts: Vec<String>,
+    /// Peer address allowed to send needle poses, the registration and images over
+    /// OpenIGTLink (repeatable; default: loopback peers only).
+    #[arg(long = "igtl-allow-peer")]
+    igtl_allow_peers: Vec<IpAddr>,
+    /// Most OpenIGTLink clients at once (more are refused with a STATUS).
+    #[arg(long, default_value_t = ServerConfig::default().max_igtl_clients)]
+    max_igtl_clients: usize,
     /// Folder served at / over HTTP (the built web viewer; default: `web/dist` of the
     /// checkout when it has been built).
     #[arg(long, alias = "web")]
@@ -68,7 +85,8 @@ pub struct ServeArgs {
 }
 pub fn run(args: &ServeArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     let volumes = &args.volumes;
-    let (ct, labels) = load_volumes(&volumes.ct, &volumes.labels, terminal)?;
+    let (ct, labels, ct_warning) =
+        load_volumes(&volumes.ct, &volumes.labels, volumes.not_ct(), terminal)?;
     let (table_spec, table) = label_table(volumes.labels_table.as_deref())?;
     let plan = match (&args.plan, &args.target) {
         (Some(plan), _) => GuidancePlan::Needle(Box::new(PlanPaths::read(plan)?)),
@@ -79,7 +97,7 @@ pub fn run(args: &ServeArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
         Some(p) => Some(pinhole_io::transform::read_registration(p)?),
         None => None,
     };
-    let show = |p: &PathBuf| Some(p.display().to_string());
+    let show = |p: &PathBuf| Some(pinhole_pipeline::provenance::recorded_path(p));
     let data = SessionData {
         ct: &ct,
         labels: &labels,
@@ -117,15 +135,53 @@ pub fn run(args: &ServeArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
          list the pending groups (risk_groups_pending), report no nearest structure and are at \
          least a caution"
     );
-    let session = build(&data, &content, terminal)?;
+    let mut session = build(&data, &content, terminal)?;
+    // `/api/session` shows an overridden CT check with the session's other warnings.
+    session.description.warnings.extend(ct_warning);
     drop(ct);
-    serve(session, args.server_config())
+    serve(session, args.server_config()?)
 }
 
 impl ServeArgs {
-    fn server_config(&self) -> ServerConfig {
+    fn server_config(&self) -> anyhow::Result<ServerConfig> {
         let ip = self.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        ServerConfig {
+        let token = match &self.token {
+            Some(t) => Some(t.clone()),
+            None => std::env::var("PINHOLE_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        };
+        if let Some(t) = &token {
+            if t.len() < 16
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                bail!("--token / PINHOLE_TOKEN: give at least 16 characters of [A-Za-z0-9_-]");
+            }
+        }
+        let token = if ip.is_loopback() {
+            token
+        } else {
+            eprintln!(
+                "WARNING: --bind {ip} exposes the guidance server beyond this machine; HTTP and \
+                 WebSocket require an access token, and only {} may steer over OpenIGTLink",
+                if self.igtl_allow_peers.is_empty() {
+                    "loopback peers (add --igtl-allow-peer for the tracker)".to_owned()
+                } else {
+                    format!("{:?}", self.igtl_allow_peers)
+                }
+            );
+            Some(match token {
+                Some(t) => t,
+                None => pinhole_server::generate_token()?,
+            })
+        };
+        Ok(ServerConfig {
+            allowed_hosts: self.allowed_hosts.clone(),
+            token,
+            igtl_allowed_peers: self.igtl_allow_peers.clone(),
+            max_igtl_clients: self.max_igtl_clients.max(1),
             igtl_addr: SocketAddr::new(ip, self.igtl_port),
             http_addr: Some(SocketAddr::new(ip, self.http_port)),
             static_dir: self.static_dir.clone().or_else(super::demo::find_web_dist),
@@ -136,7 +192,7 @@ impl ServeArgs {
             },
             verbose: self.verbose,
             ..Default::default()
-        }
+        })
     }
 }
 
@@ -157,11 +213,16 @@ pub fn serve(session: Session, config: ServerConfig) -> anyhow::Result<()> {
         );
     }
     let needle_device = config.needle_device.clone();
+    let token_query = config
+        .token
+        .as_ref()
+        .map(|t| format!("?token={t}"))
+        .unwrap_or_default();
     let stats = pinhole_server::serve_until_ctrl_c(session, config, |igtl, http| {
         eprintln!("Pinhole guidance server (NOT FOR CLINICAL USE)");
         eprintln!("  OpenIGTLink: {igtl}  (needle: TRANSFORM {needle_device})");
         if let Some(h) = http {
-            println!("Viewer: http://{h}/");
+            println!("Viewer: http://{h}/{token_query}");
             eprintln!("  HTTP API: http://{h}/api/session  WebSocket: ws://{h}/ws/guidance");
         }
         eprintln!("  Ctrl-C to stop");
@@ -182,10 +243,10 @@ pub struct ReplayArgs {
     #[arg(long)]
     synthesize: Option<PathBuf>,
     /// Poses per second (default: the CSV's own times; 20 Hz when synthesizing).
-    #[arg(long)]
+    #[arg(value_parser = super::finite, long)]
     rate: Option<f64>,
     /// Length of a synthesized insertion, seconds.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(value_parser = super::finite, long, default_value_t = 10.0)]
     duration: f64,
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -201,7 +262,18 @@ pub struct ReplayArgs {
     #[arg(long)]
     write_csv: Option<PathBuf>,
 }
+
 pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
+    if let Some(rate) = args.rate {
+        pinhole_pipeline::limits::REPLAY_RATE_HZ.check(rate)?;
+    }
+    pinhole_pipeline::limits::REPLAY_DURATION_S.check(args.duration)?;
+    if let Some(out) = &args.write_csv {
+        super::refuse_overwriting_inputs(
+            &[args.file.as_deref(), args.synthesize.as_deref()],
+            std::slice::from_ref(out),
+        )?;
+    }
     let (poses, rate) = match (&args.file, &args.synthesize) {
         (Some(f), _) => (pinhole_io::pose_csv::read(f)?, args.rate),
         (None, Some(plan)) => {

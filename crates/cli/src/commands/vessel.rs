@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use pinhole_pipeline::vessel::{MeasureRequest, RouteRequest};
+use pinhole_pipeline::vessel::{MeasureOutcome, MeasureRequest, RouteOutcome, RouteRequest};
 use pinhole_pipeline::Observer;
 
 #[derive(Args)]
@@ -30,7 +30,7 @@ pub struct PlanVesselArgs {
     #[arg(long, value_delimiter = ',')]
     vessels: Vec<String>,
     /// Point spacing along the route, mm.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(value_parser = super::finite, long, default_value_t = 1.0)]
     step_mm: f64,
     /// Also extract the whole vessel tree (branches with lengths; slower).
     #[arg(long)]
@@ -45,6 +45,10 @@ pub struct PlanVesselArgs {
 }
 
 pub fn plan(args: &PlanVesselArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
+    super::marking_failure(&args.out, "plan vessel", || route(args, terminal))
+}
+
+fn route(args: &PlanVesselArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     let request = RouteRequest {
         labels: args.labels.clone(),
         labels_table: args.labels_table.clone(),
@@ -56,6 +60,14 @@ pub fn plan(args: &PlanVesselArgs, terminal: &dyn Observer) -> anyhow::Result<()
         tree: args.tree,
         unnamed_labels: args.unnamed_labels,
     };
+    super::refuse_overwriting_inputs(
+        &[
+            Some(args.labels.as_path()),
+            args.ct.as_deref(),
+            args.labels_table.as_deref().map(std::path::Path::new),
+        ],
+        &super::folder_files(&args.out, &RouteOutcome::FILES),
+    )?;
     pinhole_pipeline::vessel::plan_route(&request, terminal)?.write(&args.out, terminal)?;
     Ok(())
 }
@@ -88,20 +100,20 @@ pub struct MeasureVesselArgs {
     #[arg(long)]
     ct: Option<PathBuf>,
     /// Station spacing along the centerline, mm.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(value_parser = super::finite, long, default_value_t = 1.0)]
     step_mm: f64,
     /// NASCET: arc range `a,b` (mm from the centerline start) of normal distal vessel.
     #[arg(long, value_parser = super::parse_range)]
     nascet_distal_mm: Option<[f64; 2]>,
     /// ECST: estimated original bulb diameter at the stenosis, mm.
-    #[arg(long)]
+    #[arg(value_parser = super::finite, long)]
     ecst_bulb_mm: Option<f64>,
     /// Sizing rules (TOML, see crates/vessel/src/sizing.toml; default: the built-in ones).
     #[arg(long)]
     sizing: Option<PathBuf>,
     /// Propose balloon / stent sizes only from this stenosis (%, NASCET when measured,
     /// else diameter stenosis; default: NASCET's moderate grade).
-    #[arg(long, default_value_t = pinhole_pipeline::vessel::DEFAULT_MIN_STENOSIS_PCT)]
+    #[arg(value_parser = super::finite, long, default_value_t = pinhole_pipeline::vessel::DEFAULT_MIN_STENOSIS_PCT)]
     sizing_min_stenosis_pct: f64,
     /// Output folder.
     #[arg(long)]
@@ -110,6 +122,12 @@ pub struct MeasureVesselArgs {
 
 pub fn measure(args: &MeasureArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     let MeasureCommand::Vessel(args) = &args.command;
+    super::marking_failure(&args.out, "measure vessel", || {
+        measure_vessel(args, terminal)
+    })
+}
+
+fn measure_vessel(args: &MeasureVesselArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     let request = MeasureRequest {
         labels: args.labels.clone(),
         labels_table: args.labels_table.clone(),
@@ -121,6 +139,15 @@ pub fn measure(args: &MeasureArgs, terminal: &dyn Observer) -> anyhow::Result<()
         sizing: args.sizing.clone(),
         sizing_min_stenosis_pct: args.sizing_min_stenosis_pct,
     };
+    super::refuse_overwriting_inputs(
+        &[
+            Some(args.labels.as_path()),
+            args.ct.as_deref(),
+            args.labels_table.as_deref().map(std::path::Path::new),
+            args.sizing.as_deref(),
+        ],
+        &super::folder_files(&args.out, &MeasureOutcome::FILES),
+    )?;
     pinhole_pipeline::vessel::measure(&request, terminal)?.write(&args.out, terminal)?;
     Ok(())
 }

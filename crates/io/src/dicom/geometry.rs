@@ -91,20 +91,29 @@ pub(super) fn series_orientation(
     Ok(orientation)
 }
 
-/// The unit axes of `orientation`, which must hold two perpendicular directions.
+/// The unit axes of `orientation`, which must hold two perpendicular unit directions
+/// (each norm within [`pinhole_volume::grid::ORTHOGONALITY_TOLERANCE`] of 1: cosines of
+/// another length are a corrupt header, not something to normalise away).
 pub(super) fn axes(first: &SliceHeader, orientation: [f64; 6]) -> Result<Axes> {
     let bad_orientation = || {
         Error::new(
             &first.path,
             ErrorKind::InvalidHeader(format!(
-                "ImageOrientationPatient {orientation:?} is not two perpendicular directions"
+                "ImageOrientationPatient {orientation:?} is not two perpendicular unit \
+                 directions"
             )),
         )
     };
-    let row =
-        normalized([orientation[0], orientation[1], orientation[2]]).ok_or_else(bad_orientation)?;
-    let col =
-        normalized([orientation[3], orientation[4], orientation[5]]).ok_or_else(bad_orientation)?;
+    let row_raw = [orientation[0], orientation[1], orientation[2]];
+    let col_raw = [orientation[3], orientation[4], orientation[5]];
+    let unit = |v: [f64; 3]| {
+        (dot(v, v).sqrt() - 1.0).abs() <= pinhole_volume::grid::ORTHOGONALITY_TOLERANCE
+    };
+    if !unit(row_raw) || !unit(col_raw) {
+        return Err(bad_orientation());
+    }
+    let row = normalized(row_raw).ok_or_else(bad_orientation)?;
+    let col = normalized(col_raw).ok_or_else(bad_orientation)?;
     if dot(row, col).abs() > 1e-3 {
         return Err(bad_orientation());
     }
@@ -229,7 +238,16 @@ pub(super) fn slice_spacing(
         } else {
             match first.spacing_between_slices.or(first.slice_thickness) {
                 Some(s) if s > 0.0 => s,
-                _ => {
+                Some(s) => {
+                    return Err(Error::new(
+                        &first.path,
+                        ErrorKind::InvalidHeader(format!(
+                            "single slice with SpacingBetweenSlices / SliceThickness {s} mm: \
+                             the slice spacing must be positive"
+                        )),
+                    ))
+                }
+                None => {
                     warnings.push(
                         "single slice without SliceThickness: slice spacing set to 1 mm".into(),
                     );

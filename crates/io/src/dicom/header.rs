@@ -32,6 +32,10 @@ pub(super) struct SliceHeader {
     pub(super) signed: bool,
     pub(super) slope: f64,
     pub(super) intercept: f64,
+    /// Geometry or rescale values present but unusable (not numbers, not finite, too
+    /// few): refused when the slice is used, not taken as absent. Kept here rather than
+    /// failing the listing so that another series of the folder can still be read.
+    pub(super) invalid: Vec<String>,
 }
 
 /// The element's value as text; values stored as UN (explicit VR files written with
@@ -67,8 +71,32 @@ fn floats(obj: &DefaultDicomObject, tag: Tag) -> Option<Vec<f64>> {
     (!values.is_empty() && values.iter().all(|v| v.is_finite())).then_some(values)
 }
 
-fn float(obj: &DefaultDicomObject, tag: Tag) -> Option<f64> {
-    floats(obj, tag).and_then(|v| v.first().copied())
+/// At least `n` finite numbers of a decimal-string element: `Ok(None)` when the element
+/// is absent or empty, `Err` (naming the element and its text) when it is present but
+/// not `n` finite numbers — `PixelSpacing` `nan\nan` is not "no PixelSpacing".
+fn checked_floats(
+    obj: &DefaultDicomObject,
+    tag: Tag,
+    name: &str,
+    n: usize,
+) -> Result<Option<Vec<f64>>, String> {
+    if !matches!(obj.element_opt(tag), Ok(Some(_))) {
+        return Ok(None);
+    }
+    let raw = text(obj, tag).unwrap_or_default();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    match floats(obj, tag) {
+        Some(values) if values.len() >= n => Ok(Some(values)),
+        _ => {
+            let shown: String = raw.chars().take(64).collect();
+            Err(format!(
+                "{name} {shown:?} is not {n} finite number{}",
+                if n == 1 { "" } else { "s" }
+            ))
+        }
+    }
 }
 
 fn int(obj: &DefaultDicomObject, tag: Tag) -> Option<i64> {
@@ -97,11 +125,33 @@ impl SliceHeader {
     ) -> std::result::Result<Self, String> {
         let rows = u16_of(obj, tags::ROWS).ok_or("missing or invalid Rows")?;
         let columns = u16_of(obj, tags::COLUMNS).ok_or("missing or invalid Columns")?;
-        let array = |tag, n: usize| floats(obj, tag).filter(|v| v.len() >= n);
-        let orientation =
-            array(tags::IMAGE_ORIENTATION_PATIENT, 6).map(|v| [v[0], v[1], v[2], v[3], v[4], v[5]]);
-        let position = array(tags::IMAGE_POSITION_PATIENT, 3).map(|v| [v[0], v[1], v[2]]);
-        let pixel_spacing = array(tags::PIXEL_SPACING, 2).map(|v| [v[0], v[1]]);
+        let mut invalid = Vec::new();
+        let mut array = |tag, name: &str, n: usize| {
+            checked_floats(obj, tag, name, n).unwrap_or_else(|problem| {
+                invalid.push(problem);
+                None
+            })
+        };
+        let orientation = array(
+            tags::IMAGE_ORIENTATION_PATIENT,
+            "ImageOrientationPatient",
+            6,
+        )
+        .map(|v| [v[0], v[1], v[2], v[3], v[4], v[5]]);
+        let position = array(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient", 3)
+            .map(|v| [v[0], v[1], v[2]]);
+        let pixel_spacing = array(tags::PIXEL_SPACING, "PixelSpacing", 2).map(|v| [v[0], v[1]]);
+        let slice_thickness = array(tags::SLICE_THICKNESS, "SliceThickness", 1).map(|v| v[0]);
+        let spacing_between_slices =
+            array(tags::SPACING_BETWEEN_SLICES, "SpacingBetweenSlices", 1).map(|v| v[0]);
+        let gantry_tilt = array(tags::GANTRY_DETECTOR_TILT, "GantryDetectorTilt", 1).map(|v| v[0]);
+        let slope = array(tags::RESCALE_SLOPE, "RescaleSlope", 1).map_or(1.0, |v| v[0]);
+        let intercept = array(tags::RESCALE_INTERCEPT, "RescaleIntercept", 1).map_or(0.0, |v| v[0]);
+        if let Some(p) = pixel_spacing.filter(|p| p.iter().any(|v| *v <= 0.0)) {
+            invalid.push(format!(
+                "PixelSpacing {p:?} mm: pixel sizes must be positive"
+            ));
+        }
         Ok(Self {
             path,
             series_uid: text(obj, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
@@ -113,17 +163,18 @@ impl SliceHeader {
             orientation,
             position,
             pixel_spacing,
-            slice_thickness: float(obj, tags::SLICE_THICKNESS),
-            spacing_between_slices: float(obj, tags::SPACING_BETWEEN_SLICES),
-            gantry_tilt: float(obj, tags::GANTRY_DETECTOR_TILT),
+            slice_thickness,
+            spacing_between_slices,
+            gantry_tilt,
             frames: int(obj, tags::NUMBER_OF_FRAMES),
             samples_per_pixel: u16_of(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1),
             photometric: text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default(),
             bits_allocated: u16_of(obj, tags::BITS_ALLOCATED).unwrap_or(0),
             bits_stored: u16_of(obj, tags::BITS_STORED).unwrap_or(0),
             signed: int(obj, tags::PIXEL_REPRESENTATION) == Some(1),
-            slope: float(obj, tags::RESCALE_SLOPE).unwrap_or(1.0),
-            intercept: float(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0),
+            slope,
+            intercept,
+            invalid,
         })
     }
 }

@@ -22,7 +22,14 @@
 //!
 //! Robustness: before dicom-object sees a file, every value length in it is checked
 //! against the bytes left in the file (dicom-object allocates a claimed length before
-//! reading it), and decoded frames are capped at [`MAX_FRAME_BYTES`].
+//! reading it) and sequences may nest at most [`MAX_SEQUENCE_DEPTH`] deep (dicom-object
+//! recurses per level); decoded frames are capped at [`MAX_FRAME_BYTES`].
+//!
+//! Geometry and scaling: `PixelSpacing`, `ImagePositionPatient`,
+//! `ImageOrientationPatient`, `SliceThickness`, `SpacingBetweenSlices`,
+//! `RescaleSlope` / `RescaleIntercept` present but not finite numbers are refused (not
+//! taken as absent), as are non-positive pixel spacing, direction cosines that are not
+//! unit vectors, and a rescale outside [`crate::rescale`]'s limits.
 //!
 //! Single files (registration X-rays) go through the same checks: [`crate::xray_image`]
 //! reads their first frame, modality LUT applied, multi-frame files included.
@@ -59,6 +66,12 @@ pub const SPACING_TOLERANCE_FRACTION: f64 = 0.01;
 pub const DUPLICATE_TOLERANCE_MM: f64 = 1e-3;
 /// Largest decoded frame accepted (bytes); larger ones are refused before decoding.
 pub const MAX_FRAME_BYTES: usize = 1 << 28;
+/// Deepest nesting of sequences (SQ inside an item inside an SQ ...) accepted. dicom-rs
+/// parses and drops nested sequences recursively, and 10,000 levels overflow a thread's
+/// stack (measured: dicom-object 0.10.1 aborts the process on a 2 MiB test thread), so
+/// files nesting deeper are refused by a flat pre-scan before dicom-rs sees them. Real
+/// files nest a few levels (RT and SR objects perhaps ten).
+pub const MAX_SEQUENCE_DEPTH: usize = 64;
 
 /// Largest in-plane displacement between slice positions (mm, and per mm along the
 /// normal) still counted as "stacked along the normal" (no gantry tilt).

@@ -9,7 +9,7 @@ use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry
 
 use super::header::dictionary_vr;
 use super::pixels::check_transfer_syntax;
-use super::{EXPLICIT_VR_BE, IMPLICIT_VR_LE};
+use super::{EXPLICIT_VR_BE, IMPLICIT_VR_LE, MAX_SEQUENCE_DEPTH};
 
 /// Parses a file's bytes (preamble optional). `headers_only` stops before PixelData.
 pub(super) fn parse(
@@ -107,8 +107,19 @@ fn element_header(data: &[u8], at: usize, enc: Encoding) -> Option<(Tag, VR, usi
     }
 }
 
+/// The size of one value of a binary VR whose length must be a multiple of it.
+fn fixed_value_size(vr: VR) -> Option<usize> {
+    match vr {
+        VR::SS | VR::US | VR::OW => Some(2),
+        VR::SL | VR::UL | VR::FL | VR::AT | VR::OL | VR::OF => Some(4),
+        VR::FD | VR::SV | VR::UV | VR::OD | VR::OV => Some(8),
+        _ => None,
+    }
+}
+
 /// Walks the file the way dicom-object will and fails when a value claims more bytes
-/// than remain, so that no buffer larger than the file is ever allocated. `body` starts
+/// than remain, so that no buffer larger than the file is ever allocated, or when
+/// sequences nest deeper than [`MAX_SEQUENCE_DEPTH`]. `body` starts
 /// at the `DICM` magic. Where the structure is unclear it stops and lets the parser
 /// report the problem.
 fn check_lengths(body: &[u8]) -> std::result::Result<(), String> {
@@ -161,9 +172,15 @@ fn check_lengths(body: &[u8]) -> std::result::Result<(), String> {
         // Deflated or unknown: dicom-object must not parse it; refuse here.
         return Err(format!("unsupported transfer syntax {transfer_syntax}"));
     }
-    // Data set: step into sequences and items, skip values, check every length.
+    // Data set: step into sequences and items, skip values, check every length, and
+    // count how deeply sequences nest. `open` holds the sequences and items we are
+    // inside: `Some(end)` for a defined length, `None` until its delimiter.
     let mut in_pixel_sequence = false;
+    let mut open: Vec<Option<usize>> = Vec::new();
     while pos < body.len() {
+        while open.last().is_some_and(|end| end.is_some_and(|e| pos >= e)) {
+            open.pop();
+        }
         let Some((tag, vr, header, len)) = element_header(body, pos, enc) else {
             return Ok(()); // trailing bytes; the parser decides
         };
@@ -172,21 +189,69 @@ fn check_lengths(body: &[u8]) -> std::result::Result<(), String> {
         if defined && (len as usize) > body.len().saturating_sub(start) {
             return Err(too_long(tag, len, start));
         }
+        if let Some(size) =
+            fixed_value_size(vr).filter(|&n| defined && !(len as usize).is_multiple_of(n))
+        {
+            // dicom-rs reads whole values and then parses the leftover bytes as the next
+            // element header: a fuzzed SL of 6 bytes made it allocate 1.2 GB.
+            return Err(format!(
+                "element ({:04X},{:04X}) {vr:?} has {len} bytes, not a multiple of its \
+                 {size}-byte values",
+                tag.0, tag.1
+            ));
+        }
+        let end = defined.then(|| start + len as usize);
         pos = match (tag, in_pixel_sequence) {
             (Tag(0xFFFE, 0xE000), true) if defined => start + len as usize,
             (Tag(0xFFFE, 0xE000), true) => return Ok(()),
-            (Tag(0xFFFE, 0xE0DD), _) => {
+            (Tag(0xFFFE, 0xE0DD), true) => {
                 in_pixel_sequence = false;
                 start
             }
-            (Tag(0xFFFE, _), _) => start,
+            (Tag(0xFFFE, 0xE000), false) => {
+                open.push(end);
+                start
+            }
+            (Tag(0xFFFE, 0xE00D | 0xE0DD), false) => {
+                match open.last() {
+                    Some(None) => {
+                        open.pop();
+                    }
+                    Some(Some(_)) => {}
+                    // dicom-rs reads on from a stray delimiter differently from this walk
+                    // (a fuzzed file allocated 1.1 GB after one).
+                    None => {
+                        return Err(format!(
+                            "delimiter ({:04X},{:04X}) at byte {pos} outside any sequence",
+                            tag.0, tag.1
+                        ))
+                    }
+                }
+                start
+            }
+            (Tag(0xFFFE, 0xE00D), true) => start,
+            (Tag(0xFFFE, element), _) => {
+                return Err(format!(
+                    "unknown item tag (FFFE,{element:04X}) at byte {pos}"
+                ))
+            }
             _ if tag == tags::PIXEL_DATA && !defined => {
                 in_pixel_sequence = true;
                 start
             }
-            _ if vr == VR::SQ || !defined => start,
+            _ if vr == VR::SQ || !defined => {
+                open.push(end);
+                start
+            }
             _ => start + len as usize,
         };
+        // A sequence and its item make two levels.
+        if open.len() > 2 * MAX_SEQUENCE_DEPTH {
+            return Err(format!(
+                "sequences nested more than {MAX_SEQUENCE_DEPTH} deep (at byte {pos}): refused \
+                 (the parser recurses once per level)"
+            ));
+        }
     }
     Ok(())
 }

@@ -32,7 +32,8 @@ fn check_single_frame(h: &SliceHeader) -> std::result::Result<(), ErrorKind> {
 }
 
 /// Refuses pixels we cannot decode into greyscale values: colour, odd sample sizes, an
-/// unusable rescale, an empty matrix.
+/// unusable rescale (outside [`crate::rescale`]'s limits), an empty matrix, and
+/// geometry or rescale values present but not finite numbers (`SliceHeader::invalid`).
 pub(super) fn check_pixel_format(h: &SliceHeader) -> std::result::Result<(), ErrorKind> {
     if h.samples_per_pixel != 1 || !matches!(h.photometric.as_str(), "MONOCHROME1" | "MONOCHROME2")
     {
@@ -53,12 +54,10 @@ pub(super) fn check_pixel_format(h: &SliceHeader) -> std::result::Result<(), Err
             h.bits_stored, h.bits_allocated
         )));
     }
-    if !(h.slope.is_finite() && h.intercept.is_finite()) || h.slope == 0.0 {
-        return Err(ErrorKind::InvalidHeader(format!(
-            "RescaleSlope {} RescaleIntercept {}",
-            h.slope, h.intercept
-        )));
+    if let Some(problem) = h.invalid.first() {
+        return Err(ErrorKind::InvalidHeader(problem.clone()));
     }
+    crate::rescale::check(h.slope, h.intercept, "RescaleSlope", "RescaleIntercept")?;
     if h.rows == 0 || h.columns == 0 {
         return Err(ErrorKind::InvalidHeader("Rows or Columns is 0".into()));
     }

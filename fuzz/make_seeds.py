@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Regenerates the seed corpora in fuzz/corpus/<target>/ (small files, a few KiB each).
+
+Run from the repository root with ../shared/data beside it:  python3 fuzz/make_seeds.py
+Needs pydicom, nibabel and numpy (tests/py/requirements.txt). Seeds come from the
+shared data (real headers, cropped or cut short; the golden OpenIGTLink messages) and
+from small hand-written files. Deterministic: running it twice gives the same bytes.
+"""
+
+import copy
+import glob
+import gzip
+import io
+import json
+import os
+import struct
+import sys
+import zlib
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(ROOT, "..", "shared", "data")
+CORPUS = os.path.join(ROOT, "fuzz", "corpus")
+
+DICOM_SEPARATOR = b"SLICE-->"
+NRRD_SEPARATOR = b"DATA--->"
+
+
+def put(target, name, data):
+    folder = os.path.join(CORPUS, target)
+    os.makedirs(folder, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(folder, name), "wb") as f:
+        f.write(data)
+
+
+def gz(data):
+    # mtime=0: the same bytes on every run.
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as f:
+        f.write(data)
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------ DICOM
+def ct_slices():
+    return sorted(glob.glob(os.path.join(SHARED, "dicom-ct-series", "CT.*")))
+
+
+def small_slice(path, size, z_mm, strip=False, syntax=ExplicitVRLittleEndian):
+    """The real header of `path`, pixel data replaced by a size x size ramp."""
+    ds = pydicom.dcmread(path)
+    if strip:
+        for elem in list(ds):
+            if elem.tag.is_private or elem.VR == "SQ":
+                del ds[elem.tag]
+    ds.Rows = size
+    ds.Columns = size
+    ds.ImagePositionPatient = [-249.51171875, -437.51171875, z_mm]
+    ds.SliceLocation = z_mm
+    pixels = (np.arange(size * size, dtype=np.uint16).reshape(size, size) * 37) % 2461
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.PixelData = pixels.tobytes()
+    if syntax == RLELossless:
+        ds.compress(RLELossless, pixels, generate_instance_uid=False)
+    else:
+        ds.file_meta.TransferSyntaxUID = syntax
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def dicom_seeds():
+    files = ct_slices()
+    first = files[0]
+    with open(first, "rb") as f:
+        real = f.read()
+    one = small_slice(first, 16, -766.5)
+    put("dicom_file", "ct_16x16_explicit_le.dcm", one)
+    put("dicom_file", "ct_16x16_implicit_le.dcm", small_slice(first, 16, -766.5, syntax=ImplicitVRLittleEndian))
+    put("dicom_file", "ct_16x16_rle.dcm", small_slice(first, 16, -766.5, syntax=RLELossless))
+    put("dicom_file", "ct_header_jpeg2000_cut_4k.dcm", real[:4096])
+    for fixture in sorted(glob.glob(os.path.join(ROOT, "crates", "io", "tests", "fixtures", "*.dcm"))):
+        put("dicom_file", os.path.basename(fixture), open(fixture, "rb").read())
+
+    put("xray_image", "ct_16x16_explicit_le.dcm", one)
+    put("xray_image", "ct_16x16_rle.dcm", small_slice(first, 16, -766.5, syntax=RLELossless))
+
+    # Series: three stripped slices 3 mm apart, a two-slice RLE series, and a series of
+    # three full headers (sequences and private tags kept) with an uneven gap.
+    stripped = [small_slice(p, 8, z, strip=True) for p, z in zip(files, (-766.5, -763.5, -760.5))]
+    put("dicom_series", "three_slices_explicit_le", DICOM_SEPARATOR.join(stripped))
+    rle = [small_slice(p, 8, z, strip=True, syntax=RLELossless) for p, z in zip(files, (-766.5, -763.5))]
+    put("dicom_series", "two_slices_rle", DICOM_SEPARATOR.join(rle))
+    full = [small_slice(p, 4, z) for p, z in zip(files, (-766.5, -763.5))]
+    put("dicom_series", "two_full_headers", DICOM_SEPARATOR.join(full))
+    uneven = [small_slice(p, 4, z, strip=True) for p, z in zip(files, (-766.5, -763.5, -757.5))]
+    put("dicom_series", "three_slices_uneven", DICOM_SEPARATOR.join(uneven))
+    put("dicom_series", "one_slice_and_a_cut_header", stripped[0] + DICOM_SEPARATOR + real[:2048])
+
+
+# ------------------------------------------------------------------ NIfTI / NRRD / PNG
+def nifti_seeds():
+    img = nib.load(os.path.join(SHARED, "abdomen-ct", "example_ct_sm.nii.gz"))
+    data = np.asarray(img.dataobj)[40:44, 40:44, 10:12].astype(np.int16)
+    small = nib.Nifti1Image(data, img.affine, img.header)
+    small.set_data_dtype(np.int16)
+    one = small.to_bytes()
+    put("nifti", "abdomen_4x4x2.nii", one)
+    put("nifti", "abdomen_4x4x2.nii.gz", gz(one))
+    two = nib.Nifti2Image(data, img.affine)
+    put("nifti", "abdomen_4x4x2_nifti2.nii", two.to_bytes())
+    put("nifti", "abdomen_header_cut.nii", one[:352])
+    flat = nib.Nifti1Image(np.asarray(img.dataobj)[40:48, 40:48, 10].astype(np.int16), img.affine)
+    put("xray_image", "slice_8x8.nii", flat.to_bytes())
+
+
+def png_bytes(width, height, bit_depth, rows):
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    raw = b"".join(b"\x00" + r for r in rows)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def xray_png_seeds():
+    put("xray_image", "grey8_8x8.png", png_bytes(8, 8, 8, [bytes((x * 32 + y) % 256 for x in range(8)) for y in range(8)]))
+    put("xray_image", "grey16_8x8.png", png_bytes(8, 8, 16, [b"".join(struct.pack(">H", x * 4000 + y) for x in range(8)) for y in range(8)]))
+
+
+NRRD_HEADER = """NRRD0004
+# Complete NRRD file format specification at:
+# http://teem.sourceforge.net/nrrd/format.html
+type: short
+dimension: 3
+space: left-posterior-superior
+sizes: 4 4 2
+space directions: (0.703125,0,0) (0,0.703125,0) (0,0,2.5)
+kinds: domain domain domain
+endian: little
+encoding: {encoding}
+space origin: (-180,-180,-300)
+{extra}"""
+
+
+def nrrd_seeds():
+    payload = struct.pack("<32h", *[(-1000 + 60 * i) for i in range(32)])
+    raw = NRRD_HEADER.format(encoding="raw", extra="") + "\n"
+    put("nrrd", "ct_4x4x2_raw.nrrd", raw.encode() + payload)
+    gzh = NRRD_HEADER.format(encoding="gzip", extra="Segment0_Name:=liver\n") + "\n"
+    put("nrrd", "ct_4x4x2_gzip_keyvalues.nrrd", gzh.encode() + gz(payload))
+    ras = raw.replace("left-posterior-superior", "right-anterior-superior")
+    put("nrrd", "ct_4x4x2_ras.nrrd", ras.encode() + payload)
+    put("nrrd_detached", "ct_4x4x2_raw",
+        NRRD_HEADER.format(encoding="raw", extra="data file: image.raw\n\n").encode() + NRRD_SEPARATOR + payload)
+    put("nrrd_detached", "ct_4x4x2_gzip",
+        NRRD_HEADER.format(encoding="gzip", extra="data file: image.raw.gz\n\n").encode() + NRRD_SEPARATOR + gz(payload))
+    # No blank line after the last field (allowed in a detached header; refused today).
+    put("nrrd_detached", "ct_4x4x2_datafile_spelling",
+        NRRD_HEADER.format(encoding="raw", extra="datafile: ./image.raw\nbyte skip: 2\n").encode() + NRRD_SEPARATOR + b"\0\0" + payload)
+
+
+# ------------------------------------------------------------------ OpenIGTLink
+def igtl_seeds():
+    golden = sorted(glob.glob(os.path.join(SHARED, "openigtlink", "*.bin")))
+    for path in golden:
+        data = open(path, "rb").read()
+        put("igtl_decode", os.path.basename(path), data)
+    # Streams: a chunk-size byte, then messages back to back, as a client sends them.
+    names = ["test_transform_message.bin", "test_status_message.bin", "test_string_message.bin",
+             "test_position_message.bin", "test_transform_message_Format2.bin", "test_command_messageFormat2.bin"]
+    msgs = [open(os.path.join(SHARED, "openigtlink", n), "rb").read() for n in names]
+    put("igtl_stream", "six_messages_chunk7", bytes([6]) + b"".join(msgs))
+    put("igtl_stream", "six_messages_chunk64", bytes([63]) + b"".join(msgs))
+    put("igtl_stream", "image_then_transform_chunk1",
+        bytes([0]) + open(os.path.join(SHARED, "openigtlink", "test_image_message.bin"), "rb").read() + msgs[0])
+    put("igtl_stream", "transform_then_half_a_status", bytes([13]) + msgs[0] + msgs[1][:70])
+
+
+# ------------------------------------------------------------------ text formats
+def text_seeds():
+    put("label_table", "structures.csv", open(os.path.join(SHARED, "chest-ct", "structures.csv"), "rb").read())
+    put("label_table", "slicer.ctbl", "# Color table file\n# 3 values\n0 background 0 0 0 0\n1 liver 221 130 101 255\n2 kidney_left 185 102 83 255\n")
+
+    markup = {
+        "@schema": "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json#",
+        "markups": [
+            {"type": "Line", "coordinateSystem": "LPS", "coordinateUnits": "mm", "name": "path 1",
+             "controlPoints": [
+                 {"id": "1", "label": "entry", "position": [163.1, 35.4, -286.3], "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0], "selected": True, "locked": True, "visibility": True, "positionStatus": "defined"},
+                 {"id": "2", "label": "target", "position": [105.5, 27.3, -287.1], "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0], "selected": True, "locked": True, "visibility": True, "positionStatus": "defined"}],
+             "display": {"color": [1.0, 0.5, 0.0]}},
+            {"type": "Fiducial", "coordinateSystem": "RAS", "name": "targets",
+             "controlPoints": [{"id": "1", "label": "tumour", "position": [-10.0, 20.0, 30.0], "positionStatus": "defined"}]},
+        ],
+    }
+    put("markups", "line_and_fiducial.mrk.json", json.dumps(markup, indent=2))
+
+    put("itk_transform", "affine.tfm",
+        "#Insight Transform File V1.0\n#Transform 0\nTransform: AffineTransform_double_3_3\n"
+        "Parameters: 0.9998 -0.0175 0 0.0175 0.9998 0 0 0 1 12.5 -40 3.25\nFixedParameters: 1 2 3\n")
+    put("itk_transform", "rigid_float.tfm",
+        "#Insight Transform File V1.0\n#Transform 0\nTransform: Rigid3DTransform_double_3_3\n"
+        "Parameters: 1 0 0 0 1 0 0 0 1 0 0 40\nFixedParameters: 0 0 0\n")
+    put("itk_transform", "matrix4x4.txt", "# ReferenceToRAS\n1 0 0 10\n0 1 0 -5\n0 0 1 2.5\n0 0 0 1\n")
+    put("itk_transform", "matrix12_commas.txt", "1,0,0,0, 0,1,0,0, 0,0,1,40\n")
+
+    put("pose_csv", "matrix17.csv",
+        "# Not for clinical use. NeedleTipToReference poses, RAS mm\nt,m00,m01,m02,m03,m10,m11,m12,m13,m20,m21,m22,m23,m30,m31,m32,m33\n"
+        "0,1,0,0,10,0,1,0,20,0,0,1,30,0,0,0,1\n0.05,1,0,0,10.5,0,1,0,20,0,0,1,29.5,0,0,0,1\n")
+    put("pose_csv", "quaternion8.csv", "t,x,y,z,qx,qy,qz,qw\n0,1,2,3,0,0,0,1\n0.1,1,2,4,0,0.7071068,0,0.7071068\n")
+
+    for name, text in [("label", "kidney_left"), ("label_aim", "kidney_left:lower-pole-cortex"),
+                       ("deepest", "liver:deepest"), ("point", "12.5,-40,301"), ("sphere", "-10, 20.5, 30, 15")]:
+        put("target_spec", name, text)
+
+    for name, path in [("root", "/"), ("index", "/index.html"), ("asset", "/assets/app.js"),
+                       ("folder", "/sub/"), ("escaped", "/assets/%61pp.js"), ("traversal", "/%2e%2e/secret/passwd"),
+                       ("symlink", "/out/passwd"), ("backslash", "/..%5csecret")]:
+        put("http_static_path", name, path)
+
+    plan = {"target_lps": [105.5, 27.3, -287.1],
+            "paths": [{"entry_lps": [163.1, 35.4, -286.3], "target_lps": [105.5, 27.3, -287.1]}]}
+    put("plan_json", "hand_written.json", json.dumps(plan))
+    snap = os.path.join(ROOT, "crates", "pipeline", "tests", "snapshots", "integration__reports__needle_kidney_biopsy.snap")
+    text = open(snap).read()
+    body = text.split("---\n", 2)[2]
+    put("plan_json", "kidney_biopsy_plan.json", body)
+
+
+def main():
+    if not os.path.isdir(SHARED):
+        sys.exit(f"{SHARED} not found: run from the repository root with ../shared/data beside it")
+    os.makedirs(CORPUS, exist_ok=True)
+    dicom_seeds()
+    nifti_seeds()
+    xray_png_seeds()
+    nrrd_seeds()
+    igtl_seeds()
+    text_seeds()
+
+
+if __name__ == "__main__":
+    main()
