@@ -8,7 +8,7 @@
 #   bash bench/igtl_soak.sh [--seconds N] [other igtl-soak flags]
 #
 # Starts the release `pinhole` on the abdomen CT (target liver:deepest) with
-# --max-igtl-clients 128 (the CLI default, 64, is below the 100 clients + slow ones), on
+# --max-igtl-clients 128 (the CLI default since issue 25; stated for older builds), on
 # ports $IGTL_PORT / $HTTP_PORT (default 28944 / 28080, so that a running server is not
 # disturbed). Writes the JSON report to $OUT/soak.json (default target/igtl-soak/) and
 # the server's log to $OUT/server.log; prints the goal lines. SKIP_BUILD=1: use the
