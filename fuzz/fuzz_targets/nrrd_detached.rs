@@ -7,33 +7,17 @@
 //! and `data file: image.raw.gz` both resolve).
 #![no_main]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
+
+#[path = "scratch.rs"]
+mod scratch;
 
 const SEPARATOR: &[u8] = b"DATA--->";
 
-fn folder() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = base.join(format!("pinhole-fuzz-nrrd-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("fuzz folder");
-        dir
-    })
-}
-
 fuzz_target!(|data: &[u8]| {
-    let (header, payload) = match data.windows(SEPARATOR.len()).position(|w| w == SEPARATOR) {
-        Some(at) => (&data[..at], &data[at + SEPARATOR.len()..]),
-        None => (data, &[][..]),
-    };
-    let dir = folder();
+    let parts = scratch::split(data, SEPARATOR, 2);
+    let (header, payload) = (parts[0], parts.get(1).copied().unwrap_or_default());
+    let dir = scratch::folder("nrrd");
     let nhdr = dir.join("image.nhdr");
     std::fs::write(&nhdr, header).expect("write the header");
     std::fs::write(dir.join("image.raw"), payload).expect("write the data");

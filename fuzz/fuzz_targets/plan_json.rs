@@ -5,29 +5,15 @@
 //! serde_json's recursion limit (128) bounds nesting; inputs up to 1 MiB reach it.
 #![no_main]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
+
+#[path = "scratch.rs"]
+mod scratch;
 use pinhole_pipeline::needle::{NeedleReport, PlanPaths};
 use pinhole_pipeline::Report;
 
-fn file() -> &'static PathBuf {
-    static FILE: OnceLock<PathBuf> = OnceLock::new();
-    FILE.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = base.join(format!("pinhole-fuzz-plan-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("fuzz folder");
-        dir.join("plan.json")
-    })
-}
-
 fuzz_target!(|data: &[u8]| {
-    let path = file();
+    let path = &scratch::folder("plan").join("plan.json");
     std::fs::write(path, data).expect("write the plan");
     match PlanPaths::read(path) {
         Ok(plan) => {

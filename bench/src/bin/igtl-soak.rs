@@ -474,6 +474,28 @@ impl IgtlStats {
             on_connect: Hist::new(),
         }
     }
+
+    /// Adds `other`'s counts and histograms to these (the totals over all clients).
+    fn merge(&mut self, other: &Self) {
+        self.poses_sent += other.poses_sent;
+        self.send_errors += other.send_errors;
+        self.ticks_skipped += other.ticks_skipped;
+        self.connections += other.connections;
+        self.connect_failures += other.connect_failures;
+        self.refused_busy += other.refused_busy;
+        self.refused_not_allowed += other.refused_not_allowed;
+        self.metrics_received += other.metrics_received;
+        self.frames_received += other.frames_received;
+        self.bytes_received += other.bytes_received;
+        self.updates_skipped += other.updates_skipped;
+        self.seq_out_of_order += other.seq_out_of_order;
+        self.own_answered += other.own_answered;
+        self.served.merge(&other.served);
+        self.own.merge(&other.own);
+        self.delivery.merge(&other.delivery);
+        self.to_publish.merge(&other.to_publish);
+        self.on_connect.merge(&other.on_connect);
+    }
 }
 
 /// Timestamps (f64 bits) of a client's recent poses, to recognise its own updates.
@@ -866,6 +888,22 @@ impl WsStats {
             on_connect: Hist::new(),
         }
     }
+
+    /// Adds `other`'s counts, histograms and refusals to these.
+    fn merge(&mut self, other: &Self) {
+        self.connections += other.connections;
+        self.connect_failures += other.connect_failures;
+        self.disconnects += other.disconnects;
+        self.handshake_refusals
+            .extend(other.handshake_refusals.iter().cloned());
+        self.metrics_received += other.metrics_received;
+        self.bytes_received += other.bytes_received;
+        self.updates_skipped += other.updates_skipped;
+        self.seq_out_of_order += other.seq_out_of_order;
+        self.served.merge(&other.served);
+        self.delivery.merge(&other.delivery);
+        self.on_connect.merge(&other.on_connect);
+    }
 }
 
 fn ws_read_loop<S: Read + Write>(
@@ -1241,38 +1279,13 @@ fn run() -> anyhow::Result<()> {
         .zip(messages_in(&health_before))
         .map(|(a, b)| a.saturating_sub(b));
     let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
-    let mut served = Hist::new();
-    let mut own = Hist::new();
-    let mut delivery = Hist::new();
-    let mut on_connect = Hist::new();
-    let mut to_publish = Hist::new();
+    let mut igtl = IgtlStats::new();
     let mut per_client = Vec::new();
-    let (mut sent, mut recv, mut skipped, mut ooo, mut own_answered) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
-    let (mut conns, mut conn_fail, mut busy, mut not_allowed, mut send_err, mut late) =
-        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut bytes = 0u64;
     let mut p99s = Vec::new();
     let mut worst_client: (f64, usize) = (0.0, 0);
     for (i, s) in igtl_stats.iter().enumerate() {
         let s = lock(s);
-        served.merge(&s.served);
-        own.merge(&s.own);
-        delivery.merge(&s.delivery);
-        on_connect.merge(&s.on_connect);
-        to_publish.merge(&s.to_publish);
-        sent += s.poses_sent;
-        recv += s.metrics_received;
-        skipped += s.updates_skipped;
-        ooo += s.seq_out_of_order;
-        own_answered += s.own_answered;
-        conns += s.connections;
-        conn_fail += s.connect_failures;
-        busy += s.refused_busy;
-        not_allowed += s.refused_not_allowed;
-        send_err += s.send_errors;
-        late += s.ticks_skipped;
-        bytes += s.bytes_received;
+        igtl.merge(&s);
         if let Some(p) = s.served.quantile_ms(0.99) {
             p99s.push(p);
         }
@@ -1293,25 +1306,18 @@ fn run() -> anyhow::Result<()> {
         }));
     }
     p99s.sort_by(f64::total_cmp);
+    let IgtlStats {
+        served,
+        delivery,
+        on_connect,
+        ..
+    } = &igtl;
     let ws_summary = |v: &[Mutex<WsStats>]| {
-        let mut served = Hist::new();
-        let mut delivery = Hist::new();
-        let mut on_connect = Hist::new();
+        let mut total = WsStats::new();
         let mut per = Vec::new();
-        let (mut m, mut sk, mut c, mut cf, mut d, mut o) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-        let mut refusals = Vec::new();
         for (i, s) in v.iter().enumerate() {
             let s = lock(s);
-            served.merge(&s.served);
-            delivery.merge(&s.delivery);
-            on_connect.merge(&s.on_connect);
-            m += s.metrics_received;
-            sk += s.updates_skipped;
-            c += s.connections;
-            cf += s.connect_failures;
-            d += s.disconnects;
-            o += s.seq_out_of_order;
-            refusals.extend(s.handshake_refusals.iter().cloned());
+            total.merge(&s);
             per.push(json!({
                 "viewer": i,
                 "metrics_received": s.metrics_received,
@@ -1323,24 +1329,22 @@ fn run() -> anyhow::Result<()> {
                 "delivery_age_ms": s.delivery.summary(),
             }));
         }
-        refusals.truncate(10);
-        (
-            served.clone(),
-            json!({
-                "count": v.len(),
-                "metrics_received": m,
-                "updates_skipped": sk,
-                "seq_out_of_order": o,
-                "connections": c,
-                "connect_failures": cf,
-                "disconnects_then_reconnected": d,
-                "handshake_refusals": refusals,
-                "served_age_ms": served.summary(),
-                "delivery_age_ms": delivery.summary(),
-                "first_update_after_connect_age_ms": on_connect.summary(),
-                "per_viewer": per,
-            }),
-        )
+        total.handshake_refusals.truncate(10);
+        let json = json!({
+            "count": v.len(),
+            "metrics_received": total.metrics_received,
+            "updates_skipped": total.updates_skipped,
+            "seq_out_of_order": total.seq_out_of_order,
+            "connections": total.connections,
+            "connect_failures": total.connect_failures,
+            "disconnects_then_reconnected": total.disconnects,
+            "handshake_refusals": total.handshake_refusals,
+            "served_age_ms": total.served.summary(),
+            "delivery_age_ms": total.delivery.summary(),
+            "first_update_after_connect_age_ms": total.on_connect.summary(),
+            "per_viewer": per,
+        });
+        (total.served, json)
     };
     let (viewers_served, viewers_json) = ws_summary(&viewer_stats);
     let (slow_served, slow_json) = ws_summary(&slow_stats);
@@ -1379,28 +1383,28 @@ fn run() -> anyhow::Result<()> {
         "warmup_s": r3(warmup_s),
         "wall_s": r3(wall_s),
         "igtl_clients": {
-            "poses_sent": sent,
-            "send_errors": send_err,
-            "sender_ticks_skipped_late": late,
-            "metrics_received": recv,
-            "bytes_received": bytes,
-            "updates_skipped_newest_wins": skipped,
-            "seq_out_of_order": ooo,
-            "own_poses_answered": own_answered,
-            "own_poses_superseded": sent.saturating_sub(own_answered),
-            "connections": conns,
-            "reconnects": conns.saturating_sub(cfg.clients as u64),
-            "connect_failures": conn_fail,
-            "refused_too_many_clients": busy,
-            "refused_not_allowed": not_allowed,
+            "poses_sent": igtl.poses_sent,
+            "send_errors": igtl.send_errors,
+            "sender_ticks_skipped_late": igtl.ticks_skipped,
+            "metrics_received": igtl.metrics_received,
+            "bytes_received": igtl.bytes_received,
+            "updates_skipped_newest_wins": igtl.updates_skipped,
+            "seq_out_of_order": igtl.seq_out_of_order,
+            "own_poses_answered": igtl.own_answered,
+            "own_poses_superseded": igtl.poses_sent.saturating_sub(igtl.own_answered),
+            "connections": igtl.connections,
+            "reconnects": igtl.connections.saturating_sub(cfg.clients as u64),
+            "connect_failures": igtl.connect_failures,
+            "refused_too_many_clients": igtl.refused_busy,
+            "refused_not_allowed": igtl.refused_not_allowed,
             "served_age_ms": served.summary(),
             "served_over_100ms": served.count_over(GOAL_MAX_MS),
-            "own_pose_latency_ms": own.summary(),
+            "own_pose_latency_ms": igtl.own.summary(),
             "delivery_age_ms": delivery.summary(),
             "first_update_after_connect_age_ms": on_connect.summary(),
-            "pose_to_publish_ms": to_publish.summary(),
+            "pose_to_publish_ms": igtl.to_publish.summary(),
             "server_poses_received": server_in,
-            "poses_lost": server_in.map(|n| sent.saturating_sub(n)),
+            "poses_lost": server_in.map(|n| igtl.poses_sent.saturating_sub(n)),
             "per_client_p99_ms": {
                 "min": p99s.first().copied(), "median": p99s.get(p99s.len() / 2).copied(),
                 "max": p99s.last().copied(),

@@ -56,93 +56,49 @@ fn absurd_parameters_are_refused_with_the_limit_named() {
     let out = dir.path().join("out");
     let out = out.to_str().unwrap();
     let absent = "no-such-ct.nii.gz";
-    let cases: [(&[&str], &str); 8] = [
+    let drr = |option: &'static str, value: &'static str| {
+        vec!["drr", "--ct", absent, option, value, "--out", "a.png"]
+    };
+    let mut needle = vec!["plan", "needle", "--ct", absent, "--labels", absent];
+    needle.extend(["--procedure", "kidney-biopsy", "--target", "kidney_left"]);
+    needle.extend(["--candidates", "1000000000", "--out", out]);
+    let ablation = |extra: &[&'static str]| {
+        let mut args = vec!["plan", "ablation", "--ct", absent, "--labels", absent];
+        args.extend(["--tumor", "0,0,0,15", "--device", "any", "--power", "60"]);
+        args.extend(extra);
+        args.extend(["--out", out]);
+        args
+    };
+    let cases: [(Vec<&str>, &str); 8] = [
+        (drr("--lao", "nan"), "finite"),
+        (drr("--cran", "inf"), "finite"),
         (
-            &["drr", "--ct", absent, "--lao", "nan", "--out", "a.png"],
-            "finite",
-        ),
-        (
-            &["drr", "--ct", absent, "--cran", "inf", "--out", "a.png"],
-            "finite",
-        ),
-        (
-            &["drr", "--ct", absent, "--size", "100000", "--out", "a.png"],
+            drr("--size", "100000"),
             "--size 100000 px is outside the accepted range 1..=4096",
         ),
         (
-            &["drr", "--ct", absent, "--sod", "2000", "--out", "a.png"],
+            drr("--sod", "2000"),
             "--sod 2000 mm must lie between 0 and --sid",
         ),
         (
-            &[
-                "plan",
-                "needle",
-                "--ct",
-                absent,
-                "--labels",
-                absent,
-                "--procedure",
-                "kidney-biopsy",
-                "--target",
-                "kidney_left",
-                "--candidates",
-                "1000000000",
-                "--out",
-                out,
-            ],
+            needle,
             "--candidates 1000000000 is outside the accepted range 1..=2000000",
         ),
         (
-            &[
-                "plan",
-                "ablation",
-                "--ct",
-                absent,
-                "--labels",
-                absent,
-                "--tumor",
-                "0,0,0,15",
-                "--device",
-                "any",
-                "--power",
-                "60",
-                "--minutes",
-                "1e9",
-                "--out",
-                out,
-            ],
+            ablation(&["--minutes", "1e9"]),
             "--minutes 1000000000 min is outside",
         ),
         (
-            &[
-                "plan",
-                "ablation",
-                "--ct",
-                absent,
-                "--labels",
-                absent,
-                "--tumor",
-                "0,0,0,15",
-                "--device",
-                "any",
-                "--power",
-                "60",
-                "--minutes",
-                "5",
-                "--grid-mm",
-                "0.01",
-                "--out",
-                out,
-            ],
+            ablation(&["--minutes", "5", "--grid-mm", "0.01"]),
             "--grid-mm 0.01 mm is outside the accepted range 0.25..=5 mm",
         ),
         (
-            &["replay", "--synthesize", absent, "--rate", "1e9"],
+            vec!["replay", "--synthesize", absent, "--rate", "1e9"],
             "--rate 1000000000 Hz is outside",
         ),
     ];
     for (args, expected) in cases {
-        let err = stderr_of(args);
+        let err = stderr_of(&args);
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }

@@ -5,8 +5,9 @@
 
 use super::*;
 
-fn register_json(ct: &Path, xray: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec![
+/// `pinhole register` of `xray` on the small-detector settings these tests share.
+fn register_args<'a>(ct: &'a Path, xray: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    vec![
         "register",
         "--ct",
         ct.to_str().unwrap(),
@@ -18,7 +19,11 @@ fn register_json(ct: &Path, xray: &Path, out: &Path, extra: &[&str]) -> serde_js
         "6,3",
         "--out",
         out.to_str().unwrap(),
-    ];
+    ]
+}
+
+fn register_json(ct: &Path, xray: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = register_args(ct, xray, out);
     args.extend_from_slice(extra);
     pinhole_ok(&args);
     let text = std::fs::read_to_string(out.join("pose.json")).unwrap();
@@ -238,19 +243,7 @@ fn register_on_a_blank_or_noise_image_does_not_converge() {
         let xray = dir.path().join(format!("{name}.png"));
         write_gray_png(&xray, side, &pixels);
         let out = dir.path().join(name);
-        let run = pinhole(&[
-            "register",
-            "--ct",
-            ct.to_str().unwrap(),
-            "--xray",
-            xray.to_str().unwrap(),
-            "--pixel-mm",
-            "6.25",
-            "--levels-mm",
-            "6,3",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let run = pinhole(&register_args(&ct, &xray, &out));
         let err = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success(), "{name}: {err}");
         assert!(err.contains("did not converge"), "{name}: {err}");
