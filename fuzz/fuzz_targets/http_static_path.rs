@@ -8,10 +8,13 @@
 //! `www-evil/x` and `secret/passwd` beside it.
 #![no_main]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "scratch.rs"]
+mod scratch;
 use pinhole_server::http::resolve_static;
 
 struct Tree {
@@ -22,12 +25,7 @@ struct Tree {
 fn tree() -> &'static Tree {
     static TREE: OnceLock<Tree> = OnceLock::new();
     TREE.get_or_init(|| {
-        let base = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let top = base.join(format!("pinhole-fuzz-http-{}", std::process::id()));
+        let top = scratch::folder("http");
         let root = top.join("www");
         for dir in ["www/assets", "www/sub", "www-evil", "secret"] {
             std::fs::create_dir_all(top.join(dir)).expect("fuzz folder");
