@@ -209,6 +209,10 @@ fn check_lengths(body: &[u8]) -> std::result::Result<(), String> {
                 start
             }
             (Tag(0xFFFE, 0xE000), false) => {
+                if open.is_empty() {
+                    // As for stray delimiters: dicom-rs parts ways with this walk there.
+                    return Err(format!("item at byte {pos} outside any sequence"));
+                }
                 open.push(end);
                 start
             }
