@@ -407,6 +407,11 @@ function angleText(value, positive, negative) {
 // slow full-quality render in flight is aborted for it (the server stops it too).
 let drrWanted = null
 let drrInFlight = null
+// A random id per page load: the server cancels only this page's own older renders,
+// never another viewer's (getRandomValues also works on plain http beyond loopback).
+const drrClient = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) =>
+  b.toString(16).padStart(2, '0'),
+).join('')
 
 function initFluoro() {
   const lao = $('lao')
@@ -448,10 +453,18 @@ async function pumpDrr() {
 
 async function loadDrr(job, signal) {
   const { laoDeg, cranDeg, quality } = job
-  const url = `/api/drr?lao_deg=${laoDeg}&cran_deg=${cranDeg}&size=512&quality=${quality}`
+  const url = `/api/drr?lao_deg=${laoDeg}&cran_deg=${cranDeg}&size=512&quality=${quality}&client=${drrClient}`
   const sent = performance.now()
   const response = await fetch(url, { signal })
-  if (response.status === 409) return // superseded by a newer request (another tab)
+  if (response.status === 409) return // superseded by a newer request of this page
+  if (response.status === 503) {
+    // The server's renders are all busy (other viewers): say so, and try again unless
+    // a newer slider position is already waiting.
+    $('drr-info').textContent = `DRR busy, retrying: ${(await response.text()).trim()}`
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+    if (!drrWanted) drrWanted = job
+    return
+  }
   if (!response.ok) throw new Error(`HTTP ${response.status}`)
   const answered = performance.now()
   const blob = await response.blob()

@@ -230,3 +230,67 @@ fn viewer_drr_on_the_gpu_matches_the_cpu() {
         / images[0].len() as f64;
     assert!(mean_abs < 4.0, "GPU vs CPU mean |Δgray| = {mean_abs}");
 }
+
+/// `pinhole serve`'s timeouts and caps (#25): a zero, negative, absurd or malformed value
+/// is refused with the flag named, before any volume is read; valid values pass.
+#[test]
+fn serve_refuses_bad_limits_with_the_flag_named() {
+    let serve = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pinhole"))
+            .args(["serve", "--ct", "no-such-ct.nii.gz"])
+            .args(["--labels", "no-such-labels.nii.gz", "--target", "0,0,0"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (flag, value) in [
+        ("--max-igtl-clients", "0"),
+        ("--max-igtl-clients", "-1"),
+        ("--igtl-max-lag-ms", "0"),
+        ("--igtl-max-lag-ms", "abc"),
+        ("--igtl-partial-timeout-ms", "0"),
+        ("--igtl-idle-timeout-s", "0"),
+        ("--max-igtl-message-mib", "0"),
+        ("--max-buffered-body-mib", "1000000"),
+        ("--write-timeout-ms", "0"),
+        ("--max-http-connections", "0"),
+        ("--http-header-timeout-ms", "99999999999"),
+        ("--max-drr-renders", "0"),
+    ] {
+        let (status, err) = serve(&[&format!("{flag}={value}")]);
+        assert_eq!(status.code(), Some(2), "{flag}={value}: {err}");
+        assert!(
+            err.contains(flag) && err.contains("invalid value"),
+            "{flag}={value}: {err}"
+        );
+    }
+    // A budget of bodies in flight smaller than one message is refused, both named.
+    let (status, err) = serve(&["--max-buffered-body-mib=8", "--max-igtl-message-mib=16"]);
+    assert!(!status.success());
+    assert!(
+        err.contains("--max-buffered-body-mib 8") && err.contains("--max-igtl-message-mib 16"),
+        "{err}"
+    );
+    // Valid values pass the settings: what fails then is the missing CT.
+    let (status, err) = serve(&[
+        "--max-igtl-clients=4",
+        "--igtl-max-lag-ms=100",
+        "--igtl-partial-timeout-ms=2000",
+        "--igtl-idle-timeout-s=60",
+        "--max-igtl-message-mib=16",
+        "--max-buffered-body-mib=64",
+        "--write-timeout-ms=1000",
+        "--max-http-connections=16",
+        "--http-header-timeout-ms=2000",
+        "--max-drr-renders=1",
+    ]);
+    assert!(!status.success());
+    assert!(
+        err.contains("no-such-ct.nii.gz") && !err.contains("invalid value"),
+        "{err}"
+    );
+}

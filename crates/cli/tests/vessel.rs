@@ -150,3 +150,87 @@ fn measure_vessel_writes_stations() {
     let vtk = std::fs::read_to_string(dir.path().join("centerline.vtk")).unwrap();
     assert!(vtk.contains("radius_mm"));
 }
+
+/// The first slices of the real DICOM CT series, relabelled `Modality MR` (the tag's bytes
+/// patched in a copy): not a CT whatever its values.
+fn mr_series(dir: &std::path::Path) {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(shared_data("dicom-ct-series"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    // (0008,0060) CS, length 2, "CT" in explicit VR little endian.
+    let tag = [0x08, 0x00, 0x60, 0x00, b'C', b'S', 0x02, 0x00, b'C', b'T'];
+    std::fs::create_dir_all(dir).unwrap();
+    for f in &files[..3] {
+        let mut bytes = std::fs::read(f).unwrap();
+        let at = bytes
+            .windows(tag.len())
+            .position(|w| w == tag)
+            .expect("Modality CT in the file");
+        bytes[at + 8..at + 10].copy_from_slice(b"MR");
+        std::fs::write(dir.join(f.file_name().unwrap()), bytes).unwrap();
+    }
+}
+
+/// #25: `plan vessel` and `measure vessel` refuse a `--ct` that is not a CT, naming the
+/// override; `--allow-non-ct` goes on and the report's `warnings` record it.
+#[test]
+fn vessel_commands_refuse_a_non_ct_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mr = dir.path().join("mr");
+    mr_series(&mr);
+    let mr = mr.to_str().unwrap();
+    let (labels, table) = (chest("labels.nii.gz"), chest("structures.csv"));
+    let commands: [(&[&str], &str); 2] = [
+        (
+            &[
+                "plan",
+                "vessel",
+                "--from",
+                "subclavian_artery_right",
+                "--to",
+                "common_carotid_artery_left",
+            ],
+            "route.json",
+        ),
+        (
+            &["measure", "vessel", "--label", "common_carotid_artery_left"],
+            "measurements.json",
+        ),
+    ];
+    for (command, report) in commands {
+        let out = dir.path().join(command[0]);
+        let mut args: Vec<&str> = command.to_vec();
+        args.extend_from_slice(&[
+            "--labels",
+            &labels,
+            "--labels-table",
+            &table,
+            "--ct",
+            mr,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let refused = pinhole(&args);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{command:?}: {stderr}");
+        assert!(stderr.contains("does not look like a CT"), "{stderr}");
+        assert!(stderr.contains("Modality is MR"), "{stderr}");
+        assert!(stderr.contains("--allow-non-ct"), "{stderr}");
+        assert!(!out.join(report).exists(), "{command:?} wrote {report}");
+
+        args.push("--allow-non-ct");
+        pinhole_ok(&args);
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(report)).unwrap()).unwrap();
+        let warnings = written["warnings"].as_array().unwrap();
+        assert!(
+            warnings.iter().any(|w| {
+                let w = w.as_str().unwrap();
+                w.starts_with("--allow-non-ct:") && w.contains("Modality is MR")
+            }),
+            "{command:?}: {warnings:?}"
+        );
+    }
+}

@@ -13,6 +13,7 @@
 //! * [`xray_image`]: X-ray images for registration (PNG, single DICOM file, 2-D NIfTI).
 //! * [`transform`]: registrations (ITK `.tfm` affine transforms, 4×4 text matrices).
 //! * [`pose_csv`]: timed needle poses (replay CSV), read and written.
+//! * [`sequence`]: tracked ultrasound sequences (PLUS `.seq.mha` / `.mhd`, `.seq.nrrd`).
 //! * [`atomic`]: every writer writes a temporary file and renames it into place.
 
 pub mod atomic;
@@ -29,6 +30,7 @@ pub mod pose_csv;
 pub(crate) mod raw;
 pub mod rescale;
 pub mod segnrrd;
+pub mod sequence;
 pub mod transform;
 pub mod vtk;
 pub mod xray_image;

@@ -11,6 +11,7 @@ mod nifti;
 mod nrrd;
 mod refusals;
 mod robustness;
+mod sequence;
 mod transforms;
 mod writers;
 mod xray_image;

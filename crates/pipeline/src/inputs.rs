@@ -40,11 +40,6 @@ pub fn load(path: &Path, series_uid: Option<String>, observer: &dyn Observer) ->
     Ok(loaded)
 }
 
-/// A CT (any voxel type) as f32 HU.
-pub fn load_ct(path: &Path, observer: &dyn Observer) -> Result<Volume<f32>> {
-    Ok(load(path, None, observer)?.volume.to_f32())
-}
-
 /// What a procedure does with a "CT" input that does not look like a CT (an MR, PET or
 /// NM volume, a normalised or rescaled image): its values are not Hounsfield units, so
 /// attenuation, body outline and tissue thresholds would be silently wrong.

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, OrInvalid, Result};
 use crate::figures::{route_picture, write_picture, RgbPicture};
 use crate::inputs::{
-    label_table, load_ct, load_labels, load_named_labels, scan_edge_warning, unnamed_warning,
-    NamedLabels, UnnamedLabels,
+    label_table, load_checked_ct, load_labels, load_named_labels, scan_edge_warning,
+    unnamed_warning, NamedLabels, NotCt, UnnamedLabels,
 };
 use crate::observe::Observer;
 use crate::provenance::recorded_path;
@@ -51,6 +51,9 @@ pub struct RouteRequest {
     /// Labelled voxels the table does not name: refuse (default), or go on (a route
     /// only ever uses named vessel labels) with a warning.
     pub unnamed_labels: UnnamedLabels,
+    /// A `ct` that does not look like a CT in HU: refuse (default), or go on with a
+    /// warning in the report (`--allow-non-ct`).
+    pub not_ct: NotCt,
 }
 
 impl RouteRequest {
@@ -65,6 +68,7 @@ impl RouteRequest {
             step_mm: 1.0,
             tree: false,
             unnamed_labels: UnnamedLabels::default(),
+            not_ct: NotCt::default(),
         }
     }
 }
@@ -152,7 +156,9 @@ pub fn plan_route(request: &RouteRequest, observer: &dyn Observer) -> Result<Rou
         request.unnamed_labels,
         observer,
     )?;
-    let mut warnings = Vec::new();
+    // The CT first: a refused one stops the run before the route search.
+    let (ct, not_ct_warning) = checked_ct(request.ct.as_deref(), request.not_ct, observer)?;
+    let mut warnings: Vec<String> = not_ct_warning.into_iter().collect();
     if !unnamed.is_empty() {
         let warning = unnamed_warning(
             &unnamed,
@@ -196,11 +202,6 @@ pub fn plan_route(request: &RouteRequest, observer: &dyn Observer) -> Result<Rou
         None
     };
     let elapsed_s = started.elapsed().as_secs_f64();
-    let ct = request
-        .ct
-        .as_deref()
-        .map(|p| load_ct(p, observer))
-        .transpose()?;
     let occlusions = ct
         .as_ref()
         .map(|ct| route_occlusions(&labels, &vessels, &route, ct));
@@ -390,6 +391,20 @@ fn vessel_set(
     Ok(set)
 }
 
+/// The optional CT, checked to look like one ([`crate::inputs::check_ct`]), with the
+/// report's warning when the check was overridden.
+fn checked_ct(
+    path: Option<&Path>,
+    policy: NotCt,
+    observer: &dyn Observer,
+) -> Result<(Option<Volume<f32>>, Option<String>)> {
+    let Some(path) = path else {
+        return Ok((None, None));
+    };
+    let (ct, warning) = load_checked_ct(path, policy, observer)?;
+    Ok((Some(ct), warning))
+}
+
 /// Lumens thinner than two of the largest voxel spacings are not judged for HU.
 fn min_lumen_mm(grid: &Grid) -> f64 {
     2.0 * grid.spacing_mm().into_iter().fold(0.0, f64::max)
@@ -415,6 +430,9 @@ pub struct MeasureRequest {
     /// Stenosis (%) from which sizes are proposed
     /// ([`pinhole_vessel::DEFAULT_MIN_STENOSIS_PCT`]).
     pub sizing_min_stenosis_pct: f64,
+    /// A `ct` that does not look like a CT in HU: refuse (default), or go on with a
+    /// warning in the report (`--allow-non-ct`).
+    pub not_ct: NotCt,
 }
 
 impl MeasureRequest {
@@ -429,6 +447,7 @@ impl MeasureRequest {
             ecst_bulb_mm: None,
             sizing: None,
             sizing_min_stenosis_pct: DEFAULT_MIN_STENOSIS_PCT,
+            not_ct: NotCt::default(),
         }
     }
 }
@@ -469,6 +488,10 @@ pub struct MeasureReport {
     pub suspected_occlusions: Option<Vec<SuspectedOcclusion>>,
     pub methods: MeasureMethods,
     pub elapsed_s: f64,
+    /// What the measurements must be read with (an overridden CT check); absent when
+    /// none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 versioned_report!(MeasureReport, "vessel-measurements", 1);
@@ -496,11 +519,7 @@ pub fn measure(request: &MeasureRequest, observer: &dyn Observer) -> Result<Meas
         }
         None => SizingRules::builtin()?,
     };
-    let ct = request
-        .ct
-        .as_deref()
-        .map(|p| load_ct(p, observer))
-        .transpose()?;
+    let (ct, not_ct_warning) = checked_ct(request.ct.as_deref(), request.not_ct, observer)?;
     let started = Instant::now();
     let mask = labels.map(|v| u32::from(v) == id);
     let opts = CenterlineOptions {
@@ -566,6 +585,7 @@ pub fn measure(request: &MeasureRequest, observer: &dyn Observer) -> Result<Meas
             stenosis: "MLD = smallest station diameter (circle-equivalent; inscribed where the section is not closed) more than one diameter from the ends; reference = mean diameters of the healthy segments proximal and distal to the lesion interpolated to the MLD position (DICOM PS3.17 §T.4 interpolated reference); % = (1 − MLD/reference)·100".to_owned(),
         },
         elapsed_s,
+        warnings: not_ct_warning.into_iter().collect(),
     };
     Ok(MeasureOutcome {
         report,

@@ -12,6 +12,8 @@ use pinhole_pipeline::drr::DrrRequest;
 use pinhole_pipeline::inputs::{not_ct_reason, NotCt};
 use pinhole_pipeline::needle::NeedleRequest;
 use pinhole_pipeline::register::RegistrationRequest;
+use pinhole_pipeline::report::Report;
+use pinhole_pipeline::vessel::{MeasureReport, MeasureRequest, RouteReport, RouteRequest};
 use pinhole_pipeline::Quiet;
 
 use crate::shared::shared_data;
@@ -252,4 +254,130 @@ fn a_dicom_series_whose_modality_is_not_ct_is_refused() {
     let err = pinhole_pipeline::drr::run(&drr, &Quiet).unwrap_err();
     assert_refused(&err, tmp.path());
     assert!(err.to_string().contains("Modality is MR"), "{err}");
+}
+
+/// `plan vessel` and `measure vessel` with a `ct` (#25): an MR-like one is refused unless
+/// told to go on, and then both reports record it; a CTA (contrast: every vessel label at
+/// +400 HU) is a CT and runs without a warning.
+#[test]
+fn vessel_tools_refuse_a_non_ct_unless_told_to_go_on() {
+    let case = not_ct_case();
+    let mr = &case.mr_like;
+    let table = Some(case.files.table.display().to_string());
+    let route = RouteRequest {
+        labels_table: table.clone(),
+        ct: Some(mr.clone()),
+        ..RouteRequest::new(
+            &case.files.labels,
+            "subclavian_artery_right",
+            "common_carotid_artery_left",
+        )
+    };
+    assert_refused(
+        &pinhole_pipeline::vessel::plan_route(&route, &Quiet).unwrap_err(),
+        mr,
+    );
+    let allowed = pinhole_pipeline::vessel::plan_route(
+        &RouteRequest {
+            not_ct: NotCt::Allow,
+            ..route.clone()
+        },
+        &Quiet,
+    )
+    .unwrap();
+    assert!(
+        has_override_warning(&allowed.report.warnings),
+        "{:?}",
+        allowed.report.warnings
+    );
+    let out = case._dir.path().join("route");
+    allowed.write(&out, &Quiet).unwrap();
+    let back = RouteReport::read(&out.join("route.json")).unwrap();
+    assert!(has_override_warning(&back.warnings), "{:?}", back.warnings);
+
+    let measure = MeasureRequest {
+        labels_table: table.clone(),
+        ct: Some(mr.clone()),
+        ..MeasureRequest::new(&case.files.labels, "common_carotid_artery_left")
+    };
+    assert_refused(
+        &pinhole_pipeline::vessel::measure(&measure, &Quiet).unwrap_err(),
+        mr,
+    );
+    let allowed = pinhole_pipeline::vessel::measure(
+        &MeasureRequest {
+            not_ct: NotCt::Allow,
+            ..measure.clone()
+        },
+        &Quiet,
+    )
+    .unwrap();
+    assert!(
+        has_override_warning(&allowed.report.warnings),
+        "{:?}",
+        allowed.report.warnings
+    );
+    let out = case._dir.path().join("measure");
+    allowed.write(&out, &Quiet).unwrap();
+    let back = MeasureReport::read(&out.join("measurements.json")).unwrap();
+    assert!(has_override_warning(&back.warnings), "{:?}", back.warnings);
+
+    // A CTA: the sample CT with its vessel labels at +400 HU.
+    let data = demo::load_data(None).unwrap();
+    let mut cta = data.ct.to_f32();
+    assert_eq!(cta.grid(), data.labels.grid());
+    let mut enhanced = 0usize;
+    for (hu, &id) in cta.data_mut().iter_mut().zip(data.labels.data()) {
+        if id != 0
+            && data
+                .table
+                .name(u32::from(id))
+                .is_some_and(pinhole_vessel::route::is_vessel)
+        {
+            *hu = 400.0;
+            enhanced += 1;
+        }
+    }
+    assert!(enhanced > 1000, "{enhanced} vessel voxels");
+    let cta_path = case._dir.path().join("cta.nii.gz");
+    pinhole_io::open::write_volume(&cta_path, &AnyVolume::from(cta)).unwrap();
+    let route = pinhole_pipeline::vessel::plan_route(
+        &RouteRequest {
+            ct: Some(cta_path.clone()),
+            ..route
+        },
+        &Quiet,
+    )
+    .unwrap();
+    assert!(
+        !has_override_warning(&route.report.warnings),
+        "{:?}",
+        route.report.warnings
+    );
+    let measured = pinhole_pipeline::vessel::measure(
+        &MeasureRequest {
+            ct: Some(cta_path),
+            ..measure
+        },
+        &Quiet,
+    )
+    .unwrap();
+    assert!(
+        measured.report.warnings.is_empty(),
+        "{:?}",
+        measured.report.warnings
+    );
+    // The lumen HU along the measured vessel is the contrast's (interpolation across
+    // the lumen's edge mixes in some tissue at a few stations, never above 400).
+    let lumen: Vec<f64> = measured
+        .report
+        .stations
+        .iter()
+        .filter_map(|s| s.lumen_hu)
+        .collect();
+    assert!(lumen.len() > 10, "{lumen:?}");
+    assert!(
+        lumen.iter().all(|&hu| hu > 300.0 && hu <= 400.0 + 1e-9),
+        "{lumen:?}"
+    );
 }

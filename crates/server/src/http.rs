@@ -5,6 +5,9 @@
 //! - `GET /ws/guidance`: WebSocket, one text message of metrics JSON per update
 //!   (newest wins, and the next update only after the previous one's ping was answered:
 //!   a slow viewer skips stale updates instead of reading them from socket buffers);
+//! - `GET /api/drr`: simulated fluoroscopy; at most one render per client in flight (the
+//!   `client` parameter, else the peer address: a newer request cancels the older one),
+//!   at most `max_drr_renders` at once server-wide (503 beyond);
 //! - anything else: a file of the static folder, if one was configured. Paths are
 //!   percent-decoded once and rejected if any segment is `..` or `.`, or holds a
 //!   backslash or NUL; the result is canonicalised and must stay inside the canonical
@@ -16,10 +19,11 @@
 //! beyond it) and a shutdown that gives requests in progress `shutdown_grace` and drops
 //! idle connections at once. See `docs/security.md`.
 
-use std::net::IpAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -32,7 +36,7 @@ use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{canonical_ip, log, ServerConfig, Shared};
 use pinhole_guidance::engine::NOTE;
@@ -78,8 +82,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
             }
             continue;
         };
+        // The peer address, for `/api/drr` requests that do not name their client.
+        let app = app.clone().layer(axum::Extension(Peer(peer)));
         let conn = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
             .with_upgrades();
         let mut stop = shared.shutdown.subscribe();
         let grace = cfg.shutdown_grace;
@@ -298,9 +304,127 @@ struct DrrQuery {
     size: Option<usize>,
     #[serde(default)]
     quality: DrrQuality,
+    /// Who asks (the viewer sends a random id per page load): a client's newer request
+    /// cancels its older one. Absent: the peer's IP address stands for it.
+    client: Option<String>,
 }
 
-async fn drr(State(shared): State<Arc<Shared>>, query: Query<DrrQuery>) -> Response {
+/// The TCP peer of an HTTP connection (a request extension).
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+/// Longest `client` id of `/api/drr`.
+const MAX_CLIENT_ID_LEN: usize = 64;
+
+/// `/api/drr` renders: at most one in flight per client (a newer request from the same
+/// client cancels the older one at its next stage), at most `max_drr_renders` at once.
+pub(crate) struct DrrRenders {
+    cap: usize,
+    slots: Arc<Semaphore>,
+    tickets: AtomicU64,
+    /// Clients with a request in progress, with how many they have (entries go with
+    /// their last request: at most one per open HTTP connection).
+    clients: Mutex<HashMap<String, (Arc<DrrClient>, usize)>>,
+}
+
+struct DrrClient {
+    /// Ticket of the client's newest request.
+    newest: AtomicU64,
+    /// The client's one render slot.
+    turn: Arc<Semaphore>,
+}
+
+impl DrrRenders {
+    pub(crate) fn new(cap: usize) -> Self {
+        let cap = cap.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            cap,
+            slots: Arc::new(Semaphore::new(cap)),
+            tickets: AtomicU64::new(0),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Renders in progress.
+    pub(crate) fn rendering(&self) -> usize {
+        self.cap.saturating_sub(self.slots.available_permits())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<DrrClient>, usize)>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One `/api/drr` request, from arrival to the end of its render: the newest of its
+/// client's until a newer one arrives.
+struct DrrTicket {
+    shared: Arc<Shared>,
+    key: String,
+    client: Arc<DrrClient>,
+    ticket: u64,
+}
+
+impl DrrTicket {
+    fn arrive(shared: &Arc<Shared>, key: String) -> Self {
+        let renders = &shared.drr;
+        let ticket = renders.tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let client = {
+            let mut clients = renders.lock();
+            let entry = clients.entry(key.clone()).or_insert_with(|| {
+                (
+                    Arc::new(DrrClient {
+                        newest: AtomicU64::new(0),
+                        turn: Arc::new(Semaphore::new(1)),
+                    }),
+                    0,
+                )
+            });
+            entry.1 += 1;
+            entry.0.newest.store(ticket, Ordering::SeqCst);
+            entry.0.clone()
+        };
+        Self {
+            shared: shared.clone(),
+            key,
+            client,
+            ticket,
+        }
+    }
+
+    fn superseded(&self) -> bool {
+        self.client.newest.load(Ordering::SeqCst) != self.ticket
+    }
+}
+
+impl Drop for DrrTicket {
+    fn drop(&mut self) {
+        let mut clients = self.shared.drr.lock();
+        if let Some(entry) = clients.get_mut(&self.key) {
+            entry.1 = entry.1.saturating_sub(1);
+            if entry.1 == 0 {
+                clients.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Set when the request's future is dropped (the client closed the connection): its
+/// render stops at the next stage.
+struct Abandoned(Arc<AtomicBool>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+const SUPERSEDED: &str = "superseded by a newer /api/drr request from the same client";
+
+async fn drr(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<axum::Extension<Peer>>,
+    query: Query<DrrQuery>,
+) -> Response {
     if shared
         .session
         .viewer
@@ -318,6 +442,28 @@ async fn drr(State(shared): State<Arc<Shared>>, query: Query<DrrQuery>) -> Respo
         )
             .into_response();
     }
+    let key = match &query.client {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= MAX_CLIENT_ID_LEN
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            format!("client:{id}")
+        }
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("client must be 1 to {MAX_CLIENT_ID_LEN} characters of [A-Za-z0-9_-]"),
+            )
+                .into_response()
+        }
+        None => match peer {
+            Some(axum::Extension(Peer(addr))) => format!("peer:{}", canonical_ip(addr.ip())),
+            None => "peer:unknown".to_owned(),
+        },
+    };
     let requested = query.size.unwrap_or(384);
     let served = requested.clamp(DRR_SIZE_RANGE.0, DRR_SIZE_RANGE.1);
     let pose = DrrPose {
@@ -325,21 +471,50 @@ async fn drr(State(shared): State<Arc<Shared>>, query: Query<DrrQuery>) -> Respo
         cran_deg: query.cran_deg,
         size: served,
     };
-    // Newest request wins: an older one still queued or rendering stops at its next stage.
-    let ticket = shared.drr_requests.fetch_add(1, Ordering::SeqCst) + 1;
+    // This client's newest request wins: its older one, still waiting or rendering,
+    // stops at its next stage; then this one waits for that render's turn to end.
+    let ticket = DrrTicket::arrive(&shared, key);
+    let Ok(turn) = ticket.client.turn.clone().acquire_owned().await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if ticket.superseded() {
+        return (StatusCode::CONFLICT, SUPERSEDED).into_response();
+    }
+    let Ok(slot) = shared.drr.slots.clone().try_acquire_owned() else {
+        shared.stats.drr_refused.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            format!(
+                "Pinhole: {} DRR renders are in progress (the limit, max_drr_renders); try \
+                 again shortly\n",
+                shared.drr.cap
+            ),
+        )
+            .into_response();
+    };
+    let abandoned = Abandoned(Arc::new(AtomicBool::new(false)));
+    let gone = abandoned.0.clone();
+    let quality = query.quality;
     let rendered = tokio::task::spawn_blocking(move || {
-        let scene = shared
+        let scene = ticket
+            .shared
             .session
             .viewer
             .as_ref()
             .and_then(|v| v.drr.as_ref())?;
-        let superseded = || shared.drr_requests.load(Ordering::SeqCst) != ticket;
-        Some((
-            scene.render_png(pose, query.quality, &superseded),
+        let stop = || ticket.superseded() || gone.load(Ordering::SeqCst);
+        let out = (
+            scene.render_png(pose, quality, &stop),
             scene.renderer().to_string(),
-        ))
+        );
+        // The server-wide slot first, so that this client's next request finds it.
+        drop(slot);
+        drop(turn);
+        Some(out)
     })
     .await;
+    drop(abandoned);
     match rendered {
         Ok(Some((Ok(png), renderer))) => {
             let mut response = (
@@ -363,11 +538,9 @@ async fn drr(State(shared): State<Arc<Shared>>, query: Query<DrrQuery>) -> Respo
             }
             response
         }
-        Ok(Some((Err(DrrError::Superseded), _))) => (
-            StatusCode::CONFLICT,
-            "superseded by a newer /api/drr request",
-        )
-            .into_response(),
+        Ok(Some((Err(DrrError::Superseded), _))) => {
+            (StatusCode::CONFLICT, SUPERSEDED).into_response()
+        }
         Ok(Some((Err(e), _))) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }

@@ -16,9 +16,17 @@
 //!   ([`crate::Shared::source_events`]).
 //! - Writing: guidance updates and relayed images are newest-wins (`watch`), so a slow
 //!   client skips stale updates instead of queueing them; direct replies go through a
-//!   bounded queue (dropped when full). A client whose socket accepts nothing for
-//!   `write_timeout` is disconnected. Replies use the highest header version the client
-//!   has sent (1 until it sends a version 2 message), as PLUS does.
+//!   bounded queue (dropped when full). Staleness bound: each client's socket send
+//!   buffer is small ([`SEND_BUFFER_BYTES`], instead of the megabytes the kernel grows
+//!   it to), and a client whose socket has not taken a whole message at once for
+//!   `igtl_max_lag` (default 250 ms: what is queued towards it holds more than the
+//!   newest update) is dropped with a reset, logged and counted (`igtl_dropped_slow`);
+//!   it reconnects and resyncs. A client whose socket accepts nothing for
+//!   `write_timeout` is disconnected too. What already sits in a client's own receive
+//!   buffer is beyond the server's reach: metrics carry `published_unix_s` (and the
+//!   messages' header timestamp is the publication time) so that a client can tell
+//!   their age. Replies use the highest header version the client has sent (1 until it
+//!   sends a version 2 message), as PLUS does.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -45,6 +53,11 @@ pub const PLAN_DEVICE: &str = "PlanToRAS";
 /// OpenIGTLink STATUS codes used in refusals.
 const STATUS_ACCESS_DENIED: u16 = 5;
 const STATUS_BUSY: u16 = 6;
+
+/// Socket send buffer asked for each OpenIGTLink client (Linux doubles it for its own
+/// bookkeeping): a few guidance updates. Left to itself the kernel grows it to
+/// megabytes, seconds of stale guidance queued towards a slow reader.
+pub const SEND_BUFFER_BYTES: usize = 8 * 1024;
 
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut shutdown = shared.shutdown.subscribe();
@@ -79,6 +92,14 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                     let _ = stream.set_nodelay(true);
                     let id = next_id;
                     next_id += 1;
+                    let small_buffer = socket2::SockRef::from(&stream)
+                        .set_send_buffer_size(SEND_BUFFER_BYTES);
+                    if let Err(e) = small_buffer {
+                        log(format_args!(
+                            "client {id} ({peer}): cannot set its socket send buffer ({e}); \
+                             the kernel's may queue older guidance (igtl_max_lag still applies)"
+                        ));
+                    }
                     clients.spawn(client(shared.clone(), stream, peer, id));
                 }
                 Err(e) => {
@@ -109,15 +130,21 @@ async fn client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u6
     if shared.config.verbose {
         log(format_args!("client {id} ({peer}) connected"));
     }
-    let (rd, wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
     let version = AtomicU16::new(1);
     let (reply_tx, reply_rx) = mpsc::channel::<Message>(shared.config.reply_queue.max(1));
     let mut shutdown = shared.shutdown.subscribe();
-    let reason = tokio::select! {
-        r = read_loop(&shared, rd, peer, id, &version, &reply_tx) => r,
-        r = write_loop(&shared, wr, id, &version, reply_rx) => r,
-        _ = crate::stopped(&mut shutdown) => "server shutting down".to_owned(),
+    let (reason, reset) = tokio::select! {
+        r = read_loop(&shared, rd, peer, id, &version, &reply_tx) => (r, false),
+        r = write_loop(&shared, &mut wr, id, &version, reply_rx) => r,
+        _ = crate::stopped(&mut shutdown) => ("server shutting down".to_owned(), false),
     };
+    if reset {
+        // Close with a reset: what our send buffer still holds (older updates) is
+        // discarded instead of being delivered after the drop.
+        let _ = socket2::SockRef::from(wr.as_ref()).set_linger(Some(Duration::ZERO));
+        wr.forget();
+    }
     stats.clients_connected.fetch_sub(1, Ordering::Relaxed);
     let routine = reason.starts_with("closed by peer") || reason == "server shutting down";
     if shared.config.verbose || !routine {
@@ -419,7 +446,7 @@ fn handle_message(
 
 fn pose_in(shared: &Shared, m: &Mat4, ts: f64, device: &str, id: u64, peer: SocketAddr) {
     shared.note_tracking_source(id, peer, device);
-    if shared.publish_pose(m, ts, device).is_none() {
+    if !shared.submit_pose(m, ts, device) {
         log(format_args!(
             "client {id} ({peer}): ignored a degenerate {device} pose"
         ));
@@ -570,14 +597,19 @@ pub(crate) fn encode_relay(message: &Message, seq: u64, from_client: u64) -> Opt
     })
 }
 
+/// Writes the client's stream until it ends: (why, whether to close with a reset).
 async fn write_loop<W: AsyncWrite + Unpin>(
     shared: &Shared,
     mut wr: W,
     id: u64,
     version: &AtomicU16,
     mut replies: mpsc::Receiver<Message>,
-) -> String {
-    let timeout = shared.config.write_timeout;
+) -> (String, bool) {
+    let mut pace = Pace {
+        write_timeout: shared.config.write_timeout,
+        max_lag: shared.config.igtl_max_lag,
+        behind_since: None,
+    };
     let mut metrics: watch::Receiver<Option<Arc<Update>>> = shared.metrics.subscribe();
     let mut relay: watch::Receiver<Option<Arc<Relay>>> = shared.relay.subscribe();
     // Greeting: STATUS OK and the plan, in header version 1 (readable by every peer).
@@ -592,27 +624,27 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     // The latest update counts as news for a new client.
     metrics.mark_changed();
     if let Some(bytes) = hello {
-        if let Err(e) = write(&mut wr, &bytes, timeout).await {
+        if let Err(e) = write(&mut wr, &bytes, &mut pace).await {
             return stalled(shared, e);
         }
     }
     loop {
         let out: Out = tokio::select! {
             changed = metrics.changed() => {
-                if changed.is_err() { return "server closed".into(); }
+                if changed.is_err() { return ("server closed".into(), false); }
                 let u = metrics.borrow_and_update().clone();
                 let Some(u) = u else { continue };
                 Out::Update(u)
             }
             changed = relay.changed() => {
-                if changed.is_err() { return "server closed".into(); }
+                if changed.is_err() { return ("server closed".into(), false); }
                 let r = relay.borrow_and_update().clone();
                 let Some(r) = r else { continue };
                 if r.from_client == id { continue; }
                 Out::Relay(r)
             }
             m = replies.recv() => {
-                let Some(m) = m else { return "reader ended".into() };
+                let Some(m) = m else { return ("reader ended".into(), false) };
                 let v = version.load(Ordering::Relaxed);
                 match encode(&versioned(m, v, 0, Vec::new())) {
                     Ok(b) => Out::Bytes(b),
@@ -625,7 +657,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             Out::Relay(r) => pick(version, &r.frames_v1, &r.frames_v2),
             Out::Bytes(b) => b.as_slice(),
         };
-        if let Err(e) = write(&mut wr, data, timeout).await {
+        if let Err(e) = write(&mut wr, data, &mut pace).await {
             return stalled(shared, e);
         }
     }
@@ -647,33 +679,102 @@ fn pick<'a>(version: &AtomicU16, v1: &'a [u8], v2: &'a [u8]) -> &'a [u8] {
 
 enum WriteError {
     TimedOut,
+    /// Behind the stream for longer than `igtl_max_lag` (how long).
+    Behind(Duration),
     Io(std::io::Error),
 }
 
+/// A client's standing against the write bounds.
+struct Pace {
+    write_timeout: Duration,
+    max_lag: Duration,
+    /// Since when the socket has not taken a whole message at once (`None`: it took the
+    /// last one whole, so nothing older than it was queued).
+    behind_since: Option<Instant>,
+}
+
+/// Writes `bytes`: first what the socket takes at once; if that is all of it, the
+/// client is keeping up. Otherwise the client is behind (older bytes still fill its
+/// queue) and the rest must go before it has been behind for `max_lag` (and within
+/// `write_timeout` of now).
 async fn write<W: AsyncWrite + Unpin>(
     wr: &mut W,
     bytes: &[u8],
-    timeout: std::time::Duration,
+    pace: &mut Pace,
 ) -> Result<(), WriteError> {
-    match tokio::time::timeout(timeout, wr.write_all(bytes)).await {
-        Ok(Ok(())) => Ok(()),
+    let mut written = 0;
+    std::future::poll_fn(|cx| {
+        while written < bytes.len() {
+            match std::pin::Pin::new(&mut *wr).poll_write(cx, &bytes[written..]) {
+                std::task::Poll::Ready(Ok(0)) => {
+                    return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                std::task::Poll::Ready(Ok(n)) => written += n,
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                // The socket is full: stop here instead of waiting.
+                std::task::Poll::Pending => break,
+            }
+        }
+        std::task::Poll::Ready(Ok(()))
+    })
+    .await
+    .map_err(WriteError::Io)?;
+    if written == bytes.len() {
+        pace.behind_since = None;
+        return Ok(());
+    }
+    let now = Instant::now();
+    let since = *pace.behind_since.get_or_insert(now);
+    let lag_deadline = since + pace.max_lag;
+    let stall_deadline = now + pace.write_timeout;
+    let deadline = lag_deadline.min(stall_deadline);
+    match tokio::time::timeout_at(deadline.into(), wr.write_all(&bytes[written..])).await {
+        Ok(Ok(())) => {
+            // A message at least as large as the send buffer never goes at once; once it
+            // is all taken, nothing older than it is queued: not behind. (Otherwise a
+            // fast client of a stream of large IMAGE frames counted as behind from the
+            // first frame on and was dropped after `max_lag`.)
+            if bytes.len() >= SEND_BUFFER_BYTES {
+                pace.behind_since = None;
+            }
+            Ok(())
+        }
         Ok(Err(e)) => Err(WriteError::Io(e)),
+        Err(_) if lag_deadline <= stall_deadline => Err(WriteError::Behind(since.elapsed())),
         Err(_) => Err(WriteError::TimedOut),
     }
 }
 
-fn stalled(shared: &Shared, e: WriteError) -> String {
+/// Why writing ended: (reason, close with a reset).
+fn stalled(shared: &Shared, e: WriteError) -> (String, bool) {
     match e {
         WriteError::TimedOut => {
             shared
                 .stats
                 .clients_dropped_stalled
                 .fetch_add(1, Ordering::Relaxed);
-            format!(
-                "stalled: nothing could be written for {:?}",
-                shared.config.write_timeout
+            (
+                format!(
+                    "stalled: nothing could be written for {:?}",
+                    shared.config.write_timeout
+                ),
+                true,
             )
         }
-        WriteError::Io(e) => format!("closed by peer ({e})"),
+        WriteError::Behind(for_how_long) => {
+            shared
+                .stats
+                .igtl_dropped_slow
+                .fetch_add(1, Ordering::Relaxed);
+            (
+                format!(
+                    "dropped as too slow: behind the guidance stream for {for_how_long:.0?} \
+                     (the bound is {:?}, igtl_max_lag); it reconnects and resyncs",
+                    shared.config.igtl_max_lag
+                ),
+                true,
+            )
+        }
+        WriteError::Io(e) => (format!("closed by peer ({e})"), false),
     }
 }

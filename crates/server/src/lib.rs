@@ -3,12 +3,15 @@
 //! viewer, around a [`pinhole_guidance::Session`] (the metrics, the RAS ↔ LPS edge and
 //! the viewer's scene live in `pinhole-guidance`). Not for clinical use.
 //!
-//! - [`igtl_server`]: one task per OpenIGTLink client; newest-wins live streams, bounded
-//!   reply queues, replies in each client's header version; steering only from allowed
+//! - [`igtl_server`]: one task per OpenIGTLink client; newest-wins live streams, a small
+//!   socket send buffer and a staleness bound (a client behind for `igtl_max_lag` is
+//!   dropped to resync), bounded reply queues, replies in each client's header version;
+//!   steering only from allowed
 //!   peers, changes recorded ([`Shared::source_events`]); a client cap, a
 //!   partial-message timeout and a shared budget of bodies in flight.
 //! - [`http`]: `/api/health`, `/api/session`, `/api/guidance`, `/ws/guidance`,
-//!   `/api/drr`, `/data/…` and a static folder served without path traversal; Host /
+//!   `/api/drr` (one render per client, newest wins, a server-wide cap), `/data/…` and a
+//!   static folder served without path traversal; Host /
 //!   Origin checks, an access token beyond loopback, a head timeout, a connection cap.
 //!
 //! Threat model and defaults: `docs/security.md`.
@@ -19,12 +22,13 @@
 
 pub mod http;
 pub mod igtl_server;
+mod poses;
 pub mod replay;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,6 +81,13 @@ pub struct ServerConfig {
     /// A client whose socket accepts nothing for this long is disconnected (OpenIGTLink
     /// and WebSocket).
     pub write_timeout: Duration,
+    /// Staleness bound of the OpenIGTLink stream: a client that has been behind for this
+    /// long (its socket has not taken a whole message at once since then, so what is
+    /// queued towards it holds more than the newest update) is dropped with a log line
+    /// and counted in `igtl_dropped_slow`; it reconnects and resyncs instead of reading
+    /// old guidance. Each client's socket send buffer is also kept small
+    /// ([`igtl_server::SEND_BUFFER_BYTES`]).
+    pub igtl_max_lag: Duration,
     /// Capacity of each client's queue of direct replies (older replies are dropped
     /// when it is full; live streams are newest-wins and never queue).
     pub reply_queue: usize,
@@ -107,6 +118,9 @@ pub struct ServerConfig {
     pub max_buffered_body_bytes: u64,
     /// Most HTTP connections (WebSockets included) at once; more get a 503.
     pub max_http_connections: usize,
+    /// Most `/api/drr` renders at once, server-wide (each client has at most one; its
+    /// newer request cancels its older one); beyond it a request gets a 503.
+    pub max_drr_renders: usize,
     /// An HTTP connection that has not sent a complete request head for this long is
     /// closed (idle keep-alive connections included).
     pub http_header_timeout: Duration,
@@ -134,6 +148,7 @@ impl Default for ServerConfig {
                 ..DecodeOptions::default()
             },
             write_timeout: Duration::from_secs(5),
+            igtl_max_lag: Duration::from_millis(250),
             reply_queue: 32,
             max_consecutive_errors: 8,
             verbose: true,
@@ -145,6 +160,7 @@ impl Default for ServerConfig {
             igtl_idle_timeout: None,
             max_buffered_body_bytes: 256 << 20,
             max_http_connections: 128,
+            max_drr_renders: std::thread::available_parallelism().map_or(2, |n| n.get()),
             http_header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(1),
             max_source_events: 64,
@@ -205,6 +221,11 @@ pub struct Stats {
     pub http_refused: AtomicU64,
     /// WebSocket viewers closed for not reading (no pong within the write timeout).
     pub ws_dropped_slow: AtomicU64,
+    /// OpenIGTLink clients dropped for staying behind the stream longer than
+    /// `igtl_max_lag` (they reconnect and resync).
+    pub igtl_dropped_slow: AtomicU64,
+    /// `/api/drr` requests answered 503 because `max_drr_renders` were rendering.
+    pub drr_refused: AtomicU64,
 }
 
 /// Snapshot of [`Stats`].
@@ -223,7 +244,14 @@ pub struct StatsSnapshot {
     pub messages_refused: u64,
     pub http_refused: u64,
     pub ws_dropped_slow: u64,
+    pub igtl_dropped_slow: u64,
+    pub drr_refused: u64,
+    /// `/api/drr` renders in progress.
+    pub drr_rendering: usize,
+    /// Needle poses received (each numbered: an update's `seq` is its pose's number).
     pub updates: u64,
+    /// Needle poses replaced by a newer one before they were evaluated (newest wins).
+    pub poses_superseded: u64,
 }
 
 /// One guidance update, pre-encoded for both header versions.
@@ -255,8 +283,8 @@ pub struct Shared {
     pub stats: Stats,
     seq: AtomicU64,
     relay_seq: AtomicU64,
-    /// `/api/drr` requests received (the newest one renders; older ones stop).
-    pub(crate) drr_requests: AtomicU64,
+    /// `/api/drr` renders: one per client, newest wins, a server-wide cap.
+    pub(crate) drr: http::DrrRenders,
     pub metrics: watch::Sender<Option<Arc<Update>>>,
     pub relay: watch::Sender<Option<Arc<Relay>>>,
     pub shutdown: watch::Sender<bool>,
@@ -268,6 +296,17 @@ pub struct Shared {
     pub(crate) http_slots: Arc<Semaphore>,
     /// Refused connections being closed politely (bounded; beyond it they are dropped).
     pub(crate) refusals: Arc<Semaphore>,
+    /// Needle poses from OpenIGTLink waiting for the evaluator thread (newest wins).
+    poses: Arc<poses::PoseQueue>,
+    /// Whether the evaluator thread runs; if it could not start, poses are evaluated
+    /// in the reader tasks.
+    evaluator_running: AtomicBool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.poses.close();
+    }
 }
 
 /// At most [`TRACKING_EVENTS_PER_WINDOW`] tracking-source records per window; further
@@ -324,7 +363,7 @@ impl Shared {
             stats: Stats::default(),
             seq: AtomicU64::new(0),
             relay_seq: AtomicU64::new(0),
-            drr_requests: AtomicU64::new(0),
+            drr: http::DrrRenders::new(config.max_drr_renders),
             metrics: watch::channel(None).0,
             relay: watch::channel(None).0,
             shutdown: watch::channel(false).0,
@@ -338,6 +377,8 @@ impl Shared {
                 config.max_http_connections.clamp(1, Semaphore::MAX_PERMITS),
             )),
             refusals: Arc::new(Semaphore::new(64)),
+            poses: Arc::default(),
+            evaluator_running: AtomicBool::new(false),
             config,
         })
     }
@@ -358,7 +399,11 @@ impl Shared {
             messages_refused: s.messages_refused.load(Ordering::Relaxed),
             http_refused: s.http_refused.load(Ordering::Relaxed),
             ws_dropped_slow: s.ws_dropped_slow.load(Ordering::Relaxed),
+            igtl_dropped_slow: s.igtl_dropped_slow.load(Ordering::Relaxed),
+            drr_refused: s.drr_refused.load(Ordering::Relaxed),
+            drr_rendering: self.drr.rendering(),
             updates: self.seq.load(Ordering::Relaxed),
+            poses_superseded: self.poses.superseded(),
         }
     }
 
@@ -368,16 +413,62 @@ impl Shared {
     }
 
     /// Evaluates a needle pose given as `NeedleTipToReference` (tracker frame, RAS-like)
-    /// and publishes the update to every client (newest wins).
+    /// now, in the caller's thread, and publishes the update to every client (newest
+    /// wins). `None` for a degenerate pose. OpenIGTLink poses go through
+    /// [`Shared::submit_pose`] instead.
     pub fn publish_pose(
         &self,
         tip_to_reference: &Mat4,
         timestamp_s: f64,
         device: &str,
     ) -> Option<Arc<Update>> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.evaluate_numbered(seq, tip_to_reference, timestamp_s, device)
+    }
+
+    /// Queues a needle pose for the evaluator thread, replacing one still waiting
+    /// (`poses` module), and returns at once; `false` for a degenerate pose, which is
+    /// not queued. Evaluates it inline when the evaluator thread is not running.
+    pub fn submit_pose(&self, tip_to_reference: &Mat4, timestamp_s: f64, device: &str) -> bool {
+        let registration = self.registration.read().ok().and_then(|r| *r);
+        if pose::needle_pose_lps(tip_to_reference, registration.as_ref()).is_none() {
+            return false;
+        }
+        if !self.evaluator_running.load(Ordering::Acquire) {
+            return self
+                .publish_pose(tip_to_reference, timestamp_s, device)
+                .is_some();
+        }
+        self.poses
+            .submit(&self.seq, *tip_to_reference, timestamp_s, device);
+        true
+    }
+
+    /// What the evaluator thread does with a queued pose.
+    pub(crate) fn evaluate_and_publish(&self, pose: &poses::PendingPose) {
+        let evaluated = self.evaluate_numbered(
+            pose.seq,
+            &pose.tip_to_reference,
+            pose.timestamp_s,
+            &pose.device,
+        );
+        if evaluated.is_none() {
+            log(format_args!(
+                "ignored a degenerate {} pose (the registration changed while it waited)",
+                pose.device
+            ));
+        }
+    }
+
+    fn evaluate_numbered(
+        &self,
+        seq: u64,
+        tip_to_reference: &Mat4,
+        timestamp_s: f64,
+        device: &str,
+    ) -> Option<Arc<Update>> {
         let registration = self.registration.read().ok().and_then(|r| *r);
         let pose = pose::needle_pose_lps(tip_to_reference, registration.as_ref())?;
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let mut metrics = self
             .session
             .guidance
@@ -560,6 +651,7 @@ pub struct Running {
     pub igtl_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    evaluator: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -568,6 +660,10 @@ impl Running {
         self.shared.shutdown.send_replace(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+        self.shared.poses.close();
+        if let Some(evaluator) = self.evaluator {
+            let _ = tokio::task::spawn_blocking(move || evaluator.join()).await;
         }
     }
 }
@@ -619,6 +715,19 @@ pub async fn start(session: Session, config: ServerConfig) -> Result<Running, Se
     config.igtl_addr = igtl_addr;
     config.http_addr = http.as_ref().map(|(_, a)| *a);
     let shared = Shared::new(session, config);
+    let evaluator = match poses::spawn_evaluator(shared.poses.clone(), Arc::downgrade(&shared)) {
+        Ok(handle) => {
+            shared.evaluator_running.store(true, Ordering::Release);
+            Some(handle)
+        }
+        Err(e) => {
+            log(format_args!(
+                "cannot start the pose evaluator thread ({e}): poses are evaluated as they \
+                 arrive, without newest-wins"
+            ));
+            None
+        }
+    };
     let mut tasks = vec![tokio::spawn(igtl_server::accept_loop(shared.clone(), igtl))];
     let http_addr = match http {
         Some((listener, addr)) => {
@@ -632,6 +741,7 @@ pub async fn start(session: Session, config: ServerConfig) -> Result<Running, Se
         igtl_addr,
         http_addr,
         tasks,
+        evaluator,
     })
 }
 

@@ -711,3 +711,109 @@ fn slow_websocket_reader_never_gets_stale_guidance() {
         "a slow viewer read guidance {worst:?} old"
     );
 }
+
+/// Regression (#25): `/api/drr`'s newest-wins was server-wide, so the newest request of
+/// ANY viewer cancelled every other viewer's render and two viewers starved each other.
+/// Now each client (`client=`, else its address) has at most one render in flight and
+/// only its own newer request cancels it; a server-wide cap answers 503 beyond it.
+///
+/// A 200³ CT rendered full at 1024² takes long enough to overlap requests: client `a`'s
+/// and client `b`'s renders run together and both complete while a third client gets a
+/// 503 at the cap of two; `a`'s second request cancels its first (409) and completes.
+#[test]
+fn drr_renders_are_per_client_and_capped() {
+    use pinhole_guidance::scene::{DrrScene, Viewer};
+    use pinhole_volume::{Grid, Volume};
+    let n = 200;
+    let grid = Grid::axis_aligned([n, n, n], [1.0; 3], [-100.0; 3]).unwrap();
+    let labels = Volume::new(grid.clone(), vec![0u16; grid.voxel_count()]).unwrap();
+    let mu = Volume::new(grid.clone(), vec![0.02f32; grid.voxel_count()]).unwrap();
+    let mut session = phantom_session(None);
+    session.viewer = Some(Viewer {
+        title: "slow renders".into(),
+        drr: Some(DrrScene::new(mu, &labels, &[], Vec::new(), None)),
+        ..Viewer::default()
+    });
+    let server = TestServer::start(session, |c| c.max_drr_renders = 2);
+    let addr = server.http_addr();
+    let shared = server.running().shared.clone();
+    let rendering = move || shared.stats().drr_rendering;
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let end = Instant::now() + Duration::from_secs(20);
+        while !ok() {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let request = |client: &str, lao: i32| {
+        let path = format!("/api/drr?lao_deg={lao}&size=1024&quality=full&client={client}");
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let (status, body) = get_bytes(addr, &path);
+            (status, body, started.elapsed())
+        })
+    };
+
+    // One render alone, for the record (and to know the overlaps below are real).
+    let alone = request("solo", 0).join().unwrap();
+    assert_eq!(alone.0, 200);
+    wait_for("the solo render to end", &|| rendering() == 0);
+
+    let a1 = request("a", 10);
+    wait_for("a's render", &|| rendering() == 1);
+    let b = request("b", 20);
+    wait_for("a's and b's renders together", &|| rendering() == 2);
+    // A third client beyond the cap of two: 503, with the reason.
+    let (status, head, body) = get_with(
+        addr,
+        "/api/drr?lao_deg=30&size=1024&client=c",
+        "Host: localhost\r\n",
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("max_drr_renders"), "{body}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    // a's second request: its own first stops, b's does not.
+    let a2 = request("a", 40);
+    let (a1, b, a2) = (a1.join().unwrap(), b.join().unwrap(), a2.join().unwrap());
+    assert_eq!(
+        a1.0,
+        409,
+        "a's first request: {}",
+        String::from_utf8_lossy(&a1.1)
+    );
+    assert!(String::from_utf8_lossy(&a1.1).contains("same client"));
+    assert_eq!(b.0, 200, "b's request: {}", String::from_utf8_lossy(&b.1));
+    assert_eq!(decode_png(&b.1).0, 1024);
+    assert_eq!(
+        a2.0,
+        200,
+        "a's second request: {}",
+        String::from_utf8_lossy(&a2.1)
+    );
+    assert_eq!(decode_png(&a2.1).0, 1024);
+    let stats = server.running().shared.stats();
+    assert_eq!(stats.drr_refused, 1);
+    wait_for("every render to end", &|| rendering() == 0);
+    eprintln!(
+        "one render {:?}; a1 (cancelled) {:?}, b {:?}, a2 {:?}",
+        alone.2, a1.2, b.2, a2.2
+    );
+
+    // Without `client`, the peer address stands for it: requests from one address
+    // supersede each other.
+    let anonymous = |lao: i32| {
+        let path = format!("/api/drr?lao_deg={lao}&size=1024&quality=full");
+        std::thread::spawn(move || get_bytes(addr, &path).0)
+    };
+    let first = anonymous(10);
+    wait_for("the anonymous render", &|| rendering() == 1);
+    let second = anonymous(20);
+    assert_eq!((first.join().unwrap(), second.join().unwrap()), (409, 200));
+    // A malformed id is refused.
+    assert_eq!(get(addr, "/api/drr?size=64&client=no%20spaces").0, 400);
+    let long = "x".repeat(65);
+    assert_eq!(get(addr, &format!("/api/drr?size=64&client={long}")).0, 400);
+}

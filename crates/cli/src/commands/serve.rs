@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
@@ -55,8 +56,51 @@ pub struct ServeArgs {
     #[arg(long = "igtl-allow-peer")]
     igtl_allow_peers: Vec<IpAddr>,
     /// Most OpenIGTLink clients at once (more are refused with a STATUS).
-    #[arg(long, default_value_t = ServerConfig::default().max_igtl_clients)]
+    #[arg(long, default_value_t = ServerConfig::default().max_igtl_clients,
+          value_parser = count(1, 100_000))]
     max_igtl_clients: usize,
+    /// Staleness bound: an OpenIGTLink client that stays behind the guidance stream this
+    /// long (milliseconds) is dropped, so that it reconnects and resyncs.
+    #[arg(long, default_value_t = millis(ServerConfig::default().igtl_max_lag),
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    igtl_max_lag_ms: u64,
+    /// An OpenIGTLink client that stops in the middle of a message for this long
+    /// (milliseconds) is disconnected.
+    #[arg(long, default_value_t = millis(ServerConfig::default().igtl_partial_timeout),
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    igtl_partial_timeout_ms: u64,
+    /// Disconnect an OpenIGTLink client that sends nothing for this long (seconds;
+    /// default: idle clients are kept, counting towards --max-igtl-clients).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    igtl_idle_timeout_s: Option<u64>,
+    /// Largest OpenIGTLink message body accepted (MiB); a larger one closes its client.
+    #[arg(long, default_value_t = ServerConfig::default().decode.max_body_bytes >> 20,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_igtl_message_mib: u64,
+    /// Message bodies all OpenIGTLink clients together may have in flight (MiB); at least
+    /// --max-igtl-message-mib.
+    #[arg(long, default_value_t = ServerConfig::default().max_buffered_body_bytes >> 20,
+          value_parser = clap::value_parser!(u64).range(1..=16_384))]
+    max_buffered_body_mib: u64,
+    /// An OpenIGTLink or WebSocket client whose socket accepts nothing for this long
+    /// (milliseconds) is disconnected.
+    #[arg(long, default_value_t = millis(ServerConfig::default().write_timeout),
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    write_timeout_ms: u64,
+    /// Most HTTP connections (WebSockets included) at once; more get a 503.
+    #[arg(long, default_value_t = ServerConfig::default().max_http_connections,
+          value_parser = count(1, 100_000))]
+    max_http_connections: usize,
+    /// An HTTP connection that sends no complete request head for this long
+    /// (milliseconds; idle keep-alive connections included) is closed.
+    #[arg(long, default_value_t = millis(ServerConfig::default().http_header_timeout),
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    http_header_timeout_ms: u64,
+    /// Most `/api/drr` renders at once, server-wide (default: the CPU count); more get a
+    /// 503. Each viewer has at most one.
+    #[arg(long, default_value_t = ServerConfig::default().max_drr_renders,
+          value_parser = count(1, 1024))]
+    max_drr_renders: usize,
     /// Folder served at / over HTTP (the built web viewer; default: `web/dist` of the
     /// checkout when it has been built).
     #[arg(long, alias = "web")]
@@ -84,6 +128,8 @@ pub struct ServeArgs {
     verbose: bool,
 }
 pub fn run(args: &ServeArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
+    // Settings first: a bad one is refused before the volumes are loaded.
+    let config = args.server_config()?;
     let volumes = &args.volumes;
     let (ct, labels, ct_warning) =
         load_volumes(&volumes.ct, &volumes.labels, volumes.not_ct(), terminal)?;
@@ -139,7 +185,17 @@ pub fn run(args: &ServeArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     // `/api/session` shows an overridden CT check with the session's other warnings.
     session.description.warnings.extend(ct_warning);
     drop(ct);
-    serve(session, args.server_config()?)
+    serve(session, config)
+}
+
+/// A count flag within `min..=max` (clap names the flag when it is outside).
+fn count(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(min..=max)
+}
+
+/// Whole milliseconds of a default duration (for a flag's default).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl ServeArgs {
@@ -177,21 +233,41 @@ impl ServeArgs {
                 None => pinhole_server::generate_token()?,
             })
         };
+        if self.max_buffered_body_mib < self.max_igtl_message_mib {
+            bail!(
+                "--max-buffered-body-mib {} is less than --max-igtl-message-mib {}: a message \
+                 that large could never be received",
+                self.max_buffered_body_mib,
+                self.max_igtl_message_mib
+            );
+        }
+        let defaults = ServerConfig::default();
         Ok(ServerConfig {
             allowed_hosts: self.allowed_hosts.clone(),
             token,
             igtl_allowed_peers: self.igtl_allow_peers.clone(),
-            max_igtl_clients: self.max_igtl_clients.max(1),
+            max_igtl_clients: self.max_igtl_clients,
+            igtl_max_lag: Duration::from_millis(self.igtl_max_lag_ms),
+            igtl_partial_timeout: Duration::from_millis(self.igtl_partial_timeout_ms),
+            igtl_idle_timeout: self
+                .igtl_idle_timeout_s
+                .map(Duration::from_secs)
+                .or(defaults.igtl_idle_timeout),
+            max_buffered_body_bytes: self.max_buffered_body_mib << 20,
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+            max_http_connections: self.max_http_connections,
+            http_header_timeout: Duration::from_millis(self.http_header_timeout_ms),
+            max_drr_renders: self.max_drr_renders,
             igtl_addr: SocketAddr::new(ip, self.igtl_port),
             http_addr: Some(SocketAddr::new(ip, self.http_port)),
             static_dir: self.static_dir.clone().or_else(super::demo::find_web_dist),
             needle_device: self.needle_device.clone(),
             decode: pinhole_igtl::DecodeOptions {
                 verify_crc: !self.no_crc_check,
-                ..Default::default()
+                max_body_bytes: self.max_igtl_message_mib << 20,
             },
             verbose: self.verbose,
-            ..Default::default()
+            ..defaults
         })
     }
 }

@@ -39,6 +39,11 @@ pub struct PlanVesselArgs {
     /// `forbid` (the route never enters them; a warning in route.json).
     #[arg(long, default_value = "refuse")]
     unnamed_labels: pinhole_pipeline::inputs::UnnamedLabels,
+    /// Go on when --ct does not look like a CT in Hounsfield units (DICOM Modality MR,
+    /// PT, NM …; no air; values rescaled): the report's warnings record it. Default:
+    /// refuse.
+    #[arg(long)]
+    allow_non_ct: bool,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -59,6 +64,7 @@ fn route(args: &PlanVesselArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
         step_mm: args.step_mm,
         tree: args.tree,
         unnamed_labels: args.unnamed_labels,
+        not_ct: super::not_ct_policy(args.allow_non_ct),
     };
     super::refuse_overwriting_inputs(
         &[
@@ -115,6 +121,11 @@ pub struct MeasureVesselArgs {
     /// else diameter stenosis; default: NASCET's moderate grade).
     #[arg(value_parser = super::finite, long, default_value_t = pinhole_pipeline::vessel::DEFAULT_MIN_STENOSIS_PCT)]
     sizing_min_stenosis_pct: f64,
+    /// Go on when --ct does not look like a CT in Hounsfield units (DICOM Modality MR,
+    /// PT, NM …; no air; values rescaled): the report's warnings record it. Default:
+    /// refuse.
+    #[arg(long)]
+    allow_non_ct: bool,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -138,6 +149,7 @@ fn measure_vessel(args: &MeasureVesselArgs, terminal: &dyn Observer) -> anyhow::
         ecst_bulb_mm: args.ecst_bulb_mm,
         sizing: args.sizing.clone(),
         sizing_min_stenosis_pct: args.sizing_min_stenosis_pct,
+        not_ct: super::not_ct_policy(args.allow_non_ct),
     };
     super::refuse_overwriting_inputs(
         &[

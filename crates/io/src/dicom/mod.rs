@@ -47,6 +47,7 @@ use crate::image::AnyVolume;
 mod assemble;
 mod geometry;
 mod header;
+mod jpeg2000;
 mod listing;
 mod parse;
 mod pixels;

@@ -1,10 +1,16 @@
 //! Parsing with checked lengths: every value length is checked against the bytes left
 //! in the file before dicom-object (which allocates a claimed length first) sees it.
 
+use std::cell::Cell;
+use std::io::Read;
+use std::rc::Rc;
+
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::{DefaultDicomObject, FileMetaTable, OpenFileOptions};
+use dicom_parser::dataset::read::DataSetReaderOptions;
+use dicom_parser::dataset::{DataSetReader, DataToken};
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 
 use super::header::dictionary_vr;
@@ -22,11 +28,103 @@ pub(super) fn parse(
         _ => return Err("not a DICOM file (no DICM magic)".into()),
     };
     check_lengths(body)?;
+    check_token_lengths(body, headers_only)?;
     let mut options = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
     if headers_only {
         options = options.read_until(tags::PIXEL_DATA);
     }
     options.from_reader(body).map_err(|e| e.to_string())
+}
+
+/// A byte slice that counts what the parser has taken from it.
+struct CountingReader<'a> {
+    bytes: &'a [u8],
+    taken: Rc<Cell<usize>>,
+}
+
+impl Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.bytes.read(buf)?;
+        self.taken.set(self.taken.get() + n);
+        Ok(n)
+    }
+}
+
+/// Runs dicom-rs's own token reader over the file, with the options dicom-object uses,
+/// and refuses a value or fragment that claims more bytes than remain *before* the
+/// reader takes (and allocates) it. `check_lengths` walks the file with its own rules
+/// and so can part ways with dicom-rs on hostile input (each such divergence found by
+/// fuzzing made dicom-rs allocate over a gigabyte from a 3 KB file); here the lengths are
+/// read exactly where dicom-rs reads them. With `headers_only` it stops where dicom-object
+/// will (PixelData at the top level). Errors of the reader itself are left to
+/// dicom-object, which reports them.
+fn check_token_lengths(body: &[u8], headers_only: bool) -> std::result::Result<(), String> {
+    let taken = Rc::new(Cell::new(0usize));
+    let mut reader = CountingReader {
+        bytes: body,
+        taken: Rc::clone(&taken),
+    };
+    let Ok(meta) = FileMetaTable::from_reader(&mut reader) else {
+        return Ok(());
+    };
+    let Some(ts) = TransferSyntaxRegistry.get(meta.transfer_syntax()) else {
+        return Ok(());
+    };
+    if !ts.is_codec_free() && !ts.is_encapsulated_pixel_data() {
+        return Ok(()); // refused by `check_lengths` (deflated) or dicom-object
+    }
+    let Ok(tokens) =
+        DataSetReader::new_with_ts_options(reader, ts, DataSetReaderOptions::default())
+    else {
+        return Ok(());
+    };
+    // Every token takes at least one byte except the ends of defined-length sequences
+    // and items, of which there are at most as many as starts: a reader that yields
+    // more tokens than this makes no progress.
+    let max_tokens = body.len().saturating_mul(2).saturating_add(16);
+    let mut depth = 0usize;
+    for (count, token) in tokens.enumerate() {
+        if count > max_tokens {
+            return Err(format!(
+                "the data set yields more than {max_tokens} elements from {} bytes",
+                body.len()
+            ));
+        }
+        let Ok(token) = token else {
+            return Ok(());
+        };
+        let stops_here = |tag: Tag| headers_only && depth == 0 && tag >= tags::PIXEL_DATA;
+        let (what, claimed) = match &token {
+            DataToken::ElementHeader(header) if stops_here(header.tag) => break,
+            DataToken::ElementHeader(header) => {
+                let (group, element) = (header.tag.0, header.tag.1);
+                (
+                    format!("element ({group:04X},{element:04X})"),
+                    header.len.get(),
+                )
+            }
+            DataToken::SequenceStart { tag, .. } if stops_here(*tag) => break,
+            DataToken::PixelSequenceStart if stops_here(tags::PIXEL_DATA) => break,
+            DataToken::SequenceStart { .. } | DataToken::PixelSequenceStart => {
+                depth += 1;
+                continue;
+            }
+            DataToken::SequenceEnd => {
+                depth = depth.saturating_sub(1);
+                continue;
+            }
+            DataToken::ItemStart { len } => ("item".to_string(), len.get()),
+            _ => continue,
+        };
+        let remaining = body.len().saturating_sub(taken.get());
+        if let Some(len) = claimed.filter(|&len| len as usize > remaining) {
+            return Err(format!(
+                "{what} at byte {} claims {len} bytes but only {remaining} remain in the file",
+                taken.get()
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -129,6 +129,19 @@ pub(super) fn decode_first_frame(
         rle_frame = decode_rle(fragment, pixels, bytes_per)?;
         &rle_frame
     } else {
+        if super::jpeg2000::TRANSFER_SYNTAXES.contains(&h.transfer_syntax.as_str()) {
+            let first = element
+                .fragments()
+                .and_then(|f| f.first())
+                .ok_or("JPEG 2000 PixelData without fragments")?;
+            super::jpeg2000::check_codestream(
+                first,
+                h.rows,
+                h.columns,
+                h.samples_per_pixel,
+                h.bits_allocated,
+            )?;
+        }
         // dicom-rs 0.10.1's JPEG 2000 adapter indexes out of bounds (a panic) when the
         // codestream holds more samples than the header's frame: contain it as an error.
         let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

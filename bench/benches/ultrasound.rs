@@ -1,0 +1,74 @@
+//! Criterion benches of the ultrasound reslice on the real chest CT
+//! (`../shared/data/chest-ct`, 512 × 512 × 133, 0.70 × 0.70 × 2.5 mm): a 512 × 512 frame
+//! (0.3 mm pixels) of CT (trilinear) + labels (nearest, same grid: one pass) in three
+//! orientations, into reused buffers as a live session would. `cargo bench -p pinhole-bench --bench ultrasound`.
+//! The goal: ≤ 2 ms per frame on 2 cores.
+
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use pinhole_ultrasound::{reslice_both_into, ImagePlane};
+use pinhole_volume::{Mat3, Vec3};
+
+fn data(relative: &str) -> PathBuf {
+    std::env::var_os("PINHOLE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+        .join(relative)
+}
+
+fn rotation(axis: Vec3, deg: f64) -> Mat3 {
+    let [x, y, z] = axis;
+    let (s, c) = deg.to_radians().sin_cos();
+    let t = 1.0 - c;
+    [
+        [t * x * x + c, t * x * y - s * z, t * x * z + s * y],
+        [t * x * y + s * z, t * y * y + c, t * y * z - s * x],
+        [t * x * z - s * y, t * y * z + s * x, t * z * z + c],
+    ]
+}
+
+fn mul(a: &Mat3, b: &Mat3) -> Mat3 {
+    std::array::from_fn(|r| std::array::from_fn(|c| (0..3).map(|k| a[r][k] * b[k][c]).sum()))
+}
+
+/// A 512 × 512 frame of 0.3 mm pixels centred at `centre`, axes the rotation's columns.
+fn plane(r: &Mat3, centre: Vec3) -> ImagePlane {
+    let x = [r[0][0], r[1][0], r[2][0]].map(|v| v * 0.3);
+    let y = [r[0][1], r[1][1], r[2][1]].map(|v| v * 0.3);
+    let origin = std::array::from_fn(|a| centre[a] - 255.5 * (x[a] + y[a]));
+    ImagePlane::from_steps(origin, x, y, 512, 512).expect("plane")
+}
+
+fn reslice(c: &mut Criterion) {
+    let ct = pinhole_io::nifti::read(&data("chest-ct/ct.nii.gz")).expect("chest CT");
+    let labels = pinhole_io::nifti::read(&data("chest-ct/labels.nii.gz")).expect("labels");
+    let (ct, labels) = (ct.to_f32(), labels.to_labels().expect("label map"));
+    let centre = ct.grid().center_lps();
+    let (l, p, s) = ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]);
+    let sagittal = [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]];
+    let orientations = [
+        ("axial", rotation(s, 0.0)),
+        ("oblique 30/40", mul(&rotation(s, 30.0), &rotation(l, 40.0))),
+        (
+            "sagittal-oblique -50/-35",
+            mul(&mul(&rotation(s, -50.0), &rotation(p, -35.0)), &sagittal),
+        ),
+    ];
+    let mut ct_out = vec![0.0f32; 512 * 512];
+    let mut label_out = vec![0u16; 512 * 512];
+    let mut group = c.benchmark_group("us reslice 512x512 chest CT + labels");
+    for (name, r) in orientations {
+        let frame = plane(&r, centre);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                reslice_both_into(&ct, &labels, &frame, -1000.0, &mut ct_out, &mut label_out)
+                    .expect("reslice");
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, reslice);
+criterion_main!(benches);
