@@ -109,3 +109,40 @@ pub fn assert_matrix_close(ours: &[[f64; 4]; 4], reference: &serde_json::Value, 
         }
     }
 }
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), in KiB.
+pub fn peak_rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Runs the test `name` (its full path in this test binary) alone in a child process
+/// with the environment variable `child_env` set, so that what it measures of the
+/// process (peak memory) is its own; fails unless the child's test passed.
+pub fn passes_in_child(name: &str, child_env: &str) {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(child_env, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("1 passed"), "child run did not pass:\n{text}");
+}
+
+/// Rotation matrix about the unit `axis` by `deg` degrees (Rodrigues), row-major.
+pub fn rotation(axis: [f64; 3], deg: f64) -> [[f64; 3]; 3] {
+    let n = (axis[0] * axis[0] + axis[1] * axis[1] + axis[2] * axis[2]).sqrt();
+    let [x, y, z] = axis.map(|a| a / n);
+    let (s, c) = deg.to_radians().sin_cos();
+    let t = 1.0 - c;
+    [
+        [t * x * x + c, t * x * y - s * z, t * x * z + s * y],
+        [t * x * y + s * z, t * y * y + c, t * y * z - s * x],
+        [t * x * z - s * y, t * y * z + s * x, t * z * z + c],
+    ]
+}

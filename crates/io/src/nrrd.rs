@@ -78,14 +78,15 @@ pub fn read_bytes(bytes: &[u8]) -> std::result::Result<NrrdImage, ErrorKind> {
     })
 }
 
-/// The detached data file `name` of the header at `header_path`: a regular file in the
-/// header's folder or below it, after resolving `..` and symbolic links. Refused, naming
-/// the header: a file list or numbered pattern (`LIST`, `name%03d.raw 1 10 1`), a path
-/// that resolves outside the header's folder (`../x.raw`, `/etc/x`), and anything not a
-/// regular file (`/dev/zero`, a folder, a pipe), which could be endless or never end.
-fn detached_path(header_path: &Path, name: &str) -> Result<PathBuf> {
+/// The detached data file `name` of the header at `header_path` (NRRD `data file`,
+/// MetaImage `ElementDataFile`): a regular file in the header's folder or below it, after
+/// resolving `..` and symbolic links. Refused, naming the header: a file list or
+/// numbered pattern (`LIST`, `name%03d.raw 1 10 1`), a path that resolves outside the
+/// header's folder (`../x.raw`, `/etc/x`), and anything not a regular file (`/dev/zero`,
+/// a folder, a pipe), which could be endless or never end.
+pub(crate) fn detached_path(header_path: &Path, name: &str) -> Result<PathBuf> {
     let refuse = |kind: ErrorKind| Error::new(header_path, kind);
-    if name == "LIST" || name.split_whitespace().count() > 1 {
+    if name.eq_ignore_ascii_case("LIST") || name.split_whitespace().count() > 1 {
         return Err(refuse(ErrorKind::Unsupported(format!(
             "data file {name:?}: lists and numbered patterns of detached data files"
         ))));

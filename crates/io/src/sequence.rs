@@ -47,7 +47,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use flate2::read::ZlibDecoder;
 use flate2::write::ZlibEncoder;
@@ -202,7 +202,7 @@ pub fn read_sequence(path: &Path) -> Result<TrackedSequence> {
     let payload: &[u8] = match &parsed.data_file {
         None => &bytes[parsed.data_start..],
         Some(name) => {
-            let data_path = contained_data_file(path, name)?;
+            let data_path = crate::nrrd::detached_path(path, name)?;
             detached = std::fs::read(&data_path).with_path(&data_path)?;
             &detached
         }
@@ -828,42 +828,6 @@ fn parse_nrrd(bytes: &[u8]) -> std::result::Result<Parsed, ErrorKind> {
         data_file,
         index_values,
     })
-}
-
-/// The data file `name` of the header at `header_path`: a regular file in the header's
-/// folder or below it, after resolving `..` and symbolic links (as for NRRD). Refused,
-/// naming the header: a file list or numbered pattern, a path outside the folder, and
-/// anything not a regular file (a device or pipe could be endless).
-fn contained_data_file(header_path: &Path, name: &str) -> Result<PathBuf> {
-    let refuse = |kind: ErrorKind| Error::new(header_path, kind);
-    if name.eq_ignore_ascii_case("LIST") || name.split_whitespace().count() > 1 {
-        return Err(refuse(ErrorKind::Unsupported(format!(
-            "data file {name:?}: lists and numbered patterns of data files"
-        ))));
-    }
-    let folder = match header_path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let folder = folder.canonicalize().with_path(folder)?;
-    let joined = folder.join(name);
-    let data = joined.canonicalize().with_path(&joined)?;
-    if !data.starts_with(&folder) {
-        return Err(refuse(ErrorKind::InvalidHeader(format!(
-            "data file {name:?} resolves to {}, outside the header's folder {}: refused",
-            data.display(),
-            folder.display()
-        ))));
-    }
-    let meta = std::fs::metadata(&data).with_path(&data)?;
-    if !meta.is_file() {
-        return Err(refuse(ErrorKind::InvalidHeader(format!(
-            "data file {name:?} ({}) is not a regular file (a folder, device or pipe): \
-             refused",
-            data.display()
-        ))));
-    }
-    Ok(data)
 }
 
 /// Checks the pixel data against the header and splits it into frames.

@@ -223,12 +223,7 @@ fn dicom_regression_fuzzed_ob_value_does_not_allocate_a_gigabyte() {
                 std::fs::read(repo_root().join("crates/io/tests/fixtures").join(name)).unwrap();
             let _ = pinhole_io::dicom::decode_file_bytes(&bytes);
         }
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let peak_kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
+        let peak_kb = peak_rss_kb();
         assert!(
             peak_kb < 256 * 1024,
             "decoding five small DICOM files peaked at {} MB",
@@ -236,12 +231,5 @@ fn dicom_regression_fuzzed_ob_value_does_not_allocate_a_gigabyte() {
         );
         return;
     }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(text.contains("1 passed"), "child run did not pass:\n{text}");
+    passes_in_child(NAME, CHILD);
 }

@@ -571,12 +571,7 @@ fn absurd_dim_size_is_refused_without_allocating() {
             matches!(err.kind, ErrorKind::SizeExceedsFile { .. }),
             "{err}"
         );
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let peak_kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
+        let peak_kb = peak_rss_kb();
         assert!(
             peak_kb < 256 * 1024,
             "refusing absurd sequence headers peaked at {} MB",
@@ -584,12 +579,5 @@ fn absurd_dim_size_is_refused_without_allocating() {
         );
         return;
     }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(text.contains("1 passed"), "child run did not pass:\n{text}");
+    passes_in_child(NAME, CHILD);
 }

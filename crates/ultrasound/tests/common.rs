@@ -10,19 +10,6 @@ use pinhole_volume::{Mat3, Vec3, Volume};
 mod shared;
 pub use shared::*;
 
-/// Rotation matrix about the unit `axis` by `deg` degrees (Rodrigues), row-major.
-pub fn rotation(axis: Vec3, deg: f64) -> Mat3 {
-    let n = (axis[0] * axis[0] + axis[1] * axis[1] + axis[2] * axis[2]).sqrt();
-    let [x, y, z] = axis.map(|a| a / n);
-    let (s, c) = deg.to_radians().sin_cos();
-    let t = 1.0 - c;
-    [
-        [t * x * x + c, t * x * y - s * z, t * x * z + s * y],
-        [t * x * y + s * z, t * y * y + c, t * y * z - s * x],
-        [t * x * z - s * y, t * y * z + s * x, t * z * z + c],
-    ]
-}
-
 pub fn mat3_mul(a: &Mat3, b: &Mat3) -> Mat3 {
     std::array::from_fn(|r| std::array::from_fn(|c| (0..3).map(|k| a[r][k] * b[k][c]).sum()))
 }

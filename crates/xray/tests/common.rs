@@ -3,24 +3,11 @@
 
 #![allow(dead_code)]
 
-use pinhole_volume::{Grid, Mat3, Vec3, Volume};
+use pinhole_volume::{Grid, Vec3, Volume};
 
 #[path = "../../../tests/support/shared.rs"]
 mod shared;
 pub use shared::*;
-
-/// Rotation matrix about the unit `axis` by `deg` degrees (Rodrigues).
-pub fn rotation(axis: Vec3, deg: f64) -> Mat3 {
-    let n = (axis[0] * axis[0] + axis[1] * axis[1] + axis[2] * axis[2]).sqrt();
-    let [x, y, z] = axis.map(|a| a / n);
-    let (s, c) = deg.to_radians().sin_cos();
-    let t = 1.0 - c;
-    [
-        [t * x * x + c, t * x * y - s * z, t * x * z + s * y],
-        [t * x * y + s * z, t * y * y + c, t * y * z - s * x],
-        [t * x * z - s * y, t * y * z + s * x, t * z * z + c],
-    ]
-}
 
 /// A volume filled by `f(ijk)`.
 pub fn volume_from(grid: Grid, f: impl Fn([usize; 3]) -> f32) -> Volume<f32> {
