@@ -232,8 +232,9 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Header, ErrorKind> {
     })
 }
 
-/// Returns (end of header text, start of data) for the first empty line.
-fn find_blank_line(bytes: &[u8]) -> Option<(usize, usize)> {
+/// Returns (end of header text, start of data) for the first empty line (also used for
+/// the NRRD form of tracked sequences).
+pub(crate) fn find_blank_line(bytes: &[u8]) -> Option<(usize, usize)> {
     let mut i = 0;
     while i + 1 < bytes.len() {
         if bytes[i] == b'\n' {

@@ -595,23 +595,6 @@ fn parse_metaimage(bytes: &[u8]) -> std::result::Result<Parsed, ErrorKind> {
     })
 }
 
-/// Returns (end of header text, start of data) for the first empty line.
-fn find_blank_line(bytes: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i + 1 < bytes.len() {
-        if bytes[i] == b'\n' {
-            if bytes[i + 1] == b'\n' {
-                return Some((i, i + 2));
-            }
-            if bytes[i + 1] == b'\r' && bytes.get(i + 2) == Some(&b'\n') {
-                return Some((i, i + 3));
-            }
-        }
-        i += 1;
-    }
-    None
-}
-
 fn is_domain(kind: &str) -> bool {
     kind.eq_ignore_ascii_case("domain") || kind.eq_ignore_ascii_case("space")
 }
@@ -636,7 +619,7 @@ fn vector_norm(s: &str) -> std::result::Result<f64, ErrorKind> {
 }
 
 fn parse_nrrd(bytes: &[u8]) -> std::result::Result<Parsed, ErrorKind> {
-    let (text_end, data_start) = find_blank_line(bytes).ok_or_else(|| {
+    let (text_end, data_start) = crate::nrrd::find_blank_line(bytes).ok_or_else(|| {
         ErrorKind::Truncated("NRRD header has no blank line before the data".into())
     })?;
     let text = std::str::from_utf8(&bytes[..text_end])
