@@ -3,11 +3,16 @@
 //! (0.3 mm pixels) of CT (trilinear) + labels (nearest, same grid: one pass) in three
 //! orientations, into reused buffers as a live session would. `cargo bench -p pinhole-bench --bench ultrasound`.
 //! The goal: ≤ 2 ms per frame on 2 cores.
+//!
+//! `us simulate`: a 512 × 512 B-mode frame simulated from the abdomen CT
+//! (`../shared/data/abdomen-ct/example_ct.nii.gz`, 3 mm) with the default 3.5 MHz convex
+//! probe (60 mm radius, 60° fan, 150 mm deep), tables built once (`Simulator`), probe on
+//! the anterior skin over the CT's centre. Goal: ≤ 10 ms per frame on 2 cores.
 
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use pinhole_ultrasound::{reslice_both_into, ImagePlane};
+use pinhole_ultrasound::{reslice_both_into, ImagePlane, ProbePose, SimulationParams, Simulator};
 use pinhole_volume::{Mat3, Vec3};
 
 fn data(relative: &str) -> PathBuf {
@@ -70,5 +75,31 @@ fn reslice(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, reslice);
+fn simulate(c: &mut Criterion) {
+    let ct = pinhole_io::nifti::read(&data("abdomen-ct/example_ct.nii.gz")).expect("abdomen CT");
+    let ct = ct.to_f32();
+    let centre = ct.grid().center_lps();
+    // The anterior skin over the centre (first air voxel walking anteriorly), probe
+    // pressed 10 mm in.
+    let mut y = centre[1];
+    while ct
+        .sample_trilinear([centre[0], y - 1.0, centre[2]])
+        .is_some_and(|hu| hu > -300.0)
+    {
+        y -= 1.0;
+    }
+    let pose = ProbePose {
+        centre_lps: [centre[0], y + 10.0, centre[2]],
+        beam_lps: [0.0, 1.0, 0.0],
+        lateral_lps: [1.0, 0.0, 0.0],
+    };
+    let simulator = Simulator::new(SimulationParams::default()).expect("parameters");
+    let mut group = c.benchmark_group("us simulate 512x512 abdomen CT");
+    group.bench_function("convex 3.5 MHz 150 mm", |b| {
+        b.iter(|| simulator.simulate(&ct, &pose).expect("simulate"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, reslice, simulate);
 criterion_main!(benches);

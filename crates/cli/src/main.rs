@@ -44,6 +44,9 @@ enum Command {
     Replay(commands::serve::ReplayArgs),
     /// Find the CT's pose relative to the C-arm from a live X-ray (2D/3D registration).
     Register(Box<commands::register::RegisterArgs>),
+    /// Ultrasound: `pinhole us simulate ...` (B-mode simulated from a CT).
+    #[command(subcommand)]
+    Us(commands::us::UsCommand),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -59,6 +62,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => commands::serve::run(&args, &terminal),
         Command::Replay(args) => commands::serve::run_replay(&args),
         Command::Register(args) => commands::register::run(&args, &terminal),
+        Command::Us(command) => commands::us::run(&command, &terminal),
     }
 }
 

@@ -20,6 +20,8 @@ mod ablation;
 mod vessel;
 // Atomic outputs, inputs never overwritten, absurd parameters refused (#25).
 mod outputs;
+// `pinhole us simulate`.
+mod us;
 // `pinhole demo` in headless Chromium.
 mod viewer;
 

@@ -306,6 +306,53 @@ pub struct GuidanceMetrics {
     /// its own clock to see how old the guidance it shows is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_unix_s: Option<f64>,
+    /// The needle against the latest tracked ultrasound frame's image plane; set by the
+    /// guidance server when a frame no older than its `us_plane_max_age` exists, absent
+    /// otherwise (and from direct library calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub us_plane: Option<UsPlaneMetrics>,
+}
+
+/// The needle against an ultrasound image plane (the server fills it from
+/// `pinhole_ultrasound::NeedleInPlane`; mirrored here so that the metrics' JSON schema
+/// stays in this crate). Pixel coordinates are `[i, j]` of the frame, integers at pixel
+/// centres; LPS mm otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UsPlaneMetrics {
+    /// Server number of the ultrasound frame (1 for the first accepted frame).
+    pub frame_seq: u64,
+    /// Device name of the frame's IMAGE message.
+    pub frame_device: String,
+    /// Age of the frame when the pose was evaluated (ms, server clock).
+    pub frame_age_ms: f64,
+    /// Signed distance of the tip from the plane (mm), `+` along the plane normal
+    /// (pixel x step × pixel y step).
+    pub tip_distance_mm: f64,
+    /// Angle between the needle and the plane (degrees, 0 = in the plane).
+    pub angle_to_plane_deg: f64,
+    /// Where the needle's line crosses the plane; null when parallel.
+    pub crossing: Option<UsPlaneCrossing>,
+    /// The tip projected on the plane, pixels.
+    pub tip_pixel: [f64; 2],
+    /// The projected needle (shaft point behind the tip, tip), pixels.
+    pub needle_segment_px: [[f64; 2]; 2],
+    /// The predicted path (tip, point ahead), pixels.
+    pub predicted_path_px: [[f64; 2]; 2],
+    /// |tip distance| ≤ `in_plane_tolerance_mm`.
+    pub in_plane: bool,
+    /// |tip distance| > `alert_distance_mm`.
+    pub out_of_plane_alert: bool,
+    pub in_plane_tolerance_mm: f64,
+    pub alert_distance_mm: f64,
+}
+
+/// Where the needle's line crosses an ultrasound image plane.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UsPlaneCrossing {
+    pub point_lps: Vec3,
+    pub pixel: [f64; 2],
+    /// From the tip along the needle (mm): `+` ahead of the tip, `−` behind it.
+    pub along_needle_from_tip_mm: f64,
 }
 
 /// The guidance engine: plan, target zone and risk distance fields. Immutable once built.
@@ -555,6 +602,7 @@ impl Guidance {
             }
             .to_owned(),
             published_unix_s: None,
+            us_plane: None,
         }
     }
 

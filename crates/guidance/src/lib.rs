@@ -38,6 +38,6 @@ pub mod synthesize;
 
 pub use engine::{
     default_risk_groups, Alert, FieldTiming, Guidance, GuidanceMetrics, NeedlePose, PlanGeometry,
-    RiskGroup, TargetZone, Thresholds,
+    RiskGroup, TargetZone, Thresholds, UsPlaneCrossing, UsPlaneMetrics,
 };
 pub use session::{PlanSource, PlannedNeedle, Session, SessionDescription, SessionInputs};

@@ -286,6 +286,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let stats = &shared.stats;
     let mut consecutive_errors = 0u32;
     let mut unknown_seen: Vec<String> = Vec::new();
+    let mut us_refusal_logged = false;
     loop {
         let (header, body, _budget) = match read_frame(&mut rd, shared).await {
             Ok(Some(frame)) => frame,
@@ -351,7 +352,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
         };
         // Answer in the highest header version the client has used.
         version.fetch_max(message.version.min(2), Ordering::Relaxed);
-        handle_message(shared, message, id, peer, replies, &mut unknown_seen);
+        handle_message(
+            shared,
+            message,
+            id,
+            peer,
+            replies,
+            &mut unknown_seen,
+            &mut us_refusal_logged,
+        );
     }
 }
 
@@ -362,6 +371,7 @@ fn handle_message(
     peer: SocketAddr,
     replies: &mpsc::Sender<Message>,
     unknown_seen: &mut Vec<String>,
+    us_refusal_logged: &mut bool,
 ) {
     let cfg = &shared.config;
     let ts = message.timestamp.as_secs_f64();
@@ -426,7 +436,24 @@ fn handle_message(
                 );
             }
         }
-        Body::Image(_) => shared.publish_relay(&message, id),
+        Body::Image(image) => {
+            if message.device_name == cfg.us_device {
+                if let Err(why) =
+                    shared.submit_us_frame(image, &message.device_name, message.timestamp, id)
+                {
+                    if !*us_refusal_logged {
+                        *us_refusal_logged = true;
+                        log(format_args!(
+                            "client {id} ({peer}): IMAGE {} is not used as an ultrasound \
+                             frame: {why} (relayed only; logged once per client, counted in \
+                             us_frames_refused)",
+                            message.device_name
+                        ));
+                    }
+                }
+            }
+            shared.publish_relay(&message, id);
+        }
         Body::Query(q) => answer_query(shared, q, replies),
         Body::Raw { type_name, .. } => {
             shared
@@ -527,14 +554,14 @@ fn plan_message(shared: &Shared) -> Message {
 }
 
 /// A message in header version `v` (v2: message id and metadata).
-fn versioned(mut m: Message, v: u16, msg_id: u32, meta: Vec<MetaEntry>) -> Message {
+pub(crate) fn versioned(mut m: Message, v: u16, msg_id: u32, meta: Vec<MetaEntry>) -> Message {
     if v >= 2 {
         m = m.with_v2(msg_id, meta);
     }
     m
 }
 
-fn encode_all(messages: &[Message]) -> Option<Vec<u8>> {
+pub(crate) fn encode_all(messages: &[Message]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     for m in messages {
         match encode(m) {
@@ -612,6 +639,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     };
     let mut metrics: watch::Receiver<Option<Arc<Update>>> = shared.metrics.subscribe();
     let mut relay: watch::Receiver<Option<Arc<Relay>>> = shared.relay.subscribe();
+    let mut fused: watch::Receiver<Option<Arc<Relay>>> = shared.fused.subscribe();
     // Greeting: STATUS OK and the plan, in header version 1 (readable by every peer).
     let hello = encode_all(&[
         status_message(
@@ -639,6 +667,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             changed = relay.changed() => {
                 if changed.is_err() { return ("server closed".into(), false); }
                 let r = relay.borrow_and_update().clone();
+                let Some(r) = r else { continue };
+                if r.from_client == id { continue; }
+                Out::Relay(r)
+            }
+            changed = fused.changed() => {
+                if changed.is_err() { return ("server closed".into(), false); }
+                let r = fused.borrow_and_update().clone();
                 let Some(r) = r else { continue };
                 if r.from_client == id { continue; }
                 Out::Relay(r)

@@ -15,11 +15,15 @@
 //!   Origin checks, an access token beyond loopback, a head timeout, a connection cap.
 //!
 //! Threat model and defaults: `docs/security.md`.
+//! - [`fusion`]: tracked ultrasound IMAGE frames (`us_device`) resliced through the CT
+//!   and labels on one worker thread, newest wins, sent back as IMAGE `CTReslice` /
+//!   `LabelReslice`; the latest frame's plane joins the needle metrics (`us_plane`).
 //! - [`replay`]: sends recorded or synthesized poses to a server (std sockets).
 //!
 //! Coordinates are LPS mm inside; tracked poses arrive as RAS (3D Slicer) and are
 //! converted at the edge.
 
+pub mod fusion;
 pub mod http;
 pub mod igtl_server;
 mod poses;
@@ -75,6 +79,16 @@ pub struct ServerConfig {
     pub needle_device: String,
     /// Device name of a registration sent over OpenIGTLink.
     pub registration_device: String,
+    /// Device name of tracked ultrasound frames (IMAGE, 8-bit, one slice, in the tracker
+    /// Reference frame like needle poses); default `Image_Reference`, as PLUS names it.
+    /// See [`fusion`].
+    pub us_device: String,
+    /// The needle metrics carry `us_plane` (the needle against the latest ultrasound
+    /// frame) while that frame is at most this old (default 1 s).
+    pub us_plane_max_age: Duration,
+    /// The CT resliced on ultrasound frames (`CTReslice`); `None`: only `LabelReslice`
+    /// is sent.
+    pub fusion_ct: Option<fusion::FusionCt>,
     /// CRC check and body-size limit for incoming messages (the server's default limit
     /// is [`DEFAULT_MAX_BODY_BYTES`]: what one client can make the server hold).
     pub decode: DecodeOptions,
@@ -143,6 +157,9 @@ impl Default for ServerConfig {
             static_dir: None,
             needle_device: "NeedleTipToReference".into(),
             registration_device: "ReferenceToRAS".into(),
+            us_device: "Image_Reference".into(),
+            us_plane_max_age: Duration::from_secs(1),
+            fusion_ct: None,
             decode: DecodeOptions {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 ..DecodeOptions::default()
@@ -226,6 +243,16 @@ pub struct Stats {
     pub igtl_dropped_slow: AtomicU64,
     /// `/api/drr` requests answered 503 because `max_drr_renders` were rendering.
     pub drr_refused: AtomicU64,
+    /// Ultrasound frames accepted (IMAGE of `us_device`, usable plane).
+    pub us_frames_in: AtomicU64,
+    /// IMAGE messages of `us_device` refused as frames (wrong type, several slices, bad
+    /// plane); still relayed.
+    pub us_frames_refused: AtomicU64,
+    /// Frames resliced and sent (`CTReslice`, `LabelReslice`).
+    pub us_frames_fused: AtomicU64,
+    /// Time of the last fusion and the longest one (µs).
+    pub us_fusion_last_us: AtomicU64,
+    pub us_fusion_max_us: AtomicU64,
 }
 
 /// Snapshot of [`Stats`].
@@ -252,6 +279,13 @@ pub struct StatsSnapshot {
     pub updates: u64,
     /// Needle poses replaced by a newer one before they were evaluated (newest wins).
     pub poses_superseded: u64,
+    pub us_frames_in: u64,
+    pub us_frames_refused: u64,
+    pub us_frames_fused: u64,
+    /// Frames replaced by a newer one before they were fused (newest wins).
+    pub us_frames_superseded: u64,
+    pub us_fusion_last_us: u64,
+    pub us_fusion_max_us: u64,
 }
 
 /// One guidance update, pre-encoded for both header versions.
@@ -287,6 +321,9 @@ pub struct Shared {
     pub(crate) drr: http::DrrRenders,
     pub metrics: watch::Sender<Option<Arc<Update>>>,
     pub relay: watch::Sender<Option<Arc<Relay>>>,
+    /// The latest `CTReslice` + `LabelReslice` (newest wins, to every client but the
+    /// frame's sender).
+    pub fused: watch::Sender<Option<Arc<Relay>>>,
     pub shutdown: watch::Sender<bool>,
     /// Who steers: the tracking source and the bounded event log.
     source: Mutex<SourceState>,
@@ -301,11 +338,17 @@ pub struct Shared {
     /// Whether the evaluator thread runs; if it could not start, poses are evaluated
     /// in the reader tasks.
     evaluator_running: AtomicBool,
+    /// Ultrasound frames waiting for the fusion worker (newest wins).
+    frames: Arc<fusion::FrameQueue>,
+    us_seq: AtomicU64,
+    /// The latest ultrasound frame's plane, for the needle metrics.
+    us_plane: RwLock<Option<fusion::LatestPlane>>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
         self.poses.close();
+        self.frames.close();
     }
 }
 
@@ -366,6 +409,7 @@ impl Shared {
             drr: http::DrrRenders::new(config.max_drr_renders),
             metrics: watch::channel(None).0,
             relay: watch::channel(None).0,
+            fused: watch::channel(None).0,
             shutdown: watch::channel(false).0,
             source: Mutex::new(SourceState::default()),
             body_budget: Arc::new(Semaphore::new(
@@ -379,6 +423,9 @@ impl Shared {
             refusals: Arc::new(Semaphore::new(64)),
             poses: Arc::default(),
             evaluator_running: AtomicBool::new(false),
+            frames: Arc::default(),
+            us_seq: AtomicU64::new(0),
+            us_plane: RwLock::new(None),
             config,
         })
     }
@@ -404,6 +451,12 @@ impl Shared {
             drr_rendering: self.drr.rendering(),
             updates: self.seq.load(Ordering::Relaxed),
             poses_superseded: self.poses.superseded(),
+            us_frames_in: s.us_frames_in.load(Ordering::Relaxed),
+            us_frames_refused: s.us_frames_refused.load(Ordering::Relaxed),
+            us_frames_fused: s.us_frames_fused.load(Ordering::Relaxed),
+            us_frames_superseded: self.frames.superseded(),
+            us_fusion_last_us: s.us_fusion_last_us.load(Ordering::Relaxed),
+            us_fusion_max_us: s.us_fusion_max_us.load(Ordering::Relaxed),
         }
     }
 
@@ -473,6 +526,7 @@ impl Shared {
             .session
             .guidance
             .evaluate(&pose, seq, timestamp_s, device);
+        metrics.us_plane = self.us_plane_metrics(&pose);
         metrics.published_unix_s = Some(unix_now_s());
         let update = Arc::new(igtl_server::encode_update(self, metrics)?);
         // Poses from several clients are evaluated concurrently: an update computed from
@@ -485,6 +539,81 @@ impl Shared {
             newer
         });
         Some(update)
+    }
+
+    /// The needle against the latest ultrasound frame, when one is at most
+    /// `us_plane_max_age` old.
+    fn us_plane_metrics(
+        &self,
+        pose: &pinhole_guidance::NeedlePose,
+    ) -> Option<pinhole_guidance::UsPlaneMetrics> {
+        let latest = self.us_plane.read().ok()?.clone()?;
+        let age = latest.received.elapsed();
+        if age > self.config.us_plane_max_age {
+            return None;
+        }
+        let n = pinhole_ultrasound::needle_in_plane(
+            pose.tip_lps,
+            pose.axis_lps,
+            &latest.plane,
+            &pinhole_ultrasound::InPlaneOptions::default(),
+        )
+        .ok()?;
+        Some(pinhole_guidance::UsPlaneMetrics {
+            frame_seq: latest.seq,
+            frame_device: latest.device,
+            frame_age_ms: age.as_secs_f64() * 1e3,
+            tip_distance_mm: n.tip_distance_mm,
+            angle_to_plane_deg: n.angle_to_plane_deg,
+            crossing: n.crossing.map(|c| pinhole_guidance::UsPlaneCrossing {
+                point_lps: c.point_lps,
+                pixel: c.pixel,
+                along_needle_from_tip_mm: c.along_needle_from_tip_mm,
+            }),
+            tip_pixel: n.tip_pixel,
+            needle_segment_px: n.needle_segment_px,
+            predicted_path_px: n.predicted_path_px,
+            in_plane: n.in_plane,
+            out_of_plane_alert: n.out_of_plane_alert,
+            in_plane_tolerance_mm: n.in_plane_tolerance_mm,
+            alert_distance_mm: n.alert_distance_mm,
+        })
+    }
+
+    /// Takes an IMAGE of the ultrasound device from `client`: records its plane and
+    /// queues it for fusion (newest wins). `Err`: not usable as a frame (counted).
+    pub(crate) fn submit_us_frame(
+        &self,
+        image: &pinhole_igtl::ImageBody,
+        device: &str,
+        timestamp: pinhole_igtl::Timestamp,
+        client: u64,
+    ) -> Result<u64, fusion::FrameRefusal> {
+        let registration = self.registration.read().ok().and_then(|r| *r);
+        let plane = match fusion::frame_plane(image, registration.as_ref()) {
+            Ok(plane) => plane,
+            Err(e) => {
+                self.stats.us_frames_refused.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let seq = self.us_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.stats.us_frames_in.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut latest) = self.us_plane.write() {
+            let newer = latest.as_ref().is_none_or(|l| l.seq < seq);
+            if newer {
+                *latest = Some(fusion::LatestPlane {
+                    seq,
+                    device: device.to_owned(),
+                    plane: plane.clone(),
+                    received: std::time::Instant::now(),
+                });
+            }
+        }
+        self.frames.submit(fusion::PendingFrame::new(
+            seq, client, plane, image, timestamp,
+        ));
+        Ok(seq)
     }
 
     /// The steering log (`/api/session`'s `source_events`), oldest first.
@@ -652,6 +781,7 @@ pub struct Running {
     pub http_addr: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     evaluator: Option<std::thread::JoinHandle<()>>,
+    fusion: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -664,6 +794,10 @@ impl Running {
         self.shared.poses.close();
         if let Some(evaluator) = self.evaluator {
             let _ = tokio::task::spawn_blocking(move || evaluator.join()).await;
+        }
+        self.shared.frames.close();
+        if let Some(fusion) = self.fusion {
+            let _ = tokio::task::spawn_blocking(move || fusion.join()).await;
         }
     }
 }
@@ -728,6 +862,16 @@ pub async fn start(session: Session, config: ServerConfig) -> Result<Running, Se
             None
         }
     };
+    let fusion = match fusion::spawn_worker(shared.frames.clone(), Arc::downgrade(&shared)) {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            log(format_args!(
+                "cannot start the ultrasound fusion thread ({e}): frames give the needle \
+                 metrics their plane but are not resliced"
+            ));
+            None
+        }
+    };
     let mut tasks = vec![tokio::spawn(igtl_server::accept_loop(shared.clone(), igtl))];
     let http_addr = match http {
         Some((listener, addr)) => {
@@ -742,6 +886,7 @@ pub async fn start(session: Session, config: ServerConfig) -> Result<Running, Se
         http_addr,
         tasks,
         evaluator,
+        fusion,
     })
 }
 

@@ -10,3 +10,4 @@ mod faults;
 mod geometry;
 mod http;
 mod interop;
+mod ultrasound;

@@ -8,6 +8,8 @@
 //! * [`in_plane`]: tip distance from the plane, needle–plane angle, where the needle's
 //!   line crosses the plane, the needle and its predicted path in pixels, in-plane state
 //!   and the out-of-plane alert.
+//! * [`simulate`](mod@simulate): B-mode ultrasound simulated from the CT (after Wein et al.
+//!   2008) for a linear or convex probe at a pose, with its [`ImagePlane`].
 //!
 //! # Guarantees
 //! * World coordinates are LPS millimetres (`pinhole_volume`'s convention); pixel
@@ -50,10 +52,14 @@
 pub mod in_plane;
 pub mod plane;
 pub mod reslice;
+pub mod simulate;
 
 pub use in_plane::{needle_in_plane, InPlaneError, InPlaneOptions, NeedleInPlane, PlaneCrossing};
 pub use plane::{ImagePlane, PlaneError};
 pub use reslice::{
     reslice, reslice_both_into, reslice_ct_into, reslice_labels_into, Reslice, ResliceError,
     ResliceOptions,
+};
+pub use simulate::{
+    simulate, Probe, ProbePose, SimulateError, SimulatedFrame, SimulationParams, Simulator,
 };

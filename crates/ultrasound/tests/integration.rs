@@ -8,3 +8,4 @@ mod common;
 mod in_plane;
 mod orientation;
 mod simpleitk;
+mod simulate;

@@ -8,6 +8,7 @@ pub mod info;
 pub mod plan;
 pub mod register;
 pub mod serve;
+pub mod us;
 pub mod vessel;
 
 use std::path::{Path, PathBuf};

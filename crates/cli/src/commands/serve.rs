@@ -32,6 +32,11 @@ pub struct ServeArgs {
     /// Device name of the tracked needle (TRANSFORM, POSITION or TDATA item).
     #[arg(long, default_value = "NeedleTipToReference")]
     needle_device: String,
+    /// Device name of tracked ultrasound frames (IMAGE, 8-bit, one slice, in the tracker
+    /// Reference frame): each is answered with the CT and labels resliced on it (IMAGE
+    /// CTReslice, LabelReslice) and the needle metrics gain `us_plane`.
+    #[arg(long, default_value = "Image_Reference")]
+    us_device: String,
     /// OpenIGTLink port.
     #[arg(long, default_value_t = 18944)]
     igtl_port: u16,
@@ -184,7 +189,14 @@ pub fn run(args: &ServeArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     let mut session = build(&data, &content, terminal)?;
     // `/api/session` shows an overridden CT check with the session's other warnings.
     session.description.warnings.extend(ct_warning);
-    drop(ct);
+    // Kept for ultrasound fusion (CTReslice): the CT stays in memory (as f32 HU) while
+    // serving.
+    let ct_hu = match ct {
+        pinhole_io::image::AnyVolume::F32(v) => v,
+        other => other.to_f32(),
+    };
+    let mut config = config;
+    config.fusion_ct = Some(pinhole_server::fusion::FusionCt(std::sync::Arc::new(ct_hu)));
     serve(session, config)
 }
 
@@ -262,6 +274,7 @@ impl ServeArgs {
             http_addr: Some(SocketAddr::new(ip, self.http_port)),
             static_dir: self.static_dir.clone().or_else(super::demo::find_web_dist),
             needle_device: self.needle_device.clone(),
+            us_device: self.us_device.clone(),
             decode: pinhole_igtl::DecodeOptions {
                 verify_crc: !self.no_crc_check,
                 max_body_bytes: self.max_igtl_message_mib << 20,
