@@ -29,8 +29,8 @@
 //! * `LabelReslice`: the label ids, 8-bit, 0 = none; ids above 255 are clamped to 255
 //!   (logged once).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use pinhole_guidance::pose::{mat4_mul, Mat4};
@@ -38,6 +38,7 @@ use pinhole_igtl::{Body, ImageBody, Message, MetaEntry, ScalarType, Timestamp};
 use pinhole_ultrasound::{ImagePlane, PlaneError};
 use pinhole_volume::Volume;
 
+use crate::newest::NewestSlot;
 use crate::{log, Relay, Shared};
 
 /// Device names of the fused images the server sends.
@@ -170,59 +171,8 @@ impl PendingFrame {
     }
 }
 
-#[derive(Default)]
-struct Slot {
-    pending: Option<PendingFrame>,
-    closed: bool,
-}
-
 /// At most one frame waiting, the newest.
-#[derive(Default)]
-pub(crate) struct FrameQueue {
-    slot: Mutex<Slot>,
-    ready: Condvar,
-    superseded: AtomicU64,
-}
-
-impl FrameQueue {
-    fn lock(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queues a frame, replacing any frame still waiting.
-    pub(crate) fn submit(&self, frame: PendingFrame) {
-        let mut slot = self.lock();
-        if slot.pending.replace(frame).is_some() {
-            self.superseded.fetch_add(1, Ordering::Relaxed);
-        }
-        drop(slot);
-        self.ready.notify_one();
-    }
-
-    /// Frames replaced by a newer one before they were fused.
-    pub(crate) fn superseded(&self) -> u64 {
-        self.superseded.load(Ordering::Relaxed)
-    }
-
-    /// Wakes the worker to stop.
-    pub(crate) fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_all();
-    }
-
-    fn next(&self) -> Option<PendingFrame> {
-        let mut slot = self.lock();
-        loop {
-            if slot.closed {
-                return None;
-            }
-            if let Some(frame) = slot.pending.take() {
-                return Some(frame);
-            }
-            slot = self.ready.wait(slot).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
+pub(crate) type FrameQueue = NewestSlot<PendingFrame>;
 
 /// The worker's buffers, reused frame after frame.
 #[derive(Default)]
@@ -441,7 +391,7 @@ mod tests {
         let body = image([4, 3, 1], ScalarType::U8, &AXIAL_RAS);
         let queue = FrameQueue::default();
         for seq in 1..=3 {
-            queue.submit(PendingFrame::new(
+            queue.put(PendingFrame::new(
                 seq,
                 1,
                 plane.clone(),

@@ -26,6 +26,7 @@
 pub mod fusion;
 pub mod http;
 pub mod igtl_server;
+mod newest;
 mod poses;
 pub mod replay;
 
@@ -610,7 +611,7 @@ impl Shared {
                 });
             }
         }
-        self.frames.submit(fusion::PendingFrame::new(
+        self.frames.put(fusion::PendingFrame::new(
             seq, client, plane, image, timestamp,
         ));
         Ok(seq)

@@ -13,10 +13,11 @@
 //! superseded poses leave gaps, which clients already see as updates they skipped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 
 use pinhole_guidance::pose::Mat4;
 
+use crate::newest::NewestSlot;
 use crate::Shared;
 
 /// A pose waiting for evaluation.
@@ -28,25 +29,11 @@ pub(crate) struct PendingPose {
     pub(crate) device: String,
 }
 
-#[derive(Default)]
-struct Slot {
-    pending: Option<PendingPose>,
-    closed: bool,
-}
-
 /// At most one pose waiting, the newest; see the module documentation.
 #[derive(Default)]
-pub(crate) struct PoseQueue {
-    slot: Mutex<Slot>,
-    ready: Condvar,
-    superseded: AtomicU64,
-}
+pub(crate) struct PoseQueue(NewestSlot<PendingPose>);
 
 impl PoseQueue {
-    fn lock(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Queues a pose, numbered from `seq`, replacing any pose still waiting.
     pub(crate) fn submit(
         &self,
@@ -55,43 +42,27 @@ impl PoseQueue {
         timestamp_s: f64,
         device: &str,
     ) {
-        let mut slot = self.lock();
-        let pose = PendingPose {
+        self.0.put_with(|| PendingPose {
             seq: seq.fetch_add(1, Ordering::Relaxed) + 1,
             tip_to_reference,
             timestamp_s,
             device: device.to_string(),
-        };
-        if slot.pending.replace(pose).is_some() {
-            self.superseded.fetch_add(1, Ordering::Relaxed);
-        }
-        drop(slot);
-        self.ready.notify_one();
+        });
     }
 
     /// Poses replaced by a newer one before they were evaluated.
     pub(crate) fn superseded(&self) -> u64 {
-        self.superseded.load(Ordering::Relaxed)
+        self.0.superseded()
     }
 
     /// Wakes the evaluator to stop (poses still waiting are dropped).
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_all();
+        self.0.close();
     }
 
     /// The newest pose, waiting for one; `None` once closed.
     fn next(&self) -> Option<PendingPose> {
-        let mut slot = self.lock();
-        loop {
-            if slot.closed {
-                return None;
-            }
-            if let Some(pose) = slot.pending.take() {
-                return Some(pose);
-            }
-            slot = self.ready.wait(slot).unwrap_or_else(|p| p.into_inner());
-        }
+        self.0.next()
     }
 }
 
@@ -143,18 +114,6 @@ mod tests {
     }
 
     #[test]
-    fn close_wakes_a_waiting_evaluator() {
-        let queue = Arc::new(PoseQueue::default());
-        let waiter = {
-            let queue = queue.clone();
-            std::thread::spawn(move || queue.next().is_none())
-        };
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        queue.close();
-        assert!(waiter.join().unwrap(), "the evaluator did not stop");
-    }
-
-    #[test]
     fn concurrent_submitters_never_lose_the_highest_number() {
         let queue = Arc::new(PoseQueue::default());
         let seq = Arc::new(AtomicU64::new(0));
@@ -171,8 +130,7 @@ mod tests {
         let mut evaluated = 0u64;
         let mut last = 0;
         while senders.iter().any(|s| !s.is_finished()) || evaluated + queue.superseded() < 4000 {
-            let mut slot = queue.lock();
-            if let Some(p) = slot.pending.take() {
+            if let Some(p) = queue.0.try_take() {
                 assert!(p.seq > last, "numbers went back: {} after {last}", p.seq);
                 last = p.seq;
                 evaluated += 1;
