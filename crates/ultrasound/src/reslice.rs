@@ -255,7 +255,7 @@ const FIXED_TO_F32: f32 = 1.0 / (1u64 << FRAC_BITS) as f32;
 const FIXED_LIMIT: f64 = (1u64 << 22) as f64;
 
 /// Where a pixel falls in the grid: the trilinear cell and the nearest voxel.
-struct Located {
+pub(crate) struct Located {
     /// Memory offset of the cell's lowest corner.
     base: usize,
     frac: [f32; 3],
@@ -264,7 +264,7 @@ struct Located {
 }
 
 /// A grid's voxel cells, prepared for branch-light sampling.
-struct Cells {
+pub(crate) struct Cells {
     /// `n − 0.5`: the exclusive upper end of the inside test.
     end: [f64; 3],
     /// `n − 1`: the clamp of trilinear indices.
@@ -282,7 +282,7 @@ struct Cells {
 }
 
 impl Cells {
-    fn new(grid: &Grid) -> Self {
+    pub(crate) fn new(grid: &Grid) -> Self {
         let d = grid.dims();
         let stride = [1, d[0], d[0] * d[1]];
         let fixed = |x: f64| (x * FIXED_ONE) as i64;
@@ -366,7 +366,7 @@ impl Cells {
     }
 
     #[inline(always)]
-    fn locate(&self, c: Vec3) -> Option<Located> {
+    pub(crate) fn locate(&self, c: Vec3) -> Option<Located> {
         // Written so that NaN is outside.
         let inside = (0..3).fold(true, |inside, a| {
             inside & (c[a] >= -0.5) & (c[a] < self.end[a])
@@ -396,7 +396,7 @@ impl Cells {
 
     /// Trilinear value of a located cell.
     #[inline(always)]
-    fn trilinear(&self, data: &[f32], v: &Located) -> f32 {
+    pub(crate) fn trilinear(&self, data: &[f32], v: &Located) -> f32 {
         let [sx, sy, sz] = self.step;
         let o = v.base;
         let value = |k: usize| data[o + k];

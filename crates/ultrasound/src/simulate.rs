@@ -46,6 +46,7 @@ use pinhole_volume::{Grid, Volume};
 use rayon::prelude::*;
 
 use crate::plane::{ImagePlane, PlaneError, MAX_PIXELS};
+use crate::reslice::Cells;
 
 /// HU below which a sample is air (lung, bowel gas, outside the body).
 pub const AIR_BELOW_HU: f32 = -400.0;
@@ -730,17 +731,12 @@ pub fn simulate(
     Simulator::new(*params)?.simulate(ct, pose)
 }
 
-/// Trilinear CT sampling at continuous voxel indices, ITK's way (see [`crate::reslice`]):
-/// inside when `-0.5 ≤ c < n − 0.5` on every axis, indices clamped to `[0, n − 1]`;
-/// outside is air (−1000 HU).
+/// CT sampling at continuous voxel indices, the reslice's trilinear ([`crate::reslice`],
+/// ITK's inside test and edge clamping); outside is air (−1000 HU).
 struct Sampler {
     world_to_index: [[f64; 3]; 3],
     origin: Vec3,
-    end: [f64; 3],
-    last: [f64; 3],
-    base_max: [usize; 3],
-    step: [usize; 3],
-    stride: [usize; 3],
+    cells: Cells,
 }
 
 impl Sampler {
@@ -748,16 +744,10 @@ impl Sampler {
         let m = grid.ijk_to_lps();
         let index_to_world = std::array::from_fn(|r| [m[r][0], m[r][1], m[r][2]]);
         let world_to_index = mat3_inverse(&index_to_world).ok_or(SimulateError::SingularGrid)?;
-        let d = grid.dims();
-        let stride = [1, d[0], d[0] * d[1]];
         Ok(Self {
             world_to_index,
             origin: grid.origin_lps(),
-            end: d.map(|n| n as f64 - 0.5),
-            last: d.map(|n| (n - 1) as f64),
-            base_max: d.map(|n| n.max(2) - 2),
-            step: std::array::from_fn(|a| usize::from(d[a] > 1) * stride[a]),
-            stride,
+            cells: Cells::new(grid),
         })
     }
 
@@ -771,30 +761,9 @@ impl Sampler {
 
     #[inline(always)]
     fn trilinear(&self, data: &[f32], c: Vec3) -> f32 {
-        // Written so that NaN is outside.
-        let inside = (0..3).fold(true, |inside, a| {
-            inside & (c[a] >= -0.5) & (c[a] < self.end[a])
-        });
-        if !inside {
-            return -1000.0;
-        }
-        let mut base = 0usize;
-        let mut frac = [0.0f32; 3];
-        for a in 0..3 {
-            let x = c[a].clamp(0.0, self.last[a]);
-            let cell = (x as usize).min(self.base_max[a]);
-            frac[a] = (x - cell as f64) as f32;
-            base += cell * self.stride[a];
-        }
-        let [sx, sy, sz] = self.step;
-        let value = |k: usize| data[base + k];
-        let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
-        let [fx, fy, fz] = frac;
-        let c00 = lerp(value(0), value(sx), fx);
-        let c10 = lerp(value(sy), value(sx + sy), fx);
-        let c01 = lerp(value(sz), value(sx + sz), fx);
-        let c11 = lerp(value(sy + sz), value(sx + sy + sz), fx);
-        lerp(lerp(c00, c10, fy), lerp(c01, c11, fy), fz)
+        self.cells
+            .locate(c)
+            .map_or(-1000.0, |v| self.cells.trilinear(data, &v))
     }
 }
 
