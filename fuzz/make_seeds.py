@@ -133,6 +133,55 @@ def xray_png_seeds():
     put("xray_image", "grey16_8x8.png", png_bytes(8, 8, 16, [b"".join(struct.pack(">H", x * 4000 + y) for x in range(8)) for y in range(8)]))
 
 
+def us_frame_seeds():
+    """Ultrasound frames: grey and RGB PNG, a 2-D u8 NIfTI with an oblique affine, and
+    multi-frame DICOM US (RGB with an ultrasound region, MONOCHROME2, YBR_FULL_422)."""
+    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+
+    put("us_frame", "grey8_8x6.png", png_bytes(8, 6, 8, [bytes((x * 30 + y * 7) % 256 for x in range(8)) for y in range(6)]))
+    rgb = png_bytes(4, 4, 8, [bytes((x * 60 + c * 20 + y) % 256 for x in range(4) for c in range(3)) for y in range(4)])
+    # The same IDAT read as colour type 2 (RGB) of 4 pixels a row: patch IHDR (colour type, CRC).
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0)
+    rgb = rgb[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr) & 0xFFFFFFFF) + rgb[33:]
+    put("us_frame", "rgb8_4x4.png", rgb)
+    affine = np.array([[0.0, 0.0, 2.0, 10.0], [0.5, 0.0, 0.0, -20.0], [0.0, -0.8, 0.0, 30.0], [0, 0, 0, 1]])
+    frame = nib.Nifti1Image((np.arange(48) % 256).astype(np.uint8).reshape(8, 6, 1), affine)
+    put("us_frame", "oblique_8x6.nii", frame.to_bytes())
+
+    def us(photometric, samples, frames, w=6, h=4, region=False):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+        meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset("us.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = meta.MediaStorageSOPClassUID
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.Modality = "US"
+        ds.Rows, ds.Columns = h, w
+        ds.NumberOfFrames = frames
+        ds.SamplesPerPixel = samples
+        if samples == 3:
+            ds.PlanarConfiguration = 0
+        ds.PhotometricInterpretation = photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.PixelRepresentation = 0
+        if region:
+            item = Dataset()
+            item.PhysicalUnitsXDirection, item.PhysicalUnitsYDirection = 3, 3
+            item.PhysicalDeltaX, item.PhysicalDeltaY = 0.02, 0.03
+            ds.SequenceOfUltrasoundRegions = Sequence([item])
+        per_pixel = 2 if photometric == "YBR_FULL_422" else samples
+        ds.PixelData = bytes((k * 37) % 256 for k in range(frames * w * h * per_pixel))
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        return out.getvalue()
+
+    put("us_frame", "us_rgb_3frames.dcm", us("RGB", 3, 3, region=True))
+    put("us_frame", "us_mono_4frames.dcm", us("MONOCHROME2", 1, 4))
+    put("us_frame", "us_ybr422_2frames.dcm", us("YBR_FULL_422", 3, 2))
+
+
 NRRD_HEADER = """NRRD0004
 # Complete NRRD file format specification at:
 # http://teem.sourceforge.net/nrrd/format.html
@@ -209,6 +258,20 @@ def text_seeds():
         "Parameters: 1 0 0 0 1 0 0 0 1 0 0 40\nFixedParameters: 0 0 0\n")
     put("itk_transform", "matrix4x4.txt", "# ReferenceToRAS\n1 0 0 10\n0 1 0 -5\n0 0 1 2.5\n0 0 0 1\n")
     put("itk_transform", "matrix12_commas.txt", "1,0,0,0, 0,1,0,0, 0,0,1,40\n")
+    put("us_calibration", "plus_config.xml",
+        '<?xml version="1.0" encoding="utf-8"?>\n<PlusConfiguration version="2.1">\n'
+        '  <DataCollection StartupDelaySec="1.0"><DeviceSet Name="seed" /></DataCollection>\n'
+        '  <CoordinateDefinitions>\n'
+        '    <Transform From="StylusTip" To="Stylus" Matrix="1 0 0 210 0 1 0 0 0 0 1 0 0 0 0 1" />\n'
+        '    <Transform From="Image" To="Probe" Matrix="0.107535 0.00094824 0.0044213 -65.0944 '
+        '-0.00370072 -0.106722 -0.0104906 -15.4298 -0.000358 0.0114953 -0.0905823 -4.03253 0 0 0 1" '
+        'Error="0.554951" Date="012617_105449" />\n'
+        '    <Transform From="Probe" To="Tracker" Matrix="0 -1 0 3 1 0 0 -4 0 0 1 5 0 0 0 1" />\n'
+        '  </CoordinateDefinitions>\n</PlusConfiguration>\n')
+    put("us_calibration", "probe_to_image.xml",
+        '<PlusConfiguration><CoordinateDefinitions><Transform From="Probe" To="Image" '
+        'Matrix="5 0 0 -15 0 5 0 0 0 0 5 0 0 0 0 1"/></CoordinateDefinitions></PlusConfiguration>')
+    put("us_calibration", "image_to_probe.txt", "0.1 0 0 1\n0 0.1 0 2\n0 0 0.1 3\n0 0 0 1\n")
 
     put("pose_csv", "matrix17.csv",
         "# Not for clinical use. NeedleTipToReference poses, RAS mm\nt,m00,m01,m02,m03,m10,m11,m12,m13,m20,m21,m22,m23,m30,m31,m32,m33\n"
@@ -240,6 +303,7 @@ def main():
     dicom_seeds()
     nifti_seeds()
     xray_png_seeds()
+    us_frame_seeds()
     nrrd_seeds()
     igtl_seeds()
     text_seeds()

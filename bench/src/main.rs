@@ -70,10 +70,12 @@ fn main() -> anyhow::Result<()> {
         }
         Some("drr") => drr(&args[1..])?,
         Some("needle") => needle::run(&args[1..])?,
+        Some("us-reslice") => us_reslice(&args[1..])?,
         _ => bail!(
             "usage: pinhole-bench load PATH [REPEATS] | edt LABELS [REPEATS] | \
              drr CT SIZE INTEGRATOR [REPEATS] [--source-anterior] [--out RAW] | \
-             ablation N SECONDS [--damage] [--tissue-physics] [--steps-per-sweep S] [--out RAW]"
+             ablation N SECONDS [--damage] [--tissue-physics] [--steps-per-sweep S] [--out RAW] | \
+             us-reslice CT LABELS PLANES_JSON [REPEATS]"
         ),
     }
     Ok(())
@@ -94,6 +96,48 @@ fn parse_integrator(text: &str) -> anyhow::Result<Integrator> {
         });
     }
     bail!("integrator must be trilinearN, siddon or step:MM, got {text}")
+}
+
+/// `us-reslice CT LABELS PLANES_JSON [REPEATS]`: each plane of PLANES_JSON (a list of
+/// `{"image_to_lps": 4×4, "width": W, "height": H}`, as `tests/py/ultrasound_reference.py`
+/// reads them) resliced from the CT alone (trilinear) and from the CT + labels (one
+/// pass), into reused buffers; best of REPEATS after one warm-up run. Prints JSON.
+fn us_reslice(args: &[String]) -> anyhow::Result<()> {
+    let [ct, labels, planes, rest @ ..] = args else {
+        bail!("us-reslice CT LABELS PLANES_JSON [REPEATS]");
+    };
+    let repeats = rest.first().map(|r| r.parse()).transpose()?.unwrap_or(20);
+    let ct = load(Path::new(ct))?.to_f32();
+    let labels = load(Path::new(labels))?
+        .to_labels()
+        .context("not a label map")?;
+    let planes: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(planes)?)?;
+    let mut results = Vec::new();
+    for p in planes.as_array().context("PLANES_JSON: a list")? {
+        let m: pinhole_volume::math::Mat4 = serde_json::from_value(p["image_to_lps"].clone())?;
+        let width = p["width"].as_u64().context("width")? as usize;
+        let height = p["height"].as_u64().context("height")? as usize;
+        let plane = pinhole_ultrasound::ImagePlane::new(m, width, height)?;
+        let mut hu = vec![0f32; plane.pixel_count()];
+        let mut ids = vec![0u16; plane.pixel_count()];
+        pinhole_ultrasound::reslice_ct_into(&ct, &plane, -1000.0, &mut hu)?;
+        let (ct_s, ()) = best_of(repeats, || {
+            Ok(pinhole_ultrasound::reslice_ct_into(
+                &ct, &plane, -1000.0, &mut hu,
+            )?)
+        })?;
+        let (both_s, ()) = best_of(repeats, || {
+            Ok(pinhole_ultrasound::reslice_both_into(
+                &ct, &labels, &plane, -1000.0, &mut hu, &mut ids,
+            )?)
+        })?;
+        results.push(serde_json::json!({ "ct_seconds": ct_s, "ct_and_labels_seconds": both_s }));
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "op": "us-reslice", "planes": results, "threads": rayon_threads() })
+    );
+    Ok(())
 }
 
 fn drr(args: &[String]) -> anyhow::Result<()> {

@@ -2,6 +2,11 @@
 
 client PORT           connect to our server, send NeedleTipToReference poses (header v1,
                       then v2 with metadata), print what came back (JSON).
+us-frame PORT OUTDIR  connect twice; one client sends an 8-bit 2-D IMAGE "Image_Reference"
+                      (an oblique ultrasound frame, LPS matrix: pyigtl's default), the
+                      other waits for the fused CTReslice and LabelReslice (the server
+                      answers every client but the sender); their pixels go to OUTDIR
+                      (ct_reslice.u8, label_reslice.u8), the rest is printed (JSON).
 server PORT OUTDIR    listen (127.0.0.1), send IMAGE (3-D int16, v1 and v2 with metadata),
                       STRING and POINT to the first client; print what was sent (JSON).
                       Prints "LISTENING" first so the test knows when to connect.
@@ -73,6 +78,51 @@ def client(port, outdir=None):
     print(json.dumps(out))
 
 
+def us_frame(port, outdir):
+    # Two clients, as PLUS (sends frames) and Slicer (shows the fusion): the server sends
+    # the fused images to every client but the frame's sender.
+    viewer = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=int(port))
+    c = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=int(port))
+    end = time.time() + 10
+    while not (viewer.is_connected() and c.is_connected()) and time.time() < end:
+        time.sleep(0.01)
+    # 64 x 48 pixels; x along LPS (cos 20, sin 20, 0) at 0.5 mm, y downwards (LPS -z) at
+    # 0.5 mm, origin LPS (-15, -10, 12): inside the 60 mm test phantom.
+    a = np.radians(20.0)
+    ijk = np.array([[0.5 * np.cos(a), 0.0, 0.0, -15.0],
+                    [0.5 * np.sin(a), 0.0, 0.0, -10.0],
+                    [0.0, -0.5, 0.0, 12.0],
+                    [0.0, 0.0, 0.0, 1.0]])
+    # The third column: the frame normal (unit), as PLUS sends one-slice images.
+    normal = np.cross(ijk[:3, 0], ijk[:3, 1])
+    ijk[:3, 2] = normal / np.linalg.norm(normal)
+    frame = (np.arange(48 * 64) % 251).astype(np.uint8).reshape(1, 48, 64)  # (k, j, i)
+    img = pyigtl.ImageMessage(frame, ijk_to_world_matrix=ijk, device_name="Image_Reference")
+    c.send_message(img, wait=True)
+    got = {}
+    end = time.time() + 20
+    while len(got) < 2 and time.time() < end:
+        for name in ("CTReslice", "LabelReslice"):
+            if name not in got:
+                m = viewer.wait_for_message(name, timeout=0.2)
+                if m is not None:
+                    got[name] = m
+    c.stop()
+    viewer.stop()
+    if len(got) < 2:
+        raise SystemExit(f"fused images not received: {sorted(got)}")
+    out = {"sent": {"ijk_to_world": ijk.tolist(), "world": img.world_coordinate_system,
+                    "shape_kji": list(frame.shape)}}
+    for name, file in (("CTReslice", "ct_reslice.u8"), ("LabelReslice", "label_reslice.u8")):
+        m = got[name]
+        pixels = np.ascontiguousarray(np.asarray(m.image)).astype(np.uint8)
+        pixels.tofile(os.path.join(outdir, file))
+        out[name] = {"ijk_to_world": np.asarray(m.ijk_to_world_matrix, float).tolist(),
+                     "world": m.world_coordinate_system, "shape": list(np.asarray(m.image).shape),
+                     "pixels": int(pixels.size)}
+    print(json.dumps(out))
+
+
 def server(port, outdir):
     s = pyigtl.OpenIGTLinkServer(port=int(port), local_server=True)
     print("LISTENING", flush=True)
@@ -116,6 +166,8 @@ def server(port, outdir):
 if __name__ == "__main__":
     if sys.argv[1] == "client":
         client(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+    elif sys.argv[1] == "us-frame":
+        us_frame(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "server":
         server(sys.argv[2], sys.argv[3])
     else:

@@ -1,5 +1,6 @@
 // Pinhole viewer: CT + labels in NiiVue, planned paths, live needle guidance over a
-// WebSocket and a server-rendered fluoroscopy panel. API: docs/api.md.
+// WebSocket, a server-rendered fluoroscopy panel and the live ultrasound fused with the CT
+// (shown once the server has fused a frame). API: docs/api.md.
 // Coordinates from the server are LPS mm; NiiVue's world is RAS mm (NIfTI), so x and y
 // are negated at this edge and nowhere else.
 // Display: radiological convention by default (patient's right on the viewer's left, as
@@ -32,6 +33,11 @@ const state = {
   // Where each preview's time went: waiting, server (to headers), body, image decode.
   drrPhasesMs: [],
   warningsShown: 0,
+  // Live ultrasound: the latest /api/us/latest answer, the seq of the picture on
+  // screen, and how many pictures were shown.
+  usLatest: null,
+  usSeqShown: null,
+  usImageLoads: 0,
   radiological: true,
   lineSlabMm: LINE_SLAB_MM,
   errors: [],
@@ -73,6 +79,7 @@ async function main() {
   connectGuidance()
   initFluoro()
   initTools()
+  initUltrasound()
 }
 
 // The reports' warnings (what the engine could not use or check) above everything.
@@ -489,6 +496,69 @@ async function loadDrr(job, signal) {
   state.drrPose = { lao_deg: laoDeg, cran_deg: cranDeg, quality }
   const renderer = response.headers.get('x-pinhole-renderer') || 'server'
   $('drr-info').textContent = `${renderer} · ${quality} · ${roundTripMs.toFixed(0)} ms`
+}
+
+// Live ultrasound: /api/us/latest polled about 10 times a second (204 until the server
+// has fused a frame), the picture fetched when its seq or the chosen view changes; one
+// request in flight at most (a poll that finds one running is skipped).
+const US_POLL_MS = 100
+let usView = 'blend'
+let usShown = null // `${seq}:${view}` of the picture on screen
+let usBusy = false
+
+function initUltrasound() {
+  for (const radio of document.querySelectorAll('input[name=us-view]')) {
+    radio.addEventListener('change', () => {
+      if (radio.checked) usView = radio.value
+      pollUltrasound()
+    })
+  }
+  setInterval(pollUltrasound, US_POLL_MS)
+}
+
+async function pollUltrasound() {
+  if (usBusy) return
+  usBusy = true
+  try {
+    const response = await fetch('/api/us/latest', { cache: 'no-store' })
+    if (response.status === 204) return
+    if (!response.ok) throw new Error(`HTTP ${response.status}`)
+    const latest = await response.json()
+    state.usLatest = latest
+    $('us').hidden = false
+    const view = usView
+    if (usShown !== `${latest.seq}:${view}`) {
+      const seq = await loadUsPicture(latest.seq, view)
+      usShown = `${seq}:${view}`
+    }
+    const [sx, sy] = latest.pixel_spacing_mm
+    $('us-info').textContent =
+      `${latest.width_px}×${latest.height_px} px · ${sx.toFixed(2)}×${sy.toFixed(2)} mm · ` +
+      `age ${latest.age_ms.toFixed(0)} ms`
+  } catch (error) {
+    $('us-info').textContent = `ultrasound: ${error.message || error}`
+  } finally {
+    usBusy = false
+  }
+}
+
+// Fetches the newest picture; returns the seq it shows (it may be newer than asked).
+async function loadUsPicture(seq, view) {
+  const response = await fetch(`/api/us/frame.png?view=${view}&seq=${seq}`, { cache: 'no-store' })
+  if (!response.ok) throw new Error(`picture: HTTP ${response.status}`)
+  const shown = Number(response.headers.get('x-pinhole-us-seq') || seq)
+  const blob = await response.blob()
+  const img = $('us-img')
+  const previous = img.src
+  img.src = URL.createObjectURL(blob)
+  if (previous) URL.revokeObjectURL(previous)
+  await img.decode()
+  img.dataset.seq = String(shown)
+  img.dataset.view = view
+  state.usSeqShown = shown
+  state.usImageLoads += 1
+  $('us-seq').textContent = `#${shown} · ${view === 'blend' ? 'blended' : 'reslice'}`
+  return shown
 }
 
 function initTools() {

@@ -22,6 +22,8 @@ mod vessel;
 mod outputs;
 // `pinhole us simulate`.
 mod us;
+// `pinhole us reconstruct`, `pinhole us landmarks`.
+mod us_tracked;
 // `pinhole demo` in headless Chromium.
 mod viewer;
 
@@ -210,6 +212,22 @@ fn demo_runs_on_the_embedded_sample() {
     assert!(out.join("ct.nrrd").exists());
     assert!(out.join("labels.seg.nrrd").exists());
     assert!(out.join("fluoro_frontal.png").exists());
+    // The ultrasound step: a rocked convex sweep (21 poses there and 20 back), each frame
+    // tracked, the beam along the kidney-biopsy path from its entry.
+    assert!(stdout.contains("== ultrasound"), "{stdout}");
+    let sweep = pinhole_io::sequence::read_sequence(&out.join("us_sweep.seq.mha")).unwrap();
+    assert_eq!(sweep.frames.len(), 41);
+    assert!(sweep
+        .frames
+        .iter()
+        .all(|f| f.valid_transform("ImageToReference").is_ok()));
+    assert!(
+        sweep.frames.iter().any(|f| match &f.pixels {
+            pinhole_io::sequence::FramePixels::U8(p) => p.iter().filter(|&&v| v > 0).count() > 1000,
+            _ => false,
+        }),
+        "the simulated frames are blank"
+    );
     // Every report the demo wrote matches its published schema (an independent validator).
     let plan = out.join("kidney-biopsy/plan.json");
     validate_against_schemas(&[

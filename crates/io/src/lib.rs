@@ -11,12 +11,16 @@
 //! * [`markups`], [`vtk`], [`png`]: Slicer markups `.mrk.json`, legacy VTK polydata, PNG.
 //! * [`open`]: format detection by content and extension.
 //! * [`xray_image`]: X-ray images for registration (PNG, single DICOM file, 2-D NIfTI).
+//! * [`us_frame`]: ultrasound frames (PNG, 2-D NIfTI with its geometry, DICOM US incl.
+//!   multi-frame) as 8-bit grey.
 //! * [`transform`]: registrations (ITK `.tfm` affine transforms, 4×4 text matrices).
 //! * [`pose_csv`]: timed needle poses (replay CSV), read and written.
 //! * [`sequence`]: tracked ultrasound sequences (PLUS `.seq.mha` / `.mhd`, `.seq.nrrd`).
 //! * [`atomic`]: every writer writes a temporary file and renames it into place.
+//! * [`calibration`]: ultrasound probe calibrations (`ImageToProbe`) from PLUS XML or 4×4.
 
 pub mod atomic;
+pub mod calibration;
 pub mod dicom;
 pub mod error;
 pub mod image;
@@ -32,6 +36,7 @@ pub mod rescale;
 pub mod segnrrd;
 pub mod sequence;
 pub mod transform;
+pub mod us_frame;
 pub mod vtk;
 pub mod xray_image;
 

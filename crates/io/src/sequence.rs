@@ -162,6 +162,17 @@ impl TrackedFrame {
     pub fn transform(&self, name: &str) -> Option<&FrameTransform> {
         self.transforms.iter().find(|t| t.name == name)
     }
+
+    /// The matrix of the transform called `name` when present and `OK`; else why not
+    /// (`no ImageToProbeTransform`, `ImageToProbeTransform is not OK`).
+    pub fn valid_transform(&self, name: &str) -> std::result::Result<&Mat4, String> {
+        match self.transform(name) {
+            None => Err(format!("no {name}Transform")),
+            Some(t) => t
+                .valid_matrix()
+                .ok_or_else(|| format!("{name}Transform is not OK")),
+        }
+    }
 }
 
 /// A tracked ultrasound sequence.

@@ -38,6 +38,24 @@ pub fn read_registration(path: &Path) -> Result<Mat4> {
     parse_registration(&text).map_err(|what| Error::new(path, ErrorKind::InvalidTransform(what)))
 }
 
+/// Writes a registration `ReferenceToRAS` as 4×4 text (row-major, full precision, a `#`
+/// comment line first), atomically; [`read_registration`] reads it back exactly.
+pub fn write_registration(path: &Path, matrix: &Mat4, comment: &str) -> Result<()> {
+    check_affine(matrix).map_err(|what| Error::new(path, ErrorKind::InvalidTransform(what)))?;
+    let mut text = String::new();
+    for line in comment.lines() {
+        text.push_str("# ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    for row in matrix {
+        let cells: Vec<String> = row.iter().map(|v| format!("{}", v + 0.0)).collect();
+        text.push_str(&cells.join(" "));
+        text.push('\n');
+    }
+    crate::atomic::write_atomic(path, text.as_bytes())
+}
+
 /// Parses the text of a registration file (see [`read_registration`]); the error says
 /// what is wrong with it.
 pub fn parse_registration(text: &str) -> std::result::Result<Mat4, String> {

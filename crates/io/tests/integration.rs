@@ -4,6 +4,7 @@
 // the test functions themselves).
 #![allow(clippy::unwrap_used)]
 
+mod calibration;
 #[path = "../../../tests/support/shared.rs"]
 mod common;
 mod dicom;
@@ -13,5 +14,6 @@ mod refusals;
 mod robustness;
 mod sequence;
 mod transforms;
+mod us_frame;
 mod writers;
 mod xray_image;

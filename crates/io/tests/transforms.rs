@@ -179,3 +179,31 @@ fn pose_csv_writes_what_replay_wrote_and_reads_it_back() {
         "{e}"
     );
 }
+
+#[test]
+fn a_written_registration_reads_back_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corrected.txt");
+    let m = [
+        [
+            0.996_194_698_091_745_5,
+            -0.087_155_742_747_658_17,
+            0.0,
+            12.345_678_901_234,
+        ],
+        [0.087_155_742_747_658_17, 0.996_194_698_091_745_5, 0.0, -0.1],
+        [0.0, 0.0, 1.0, 1e-17],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    pinhole_io::transform::write_registration(&path, &m, "ReferenceToRAS\nby a test").unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.starts_with("# ReferenceToRAS\n# by a test\n"),
+        "{text}"
+    );
+    assert_eq!(pinhole_io::transform::read_registration(&path).unwrap(), m);
+    let mut singular = m;
+    singular[3] = [0.0, 0.0, 0.0, 0.0];
+    let err = pinhole_io::transform::write_registration(&path, &singular, "").unwrap_err();
+    assert!(err.to_string().contains("bottom row"), "{err}");
+}

@@ -8,6 +8,10 @@
 //! pixel steps). Its IJK→RAS matrix is in the Reference frame: the registration
 //! (`ReferenceToRAS`) in force maps it to RAS, then RAS → LPS, as for needle poses (the
 //! world side only: see [`frame_plane`]).
+//! With a probe calibration (`ServerConfig::us_image_to_probe`, PLUS's `ImageToProbe`),
+//! the IMAGE's own matrix is not used: the frame is placed by the latest TRANSFORM
+//! `us_probe_device` (`ProbeToReference`, rigid, at most `us_plane_max_age` old) times
+//! the calibration, and the fused images carry that `ImageToReference` as their matrix.
 //! Other frames are refused with a reason (logged once per client, counted in
 //! `us_frames_refused`); every IMAGE is still relayed to the other clients as before.
 //!
@@ -28,14 +32,29 @@
 //!   −1000 HU (black). Not sent when the server has no CT.
 //! * `LabelReslice`: the label ids, 8-bit, 0 = none; ids above 255 are clamped to 255
 //!   (logged once).
+//!
+//! After publishing them, the worker builds the frame's two pictures for the web viewer
+//! ([`UsView`], kept newest-wins in the server state; `/api/us/latest`,
+//! `/api/us/frame.png`): `blend`, the incoming ultrasound grey mixed with `CTReslice`'s
+//! grey at [`US_BLEND_CT_WEIGHT`], and `reslice`, `CTReslice`'s grey alone (black without
+//! a CT); both with the contours of the labels in the viewer's label colours (none when
+//! the session has no viewer scene), the contours of the viewer's overlays (ablation
+//! zones, resliced nearest) in [`pinhole_ultrasound::compose::ZONE_COLOR`], the plan's
+//! path projected on the plane and its target (`pinhole_ultrasound::compose`). Pixels
+//! are shown as the frame has them (pixel x to the right, y down, as the scanner shows
+//! them, never mirrored); the orientation letters name the patient direction each edge
+//! faces.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use pinhole_guidance::pose::{mat4_mul, Mat4};
-use pinhole_igtl::{Body, ImageBody, Message, MetaEntry, ScalarType, Timestamp};
+use pinhole_guidance::pose::Mat4;
+use pinhole_igtl::{Body, Coordinate, ImageBody, Message, MetaEntry, ScalarType, Timestamp};
+use pinhole_ultrasound::compose::{self, LabelPalette, Overlay};
 use pinhole_ultrasound::{ImagePlane, PlaneError};
+use pinhole_volume::annotate::patient_letters;
+use pinhole_volume::math::{Vec3, IDENTITY4};
 use pinhole_volume::Volume;
 
 use crate::newest::NewestSlot;
@@ -51,6 +70,10 @@ pub const CT_WINDOW_LEVEL_HU: f32 = 40.0;
 
 /// HU of `CTReslice` pixels outside the CT (air).
 pub const OUTSIDE_HU: f32 = -1000.0;
+
+/// Weight of the CT in the web viewer's blended ultrasound view (the ultrasound gets
+/// the rest).
+pub const US_BLEND_CT_WEIGHT: f32 = 0.5;
 
 /// The CT the server reslices on ultrasound frames, shared; its `Debug` prints the grid
 /// size only.
@@ -76,14 +99,33 @@ pub enum FrameRefusal {
     SubVolume { offset: [u16; 3], size: [u16; 3] },
     #[error("its image plane is refused: {0}")]
     Plane(#[from] PlaneError),
+    #[error(
+        "no {device} TRANSFORM received yet: with a probe calibration, frames are placed by \
+         the tracked probe's pose"
+    )]
+    NoProbePose { device: String },
+    #[error(
+        "the latest {device} TRANSFORM is {age_ms} ms old (more than {max_age_ms} ms): \
+         the probe is not tracked"
+    )]
+    ProbePoseTooOld {
+        device: String,
+        age_ms: u128,
+        max_age_ms: u128,
+    },
+    #[error("{0}")]
+    Tracking(pinhole_ultrasound::tracking::TrackingError),
 }
 
 /// The `ImageToLps` plane of an ultrasound IMAGE in the Reference frame:
-/// `F · ReferenceToRAS · IJKToRAS` (F = diag(−1, −1, 1, 1)). Only the world side is
+/// `F · ReferenceToRAS · ImageToReference` (F = diag(−1, −1, 1, 1)), where
+/// `ImageToReference` is `image_to_reference` when given (the tracked probe composed with
+/// the calibration) and else the IMAGE's own IJK→RAS matrix. Only the world side is
 /// flipped: the pixel axes are not RAS or LPS, so the two-sided `F · M · F` used for
 /// poses (`pose::flip_xy`) would mirror the image.
 pub fn frame_plane(
     image: &ImageBody,
+    image_to_reference: Option<&Mat4>,
     reference_to_ras: Option<&Mat4>,
 ) -> Result<ImagePlane, FrameRefusal> {
     if image.scalar_type != ScalarType::U8 {
@@ -101,17 +143,13 @@ pub fn frame_plane(
             size: image.subvolume_size,
         });
     }
-    let ijk_to_ras = image.ijk_to_ras();
-    let ras = match reference_to_ras {
-        Some(r) => mat4_mul(r, &ijk_to_ras),
-        None => ijk_to_ras,
-    };
-    let mut lps = ras;
-    for row in lps.iter_mut().take(2) {
-        for v in row.iter_mut() {
-            *v = -*v + 0.0;
-        }
-    }
+    let image_to_reference = image_to_reference
+        .copied()
+        .unwrap_or_else(|| image.ijk_to_ras());
+    let lps = pinhole_ultrasound::tracking::image_to_lps(
+        &image_to_reference,
+        reference_to_ras.unwrap_or(&IDENTITY4),
+    );
     Ok(ImagePlane::new(
         lps,
         usize::from(image.size[0]),
@@ -138,17 +176,26 @@ pub(crate) struct PendingFrame {
     /// The incoming image's header (pixels emptied): size, T S N P, COORDINATE, endian.
     pub(crate) geometry: ImageBody,
     pub(crate) timestamp: Timestamp,
+    /// The incoming image's 8-bit pixels (row-major, `width × height`), for the viewer's
+    /// blended picture.
+    pub(crate) pixels: Vec<u8>,
+    /// When the server accepted the frame.
+    pub(crate) received: Instant,
 }
 
 impl PendingFrame {
+    /// `placed`: the frame's `ImageToReference` when the tracked probe and the
+    /// calibration placed it; the fused images then carry it as their matrix (so Slicer
+    /// shows them where they are in the Reference frame), else the incoming image's own.
     pub(crate) fn new(
         seq: u64,
         from_client: u64,
         plane: ImagePlane,
         image: &ImageBody,
         ts: Timestamp,
+        placed: Option<&Mat4>,
     ) -> Self {
-        let geometry = ImageBody {
+        let mut geometry = ImageBody {
             version: image.version,
             components: 1,
             scalar_type: ScalarType::U8,
@@ -161,12 +208,28 @@ impl PendingFrame {
             subvolume_size: image.size,
             pixels: Vec::new(),
         };
+        if let Some(image_to_reference) = placed {
+            let placed_body = ImageBody::new(
+                image.size,
+                ScalarType::U8,
+                1,
+                image.endian,
+                Coordinate::Ras,
+                image_to_reference,
+                Vec::new(),
+            );
+            geometry.coordinate = Coordinate::Ras;
+            geometry.axes = placed_body.axes;
+            geometry.centre = placed_body.centre;
+        }
         Self {
             seq,
             from_client,
             plane,
             geometry,
             timestamp: ts,
+            pixels: image.pixels.clone(),
+            received: Instant::now(),
         }
     }
 }
@@ -181,6 +244,126 @@ pub(crate) struct Fuser {
     labels: Vec<u16>,
     /// Whether a label id above 255 was already reported.
     clamp_reported: bool,
+    /// What the viewer's pictures draw (made at the first frame).
+    view_assets: Option<ViewAssets>,
+    ct_grey: Vec<u8>,
+    zones: Vec<Vec<u16>>,
+}
+
+/// The patient direction each edge of a picture faces (orientation letters).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EdgeLetters {
+    pub left: String,
+    pub right: String,
+    pub top: String,
+    pub bottom: String,
+}
+
+impl EdgeLetters {
+    /// Letters for a picture whose pixel steps right and down are `right_lps`, `down_lps`.
+    pub fn of(right_lps: Vec3, down_lps: Vec3) -> Self {
+        let neg = |v: Vec3| v.map(|c| -c);
+        Self {
+            left: patient_letters(neg(right_lps)),
+            right: patient_letters(right_lps),
+            top: patient_letters(neg(down_lps)),
+            bottom: patient_letters(down_lps),
+        }
+    }
+}
+
+/// Which picture of a fused frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsViewKind {
+    /// The ultrasound mixed with the CT reslice ([`US_BLEND_CT_WEIGHT`]), overlays on top.
+    Blend,
+    /// The CT reslice alone, the same overlays.
+    Reslice,
+}
+
+/// The newest fused frame as RGB pictures for the web viewer (row-major on the frame's
+/// pixels, `3 × width × height` bytes each), without letters or scale bar (drawn when a
+/// PNG is encoded).
+#[derive(Debug)]
+pub struct UsView {
+    pub seq: u64,
+    pub width_px: usize,
+    pub height_px: usize,
+    /// Pixel spacing `[x, y]` (mm).
+    pub spacing_mm: [f64; 2],
+    /// LPS step of one pixel to the right and one pixel down (mm).
+    pub right_lps: Vec3,
+    pub down_lps: Vec3,
+    pub letters: EdgeLetters,
+    /// The incoming frame's OpenIGTLink timestamp (seconds since 1970).
+    pub timestamp_s: f64,
+    /// When the server accepted the frame.
+    pub received: Instant,
+    /// Time spent building both pictures (microseconds).
+    pub build_us: u64,
+    pub blend_rgb: Vec<u8>,
+    pub reslice_rgb: Vec<u8>,
+}
+
+impl UsView {
+    pub fn rgb(&self, kind: UsViewKind) -> &[u8] {
+        match kind {
+            UsViewKind::Blend => &self.blend_rgb,
+            UsViewKind::Reslice => &self.reslice_rgb,
+        }
+    }
+}
+
+/// The session's part of the pictures: label colours, ablation zones, the plan.
+struct ViewAssets {
+    palette: LabelPalette,
+    zones: Vec<Volume<u16>>,
+    entry_lps: Option<Vec3>,
+    target_lps: Vec3,
+    target_radius_mm: f64,
+}
+
+impl ViewAssets {
+    fn of(session: &pinhole_guidance::Session) -> Self {
+        let plan = session.guidance.plan();
+        let target_radius_mm = match &session.description.plan.target_zone {
+            pinhole_guidance::session::TargetZoneInfo::Sphere { radius_mm, .. } => *radius_mm,
+            pinhole_guidance::session::TargetZoneInfo::Label => {
+                pinhole_guidance::engine::DEFAULT_TARGET_RADIUS_MM
+            }
+        };
+        let (palette, zones) = match &session.viewer {
+            Some(viewer) => (
+                LabelPalette::new(viewer.labels.iter().map(|l| (l.id, l.color))),
+                viewer
+                    .overlays
+                    .iter()
+                    .filter_map(|o| {
+                        let name = o.url.strip_prefix("/data/")?;
+                        let (_, bytes) = viewer.files.get(name)?;
+                        match pinhole_io::nifti::read_bytes(bytes) {
+                            Ok(v) => Some(v.to_volume::<u16>()),
+                            Err(e) => {
+                                log(format_args!(
+                                    "ultrasound view: overlay {name} not drawn ({e})"
+                                ));
+                                None
+                            }
+                        }
+                    })
+                    .collect(),
+            ),
+            None => (LabelPalette::default(), Vec::new()),
+        };
+        Self {
+            palette,
+            zones,
+            entry_lps: plan.entry_lps,
+            target_lps: plan.target_lps,
+            target_radius_mm,
+        }
+    }
 }
 
 /// `CTReslice`'s window: HU → 8-bit grey (see the module documentation).
@@ -292,6 +475,102 @@ pub(crate) fn fuse(shared: &Shared, fuser: &mut Fuser, frame: PendingFrame) {
     stats.us_frames_fused.fetch_add(1, Ordering::Relaxed);
     stats.us_fusion_last_us.store(took_us, Ordering::Relaxed);
     stats.us_fusion_max_us.fetch_max(took_us, Ordering::Relaxed);
+    if !shared.us_view_wanted() {
+        return;
+    }
+    match build_view(shared, fuser, &frame, ct.is_some()) {
+        Ok(view) => shared.set_us_view(Arc::new(view)),
+        Err(e) => log(format_args!(
+            "ultrasound frame {}: no viewer picture: {e}",
+            frame.seq
+        )),
+    }
+}
+
+/// The frame's two pictures (after `fuse` resliced it into `fuser`'s buffers).
+fn build_view(
+    shared: &Shared,
+    fuser: &mut Fuser,
+    frame: &PendingFrame,
+    has_ct: bool,
+) -> Result<UsView, String> {
+    let started = Instant::now();
+    let plane = &frame.plane;
+    let (w, h) = (plane.width_px(), plane.height_px());
+    let assets = fuser
+        .view_assets
+        .get_or_insert_with(|| ViewAssets::of(&shared.session));
+    fuser.ct_grey.clear();
+    if has_ct {
+        fuser
+            .ct_grey
+            .extend(fuser.ct_hu.iter().map(|&hu| window_u8(hu)));
+    } else {
+        fuser.ct_grey.resize(w * h, 0);
+    }
+    fuser.zones.resize_with(assets.zones.len(), Vec::new);
+    for (zone, buffer) in assets.zones.iter().zip(&mut fuser.zones) {
+        buffer.resize(w * h, 0);
+        pinhole_ultrasound::reslice_labels_into(zone, plane, buffer).map_err(|e| e.to_string())?;
+    }
+    let zones: Vec<&[u16]> = fuser.zones.iter().map(Vec::as_slice).collect();
+    let overlay = Overlay {
+        labels: (!assets.palette.is_empty()).then_some((fuser.labels.as_slice(), &assets.palette)),
+        zones: &zones,
+        plan: Some(compose::plan_projection(
+            plane,
+            assets.entry_lps,
+            assets.target_lps,
+            assets.target_radius_mm,
+        )),
+        line_width_px: (w.min(h) / 256).clamp(1, 3),
+    };
+    let (mut blend_rgb, mut reslice_rgb) = (Vec::new(), Vec::new());
+    compose::blend(
+        &frame.pixels,
+        &fuser.ct_grey,
+        w,
+        h,
+        US_BLEND_CT_WEIGHT,
+        &overlay,
+        &mut blend_rgb,
+    )
+    .map_err(|e| e.to_string())?;
+    compose::reslice_view(&fuser.ct_grey, w, h, &overlay, &mut reslice_rgb)
+        .map_err(|e| e.to_string())?;
+    let (right_lps, down_lps) = (plane.step_x_lps(), plane.step_y_lps());
+    Ok(UsView {
+        seq: frame.seq,
+        width_px: w,
+        height_px: h,
+        spacing_mm: plane.spacing_mm(),
+        right_lps,
+        down_lps,
+        letters: EdgeLetters::of(right_lps, down_lps),
+        timestamp_s: frame.timestamp.as_secs_f64(),
+        received: frame.received,
+        build_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        blend_rgb,
+        reslice_rgb,
+    })
+}
+
+/// A picture as PNG: the view's RGB with orientation letters at the edges and a scale
+/// bar (`pinhole_volume::annotate`).
+pub fn us_view_png(view: &UsView, kind: UsViewKind) -> Result<Vec<u8>, String> {
+    let mut rgb = view.rgb(kind).to_vec();
+    let mut canvas = pinhole_volume::annotate::Canvas {
+        rgb: &mut rgb,
+        width: view.width_px,
+        height: view.height_px,
+    };
+    canvas.orientation_letters(view.right_lps, view.down_lps);
+    canvas.scale_bar(view.spacing_mm[0]);
+    let (w, h) = (
+        u32::try_from(view.width_px).map_err(|e| e.to_string())?,
+        u32::try_from(view.height_px).map_err(|e| e.to_string())?,
+    );
+    pinhole_io::png::encode_rgb8_fast("ultrasound view", w, h, &rgb).map_err(|e| e.to_string())
 }
 
 fn image_message(device: &str, body: ImageBody, ts: Timestamp) -> Message {
@@ -303,7 +582,7 @@ fn image_message(device: &str, body: ImageBody, ts: Timestamp) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pinhole_igtl::{Coordinate, Endian};
+    use pinhole_igtl::Endian;
 
     fn image(size: [u16; 3], scalar: ScalarType, m: &Mat4) -> ImageBody {
         let n = usize::from(size[0]) * usize::from(size[1]) * usize::from(size[2]);
@@ -345,7 +624,7 @@ mod tests {
 
     #[test]
     fn a_ras_frame_becomes_an_lps_plane_through_the_registration() {
-        let plane = frame_plane(&image([4, 3, 1], ScalarType::U8, &AXIAL_RAS), None).unwrap();
+        let plane = frame_plane(&image([4, 3, 1], ScalarType::U8, &AXIAL_RAS), None, None).unwrap();
         // RAS (10, 20, 30) is LPS (−10, −20, 30); x and y flip.
         assert_eq!(plane.origin_lps(), [-10.0, -20.0, 30.0]);
         assert_eq!(plane.step_x_lps(), [-0.5, 0.0, 0.0]);
@@ -353,25 +632,39 @@ mod tests {
         // ReferenceToRAS: a 5 mm shift along R.
         let mut shift = pinhole_guidance::pose::IDENTITY4;
         shift[0][3] = 5.0;
-        let plane =
-            frame_plane(&image([4, 3, 1], ScalarType::U8, &AXIAL_RAS), Some(&shift)).unwrap();
+        let plane = frame_plane(
+            &image([4, 3, 1], ScalarType::U8, &AXIAL_RAS),
+            None,
+            Some(&shift),
+        )
+        .unwrap();
         assert_eq!(plane.origin_lps(), [-15.0, -20.0, 30.0]);
+        // A tracked probe's placement replaces the IMAGE's own matrix.
+        let mut placed = AXIAL_RAS;
+        placed[2][3] = -7.0;
+        let plane = frame_plane(
+            &image([4, 3, 1], ScalarType::U8, &AXIAL_RAS),
+            Some(&placed),
+            Some(&shift),
+        )
+        .unwrap();
+        assert_eq!(plane.origin_lps(), [-15.0, -20.0, -7.0]);
     }
 
     #[test]
     fn bad_frames_are_refused_with_the_reason() {
         assert_eq!(
-            frame_plane(&image([4, 3, 1], ScalarType::U16, &AXIAL_RAS), None),
+            frame_plane(&image([4, 3, 1], ScalarType::U16, &AXIAL_RAS), None, None),
             Err(FrameRefusal::Scalar(ScalarType::U16))
         );
         assert_eq!(
-            frame_plane(&image([4, 3, 2], ScalarType::U8, &AXIAL_RAS), None),
+            frame_plane(&image([4, 3, 2], ScalarType::U8, &AXIAL_RAS), None, None),
             Err(FrameRefusal::Slices(2))
         );
         let mut zero = AXIAL_RAS;
         zero[1][1] = 0.0;
         assert!(matches!(
-            frame_plane(&image([4, 3, 1], ScalarType::U8, &zero), None),
+            frame_plane(&image([4, 3, 1], ScalarType::U8, &zero), None, None),
             Err(FrameRefusal::Plane(PlaneError::DegenerateAxis {
                 axis: 'y',
                 ..
@@ -380,14 +673,14 @@ mod tests {
         let mut sheared = AXIAL_RAS;
         sheared[0][1] = 0.1;
         assert!(matches!(
-            frame_plane(&image([4, 3, 1], ScalarType::U8, &sheared), None),
+            frame_plane(&image([4, 3, 1], ScalarType::U8, &sheared), None, None),
             Err(FrameRefusal::Plane(PlaneError::Shear { .. }))
         ));
     }
 
     #[test]
     fn the_newest_frame_replaces_a_waiting_one() {
-        let plane = frame_plane(&image([4, 3, 1], ScalarType::U8, &AXIAL_RAS), None).unwrap();
+        let plane = frame_plane(&image([4, 3, 1], ScalarType::U8, &AXIAL_RAS), None, None).unwrap();
         let body = image([4, 3, 1], ScalarType::U8, &AXIAL_RAS);
         let queue = FrameQueue::default();
         for seq in 1..=3 {
@@ -397,6 +690,7 @@ mod tests {
                 plane.clone(),
                 &body,
                 Timestamp::default(),
+                None,
             ));
         }
         assert_eq!(queue.next().map(|f| f.seq), Some(3));

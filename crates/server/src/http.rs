@@ -8,6 +8,11 @@
 //! - `GET /api/drr`: simulated fluoroscopy; at most one render per client in flight (the
 //!   `client` parameter, else the peer address: a newer request cancels the older one),
 //!   at most `max_drr_renders` at once server-wide (503 beyond);
+//! - `GET /api/us/latest`: the newest fused ultrasound frame's description (seq, size,
+//!   pixel spacing, orientation letters, age; 204 before any frame, as `/api/guidance`,
+//!   so that a polling viewer logs no errors);
+//! - `GET /api/us/frame.png?view=blend|reslice`: its picture, PNG encoded on request
+//!   (off the async threads) with orientation letters and a scale bar;
 //! - anything else: a file of the static folder, if one was configured. Paths are
 //!   percent-decoded once and rejected if any segment is `..` or `.`, or holds a
 //!   backslash or NUL; the result is canonicalised and must stay inside the canonical
@@ -123,6 +128,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/guidance", get(guidance))
         .route("/ws/guidance", get(ws_guidance))
         .route("/api/drr", get(drr))
+        .route("/api/us/latest", get(us_latest))
+        .route("/api/us/frame.png", get(us_frame_png))
         .route("/data/{name}", get(data_file))
         .fallback(static_file)
         .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
@@ -543,6 +550,112 @@ async fn drr(
         }
         Ok(Some((Err(e), _))) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// `/api/us/latest`.
+#[derive(Debug, serde::Serialize)]
+struct UsLatest {
+    seq: u64,
+    width_px: usize,
+    height_px: usize,
+    /// `[x, y]`, mm.
+    pixel_spacing_mm: [f64; 2],
+    /// The patient direction each edge of the pictures faces.
+    letters: crate::fusion::EdgeLetters,
+    /// The frame's OpenIGTLink timestamp, seconds since 1970.
+    timestamp_s: f64,
+    /// Time since the server accepted the frame (ms).
+    age_ms: f64,
+    /// Time the fusion worker spent building both pictures (ms).
+    build_ms: f64,
+    views: [crate::fusion::UsViewKind; 2],
+    ct_weight: f32,
+}
+
+/// The 404 before any ultrasound frame was fused.
+fn no_us_frame() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({
+            "error": "no ultrasound frame fused yet: send an IMAGE of the ultrasound device \
+                      over OpenIGTLink"
+        })),
+    )
+        .into_response()
+}
+
+async fn us_latest(State(shared): State<Arc<Shared>>) -> Response {
+    shared.want_us_view();
+    let Some(view) = shared.us_view() else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let latest = UsLatest {
+        seq: view.seq,
+        width_px: view.width_px,
+        height_px: view.height_px,
+        pixel_spacing_mm: view.spacing_mm,
+        letters: view.letters.clone(),
+        timestamp_s: view.timestamp_s,
+        age_ms: view.received.elapsed().as_secs_f64() * 1e3,
+        build_ms: view.build_us as f64 / 1e3,
+        views: [
+            crate::fusion::UsViewKind::Blend,
+            crate::fusion::UsViewKind::Reslice,
+        ],
+        ct_weight: crate::fusion::US_BLEND_CT_WEIGHT,
+    };
+    ([(header::CACHE_CONTROL, "no-store")], Json(latest)).into_response()
+}
+
+/// Query of `/api/us/frame.png` (other parameters, such as a cache-busting `seq`, are
+/// ignored).
+#[derive(Debug, serde::Deserialize)]
+struct UsFrameQuery {
+    view: Option<String>,
+}
+
+/// Response header of `/api/us/frame.png`: the seq of the frame shown.
+pub const US_SEQ: header::HeaderName = header::HeaderName::from_static("x-pinhole-us-seq");
+
+async fn us_frame_png(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<UsFrameQuery>,
+) -> Response {
+    shared.want_us_view();
+    let kind = match query.view.as_deref() {
+        None | Some("blend") => crate::fusion::UsViewKind::Blend,
+        Some("reslice") => crate::fusion::UsViewKind::Reslice,
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({
+                    "error": format!("view must be blend or reslice, got {other:?}")
+                })),
+            )
+                .into_response()
+        }
+    };
+    let Some(view) = shared.us_view() else {
+        return no_us_frame();
+    };
+    let seq = view.seq;
+    match tokio::task::spawn_blocking(move || crate::fusion::us_view_png(&view, kind)).await {
+        Ok(Ok(png)) => (
+            [
+                (header::CONTENT_TYPE, "image/png".to_string()),
+                (header::CACHE_CONTROL, "no-store".to_string()),
+                (US_SEQ, seq.to_string()),
+            ],
+            png,
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "error": e })),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 

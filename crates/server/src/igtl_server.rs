@@ -22,7 +22,13 @@
 //!   `igtl_max_lag` (default 250 ms: what is queued towards it holds more than the
 //!   newest update) is dropped with a reset, logged and counted (`igtl_dropped_slow`);
 //!   it reconnects and resyncs. A client whose socket accepts nothing for
-//!   `write_timeout` is disconnected too. What already sits in a client's own receive
+//!   `write_timeout` is disconnected too. A client that is sent images (relayed, or the
+//!   fused `CTReslice` / `LabelReslice`) gets a send buffer of twice its largest image
+//!   message, at most [`IMAGE_SEND_BUFFER_MAX_BYTES`] (the kernel may cap it lower):
+//!   through an 8 KiB buffer a message of hundreds of KiB goes a few segments per
+//!   delayed acknowledgement (a 512 KiB fused pair took ~190 ms on loopback, so a 30 fps
+//!   Slicer client was dropped as behind). Such a client reads at video rate; one that
+//!   does not is still dropped by `igtl_max_lag` once the larger buffer is full. What already sits in a client's own receive
 //!   buffer is beyond the server's reach: metrics carry `published_unix_s` (and the
 //!   messages' header timestamp is the publication time) so that a client can tell
 //!   their age. Replies use the highest header version the client has sent (1 until it
@@ -58,6 +64,9 @@ const STATUS_BUSY: u16 = 6;
 /// bookkeeping): a few guidance updates. Left to itself the kernel grows it to
 /// megabytes, seconds of stale guidance queued towards a slow reader.
 pub const SEND_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Largest send buffer asked for a client that is sent images (see the module docs).
+pub const IMAGE_SEND_BUFFER_MAX_BYTES: usize = 4 << 20;
 
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut shutdown = shared.shutdown.subscribe();
@@ -130,13 +139,15 @@ async fn client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u6
     if shared.config.verbose {
         log(format_args!("client {id} ({peer}) connected"));
     }
+    // A second handle on the same socket, to grow its send buffer once images flow.
+    let sizer = socket2::SockRef::from(&stream).try_clone().ok();
     let (rd, mut wr) = stream.into_split();
     let version = AtomicU16::new(1);
     let (reply_tx, reply_rx) = mpsc::channel::<Message>(shared.config.reply_queue.max(1));
     let mut shutdown = shared.shutdown.subscribe();
     let (reason, reset) = tokio::select! {
         r = read_loop(&shared, rd, peer, id, &version, &reply_tx) => (r, false),
-        r = write_loop(&shared, &mut wr, id, &version, reply_rx) => r,
+        r = write_loop(&shared, &mut wr, id, &version, reply_rx, sizer.as_ref()) => r,
         _ = crate::stopped(&mut shutdown) => ("server shutting down".to_owned(), false),
     };
     if reset {
@@ -379,6 +390,7 @@ fn handle_message(
         Body::Transform(_) | Body::Position(_) => {
             message.device_name == cfg.needle_device
                 || message.device_name == cfg.registration_device
+                || (cfg.us_image_to_probe.is_some() && message.device_name == cfg.us_probe_device)
         }
         Body::TData(items) => items.iter().any(|i| i.name == cfg.needle_device),
         Body::Image(_) => true,
@@ -414,6 +426,20 @@ fn handle_message(
                     "client {id} ({peer}): ignored a singular {} transform",
                     cfg.registration_device
                 ));
+            }
+        }
+        Body::Transform(t)
+            if cfg.us_image_to_probe.is_some() && message.device_name == cfg.us_probe_device =>
+        {
+            if let Err(why) = shared.submit_probe_pose(&t.to_matrix()) {
+                if !*us_refusal_logged {
+                    *us_refusal_logged = true;
+                    log(format_args!(
+                        "client {id} ({peer}): TRANSFORM {} refused as the probe's pose: {why} \
+                         (logged once per client, counted in us_probe_refused)",
+                        message.device_name
+                    ));
+                }
             }
         }
         Body::Position(p) if message.device_name == cfg.needle_device => {
@@ -631,7 +657,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     id: u64,
     version: &AtomicU16,
     mut replies: mpsc::Receiver<Message>,
+    sizer: Option<&socket2::Socket>,
 ) -> (String, bool) {
+    let mut send_buffer_bytes = SEND_BUFFER_BYTES;
     let mut pace = Pace {
         write_timeout: shared.config.write_timeout,
         max_lag: shared.config.igtl_max_lag,
@@ -692,6 +720,24 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             Out::Relay(r) => pick(version, &r.frames_v1, &r.frames_v2),
             Out::Bytes(b) => b.as_slice(),
         };
+        if matches!(out, Out::Relay(_)) && data.len() * 2 > send_buffer_bytes {
+            if let Some(socket) = sizer {
+                send_buffer_bytes = (data.len() * 2).min(IMAGE_SEND_BUFFER_MAX_BYTES);
+                let grown = socket.set_send_buffer_size(send_buffer_bytes);
+                if grown.is_ok() {
+                    shared
+                        .stats
+                        .igtl_send_buffers_grown
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                if let Err(e) = grown {
+                    log(format_args!(
+                        "client {id}: cannot grow its send buffer for images ({e}); large \
+                         images may go slowly"
+                    ));
+                }
+            }
+        }
         if let Err(e) = write(&mut wr, data, &mut pace).await {
             return stalled(shared, e);
         }

@@ -10,7 +10,8 @@
 //!   peers, changes recorded ([`Shared::source_events`]); a client cap, a
 //!   partial-message timeout and a shared budget of bodies in flight.
 //! - [`http`]: `/api/health`, `/api/session`, `/api/guidance`, `/ws/guidance`,
-//!   `/api/drr` (one render per client, newest wins, a server-wide cap), `/data/…` and a
+//!   `/api/drr` (one render per client, newest wins, a server-wide cap), `/api/us/latest`
+//!   and `/api/us/frame.png` (the newest fused ultrasound frame's pictures), `/data/…` and a
 //!   static folder served without path traversal; Host /
 //!   Origin checks, an access token beyond loopback, a head timeout, a connection cap.
 //!
@@ -87,6 +88,20 @@ pub struct ServerConfig {
     /// The needle metrics carry `us_plane` (the needle against the latest ultrasound
     /// frame) while that frame is at most this old (default 1 s).
     pub us_plane_max_age: Duration,
+    /// The needle against the ultrasound plane: `in_plane` within
+    /// `in_plane_tolerance_mm`, and beyond `alert_distance_mm` the out-of-plane alert,
+    /// which raises the guidance `alert` to at least `caution` with a reason (defaults
+    /// 2 mm / 2 mm, [`pinhole_ultrasound::InPlaneOptions`]).
+    pub us_in_plane: pinhole_ultrasound::InPlaneOptions,
+    /// The probe calibration `ImageToProbe` (pixels → probe mm, as PLUS computes it).
+    /// When set, ultrasound frames are placed the tracked-probe way:
+    /// `ImageToReference = ProbeToReference · ImageToProbe`, with the latest TRANSFORM
+    /// `us_probe_device` at most `us_plane_max_age` old, and the IMAGE's own matrix is
+    /// not used (see [`fusion`]). `None`: the IMAGE's matrix is `ImageToReference`.
+    pub us_image_to_probe: Option<Mat4>,
+    /// Device name of the tracked probe's TRANSFORM (default `ProbeToReference`); read
+    /// only with `us_image_to_probe`.
+    pub us_probe_device: String,
     /// The CT resliced on ultrasound frames (`CTReslice`); `None`: only `LabelReslice`
     /// is sent.
     pub fusion_ct: Option<fusion::FusionCt>,
@@ -160,6 +175,9 @@ impl Default for ServerConfig {
             registration_device: "ReferenceToRAS".into(),
             us_device: "Image_Reference".into(),
             us_plane_max_age: Duration::from_secs(1),
+            us_in_plane: pinhole_ultrasound::InPlaneOptions::default(),
+            us_image_to_probe: None,
+            us_probe_device: "ProbeToReference".into(),
             fusion_ct: None,
             decode: DecodeOptions {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -242,6 +260,8 @@ pub struct Stats {
     /// OpenIGTLink clients dropped for staying behind the stream longer than
     /// `igtl_max_lag` (they reconnect and resync).
     pub igtl_dropped_slow: AtomicU64,
+    /// Times an OpenIGTLink client's send buffer was grown for the images it is sent.
+    pub igtl_send_buffers_grown: AtomicU64,
     /// `/api/drr` requests answered 503 because `max_drr_renders` were rendering.
     pub drr_refused: AtomicU64,
     /// Ultrasound frames accepted (IMAGE of `us_device`, usable plane).
@@ -249,6 +269,8 @@ pub struct Stats {
     /// IMAGE messages of `us_device` refused as frames (wrong type, several slices, bad
     /// plane); still relayed.
     pub us_frames_refused: AtomicU64,
+    /// `us_probe_device` TRANSFORMs refused (not rigid).
+    pub us_probe_refused: AtomicU64,
     /// Frames resliced and sent (`CTReslice`, `LabelReslice`).
     pub us_frames_fused: AtomicU64,
     /// Time of the last fusion and the longest one (µs).
@@ -273,6 +295,7 @@ pub struct StatsSnapshot {
     pub http_refused: u64,
     pub ws_dropped_slow: u64,
     pub igtl_dropped_slow: u64,
+    pub igtl_send_buffers_grown: u64,
     pub drr_refused: u64,
     /// `/api/drr` renders in progress.
     pub drr_rendering: usize,
@@ -282,6 +305,7 @@ pub struct StatsSnapshot {
     pub poses_superseded: u64,
     pub us_frames_in: u64,
     pub us_frames_refused: u64,
+    pub us_probe_refused: u64,
     pub us_frames_fused: u64,
     /// Frames replaced by a newer one before they were fused (newest wins).
     pub us_frames_superseded: u64,
@@ -344,6 +368,13 @@ pub struct Shared {
     us_seq: AtomicU64,
     /// The latest ultrasound frame's plane, for the needle metrics.
     us_plane: RwLock<Option<fusion::LatestPlane>>,
+    /// The latest rigid `us_probe_device` pose (`ProbeToReference`) and when it came.
+    us_probe: RwLock<Option<(Mat4, std::time::Instant)>>,
+    /// The newest fused frame's pictures for the web viewer (newest wins).
+    us_view: RwLock<Option<Arc<fusion::UsView>>>,
+    /// When a web viewer last asked for the ultrasound pictures: they are built only
+    /// while one does ([`US_VIEW_INTEREST`]).
+    us_view_wanted: Mutex<Option<std::time::Instant>>,
 }
 
 impl Drop for Shared {
@@ -352,6 +383,10 @@ impl Drop for Shared {
         self.frames.close();
     }
 }
+
+/// How long after a web viewer's last `/api/us/…` request the fusion worker keeps
+/// building the viewer's ultrasound pictures.
+pub const US_VIEW_INTEREST: Duration = Duration::from_secs(5);
 
 /// At most [`TRACKING_EVENTS_PER_WINDOW`] tracking-source records per window; further
 /// changes are counted and reported with the next record.
@@ -427,6 +462,9 @@ impl Shared {
             frames: Arc::default(),
             us_seq: AtomicU64::new(0),
             us_plane: RwLock::new(None),
+            us_probe: RwLock::new(None),
+            us_view: RwLock::new(None),
+            us_view_wanted: Mutex::new(None),
             config,
         })
     }
@@ -448,12 +486,14 @@ impl Shared {
             http_refused: s.http_refused.load(Ordering::Relaxed),
             ws_dropped_slow: s.ws_dropped_slow.load(Ordering::Relaxed),
             igtl_dropped_slow: s.igtl_dropped_slow.load(Ordering::Relaxed),
+            igtl_send_buffers_grown: s.igtl_send_buffers_grown.load(Ordering::Relaxed),
             drr_refused: s.drr_refused.load(Ordering::Relaxed),
             drr_rendering: self.drr.rendering(),
             updates: self.seq.load(Ordering::Relaxed),
             poses_superseded: self.poses.superseded(),
             us_frames_in: s.us_frames_in.load(Ordering::Relaxed),
             us_frames_refused: s.us_frames_refused.load(Ordering::Relaxed),
+            us_probe_refused: s.us_probe_refused.load(Ordering::Relaxed),
             us_frames_fused: s.us_frames_fused.load(Ordering::Relaxed),
             us_frames_superseded: self.frames.superseded(),
             us_fusion_last_us: s.us_fusion_last_us.load(Ordering::Relaxed),
@@ -528,6 +568,15 @@ impl Shared {
             .guidance
             .evaluate(&pose, seq, timestamp_s, device);
         metrics.us_plane = self.us_plane_metrics(&pose);
+        if let Some(us) = metrics.us_plane.as_ref().filter(|us| us.out_of_plane_alert) {
+            metrics.alert = metrics.alert.max(pinhole_guidance::Alert::Caution);
+            metrics.alert_reasons.push(format!(
+                "needle tip {:.1} mm out of the ultrasound image plane (alert beyond {} mm): \
+                 the tip is not in the image",
+                us.tip_distance_mm.abs(),
+                self.config.us_in_plane.alert_distance_mm
+            ));
+        }
         metrics.published_unix_s = Some(unix_now_s());
         let update = Arc::new(igtl_server::encode_update(self, metrics)?);
         // Poses from several clients are evaluated concurrently: an update computed from
@@ -557,7 +606,7 @@ impl Shared {
             pose.tip_lps,
             pose.axis_lps,
             &latest.plane,
-            &pinhole_ultrasound::InPlaneOptions::default(),
+            &self.config.us_in_plane,
         )
         .ok()?;
         Some(pinhole_guidance::UsPlaneMetrics {
@@ -591,7 +640,14 @@ impl Shared {
         client: u64,
     ) -> Result<u64, fusion::FrameRefusal> {
         let registration = self.registration.read().ok().and_then(|r| *r);
-        let plane = match fusion::frame_plane(image, registration.as_ref()) {
+        let placement = match self.frame_placement() {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats.us_frames_refused.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let plane = match fusion::frame_plane(image, placement.as_ref(), registration.as_ref()) {
             Ok(plane) => plane,
             Err(e) => {
                 self.stats.us_frames_refused.fetch_add(1, Ordering::Relaxed);
@@ -612,9 +668,98 @@ impl Shared {
             }
         }
         self.frames.put(fusion::PendingFrame::new(
-            seq, client, plane, image, timestamp,
+            seq,
+            client,
+            plane,
+            image,
+            timestamp,
+            placement.as_ref(),
         ));
         Ok(seq)
+    }
+
+    /// `ImageToReference` from the tracked probe and the calibration, when the server has
+    /// a calibration; `Ok(None)` without one (the IMAGE's matrix places the frame).
+    fn frame_placement(&self) -> Result<Option<Mat4>, fusion::FrameRefusal> {
+        let Some(image_to_probe) = &self.config.us_image_to_probe else {
+            return Ok(None);
+        };
+        let probe = self.us_probe.read().ok().and_then(|p| *p);
+        let max_age = self.config.us_plane_max_age;
+        match probe {
+            Some((probe_to_reference, received)) if received.elapsed() <= max_age => {
+                pinhole_ultrasound::tracking::image_to_reference(
+                    &probe_to_reference,
+                    image_to_probe,
+                )
+                .map(Some)
+                .map_err(fusion::FrameRefusal::Tracking)
+            }
+            Some((_, received)) => Err(fusion::FrameRefusal::ProbePoseTooOld {
+                device: self.config.us_probe_device.clone(),
+                age_ms: received.elapsed().as_millis(),
+                max_age_ms: max_age.as_millis(),
+            }),
+            None => Err(fusion::FrameRefusal::NoProbePose {
+                device: self.config.us_probe_device.clone(),
+            }),
+        }
+    }
+
+    /// Records the tracked probe's pose (`us_probe_device`); a pose that is not rigid is
+    /// refused (counted in `us_probe_refused`) and the previous one is kept.
+    pub(crate) fn submit_probe_pose(
+        &self,
+        probe_to_reference: &Mat4,
+    ) -> Result<(), pinhole_ultrasound::tracking::TrackingError> {
+        if let Err(e) =
+            pinhole_ultrasound::tracking::check_rigid("ProbeToReference", probe_to_reference)
+        {
+            self.stats.us_probe_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        if let Ok(mut probe) = self.us_probe.write() {
+            *probe = Some((*probe_to_reference, std::time::Instant::now()));
+        }
+        Ok(())
+    }
+
+    /// The newest fused ultrasound frame's pictures (`/api/us/…`), if any.
+    pub fn us_view(&self) -> Option<Arc<fusion::UsView>> {
+        match self.us_view.read() {
+            Ok(v) => v.clone(),
+            Err(e) => e.into_inner().clone(),
+        }
+    }
+
+    /// A web viewer asked for the ultrasound pictures (`/api/us/…`).
+    pub(crate) fn want_us_view(&self) {
+        let mut wanted = match self.us_view_wanted.lock() {
+            Ok(w) => w,
+            Err(e) => e.into_inner(),
+        };
+        *wanted = Some(std::time::Instant::now());
+    }
+
+    /// Whether a web viewer asked for the pictures within [`US_VIEW_INTEREST`]: the
+    /// fusion worker builds them only then (OpenIGTLink clients get their images always).
+    pub(crate) fn us_view_wanted(&self) -> bool {
+        let wanted = match self.us_view_wanted.lock() {
+            Ok(w) => *w,
+            Err(e) => *e.into_inner(),
+        };
+        wanted.is_some_and(|t| t.elapsed() <= US_VIEW_INTEREST)
+    }
+
+    /// Keeps `view` unless a newer frame's is already kept.
+    pub(crate) fn set_us_view(&self, view: Arc<fusion::UsView>) {
+        let mut slot = match self.us_view.write() {
+            Ok(v) => v,
+            Err(e) => e.into_inner(),
+        };
+        if slot.as_ref().is_none_or(|v| v.seq < view.seq) {
+            *slot = Some(view);
+        }
     }
 
     /// The steering log (`/api/session`'s `source_events`), oldest first.

@@ -11,3 +11,4 @@ mod geometry;
 mod http;
 mod interop;
 mod ultrasound;
+mod us_view;

@@ -8,8 +8,17 @@
 //! * [`in_plane`]: tip distance from the plane, needle–plane angle, where the needle's
 //!   line crosses the plane, the needle and its predicted path in pixels, in-plane state
 //!   and the out-of-plane alert.
+//! * [`tracking`]: `ImageToLps` from `ImageToReference`, or from `ProbeToReference` and
+//!   the `ImageToProbe` calibration, with the registration (rigid checks on the tracker).
 //! * [`simulate`](mod@simulate): B-mode ultrasound simulated from the CT (after Wein et al.
 //!   2008) for a linear or convex probe at a pose, with its [`ImagePlane`].
+//! * [`reconstruct`](mod@reconstruct): a tracked sweep compounded into an LPS voxel grid
+//!   (PLUS's pixel nearest neighbour, mean compounding) with hole filling.
+//! * [`register`]: automatic rigid registration of a tracked sweep to the CT by LC²
+//!   (Wein et al. 2013), from the tracked pose, coarse to fine.
+//! * [`compose`](mod@compose): the fused frame as pictures: label and ablation-zone
+//!   contours, the plan path and target projected on the plane, the ultrasound blended
+//!   with the CT reslice ([`blend`]) and the reslice alone ([`reslice_view`]).
 //!
 //! # Guarantees
 //! * World coordinates are LPS millimetres (`pinhole_volume`'s convention); pixel
@@ -49,13 +58,25 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod compose;
 pub mod in_plane;
+pub mod landmarks;
 pub mod plane;
+pub mod reconstruct;
+pub mod register;
 pub mod reslice;
 pub mod simulate;
+pub mod sweep;
+pub mod tracking;
 
+pub use compose::{
+    blend, plan_projection, reslice_view, ComposeError, LabelPalette, Overlay, PlanProjection,
+};
 pub use in_plane::{needle_in_plane, InPlaneError, InPlaneOptions, NeedleInPlane, PlaneCrossing};
 pub use plane::{ImagePlane, PlaneError};
+pub use reconstruct::{
+    reconstruct, sweep_grid, ReconstructError, ReconstructOptions, Reconstruction,
+};
 pub use reslice::{
     reslice, reslice_both_into, reslice_ct_into, reslice_labels_into, Reslice, ResliceError,
     ResliceOptions,
@@ -63,3 +84,4 @@ pub use reslice::{
 pub use simulate::{
     simulate, Probe, ProbePose, SimulateError, SimulatedFrame, SimulationParams, Simulator,
 };
+pub use sweep::{sweep_poses, SweepError, SweepMotion};

@@ -113,8 +113,9 @@ pub fn reslice_ct_into(
                 j,
                 row.len(),
                 #[inline(always)]
-                |i, voxel| {
-                    row[i] = voxel.map_or(outside_hu, |v| cells.trilinear(data, &v));
+                |i, voxel| match voxel {
+                    Some(v) => row[i] = cells.trilinear(data, &v),
+                    None => row[i] = outside_hu,
                 },
             );
         });
@@ -139,8 +140,11 @@ pub fn reslice_labels_into(
                 j,
                 row.len(),
                 #[inline(always)]
-                |i, voxel| {
-                    row[i] = voxel.map_or(0, |v| data[v.nearest]);
+                // A `match`, not `map_or`: the closure form kept the row loop from being
+                // optimised (2.2 vs 0.9 ms for the CT at 512 × 512, bench/ultrasound_peer.py).
+                |i, voxel| match voxel {
+                    Some(v) => row[i] = data[v.nearest],
+                    None => row[i] = 0,
                 },
             );
         });

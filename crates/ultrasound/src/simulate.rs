@@ -2,7 +2,7 @@
 //! registration for diagnostic imaging and image-guided intervention", MedIA 12(5)).
 //!
 //! For every scan line (beam) of a linear or convex probe the CT is sampled trilinearly
-//! along the beam (ITK's inside test and border clamping, as [`crate::reslice`]; outside
+//! along the beam (ITK's inside test and border clamping, as [`crate::reslice`](mod@crate::reslice); outside
 //! the volume: air). Each sample's HU value gives, through lookup tables built once per
 //! [`Simulator`]:
 //!
@@ -34,7 +34,7 @@
 //! The image's `ImageToLps` comes with it as an [`ImagePlane`]: `x` along the array
 //! (`lateral`), `y` along the beams (`beam`, deeper downwards), pixel `(i, j)` centred at
 //! `origin + i·col_x + j·col_y`, so the simulated frame can be fused with, and tested
-//! against, [`crate::reslice`] on the same plane.
+//! against, [`crate::reslice`](mod@crate::reslice) on the same plane.
 //!
 //! Not modelled: refraction (straight beams at one speed of sound), reverberation, beam
 //! width and focusing (lateral speckle size comes from the line spacing only), the angle dependence
@@ -731,7 +731,7 @@ pub fn simulate(
     Simulator::new(*params)?.simulate(ct, pose)
 }
 
-/// CT sampling at continuous voxel indices, the reslice's trilinear ([`crate::reslice`],
+/// CT sampling at continuous voxel indices, the reslice's trilinear ([`crate::reslice`](mod@crate::reslice),
 /// ITK's inside test and edge clamping); outside is air (−1000 HU).
 struct Sampler {
     world_to_index: [[f64; 3]; 3],
@@ -761,9 +761,11 @@ impl Sampler {
 
     #[inline(always)]
     fn trilinear(&self, data: &[f32], c: Vec3) -> f32 {
-        self.cells
-            .locate(c)
-            .map_or(-1000.0, |v| self.cells.trilinear(data, &v))
+        // A `match`, not `map_or` (see `reslice_labels_into`).
+        match self.cells.locate(c) {
+            Some(v) => self.cells.trilinear(data, &v),
+            None => -1000.0,
+        }
     }
 }
 

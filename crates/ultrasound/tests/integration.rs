@@ -7,5 +7,6 @@
 mod common;
 mod in_plane;
 mod orientation;
+mod reconstruct;
 mod simpleitk;
 mod simulate;

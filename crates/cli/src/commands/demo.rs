@@ -57,11 +57,15 @@ pub fn run(args: &DemoArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     );
     let files = demo::write_data_files(&args.out, &data)?;
     let story = demo::plan_everything(&args.out, &files, &data, &Narrator(terminal));
+    let ct_hu = data.ct.to_f32();
+    let sweep = story.plans.first().and_then(|(_, plan)| {
+        ultrasound_sweep(&ct_hu, &PlanPaths::from(plan), &args.out, terminal)
+    });
     if args.no_serve {
         println!("{DISCLAIMER}");
         return Ok(());
     }
-    serve_with_replay(args, &data, &files, story, terminal)
+    serve_with_replay(args, &data, &files, story, (ct_hu, sweep), terminal)
 }
 
 /// Steps and skips on stdout (the demo's story), the rest as the terminal shows it.
@@ -113,6 +117,10 @@ fn serve_with_replay(
     data: &DemoData,
     files: &DataFiles,
     mut story: Story,
+    (ct_hu, sweep): (
+        pinhole_volume::Volume<f32>,
+        Option<pinhole_io::sequence::TrackedSequence>,
+    ),
     terminal: &dyn Observer,
 ) -> anyhow::Result<()> {
     if story.plans.is_empty() {
@@ -138,6 +146,23 @@ fn serve_with_replay(
             eprintln!("replay: {err} (retrying)");
         }
     });
+    if let Some(sequence) = sweep {
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            // Back and forth through the sweep, as a hand rocking the probe.
+            let sent = pinhole_server::replay::send_images(
+                &sequence,
+                "127.0.0.1",
+                port,
+                "Image_Reference",
+                Some(US_REPLAY_FPS),
+                2,
+            );
+            if let Err(err) = sent {
+                eprintln!("ultrasound replay: {err} (retrying)");
+            }
+        });
+    }
     let show = |p: &Path| Some(pinhole_pipeline::provenance::recorded_path(p));
     let session_data = SessionData {
         ct: &data.ct,
@@ -182,9 +207,84 @@ fn serve_with_replay(
         http_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], args.http_port))),
         static_dir: find_web_dist(),
         verbose: false,
+        fusion_ct: Some(pinhole_server::fusion::FusionCt(std::sync::Arc::new(ct_hu))),
         ..Default::default()
     };
     super::serve::serve(session, config)
+}
+
+/// Frames per second of the demo's ultrasound replay.
+const US_REPLAY_FPS: f64 = 15.0;
+
+/// The demo's ultrasound step: a simulated convex probe on the skin at the guided path's
+/// entry (pressed 10 mm in), its beam along the path (the needle in the image plane, as in an in-plane
+/// ultrasound-guided puncture), rocked ±10° about its array in 21 frames; written as
+/// `us_sweep.seq.mha` (Slicer opens it as a sequence) and replayed to the server as
+/// tracked IMAGE frames, which the server fuses with the CT. `None` (and a note) when
+/// the sweep cannot be simulated: the demo goes on without it.
+fn ultrasound_sweep(
+    ct: &pinhole_volume::Volume<f32>,
+    plan: &PlanPaths,
+    out: &Path,
+    terminal: &dyn Observer,
+) -> Option<pinhole_io::sequence::TrackedSequence> {
+    let built = (|| -> anyhow::Result<_> {
+        let path = plan.paths.first().context("no planned path")?;
+        let beam = pinhole_volume::math::sub(path.target_lps, path.entry_lps);
+        let depth_mm = (pinhole_volume::math::norm(beam) + 40.0).clamp(60.0, 200.0);
+        // The array across the body's long axis unless the beam runs along it.
+        let across = if beam[2].abs() < 0.9 * pinhole_volume::math::norm(beam) {
+            [0.0, 0.0, 1.0]
+        } else {
+            [1.0, 0.0, 0.0]
+        };
+        let lateral = pinhole_volume::math::cross(beam, across);
+        let simulator = pinhole_ultrasound::Simulator::new(pinhole_ultrasound::SimulationParams {
+            depth_mm,
+            width_px: 256,
+            height_px: 256,
+            ..Default::default()
+        })?;
+        // Pressed 10 mm into the skin, as a probe is (a face in air sees only the
+        // air–skin reflection).
+        let pressed = pinhole_volume::math::scale(beam, 10.0 / pinhole_volume::math::norm(beam));
+        let pose = pinhole_ultrasound::ProbePose {
+            centre_lps: pinhole_volume::math::add(path.entry_lps, pressed),
+            beam_lps: beam,
+            lateral_lps: lateral,
+        };
+        let mut poses = pinhole_ultrasound::sweep_poses(
+            &pose,
+            &pinhole_ultrasound::SweepMotion::Tilt { step_deg: 1.0 },
+            21,
+        )?;
+        let back: Vec<_> = poses.iter().rev().skip(1).copied().collect();
+        poses.extend(back);
+        let (sequence, warnings) =
+            super::us::simulate_sequence(&simulator, ct, &poses, US_REPLAY_FPS, terminal)?;
+        let file = out.join("us_sweep.seq.mha");
+        pinhole_io::sequence::write_sequence(&file, &sequence)?;
+        println!(
+            "\n== ultrasound: a simulated convex probe ({depth_mm:.0} mm deep) at the kidney-biopsy \
+             entry, beam along the path, rocked ±10°: {} frames written to {} (Slicer: a \
+             sequence); when served, replayed live as IMAGE Image_Reference at \
+             {US_REPLAY_FPS} frames/s and fused with the CT (CTReslice, LabelReslice, the \
+             needle's in-plane metrics)",
+            sequence.frames.len(),
+            file.display()
+        );
+        for w in warnings {
+            terminal.warn(&format!("ultrasound sweep: {w}"));
+        }
+        Ok(sequence)
+    })();
+    match built {
+        Ok(sequence) => Some(sequence),
+        Err(e) => {
+            println!("note: no ultrasound step ({e:#})");
+            None
+        }
+    }
 }
 
 /// Builds the web viewer (`npm ci && npm run build` in `web/`) when it is missing and the

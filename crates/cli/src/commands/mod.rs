@@ -9,6 +9,8 @@ pub mod plan;
 pub mod register;
 pub mod serve;
 pub mod us;
+pub mod us_fuse;
+pub mod us_tracked;
 pub mod vessel;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! `pinhole serve`: live needle guidance over OpenIGTLink and HTTP/WebSocket.
-//! `pinhole replay`: send recorded or synthesized needle poses to a server.
+//! `pinhole replay`: send recorded or synthesized needle poses, or a tracked ultrasound
+//! sequence, to a server.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -37,6 +38,23 @@ pub struct ServeArgs {
     /// CTReslice, LabelReslice) and the needle metrics gain `us_plane`.
     #[arg(long, default_value = "Image_Reference")]
     us_device: String,
+    /// Probe calibration ImageToProbe (a PLUS device-set XML's CoordinateDefinitions, or
+    /// a 4x4 / ITK transform file). With it, ultrasound frames are placed by the tracked
+    /// probe (TRANSFORM --us-probe-device) times the calibration, not by the IMAGE's own
+    /// matrix.
+    #[arg(long)]
+    us_calibration: Option<PathBuf>,
+    /// Device name of the tracked probe's TRANSFORM (ProbeToReference), read with
+    /// --us-calibration.
+    #[arg(long, default_value = "ProbeToReference")]
+    us_probe_device: String,
+    /// The needle tip counts as in the ultrasound plane within this distance (mm).
+    #[arg(long, value_parser = super::finite, default_value_t = 2.0)]
+    us_in_plane_mm: f64,
+    /// Beyond this distance of the tip from the ultrasound plane (mm) the metrics raise
+    /// the out-of-plane alert and the guidance alert becomes at least "caution".
+    #[arg(long, value_parser = super::finite, default_value_t = 2.0)]
+    us_out_of_plane_alert_mm: f64,
     /// OpenIGTLink port.
     #[arg(long, default_value_t = 18944)]
     igtl_port: u16,
@@ -200,6 +218,31 @@ pub fn run(args: &ServeArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     serve(session, config)
 }
 
+/// Reads `ImageToProbe` and says on the terminal where it came from.
+fn read_us_calibration(path: &std::path::Path) -> anyhow::Result<pinhole_io::transform::Mat4> {
+    use pinhole_io::calibration::{read_calibration, CalibrationSource};
+    let calibration = read_calibration(path)?;
+    let from = match &calibration.source {
+        CalibrationSource::Matrix => "a 4x4 matrix".to_owned(),
+        CalibrationSource::PlusConfig {
+            from,
+            to,
+            inverted,
+            error_mm,
+            ..
+        } => format!(
+            "the PLUS configuration's {from}To{to}{}{}",
+            if *inverted { " (inverted)" } else { "" },
+            error_mm.map_or(String::new(), |e| format!(", calibration error {e} mm"))
+        ),
+    };
+    eprintln!(
+        "ultrasound calibration ImageToProbe from {}: {from}",
+        path.display()
+    );
+    Ok(calibration.image_to_probe)
+}
+
 /// A count flag within `min..=max` (clap names the flag when it is outside).
 fn count(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(min..=max)
@@ -253,8 +296,27 @@ impl ServeArgs {
                 self.max_igtl_message_mib
             );
         }
+        let us_image_to_probe = match &self.us_calibration {
+            Some(path) => Some(read_us_calibration(path)?),
+            None => None,
+        };
+        for (flag, mm) in [
+            ("--us-in-plane-mm", self.us_in_plane_mm),
+            ("--us-out-of-plane-alert-mm", self.us_out_of_plane_alert_mm),
+        ] {
+            if !(mm > 0.0 && mm <= 100.0) {
+                bail!("{flag} {mm}: expected a distance in mm, 0 < d ≤ 100");
+            }
+        }
         let defaults = ServerConfig::default();
         Ok(ServerConfig {
+            us_in_plane: pinhole_ultrasound::InPlaneOptions {
+                in_plane_tolerance_mm: self.us_in_plane_mm,
+                alert_distance_mm: self.us_out_of_plane_alert_mm,
+                ..defaults.us_in_plane
+            },
+            us_image_to_probe,
+            us_probe_device: self.us_probe_device.clone(),
             allowed_hosts: self.allowed_hosts.clone(),
             token,
             igtl_allowed_peers: self.igtl_allow_peers.clone(),
@@ -326,12 +388,22 @@ pub fn serve(session: Session, config: ServerConfig) -> anyhow::Result<()> {
 #[derive(Args)]
 pub struct ReplayArgs {
     /// Pose CSV (RAS mm): `t, m00..m33` (4x4 row-major) or `t, x, y, z, qx, qy, qz, qw`.
-    #[arg(required_unless_present = "synthesize", conflicts_with = "synthesize")]
+    #[arg(required_unless_present_any = ["synthesize", "sequence"],
+          conflicts_with_all = ["synthesize", "sequence"])]
     file: Option<PathBuf>,
     /// Generate an insertion along plan.json's first path (entry to target, small drift).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sequence")]
     synthesize: Option<PathBuf>,
-    /// Poses per second (default: the CSV's own times; 20 Hz when synthesizing).
+    /// A tracked ultrasound sequence (`.seq.mha`, `.mhd`, `.seq.nrrd`; 8-bit) sent as
+    /// IMAGE messages (--image-device), each placed by its ImageToReference, else by
+    /// ProbeToReference · ImageToProbe; frames without either are skipped with a warning.
+    #[arg(long, conflicts_with = "write_csv")]
+    sequence: Option<PathBuf>,
+    /// Device name of the IMAGE messages of --sequence (the server's --us-device).
+    #[arg(long, default_value = "Image_Reference")]
+    image_device: String,
+    /// Poses or frames per second (default: the file's own times; 20 Hz when
+    /// synthesizing; 30 frames per second for a sequence without timestamps).
     #[arg(value_parser = super::finite, long)]
     rate: Option<f64>,
     /// Length of a synthesized insertion, seconds.
@@ -363,6 +435,25 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
             std::slice::from_ref(out),
         )?;
     }
+    if let Some(path) = &args.sequence {
+        let sequence = pinhole_io::sequence::read_sequence(path)?;
+        for warning in &sequence.warnings {
+            eprintln!("warning: {}: {warning}", path.display());
+        }
+        let summary = replay::send_images(
+            &sequence,
+            &args.host,
+            args.port,
+            &args.image_device,
+            args.rate,
+            args.header_version,
+        )?;
+        for warning in &summary.warnings {
+            eprintln!("warning: {warning}");
+        }
+        println!("{}", serde_json::to_string(&summary.report())?);
+        return Ok(());
+    }
     let (poses, rate) = match (&args.file, &args.synthesize) {
         (Some(f), _) => (pinhole_io::pose_csv::read(f)?, args.rate),
         (None, Some(plan)) => {
@@ -371,7 +462,7 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
             let poses = pinhole_guidance::synthesize::insertion(&plan, rate, args.duration);
             (poses, Some(rate))
         }
-        (None, None) => bail!("give a pose CSV or --synthesize plan.json"),
+        (None, None) => bail!("give a pose CSV, --synthesize plan.json or --sequence FILE"),
     };
     if poses.is_empty() {
         bail!("no poses to send");

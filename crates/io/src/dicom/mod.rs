@@ -32,7 +32,8 @@
 //! unit vectors, and a rescale outside [`crate::rescale`]'s limits.
 //!
 //! Single files (registration X-rays) go through the same checks: [`crate::xray_image`]
-//! reads their first frame, modality LUT applied, multi-frame files included.
+//! reads their first frame, modality LUT applied, multi-frame files included; ultrasound
+//! frames ([`crate::us_frame`]) every frame as 8-bit grey, colour as luminance (`frames`).
 //!
 //! Inside: `listing` scans a folder and groups headers into series, `header` reads one
 //! file's tags, `geometry` checks and orders the stack and makes its grid, `pixels`
@@ -45,6 +46,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::image::AnyVolume;
 
 mod assemble;
+mod frames;
 mod geometry;
 mod header;
 mod jpeg2000;
@@ -53,6 +55,8 @@ mod parse;
 mod pixels;
 
 use assemble::assemble;
+pub(crate) use frames::decode_all_frames_u8;
+pub use frames::{luminance_u8, DicomFrames, MAX_DECODED_FRAMES_BYTES};
 use header::SliceHeader;
 use listing::{group_series, no_dicom, read_headers};
 use parse::parse;

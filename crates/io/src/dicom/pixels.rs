@@ -199,7 +199,7 @@ fn stored_values(data: &[u8], h: &SliceHeader) -> Vec<i64> {
 /// Decodes one greyscale RLE Lossless frame (PS3.5 Annex G) into little-endian samples:
 /// segment `s` holds byte `bytes_per - 1 - s` of every sample. Every offset and run is
 /// checked; the output never exceeds `pixels * bytes_per` bytes.
-fn decode_rle(
+pub(super) fn decode_rle(
     fragment: &[u8],
     pixels: usize,
     bytes_per: usize,
