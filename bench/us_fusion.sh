@@ -2,8 +2,9 @@
 # End-to-end latency of live ultrasound fusion (issue #20; see
 # bench/src/bin/us-fusion-latency.rs): 512 × 512 8-bit IMAGE frames at 30 fps through the
 # session's target, a Slicer-like client reading CTReslice + LabelReslice, a tracked
-# needle at 60 Hz. Twice: idle, then loaded (2 threads spinning on arithmetic beside the
-# server on the same cores). Loopback only.
+# needle at 60 Hz, a web viewer polling the ultrasound panel's pictures at 10 Hz.
+# Twice: idle, then loaded (2 threads spinning on arithmetic beside the server on the
+# same cores). Loopback only.
 #
 #   bash bench/us_fusion.sh [--seconds N] [other us-fusion-latency flags]
 #

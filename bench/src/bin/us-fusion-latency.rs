@@ -2,11 +2,14 @@
 //! a tracked ultrasound source sends 8-bit IMAGE frames (`Image_Reference`, default
 //! 512 × 512) at a fixed rate through the session's target, a Slicer-like client reads
 //! the fused `CTReslice` / `LabelReslice` images the server answers with, and a tracked
-//! needle sends poses at 60 Hz meanwhile (guidance runs too). Run by
+//! needle sends poses at 60 Hz meanwhile (guidance runs too), and a web viewer polls
+//! `/api/us/latest` (10 Hz) and fetches `/api/us/frame.png` whenever a newer frame is
+//! pictured, as the viewer's ultrasound panel does. Run by
 //! `bench/us_fusion.sh`, which starts the server; this binary is only the clients.
 //!
 //! `us-fusion-latency [--seconds 60] [--fps 30] [--size 512] [--pixel-mm 0.12]
-//!  [--igtl-port 18944] [--http-port 8080] [--burn-threads 0] [--needle-hz 60]`
+//!  [--igtl-port 18944] [--http-port 8080] [--burn-threads 0] [--needle-hz 60]
+//!  [--viewer-hz 10]`
 //!
 //! **Latency** of a frame = the reader's clock when the last of its two fused images
 //! has been read − the frame's OpenIGTLink timestamp, stamped by the sender just before
@@ -47,6 +50,7 @@ struct Config {
     http: SocketAddr,
     burn_threads: usize,
     needle_hz: f64,
+    viewer_hz: f64,
 }
 
 impl Config {
@@ -61,6 +65,7 @@ impl Config {
             "--http-port",
             "--burn-threads",
             "--needle-hz",
+            "--viewer-hz",
         ];
         let mut values: HashMap<&str, String> = HashMap::new();
         let mut it = args.iter();
@@ -102,6 +107,7 @@ impl Config {
             http: SocketAddr::from(([127, 0, 0, 1], port("--http-port", 8080.0)?)),
             burn_threads: num("--burn-threads", 0.0)? as usize,
             needle_hz: num("--needle-hz", 60.0)?,
+            viewer_hz: num("--viewer-hz", 10.0)?,
         })
     }
 }
@@ -254,6 +260,31 @@ fn drain(stream: &TcpStream, stop: &Arc<AtomicBool>) {
     });
 }
 
+/// The web viewer's ultrasound panel: `/api/us/latest` at `hz`, the picture fetched when
+/// its `seq` changes. Returns (polls, pictures fetched).
+fn viewer(http: SocketAddr, hz: f64, stop: Arc<AtomicBool>) -> (u64, u64) {
+    let period = Duration::from_secs_f64(1.0 / hz.max(0.1));
+    let (mut polls, mut pictures, mut shown) = (0u64, 0u64, None);
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        if let Ok((200, body)) = http_get(http, "/api/us/latest", Duration::from_secs(5)) {
+            polls += 1;
+            let seq = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["seq"].as_u64());
+            if seq.is_some() && seq != shown {
+                let path = format!("/api/us/frame.png?view=blend&seq={}", seq.unwrap_or(0));
+                if let Ok((200, _)) = http_get(http, &path, Duration::from_secs(5)) {
+                    pictures += 1;
+                    shown = seq;
+                }
+            }
+        }
+        std::thread::sleep(period.saturating_sub(started.elapsed()));
+    }
+    (polls, pictures)
+}
+
 fn burn(stop: Arc<AtomicBool>) -> u64 {
     let mut x = 1.0001_f64;
     let mut n = 0u64;
@@ -310,6 +341,16 @@ fn run() -> anyhow::Result<()> {
             }
         })
     };
+    let viewer_thread = {
+        let (stop, hz, http) = (stop.clone(), cfg.viewer_hz, cfg.http);
+        std::thread::spawn(move || {
+            if hz > 0.0 {
+                viewer(http, hz, stop)
+            } else {
+                (0, 0)
+            }
+        })
+    };
     let burners: Vec<_> = (0..cfg.burn_threads)
         .map(|_| {
             let stop = stop.clone();
@@ -360,6 +401,7 @@ fn run() -> anyhow::Result<()> {
     let _ = sender.shutdown(std::net::Shutdown::Both);
     let burned: u64 = burners.into_iter().map(|b| b.join().unwrap_or(0)).sum();
     let needle_sent = needle_thread.join().unwrap_or(0);
+    let (viewer_polls, viewer_pictures) = viewer_thread.join().unwrap_or((0, 0));
     drop(reader_thread); // blocked in a read until the server closes; not joined
 
     let got = lock(&received);
@@ -383,6 +425,8 @@ fn run() -> anyhow::Result<()> {
         "burn_threads": cfg.burn_threads,
         "burn_iterations": burned,
         "needle_poses_sent": needle_sent,
+        "viewer_polls": viewer_polls,
+        "viewer_pictures": viewer_pictures,
         "frames_sent": sent_stamps.len(),
         "sender_late": late_sends,
         "frames_fused_received": fused,

@@ -3,10 +3,10 @@
 //! --no-open` serves the viewer, the CT loads in NiiVue, the needle marker moves while
 //! the replay runs, the guidance panel shows a distance, a new C-arm angle gives a new
 //! DRR, and the browser console stays free of errors (`web/e2e/demo.mjs`). And the live
-//! ultrasound panel: `pinhole serve` on the same sample CT, tracked ultrasound frames
-//! sent over OpenIGTLink while the page is open (`web/e2e/us.mjs`).
+//! ultrasound panel: `pinhole serve` on the same sample CT, a simulated sweep (`pinhole us
+//! sweep`) replayed by `pinhole replay --sequence` while the page is open, the panel
+//! changing with the frames (`web/e2e/us.mjs`).
 
-use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -70,43 +70,6 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// An 8-bit IMAGE of `Image_Reference` on an axial plane through `centre_lps` shifted
-/// by `dz_mm`: pixel x towards the patient's left, y posterior, 1.5 mm pixels, as RAS
-/// (x and y of the world side negated).
-fn axial_frame(centre_lps: [f64; 3], dz_mm: f64, n: u16, seq: u64) -> pinhole_igtl::Message {
-    use pinhole_igtl::{Body, Coordinate, Endian, ImageBody, Message, ScalarType};
-    let spacing = 1.5;
-    let half = spacing * f64::from(n - 1) / 2.0;
-    let origin_lps = [
-        centre_lps[0] - half,
-        centre_lps[1] - half,
-        centre_lps[2] + dz_mm,
-    ];
-    let ijk_to_ras = [
-        [-spacing, 0.0, 0.0, -origin_lps[0]],
-        [0.0, -spacing, 0.0, -origin_lps[1]],
-        [0.0, 0.0, 1.0, origin_lps[2]],
-        [0.0, 0.0, 0.0, 1.0],
-    ];
-    let w = usize::from(n);
-    // A speckle-like pattern that moves with the frame number.
-    let pixels = (0..w * w)
-        .map(|o| (((o % w) * 7 + (o / w) * 3 + seq as usize * 11) % 200) as u8)
-        .collect();
-    let body = ImageBody::new(
-        [n, n, 1],
-        ScalarType::U8,
-        1,
-        Endian::Big,
-        Coordinate::Ras,
-        &ijk_to_ras,
-        pixels,
-    );
-    let mut m = Message::new("Image_Reference", Body::Image(body));
-    m.timestamp = pinhole_igtl::Timestamp::now();
-    m
-}
-
 #[test]
 fn ultrasound_panel_updates_live_in_headless_chromium() {
     let root = repo_root();
@@ -145,8 +108,27 @@ fn ultrasound_panel_updates_live_in_headless_chromium() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // Frames once the page is open (us.mjs writes page-ready), a sweep of axial planes
-    // ±20 mm about the CT's centre, 10 a second, until the browser test ends.
+    // A replayed sweep: `pinhole us sweep` (linear probe at the CT's centre, beam
+    // posterior, array towards the patient's left, sliding 1 mm per frame along the
+    // image normal, superior) written as a tracked sequence, then `pinhole replay
+    // --sequence` streams it at 10 frames/s, over and over, once the page is open
+    // (us.mjs writes page-ready), until the browser test ends.
+    let sweep = out.path().join("sweep.seq.mha");
+    let pose = format!("{},{},{}", centre[0], centre[1], centre[2]);
+    let made = Command::new(env!("CARGO_BIN_EXE_pinhole"))
+        .args(["us", "sweep", "--ct"])
+        .arg(&ct_path)
+        .args(["--probe", "linear", "--pose", &pose, "--direction", "0,1,0"])
+        .args(["--lateral", "1,0,0", "--size", "160", "--frames", "30"])
+        .args(["--step-mm", "1", "--out"])
+        .arg(&sweep)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "us sweep: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let ready = out.path().join("page-ready");
     let sender = {
@@ -158,18 +140,22 @@ fn ultrasound_panel_updates_live_in_headless_chromium() {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let mut socket = TcpStream::connect(("127.0.0.1", igtl)).unwrap();
-            let mut sent = 0u64;
+            let mut replays = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                let dz = 20.0 * ((sent as f64) * 0.2).sin();
-                let frame = axial_frame(centre, dz, 160, sent);
-                socket
-                    .write_all(&pinhole_igtl::encode(&frame).unwrap())
+                let done = Command::new(env!("CARGO_BIN_EXE_pinhole"))
+                    .args(["replay", "--sequence"])
+                    .arg(&sweep)
+                    .args(["--port", &igtl.to_string(), "--rate", "10"])
+                    .output()
                     .unwrap();
-                sent += 1;
-                std::thread::sleep(Duration::from_millis(100));
+                assert!(
+                    done.status.success(),
+                    "replay: {}",
+                    String::from_utf8_lossy(&done.stderr)
+                );
+                replays += 1;
             }
-            sent
+            replays * 30
         })
     };
     let result = Command::new("node")
@@ -198,7 +184,7 @@ fn ultrasound_panel_updates_live_in_headless_chromium() {
     assert_eq!(summary["hidden_before_frames"], true);
     let seqs = summary["seqs_seen"].as_array().unwrap();
     assert!(seqs.len() >= 3, "{summary}");
-    assert!(sent >= 3, "{sent} frames sent");
+    assert!(sent >= 30, "{sent} frames sent");
     assert_eq!(summary["blended"]["latest"]["width_px"], 160);
     // The frames' x runs to the patient's left: L on the picture's right edge.
     assert_eq!(

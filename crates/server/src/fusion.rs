@@ -523,6 +523,7 @@ fn build_view(
             assets.target_lps,
             assets.target_radius_mm,
         )),
+        needle: needle_marks(shared, plane),
         line_width_px: (w.min(h) / 256).clamp(1, 3),
     };
     let (mut blend_rgb, mut reslice_rgb) = (Vec::new(), Vec::new());
@@ -553,6 +554,21 @@ fn build_view(
         blend_rgb,
         reslice_rgb,
     })
+}
+
+/// The tracked needle against the frame's plane, from the newest guidance update (none
+/// before a pose).
+fn needle_marks(shared: &Shared, plane: &ImagePlane) -> Option<compose::NeedleMarks> {
+    let update = shared.latest()?;
+    let m = &update.metrics;
+    let needle = pinhole_ultrasound::needle_in_plane(
+        m.tip_lps,
+        m.needle_axis_lps,
+        plane,
+        &shared.config.us_in_plane,
+    )
+    .ok()?;
+    Some(compose::NeedleMarks::of(&needle))
 }
 
 /// A picture as PNG: the view's RGB with orientation letters at the edges and a scale

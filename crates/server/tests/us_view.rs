@@ -242,3 +242,40 @@ fn a_frame_gives_annotated_pictures_with_contours_where_geometry_puts_them() {
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("blend or reslice"));
 }
+
+/// The tracked needle is drawn on the pictures where `needle_in_plane` projects it: a tip
+/// in the axial frame's plane (z = 0) at LPS (−5, 0, 0), the needle along +x (towards the
+/// patient's left), so its shaft runs left of the tip and its path right of it, on the
+/// tip's row.
+#[test]
+fn the_tracked_needle_is_drawn_on_the_pictures() {
+    let ct = Arc::new(constant_ct());
+    let server = TestServer::start(session_with_colours(), |c| {
+        c.fusion_ct = Some(FusionCt(ct.clone()));
+    });
+    let addr = server.http_addr();
+    assert_eq!(get(addr, "/api/us/latest").0, 204);
+    let mut client = server.client();
+    // RAS: tip (5, 0, 0), axis (−1, 0, 0) = LPS tip (−5, 0, 0), axis +x.
+    client.send_pose(&pose_ras([5.0, 0.0, 0.0], [-1.0, 0.0, 0.0]));
+    client.metrics(1);
+    // Axial frame at z = 0, 1 mm pixels, pixel (0, 0) at LPS (−25, −20): the tip at
+    // pixel (20, 20).
+    client.send(&frame(
+        [-25.0, -20.0, 0.0],
+        [1.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0],
+        120,
+        40,
+    ));
+    latest(addr, 1);
+    let (status, _, png) = get(addr, "/api/us/frame.png?view=reslice");
+    assert_eq!(status, 200);
+    let (w, _, rgb) = decode_png(&png);
+    let needle = pinhole_ultrasound::compose::NEEDLE_IN_PLANE_COLOR;
+    // Shaft behind the tip (columns < 20), path ahead (> 20), on row 20; the plan's
+    // column (25) is crossed by the path, so look at 15 and 45.
+    assert_eq!(rgb_at(&rgb, w, 15, 20), needle, "shaft");
+    assert_eq!(rgb_at(&rgb, w, 45, 20), needle, "predicted path");
+    assert_ne!(rgb_at(&rgb, w, 15, 30), needle, "off the needle's row");
+}

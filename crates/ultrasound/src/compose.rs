@@ -29,6 +29,31 @@ pub const PLAN_COLOR: Rgb = [255, 220, 0];
 pub const TARGET_COLOR: Rgb = [0, 255, 120];
 /// Colour of the ablation zone's contour (orange-red, like the viewer's red overlay).
 pub const ZONE_COLOR: Rgb = [255, 80, 0];
+/// Colour of the tracked needle's shaft projected on the plane (cyan) when its tip is in
+/// the plane, and when it is not (magenta); its predicted path is drawn thinner in the
+/// same colour.
+pub const NEEDLE_IN_PLANE_COLOR: Rgb = [0, 230, 255];
+pub const NEEDLE_OUT_OF_PLANE_COLOR: Rgb = [255, 0, 200];
+
+/// The tracked needle on a frame, in pixels: [`crate::NeedleInPlane`]'s projected shaft
+/// (behind the tip) and predicted path (ahead of it), and whether the tip is in the plane.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NeedleMarks {
+    pub shaft_px: [[f64; 2]; 2],
+    pub path_px: [[f64; 2]; 2],
+    pub in_plane: bool,
+}
+
+impl NeedleMarks {
+    /// The marks of a needle-in-plane result.
+    pub fn of(needle: &crate::NeedleInPlane) -> Self {
+        Self {
+            shaft_px: needle.needle_segment_px,
+            path_px: needle.predicted_path_px,
+            in_plane: needle.in_plane,
+        }
+    }
+}
 
 /// Half the size of the cross drawn at a target farther from the plane than its radius
 /// (pixels).
@@ -152,6 +177,8 @@ pub struct Overlay<'a> {
     pub zones: &'a [&'a [u16]],
     /// The plan: the path in [`PLAN_COLOR`], the target in [`TARGET_COLOR`].
     pub plan: Option<PlanProjection>,
+    /// The tracked needle: its shaft, then its predicted path (thinner).
+    pub needle: Option<NeedleMarks>,
     /// Line width of the path and target marks (pixels, at least 1).
     pub line_width_px: usize,
 }
@@ -429,6 +456,18 @@ pub fn draw_overlay(
     if let Some(plan) = &overlay.plan {
         draw_plan(rgb, width, height, plan, overlay.line_width_px.max(1))?;
     }
+    if let Some(needle) = &overlay.needle {
+        let color = if needle.in_plane {
+            NEEDLE_IN_PLANE_COLOR
+        } else {
+            NEEDLE_OUT_OF_PLANE_COLOR
+        };
+        let wide = overlay.line_width_px.max(1) + 1;
+        let [a, b] = needle.path_px;
+        draw_segment(rgb, width, height, a, b, color, 1)?;
+        let [a, b] = needle.shaft_px;
+        draw_segment(rgb, width, height, a, b, color, wide)?;
+    }
     Ok(())
 }
 
@@ -651,6 +690,7 @@ mod tests {
             labels: Some((&labels, &palette)),
             zones: &zones,
             plan: None,
+            needle: None,
             line_width_px: 1,
         };
         let us = vec![100u8; w * h];
@@ -665,6 +705,37 @@ mod tests {
         // The zone's edge column (i = 4) next to the outside; i = 5 is at the border.
         assert_eq!(px(&a, w, 4, 0), ZONE_COLOR);
         assert_eq!(px(&a, w, 5, 0), [150; 3]);
+    }
+
+    #[test]
+    fn the_needle_is_drawn_in_its_state_colour_shaft_then_path() {
+        let (w, h) = (40, 20);
+        let grey = vec![100u8; w * h];
+        let needle = NeedleMarks {
+            shaft_px: [[2.0, 10.0], [20.0, 10.0]],
+            path_px: [[20.0, 10.0], [38.0, 10.0]],
+            in_plane: true,
+        };
+        let mut overlay = Overlay {
+            labels: None,
+            zones: &[],
+            plan: None,
+            needle: Some(needle),
+            line_width_px: 1,
+        };
+        let mut rgb = Vec::new();
+        reslice_view(&grey, w, h, &overlay, &mut rgb).unwrap();
+        assert_eq!(px(&rgb, w, 10, 10), NEEDLE_IN_PLANE_COLOR, "shaft");
+        assert_eq!(px(&rgb, w, 30, 10), NEEDLE_IN_PLANE_COLOR, "path");
+        // The shaft is wider than the path: a row off the line is drawn only beside it.
+        assert_eq!(px(&rgb, w, 10, 11), NEEDLE_IN_PLANE_COLOR, "shaft width");
+        assert_eq!(px(&rgb, w, 30, 11), [100; 3], "path width");
+        overlay.needle = Some(NeedleMarks {
+            in_plane: false,
+            ..needle
+        });
+        reslice_view(&grey, w, h, &overlay, &mut rgb).unwrap();
+        assert_eq!(px(&rgb, w, 10, 10), NEEDLE_OUT_OF_PLANE_COLOR);
     }
 
     #[test]

@@ -172,6 +172,7 @@ pub fn fuse(args: &FuseArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
                 pinhole_guidance::engine::DEFAULT_TARGET_RADIUS_MM,
             )
         }),
+        needle: None,
         line_width_px: (w.min(h) / 256).clamp(1, 3),
     };
     std::fs::create_dir_all(&args.out)
