@@ -117,18 +117,18 @@ pub fn reconstruct_sweep(args: &ReconstructArgs, terminal: &dyn Observer) -> any
         ],
         &outputs,
     )?;
-    let registration = match &args.registration {
-        Some(p) => pinhole_io::transform::read_registration(p)?,
-        None => IDENTITY4,
-    };
-    let calibration = match &args.calibration {
-        Some(p) => Some(pinhole_io::calibration::read_calibration(p)?.image_to_probe),
-        None => None,
-    };
-    let sequence = pinhole_io::sequence::read_sequence(&args.sequence)?;
-    let mut warnings = sequence.warnings.clone();
-    let (planes, pixels, placed) =
-        place_frames(&sequence, calibration, &registration, &mut warnings)?;
+    let PlacedSweep {
+        sequence,
+        planes,
+        pixels,
+        placed,
+        warnings,
+        ..
+    } = load_placed_sweep(
+        &args.sequence,
+        args.registration.as_deref(),
+        args.calibration.as_deref(),
+    )?;
     let mask = field_of_view(&pixels, sequence.width * sequence.height);
     let grid = sweep_grid(&planes, options.spacing_mm, options.max_voxels)?;
     terminal.begin("compounding the sweep");
@@ -164,6 +164,48 @@ pub fn reconstruct_sweep(args: &ReconstructArgs, terminal: &dyn Observer) -> any
     }
     println!("{}", pinhole_pipeline::report::DISCLAIMER);
     Ok(())
+}
+
+/// A tracked sweep read and placed: the usable frames' LPS planes and pixels.
+struct PlacedSweep {
+    sequence: TrackedSequence,
+    planes: Vec<ImagePlane>,
+    pixels: Vec<Vec<u8>>,
+    /// How many frames each way placed (JSON for the summary).
+    placed: serde_json::Value,
+    /// The reader's and the placement's warnings.
+    warnings: Vec<String>,
+    /// The registration in force (`ReferenceToRAS`, identity when none was given).
+    registration: Mat4,
+}
+
+/// Reads a sequence, the registration and the calibration (when given), and places the
+/// frames ([`place_frames`]).
+fn load_placed_sweep(
+    sequence_path: &std::path::Path,
+    registration_path: Option<&std::path::Path>,
+    calibration_path: Option<&std::path::Path>,
+) -> anyhow::Result<PlacedSweep> {
+    let registration = match registration_path {
+        Some(p) => pinhole_io::transform::read_registration(p)?,
+        None => IDENTITY4,
+    };
+    let calibration = match calibration_path {
+        Some(p) => Some(pinhole_io::calibration::read_calibration(p)?.image_to_probe),
+        None => None,
+    };
+    let sequence = pinhole_io::sequence::read_sequence(sequence_path)?;
+    let mut warnings = sequence.warnings.clone();
+    let (planes, pixels, placed) =
+        place_frames(&sequence, calibration, &registration, &mut warnings)?;
+    Ok(PlacedSweep {
+        sequence,
+        planes,
+        pixels,
+        placed,
+        warnings,
+        registration,
+    })
 }
 
 /// Each usable frame's LPS plane and 8-bit pixels, and how many frames each way placed;
@@ -266,18 +308,18 @@ pub fn register_sweep(args: &RegisterArgs, terminal: &dyn Observer) -> anyhow::R
         ],
         std::slice::from_ref(&args.out),
     )?;
-    let registration = match &args.registration {
-        Some(p) => pinhole_io::transform::read_registration(p)?,
-        None => IDENTITY4,
-    };
-    let calibration = match &args.calibration {
-        Some(p) => Some(pinhole_io::calibration::read_calibration(p)?.image_to_probe),
-        None => None,
-    };
-    let sequence = pinhole_io::sequence::read_sequence(&args.sequence)?;
-    let mut warnings = sequence.warnings.clone();
-    let (planes, pixels, placed) =
-        place_frames(&sequence, calibration, &registration, &mut warnings)?;
+    let PlacedSweep {
+        sequence,
+        planes,
+        pixels,
+        placed,
+        mut warnings,
+        registration,
+    } = load_placed_sweep(
+        &args.sequence,
+        args.registration.as_deref(),
+        args.calibration.as_deref(),
+    )?;
     let (ct, not_ct) = pinhole_pipeline::inputs::load_checked_ct(
         &args.ct,
         super::not_ct_policy(args.allow_non_ct),
