@@ -410,3 +410,43 @@ fn us_register_undoes_a_known_tracking_error_on_a_simulated_sweep() {
         "frame centres {worst:.2} mm from the truth after correction:\n{stdout}"
     );
 }
+
+/// Pairs that disagree (one CT point 10 mm off) are still fitted, but the summary and the
+/// terminal say that the fiducial registration error is above 2 mm.
+#[test]
+fn us_landmarks_warns_when_the_pairs_disagree() {
+    let dir = tempfile::tempdir().unwrap();
+    let us = [
+        ("a", [10.0, 20.0, 30.0]),
+        ("b", [40.0, 25.0, 10.0]),
+        ("c", [15.0, -10.0, 5.0]),
+        ("d", [0.0, 5.0, 45.0]),
+    ];
+    let mut ct = us;
+    ct[1].1[0] += 10.0;
+    let (us_path, ct_path) = (
+        dir.path().join("us.mrk.json"),
+        dir.path().join("ct.mrk.json"),
+    );
+    markups(&us_path, &us);
+    markups(&ct_path, &ct);
+    let out = pinhole(&[
+        "us",
+        "landmarks",
+        "--us-points",
+        us_path.to_str().unwrap(),
+        "--ct-points",
+        ct_path.to_str().unwrap(),
+        "--out",
+        dir.path().join("c.txt").to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.split("\nPinhole is research").next().unwrap()).unwrap();
+    assert!(report["fre_rms_mm"].as_f64().unwrap() > 2.0, "{report}");
+    let warning = report["warnings"][0].as_str().unwrap();
+    assert!(warning.contains("fiducial registration error"), "{warning}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fiducial registration error"), "{stderr}");
+}

@@ -246,6 +246,7 @@ pub(crate) struct Fuser {
     clamp_reported: bool,
     /// What the viewer's pictures draw (made at the first frame).
     view_assets: Option<ViewAssets>,
+    /// The CT reslice windowed to grey (`CTReslice`'s pixels; black without a CT).
     ct_grey: Vec<u8>,
     zones: Vec<Vec<u16>>,
 }
@@ -436,10 +437,19 @@ pub(crate) fn fuse(shared: &Shared, fuser: &mut Fuser, frame: PendingFrame) {
         ));
         return;
     }
+    // The CT's grey, once per frame: `CTReslice` and the viewer's pictures share it.
+    fuser.ct_grey.clear();
+    if ct.is_some() {
+        fuser
+            .ct_grey
+            .extend(fuser.ct_hu.iter().map(|&hu| window_u8(hu)));
+    } else {
+        fuser.ct_grey.resize(n, 0);
+    }
     let mut messages = Vec::with_capacity(2);
     if ct.is_some() {
         let mut body = frame.geometry.clone();
-        body.pixels = fuser.ct_hu.iter().map(|&hu| window_u8(hu)).collect();
+        body.pixels.clone_from(&fuser.ct_grey);
         messages.push(image_message(CT_RESLICE_DEVICE, body, frame.timestamp));
     }
     let mut body = frame.geometry.clone();
@@ -478,7 +488,7 @@ pub(crate) fn fuse(shared: &Shared, fuser: &mut Fuser, frame: PendingFrame) {
     if !shared.us_view_wanted() {
         return;
     }
-    match build_view(shared, fuser, &frame, ct.is_some()) {
+    match build_view(shared, fuser, &frame) {
         Ok(view) => shared.set_us_view(Arc::new(view)),
         Err(e) => log(format_args!(
             "ultrasound frame {}: no viewer picture: {e}",
@@ -488,26 +498,13 @@ pub(crate) fn fuse(shared: &Shared, fuser: &mut Fuser, frame: PendingFrame) {
 }
 
 /// The frame's two pictures (after `fuse` resliced it into `fuser`'s buffers).
-fn build_view(
-    shared: &Shared,
-    fuser: &mut Fuser,
-    frame: &PendingFrame,
-    has_ct: bool,
-) -> Result<UsView, String> {
+fn build_view(shared: &Shared, fuser: &mut Fuser, frame: &PendingFrame) -> Result<UsView, String> {
     let started = Instant::now();
     let plane = &frame.plane;
     let (w, h) = (plane.width_px(), plane.height_px());
     let assets = fuser
         .view_assets
         .get_or_insert_with(|| ViewAssets::of(&shared.session));
-    fuser.ct_grey.clear();
-    if has_ct {
-        fuser
-            .ct_grey
-            .extend(fuser.ct_hu.iter().map(|&hu| window_u8(hu)));
-    } else {
-        fuser.ct_grey.resize(w * h, 0);
-    }
     fuser.zones.resize_with(assets.zones.len(), Vec::new);
     for (zone, buffer) in assets.zones.iter().zip(&mut fuser.zones) {
         buffer.resize(w * h, 0);

@@ -158,12 +158,7 @@ pub fn reconstruct_sweep(args: &ReconstructArgs, terminal: &dyn Observer) -> any
         "pixels_outside_field_of_view": outside_fov,
         "warnings": warnings,
     });
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    for w in &warnings {
-        terminal.warn(w);
-    }
-    println!("{}", pinhole_pipeline::report::DISCLAIMER);
-    Ok(())
+    print_summary(&report, &warnings, terminal)
 }
 
 /// A tracked sweep read and placed: the usable frames' LPS planes and pixels.
@@ -377,12 +372,7 @@ pub fn register_sweep(args: &RegisterArgs, terminal: &dyn Observer) -> anyhow::R
         "caution": "Validated on simulated sweeps only (docs/ultrasound.md): check the result against landmarks.",
         "warnings": warnings,
     });
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    for w in &warnings {
-        terminal.warn(w);
-    }
-    println!("{}", pinhole_pipeline::report::DISCLAIMER);
-    Ok(())
+    print_summary(&report, &warnings, terminal)
 }
 
 pub fn landmarks(args: &LandmarksArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
@@ -434,12 +424,7 @@ pub fn landmarks(args: &LandmarksArgs, terminal: &dyn Observer) -> anyhow::Resul
         "caution": "FRE measures the landmarks' agreement after the fit, not the error at the target (TRE).",
         "warnings": warnings,
     });
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    for w in &warnings {
-        terminal.warn(w);
-    }
-    println!("{}", pinhole_pipeline::report::DISCLAIMER);
-    Ok(())
+    print_summary(&report, &warnings, terminal)
 }
 
 /// Every control point of a markups file (all its nodes), label and LPS position.
@@ -506,4 +491,18 @@ fn pair_points(
         us.iter().map(|(_, p)| *p).collect(),
         ct.iter().map(|(_, p)| *p).collect(),
     ))
+}
+
+/// The command's JSON summary on stdout, its warnings on the terminal, the disclaimer.
+fn print_summary(
+    report: &serde_json::Value,
+    warnings: &[String],
+    terminal: &dyn Observer,
+) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(report)?);
+    for w in warnings {
+        terminal.warn(w);
+    }
+    println!("{}", pinhole_pipeline::report::DISCLAIMER);
+    Ok(())
 }
