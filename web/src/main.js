@@ -1,6 +1,7 @@
 // Pinhole viewer: CT + labels in NiiVue, planned paths, live needle guidance over a
-// WebSocket, a server-rendered fluoroscopy panel and the live ultrasound fused with the CT
-// (shown once the server has fused a frame). API: docs/api.md.
+// WebSocket, a server-rendered fluoroscopy panel, the live ultrasound fused with the CT
+// (shown once the server has fused a frame) and the needle found in a control CT (shown
+// once one was sent: POST /api/control-ct). API: docs/api.md.
 // Coordinates from the server are LPS mm; NiiVue's world is RAS mm (NIfTI), so x and y
 // are negated at this edge and nowhere else.
 // Display: radiological convention by default (patient's right on the viewer's left, as
@@ -38,6 +39,10 @@ const state = {
   usLatest: null,
   usSeqShown: null,
   usImageLoads: 0,
+  // Control CT: the latest /api/control-ct/latest answer, and the detected needle drawn
+  // (`{ seq, tip_lps, hub_lps }` read back from the drawn line's nodes; null when none).
+  controlCt: null,
+  controlNeedleShown: null,
   radiological: true,
   lineSlabMm: LINE_SLAB_MM,
   errors: [],
@@ -80,6 +85,7 @@ async function main() {
   initFluoro()
   initTools()
   initUltrasound()
+  initControlCt()
 }
 
 // The reports' warnings (what the engine could not use or check) above everything.
@@ -312,6 +318,41 @@ function redrawNeedle() {
     return
   }
   needleMesh = replaceMesh(needleMesh, connectomeMesh('pinhole-needle', [{ points: ends, colorValue: 4, size: 2.5 }]))
+}
+
+// The needle found in the latest control CT (hub end → tip), drawn in the negative
+// (winter: green) colours so it never looks like the plan (warm) or the live needle.
+let controlMesh = null
+const CONTROL_NEEDLE_COLOR = -4
+
+function drawControlNeedle(seq, hubLps, tipLps) {
+  if (!nv || nv.volumes.length === 0) return
+  const ends = [hubLps, tipLps]
+  if (controlMesh?.nodes?.length === 2) {
+    ends.forEach((p, i) => {
+      const [x, y, z] = lpsToRas(p)
+      controlMesh.nodes[i] = { ...controlMesh.nodes[i], x, y, z }
+    })
+    controlMesh.updateConnectome(nv.gl)
+    nv.drawScene()
+  } else {
+    controlMesh = replaceMesh(
+      controlMesh,
+      connectomeMesh('pinhole-control-needle', [{ points: ends, colorValue: CONTROL_NEEDLE_COLOR, size: 2.5 }]),
+    )
+    nv.drawScene()
+  }
+  // What is on screen, read back from the mesh (RAS → LPS).
+  const drawn = controlMesh.nodes.map((n) => [-n.x, -n.y, n.z])
+  state.controlNeedleShown = { seq, hub_lps: drawn[0], tip_lps: drawn[1] }
+}
+
+function clearControlNeedle() {
+  if (!controlMesh) return
+  nv.removeMesh(controlMesh)
+  controlMesh = null
+  state.controlNeedleShown = null
+  nv.drawScene()
 }
 
 function buildLegend(labels) {
@@ -559,6 +600,96 @@ async function loadUsPicture(seq, view) {
   state.usImageLoads += 1
   $('us-seq').textContent = `#${shown} · ${view === 'blend' ? 'blended' : 'reslice'}`
   return shown
+}
+
+// Control CT: /api/control-ct/latest polled every second (204 until a control scan was
+// sent). The panel is built here (hidden until then) so the page needs no other markup.
+const CONTROL_POLL_MS = 1000
+let controlBusy = false
+let controlDrawnSeq = null
+
+function initControlCt() {
+  const panel = document.createElement('section')
+  panel.id = 'control-ct'
+  panel.className = 'panel'
+  panel.hidden = true
+  panel.innerHTML = `
+    <h2>Control CT <span id="cc-state">–</span></h2>
+    <div id="cc-message"></div>
+    <table>
+      <tr><th>Tip → target</th><td id="cc-tip-to-target">–</td></tr>
+      <tr><th>Miss at target depth</th><td id="cc-miss">–</td></tr>
+      <tr><th>Angle to plan</th><td id="cc-angle">–</td></tr>
+      <tr><th>Depth remaining</th><td id="cc-depth">–</td></tr>
+      <tr><th>Tip in</th><td id="cc-tip-in">–</td></tr>
+    </table>
+    <div id="cc-correction"></div>
+    <div id="cc-info"></div>
+    <div class="hint">Green line: the needle found in the control scan (hub end → tip), in the planning frame. Check it on the scan before acting on the correction.</div>`
+  $('guidance').after(panel)
+  setInterval(pollControlCt, CONTROL_POLL_MS)
+  pollControlCt()
+}
+
+async function pollControlCt() {
+  if (controlBusy || !state.volumesLoaded) return
+  controlBusy = true
+  try {
+    const response = await fetch('/api/control-ct/latest', { cache: 'no-store' })
+    if (response.status === 204) return
+    if (!response.ok) throw new Error(`HTTP ${response.status}`)
+    showControlCt(await response.json())
+  } catch (error) {
+    $('cc-info').textContent = `control CT: ${error.message || error}`
+  } finally {
+    controlBusy = false
+  }
+}
+
+function showControlCt(check) {
+  state.controlCt = check
+  $('control-ct').hidden = false
+  const findings = check.findings
+  const metrics = findings?.metrics
+  const needle = findings?.needle
+  let message = ''
+  let badge = check.state
+  if (check.state === 'processing') {
+    message = `control scan #${check.seq}: registering and finding the needle…`
+  } else if (check.state === 'failed') {
+    const alignment = check.alignment
+    message =
+      alignment && !alignment.converged
+        ? `registration failed: ${alignment.reason || check.error}`
+        : `check failed: ${check.error}`
+  } else if (findings && !findings.found) {
+    message = `no needle found: ${findings.not_found_reason || 'unknown reason'}`
+    badge = 'no needle'
+  }
+  $('cc-state').textContent = `#${check.seq} · ${badge}`
+  $('control-ct').className = `panel cc-${check.state}${findings && !findings.found ? ' cc-none' : ''}`
+  $('cc-message').textContent = message
+  if (check.state !== 'processing') {
+    $('cc-tip-to-target').textContent = fmtMm(metrics?.tip_to_target_mm)
+    $('cc-miss').textContent = fmtMm(metrics?.miss_at_target_depth_mm)
+    $('cc-angle').textContent = fmtDeg(metrics?.angle_to_plan_deg)
+    $('cc-depth').textContent = fmtMm(metrics?.depth_remaining_mm)
+    $('cc-tip-in').textContent = metrics ? metrics.tip_in || '–' : '–'
+    $('cc-correction').textContent = findings?.correction?.text || ''
+  }
+  const received = new Date(check.received_unix_s * 1000).toLocaleTimeString()
+  const confidence = needle ? ` · confidence ${needle.in_control.confidence.toFixed(2)}` : ''
+  $('cc-info').textContent = `scan #${check.seq} received ${received}${confidence}`
+  // The needle drawn is the newest check's: while a newer scan is processed the previous
+  // needle stays; a failed check or no needle removes it (never a stale position).
+  if (check.state === 'processing' || controlDrawnSeq === check.seq) return
+  controlDrawnSeq = check.seq
+  if (check.state === 'done' && needle) {
+    drawControlNeedle(check.seq, needle.hub_end_planning_lps, needle.tip_planning_lps)
+    moveCrosshair(needle.tip_planning_lps)
+  } else {
+    clearControlNeedle()
+  }
 }
 
 function initTools() {

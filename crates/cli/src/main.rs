@@ -47,6 +47,14 @@ enum Command {
     /// Ultrasound: `pinhole us simulate ...` (B-mode simulated from a CT).
     #[command(subcommand)]
     Us(commands::us::UsCommand),
+    /// Register a control CT onto the planning CT (rigid; ITK transform for Slicer).
+    RegisterCt(Box<commands::intraop::RegisterCtArgs>),
+    /// Check a control CT: `pinhole verify needle ...` (the needle against the plan).
+    #[command(subcommand)]
+    Verify(commands::intraop::VerifyCommand),
+    /// Confirm a treatment: `pinhole confirm ablation ...` (coverage, minimal ablative margin).
+    #[command(subcommand)]
+    Confirm(commands::intraop::ConfirmCommand),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -63,6 +71,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Replay(args) => commands::serve::run_replay(&args),
         Command::Register(args) => commands::register::run(&args, &terminal),
         Command::Us(command) => commands::us::run(&command, &terminal),
+        Command::RegisterCt(args) => commands::intraop::register_ct(&args, &terminal),
+        Command::Verify(command) => commands::intraop::verify(&command, &terminal),
+        Command::Confirm(command) => commands::intraop::confirm(&command, &terminal),
     }
 }
 

@@ -18,6 +18,8 @@ mod plan_needle;
 // `pinhole plan ablation` and `pinhole evla`.
 mod ablation;
 mod vessel;
+// `pinhole register-ct`, `pinhole verify needle`, `pinhole confirm ablation` (#21).
+mod intraop;
 // Atomic outputs, inputs never overwritten, absurd parameters refused (#25).
 mod outputs;
 // `pinhole us simulate`.

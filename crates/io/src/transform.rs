@@ -56,6 +56,40 @@ pub fn write_registration(path: &Path, matrix: &Mat4, comment: &str) -> Result<(
     crate::atomic::write_atomic(path, text.as_bytes())
 }
 
+/// Writes a transform between two scans as an ITK transform file (`#Insight Transform
+/// File V1.0`, `AffineTransform_double_3_3`) that 3D Slicer and SimpleITK read.
+/// `to_parent_lps` maps points of the child scan (e.g. a control CT) to the parent's
+/// (the planning CT), LPS mm; ITK stores the resampling direction, so the file holds its
+/// inverse (parent → child, in LPS as ITK works), exactly as elastix's result would.
+/// [`read_registration`] reads it back as the to-parent matrix in RAS.
+pub fn write_itk_transform(path: &Path, to_parent_lps: &Mat4, comment: &str) -> Result<()> {
+    check_affine(to_parent_lps)
+        .map_err(|what| Error::new(path, ErrorKind::InvalidTransform(what)))?;
+    let inverse = affine_inverse(to_parent_lps).ok_or_else(|| {
+        Error::new(
+            path,
+            ErrorKind::InvalidTransform("the matrix is singular".to_owned()),
+        )
+    })?;
+    let mut text = String::from("#Insight Transform File V1.0\n");
+    for line in comment.lines() {
+        text.push_str("# ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push_str("#Transform 0\nTransform: AffineTransform_double_3_3\nParameters:");
+    for row in inverse.iter().take(3) {
+        for v in row.iter().take(3) {
+            text.push_str(&format!(" {}", v + 0.0));
+        }
+    }
+    for row in inverse.iter().take(3) {
+        text.push_str(&format!(" {}", row[3] + 0.0));
+    }
+    text.push_str("\nFixedParameters: 0 0 0\n");
+    crate::atomic::write_atomic(path, text.as_bytes())
+}
+
 /// Parses the text of a registration file (see [`read_registration`]); the error says
 /// what is wrong with it.
 pub fn parse_registration(text: &str) -> std::result::Result<Mat4, String> {

@@ -1,8 +1,11 @@
 //! Legacy VTK polydata writer (ASCII, file version 4.2) for polylines such as vessel
-//! centrelines, tagged `SPACE=LPS` the way 3D Slicer writes and reads it.
+//! centrelines and for triangle surfaces such as a tumour coloured by its ablative
+//! margin, tagged `SPACE=LPS` the way 3D Slicer writes and reads it.
 
 use std::fmt::Write as _;
 use std::path::Path;
+
+use pinhole_volume::surface::TriangleMesh;
 
 use crate::{Error, ErrorKind, Result};
 
@@ -91,6 +94,98 @@ fn render(p: &PolyLines) -> String {
             for v in values {
                 let _ = writeln!(out, "{v}");
             }
+        }
+    }
+    out
+}
+
+/// Writes `mesh` as a legacy ASCII `.vtk` POLYDATA file: `POINTS` (double), `POLYGONS`
+/// (one triangle per cell, winding kept, so normals keep pointing out of the mask), and,
+/// when `scalars` is given, `POINT_DATA` with one `SCALARS <name> double 1` array.
+///
+/// Points are written in **LPS** millimetres and the title line says `SPACE=LPS`, as
+/// [`write_polylines`] does: 3D Slicer (4.11 and later) writes its models in LPS with
+/// that tag and reads untagged legacy models as LPS too, so the file opens in place over
+/// the CT with no RAS flip (and no flip is needed on our side, where LPS is the world).
+///
+/// Refused with [`ErrorKind::InvalidInput`] naming `path`, before anything is written: a
+/// non-finite vertex, a triangle index out of range, a scalar name that is empty or has
+/// whitespace, a scalar array whose length differs from the vertex count, or a
+/// non-finite scalar. Written atomically (temporary file, then rename).
+pub fn write_surface(
+    path: &Path,
+    mesh: &TriangleMesh,
+    scalars: Option<(&str, &[f64])>,
+) -> Result<()> {
+    validate_surface(mesh, scalars).map_err(|m| Error::new(path, ErrorKind::InvalidInput(m)))?;
+    crate::atomic::write_atomic(path, render_surface(mesh, scalars).as_ref())
+}
+
+/// Checks vertices, triangle indices and the scalar array.
+fn validate_surface(mesh: &TriangleMesh, scalars: Option<(&str, &[f64])>) -> Result<(), String> {
+    let n = mesh.vertices_lps.len();
+    if let Some(i) = mesh
+        .vertices_lps
+        .iter()
+        .position(|x| x.iter().any(|v| !v.is_finite()))
+    {
+        return Err(format!(
+            "vertex {i} is not finite: {:?}",
+            mesh.vertices_lps[i]
+        ));
+    }
+    for (t, triangle) in mesh.triangles.iter().enumerate() {
+        if let Some(&bad) = triangle.iter().find(|&&i| i as usize >= n) {
+            return Err(format!(
+                "triangle {t} refers to vertex {bad} but there are {n} vertices"
+            ));
+        }
+    }
+    if let Some((name, values)) = scalars {
+        if name.is_empty() || name.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "scalar array name '{name}' is empty or has whitespace"
+            ));
+        }
+        if values.len() != n {
+            return Err(format!(
+                "scalar array '{name}' has {} values for {n} vertices",
+                values.len()
+            ));
+        }
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "scalar array '{name}' has a non-finite value at vertex {i}: {}",
+                values[i]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The surface file's text (same header and number format as [`render`]).
+fn render_surface(mesh: &TriangleMesh, scalars: Option<(&str, &[f64])>) -> String {
+    let mut out = String::new();
+    out.push_str("# vtk DataFile Version 4.2\n");
+    out.push_str("Pinhole output. SPACE=LPS\n");
+    out.push_str("ASCII\nDATASET POLYDATA\n");
+    // Writing into a String cannot fail.
+    let _ = writeln!(out, "POINTS {} double", mesh.vertices_lps.len());
+    for [x, y, z] in &mesh.vertices_lps {
+        let _ = writeln!(out, "{x} {y} {z}");
+    }
+    if !mesh.triangles.is_empty() {
+        let count = mesh.triangles.len();
+        let _ = writeln!(out, "POLYGONS {count} {}", 4 * count);
+        for [a, b, c] in &mesh.triangles {
+            let _ = writeln!(out, "3 {a} {b} {c}");
+        }
+    }
+    if let Some((name, values)) = scalars {
+        let _ = writeln!(out, "POINT_DATA {}", mesh.vertices_lps.len());
+        let _ = writeln!(out, "SCALARS {name} double 1\nLOOKUP_TABLE default");
+        for v in values {
+            let _ = writeln!(out, "{v}");
         }
     }
     out

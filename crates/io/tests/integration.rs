@@ -15,5 +15,6 @@ mod robustness;
 mod sequence;
 mod transforms;
 mod us_frame;
+mod vtk_surface;
 mod writers;
 mod xray_image;

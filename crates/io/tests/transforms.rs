@@ -207,3 +207,35 @@ fn a_written_registration_reads_back_bit_for_bit() {
     let err = pinhole_io::transform::write_registration(&path, &singular, "").unwrap_err();
     assert!(err.to_string().contains("bottom row"), "{err}");
 }
+
+/// A scan-to-scan transform written for Slicer reads back as the to-parent matrix in RAS
+/// (`F · M · F`), and its file holds the inverse in LPS, as ITK and elastix store it.
+#[test]
+fn itk_transform_between_scans_round_trips_with_the_inverse_in_the_file() {
+    use pinhole_io::transform::{read_registration, write_itk_transform};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("control_to_planning.tfm");
+    // A quarter turn about z plus an asymmetric shift, LPS.
+    let to_parent_lps = [
+        [0.0, -1.0, 0.0, 10.0],
+        [1.0, 0.0, 0.0, -4.0],
+        [0.0, 0.0, 1.0, 25.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    write_itk_transform(&path, &to_parent_lps, "control CT -> planning CT").unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("#Insight Transform File V1.0\n"));
+    // Inverse: x = R⁻¹ (y − b): R⁻¹ = [[0,1,0],[-1,0,0],[0,0,1]], −R⁻¹ b = (4, 10, −25).
+    assert!(
+        text.contains("Parameters: 0 1 0 -1 0 0 0 0 1 4 10 -25\n"),
+        "{text}"
+    );
+    let ras = read_registration(&path).unwrap();
+    let flip = [-1.0, -1.0, 1.0, 1.0];
+    for r in 0..4 {
+        for c in 0..4 {
+            let expected = flip[r] * to_parent_lps[r][c] * flip[c];
+            assert!((ras[r][c] - expected).abs() < 1e-12, "{r},{c}: {ras:?}");
+        }
+    }
+}

@@ -27,6 +27,8 @@ pub enum Error {
     #[error(transparent)]
     Ablation(#[from] pinhole_ablation::AblationError),
     #[error(transparent)]
+    Intraop(#[from] pinhole_intraop::IntraopError),
+    #[error(transparent)]
     Register(#[from] pinhole_register::RegisterError),
     #[cfg(feature = "gpu")]
     #[error(transparent)]

@@ -12,6 +12,9 @@
 //! | [`register`] | [`register::RegistrationRequest`] → [`register::RegistrationReport`] | `pose.json`, `overlay.png` |
 //! | [`drr`] | [`drr::DrrRequest`] → a picture and line integrals | PNG, NIfTI |
 //! | [`evla`] | [`evla::EvlaRequest`] → [`evla::EvlaReport`] | (stdout) |
+//! | [`control_ct`] | [`control_ct::CtRegistrationRequest`] → [`control_ct::CtRegistrationReport`] | `ct_registration.json`, `control_to_planning.tfm`, `registration.png` |
+//! | [`confirm`] | [`confirm::ConfirmRequest`] → [`confirm::ConfirmationReport`] | `confirmation.json`, `margin.vtk`, `margin.png`, `zone_registered.seg.nrrd`, `post_to_pre.tfm` |
+//! | [`verify`] | [`verify::NeedleCheckRequest`] → [`verify::NeedleCheckReport`] | `needle_check.json`, `needle_check.png`, `needle_check.mrk.json`, `control_to_planning.tfm` |
 //! | [`session`] | data + a plan → a live [`pinhole_guidance::Session`] | |
 //!
 //! Reports are written with sorted keys ([`report::write_json`]) and read back as types
@@ -19,6 +22,8 @@
 //! Long steps and warnings go to an [`observe::Observer`].
 
 pub mod ablation;
+pub mod confirm;
+pub mod control_ct;
 pub mod demo;
 pub mod drr;
 pub mod error;
@@ -36,6 +41,7 @@ pub mod report;
 pub mod schemas;
 pub mod session;
 pub mod tracks;
+pub mod verify;
 pub mod vessel;
 
 pub use error::{Error, Result};

@@ -69,6 +69,10 @@ pub const ABLATION_MINUTES: Bound = Bound::new("--minutes", 0.01, 60.0, "min");
 pub const ABLATION_POWER_W: Bound = Bound::new("--power", 0.1, 500.0, "W");
 /// Ablation safety margin.
 pub const ABLATION_MARGIN_MM: Bound = Bound::new("--margin-mm", 0.0, 30.0, "mm");
+/// The minimal ablative margin asked for by `confirm ablation`.
+pub const CONFIRM_MARGIN_MM: Bound = Bound::new("--margin-mm", 0.0, 30.0, "mm");
+/// The organ margin of a focused CT registration.
+pub const ORGAN_MARGIN_MM: Bound = Bound::new("--organ-margin-mm", 0.0, 100.0, "mm");
 /// A sphere tumour's radius (the largest ablated tumours are ~5 cm across).
 pub const TUMOR_RADIUS_MM: Bound = Bound::new("tumour radius", 0.1, 100.0, "mm");
 /// Applicators when one zone cannot cover.

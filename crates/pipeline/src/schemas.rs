@@ -15,6 +15,9 @@ pub fn all() -> Vec<(String, Schema)> {
         entry::<crate::ablation::AblationReport>(),
         entry::<crate::register::RegistrationReport>(),
         entry::<crate::evla::EvlaReport>(),
+        entry::<crate::control_ct::CtRegistrationReport>(),
+        entry::<crate::verify::NeedleCheckReport>(),
+        entry::<crate::confirm::ConfirmationReport>(),
         named::<pinhole_guidance::GuidanceMetrics>("guidance-metrics"),
         named::<pinhole_guidance::session::SessionResponse>("session"),
     ]

@@ -9,6 +9,7 @@
 mod shared;
 
 mod ablation;
+mod intraop;
 mod kidney;
 mod live;
 mod not_ct;

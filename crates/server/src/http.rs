@@ -13,6 +13,17 @@
 //!   so that a polling viewer logs no errors);
 //! - `GET /api/us/frame.png?view=blend|reslice`: its picture, PNG encoded on request
 //!   (off the async threads) with orientation letters and a scale bar;
+//! - `POST /api/control-ct`: a control CT (the body: one NIfTI, `.nii` or `.nii.gz`, or
+//!   NRRD file with attached data) for the needle check ([`crate::control_ct`]): 202
+//!   with `{seq}` once decoded and accepted (checked on a worker thread, newest wins);
+//!   413 when `Content-Length` (or the bytes read) exceed `control_ct_max_bytes`, 400
+//!   `{error}` when unreadable or not a CT, 409 `{error}` when the session cannot check
+//!   it (no planning CT, or a target without a planned line), 503 while
+//!   [`crate::CONTROL_CT_UPLOADS`] uploads are being received, 403 from a page of another
+//!   origin (`Origin` checked like WebSockets);
+//! - `GET /api/control-ct/latest`: the latest check ([`crate::control_ct::ControlCheck`]:
+//!   `processing`, `done` with the needle and metrics, or `failed` with the reason); 204
+//!   before any control scan;
 //! - anything else: a file of the static folder, if one was configured. Paths are
 //!   percent-decoded once and rejected if any segment is `..` or `.`, or holds a
 //!   backslash or NUL; the result is canonicalised and must stay inside the canonical
@@ -36,7 +47,7 @@ use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -130,6 +141,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/drr", get(drr))
         .route("/api/us/latest", get(us_latest))
         .route("/api/us/frame.png", get(us_frame_png))
+        .route("/api/control-ct", post(control_ct_upload))
+        .route("/api/control-ct/latest", get(control_ct_latest))
         .route("/data/{name}", get(data_file))
         .fallback(static_file)
         .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
@@ -656,6 +669,126 @@ async fn us_frame_png(
         )
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// A JSON `{error}` answer.
+fn json_error(status: StatusCode, error: impl std::fmt::Display) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": error.to_string() })),
+    )
+        .into_response()
+}
+
+/// `POST /api/control-ct` (see the module doc).
+async fn control_ct_upload(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    // A page of another site may POST here without the token (loopback needs none):
+    // only pages of this server's allowed hosts may.
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("(not text)");
+        if !origin_allowed(&shared.config, origin) {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                format!("refused: an upload from a page of {origin:?} (see --allowed-host)"),
+            );
+        }
+    }
+    if let Err(why) = crate::control_ct::plan_line(&shared) {
+        return json_error(StatusCode::CONFLICT, why);
+    }
+    let cap = shared.config.control_ct_max_bytes;
+    let too_large = |what: String| {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the control scan is {what}; the limit is {cap} bytes ({} MiB,                  control_ct_max_bytes): send a shorter z-range or a compressed .nii.gz",
+                cap >> 20
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared.filter(|&n| n > cap) {
+        return too_large(format!("{n} bytes"));
+    }
+    let Ok(permit) = shared.control_uploads.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            Json(serde_json::json!({
+                "error": format!(
+                    "{} control scans are being received (the limit); try again shortly",
+                    crate::CONTROL_CT_UPLOADS
+                )
+            })),
+        )
+            .into_response();
+    };
+    let limit = usize::try_from(cap).unwrap_or(usize::MAX);
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let over = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return if over {
+                too_large("larger".to_owned())
+            } else {
+                json_error(StatusCode::BAD_REQUEST, "the upload was interrupted")
+            };
+        }
+    };
+    if bytes.is_empty() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "empty body: send the control scan's file (NIfTI or NRRD) as the request body",
+        );
+    }
+    let decoded = tokio::task::spawn_blocking(move || {
+        let scan = crate::control_ct::read_upload(&bytes);
+        drop(bytes);
+        drop(permit);
+        scan
+    })
+    .await;
+    let scan = match decoded {
+        Ok(Ok(scan)) => scan,
+        Ok(Err(why)) => return json_error(StatusCode::BAD_REQUEST, why),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let source = match peer {
+        Some(axum::Extension(Peer(addr))) => format!("http {addr}"),
+        None => "http".to_owned(),
+    };
+    match shared.submit_control_ct(scan, source) {
+        Ok(seq) => (
+            StatusCode::ACCEPTED,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(serde_json::json!({ "seq": seq })),
+        )
+            .into_response(),
+        Err(why) => json_error(StatusCode::CONFLICT, why),
+    }
+}
+
+/// `GET /api/control-ct/latest`.
+async fn control_ct_latest(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.control_check() {
+        Some(check) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(check.as_ref().clone()),
+        )
+            .into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
     }
 }
 

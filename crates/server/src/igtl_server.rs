@@ -59,6 +59,9 @@ pub const PLAN_DEVICE: &str = "PlanToRAS";
 /// OpenIGTLink STATUS codes used in refusals.
 const STATUS_ACCESS_DENIED: u16 = 5;
 const STATUS_BUSY: u16 = 6;
+/// STATUS codes of the `ControlCT` answer: accepted, refused.
+const STATUS_OK: u16 = 1;
+const STATUS_CONFIG_ERROR: u16 = 10;
 
 /// Socket send buffer asked for each OpenIGTLink client (Linux doubles it for its own
 /// bookkeeping): a few guidance updates. Left to itself the kernel grows it to
@@ -462,6 +465,9 @@ fn handle_message(
                 );
             }
         }
+        Body::Image(image) if message.device_name == crate::control_ct::CONTROL_CT_DEVICE => {
+            control_ct_in(shared, image, id, peer, replies);
+        }
         Body::Image(image) => {
             if message.device_name == cfg.us_device {
                 if let Err(why) =
@@ -495,6 +501,51 @@ fn handle_message(
         }
         _ => {}
     }
+}
+
+/// A control CT IMAGE: decoded, checked and queued for the needle check
+/// ([`crate::control_ct`]); not relayed. The sender gets a STATUS `ControlCT` either way.
+fn control_ct_in(
+    shared: &Shared,
+    image: &pinhole_igtl::ImageBody,
+    id: u64,
+    peer: SocketAddr,
+    replies: &mpsc::Sender<Message>,
+) {
+    let accepted = crate::control_ct::plan_line(shared)
+        .and_then(|_| crate::control_ct::volume_from_image(image))
+        .and_then(|scan| shared.submit_control_ct(scan, format!("igtl client {id} {peer}")));
+    let status = match accepted {
+        Ok(seq) => {
+            log(format_args!(
+                "client {id} ({peer}): control CT #{seq} accepted for the needle check"
+            ));
+            control_ct_status(
+                STATUS_OK,
+                "",
+                &format!("control CT #{seq} accepted: see /api/control-ct/latest"),
+            )
+        }
+        Err(why) => {
+            log(format_args!(
+                "client {id} ({peer}): control CT refused: {why}"
+            ));
+            control_ct_status(
+                STATUS_CONFIG_ERROR,
+                "Refused",
+                &format!("control CT refused: {why}"),
+            )
+        }
+    };
+    reply(shared, replies, status);
+}
+
+/// A STATUS of device `ControlCT` (not `GuidanceStatus`: it says nothing of the needle's
+/// alert).
+fn control_ct_status(code: u16, name: &str, text: &str) -> Message {
+    let mut m = status_message(code, name, text);
+    m.device_name = crate::control_ct::CONTROL_CT_DEVICE.to_owned();
+    m
 }
 
 fn pose_in(shared: &Shared, m: &Mat4, ts: f64, device: &str, id: u64, peer: SocketAddr) {

@@ -11,7 +11,9 @@
 //!   partial-message timeout and a shared budget of bodies in flight.
 //! - [`http`]: `/api/health`, `/api/session`, `/api/guidance`, `/ws/guidance`,
 //!   `/api/drr` (one render per client, newest wins, a server-wide cap), `/api/us/latest`
-//!   and `/api/us/frame.png` (the newest fused ultrasound frame's pictures), `/data/…` and a
+//!   and `/api/us/frame.png` (the newest fused ultrasound frame's pictures),
+//!   `POST /api/control-ct` and `/api/control-ct/latest` (a control scan's needle
+//!   check), `/data/…` and a
 //!   static folder served without path traversal; Host /
 //!   Origin checks, an access token beyond loopback, a head timeout, a connection cap.
 //!
@@ -19,11 +21,16 @@
 //! - [`fusion`]: tracked ultrasound IMAGE frames (`us_device`) resliced through the CT
 //!   and labels on one worker thread, newest wins, sent back as IMAGE `CTReslice` /
 //!   `LabelReslice`; the latest frame's plane joins the needle metrics (`us_plane`).
+//! - [`control_ct`]: a control CT taken during the procedure (`POST /api/control-ct`, or
+//!   an OpenIGTLink IMAGE `ControlCT`) registered onto the planning CT on one worker
+//!   thread, newest wins; the needle found in it and measured against the plan is the
+//!   latest check (`GET /api/control-ct/latest`).
 //! - [`replay`]: sends recorded or synthesized poses to a server (std sockets).
 //!
 //! Coordinates are LPS mm inside; tracked poses arrive as RAS (3D Slicer) and are
 //! converted at the edge.
 
+pub mod control_ct;
 pub mod fusion;
 pub mod http;
 pub mod igtl_server;
@@ -102,9 +109,14 @@ pub struct ServerConfig {
     /// Device name of the tracked probe's TRANSFORM (default `ProbeToReference`); read
     /// only with `us_image_to_probe`.
     pub us_probe_device: String,
-    /// The CT resliced on ultrasound frames (`CTReslice`); `None`: only `LabelReslice`
-    /// is sent.
+    /// The planning CT (HU, shared, never copied per request): resliced on ultrasound
+    /// frames (`CTReslice`) and the scan control CTs are registered onto
+    /// ([`control_ct`]). `None`: only `LabelReslice` is sent and control scans are
+    /// refused.
     pub fusion_ct: Option<fusion::FusionCt>,
+    /// Largest control scan accepted by `POST /api/control-ct` (bytes of the file as
+    /// sent; default [`control_ct::DEFAULT_MAX_CONTROL_CT_BYTES`]); larger ones get a 413.
+    pub control_ct_max_bytes: u64,
     /// CRC check and body-size limit for incoming messages (the server's default limit
     /// is [`DEFAULT_MAX_BODY_BYTES`]: what one client can make the server hold).
     pub decode: DecodeOptions,
@@ -179,6 +191,7 @@ impl Default for ServerConfig {
             us_image_to_probe: None,
             us_probe_device: "ProbeToReference".into(),
             fusion_ct: None,
+            control_ct_max_bytes: control_ct::DEFAULT_MAX_CONTROL_CT_BYTES,
             decode: DecodeOptions {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 ..DecodeOptions::default()
@@ -375,12 +388,23 @@ pub struct Shared {
     /// When a web viewer last asked for the ultrasound pictures: they are built only
     /// while one does ([`US_VIEW_INTEREST`]).
     us_view_wanted: Mutex<Option<std::time::Instant>>,
+    /// Control scans waiting for their check (newest wins), their numbering, the latest
+    /// check, and the uploads being received (at most [`CONTROL_CT_UPLOADS`]).
+    control_scans: Arc<control_ct::ScanQueue>,
+    control_seq: AtomicU64,
+    control_check: RwLock<Option<Arc<control_ct::ControlCheck>>>,
+    pub(crate) control_uploads: Arc<Semaphore>,
 }
+
+/// Control scans received over HTTP at once (each may hold `control_ct_max_bytes` plus
+/// its decoded volume); more get a 503.
+pub const CONTROL_CT_UPLOADS: usize = 2;
 
 impl Drop for Shared {
     fn drop(&mut self) {
         self.poses.close();
         self.frames.close();
+        self.control_scans.close();
     }
 }
 
@@ -465,6 +489,10 @@ impl Shared {
             us_probe: RwLock::new(None),
             us_view: RwLock::new(None),
             us_view_wanted: Mutex::new(None),
+            control_scans: Arc::default(),
+            control_seq: AtomicU64::new(0),
+            control_check: RwLock::new(None),
+            control_uploads: Arc::new(Semaphore::new(CONTROL_CT_UPLOADS)),
             config,
         })
     }
@@ -928,6 +956,7 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     evaluator: Option<std::thread::JoinHandle<()>>,
     fusion: Option<std::thread::JoinHandle<()>>,
+    control: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -944,6 +973,11 @@ impl Running {
         self.shared.frames.close();
         if let Some(fusion) = self.fusion {
             let _ = tokio::task::spawn_blocking(move || fusion.join()).await;
+        }
+        // A check in progress finishes first (registration takes seconds).
+        self.shared.control_scans.close();
+        if let Some(control) = self.control {
+            let _ = tokio::task::spawn_blocking(move || control.join()).await;
         }
     }
 }
@@ -1018,6 +1052,16 @@ pub async fn start(session: Session, config: ServerConfig) -> Result<Running, Se
             None
         }
     };
+    let control =
+        match control_ct::spawn_worker(shared.control_scans.clone(), Arc::downgrade(&shared)) {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                log(format_args!(
+                    "cannot start the control CT thread ({e}): control scans are not checked"
+                ));
+                None
+            }
+        };
     let mut tasks = vec![tokio::spawn(igtl_server::accept_loop(shared.clone(), igtl))];
     let http_addr = match http {
         Some((listener, addr)) => {
@@ -1033,6 +1077,7 @@ pub async fn start(session: Session, config: ServerConfig) -> Result<Running, Se
         tasks,
         evaluator,
         fusion,
+        control,
     })
 }
 

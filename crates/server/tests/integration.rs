@@ -6,6 +6,7 @@
 mod common;
 
 mod chest;
+mod control_ct;
 mod faults;
 mod geometry;
 mod http;

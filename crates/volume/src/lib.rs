@@ -25,6 +25,7 @@ pub mod grid;
 pub mod labels;
 pub mod math;
 pub mod morphology;
+pub mod surface;
 pub mod target;
 pub mod volume;
 
@@ -36,5 +37,6 @@ pub use grid::{Grid, GridError};
 pub use labels::{label_stats, LabelStats};
 pub use math::{DVec3, Mat3, Mat4, Vec3};
 pub use morphology::{close, dilate, erode, open};
+pub use surface::{mask_surface, TriangleMesh};
 pub use target::{LabelAim, Target, TargetError, TargetSpec};
 pub use volume::{DataLengthMismatch, Interpolation, LabelVoxel, Mask, Volume, Voxel};

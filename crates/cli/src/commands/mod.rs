@@ -5,6 +5,7 @@ pub mod ablation;
 pub mod demo;
 pub mod drr;
 pub mod info;
+pub mod intraop;
 pub mod plan;
 pub mod register;
 pub mod serve;

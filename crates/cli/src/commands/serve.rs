@@ -100,6 +100,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = ServerConfig::default().decode.max_body_bytes >> 20,
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     max_igtl_message_mib: u64,
+    /// Largest control CT accepted by POST /api/control-ct (MiB of the file as sent).
+    #[arg(long, default_value_t = ServerConfig::default().control_ct_max_bytes >> 20,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    max_control_ct_mib: u64,
     /// Message bodies all OpenIGTLink clients together may have in flight (MiB); at least
     /// --max-igtl-message-mib.
     #[arg(long, default_value_t = ServerConfig::default().max_buffered_body_bytes >> 20,
@@ -207,8 +211,9 @@ pub fn run(args: &ServeArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     let mut session = build(&data, &content, terminal)?;
     // `/api/session` shows an overridden CT check with the session's other warnings.
     session.description.warnings.extend(ct_warning);
-    // Kept for ultrasound fusion (CTReslice): the CT stays in memory (as f32 HU) while
-    // serving.
+    // Kept for ultrasound fusion (CTReslice) and as the planning CT that control scans
+    // (POST /api/control-ct, IMAGE ControlCT) are registered onto: the CT stays in memory
+    // (as f32 HU, shared) while serving.
     let ct_hu = match ct {
         pinhole_io::image::AnyVolume::F32(v) => v,
         other => other.to_f32(),
@@ -341,6 +346,7 @@ impl ServeArgs {
                 verify_crc: !self.no_crc_check,
                 max_body_bytes: self.max_igtl_message_mib << 20,
             },
+            control_ct_max_bytes: self.max_control_ct_mib << 20,
             verbose: self.verbose,
             ..defaults
         })

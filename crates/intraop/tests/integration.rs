@@ -1,0 +1,3 @@
+//! Integration tests of pinhole-intraop.
+mod needle;
+mod rigid;

@@ -1,0 +1,426 @@
+//! Control CT onto planning CT (`pinhole register-ct`): `ct_registration.json`
+//! ([`CtRegistrationReport`]), `control_to_planning.tfm` (ITK; 3D Slicer and SimpleITK
+//! read it) and `registration.png` (a checkerboard of the two scans). The same
+//! registration serves the needle check ([`crate::verify`]) and the ablation
+//! confirmation ([`crate::confirm`]).
+
+use std::path::{Path, PathBuf};
+
+use pinhole_intraop::rigid::{register_rigid, LevelSummary, RigidResult, RigidSettings};
+use pinhole_volume::annotate::Canvas;
+use pinhole_volume::math::{affine_inverse, swap_lps_ras, Mat4, Vec3, IDENTITY4};
+use pinhole_volume::{dilate, Mask, Volume};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::figures::{write_picture, RgbPicture};
+use crate::inputs::{
+    load_checked_ct, load_named_labels, InputFile, NamedLabels, NotCt, UnnamedLabels,
+};
+use crate::observe::{step, Observer};
+use crate::report::{unversioned, versioned_report, write_folder, Report, DISCLAIMER, VERSION};
+
+/// How the control scan is brought into the planning frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Alignment {
+    /// Rigid registration, optionally focused on an organ of the planning label map.
+    Register {
+        /// Planning label map and the organ to focus on (dilated by `organ_margin_mm`).
+        organ: Option<OrganFocus>,
+    },
+    /// A known transform: a registration file (ITK `.tfm` or 4×4 text, Slicer's
+    /// to-parent convention: control → planning).
+    File(PathBuf),
+    /// The scans share their frame (same acquisition or already resampled).
+    Identity,
+}
+
+/// Registration restricted to an organ (with a margin) of the planning label map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrganFocus {
+    pub labels: PathBuf,
+    pub labels_table: Option<String>,
+    pub organ: String,
+    pub margin_mm: f64,
+}
+
+/// A control scan to bring onto the planning scan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CtRegistrationRequest {
+    pub planning_ct: PathBuf,
+    pub control_ct: PathBuf,
+    pub alignment: Alignment,
+    pub not_ct: NotCt,
+}
+
+/// How the control scan was placed in the planning frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ControlAlignment {
+    /// `registered`, `file` or `identity`.
+    pub method: String,
+    /// Control LPS → planning LPS, row-major 4×4.
+    pub control_to_planning_lps: Mat4,
+    pub planning_to_control_lps: Mat4,
+    pub rotation_deg: f64,
+    /// How far the control scan's centre moves, mm.
+    pub centre_shift_mm: f64,
+    /// Final normalised cross-correlation (registered only).
+    pub ncc: Option<f64>,
+    /// Fraction of control samples inside the planning scan (registered only).
+    pub overlap: Option<f64>,
+    pub converged: bool,
+    /// Why it did not converge.
+    pub reason: Option<String>,
+    /// The organ the registration focused on.
+    pub organ: Option<String>,
+    #[serde(default)]
+    pub levels: Vec<LevelSummary>,
+    pub method_detail: String,
+}
+
+/// The files written beside `ct_registration.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CtRegistrationOutputs {
+    pub transform: String,
+    pub picture: String,
+}
+
+/// `ct_registration.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CtRegistrationReport {
+    #[serde(default = "unversioned")]
+    pub schema_version: u32,
+    pub procedure: String,
+    #[serde(flatten)]
+    pub alignment: ControlAlignment,
+    pub outputs: CtRegistrationOutputs,
+    pub inputs: Vec<InputFile>,
+    pub version: String,
+    pub note: String,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+versioned_report!(CtRegistrationReport, "ct-registration", 1);
+
+/// A registration with its picture.
+#[derive(Debug, Clone)]
+pub struct CtRegistrationOutcome {
+    pub report: CtRegistrationReport,
+    pub picture: RgbPicture,
+}
+
+/// The scans loaded and aligned (what the needle check and the confirmation use).
+pub struct AlignedScans {
+    pub planning: Volume<f32>,
+    pub control: Volume<f32>,
+    pub alignment: ControlAlignment,
+    pub warnings: Vec<String>,
+}
+
+/// Loads both scans and aligns the control scan. A registration that did not converge
+/// is returned as such (`alignment.converged == false`); callers decide.
+pub fn load_and_align(
+    request: &CtRegistrationRequest,
+    observer: &dyn Observer,
+) -> Result<AlignedScans> {
+    // Both scans are read side by side (decompression is single-threaded per file).
+    let (planning, control) = rayon::join(
+        || load_checked_ct(&request.planning_ct, request.not_ct, observer),
+        || load_checked_ct(&request.control_ct, request.not_ct, observer),
+    );
+    let ((planning, w1), (control, w2)) = (planning?, control?);
+    let mut warnings: Vec<String> = w1.into_iter().chain(w2).collect();
+    let alignment = match &request.alignment {
+        Alignment::Identity => fixed_alignment(
+            "identity",
+            IDENTITY4,
+            "the scans share their frame (no registration)",
+        )?,
+        Alignment::File(path) => {
+            let ras = pinhole_io::transform::read_registration(path)?;
+            fixed_alignment(
+                "file",
+                swap_lps_ras(&ras),
+                &format!(
+                    "transform read from {}",
+                    crate::provenance::recorded_path(path)
+                ),
+            )?
+        }
+        Alignment::Register { organ } => {
+            let mask = match organ {
+                Some(focus) => Some(organ_mask(focus, &planning, observer, &mut warnings)?),
+                None => None,
+            };
+            register_loaded(
+                &planning,
+                &control,
+                mask,
+                organ.as_ref().map(|o| o.organ.clone()),
+                observer,
+            )?
+        }
+    };
+    if let Some(reason) = &alignment.reason {
+        let warning = format!("registration did not converge: {reason}");
+        observer.warn(&warning);
+        warnings.push(warning);
+    }
+    Ok(AlignedScans {
+        planning,
+        control,
+        alignment,
+        warnings,
+    })
+}
+
+fn fixed_alignment(
+    method: &str,
+    control_to_planning: Mat4,
+    detail: &str,
+) -> Result<ControlAlignment> {
+    let inverse = affine_inverse(&control_to_planning)
+        .ok_or_else(|| Error::invalid("the control-to-planning transform is singular"))?;
+    let r = &control_to_planning;
+    let trace = r[0][0] + r[1][1] + r[2][2];
+    Ok(ControlAlignment {
+        method: method.to_owned(),
+        control_to_planning_lps: control_to_planning,
+        planning_to_control_lps: inverse,
+        rotation_deg: ((trace - 1.0) / 2.0).clamp(-1.0, 1.0).acos().to_degrees(),
+        centre_shift_mm: (r[0][3].powi(2) + r[1][3].powi(2) + r[2][3].powi(2)).sqrt(),
+        ncc: None,
+        overlap: None,
+        converged: true,
+        reason: None,
+        organ: None,
+        levels: Vec::new(),
+        method_detail: detail.to_owned(),
+    })
+}
+
+/// Registers a loaded control scan onto a loaded planning scan (rigid; with
+/// `planning_mask`, only that region counts). The result may say it did not converge.
+pub fn register_loaded(
+    planning: &Volume<f32>,
+    control: &Volume<f32>,
+    planning_mask: Option<Mask>,
+    organ: Option<String>,
+    observer: &dyn Observer,
+) -> Result<ControlAlignment> {
+    let settings = RigidSettings {
+        planning_mask,
+        ..RigidSettings::default()
+    };
+    let result = step(observer, "registering the control scan (rigid)", || {
+        register_rigid(planning, control, &settings)
+    })?;
+    Ok(registered(&result, organ))
+}
+
+fn registered(result: &RigidResult, organ: Option<String>) -> ControlAlignment {
+    ControlAlignment {
+        method: "registered".to_owned(),
+        control_to_planning_lps: result.control_to_planning,
+        planning_to_control_lps: affine_inverse(&result.control_to_planning).unwrap_or(IDENTITY4),
+        rotation_deg: result.rotation_deg,
+        centre_shift_mm: result.centre_shift_mm,
+        ncc: Some(result.ncc),
+        overlap: Some(result.overlap),
+        converged: result.converged,
+        reason: result.reason.clone(),
+        organ,
+        levels: result.levels.clone(),
+        method_detail: "rigid, multi-resolution (box-averaged 6 and 3 mm levels, then the scans), normalised cross-correlation on HU clamped to [-1000, 1500], metal (>= 2000 HU) and 4 mm around it excluded, coarse translation search then regular-step gradient ascent (pinhole_intraop::rigid)".to_owned(),
+    }
+}
+
+/// The organ of the planning labels, dilated: where the registration looks.
+fn organ_mask(
+    focus: &OrganFocus,
+    planning: &Volume<f32>,
+    observer: &dyn Observer,
+    warnings: &mut Vec<String>,
+) -> Result<Mask> {
+    let NamedLabels { labels, table, .. } = load_named_labels(
+        &focus.labels,
+        focus.labels_table.as_deref(),
+        UnnamedLabels::Forbid,
+        observer,
+    )?;
+    crate::inputs::require_same_grid(labels.grid(), planning.grid(), &focus.labels)?;
+    let id = table.id_of(&focus.organ).ok_or_else(|| {
+        Error::invalid(format!(
+            "--organ {:?} is not in the label table",
+            focus.organ
+        ))
+    })?;
+    let mask = labels.map(|v| u32::from(v) == id);
+    if !mask.data().iter().any(|&b| b) {
+        return Err(Error::invalid(format!(
+            "--organ {:?} has no voxel in the label map",
+            focus.organ
+        )));
+    }
+    let sides = mask.scan_edges_touched();
+    if let Some(w) = crate::inputs::scan_edge_warning(&format!("organ {}", focus.organ), &sides) {
+        observer.warn(&w);
+        warnings.push(w);
+    }
+    Ok(dilate(&mask, focus.margin_mm))
+}
+
+/// Registers the control scan and makes the checkerboard picture.
+pub fn run(
+    request: &CtRegistrationRequest,
+    observer: &dyn Observer,
+) -> Result<CtRegistrationOutcome> {
+    let scans = load_and_align(request, observer)?;
+    let picture = checkerboard(&scans);
+    let mut inputs = vec![
+        InputFile::with_role("planning_ct", &request.planning_ct)?,
+        InputFile::with_role("control_ct", &request.control_ct)?,
+    ];
+    match &request.alignment {
+        Alignment::File(p) => inputs.push(InputFile::with_role("registration", p)?),
+        Alignment::Register { organ: Some(o) } => {
+            inputs.push(InputFile::with_role("labels", &o.labels)?)
+        }
+        _ => {}
+    }
+    let report = CtRegistrationReport {
+        schema_version: CtRegistrationReport::SCHEMA_VERSION,
+        procedure: "control CT to planning CT".to_owned(),
+        alignment: scans.alignment,
+        outputs: CtRegistrationOutputs {
+            transform: "control_to_planning.tfm".to_owned(),
+            picture: "registration.png".to_owned(),
+        },
+        inputs,
+        version: VERSION.to_owned(),
+        note: DISCLAIMER.to_owned(),
+        warnings: scans.warnings,
+    };
+    Ok(CtRegistrationOutcome { report, picture })
+}
+
+impl CtRegistrationOutcome {
+    pub const FILES: [&'static str; 3] = [
+        "control_to_planning.tfm",
+        "registration.png",
+        "ct_registration.json",
+    ];
+
+    pub fn write(&self, out: &Path) -> Result<()> {
+        write_folder(out, "ct_registration.json", &self.report, |out| {
+            write_transform(&out.join("control_to_planning.tfm"), &self.report.alignment)?;
+            write_picture(&out.join("registration.png"), &self.picture)
+        })
+    }
+}
+
+impl CtRegistrationReport {
+    pub fn summary(&self) -> Vec<String> {
+        alignment_summary(&self.alignment)
+    }
+}
+
+/// What the terminal says of an alignment.
+pub fn alignment_summary(a: &ControlAlignment) -> Vec<String> {
+    let mut lines = vec![format!(
+        "control scan {}: rotation {:.1}°, centre moved {:.1} mm{}",
+        match a.method.as_str() {
+            "registered" => "registered",
+            "file" => "placed by the given transform",
+            _ => "taken in the planning frame",
+        },
+        a.rotation_deg,
+        a.centre_shift_mm,
+        match (a.ncc, a.overlap) {
+            (Some(n), Some(o)) => format!(" (NCC {n:.3}, {:.0} % overlap)", o * 100.0),
+            _ => String::new(),
+        }
+    )];
+    if let Some(reason) = &a.reason {
+        lines.push(format!("NOT CONVERGED: {reason}"));
+    }
+    lines
+}
+
+/// Writes the alignment as an ITK transform for Slicer (control → planning).
+pub fn write_transform(path: &Path, alignment: &ControlAlignment) -> Result<()> {
+    pinhole_io::transform::write_itk_transform(
+        path,
+        &alignment.control_to_planning_lps,
+        "Pinhole: control CT -> planning CT (apply to the control scan in 3D Slicer). Not for clinical use.",
+    )?;
+    Ok(())
+}
+
+/// Axial checkerboard (planning / registered control, 16 mm squares) through the control
+/// scan's centre, in the planning frame; radiological view with orientation letters.
+fn checkerboard(scans: &AlignedScans) -> RgbPicture {
+    let size = 384usize;
+    let pixel_mm = 0.75;
+    let centre = apply(
+        &scans.alignment.control_to_planning_lps,
+        scans.control.grid().center_lps(),
+    );
+    let to_control = scans.alignment.planning_to_control_lps;
+    let half = size as f64 * pixel_mm / 2.0;
+    let mut rgb = vec![0u8; size * size * 3];
+    for r in 0..size {
+        for c in 0..size {
+            // Radiological: x (LPS, toward the patient's left) grows to the right, so the
+            // patient's right is on the viewer's left; anterior at the top.
+            let x = centre[0] - half + (c as f64 + 0.5) * pixel_mm;
+            let y = centre[1] - half + (r as f64 + 0.5) * pixel_mm;
+            let p = [x, y, centre[2]];
+            let square = ((c as f64 * pixel_mm / 16.0) as usize
+                + (r as f64 * pixel_mm / 16.0) as usize)
+                .is_multiple_of(2);
+            let hu = if square {
+                scans.planning.sample_trilinear(p)
+            } else {
+                scans.control.sample_trilinear(apply(&to_control, p))
+            };
+            let o = (r * size + c) * 3;
+            match hu {
+                Some(hu) => {
+                    let g = (((hu + 160.0) / 400.0).clamp(0.0, 1.0) * 255.0) as u8;
+                    let tint = if square {
+                        [g, g, g]
+                    } else {
+                        [g, (f64::from(g) * 0.85) as u8, (f64::from(g) * 0.6) as u8]
+                    };
+                    rgb[o..o + 3].copy_from_slice(&tint);
+                }
+                None => rgb[o..o + 3].copy_from_slice(&[0, 0, 40]),
+            }
+        }
+    }
+    let mut canvas = Canvas {
+        rgb: &mut rgb,
+        width: size,
+        height: size,
+    };
+    canvas.orientation_letters([1.0, 0.0, 0.0], [0.0, 1.0, 0.0]);
+    canvas.scale_bar(pixel_mm);
+    RgbPicture {
+        width: size,
+        height: size,
+        rgb,
+    }
+}
+
+/// `m · p` for an affine row-major matrix.
+pub fn apply(m: &Mat4, p: Vec3) -> Vec3 {
+    std::array::from_fn(|r| m[r][0] * p[0] + m[r][1] * p[1] + m[r][2] * p[2] + m[r][3])
+}
+
+/// `m · v` for a direction (no translation).
+pub fn apply_direction(m: &Mat4, v: Vec3) -> Vec3 {
+    std::array::from_fn(|r| m[r][0] * v[0] + m[r][1] * v[1] + m[r][2] * v[2])
+}
