@@ -170,27 +170,44 @@ fn verify_needle_finds_the_constructed_needle_and_says_when_there_is_none() {
             .to_string(),
         )
         .unwrap();
+        // The constructed scan shares the planning scan's frame: with `--same-frame` the
+        // detection alone is measured (goal: 1 mm, 1°); with the registration in the loop
+        // (seed 1) its error adds: within 1.5 mm.
+        let registered = seed == 1;
         let out = dir.path().join(format!("check{seed}"));
-        let stdout = pinhole_ok(&[
+        let (plan_arg, control_arg) = (
+            plan.to_str().unwrap().to_owned(),
+            case_dir.join("control.nii.gz").display().to_string(),
+        );
+        let (ct_arg, labels_arg) = (chest("ct.nii.gz"), chest("labels.nii.gz"));
+        let mut args = vec![
             "verify",
             "needle",
             "--plan",
-            plan.to_str().unwrap(),
+            &plan_arg,
             "--planning-ct",
-            &chest("ct.nii.gz"),
+            &ct_arg,
             "--control-ct",
-            case_dir.join("control.nii.gz").to_str().unwrap(),
+            &control_arg,
             "--labels",
-            &chest("labels.nii.gz"),
+            &labels_arg,
             "--out",
             out.to_str().unwrap(),
-        ]);
+        ];
+        if !registered {
+            args.push("--same-frame");
+        }
+        let stdout = pinhole_ok(&args);
         let report = read_json(&out.join("needle_check.json"));
         assert_eq!(report["found"], true, "seed {seed}: {stdout}");
         let needle = &report["needle"];
         let tip_error = distance(vec3(&needle["tip_planning_lps"]), vec3(&truth["tip_lps"]));
         let axis_error = angle_deg(vec3(&needle["axis_planning_lps"]), vec3(&truth["axis_lps"]));
-        assert!(tip_error <= 1.0, "seed {seed}: tip off by {tip_error} mm");
+        let tip_bound = if registered { 1.5 } else { 1.0 };
+        assert!(
+            tip_error <= tip_bound,
+            "seed {seed}: tip off by {tip_error} mm"
+        );
         assert!(axis_error <= 1.0, "seed {seed}: axis off by {axis_error}°");
         // The metrics against the plan follow from the truth: the target lies
         // `target_beyond_tip_mm` ahead of the tip.
@@ -318,7 +335,8 @@ fn wrong_scans_are_refused_with_the_reason() {
     assert!(!failed.status.success());
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(
-        stderr.contains("could not be registered") && stderr.contains("no margin is reported"),
+        stderr.contains("could not register the post-ablation scan")
+            && stderr.contains("no margin is reported"),
         "{stderr}"
     );
     assert!(!out.join("confirmation.json").exists());
@@ -350,4 +368,56 @@ fn wrong_scans_are_refused_with_the_reason() {
     assert!(!failed.status.success());
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(stderr.contains("does not look like a CT"), "{stderr}");
+}
+
+/// The zone grown from a point inside it (the non-enhancing region of the post-ablation
+/// scan) comes close to the drawn one: its volume within 10 % and the MAM within 1.5 mm
+/// of the analytic truth (conservative: never thicker by more than 0.5 mm).
+#[test]
+fn confirm_ablation_grows_the_zone_from_the_tip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (case_dir, truth) = case(dir.path(), "ablation", 4, &[]);
+    let sphere: Vec<String> = truth["tumor_sphere_lps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let seed: Vec<String> = truth["zone"]["center_post_lps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let out = dir.path().join("grown");
+    pinhole_ok(&[
+        "confirm",
+        "ablation",
+        "--pre-ct",
+        case_dir.join("pre.nii.gz").to_str().unwrap(),
+        &format!("--tumor={}", sphere.join(",")),
+        "--post-ct",
+        case_dir.join("post.nii.gz").to_str().unwrap(),
+        &format!("--zone-from-tip={}", seed.join(",")),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let report = read_json(&out.join("confirmation.json"));
+    assert_eq!(report["zone"]["source"], "grown from a point");
+    let radii = &truth["zone"]["radii_mm"];
+    let true_ml = 4.0 / 3.0
+        * std::f64::consts::PI
+        * (0..3).map(|i| radii[i].as_f64().unwrap()).product::<f64>()
+        / 1000.0;
+    let grown_ml = report["zone_volume_ml"].as_f64().unwrap();
+    assert!(
+        (grown_ml - true_ml).abs() <= 0.1 * true_ml,
+        "grown {grown_ml} ml vs {true_ml} ml"
+    );
+    let mam = report["minimal_margin_mm"].as_f64().unwrap();
+    let true_mam = truth["min_margin_mm"].as_f64().unwrap();
+    assert!(
+        mam - true_mam <= 0.5 && true_mam - mam <= 1.5,
+        "MAM {mam} vs {true_mam}"
+    );
 }

@@ -170,18 +170,7 @@ fn ultrasound_panel_updates_live_in_headless_chromium() {
     let sent = sender.join().unwrap();
     serve.kill().unwrap();
     serve.wait().unwrap();
-    let result = result.expect("node (and web/node_modules: npm ci in web/) is needed");
-    let stdout = String::from_utf8_lossy(&result.stdout);
-    assert!(
-        result.status.success(),
-        "e2e failed ({sent} frames sent):\n{stdout}\n{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let summary: serde_json::Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .expect("e2e printed no JSON summary");
+    let summary = e2e_summary(result, &format!("{sent} frames sent"));
     assert_eq!(summary["ok"], true);
     assert_eq!(summary["hidden_before_frames"], true);
     let seqs = summary["seqs_seen"].as_array().unwrap();
@@ -321,18 +310,7 @@ fn control_ct_needle_is_drawn_and_moves_in_headless_chromium() {
         .output();
     serve.kill().unwrap();
     serve.wait().unwrap();
-    let result = result.expect("node (and web/node_modules: npm ci in web/) is needed");
-    let stdout = String::from_utf8_lossy(&result.stdout);
-    assert!(
-        result.status.success(),
-        "e2e failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let summary: serde_json::Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .expect("e2e printed no JSON summary");
+    let summary = e2e_summary(result, "control scans posted");
     assert_eq!(summary["ok"], true);
     assert_eq!(summary["hidden_before_scans"], true);
     // The drawn tip moved by the needle's advance (the detection within 1.5 mm each).
@@ -348,4 +326,21 @@ fn control_ct_needle_is_drawn_and_moves_in_headless_chromium() {
         assert!((tip_to_target - short_mm).abs() <= 1.5, "{summary}");
     }
     assert!(out.path().join("control-ct-panel.png").exists());
+}
+
+/// The JSON summary an end-to-end script printed last; fails with its output when the
+/// script failed (`context` says what the test had done).
+fn e2e_summary(result: std::io::Result<std::process::Output>, context: &str) -> serde_json::Value {
+    let result = result.expect("node (and web/node_modules: npm ci in web/) is needed");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "e2e failed ({context}):\n{stdout}\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .expect("e2e printed no JSON summary")
 }

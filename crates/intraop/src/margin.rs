@@ -83,6 +83,7 @@ pub struct MarginPercentiles {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MarginAssessment {
     pub tumor_volume_ml: f64,
+    /// The zone's volume on the analysis grid (the part of it near the tumour), ml.
     pub zone_volume_ml: f64,
     /// % of the tumour's volume inside the zone.
     pub coverage_tumor_pct: f64,

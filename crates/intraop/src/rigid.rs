@@ -74,8 +74,8 @@ impl Default for RigidSettings {
     fn default() -> Self {
         Self {
             levels_mm: vec![6.0, 3.0],
-            samples: 30_000,
-            final_samples: 50_000,
+            samples: 20_000,
+            final_samples: 60_000,
             iterations: 150,
             clamp_hu: (-1000.0, 1900.0),
             metal_hu: 2000.0,
@@ -83,7 +83,7 @@ impl Default for RigidSettings {
             search_z_mm: 40.0,
             initial: pinhole_volume::math::IDENTITY4,
             planning_mask: None,
-            polish_iterations: 12,
+            polish_iterations: 8,
             min_ncc: 0.8,
             min_overlap: 0.3,
         }
@@ -464,34 +464,41 @@ struct Sample {
     value: f64,
 }
 
-/// Up to `count` finite voxels of `volume`, spread evenly (a fixed permutation).
+/// Up to `count` finite voxels of `volume`, spread evenly: every voxel when there are
+/// few, else those at a fixed stride from a golden-ratio offset (deterministic).
 fn take_samples(volume: &Volume<f32>, count: usize) -> Vec<Sample> {
-    let finite: Vec<usize> = (0..volume.data().len())
-        .filter(|&o| volume.data()[o].is_finite())
-        .collect();
-    let chosen: Vec<usize> = if finite.len() <= count {
-        finite
-    } else {
-        // Golden-ratio stride: deterministic, well spread, no duplicates for count ≤ n.
-        let n = finite.len();
-        let mut picked: Vec<usize> = (0..count)
-            .map(|i| finite[((i as f64 * 0.618_033_988_749_895 * n as f64) as usize + i) % n])
-            .collect();
-        picked.sort_unstable();
-        picked.dedup();
-        picked
-    };
+    let data = volume.data();
+    let finite = data.par_iter().filter(|v| v.is_finite()).count();
     let grid = volume.grid();
-    chosen
-        .into_iter()
-        .map(|o| {
-            let ijk = grid.index_of_offset(o);
-            Sample {
-                lps: grid.index_to_world(ijk.map(|v| v as f64)),
-                value: f64::from(volume.data()[o]),
-            }
-        })
-        .collect()
+    let sample = |o: usize| {
+        let ijk = grid.index_of_offset(o);
+        Sample {
+            lps: grid.index_to_world(ijk.map(|v| v as f64)),
+            value: f64::from(data[o]),
+        }
+    };
+    if finite <= count {
+        return (0..data.len())
+            .filter(|&o| data[o].is_finite())
+            .map(sample)
+            .collect();
+    }
+    // Every `stride`-th finite voxel, starting part-way in.
+    let stride = finite as f64 / count as f64;
+    let mut next = stride * 0.618_033_988_749_895;
+    let mut seen = 0usize;
+    let mut samples = Vec::with_capacity(count + 1);
+    for (o, v) in data.iter().enumerate() {
+        if !v.is_finite() {
+            continue;
+        }
+        if seen as f64 >= next {
+            samples.push(sample(o));
+            next += stride;
+        }
+        seen += 1;
+    }
+    samples
 }
 
 fn samples_radius(samples: &[Sample], centre: Vec3) -> f64 {
@@ -715,6 +722,13 @@ struct Problem<'a> {
     radius_mm: f64,
 }
 
+/// The Gauss–Newton system at a pose, and the NCC there.
+struct Normal {
+    normal: [[f64; 6]; 6],
+    rhs: [f64; 6],
+    ncc: f64,
+}
+
 /// Per-sample terms collected in one pass.
 #[derive(Clone, Copy)]
 struct Term {
@@ -725,9 +739,10 @@ struct Term {
 }
 
 impl Problem<'_> {
-    fn evaluate(&self, pose: &Pose, with_gradient: bool) -> Evaluation {
-        let terms: Vec<Term> = self
-            .samples
+    /// The samples that land inside the planning scan (and mask) at `pose`, with the
+    /// planning value and gradient there.
+    fn terms(&self, pose: &Pose) -> Vec<Term> {
+        self.samples
             .par_iter()
             .filter_map(|s| {
                 let y = pose.apply(s.lps);
@@ -747,7 +762,11 @@ impl Problem<'_> {
                     ),
                 })
             })
-            .collect();
+            .collect()
+    }
+
+    fn evaluate(&self, pose: &Pose, with_gradient: bool) -> Evaluation {
+        let terms = self.terms(pose);
         let n = terms.len();
         let overlap = if self.samples.is_empty() {
             0.0
@@ -811,72 +830,54 @@ impl Problem<'_> {
     /// linear intensity fit `m ≈ a f + b` (the least-squares form of NCC), with Huber
     /// weights (1.5 robust standard deviations) so that deformed organs, contrast and
     /// streaks count less. A step is kept only when the NCC over all samples does not
-    /// drop; stops when a step moves the samples by less than 0.005 mm.
+    /// drop; stops when a step moves the samples by less than 0.01 mm.
     fn polish(&self, mut pose: Pose, iterations: usize) -> (Pose, usize) {
         let mut lambda = 1e-3;
-        let mut current = self.evaluate(&pose, false).ncc;
+        let Some(mut here) = self.normal_equations(&pose) else {
+            return (pose, 0);
+        };
         let mut done = 0;
         while done < iterations {
             done += 1;
-            let Some((normal, rhs)) = self.normal_equations(&pose) else {
-                break;
-            };
-            let mut damped = normal;
+            let mut damped = here.normal;
             for d in 0..6 {
                 damped[d][d] *= 1.0 + lambda;
             }
-            let Some(delta) = solve6(damped, rhs) else {
+            let Some(delta) = solve6(damped, here.rhs) else {
                 break;
             };
             let candidate = pose.moved(
                 [delta[0], delta[1], delta[2]],
                 [delta[3], delta[4], delta[5]],
             );
-            let ncc = self.evaluate(&candidate, false).ncc;
             let moved_mm = (delta[0].powi(2) + delta[1].powi(2) + delta[2].powi(2)).sqrt()
                 * self.radius_mm
                 + (delta[3].powi(2) + delta[4].powi(2) + delta[5].powi(2)).sqrt();
-            if ncc >= current {
-                pose = candidate;
-                current = ncc;
-                lambda = (lambda / 10.0).max(1e-6);
-                if moved_mm < 0.005 {
-                    break;
+            // One pass gives the candidate's NCC and, if it is kept, the next system.
+            match self.normal_equations(&candidate) {
+                Some(there) if there.ncc >= here.ncc => {
+                    pose = candidate;
+                    here = there;
+                    lambda = (lambda / 10.0).max(1e-6);
+                    if moved_mm < 0.01 {
+                        break;
+                    }
                 }
-            } else {
-                lambda *= 10.0;
-                if lambda > 1e3 {
-                    break;
+                _ => {
+                    lambda *= 10.0;
+                    if lambda > 1e3 {
+                        break;
+                    }
                 }
             }
         }
         (pose, done)
     }
 
-    /// `JᵀWJ` and `JᵀWr` of the robust intensity least squares at `pose`.
-    fn normal_equations(&self, pose: &Pose) -> Option<([[f64; 6]; 6], [f64; 6])> {
-        let terms: Vec<Term> = self
-            .samples
-            .par_iter()
-            .filter_map(|s| {
-                let y = pose.apply(s.lps);
-                if let Some(mask) = self.mask {
-                    if mask.sample_nearest(y) != Some(true) {
-                        return None;
-                    }
-                }
-                let (f, gradient) = self.fixed.sample(y)?;
-                Some(Term {
-                    m: s.value,
-                    f,
-                    gradient,
-                    arm: pinhole_volume::math::sub(
-                        y,
-                        pinhole_volume::math::add(pose.centre, pose.translation),
-                    ),
-                })
-            })
-            .collect();
+    /// `JᵀWJ` and `JᵀWr` of the robust intensity least squares at `pose`, with the NCC
+    /// there.
+    fn normal_equations(&self, pose: &Pose) -> Option<Normal> {
+        let terms = self.terms(pose);
         if terms.len() < 100 {
             return None;
         }
@@ -884,12 +885,17 @@ impl Problem<'_> {
         let (mm, mf) = terms
             .iter()
             .fold((0.0, 0.0), |a, t| (a.0 + t.m / n, a.1 + t.f / n));
-        let (cov, var) = terms.iter().fold((0.0, 0.0), |a, t| {
-            (a.0 + (t.m - mm) * (t.f - mf), a.1 + (t.f - mf).powi(2))
+        let (cov, var, var_m) = terms.iter().fold((0.0, 0.0, 0.0), |a, t| {
+            (
+                a.0 + (t.m - mm) * (t.f - mf),
+                a.1 + (t.f - mf).powi(2),
+                a.2 + (t.m - mm).powi(2),
+            )
         });
-        if var <= 0.0 {
+        if var <= 0.0 || var_m <= 0.0 {
             return None;
         }
+        let ncc = cov / (var * var_m).sqrt();
         let a = cov / var;
         let b = mm - a * mf;
         let residuals: Vec<f64> = terms.iter().map(|t| t.m - (a * t.f + b)).collect();
@@ -931,7 +937,7 @@ impl Problem<'_> {
                     x
                 },
             );
-        Some((normal, rhs))
+        Some(Normal { normal, rhs, ncc })
     }
 
     /// Exhaustive translations around `start` at this (coarse) level; the best few are
@@ -963,7 +969,7 @@ impl Problem<'_> {
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
         scored
             .into_iter()
-            .take(4)
+            .take(2)
             .map(|(_, pose)| {
                 let (refined, _) = self.ascend(pose, step_mm, iterations);
                 let eval = self.evaluate(&refined, false);

@@ -139,11 +139,10 @@ pub fn run(request: &ConfirmRequest, observer: &dyn Observer) -> Result<ConfirmO
         },
         observer,
     )?;
-    if let Some(reason) = &scans.alignment.reason {
-        return Err(Error::invalid(format!(
-            "the post-ablation scan could not be registered onto the pre-ablation scan ({reason}); no margin is reported. Check the scans, or give a transform with --registration"
-        )));
-    }
+    scans.require_converged(
+        "the post-ablation scan onto the pre-ablation scan",
+        "no margin is reported",
+    )?;
     let mut warnings = scans.warnings.clone();
     let (tumor_source, description) = tumor_mask(request, scans.planning.grid(), observer)?;
     let pad_mm = request.required_margin_mm + 12.0;

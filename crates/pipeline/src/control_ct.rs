@@ -119,6 +119,28 @@ pub struct AlignedScans {
     pub warnings: Vec<String>,
 }
 
+impl AlignedScans {
+    /// Refuses to go on from a registration that did not converge: `scans` names the two
+    /// scans ("the control scan onto the planning scan"), `withheld` what is not reported.
+    pub fn require_converged(&self, scans: &str, withheld: &str) -> Result<()> {
+        match &self.alignment.reason {
+            Some(reason) => Err(Error::invalid(format!(
+                "could not register {scans} ({reason}); {withheld}. Check the scans, or give a transform with --registration"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The registration file or organ label map an alignment read, as reports record it.
+pub fn alignment_input(alignment: &Alignment) -> Result<Option<InputFile>> {
+    Ok(match alignment {
+        Alignment::File(p) => Some(InputFile::with_role("registration", p)?),
+        Alignment::Register { organ: Some(o) } => Some(InputFile::with_role("labels", &o.labels)?),
+        _ => None,
+    })
+}
+
 /// Loads both scans and aligns the control scan. A registration that did not converge
 /// is returned as such (`alignment.converged == false`); callers decide.
 pub fn load_and_align(
@@ -233,7 +255,7 @@ fn registered(result: &RigidResult, organ: Option<String>) -> ControlAlignment {
         reason: result.reason.clone(),
         organ,
         levels: result.levels.clone(),
-        method_detail: "rigid, multi-resolution (box-averaged 6 and 3 mm levels, then the scans), normalised cross-correlation on HU clamped to [-1000, 1500], metal (>= 2000 HU) and 4 mm around it excluded, coarse translation search then regular-step gradient ascent (pinhole_intraop::rigid)".to_owned(),
+        method_detail: "rigid, multi-resolution (box-averaged 6 and 3 mm levels, then the scans), normalised cross-correlation on HU clamped to [-1000, 1900], metal (>= 2000 HU) and 4 mm around it excluded, coarse translation search, regular-step gradient ascent, robust Gauss-Newton polish (pinhole_intraop::rigid)".to_owned(),
     }
 }
 
@@ -277,19 +299,20 @@ pub fn run(
     request: &CtRegistrationRequest,
     observer: &dyn Observer,
 ) -> Result<CtRegistrationOutcome> {
-    let scans = load_and_align(request, observer)?;
+    // The inputs are hashed while the scans are read and registered.
+    let (scans, inputs) = rayon::join(
+        || load_and_align(request, observer),
+        || -> Result<Vec<InputFile>> {
+            let mut inputs = vec![
+                InputFile::with_role("planning_ct", &request.planning_ct)?,
+                InputFile::with_role("control_ct", &request.control_ct)?,
+            ];
+            inputs.extend(alignment_input(&request.alignment)?);
+            Ok(inputs)
+        },
+    );
+    let (scans, inputs) = (scans?, inputs?);
     let picture = checkerboard(&scans);
-    let mut inputs = vec![
-        InputFile::with_role("planning_ct", &request.planning_ct)?,
-        InputFile::with_role("control_ct", &request.control_ct)?,
-    ];
-    match &request.alignment {
-        Alignment::File(p) => inputs.push(InputFile::with_role("registration", p)?),
-        Alignment::Register { organ: Some(o) } => {
-            inputs.push(InputFile::with_role("labels", &o.labels)?)
-        }
-        _ => {}
-    }
     let report = CtRegistrationReport {
         schema_version: CtRegistrationReport::SCHEMA_VERSION,
         procedure: "control CT to planning CT".to_owned(),

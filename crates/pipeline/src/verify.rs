@@ -159,11 +159,10 @@ pub fn run(request: &NeedleCheckRequest, observer: &dyn Observer) -> Result<Need
         },
         observer,
     )?;
-    if let Some(reason) = &scans.alignment.reason {
-        return Err(Error::invalid(format!(
-            "the control scan could not be registered onto the planning scan ({reason}); the needle is not measured against the plan. Check the scans, or give a transform with --registration"
-        )));
-    }
+    scans.require_converged(
+        "the control scan onto the planning scan",
+        "the needle is not measured against the plan",
+    )?;
     let labels = match &request.labels {
         Some(p) => {
             let named = load_named_labels(
