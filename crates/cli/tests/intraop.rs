@@ -248,6 +248,21 @@ fn verify_needle_finds_the_constructed_needle_and_says_when_there_is_none() {
         .as_str()
         .is_some_and(|r| !r.is_empty()));
     assert!(stdout.contains("NO NEEDLE FOUND"), "{stdout}");
+    // Both shortfalls are warnings in the report (and on the terminal).
+    let warnings: Vec<&str> = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str())
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.starts_with("no needle found")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("no planning label map")),
+        "{warnings:?}"
+    );
 }
 
 /// A control scan of the moved, breathing patient (liver deformed): target registration

@@ -554,9 +554,7 @@ impl Pose {
     }
 
     fn angle_deg(&self) -> f64 {
-        let r = &self.rotation;
-        let trace = r[0][0] + r[1][1] + r[2][2];
-        ((trace - 1.0) / 2.0).clamp(-1.0, 1.0).acos().to_degrees()
+        pinhole_volume::math::rotation_angle_deg(&self.matrix())
     }
 
     /// This pose moved by a rotation vector `omega` (about the centre, applied after)

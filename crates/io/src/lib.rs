@@ -31,7 +31,7 @@ pub mod nrrd;
 pub mod open;
 pub mod png;
 pub mod pose_csv;
-pub(crate) mod raw;
+pub mod raw;
 pub mod rescale;
 pub mod segnrrd;
 pub mod sequence;

@@ -14,15 +14,13 @@ use pinhole_intraop::margin::{
 };
 use pinhole_io::labels::{LabelEntry, LabelTable};
 use pinhole_volume::annotate::Canvas;
-use pinhole_volume::math::{Mat4, Vec3, IDENTITY4};
+use pinhole_volume::math::{transform_point, Mat4, Vec3, IDENTITY4};
 use pinhole_volume::target::{sphere_mask, TargetSpec};
 use pinhole_volume::{components, Grid, Mask, Volume};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::control_ct::{
-    apply, load_and_align, Alignment, ControlAlignment, CtRegistrationRequest,
-};
+use crate::control_ct::{load_and_align, Alignment, ControlAlignment, CtRegistrationRequest};
 use crate::error::{Error, Result};
 use crate::figures::{write_picture, RgbPicture};
 use crate::inputs::{load_labels, load_named_labels, InputFile, NotCt, UnnamedLabels};
@@ -341,7 +339,7 @@ fn zone_warnings(zone_post: &Mask, post: &Grid, tumor: &Mask, pre_to_post: &Mat4
     let (mut total, mut outside) = (0usize, 0usize);
     for (o, _) in tumor.data().iter().enumerate().filter(|(_, &b)| b) {
         total += 1;
-        let p = apply(
+        let p = transform_point(
             pre_to_post,
             g.index_to_world(g.index_of_offset(o).map(|v| v as f64)),
         );

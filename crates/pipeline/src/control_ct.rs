@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use pinhole_intraop::rigid::{register_rigid, LevelSummary, RigidResult, RigidSettings};
 use pinhole_volume::annotate::Canvas;
-use pinhole_volume::math::{affine_inverse, swap_lps_ras, Mat4, Vec3, IDENTITY4};
+use pinhole_volume::math::{
+    affine_inverse, distance, rotation_angle_deg, swap_lps_ras, transform_point, Mat4, Vec3,
+    IDENTITY4,
+};
 use pinhole_volume::{dilate, Mask, Volume};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -154,10 +157,12 @@ pub fn load_and_align(
     );
     let ((planning, w1), (control, w2)) = (planning?, control?);
     let mut warnings: Vec<String> = w1.into_iter().chain(w2).collect();
+    let centre = control.grid().center_lps();
     let alignment = match &request.alignment {
         Alignment::Identity => fixed_alignment(
             "identity",
             IDENTITY4,
+            centre,
             "the scans share their frame (no registration)",
         )?,
         Alignment::File(path) => {
@@ -165,6 +170,7 @@ pub fn load_and_align(
             fixed_alignment(
                 "file",
                 swap_lps_ras(&ras),
+                centre,
                 &format!(
                     "transform read from {}",
                     crate::provenance::recorded_path(path)
@@ -198,21 +204,21 @@ pub fn load_and_align(
     })
 }
 
+/// A known alignment; `centre`: the control scan's centre (LPS), whose shift is reported.
 fn fixed_alignment(
     method: &str,
     control_to_planning: Mat4,
+    centre: Vec3,
     detail: &str,
 ) -> Result<ControlAlignment> {
     let inverse = affine_inverse(&control_to_planning)
         .ok_or_else(|| Error::invalid("the control-to-planning transform is singular"))?;
-    let r = &control_to_planning;
-    let trace = r[0][0] + r[1][1] + r[2][2];
     Ok(ControlAlignment {
         method: method.to_owned(),
         control_to_planning_lps: control_to_planning,
         planning_to_control_lps: inverse,
-        rotation_deg: ((trace - 1.0) / 2.0).clamp(-1.0, 1.0).acos().to_degrees(),
-        centre_shift_mm: (r[0][3].powi(2) + r[1][3].powi(2) + r[2][3].powi(2)).sqrt(),
+        rotation_deg: rotation_angle_deg(&control_to_planning),
+        centre_shift_mm: distance(transform_point(&control_to_planning, centre), centre),
         ncc: None,
         overlap: None,
         converged: true,
@@ -387,7 +393,7 @@ pub fn write_transform(path: &Path, alignment: &ControlAlignment) -> Result<()> 
 fn checkerboard(scans: &AlignedScans) -> RgbPicture {
     let size = 384usize;
     let pixel_mm = 0.75;
-    let centre = apply(
+    let centre = transform_point(
         &scans.alignment.control_to_planning_lps,
         scans.control.grid().center_lps(),
     );
@@ -407,7 +413,9 @@ fn checkerboard(scans: &AlignedScans) -> RgbPicture {
             let hu = if square {
                 scans.planning.sample_trilinear(p)
             } else {
-                scans.control.sample_trilinear(apply(&to_control, p))
+                scans
+                    .control
+                    .sample_trilinear(transform_point(&to_control, p))
             };
             let o = (r * size + c) * 3;
             match hu {
@@ -436,14 +444,4 @@ fn checkerboard(scans: &AlignedScans) -> RgbPicture {
         height: size,
         rgb,
     }
-}
-
-/// `m · p` for an affine row-major matrix.
-pub fn apply(m: &Mat4, p: Vec3) -> Vec3 {
-    std::array::from_fn(|r| m[r][0] * p[0] + m[r][1] * p[1] + m[r][2] * p[2] + m[r][3])
-}
-
-/// `m · v` for a direction (no translation).
-pub fn apply_direction(m: &Mat4, v: Vec3) -> Vec3 {
-    std::array::from_fn(|r| m[r][0] * v[0] + m[r][1] * v[1] + m[r][2] * v[2])
 }

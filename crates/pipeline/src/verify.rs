@@ -15,14 +15,14 @@ use pinhole_ablation::coverage::patient_side;
 use pinhole_intraop::needle::{detect_needle, DetectedNeedle, NeedleDetection, NeedleSearch};
 use pinhole_io::markups::{ControlPoint, Markup, MarkupKind};
 use pinhole_volume::annotate::Canvas;
-use pinhole_volume::math::{add, dot, norm, scale, sub, Vec3};
+use pinhole_volume::math::{
+    add, dot, norm, scale, sub, transform_direction, transform_point, Vec3,
+};
 use pinhole_volume::Volume;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::control_ct::{
-    apply, apply_direction, load_and_align, Alignment, ControlAlignment, CtRegistrationRequest,
-};
+use crate::control_ct::{load_and_align, Alignment, ControlAlignment, CtRegistrationRequest};
 use crate::error::{Error, Result};
 use crate::figures::{write_picture, RgbPicture};
 use crate::inputs::{load_named_labels, InputFile, NotCt, UnnamedLabels};
@@ -271,8 +271,8 @@ pub fn check_needle(
     let to_control = alignment.planning_to_control_lps;
     let path_length = norm(sub(target, entry));
     let search = NeedleSearch {
-        expected_axis_lps: unit(apply_direction(&to_control, planned_axis)),
-        near_lps: Some((apply(&to_control, target), path_length + 30.0)),
+        expected_axis_lps: unit(transform_direction(&to_control, planned_axis)),
+        near_lps: Some((transform_point(&to_control, target), path_length + 30.0)),
         ..NeedleSearch::default()
     };
     let detection = step(observer, "finding the needle in the control scan", || {
@@ -297,10 +297,10 @@ pub fn check_needle(
         }
         NeedleDetection::Found(d) => {
             let to_planning = alignment.control_to_planning_lps;
-            let axis = unit(apply_direction(&to_planning, d.axis_lps)).unwrap_or(d.axis_lps);
+            let axis = unit(transform_direction(&to_planning, d.axis_lps)).unwrap_or(d.axis_lps);
             let needle = FoundNeedle {
-                tip_planning_lps: apply(&to_planning, d.tip_lps),
-                hub_end_planning_lps: apply(&to_planning, d.hub_end_lps),
+                tip_planning_lps: transform_point(&to_planning, d.tip_lps),
+                hub_end_planning_lps: transform_point(&to_planning, d.hub_end_lps),
                 axis_planning_lps: axis,
                 in_control: d,
             };
@@ -331,6 +331,7 @@ pub fn check_needle(
     Ok(findings)
 }
 
+/// `v` normalised; `None` when shorter than a nanometre (a degenerate line) or not finite.
 fn unit(v: Vec3) -> Option<Vec3> {
     let n = norm(v);
     (n > 1e-9 && n.is_finite()).then(|| scale(v, 1.0 / n))

@@ -210,3 +210,56 @@ fn confirmation_report_for_an_eccentric_spherical_zone() {
     );
     outcome.write(&tmp.path().join("confirm")).unwrap();
 }
+
+/// What the post-ablation scan cannot show is said, not hidden: a post scan that ends
+/// inside the tumour leaves part of it unseen (counted as not ablated) and cuts the zone
+/// at its edge; both are warnings in the report.
+#[test]
+fn confirmation_warns_about_what_the_post_scan_cuts_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (files, ct) = sample(tmp.path());
+    // The post scan: the sample cut 4 mm to the patient's left of the tumour's centre
+    // (x ≤ LIVER_LPS.x + 4), so the left part of an 8 mm tumour and of the zone are missing.
+    let grid = ct.grid();
+    let keep_i = (0..grid.dims()[0])
+        .filter(|&i| grid.index_to_world([i as f64, 0.0, 0.0])[0] <= LIVER_LPS[0] + 4.0)
+        .collect::<Vec<_>>();
+    let (first, last) = (*keep_i.iter().min().unwrap(), *keep_i.iter().max().unwrap());
+    let dims = grid.dims();
+    let post = ct.crop([first, 0, 0], [last - first + 1, dims[1], dims[2]]);
+    let post_path = tmp.path().join("post.nii.gz");
+    pinhole_io::nifti::write(&post_path, &AnyVolume::from(post.clone())).unwrap();
+    let zone: Volume<u8> =
+        pinhole_volume::target::sphere_mask(post.grid(), LIVER_LPS, 16.0).map(u8::from);
+    let zone_path = tmp.path().join("zone.nii.gz");
+    pinhole_io::nifti::write(&zone_path, &AnyVolume::from(zone)).unwrap();
+    let request = ConfirmRequest {
+        pre_ct: files.ct.clone(),
+        post_ct: post_path,
+        tumor: format!("{},{},{},8", LIVER_LPS[0], LIVER_LPS[1], LIVER_LPS[2]),
+        labels: None,
+        labels_table: None,
+        zone: ZoneInput::File(zone_path),
+        alignment: Alignment::Identity,
+        required_margin_mm: 5.0,
+        grid_mm: 0.5,
+        not_ct: NotCt::Refuse,
+    };
+    let report = pinhole_pipeline::confirm::run(&request, &Quiet)
+        .unwrap()
+        .report;
+    let warnings = report.warnings.join("\n");
+    assert!(
+        warnings.contains("touches the post-ablation scan's edge"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("of the tumour lies outside the post-ablation scan"),
+        "{warnings}"
+    );
+    assert!(
+        report.margin.coverage_tumor_pct < 100.0,
+        "{}",
+        report.margin.coverage_tumor_pct
+    );
+}

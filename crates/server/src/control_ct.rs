@@ -39,7 +39,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use pinhole_igtl::{Endian, ImageBody, ScalarType};
-use pinhole_io::image::AnyVolume;
+use pinhole_io::image::{AnyVolume, ScalarType as IoScalar};
+use pinhole_io::raw::{decode_samples, Endian as RawEndian};
 use pinhole_pipeline::control_ct::{register_loaded, ControlAlignment};
 use pinhole_pipeline::observe::Observer;
 use pinhole_pipeline::verify::{check_needle, NeedleFindings};
@@ -191,66 +192,29 @@ pub fn volume_from_image(image: &ImageBody) -> Result<Volume<f32>, ControlRefusa
         Endian::Other(e) => return bad(format!("unknown endian code {e}")),
     };
     let dims = image.size.map(usize::from);
-    let n = dims.iter().product::<usize>();
-    let width = scalar_bytes(image.scalar_type);
-    if image.pixels.len() != n * width {
-        return bad(format!(
-            "{} bytes of pixels for {n} voxels of {width} bytes",
-            image.pixels.len()
-        ));
-    }
-    let data: Vec<f32> = image
-        .pixels
-        .chunks_exact(width)
-        .map(|b| scalar_value(image.scalar_type, b, big))
-        .collect();
-    let m = image.ijk_to_lps();
-    let spacing: [f64; 3] =
-        std::array::from_fn(|a| (0..3).map(|r| m[r][a].powi(2)).sum::<f64>().sqrt());
-    if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return bad(format!("voxel spacing {spacing:?} mm"));
-    }
-    let direction: [[f64; 3]; 3] =
-        std::array::from_fn(|r| std::array::from_fn(|a| m[r][a] / spacing[a]));
-    let origin = [m[0][3], m[1][3], m[2][3]];
-    let grid = Grid::new(dims, spacing, origin, direction)
+    let grid = Grid::from_ijk_to_lps(dims, &image.ijk_to_lps())
         .map_err(|e| ControlRefusal::Unreadable(format!("IMAGE geometry: {e}")))?;
-    let volume =
-        Volume::new(grid, data).map_err(|e| ControlRefusal::Unreadable(format!("IMAGE: {e}")))?;
-    checked_ct(AnyVolume::F32(volume))
+    let endian = if big {
+        RawEndian::Big
+    } else {
+        RawEndian::Little
+    };
+    let volume = decode_samples(grid, &image.pixels, io_scalar(image.scalar_type), endian)
+        .map_err(|e| ControlRefusal::Unreadable(format!("IMAGE pixels: {e}")))?;
+    checked_ct(volume)
 }
 
-fn scalar_bytes(t: ScalarType) -> usize {
+/// The OpenIGTLink scalar type as pinhole-io names it.
+fn io_scalar(t: ScalarType) -> IoScalar {
     match t {
-        ScalarType::I8 | ScalarType::U8 => 1,
-        ScalarType::I16 | ScalarType::U16 => 2,
-        ScalarType::I32 | ScalarType::U32 | ScalarType::F32 => 4,
-        ScalarType::F64 => 8,
-    }
-}
-
-/// One voxel's value (`b` holds exactly [`scalar_bytes`] bytes).
-fn scalar_value(t: ScalarType, b: &[u8], big: bool) -> f32 {
-    macro_rules! read {
-        ($ty:ty, $n:literal) => {{
-            let mut a = [0u8; $n];
-            a.copy_from_slice(b);
-            if big {
-                <$ty>::from_be_bytes(a)
-            } else {
-                <$ty>::from_le_bytes(a)
-            }
-        }};
-    }
-    match t {
-        ScalarType::I8 => f32::from(read!(i8, 1)),
-        ScalarType::U8 => f32::from(read!(u8, 1)),
-        ScalarType::I16 => f32::from(read!(i16, 2)),
-        ScalarType::U16 => f32::from(read!(u16, 2)),
-        ScalarType::I32 => read!(i32, 4) as f32,
-        ScalarType::U32 => read!(u32, 4) as f32,
-        ScalarType::F32 => read!(f32, 4),
-        ScalarType::F64 => read!(f64, 8) as f32,
+        ScalarType::I8 => IoScalar::I8,
+        ScalarType::U8 => IoScalar::U8,
+        ScalarType::I16 => IoScalar::I16,
+        ScalarType::U16 => IoScalar::U16,
+        ScalarType::I32 => IoScalar::I32,
+        ScalarType::U32 => IoScalar::U32,
+        ScalarType::F32 => IoScalar::F32,
+        ScalarType::F64 => IoScalar::F64,
     }
 }
 

@@ -20,7 +20,7 @@
 //!   pairs disagree (a wrong pair, or deformation a rigid fit cannot remove). FRE is not
 //!   the error at the target (TRE); the docs say so.
 
-use pinhole_volume::math::{mat4_mul, swap_lps_ras, Mat4, Vec3};
+use pinhole_volume::math::{distance, mat4_mul, swap_lps_ras, transform_point, Mat4, Vec3};
 use serde::Serialize;
 
 /// Fewest landmark pairs accepted.
@@ -105,15 +105,14 @@ pub fn fit_rigid(us_lps: &[Vec3], ct_lps: &[Vec3]) -> Result<LandmarkFit, Landma
     let residuals_mm: Vec<f64> = us_lps
         .iter()
         .zip(ct_lps)
-        .map(|(u, c)| distance(apply(&m, *u), *c))
+        .map(|(u, c)| distance(transform_point(&m, *u), *c))
         .collect();
     let fre_rms_mm = (residuals_mm.iter().map(|d| d * d).sum::<f64>() / n).sqrt();
-    let trace = r[0][0] + r[1][1] + r[2][2];
-    let rotation_deg = ((trace - 1.0) / 2.0).clamp(-1.0, 1.0).acos().to_degrees();
+    let rotation_deg = pinhole_volume::math::rotation_angle_deg(&m);
     Ok(LandmarkFit {
         us_to_ct_lps: m,
         rotation_deg,
-        shift_at_centroid_mm: distance(apply(&m, cu), cu),
+        shift_at_centroid_mm: distance(transform_point(&m, cu), cu),
         fre_rms_mm,
         residuals_mm,
     })
@@ -280,14 +279,6 @@ pub(crate) fn rotation_from_quaternion(q: [f64; 4]) -> [[f64; 3]; 3] {
     ]
 }
 
-fn apply(m: &Mat4, p: Vec3) -> Vec3 {
-    std::array::from_fn(|r| m[r][0] * p[0] + m[r][1] * p[1] + m[r][2] * p[2] + m[r][3])
-}
-
-fn distance(a: Vec3, b: Vec3) -> f64 {
-    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,7 +416,7 @@ mod tests {
         // A tracked point at LPS us[0] is RAS (−x, −y, z); the corrected registration
         // must send it to the RAS of ct[0].
         let [x, y, z] = us[0];
-        let got = apply(&corrected, [-x, -y, z]);
+        let got = transform_point(&corrected, [-x, -y, z]);
         let want = [-ct[0][0], -ct[0][1], ct[0][2]];
         assert!(distance(got, want) < 1e-9, "{got:?} vs {want:?}");
     }

@@ -51,7 +51,7 @@
 //! is the best rigid fit of the sweep), no global search beyond the grid of the first
 //! level. Its accuracy is measured on simulated sweeps only (`docs/ultrasound.md`).
 
-use pinhole_volume::math::{Mat4, Vec3};
+use pinhole_volume::math::{transform_direction, transform_point, Mat4, Vec3, IDENTITY4};
 use pinhole_volume::Volume;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -248,12 +248,12 @@ pub fn register_sweep(
     let mut last = None;
     for (index, (level, samples)) in options.levels.iter().zip(&levels).enumerate() {
         let mut poses: Vec<Mat4> = candidates.iter().map(|x| search.transform(x)).collect();
-        poses.push(identity());
+        poses.push(IDENTITY4);
         let scorer = Scorer::new(ct, samples, level, options, &poses)?;
         if index == 0 {
-            check_inside(&scorer, &identity(), options)?;
+            check_inside(&scorer, &IDENTITY4, options)?;
         }
-        let lc2_initial = scorer.score(&identity()).lc2;
+        let lc2_initial = scorer.score(&IDENTITY4).lc2;
         let starts = if index == 0 {
             grid_starts(&scorer, &mut search, options)
         } else {
@@ -587,7 +587,7 @@ impl LevelCt {
                 for a in 0..f.nx {
                     if f.us[a + f.nx * b].is_finite() {
                         for pose in poses {
-                            let p = apply(pose, f.position(a, b));
+                            let p = transform_point(pose, f.position(a, b));
                             for r in 0..3 {
                                 lo[r] = lo[r].min(p[r]);
                                 hi[r] = hi[r].max(p[r]);
@@ -809,10 +809,10 @@ impl<'a> Scorer<'a> {
                 // Each frame's buffer is only ever used by this frame's job: never contended.
                 let mut scratch = buffer.lock().unwrap_or_else(|e| e.into_inner());
                 // Index of sample (a, b): c0 + a·da + b·db.
-                let o = apply(t, f.origin);
+                let o = transform_point(t, f.origin);
                 let c0: Vec3 = std::array::from_fn(|r| (o[r] - ct.origin[r]) * inv);
-                let da = rotate(t, f.dx).map(|v| v * inv);
-                let db = rotate(t, f.dy).map(|v| v * inv);
+                let da = transform_direction(t, f.dx).map(|v| v * inv);
+                let db = transform_direction(t, f.dy).map(|v| v * inv);
                 let (sum, inside, total) = patch_sums(
                     f,
                     self.radius,
@@ -1127,18 +1127,6 @@ fn positive(x: f64) -> bool {
     x > 0.0
 }
 
-fn identity() -> Mat4 {
-    std::array::from_fn(|r| std::array::from_fn(|c| f64::from(u8::from(r == c))))
-}
-
-fn apply(m: &Mat4, p: Vec3) -> Vec3 {
-    std::array::from_fn(|r| m[r][0] * p[0] + m[r][1] * p[1] + m[r][2] * p[2] + m[r][3])
-}
-
-fn rotate(m: &Mat4, v: Vec3) -> Vec3 {
-    std::array::from_fn(|r| m[r][0] * v[0] + m[r][1] * v[1] + m[r][2] * v[2])
-}
-
 fn norm3(v: Vec3) -> f64 {
     (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
 }
@@ -1200,7 +1188,7 @@ mod tests {
     fn rigid(axis: Vec3, deg: f64, centre: Vec3, shift: Vec3) -> Mat4 {
         let (s, c) = (deg.to_radians() / 2.0).sin_cos();
         let r = rotation_from_quaternion([c, s * axis[0], s * axis[1], s * axis[2]]);
-        let mut m = identity();
+        let mut m = IDENTITY4;
         for a in 0..3 {
             let rc: f64 = (0..3).map(|b| r[a][b] * centre[b]).sum();
             m[a] = [r[a][0], r[a][1], r[a][2], centre[a] - rc + shift[a]];
@@ -1279,7 +1267,7 @@ mod tests {
         for (plane, _) in frames {
             for pixel in [[20.0, 70.0], [80.0, 70.0], [50.0, 10.0], [50.0, 50.0]] {
                 let x = plane.pixel_to_lps(pixel);
-                let (p, q) = (apply(a, x), apply(b, x));
+                let (p, q) = (transform_point(a, x), transform_point(b, x));
                 worst = worst.max(norm3(std::array::from_fn(|r| p[r] - q[r])));
             }
         }
@@ -1306,8 +1294,8 @@ mod tests {
         let result = register_sweep(&ct, &as_input(&frames), &test_options()).unwrap();
         // The correction undoes the error: T · error = identity at the frames.
         let undone = mat4_mul(&result.correction_lps, &error);
-        let residual = worst_distance_mm(&undone, &identity(), &frames);
-        let before = worst_distance_mm(&error, &identity(), &frames);
+        let residual = worst_distance_mm(&undone, &IDENTITY4, &frames);
+        let before = worst_distance_mm(&error, &IDENTITY4, &frames);
         assert!(before > 8.0, "error at the frames {before} mm");
         assert!(
             residual < 1.0,
@@ -1333,14 +1321,14 @@ mod tests {
     fn the_true_pose_stays_put() {
         let blobs = blobs();
         let ct = blob_ct(&blobs);
-        let frames = frames(&blobs, &identity());
+        let frames = frames(&blobs, &IDENTITY4);
         let options = UsRegisterOptions {
             levels: vec![UsRegisterOptions::default().levels[1].clone()],
             translation_search_mm: 0.0,
             ..test_options()
         };
         let result = register_sweep(&ct, &as_input(&frames), &options).unwrap();
-        let moved = worst_distance_mm(&result.correction_lps, &identity(), &frames);
+        let moved = worst_distance_mm(&result.correction_lps, &IDENTITY4, &frames);
         assert!(moved < 0.7, "moved {moved} mm");
         assert!(result.lc2_final >= result.lc2_initial);
     }
@@ -1398,7 +1386,7 @@ mod tests {
             register_sweep(&ct, &[], &options).unwrap_err(),
             UsRegisterError::NoFrames
         );
-        let sweep = frames(&blobs, &identity());
+        let sweep = frames(&blobs, &IDENTITY4);
         let mut input = as_input(&sweep);
         input[1].1 = &sweep[1].1[..10];
         assert!(matches!(

@@ -76,6 +76,24 @@ pub fn rigid_from_quaternion(translation: Vec3, q: [f64; 4]) -> Option<Mat4> {
     )))
 }
 
+/// Angle of the rotation part of a rigid row-major 4×4, degrees (from its trace).
+pub fn rotation_angle_deg(m: &Mat4) -> f64 {
+    let trace = m[0][0] + m[1][1] + m[2][2];
+    ((trace - 1.0) / 2.0).clamp(-1.0, 1.0).acos().to_degrees()
+}
+
+/// `m · p` for a point and a row-major affine 4×4 (bottom row ignored).
+#[inline]
+pub fn transform_point(m: &Mat4, p: Vec3) -> Vec3 {
+    std::array::from_fn(|r| m[r][0] * p[0] + m[r][1] * p[1] + m[r][2] * p[2] + m[r][3])
+}
+
+/// `m · v` for a direction (the linear part only: no translation).
+#[inline]
+pub fn transform_direction(m: &Mat4, v: Vec3) -> Vec3 {
+    std::array::from_fn(|r| m[r][0] * v[0] + m[r][1] * v[1] + m[r][2] * v[2])
+}
+
 /// `a · b` for row-major 4×4 matrices.
 pub fn mat4_mul(a: &Mat4, b: &Mat4) -> Mat4 {
     mat4_to_rows(&(mat4_from_rows(a) * mat4_from_rows(b)))
