@@ -9,6 +9,10 @@
                 "voxels": {label: count}, "bbox": {label: [i0, i1, j0, j1, k0, k1]}}
   vtk FILE      parse a legacy ASCII VTK POLYDATA file in plain Python: {"header",
                 "points", "lines", "scalars": {name: values}}
+  itk-transform FILE POINTS
+                read an ITK transform file with SimpleITK (ITK's own reader, as Slicer
+                and elastix use) and map each LPS point of the JSON list POINTS:
+                {"type": [transform class names], "points": [[x, y, z], ...]}
 """
 
 import json
@@ -126,11 +130,23 @@ def vtk(path):
     return result
 
 
+def itk_transform(path, points_path):
+    import SimpleITK as sitk
+
+    transform = sitk.ReadTransform(str(path))
+    names = [transform.GetName()]
+    if transform.GetName() == "CompositeTransform":
+        composite = sitk.CompositeTransform(transform)
+        names += [composite.GetNthTransform(i).GetName() for i in range(composite.GetNumberOfTransforms())]
+    points = json.loads(Path(points_path).read_text())
+    return {"type": names, "points": [list(transform.TransformPoint([float(v) for v in p])) for p in points]}
+
+
 def main():
-    commands = {"markups": markups, "seg": seg, "vtk": vtk}
-    if len(sys.argv) != 3 or sys.argv[1] not in commands:
+    commands = {"markups": markups, "seg": seg, "vtk": vtk, "itk-transform": itk_transform}
+    if len(sys.argv) < 3 or sys.argv[1] not in commands:
         raise SystemExit(__doc__)
-    json.dump(commands[sys.argv[1]](sys.argv[2]), sys.stdout)
+    json.dump(commands[sys.argv[1]](*sys.argv[2:]), sys.stdout)
     print()
 
 

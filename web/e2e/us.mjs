@@ -67,13 +67,22 @@ try {
   const increasing = seen.every((s, i) => i === 0 || Number(s) > Number(seen[i - 1]))
   if (!increasing) fail(`the ultrasound picture went back to an older frame: ${JSON.stringify(seen)}`)
 
-  const blended = await page.evaluate(() => ({
-    seqText: document.getElementById('us-seq').textContent,
-    info: document.getElementById('us-info').textContent,
-    width: document.getElementById('us-img').naturalWidth,
-    height: document.getElementById('us-img').naturalHeight,
-    latest: window.pinhole.usLatest,
-  }))
+  // Frames keep arriving: each new src leaves the <img> undecoded (0 × 0) for a moment,
+  // so the picture is read when it is decoded, in one go with the panel's text.
+  const blendedHandle = await page
+    .waitForFunction(() => {
+      const img = document.getElementById('us-img')
+      if (!img.complete || img.naturalWidth === 0) return null
+      return {
+        seqText: document.getElementById('us-seq').textContent,
+        info: document.getElementById('us-info').textContent,
+        width: img.naturalWidth,
+        height: img.naturalHeight,
+        latest: window.pinhole.usLatest,
+      }
+    }, null, { timeout: 30_000, polling: 50 })
+    .catch(() => fail('the ultrasound picture was never decoded'))
+  const blended = await blendedHandle.jsonValue()
   if (!/^#\d+ · blended$/.test(blended.seqText)) fail(`the panel shows no seq: ${JSON.stringify(blended)}`)
   if (!/age \d+ ms$/.test(blended.info)) fail(`the panel shows no age: ${JSON.stringify(blended)}`)
   if (blended.width !== blended.latest.width_px || blended.height !== blended.latest.height_px) {

@@ -316,6 +316,126 @@ fn register_ct_recovers_the_constructed_motion() {
         "worst TRE {worst} mm"
     );
     validate_against_schemas(&[("ct-registration", &out.join("ct_registration.json"))]);
+
+    // Again with the liver deformed by a B-spline: the composite transform file, read by
+    // SimpleITK, maps the liver's landmarks (planning → control) at least as well as the
+    // rigid registration did, and within a millimetre.
+    let out_deformable = dir.path().join("reg-deformable");
+    let stdout = pinhole_ok(&[
+        "register-ct",
+        "--planning-ct",
+        &chest("ct.nii.gz"),
+        "--control-ct",
+        case_dir.join("control.nii.gz").to_str().unwrap(),
+        "--labels",
+        &chest("labels.nii.gz"),
+        "--organ",
+        "liver",
+        "--deformable",
+        "--out",
+        out_deformable.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("liver deformed (B-spline"), "{stdout}");
+    let report = read_json(&out_deformable.join("ct_registration.json"));
+    assert_eq!(report["deformable"]["used"], true, "{report}");
+    assert!(
+        report["deformable"]["ncc"].as_f64().unwrap()
+            >= report["deformable"]["ncc_rigid"].as_f64().unwrap()
+    );
+    let liver: Vec<&serde_json::Value> = truth["landmarks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["organ"] == "liver")
+        .collect();
+    assert!(liver.len() >= 4, "{} liver landmarks", liver.len());
+    let planning_points: Vec<[f64; 3]> = liver.iter().map(|l| vec3(&l["planning_lps"])).collect();
+    let points_path = dir.path().join("liver_points.json");
+    std::fs::write(
+        &points_path,
+        serde_json::to_string(&planning_points).unwrap(),
+    )
+    .unwrap();
+    let mapped = python_json(
+        "slicer_reference.py",
+        &[
+            "itk-transform",
+            out_deformable
+                .join("control_to_planning.tfm")
+                .to_str()
+                .unwrap(),
+            points_path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        mapped["type"],
+        serde_json::json!(["CompositeTransform", "AffineTransform", "BSplineTransform"])
+    );
+    let rigid_inverse = |p: [f64; 3]| -> [f64; 3] {
+        // The rigid run's control → planning matrix, inverted (rotation transposed).
+        let m = &read_json(&out.join("ct_registration.json"))["planning_to_control_lps"];
+        apply(m, p)
+    };
+    let (mut deformable_sum, mut rigid_sum) = (0.0, 0.0);
+    for (l, q) in liver.iter().zip(mapped["points"].as_array().unwrap()) {
+        let control = vec3(&l["control_lps"]);
+        deformable_sum += distance(vec3(q), control);
+        rigid_sum += distance(rigid_inverse(vec3(&l["planning_lps"])), control);
+    }
+    let n = liver.len() as f64;
+    let (deformable_mean, rigid_mean) = (deformable_sum / n, rigid_sum / n);
+    assert!(
+        deformable_mean <= rigid_mean + 0.1 && deformable_mean < 1.0,
+        "liver TRE: deformable {deformable_mean} mm, rigid {rigid_mean} mm"
+    );
+    validate_against_schemas(&[(
+        "ct-registration",
+        &out_deformable.join("ct_registration.json"),
+    )]);
+
+    // --deformable needs an organ; the needle check does not take it.
+    let refused = pinhole(&[
+        "register-ct",
+        "--planning-ct",
+        &chest("ct.nii.gz"),
+        "--control-ct",
+        case_dir.join("control.nii.gz").to_str().unwrap(),
+        "--deformable",
+        "--out",
+        dir.path().join("no-organ").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("--organ"), "{stderr}");
+    let plan = dir.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"target_lps": [0, 0, 0], "paths": [{"entry_lps": [0, 0, 100], "target_lps": [0, 0, 0]}]}"#,
+    )
+    .unwrap();
+    let refused_needle = pinhole(&[
+        "verify",
+        "needle",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--planning-ct",
+        &chest("ct.nii.gz"),
+        "--control-ct",
+        case_dir.join("control.nii.gz").to_str().unwrap(),
+        "--labels",
+        &chest("labels.nii.gz"),
+        "--organ",
+        "liver",
+        "--deformable",
+        "--out",
+        dir.path().join("needle").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&refused_needle.stderr);
+    assert!(!refused_needle.status.success());
+    assert!(
+        stderr.contains("--deformable is not used by the needle check"),
+        "{stderr}"
+    );
 }
 
 /// Another patient's scan: the registration says it did not converge, and the ablation

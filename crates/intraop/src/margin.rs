@@ -16,7 +16,7 @@
 //! (Laimer et al., European Radiology 35(2), 2025); 5–10 mm is the usual target for liver
 //! tumours (CVIR 2018, s00270-018-1909-0).
 
-use pinhole_volume::math::{mat3_mul_vec, Mat4, Vec3};
+use pinhole_volume::math::{Mat4, Vec3};
 use pinhole_volume::surface::{mask_surface, TriangleMesh};
 use pinhole_volume::{distance_inside, distance_to, Grid, Mask, Volume};
 use rayon::prelude::*;
@@ -281,14 +281,19 @@ fn percentiles(values: &[f64], weights: &[f64]) -> MarginPercentiles {
 /// shrinks small zones, costing up to 2 points of coverage on a 7 mm zone, and did not
 /// remove the bias below.) Points outside the source are outside.
 pub fn warp_mask(mask: &Mask, target: &Grid, target_to_source: &Mat4) -> Mask {
+    warp_mask_by(mask, target, |x| {
+        pinhole_volume::math::transform_point(target_to_source, x)
+    })
+}
+
+/// [`warp_mask`] through any map of target points to source points (e.g. a rigid
+/// transform after a B-spline deformation).
+pub fn warp_mask_by(
+    mask: &Mask,
+    target: &Grid,
+    target_to_source: impl Fn(Vec3) -> Vec3 + Sync,
+) -> Mask {
     let fraction = mask.map(|b| if b { 1.0f32 } else { 0.0 });
-    let linear: [[f64; 3]; 3] =
-        std::array::from_fn(|r| std::array::from_fn(|c| target_to_source[r][c]));
-    let shift = [
-        target_to_source[0][3],
-        target_to_source[1][3],
-        target_to_source[2][3],
-    ];
     let [nx, ny, _] = target.dims();
     let mut data = vec![false; target.voxel_count()];
     data.par_chunks_mut(nx * ny)
@@ -297,8 +302,7 @@ pub fn warp_mask(mask: &Mask, target: &Grid, target_to_source: &Mat4) -> Mask {
             for j in 0..ny {
                 for i in 0..nx {
                     let x = target.index_to_world([i as f64, j as f64, k as f64]);
-                    let m = mat3_mul_vec(&linear, x);
-                    let p = [m[0] + shift[0], m[1] + shift[1], m[2] + shift[2]];
+                    let p = target_to_source(x);
                     slice[i + nx * j] = fraction.sample_trilinear(p).is_some_and(|f| f >= 0.5);
                 }
             }

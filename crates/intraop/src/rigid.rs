@@ -37,6 +37,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, IntraopError};
 
+/// With a planning mask, the least share of the control samples that must land in it.
+const MIN_MASK_SHARE: f64 = 0.05;
+
 /// How to register; [`Default`] gives the settings `pinhole register-ct` uses.
 #[derive(Debug, Clone)]
 pub struct RigidSettings {
@@ -111,7 +114,8 @@ pub struct RigidResult {
     pub centre_shift_mm: f64,
     /// Final NCC (1 = identical up to brightness and contrast).
     pub ncc: f64,
-    /// Fraction of the control samples that land inside the planning scan (and mask).
+    /// Fraction of the control samples that land inside the planning scan (with a mask too:
+    /// the scans' overlap, not the mask's share).
     pub overlap: f64,
     pub converged: bool,
     /// Why it did not converge (`None` when it did).
@@ -126,7 +130,7 @@ pub fn register_rigid(
     settings: &RigidSettings,
 ) -> Result<RigidResult, IntraopError> {
     check_settings(settings)?;
-    let metal_free = metal_free_mask(control, settings);
+    let metal_free = metal_free_mask(control, settings.metal_hu, settings.metal_margin_mm);
     if !metal_free.data().iter().any(|&b| b) {
         return Err(invalid(
             "control scan",
@@ -137,6 +141,7 @@ pub fn register_rigid(
     let mut pose = Pose::from_matrix(&settings.initial, centre);
     let mut levels = Vec::new();
     let mut last = None;
+    let mut scan_overlap = f64::NAN;
     let level_count = settings.levels_mm.len() + 1;
     // The planning scan is clamped as it is read (no 35 M-voxel copy); the control scan,
     // small, is clamped and masked once.
@@ -193,16 +198,35 @@ pub fn register_rigid(
             iterations,
             ncc: eval.ncc,
         });
+        // With a mask, `eval.overlap` is the share in the mask; the scans' overlap is
+        // measured without it (an organ fills only part of a control scan).
+        scan_overlap = if settings.planning_mask.is_some() {
+            Problem {
+                mask: None,
+                ..problem
+            }
+            .evaluate(&pose, false)
+            .overlap
+        } else {
+            eval.overlap
+        };
         last = Some(eval);
     }
     let eval = last.unwrap_or_default();
-    let overlap = eval.overlap;
+    let overlap = scan_overlap;
     let reason = if overlap.is_nan() || overlap < settings.min_overlap {
         Some(format!(
-            "only {:.0} % of the control scan lands inside the planning scan{} (at least {:.0} % needed): the scans may not overlap",
+            "only {:.0} % of the control scan lands inside the planning scan (at least {:.0} % needed): the scans may not overlap",
             overlap * 100.0,
-            if settings.planning_mask.is_some() { " and its mask" } else { "" },
             settings.min_overlap * 100.0
+        ))
+    } else if settings.planning_mask.is_some()
+        && (eval.overlap.is_nan() || eval.overlap < MIN_MASK_SHARE)
+    {
+        Some(format!(
+            "only {:.1} % of the control scan lies in the organ region (at least {:.0} % needed): the control scan barely shows the organ",
+            eval.overlap * 100.0,
+            MIN_MASK_SHARE * 100.0
         ))
     } else if eval.ncc.is_nan() || eval.ncc < settings.min_ncc {
         Some(format!(
@@ -258,12 +282,12 @@ fn check_settings(settings: &RigidSettings) -> Result<(), IntraopError> {
 }
 
 /// Control voxels far enough from metal.
-fn metal_free_mask(control: &Volume<f32>, settings: &RigidSettings) -> Mask {
-    let metal = control.map(|v| f64::from(v) >= settings.metal_hu);
+pub(crate) fn metal_free_mask(control: &Volume<f32>, metal_hu: f64, margin_mm: f64) -> Mask {
+    let metal = control.map(|v| f64::from(v) >= metal_hu);
     if !metal.data().iter().any(|&m| m) {
         return control.map(|v| v.is_finite());
     }
-    let near = dilate(&metal, settings.metal_margin_mm);
+    let near = dilate(&metal, margin_mm);
     let data = near
         .data()
         .iter()
@@ -273,7 +297,7 @@ fn metal_free_mask(control: &Volume<f32>, settings: &RigidSettings) -> Mask {
     Mask::new(control.grid().clone(), data).unwrap_or_else(|_| near.map(|_| false))
 }
 
-fn min_spacing(volume: &Volume<f32>) -> f64 {
+pub(crate) fn min_spacing(volume: &Volume<f32>) -> f64 {
     volume
         .grid()
         .spacing_mm()
@@ -296,7 +320,7 @@ fn clamped(volume: &Volume<f32>, range: (f64, f64)) -> Volume<f32> {
 }
 
 /// Clamped, NaN where `keep` is false (NaN voxels give no sample).
-fn masked(volume: &Volume<f32>, range: (f64, f64), keep: &Mask) -> Volume<f32> {
+pub(crate) fn masked(volume: &Volume<f32>, range: (f64, f64), keep: &Mask) -> Volume<f32> {
     let data = volume
         .data()
         .iter()
@@ -315,7 +339,7 @@ fn masked(volume: &Volume<f32>, range: (f64, f64), keep: &Mask) -> Volume<f32> {
 /// The coarse levels of `volume` (already clamped; NaN = not used), in the order of
 /// `levels_mm`: each from the finest source that is at most two thirds of its spacing
 /// (the scan, or a finer level), so the 35 M voxels of a CT are visited once.
-fn pyramid(
+pub(crate) fn pyramid(
     volume: &Volume<f32>,
     levels_mm: &[f64],
     clamp: Option<(f32, f32)>,
@@ -629,7 +653,7 @@ fn rotation_matrix(w: Vec3) -> Mat3 {
 
 /// The planning image of a level, with what trilinear sampling and its gradient need.
 #[derive(Clone, Copy)]
-struct Fixed<'a> {
+pub(crate) struct Fixed<'a> {
     volume: &'a Volume<f32>,
     /// Values are clamped to this range as they are read.
     clamp: (f32, f32),
@@ -638,7 +662,7 @@ struct Fixed<'a> {
 }
 
 impl<'a> Fixed<'a> {
-    fn new(volume: &'a Volume<f32>, clamp: Option<(f32, f32)>) -> Self {
+    pub(crate) fn new(volume: &'a Volume<f32>, clamp: Option<(f32, f32)>) -> Self {
         let grid = volume.grid();
         let index_to_world: Mat3 = {
             let d = grid.direction();
@@ -653,7 +677,7 @@ impl<'a> Fixed<'a> {
     }
 
     /// Value and world gradient (per mm) at `lps`; `None` outside or next to a NaN.
-    fn sample(&self, lps: Vec3) -> Option<(f64, Vec3)> {
+    pub(crate) fn sample(&self, lps: Vec3) -> Option<(f64, Vec3)> {
         let grid = self.volume.grid();
         let c = grid.world_to_index(lps);
         let d = grid.dims();

@@ -1,3 +1,4 @@
 //! Integration tests of pinhole-intraop.
+mod deformable;
 mod needle;
 mod rigid;

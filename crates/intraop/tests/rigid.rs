@@ -9,7 +9,7 @@ use pinhole_intraop::rigid::{register_rigid, RigidSettings};
 use pinhole_volume::math::{mat4_mul, Mat4, Vec3, IDENTITY};
 use pinhole_volume::{Grid, Interpolation, Volume};
 
-fn chest_ct() -> &'static Volume<f32> {
+pub(crate) fn chest_ct() -> &'static Volume<f32> {
     static CT: OnceLock<Volume<f32>> = OnceLock::new();
     CT.get_or_init(|| {
         let path =
@@ -21,7 +21,7 @@ fn chest_ct() -> &'static Volume<f32> {
 }
 
 /// Rotation about `axis` (unit) by `deg`, then a shift, about `centre`.
-fn rigid(axis: Vec3, deg: f64, shift: Vec3, centre: Vec3) -> Mat4 {
+pub(crate) fn rigid(axis: Vec3, deg: f64, shift: Vec3, centre: Vec3) -> Mat4 {
     let (s, c) = deg.to_radians().sin_cos();
     let t = 1.0 - c;
     let [x, y, z] = axis;
@@ -40,7 +40,7 @@ fn rigid(axis: Vec3, deg: f64, shift: Vec3, centre: Vec3) -> Mat4 {
     ]
 }
 
-fn apply(m: &Mat4, p: Vec3) -> Vec3 {
+pub(crate) fn apply(m: &Mat4, p: Vec3) -> Vec3 {
     std::array::from_fn(|r| m[r][0] * p[0] + m[r][1] * p[1] + m[r][2] * p[2] + m[r][3])
 }
 

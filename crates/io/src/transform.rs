@@ -10,7 +10,8 @@
 //!   whose to-parent matrix is M (RAS) is stored as F·M⁻¹·F, F = diag(−1, −1, 1, 1). We
 //!   read T (`Parameters`: the 3×3 matrix row-major, then the translation; with its
 //!   centre `FixedParameters`, x ↦ A (x − c) + t + c) and return
-//!   `ReferenceToRAS = F · T⁻¹ · F`. Composite files are refused.
+//!   `ReferenceToRAS = F · T⁻¹ · F`. Composite files are refused (a deformation is no
+//!   matrix); [`write_itk_bspline_transform`] writes one for Slicer.
 //!
 //! Every matrix returned is finite, affine (bottom row `0 0 0 1`) and invertible.
 
@@ -87,6 +88,101 @@ pub fn write_itk_transform(path: &Path, to_parent_lps: &Mat4, comment: &str) -> 
         text.push_str(&format!(" {}", row[3] + 0.0));
     }
     text.push_str("\nFixedParameters: 0 0 0\n");
+    crate::atomic::write_atomic(path, text.as_bytes())
+}
+
+/// A cubic B-spline displacement field as ITK's `BSplineTransform_double_3_3` stores it:
+/// control point `(i, j, k)` at `origin + direction · (spacing ⊙ (i, j, k))`, one
+/// displacement (LPS mm) per control point, `i` fastest.
+#[derive(Debug, Clone, Copy)]
+pub struct ItkBSpline<'a> {
+    pub dims: [usize; 3],
+    pub origin_lps: [f64; 3],
+    pub spacing_mm: [f64; 3],
+    /// Grid axes (columns), LPS.
+    pub direction: [[f64; 3]; 3],
+    pub coefficients_mm: &'a [[f64; 3]],
+}
+
+/// Writes a rigid/affine transform followed by a B-spline deformation as an ITK composite
+/// transform file that 3D Slicer, SimpleITK and elastix read. In ITK's resampling
+/// direction (parent → child, LPS) the file maps a parent point `x` to
+/// `to_parent⁻¹ · (x + u(x))`, `u` the B-spline displacement (defined in the parent's
+/// frame); as with [`write_itk_transform`], applying the file to the child scan in Slicer
+/// moves it onto the parent.
+pub fn write_itk_bspline_transform(
+    path: &Path,
+    to_parent_lps: &Mat4,
+    bspline: &ItkBSpline<'_>,
+    comment: &str,
+) -> Result<()> {
+    let bad = |what: String| Error::new(path, ErrorKind::InvalidTransform(what));
+    check_affine(to_parent_lps).map_err(bad)?;
+    let inverse =
+        affine_inverse(to_parent_lps).ok_or_else(|| bad("the matrix is singular".to_owned()))?;
+    let count: usize = bspline.dims.iter().product();
+    if bspline.dims.iter().any(|&n| n < 4) || count != bspline.coefficients_mm.len() {
+        return Err(bad(format!(
+            "a {:?} B-spline grid (at least 4 points per axis) needs {} coefficients, {} given",
+            bspline.dims,
+            count,
+            bspline.coefficients_mm.len()
+        )));
+    }
+    let finite = bspline
+        .origin_lps
+        .iter()
+        .chain(&bspline.spacing_mm)
+        .all(|v| v.is_finite())
+        && bspline.spacing_mm.iter().all(|&s| s > 0.0)
+        && bspline.direction.iter().flatten().all(|v| v.is_finite())
+        && bspline
+            .coefficients_mm
+            .iter()
+            .flatten()
+            .all(|v| v.is_finite());
+    if !finite {
+        return Err(bad(
+            "the B-spline grid or its coefficients are not finite (or a spacing is not positive)"
+                .to_owned(),
+        ));
+    }
+    let mut text = String::from("#Insight Transform File V1.0\n");
+    for line in comment.lines() {
+        text.push_str("# ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    // ITK applies a composite's transforms last first: the B-spline, then the affine.
+    text.push_str("#Transform 0\nTransform: CompositeTransform_double_3_3\n");
+    text.push_str("#Transform 1\nTransform: AffineTransform_double_3_3\nParameters:");
+    for row in inverse.iter().take(3) {
+        for v in row.iter().take(3) {
+            text.push_str(&format!(" {}", v + 0.0));
+        }
+    }
+    for row in inverse.iter().take(3) {
+        text.push_str(&format!(" {}", row[3] + 0.0));
+    }
+    text.push_str("\nFixedParameters: 0 0 0\n");
+    text.push_str("#Transform 2\nTransform: BSplineTransform_double_3_3\nParameters:");
+    for axis in 0..3 {
+        for c in bspline.coefficients_mm {
+            text.push_str(&format!(" {}", c[axis] + 0.0));
+        }
+    }
+    text.push_str("\nFixedParameters:");
+    let fixed = bspline
+        .dims
+        .iter()
+        .map(|&n| n as f64)
+        .chain(bspline.origin_lps)
+        .chain(bspline.spacing_mm)
+        .chain(bspline.direction.iter().flatten().copied());
+    for v in fixed {
+        text.push_str(&format!(" {}", v + 0.0));
+    }
+    text.push('\n');
     crate::atomic::write_atomic(path, text.as_bytes())
 }
 

@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use pinhole_ablation::coverage::patient_side;
 use pinhole_ablation::plan::analysis_grid;
 use pinhole_intraop::margin::{
-    assess_margin, warp_mask, MarginAssessment, MarginMap, MarginSettings, Verdict,
+    assess_margin, warp_mask, warp_mask_by, MarginAssessment, MarginMap, MarginSettings, Verdict,
     REQUIRED_MARGIN_SOURCE,
 };
 use pinhole_io::labels::{LabelEntry, LabelTable};
 use pinhole_volume::annotate::Canvas;
 use pinhole_volume::math::{transform_point, Mat4, Vec3, IDENTITY4};
 use pinhole_volume::target::{sphere_mask, TargetSpec};
-use pinhole_volume::{components, Grid, Mask, Volume};
+use pinhole_volume::{components, dilate, Grid, Mask, Volume};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +27,10 @@ use crate::inputs::{load_labels, load_named_labels, InputFile, NotCt, UnnamedLab
 use crate::limits;
 use crate::observe::{step, Observer};
 use crate::report::{unversioned, versioned_report, write_folder, Report, DISCLAIMER, VERSION};
+
+/// Around the ablation zone, what the deformable registration leaves out (mm): the
+/// enhancing rim and oedema have no counterpart in the pre-ablation scan either.
+const ZONE_EXCLUSION_MM: f64 = 5.0;
 
 /// Where the ablation zone comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,13 +126,15 @@ pub struct ConfirmOutcome {
     /// grid in the pre-ablation frame.
     pub segmentation: Volume<u16>,
     pub picture: RgbPicture,
+    /// The deformation in use (pre-ablation frame), if any: written into `post_to_pre.tfm`.
+    pub field: Option<pinhole_intraop::deformable::BSplineField>,
 }
 
 /// Confirms the ablation.
 pub fn run(request: &ConfirmRequest, observer: &dyn Observer) -> Result<ConfirmOutcome> {
     limits::CONFIRM_MARGIN_MM.check(request.required_margin_mm)?;
     limits::ABLATION_GRID_MM.check(request.grid_mm)?;
-    let scans = load_and_align(
+    let mut scans = load_and_align(
         &CtRegistrationRequest {
             planning_ct: request.pre_ct.clone(),
             control_ct: request.post_ct.clone(),
@@ -179,13 +185,26 @@ pub fn run(request: &ConfirmRequest, observer: &dyn Observer) -> Result<ConfirmO
     if !zone_post.data().iter().any(|&b| b) {
         return Err(Error::invalid("the ablation zone is empty"));
     }
+    // The zone has no counterpart in the pre-ablation scan: the deformation must not pull
+    // it onto the tumour, so it (and its rim) is left out of the similarity.
+    if scans.deformable_pending() {
+        let zone_and_rim = dilate(&zone_post, ZONE_EXCLUSION_MM);
+        let before = scans.warnings.len();
+        scans.refine_deformable(
+            Some((zone_and_rim, "the ablation zone and 5 mm around it")),
+            observer,
+        )?;
+        // Already on the terminal: into the report only.
+        warnings.extend_from_slice(&scans.warnings[before..]);
+    }
+    let echoed = warnings.len();
     warnings.extend(zone_warnings(
         &zone_post,
         scans.control.grid(),
         &tumor,
         &scans.alignment.planning_to_control_lps,
     ));
-    let zone = warp_mask(&zone_post, &grid, &scans.alignment.planning_to_control_lps);
+    let zone = warp_mask_by(&zone_post, &grid, |x| scans.planning_to_control(x));
     let settings = MarginSettings {
         required_mm: request.required_margin_mm,
         ..MarginSettings::default()
@@ -198,7 +217,7 @@ pub fn run(request: &ConfirmRequest, observer: &dyn Observer) -> Result<ConfirmO
             "the margin exceeds the {pad_mm:.0} mm the analysis looked at around the tumour: the MAM is at least that"
         ));
     }
-    for w in &warnings[scans.warnings.len()..] {
+    for w in &warnings[echoed..] {
         observer.warn(w);
     }
     let picture = margin_picture(&scans.planning, &tumor, &zone, &margin);
@@ -222,7 +241,7 @@ pub fn run(request: &ConfirmRequest, observer: &dyn Observer) -> Result<ConfirmO
     let report = ConfirmationReport {
         schema_version: ConfirmationReport::SCHEMA_VERSION,
         procedure: "ablation confirmation".to_owned(),
-        registration: scans.alignment,
+        registration: scans.alignment.clone(),
         tumor: ConfirmedTumor {
             spec: crate::provenance::recorded_path(Path::new(&request.tumor)),
             description,
@@ -250,6 +269,7 @@ pub fn run(request: &ConfirmRequest, observer: &dyn Observer) -> Result<ConfirmO
         map,
         segmentation,
         picture,
+        field: scans.field,
     })
 }
 
@@ -631,9 +651,10 @@ impl ConfirmOutcome {
                 &segment_table(),
                 true,
             )?;
-            crate::control_ct::write_transform(
+            crate::control_ct::write_transform_with(
                 &out.join("post_to_pre.tfm"),
                 &self.report.registration,
+                self.field.as_ref(),
             )
         })
     }

@@ -6,6 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
+use pinhole_intraop::deformable::{
+    planning_to_control_point, register_deformable, BSplineField, DeformableResult,
+    DeformableSettings,
+};
 use pinhole_intraop::rigid::{register_rigid, LevelSummary, RigidResult, RigidSettings};
 use pinhole_volume::annotate::Canvas;
 use pinhole_volume::math::{
@@ -46,6 +50,8 @@ pub struct OrganFocus {
     pub labels_table: Option<String>,
     pub organ: String,
     pub margin_mm: f64,
+    /// After the rigid registration, a B-spline deformation inside the organ (and margin).
+    pub deformable: bool,
 }
 
 /// A control scan to bring onto the planning scan.
@@ -80,6 +86,31 @@ pub struct ControlAlignment {
     #[serde(default)]
     pub levels: Vec<LevelSummary>,
     pub method_detail: String,
+    /// The deformable refinement, when asked for (`--deformable`).
+    #[serde(default)]
+    pub deformable: Option<DeformableSummary>,
+}
+
+/// What the B-spline refinement inside the organ found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeformableSummary {
+    pub organ: String,
+    /// Whether the deformation is used (else the rigid registration alone, with `reason`).
+    pub used: bool,
+    pub reason: Option<String>,
+    pub grid_spacing_mm: f64,
+    pub control_points: [usize; 3],
+    /// NCC inside the organ region, rigid alone and with the deformation.
+    pub ncc_rigid: Option<f64>,
+    pub ncc: Option<f64>,
+    /// Largest displacement the deformation can give, mm.
+    pub max_displacement_mm: f64,
+    /// Smallest Jacobian determinant over the organ samples (1 = no volume change).
+    pub min_jacobian: f64,
+    /// What the similarity left out, besides metal.
+    pub excluded: Option<String>,
+    pub levels: Vec<LevelSummary>,
+    pub method_detail: String,
 }
 
 /// The files written beside `ct_registration.json`.
@@ -112,6 +143,8 @@ versioned_report!(CtRegistrationReport, "ct-registration", 1);
 pub struct CtRegistrationOutcome {
     pub report: CtRegistrationReport,
     pub picture: RgbPicture,
+    /// The deformation in use (planning frame), if any.
+    pub field: Option<BSplineField>,
 }
 
 /// The scans loaded and aligned (what the needle check and the confirmation use).
@@ -120,9 +153,82 @@ pub struct AlignedScans {
     pub control: Volume<f32>,
     pub alignment: ControlAlignment,
     pub warnings: Vec<String>,
+    /// The organ region (planning frame) when a deformable refinement was asked for and
+    /// has not run yet ([`AlignedScans::refine_deformable`]).
+    pending_deformable: Option<(String, Mask)>,
+    /// The deformation in use (planning frame), when the refinement succeeded.
+    pub field: Option<BSplineField>,
 }
 
 impl AlignedScans {
+    /// Whether a deformable refinement was asked for and is still to run.
+    pub fn deformable_pending(&self) -> bool {
+        self.pending_deformable.is_some()
+    }
+
+    /// Planning point → control point: the rigid transform after the deformation, if any.
+    pub fn planning_to_control(&self, p: Vec3) -> Vec3 {
+        planning_to_control_point(
+            &self.alignment.planning_to_control_lps,
+            self.field.as_ref(),
+            p,
+        )
+    }
+
+    /// Runs the deformable refinement asked for (nothing otherwise): a B-spline
+    /// deformation inside the organ region, on top of the converged rigid registration.
+    /// `exclude` (control frame, described by `excluded`): voxels the similarity must not
+    /// use, e.g. the ablation zone. A deformation that is not usable is reported with its
+    /// reason and a warning, and the rigid registration stays in use.
+    pub fn refine_deformable(
+        &mut self,
+        exclude: Option<(Mask, &str)>,
+        observer: &dyn Observer,
+    ) -> Result<()> {
+        let Some((organ_name, organ)) = self.pending_deformable.take() else {
+            return Ok(());
+        };
+        if !self.alignment.converged {
+            return Ok(());
+        }
+        let excluded = exclude.as_ref().map(|(_, what)| (*what).to_owned());
+        let settings = DeformableSettings {
+            exclude_control: exclude.map(|(mask, _)| mask),
+            ..DeformableSettings::default()
+        };
+        let result = step(
+            observer,
+            "registering the organ (B-spline deformation)",
+            || {
+                register_deformable(
+                    &self.planning,
+                    &self.control,
+                    &self.alignment.planning_to_control_lps,
+                    &organ,
+                    &settings,
+                )
+            },
+        )?;
+        if let Some(reason) = &result.reason {
+            let warning = format!(
+                "deformable registration not used ({reason}); the rigid registration is used"
+            );
+            observer.warn(&warning);
+            self.warnings.push(warning);
+        }
+        let summary = deformable_summary(&result, organ_name, excluded, &settings);
+        self.alignment.method_detail.push_str(if result.converged {
+            "; then a cubic B-spline deformation inside the organ region (pinhole_intraop::deformable)"
+        } else {
+            "; the B-spline deformation asked for was not usable (see deformable.reason)"
+        });
+        self.alignment.deformable = Some(summary);
+        if result.converged {
+            self.field = Some(result.field);
+        }
+        Ok(())
+    }
+
     /// Refuses to go on from a registration that did not converge: `scans` names the two
     /// scans ("the control scan onto the planning scan"), `withheld` what is not reported.
     pub fn require_converged(&self, scans: &str, withheld: &str) -> Result<()> {
@@ -158,6 +264,7 @@ pub fn load_and_align(
     let ((planning, w1), (control, w2)) = (planning?, control?);
     let mut warnings: Vec<String> = w1.into_iter().chain(w2).collect();
     let centre = control.grid().center_lps();
+    let mut deformable_organ = None;
     let alignment = match &request.alignment {
         Alignment::Identity => fixed_alignment(
             "identity",
@@ -182,6 +289,9 @@ pub fn load_and_align(
                 Some(focus) => Some(organ_mask(focus, &planning, observer, &mut warnings)?),
                 None => None,
             };
+            deformable_organ = mask
+                .clone()
+                .filter(|_| organ.as_ref().is_some_and(|o| o.deformable));
             register_loaded(
                 &planning,
                 &control,
@@ -196,12 +306,59 @@ pub fn load_and_align(
         observer.warn(&warning);
         warnings.push(warning);
     }
+    let pending_deformable = match (&request.alignment, deformable_organ) {
+        (Alignment::Register { organ: Some(focus) }, Some(mask)) if focus.deformable => {
+            Some((focus.organ.clone(), mask))
+        }
+        _ => None,
+    };
     Ok(AlignedScans {
         planning,
         control,
         alignment,
         warnings,
+        pending_deformable,
+        field: None,
     })
+}
+
+fn deformable_summary(
+    result: &DeformableResult,
+    organ: String,
+    excluded: Option<String>,
+    settings: &DeformableSettings,
+) -> DeformableSummary {
+    let finite = |v: f64| v.is_finite().then_some(v);
+    DeformableSummary {
+        organ,
+        used: result.converged,
+        reason: result.reason.clone(),
+        grid_spacing_mm: result.field.spacing_mm(),
+        control_points: result.field.dims(),
+        ncc_rigid: finite(result.ncc_rigid),
+        ncc: finite(result.ncc),
+        max_displacement_mm: result.max_displacement_mm,
+        min_jacobian: result.min_jacobian,
+        excluded,
+        levels: result.levels.clone(),
+        method_detail: format!(
+            "cubic B-spline free-form deformation (ITK BSplineTransform convention) over the organ region's box, control points every {} mm at the end (levels: {}), normalised cross-correlation on HU clamped to [{}, {}] over planning samples in the organ region, metal and 4 mm around it excluded, regular-step gradient ascent with the gradient smoothed over the control grid; refused when it folds (Jacobian < {}), moves more than {} mm or lowers the similarity",
+            result.field.spacing_mm(),
+            settings
+                .levels
+                .iter()
+                .map(|l| match l.image_mm {
+                    Some(i) => format!("{i} mm images / {} mm grid", l.grid_mm),
+                    None => format!("the scans / {} mm grid", l.grid_mm),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            settings.clamp_hu.0,
+            settings.clamp_hu.1,
+            settings.min_jacobian,
+            settings.max_displacement_mm
+        ),
+    }
 }
 
 /// A known alignment; `centre`: the control scan's centre (LPS), whose shift is reported.
@@ -226,6 +383,7 @@ fn fixed_alignment(
         organ: None,
         levels: Vec::new(),
         method_detail: detail.to_owned(),
+        deformable: None,
     })
 }
 
@@ -261,6 +419,7 @@ fn registered(result: &RigidResult, organ: Option<String>) -> ControlAlignment {
         reason: result.reason.clone(),
         organ,
         levels: result.levels.clone(),
+        deformable: None,
         method_detail: "rigid, multi-resolution (box-averaged 6 and 3 mm levels, then the scans), normalised cross-correlation on HU clamped to [-1000, 1900], metal (>= 2000 HU) and 4 mm around it excluded, coarse translation search, regular-step gradient ascent, robust Gauss-Newton polish (pinhole_intraop::rigid)".to_owned(),
     }
 }
@@ -317,12 +476,13 @@ pub fn run(
             Ok(inputs)
         },
     );
-    let (scans, inputs) = (scans?, inputs?);
+    let (mut scans, inputs) = (scans?, inputs?);
+    scans.refine_deformable(None, observer)?;
     let picture = checkerboard(&scans);
     let report = CtRegistrationReport {
         schema_version: CtRegistrationReport::SCHEMA_VERSION,
         procedure: "control CT to planning CT".to_owned(),
-        alignment: scans.alignment,
+        alignment: scans.alignment.clone(),
         outputs: CtRegistrationOutputs {
             transform: "control_to_planning.tfm".to_owned(),
             picture: "registration.png".to_owned(),
@@ -330,9 +490,13 @@ pub fn run(
         inputs,
         version: VERSION.to_owned(),
         note: DISCLAIMER.to_owned(),
-        warnings: scans.warnings,
+        warnings: scans.warnings.clone(),
     };
-    Ok(CtRegistrationOutcome { report, picture })
+    Ok(CtRegistrationOutcome {
+        report,
+        picture,
+        field: scans.field,
+    })
 }
 
 impl CtRegistrationOutcome {
@@ -344,7 +508,11 @@ impl CtRegistrationOutcome {
 
     pub fn write(&self, out: &Path) -> Result<()> {
         write_folder(out, "ct_registration.json", &self.report, |out| {
-            write_transform(&out.join("control_to_planning.tfm"), &self.report.alignment)?;
+            write_transform_with(
+                &out.join("control_to_planning.tfm"),
+                &self.report.alignment,
+                self.field.as_ref(),
+            )?;
             write_picture(&out.join("registration.png"), &self.picture)
         })
     }
@@ -375,16 +543,51 @@ pub fn alignment_summary(a: &ControlAlignment) -> Vec<String> {
     if let Some(reason) = &a.reason {
         lines.push(format!("NOT CONVERGED: {reason}"));
     }
+    if let Some(d) = &a.deformable {
+        lines.push(match (&d.reason, d.ncc_rigid, d.ncc) {
+            (None, Some(before), Some(after)) => format!(
+                "{} deformed (B-spline, {} mm grid): NCC {before:.3} -> {after:.3}, up to {:.1} mm, Jacobian >= {:.2}",
+                d.organ, d.grid_spacing_mm, d.max_displacement_mm, d.min_jacobian
+            ),
+            (reason, _, _) => format!(
+                "deformable registration NOT used: {}",
+                reason.as_deref().unwrap_or("no result")
+            ),
+        });
+    }
     lines
 }
 
-/// Writes the alignment as an ITK transform for Slicer (control → planning).
-pub fn write_transform(path: &Path, alignment: &ControlAlignment) -> Result<()> {
-    pinhole_io::transform::write_itk_transform(
-        path,
-        &alignment.control_to_planning_lps,
-        "Pinhole: control CT -> planning CT (apply to the control scan in 3D Slicer). Not for clinical use.",
-    )?;
+/// Writes the alignment as an ITK transform for Slicer (control → planning): affine,
+/// or with `field`, a composite of the rigid transform and the B-spline deformation.
+pub fn write_transform_with(
+    path: &Path,
+    alignment: &ControlAlignment,
+    field: Option<&BSplineField>,
+) -> Result<()> {
+    let comment = "Pinhole: control CT -> planning CT (apply to the control scan in 3D Slicer). Not for clinical use.";
+    match field {
+        None => pinhole_io::transform::write_itk_transform(
+            path,
+            &alignment.control_to_planning_lps,
+            comment,
+        )?,
+        Some(field) => {
+            let spacing = field.spacing_mm();
+            pinhole_io::transform::write_itk_bspline_transform(
+                path,
+                &alignment.control_to_planning_lps,
+                &pinhole_io::transform::ItkBSpline {
+                    dims: field.dims(),
+                    origin_lps: field.origin_lps(),
+                    spacing_mm: [spacing; 3],
+                    direction: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+                    coefficients_mm: field.coefficients_mm(),
+                },
+                comment,
+            )?
+        }
+    }
     Ok(())
 }
 
@@ -397,7 +600,6 @@ fn checkerboard(scans: &AlignedScans) -> RgbPicture {
         &scans.alignment.control_to_planning_lps,
         scans.control.grid().center_lps(),
     );
-    let to_control = scans.alignment.planning_to_control_lps;
     let half = size as f64 * pixel_mm / 2.0;
     let mut rgb = vec![0u8; size * size * 3];
     for r in 0..size {
@@ -413,9 +615,7 @@ fn checkerboard(scans: &AlignedScans) -> RgbPicture {
             let hu = if square {
                 scans.planning.sample_trilinear(p)
             } else {
-                scans
-                    .control
-                    .sample_trilinear(transform_point(&to_control, p))
+                scans.control.sample_trilinear(scans.planning_to_control(p))
             };
             let o = (r * size + c) * 3;
             match hu {

@@ -150,6 +150,11 @@ pub fn run(request: &NeedleCheckRequest, observer: &dyn Observer) -> Result<Need
     if unit(sub(target, entry)).is_none() {
         return Err(Error::invalid("the plan's entry and target coincide"));
     }
+    if matches!(&request.alignment, Alignment::Register { organ: Some(f) } if f.deformable) {
+        return Err(Error::invalid(
+            "--deformable is not used by the needle check (it measures the needle's straight line in the rigid frame); use it with register-ct or confirm ablation",
+        ));
+    }
     let scans = load_and_align(
         &CtRegistrationRequest {
             planning_ct: request.planning_ct.clone(),
@@ -643,9 +648,10 @@ impl NeedleCheckOutcome {
         write_folder(out, "needle_check.json", &self.report, |out| {
             write_picture(&out.join("needle_check.png"), &self.picture)?;
             pinhole_io::markups::write_markups(&out.join("needle_check.mrk.json"), &self.markups)?;
-            crate::control_ct::write_transform(
+            crate::control_ct::write_transform_with(
                 &out.join("control_to_planning.tfm"),
                 &self.report.registration,
+                None,
             )
         })
     }

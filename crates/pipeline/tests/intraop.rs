@@ -8,7 +8,7 @@ use std::path::Path;
 
 use pinhole_io::AnyVolume;
 use pinhole_pipeline::confirm::{ConfirmRequest, ZoneInput};
-use pinhole_pipeline::control_ct::{Alignment, CtRegistrationRequest};
+use pinhole_pipeline::control_ct::{Alignment, CtRegistrationRequest, OrganFocus};
 use pinhole_pipeline::demo::{self, DataFiles};
 use pinhole_pipeline::inputs::NotCt;
 use pinhole_pipeline::verify::NeedleCheckRequest;
@@ -209,6 +209,71 @@ fn confirmation_report_for_an_eccentric_spherical_zone() {
         snapshot_value(&outcome.report, tmp.path())
     );
     outcome.write(&tmp.path().join("confirm")).unwrap();
+}
+
+/// With `--deformable`, the zone (and 5 mm around it) is left out of the deformable
+/// registration's similarity and the margin is measured through the deformation: on the
+/// same scan twice the deformation stays near zero and the analytic MAM (5 mm) holds.
+#[test]
+fn deformable_confirmation_leaves_the_zone_out_and_keeps_the_margin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (files, ct) = sample(tmp.path());
+    let zone_centre = [LIVER_LPS[0] + 3.0, LIVER_LPS[1], LIVER_LPS[2]];
+    let zone: Volume<u8> =
+        pinhole_volume::target::sphere_mask(ct.grid(), zone_centre, 16.0).map(u8::from);
+    let zone_path = tmp.path().join("zone.nii.gz");
+    pinhole_io::nifti::write(&zone_path, &AnyVolume::from(zone)).unwrap();
+    let request = ConfirmRequest {
+        pre_ct: files.ct.clone(),
+        post_ct: files.ct.clone(),
+        tumor: format!("{},{},{},8", LIVER_LPS[0], LIVER_LPS[1], LIVER_LPS[2]),
+        labels: Some(files.labels.clone()),
+        labels_table: Some(files.table.display().to_string()),
+        zone: ZoneInput::File(zone_path),
+        alignment: Alignment::Register {
+            organ: Some(OrganFocus {
+                labels: files.labels.clone(),
+                labels_table: Some(files.table.display().to_string()),
+                organ: "liver".to_owned(),
+                margin_mm: 20.0,
+                deformable: true,
+            }),
+        },
+        required_margin_mm: 5.0,
+        grid_mm: 0.5,
+        not_ct: NotCt::Refuse,
+    };
+    let outcome = pinhole_pipeline::confirm::run(&request, &Quiet).unwrap();
+    let deformable = outcome
+        .report
+        .registration
+        .deformable
+        .as_ref()
+        .expect("the deformable refinement ran");
+    assert_eq!(
+        deformable.excluded.as_deref(),
+        Some("the ablation zone and 5 mm around it")
+    );
+    assert!(deformable.used, "{:?}", deformable.reason);
+    assert!(outcome.field.is_some());
+    assert!(
+        deformable.max_displacement_mm < 0.5,
+        "{}",
+        deformable.max_displacement_mm
+    );
+    let m = &outcome.report.margin;
+    assert!(
+        (m.minimal_margin_mm - 5.0).abs() < 1.0,
+        "MAM {}",
+        m.minimal_margin_mm
+    );
+    // The transform file is the composite (rigid + B-spline).
+    outcome.write(&tmp.path().join("confirm")).unwrap();
+    let tfm = std::fs::read_to_string(tmp.path().join("confirm/post_to_pre.tfm")).unwrap();
+    assert!(
+        tfm.contains("CompositeTransform_double_3_3")
+            && tfm.contains("BSplineTransform_double_3_3")
+    );
 }
 
 /// What the post-ablation scan cannot show is said, not hidden: a post scan that ends

@@ -28,6 +28,11 @@ pub struct AlignmentArgs {
     /// Margin around --organ that the registration also uses, mm.
     #[arg(value_parser = super::finite, long, default_value_t = 20.0)]
     organ_margin_mm: f64,
+    /// After the rigid registration, deform --organ (and its margin) with a B-spline
+    /// (breathing, the needle's push); the transform file becomes an ITK composite
+    /// (rigid + B-spline) that Slicer reads. Refused by `verify needle`.
+    #[arg(long, requires = "organ")]
+    deformable: bool,
     /// Go on when a scan does not look like a CT in HU (recorded in the report).
     #[arg(long)]
     allow_non_ct: bool,
@@ -52,6 +57,7 @@ impl AlignmentArgs {
                         labels_table: labels_table.map(str::to_owned),
                         organ: organ.clone(),
                         margin_mm: self.organ_margin_mm,
+                        deformable: self.deformable,
                     })
                 }
                 _ => None,
