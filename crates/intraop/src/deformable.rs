@@ -370,6 +370,32 @@ pub fn planning_to_control_point(
     pinhole_volume::math::transform_point(planning_to_control, q)
 }
 
+/// Control point → planning point, the inverse of [`planning_to_control_point`]:
+/// `x + u(x) = control_to_planning · y`, solved by fixed-point iteration (a contraction
+/// while the deformation's gradient stays below one, which a usable field's does).
+/// `None` when it does not settle to 1 µm.
+pub fn control_to_planning_point(
+    control_to_planning: &Mat4,
+    field: Option<&BSplineField>,
+    y: Vec3,
+) -> Option<Vec3> {
+    let z = pinhole_volume::math::transform_point(control_to_planning, y);
+    let Some(field) = field else {
+        return Some(z);
+    };
+    let mut x = z;
+    for _ in 0..200 {
+        let u = field.displacement_mm(x);
+        let next = [z[0] - u[0], z[1] - u[1], z[2] - u[2]];
+        let step = pinhole_volume::math::distance(next, x);
+        x = next;
+        if step < 1e-6 {
+            return Some(x);
+        }
+    }
+    (pinhole_volume::math::distance(field.apply(x), z) < 1e-3).then_some(x)
+}
+
 /// A planning sample: where, its value and its B-spline support.
 #[derive(Debug, Clone, Copy)]
 struct OrganSample {
@@ -926,6 +952,35 @@ mod tests {
         let g = f.resampled(7.5).unwrap();
         let v = g.displacement_mm(p);
         assert!((v[0] - u[0]).abs() < 1e-9 && (v[2] - u[2]).abs() < 1e-9);
+    }
+
+    #[test]
+    fn control_to_planning_inverts_planning_to_control() {
+        let mut f = BSplineField::covering([0.0; 3], [80.0, 60.0, 50.0], 20.0).unwrap();
+        let n = f.coefficients_mm().len();
+        let coefs = (0..n)
+            .map(|i| {
+                let t = i as f64;
+                [3.0 * (0.7 * t).sin(), -2.0 * (0.3 * t).cos(), 1.0]
+            })
+            .collect();
+        f.set_coefficients_mm(coefs).unwrap();
+        // A quarter turn about z and a shift (planning → control), and its inverse.
+        let p2c = [
+            [0.0, -1.0, 0.0, 5.0],
+            [1.0, 0.0, 0.0, -3.0],
+            [0.0, 0.0, 1.0, 12.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let c2p = pinhole_volume::math::affine_inverse(&p2c).unwrap();
+        for p in [[10.0, 20.0, 30.0], [55.0, 7.0, 41.0], [-40.0, 0.0, 0.0]] {
+            let y = planning_to_control_point(&p2c, Some(&f), p);
+            let back = control_to_planning_point(&c2p, Some(&f), y).unwrap();
+            assert!(
+                pinhole_volume::math::distance(back, p) < 1e-5,
+                "{p:?} -> {back:?}"
+            );
+        }
     }
 
     #[test]

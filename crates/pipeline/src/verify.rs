@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pinhole_ablation::coverage::patient_side;
+use pinhole_intraop::deformable::{control_to_planning_point, BSplineField};
 use pinhole_intraop::needle::{detect_needle, DetectedNeedle, NeedleDetection, NeedleSearch};
 use pinhole_io::markups::{ControlPoint, Markup, MarkupKind};
 use pinhole_volume::annotate::Canvas;
@@ -137,6 +138,8 @@ pub struct NeedleCheckOutcome {
     pub report: NeedleCheckReport,
     pub picture: RgbPicture,
     pub markups: Vec<Markup>,
+    /// The deformation in use (planning frame), if any: written into the `.tfm`.
+    pub field: Option<BSplineField>,
 }
 
 /// Checks the needle.
@@ -150,12 +153,7 @@ pub fn run(request: &NeedleCheckRequest, observer: &dyn Observer) -> Result<Need
     if unit(sub(target, entry)).is_none() {
         return Err(Error::invalid("the plan's entry and target coincide"));
     }
-    if matches!(&request.alignment, Alignment::Register { organ: Some(f) } if f.deformable) {
-        return Err(Error::invalid(
-            "--deformable is not used by the needle check (it measures the needle's straight line in the rigid frame); use it with register-ct or confirm ablation",
-        ));
-    }
-    let scans = load_and_align(
+    let mut scans = load_and_align(
         &CtRegistrationRequest {
             planning_ct: request.planning_ct.clone(),
             control_ct: request.control_ct.clone(),
@@ -168,6 +166,8 @@ pub fn run(request: &NeedleCheckRequest, observer: &dyn Observer) -> Result<Need
         "the control scan onto the planning scan",
         "the needle is not measured against the plan",
     )?;
+    // Metal (and 4 mm around it) is left out of the deformable similarity already.
+    scans.refine_deformable(None, observer)?;
     let labels = match &request.labels {
         Some(p) => {
             let named = load_named_labels(
@@ -188,7 +188,7 @@ pub fn run(request: &NeedleCheckRequest, observer: &dyn Observer) -> Result<Need
     let findings = check_needle(
         &scans.planning,
         &scans.control,
-        &scans.alignment,
+        (&scans.alignment, scans.field.as_ref()),
         (entry, target),
         labels.as_ref().map(|(l, names)| (l, names)),
         observer,
@@ -225,7 +225,7 @@ pub fn run(request: &NeedleCheckRequest, observer: &dyn Observer) -> Result<Need
     let report = NeedleCheckReport {
         schema_version: NeedleCheckReport::SCHEMA_VERSION,
         procedure: "control CT needle check".to_owned(),
-        registration: scans.alignment,
+        registration: scans.alignment.clone(),
         plan_entry_lps: entry,
         plan_target_lps: target,
         found,
@@ -243,6 +243,7 @@ pub fn run(request: &NeedleCheckRequest, observer: &dyn Observer) -> Result<Need
         report,
         picture,
         markups,
+        field: scans.field,
     })
 }
 
@@ -258,14 +259,16 @@ pub struct NeedleFindings {
     pub warnings: Vec<String>,
 }
 
-/// Finds the needle in a loaded control scan aligned by `alignment` and measures it
-/// against the plan line `(entry, target)` (planning LPS); with `labels` (planning label
-/// map and its table), what the needle's line would cross. Used by `verify needle` and by
+/// Finds the needle in a loaded control scan aligned by `alignment` (rigid, and a
+/// deformation in the planning frame when given: the tip and the hub end are brought
+/// across through its inverse) and measures it against the plan line `(entry, target)`
+/// (planning LPS); with `labels` (planning label map and its table), what the needle's
+/// line would cross. Used by `verify needle` and by
 /// the guidance server for an uploaded control scan.
 pub fn check_needle(
     planning: &Volume<f32>,
     control: &Volume<f32>,
-    alignment: &ControlAlignment,
+    (alignment, field): (&ControlAlignment, Option<&BSplineField>),
     (entry, target): (Vec3, Vec3),
     labels: Option<(&Volume<u16>, &BTreeMap<u32, String>)>,
     observer: &dyn Observer,
@@ -302,10 +305,23 @@ pub fn check_needle(
         }
         NeedleDetection::Found(d) => {
             let to_planning = alignment.control_to_planning_lps;
-            let axis = unit(transform_direction(&to_planning, d.axis_lps)).unwrap_or(d.axis_lps);
+            let mut across = |y: Vec3| {
+                control_to_planning_point(&to_planning, field, y).unwrap_or_else(|| {
+                    warnings.push(format!(
+                        "the deformation could not be inverted at {y:.1?} (control scan): the rigid registration places that point"
+                    ));
+                    transform_point(&to_planning, y)
+                })
+            };
+            let tip_planning_lps = across(d.tip_lps);
+            // The axis through the deformation: from a point 10 mm back to the tip.
+            let behind = across(sub(d.tip_lps, scale(d.axis_lps, 10.0)));
+            let rigid_axis =
+                unit(transform_direction(&to_planning, d.axis_lps)).unwrap_or(d.axis_lps);
+            let axis = unit(sub(tip_planning_lps, behind)).unwrap_or(rigid_axis);
             let needle = FoundNeedle {
-                tip_planning_lps: transform_point(&to_planning, d.tip_lps),
-                hub_end_planning_lps: transform_point(&to_planning, d.hub_end_lps),
+                tip_planning_lps,
+                hub_end_planning_lps: across(d.hub_end_lps),
                 axis_planning_lps: axis,
                 in_control: d,
             };
@@ -651,7 +667,7 @@ impl NeedleCheckOutcome {
             crate::control_ct::write_transform_with(
                 &out.join("control_to_planning.tfm"),
                 &self.report.registration,
-                None,
+                self.field.as_ref(),
             )
         })
     }

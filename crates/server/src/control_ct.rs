@@ -354,7 +354,7 @@ fn check_scan(shared: &Shared, pending: &PendingScan, check: &mut ControlCheck) 
     match check_needle(
         &planning,
         &pending.scan,
-        &alignment,
+        (&alignment, None),
         (pending.entry_lps, pending.target_lps),
         labels,
         &LogObserver,

@@ -30,7 +30,8 @@ pub struct AlignmentArgs {
     organ_margin_mm: f64,
     /// After the rigid registration, deform --organ (and its margin) with a B-spline
     /// (breathing, the needle's push); the transform file becomes an ITK composite
-    /// (rigid + B-spline) that Slicer reads. Refused by `verify needle`.
+    /// (rigid + B-spline) that Slicer reads. `verify needle` brings the needle across
+    /// through it.
     #[arg(long, requires = "organ")]
     deformable: bool,
     /// Go on when a scan does not look like a CT in HU (recorded in the report).
