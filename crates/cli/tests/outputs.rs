@@ -69,7 +69,17 @@ fn absurd_parameters_are_refused_with_the_limit_named() {
         args.extend(["--out", out]);
         args
     };
-    let cases: [(Vec<&str>, &str); 8] = [
+    let mut huge_tumour = vec!["plan", "ablation", "--ct", absent, "--labels", absent];
+    huge_tumour.extend([
+        "--tumor",
+        "0,0,0,100000",
+        "--device",
+        "any",
+        "--power",
+        "60",
+    ]);
+    huge_tumour.extend(["--minutes", "5", "--out", out]);
+    let cases: [(Vec<&str>, &str); 9] = [
         (drr("--lao", "nan"), "finite"),
         (drr("--cran", "inf"), "finite"),
         (
@@ -95,6 +105,10 @@ fn absurd_parameters_are_refused_with_the_limit_named() {
         (
             vec!["replay", "--synthesize", absent, "--rate", "1e9"],
             "--rate 1000000000 Hz is outside",
+        ),
+        (
+            huge_tumour,
+            "tumour radius 100000 mm is outside the accepted range 0.1..=100 mm",
         ),
     ];
     for (args, expected) in cases {

@@ -428,8 +428,14 @@ fn us_fuse_reslices_the_ct_on_a_simulated_frame_with_its_sidecar() {
         out.to_str().unwrap(),
     ]);
     assert!(stdout.contains("NOT FOR CLINICAL USE"), "{stdout}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("fuse.json")).unwrap()).unwrap();
+    let text = std::fs::read_to_string(out.join("fuse.json")).unwrap();
+    // Regression (#25): file names only, not the folders above them (which may be named
+    // after the patient).
+    assert!(
+        !text.contains(dir.path().to_str().unwrap()),
+        "fuse.json records full paths: {text}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert!(report["note"]
         .as_str()
         .unwrap()

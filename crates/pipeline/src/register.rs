@@ -101,6 +101,10 @@ impl RegistrationRequest {
 pub struct SizedInput {
     pub path: String,
     pub bytes: Option<u64>,
+    /// SHA-256 of the file (of a DICOM folder: of its files in name order, names
+    /// included), as every other report records its inputs.
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// The nominal C-arm the registration started from.
@@ -287,12 +291,17 @@ pub fn run(request: &RegistrationRequest, observer: &dyn Observer) -> Result<Reg
         &registered,
         carm.isocenter_lps,
     );
-    let sized = |p: &Path| SizedInput {
-        path: crate::provenance::recorded_path(p),
-        bytes: std::fs::metadata(p).map(|m| m.len()).ok(),
+    let sized = |p: &Path| -> Result<SizedInput> {
+        Ok(SizedInput {
+            path: crate::provenance::recorded_path(p),
+            bytes: std::fs::metadata(p).map(|m| m.len()).ok(),
+            sha256: Some(crate::inputs::InputFile::of(p)?.sha256),
+        })
     };
-    let mut inputs = vec![sized(&request.ct), sized(&request.xray)];
-    inputs.extend(request.labels.as_deref().map(sized));
+    let mut inputs = vec![sized(&request.ct)?, sized(&request.xray)?];
+    if let Some(labels) = request.labels.as_deref() {
+        inputs.push(sized(labels)?);
+    }
     let report = RegistrationReport {
         schema_version: RegistrationReport::SCHEMA_VERSION,
         lao_deg: angles.lao_deg,

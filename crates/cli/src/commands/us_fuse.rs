@@ -201,7 +201,7 @@ pub fn fuse(args: &FuseArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     }
     let report = json!({
         "note": pinhole_pipeline::report::DISCLAIMER,
-        "frame_file": args.frame.display().to_string(),
+        "frame_file": pinhole_pipeline::provenance::recorded_path(&args.frame),
         "format": frames.format,
         "width_px": w,
         "height_px": h,
@@ -290,7 +290,10 @@ fn geometry(args: &FuseArgs, frames: &UsFrames) -> anyhow::Result<Geometry> {
     match frames.image_to_lps {
         Some(m) => Ok(Geometry {
             image_to_lps: m,
-            source: format!("{} (NIfTI geometry)", args.frame.display()),
+            source: format!(
+                "{} (NIfTI geometry)",
+                pinhole_pipeline::provenance::recorded_path(&args.frame)
+            ),
             size_px: None,
         }),
         None => bail!(
@@ -325,7 +328,7 @@ fn sidecar_geometry(path: &Path) -> anyhow::Result<Geometry> {
     };
     Ok(Geometry {
         image_to_lps,
-        source: path.display().to_string(),
+        source: pinhole_pipeline::provenance::recorded_path(path),
         size_px: size("width_px").zip(size("height_px")).map(|(w, h)| [w, h]),
     })
 }
