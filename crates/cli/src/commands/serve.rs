@@ -93,7 +93,8 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     igtl_partial_timeout_ms: u64,
     /// Disconnect an OpenIGTLink client that sends nothing for this long (seconds;
-    /// default: idle clients are kept, counting towards --max-igtl-clients).
+    /// default: on loopback idle clients are kept, counting towards --max-igtl-clients;
+    /// with --bind beyond loopback 60 s, so that other hosts cannot hold every slot).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     igtl_idle_timeout_s: Option<u64>,
     /// Largest OpenIGTLink message body accepted (MiB); a larger one closes its client.
@@ -253,6 +254,11 @@ fn count(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(min..=max)
 }
 
+/// The idle timeout of OpenIGTLink clients when the server is reachable from other hosts
+/// and none is given: idle connections from anywhere would otherwise fill
+/// `--max-igtl-clients` for good and lock the tracker out.
+const EXPOSED_IGTL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Whole milliseconds of a default duration (for a flag's default).
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -281,7 +287,10 @@ impl ServeArgs {
         } else {
             eprintln!(
                 "WARNING: --bind {ip} exposes the guidance server beyond this machine; HTTP and \
-                 WebSocket require an access token, and only {} may steer over OpenIGTLink",
+                 WebSocket require an access token, OpenIGTLink clients idle for {} s are \
+                 disconnected, and only {} may steer over OpenIGTLink",
+                self.igtl_idle_timeout_s
+                    .unwrap_or(EXPOSED_IGTL_IDLE_TIMEOUT.as_secs()),
                 if self.igtl_allow_peers.is_empty() {
                     "loopback peers (add --igtl-allow-peer for the tracker)".to_owned()
                 } else {
@@ -331,6 +340,7 @@ impl ServeArgs {
             igtl_idle_timeout: self
                 .igtl_idle_timeout_s
                 .map(Duration::from_secs)
+                .or((!ip.is_loopback()).then_some(EXPOSED_IGTL_IDLE_TIMEOUT))
                 .or(defaults.igtl_idle_timeout),
             max_buffered_body_bytes: self.max_buffered_body_mib << 20,
             write_timeout: Duration::from_millis(self.write_timeout_ms),
@@ -488,4 +498,46 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
     )?;
     println!("{}", serde_json::to_string(&summary.report())?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn config(extra: &[&str]) -> ServerConfig {
+        let mut args = vec!["serve", "--ct", "ct.nii.gz", "--labels", "l.nii.gz"];
+        args.extend(["--target", "liver", "--token", "0123456789abcdef0123"]);
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args)
+            .expect("arguments parse")
+            .serve
+            .server_config()
+            .expect("a configuration")
+    }
+
+    /// Regression (#25): beyond loopback, idle OpenIGTLink connections from any host held
+    /// every client slot for good; now they time out unless told otherwise.
+    #[test]
+    fn idle_igtl_clients_time_out_when_the_server_is_exposed() {
+        assert_eq!(
+            config(&[]).igtl_idle_timeout,
+            ServerConfig::default().igtl_idle_timeout
+        );
+        assert_eq!(
+            config(&["--bind", "0.0.0.0"]).igtl_idle_timeout,
+            Some(EXPOSED_IGTL_IDLE_TIMEOUT)
+        );
+        assert_eq!(
+            config(&["--bind", "0.0.0.0", "--igtl-idle-timeout-s", "5"]).igtl_idle_timeout,
+            Some(Duration::from_secs(5))
+        );
+    }
 }
