@@ -77,6 +77,10 @@ struct Geometry {
 }
 
 pub fn fuse(args: &FuseArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
+    super::marking_failure(&args.out, "us fuse", || fuse_frames(args, terminal))
+}
+
+fn fuse_frames(args: &FuseArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.ct_weight) {
         bail!(
             "--ct-weight {} is out of range: expected 0–1",
@@ -177,6 +181,9 @@ pub fn fuse(args: &FuseArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    // As every result folder: the report goes last, so its presence means complete.
+    let json_path = args.out.join("fuse.json");
+    remove_if_present(&json_path)?;
     let mut reslice_rgb = Vec::new();
     compose::reslice_view(&ct_grey, w, h, &overlay, &mut reslice_rgb)?;
     let mut written = Vec::new();
@@ -224,11 +231,11 @@ pub fn fuse(args: &FuseArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
         })).collect::<Vec<_>>()),
         "warnings": warnings,
     });
-    let json_path = args.out.join("fuse.json");
     pinhole_io::atomic::write_atomic(
         &json_path,
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
+    remove_if_present(&args.out.join(pinhole_pipeline::report::FAILED_MARKER))?;
     for warning in &warnings {
         terminal.warn(warning);
     }
@@ -240,6 +247,15 @@ pub fn fuse(args: &FuseArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     );
     println!("{}", pinhole_pipeline::report::DISCLAIMER);
     Ok(())
+}
+
+fn remove_if_present(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn file_name(path: &Path) -> Option<String> {
