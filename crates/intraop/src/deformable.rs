@@ -26,7 +26,7 @@
 //!   the rigid registration.
 
 use pinhole_volume::math::{Mat3, Mat4, Vec3};
-use pinhole_volume::{Mask, Volume};
+use pinhole_volume::{Grid, Mask, Volume};
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -86,8 +86,8 @@ impl Default for DeformableSettings {
                     grid_mm: 20.0,
                 },
             ],
-            samples: 120_000,
-            iterations: 60,
+            samples: 80_000,
+            iterations: 30,
             clamp_hu: (-200.0, 400.0),
             metal_hu: 2000.0,
             metal_margin_mm: 4.0,
@@ -631,18 +631,8 @@ fn mask_box(mask: &Mask) -> Option<(Vec3, Vec3)> {
     Some((low, high))
 }
 
-/// Planning voxels of `image` inside `organ` (nearest), clamped, at most `cap` of them
-/// spread evenly, with their supports in `field`.
-fn organ_samples(
-    image: &Volume<f32>,
-    clamp: (f32, f32),
-    organ: &Mask,
-    (low, high): (Vec3, Vec3),
-    field: &BSplineField,
-    cap: usize,
-) -> Vec<OrganSample> {
-    let grid = image.grid();
-    // The image's index range covering the organ's box.
+/// The index range (inclusive, clamped to the grid) covering the box `(low, high)`, LPS.
+fn index_box(grid: &Grid, (low, high): (Vec3, Vec3)) -> ([usize; 3], [usize; 3]) {
     let mut lo = [usize::MAX; 3];
     let mut hi = [0usize; 3];
     let dims = grid.dims();
@@ -662,6 +652,28 @@ fn organ_samples(
             hi[a] = hi[a].max(g);
         }
     }
+    (lo, hi)
+}
+
+/// The part of `volume` covering the box `(low, high)` widened by `margin_mm`.
+fn cropped_to(volume: &Volume<f32>, (low, high): (Vec3, Vec3), margin_mm: f64) -> Volume<f32> {
+    let wide = (low.map(|v| v - margin_mm), high.map(|v| v + margin_mm));
+    let (lo, hi) = index_box(volume.grid(), wide);
+    volume.crop(lo, std::array::from_fn(|a| hi[a] - lo[a] + 1))
+}
+
+/// Planning voxels of `image` inside `organ` (nearest), clamped, at most `cap` of them
+/// spread evenly, with their supports in `field`.
+fn organ_samples(
+    image: &Volume<f32>,
+    clamp: (f32, f32),
+    organ: &Mask,
+    (low, high): (Vec3, Vec3),
+    field: &BSplineField,
+    cap: usize,
+) -> Vec<OrganSample> {
+    let grid = image.grid();
+    let (lo, hi) = index_box(grid, (low, high));
     let data = image.data();
     let candidates: Vec<(Vec3, f64)> = (lo[2]..=hi[2])
         .into_par_iter()
@@ -773,7 +785,11 @@ pub fn register_deformable(
     let keep = usable_control(control, settings);
     let fine_control = masked(control, settings.clamp_hu, &keep);
     let image_levels: Vec<f64> = settings.levels.iter().filter_map(|l| l.image_mm).collect();
-    let planning_levels = pyramid(planning, &image_levels, Some(clamp))?;
+    // Only the organ's region of the planning scan is ever sampled: the coarse levels are
+    // built from it alone (a tenth of a chest CT for a liver).
+    let coarsest = image_levels.iter().copied().fold(0.0, f64::max);
+    let planning_region = cropped_to(planning, bounds, 2.0 * coarsest + 1.0);
+    let planning_levels = pyramid(&planning_region, &image_levels, Some(clamp))?;
     let control_levels = pyramid(&fine_control, &image_levels, None)?;
     let linear: Mat3 = std::array::from_fn(|r| std::array::from_fn(|c| planning_to_control[r][c]));
     let shift = [
