@@ -64,31 +64,43 @@ pub fn write_registration(path: &Path, matrix: &Mat4, comment: &str) -> Result<(
 /// inverse (parent → child, in LPS as ITK works), exactly as elastix's result would.
 /// [`read_registration`] reads it back as the to-parent matrix in RAS.
 pub fn write_itk_transform(path: &Path, to_parent_lps: &Mat4, comment: &str) -> Result<()> {
-    check_affine(to_parent_lps)
-        .map_err(|what| Error::new(path, ErrorKind::InvalidTransform(what)))?;
-    let inverse = affine_inverse(to_parent_lps).ok_or_else(|| {
-        Error::new(
-            path,
-            ErrorKind::InvalidTransform("the matrix is singular".to_owned()),
-        )
-    })?;
+    let inverse = resampling_affine(path, to_parent_lps)?;
+    let mut text = itk_header(comment);
+    text.push_str("#Transform 0\n");
+    push_itk_affine(&mut text, &inverse);
+    crate::atomic::write_atomic(path, text.as_bytes())
+}
+
+/// The resampling direction (parent → child) of a checked to-parent matrix.
+fn resampling_affine(path: &Path, to_parent_lps: &Mat4) -> Result<Mat4> {
+    let bad = |what: String| Error::new(path, ErrorKind::InvalidTransform(what));
+    check_affine(to_parent_lps).map_err(bad)?;
+    affine_inverse(to_parent_lps).ok_or_else(|| bad("the matrix is singular".to_owned()))
+}
+
+/// `#Insight Transform File V1.0` and `comment` as `#` lines.
+fn itk_header(comment: &str) -> String {
     let mut text = String::from("#Insight Transform File V1.0\n");
     for line in comment.lines() {
         text.push_str("# ");
         text.push_str(line);
         text.push('\n');
     }
-    text.push_str("#Transform 0\nTransform: AffineTransform_double_3_3\nParameters:");
-    for row in inverse.iter().take(3) {
+    text
+}
+
+/// An `AffineTransform_double_3_3` entry: the 3×3 matrix row-major, then the translation.
+fn push_itk_affine(text: &mut String, m: &Mat4) {
+    text.push_str("Transform: AffineTransform_double_3_3\nParameters:");
+    for row in m.iter().take(3) {
         for v in row.iter().take(3) {
             text.push_str(&format!(" {}", v + 0.0));
         }
     }
-    for row in inverse.iter().take(3) {
+    for row in m.iter().take(3) {
         text.push_str(&format!(" {}", row[3] + 0.0));
     }
     text.push_str("\nFixedParameters: 0 0 0\n");
-    crate::atomic::write_atomic(path, text.as_bytes())
 }
 
 /// A cubic B-spline displacement field as ITK's `BSplineTransform_double_3_3` stores it:
@@ -117,9 +129,7 @@ pub fn write_itk_bspline_transform(
     comment: &str,
 ) -> Result<()> {
     let bad = |what: String| Error::new(path, ErrorKind::InvalidTransform(what));
-    check_affine(to_parent_lps).map_err(bad)?;
-    let inverse =
-        affine_inverse(to_parent_lps).ok_or_else(|| bad("the matrix is singular".to_owned()))?;
+    let inverse = resampling_affine(path, to_parent_lps)?;
     let count: usize = bspline.dims.iter().product();
     if bspline.dims.iter().any(|&n| n < 4) || count != bspline.coefficients_mm.len() {
         return Err(bad(format!(
@@ -147,24 +157,10 @@ pub fn write_itk_bspline_transform(
                 .to_owned(),
         ));
     }
-    let mut text = String::from("#Insight Transform File V1.0\n");
-    for line in comment.lines() {
-        text.push_str("# ");
-        text.push_str(line);
-        text.push('\n');
-    }
+    let mut text = itk_header(comment);
     // ITK applies a composite's transforms last first: the B-spline, then the affine.
-    text.push_str("#Transform 0\nTransform: CompositeTransform_double_3_3\n");
-    text.push_str("#Transform 1\nTransform: AffineTransform_double_3_3\nParameters:");
-    for row in inverse.iter().take(3) {
-        for v in row.iter().take(3) {
-            text.push_str(&format!(" {}", v + 0.0));
-        }
-    }
-    for row in inverse.iter().take(3) {
-        text.push_str(&format!(" {}", row[3] + 0.0));
-    }
-    text.push_str("\nFixedParameters: 0 0 0\n");
+    text.push_str("#Transform 0\nTransform: CompositeTransform_double_3_3\n#Transform 1\n");
+    push_itk_affine(&mut text, &inverse);
     text.push_str("#Transform 2\nTransform: BSplineTransform_double_3_3\nParameters:");
     for axis in 0..3 {
         for c in bspline.coefficients_mm {
