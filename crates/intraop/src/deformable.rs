@@ -844,7 +844,14 @@ pub fn register_deformable(
             ));
         }
         if n + 1 == settings.levels.len() {
-            ncc_rigid = problem.evaluate(&field.zeroed(), false).ncc;
+            // The coarse levels' field may fit the scans worse than none at full
+            // resolution (nothing to deform, noise): the last level starts from the better.
+            let zero = field.zeroed();
+            ncc_rigid = problem.evaluate(&zero, false).ncc;
+            let coarse = problem.evaluate(&field, false).ncc;
+            if coarse.is_nan() || coarse < ncc_rigid {
+                field = zero;
+            }
         }
         let (level_ncc, iterations) = problem.ascend(&mut field, settings.iterations);
         ncc = level_ncc;
