@@ -199,8 +199,11 @@ pub fn register_rigid(
             ncc: eval.ncc,
         });
         // With a mask, `eval.overlap` is the share in the mask; the scans' overlap is
-        // measured without it (an organ fills only part of a control scan).
-        scan_overlap = if settings.planning_mask.is_some() {
+        // measured without it (an organ fills only part of a control scan), once, at the
+        // last level.
+        scan_overlap = if spacing.is_some() {
+            f64::NAN
+        } else if settings.planning_mask.is_some() {
             Problem {
                 mask: None,
                 ..problem

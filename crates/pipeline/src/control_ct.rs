@@ -289,9 +289,10 @@ pub fn load_and_align(
                 Some(focus) => Some(organ_mask(focus, &planning, observer, &mut warnings)?),
                 None => None,
             };
-            deformable_organ = mask
-                .clone()
-                .filter(|_| organ.as_ref().is_some_and(|o| o.deformable));
+            // Kept only when the deformable step will need it (a CT-sized mask).
+            if organ.as_ref().is_some_and(|o| o.deformable) {
+                deformable_organ = mask.clone();
+            }
             register_loaded(
                 &planning,
                 &control,
