@@ -17,5 +17,6 @@ mod error;
 pub mod margin;
 pub mod needle;
 pub mod rigid;
+mod tip_model;
 
 pub use error::IntraopError;

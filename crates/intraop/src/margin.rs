@@ -108,7 +108,9 @@ pub struct MarginMap {
     pub margin_mm: Vec<f64>,
 }
 
-/// Assesses `zone` against `tumor` (same isotropic grid).
+/// Assesses `zone` against `tumor` (same isotropic grid). A zone with no surface on the
+/// grid (it fills the grid, or has no voxel on it) gives margins of ± the grid's
+/// diagonal: finite, and at least as far as the grid can tell; callers say so.
 pub fn assess_margin(
     tumor: &Mask,
     zone: &Mask,
@@ -238,6 +240,7 @@ fn centroid(mask: &Mask) -> Vec3 {
 /// voxel-centre distances shifted by half a voxel. An empty zone is −∞ everywhere.
 fn surface_distance(zone: &Mask) -> Volume<f32> {
     let half = zone.grid().spacing_mm()[0] as f32 / 2.0;
+    let cap = grid_diagonal_mm(zone.grid()) as f32;
     let outside = distance_to(zone);
     let inside = distance_inside(zone);
     let data = outside
@@ -245,9 +248,23 @@ fn surface_distance(zone: &Mask) -> Volume<f32> {
         .par_iter()
         .zip(inside.data().par_iter())
         .zip(zone.data().par_iter())
-        .map(|((&o, &i), &z)| if z { i - half } else { -(o - half) })
+        .map(|((&o, &i), &z)| {
+            let d = if z { i - half } else { -(o - half) };
+            // A zone that fills the grid (or misses it) has no surface on it: the
+            // distance is at least the grid's size, and must stay a number.
+            d.clamp(-cap, cap)
+        })
         .collect();
     Volume::new(zone.grid().clone(), data).unwrap_or(outside)
+}
+
+/// The length of the grid's diagonal, from first to last voxel centre plus a voxel.
+fn grid_diagonal_mm(grid: &pinhole_volume::Grid) -> f64 {
+    let (d, s) = (grid.dims(), grid.spacing_mm());
+    (0..3)
+        .map(|a| (d[a] as f64 * s[a]).powi(2))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Area-weighted percentiles.

@@ -1,4 +1,5 @@
 //! Integration tests of pinhole-intraop.
 mod deformable;
+mod margin;
 mod needle;
 mod rigid;

@@ -14,7 +14,7 @@ use pinhole_intraop::margin::{
 };
 use pinhole_io::labels::{LabelEntry, LabelTable};
 use pinhole_volume::annotate::Canvas;
-use pinhole_volume::math::{transform_point, Mat4, Vec3, IDENTITY4};
+use pinhole_volume::math::{Vec3, IDENTITY4};
 use pinhole_volume::target::{sphere_mask, TargetSpec};
 use pinhole_volume::{components, dilate, Grid, Mask, Volume};
 use schemars::JsonSchema;
@@ -202,7 +202,7 @@ pub fn run(request: &ConfirmRequest, observer: &dyn Observer) -> Result<ConfirmO
         &zone_post,
         scans.control.grid(),
         &tumor,
-        &scans.alignment.planning_to_control_lps,
+        |x| scans.planning_to_control(x),
     ));
     let zone = warp_mask_by(&zone_post, &grid, |x| scans.planning_to_control(x));
     let settings = MarginSettings {
@@ -212,6 +212,11 @@ pub fn run(request: &ConfirmRequest, observer: &dyn Observer) -> Result<ConfirmO
     let (margin, map) = step(observer, "measuring the margins", || {
         assess_margin(&tumor, &zone, &settings)
     })?;
+    if !zone.data().iter().any(|&b| b) {
+        warnings.push(format!(
+            "the ablation zone, brought into the pre-ablation frame, does not reach within {pad_mm:.0} mm of the tumour: nothing of the tumour is covered and the margin is more negative than the analysis can measure"
+        ));
+    }
     if margin.minimal_margin_mm > pad_mm - 1.0 {
         warnings.push(format!(
             "the margin exceeds the {pad_mm:.0} mm the analysis looked at around the tumour: the MAM is at least that"
@@ -345,8 +350,14 @@ fn tumor_mask(
     ))
 }
 
-/// Warnings about what the post-ablation scan cannot show.
-fn zone_warnings(zone_post: &Mask, post: &Grid, tumor: &Mask, pre_to_post: &Mat4) -> Vec<String> {
+/// Warnings about what the post-ablation scan cannot show; `pre_to_post` maps a point
+/// through the registration in use (rigid, or with its deformation).
+fn zone_warnings(
+    zone_post: &Mask,
+    post: &Grid,
+    tumor: &Mask,
+    pre_to_post: impl Fn(Vec3) -> Vec3,
+) -> Vec<String> {
     let mut warnings = Vec::new();
     let edges = zone_post.scan_edges_touched();
     if !edges.is_empty() {
@@ -359,10 +370,7 @@ fn zone_warnings(zone_post: &Mask, post: &Grid, tumor: &Mask, pre_to_post: &Mat4
     let (mut total, mut outside) = (0usize, 0usize);
     for (o, _) in tumor.data().iter().enumerate().filter(|(_, &b)| b) {
         total += 1;
-        let p = transform_point(
-            pre_to_post,
-            g.index_to_world(g.index_of_offset(o).map(|v| v as f64)),
-        );
+        let p = pre_to_post(g.index_to_world(g.index_of_offset(o).map(|v| v as f64)));
         if post.world_to_voxel(p).is_none() {
             outside += 1;
         }

@@ -328,3 +328,60 @@ fn confirmation_warns_about_what_the_post_scan_cuts_off() {
         report.margin.coverage_tumor_pct
     );
 }
+
+/// A deformation that cannot be used is reported (reason, warning) and the rigid
+/// registration stays in use: here the ablation zone given fills the whole post scan,
+/// and the zone (with 5 mm around it) is left out of the deformable similarity, so no
+/// organ voxel is left to drive it.
+#[test]
+fn unusable_deformation_is_reported_and_the_rigid_registration_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (files, ct) = sample(tmp.path());
+    let zone = Volume::<u8>::filled(ct.grid().clone(), 1);
+    let zone_path = tmp.path().join("zone.nii.gz");
+    pinhole_io::nifti::write(&zone_path, &AnyVolume::from(zone)).unwrap();
+    let request = ConfirmRequest {
+        pre_ct: files.ct.clone(),
+        post_ct: files.ct.clone(),
+        tumor: format!("{},{},{},8", LIVER_LPS[0], LIVER_LPS[1], LIVER_LPS[2]),
+        labels: Some(files.labels.clone()),
+        labels_table: Some(files.table.display().to_string()),
+        zone: ZoneInput::File(zone_path),
+        alignment: Alignment::Register {
+            organ: Some(OrganFocus {
+                labels: files.labels.clone(),
+                labels_table: Some(files.table.display().to_string()),
+                organ: "liver".to_owned(),
+                margin_mm: 20.0,
+                deformable: true,
+            }),
+        },
+        required_margin_mm: 5.0,
+        grid_mm: 1.0,
+        not_ct: NotCt::Refuse,
+    };
+    let outcome = pinhole_pipeline::confirm::run(&request, &Quiet).unwrap();
+    let registration = &outcome.report.registration;
+    assert!(registration.converged, "{:?}", registration.reason);
+    let deformable = registration
+        .deformable
+        .as_ref()
+        .expect("the refinement ran");
+    assert!(!deformable.used);
+    let reason = deformable.reason.as_deref().expect("a reason");
+    assert!(reason.contains("samples of the organ"), "{reason}");
+    assert!(
+        outcome
+            .report
+            .warnings
+            .iter()
+            .any(|w| w.contains("deformable registration not used") && w.contains(reason)),
+        "{:?}",
+        outcome.report.warnings
+    );
+    assert!(outcome.field.is_none());
+    // The transform written is the rigid one alone.
+    outcome.write(&tmp.path().join("confirm")).unwrap();
+    let tfm = std::fs::read_to_string(tmp.path().join("confirm/post_to_pre.tfm")).unwrap();
+    assert!(!tfm.contains("BSplineTransform"), "{tfm}");
+}
