@@ -209,7 +209,7 @@ def nrrd_seeds():
         NRRD_HEADER.format(encoding="raw", extra="data file: image.raw\n\n").encode() + NRRD_SEPARATOR + payload)
     put("nrrd_detached", "ct_4x4x2_gzip",
         NRRD_HEADER.format(encoding="gzip", extra="data file: image.raw.gz\n\n").encode() + NRRD_SEPARATOR + gz(payload))
-    # No blank line after the last field (allowed in a detached header; refused today).
+    # No blank line after the last field (allowed in a detached header: FUZZING.md finding 3).
     put("nrrd_detached", "ct_4x4x2_datafile_spelling",
         NRRD_HEADER.format(encoding="raw", extra="datafile: ./image.raw\nbyte skip: 2\n").encode() + NRRD_SEPARATOR + b"\0\0" + payload)
 
@@ -224,11 +224,22 @@ def igtl_seeds():
     names = ["test_transform_message.bin", "test_status_message.bin", "test_string_message.bin",
              "test_position_message.bin", "test_transform_message_Format2.bin", "test_command_messageFormat2.bin"]
     msgs = [open(os.path.join(SHARED, "openigtlink", n), "rb").read() for n in names]
-    put("igtl_stream", "six_messages_chunk7", bytes([6]) + b"".join(msgs))
-    put("igtl_stream", "six_messages_chunk64", bytes([63]) + b"".join(msgs))
-    put("igtl_stream", "image_then_transform_chunk1",
-        bytes([0]) + open(os.path.join(SHARED, "openigtlink", "test_image_message.bin"), "rb").read() + msgs[0])
-    put("igtl_stream", "transform_then_half_a_status", bytes([13]) + msgs[0] + msgs[1][:70])
+    # The same streams for the server's own reader (igtl_server_frames: a first byte
+    # under 64 also means a 1 MiB budget and the CRC checked).
+    for target in ["igtl_stream", "igtl_server_frames"]:
+        put(target, "six_messages_chunk7", bytes([6]) + b"".join(msgs))
+        put(target, "six_messages_chunk64", bytes([63]) + b"".join(msgs))
+        put(target, "image_then_transform_chunk1",
+            bytes([0]) + open(os.path.join(SHARED, "openigtlink", "test_image_message.bin"), "rb").read() + msgs[0])
+        put(target, "transform_then_half_a_status", bytes([13]) + msgs[0] + msgs[1][:70])
+    # The server's body buffer grows past its first 64 KiB only for larger bodies: a
+    # header claiming 150,000 bytes with 70,000 sent. First byte 0x40 | 63: 64-byte reads
+    # and the 100,000-byte budget, which the second growth exceeds (bit 6 cleared: the
+    # 1 MiB budget, the buffer grows, then the stream ends inside the body).
+    claim = bytearray(msgs[0][:58])
+    claim[42:50] = struct.pack(">Q", 150000)
+    put("igtl_server_frames", "transform_then_150k_claim_70k_sent_small_budget",
+        bytes([0x40 | 63]) + msgs[0] + bytes(claim) + bytes(i % 251 for i in range(70000)))
 
 
 # ------------------------------------------------------------------ text formats

@@ -86,7 +86,7 @@ mkdir -p "$log_dir"
 max_len() {
   case "$1" in
     dicom_file | dicom_series | xray_image | nifti | nrrd | nrrd_detached | plan_json | markups) echo 1048576 ;;
-    igtl_decode | igtl_stream) echo 262144 ;;
+    igtl_decode | igtl_stream | igtl_server_frames) echo 262144 ;;
     *) echo 65536 ;;
   esac
 }

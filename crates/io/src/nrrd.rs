@@ -142,10 +142,7 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Header, ErrorKind> {
             "no NRRD magic (NRRD000x)".into(),
         ));
     }
-    let search = &bytes[..bytes.len().min(MAX_HEADER_BYTES)];
-    let end = find_blank_line(search).ok_or_else(|| {
-        ErrorKind::Truncated("NRRD header has no blank line before the data".into())
-    })?;
+    let end = header_end(bytes)?;
     let text = std::str::from_utf8(&bytes[..end.0])
         .map_err(|_| invalid("NRRD header is not UTF-8 text"))?;
     let mut fields = std::collections::HashMap::new();
@@ -229,6 +226,38 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Header, ErrorKind> {
         origin,
         ras,
         key_values,
+    })
+}
+
+/// (end of header text, start of attached data): the first empty line; without one, the
+/// end of the file when the header names a detached data file (the NRRD format lets a
+/// detached header end at the end of its file; only attached data needs the blank line).
+fn header_end(bytes: &[u8]) -> std::result::Result<(usize, usize), ErrorKind> {
+    let search = &bytes[..bytes.len().min(MAX_HEADER_BYTES)];
+    if let Some(end) = find_blank_line(search) {
+        return Ok(end);
+    }
+    let whole_detached_header =
+        bytes.len() <= MAX_HEADER_BYTES && std::str::from_utf8(bytes).is_ok_and(names_data_file);
+    if whole_detached_header {
+        return Ok((bytes.len(), bytes.len()));
+    }
+    Err(ErrorKind::Truncated(
+        "NRRD header has no blank line before the data".into(),
+    ))
+}
+
+/// Whether header `text` has a `data file:` (or `datafile:`) field, read the way
+/// [`parse_header`] reads its lines.
+fn names_data_file(text: &str) -> bool {
+    text.lines().skip(1).any(|line| {
+        let line = line.trim_end_matches('\r');
+        !line.starts_with('#')
+            && !line.contains(":=")
+            && line.split_once(": ").is_some_and(|(k, _)| {
+                let key = k.trim().to_ascii_lowercase();
+                key == "data file" || key == "datafile"
+            })
     })
 }
 

@@ -84,3 +84,56 @@ fn custom_fields_survive_a_round_trip() {
     assert_eq!(back.key_values, kv);
     assert_eq!(back.volume, v);
 }
+
+/// A 3×2×2 `short` volume's detached header naming `image.raw`, without the blank line
+/// that ends an attached header (`ending`: what follows the last field).
+fn detached_header_without_blank_line(ending: &str) -> String {
+    format!(
+        "NRRD0004\n# no blank line: the header ends at the end of its file\ntype: short\n\
+         dimension: 3\nspace: left-posterior-superior\nsizes: 3 2 2\n\
+         space directions: (0.5,0,0) (0,0.75,0) (0,0,2.5)\nspace origin: (-10,20.5,30)\n\
+         endian: little\nencoding: raw\ndata file: image.raw{ending}"
+    )
+}
+
+/// Regression (FUZZING.md finding 3): a detached header may end at the end of its file.
+#[test]
+fn detached_header_may_end_at_the_end_of_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: [i16; 12] = [-1000, -3, 0, 7, 40, 1200, -32768, 32767, 5, 6, 9, 11];
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.path().join("image.raw"), &data).unwrap();
+    for ending in ["\n", "", "\r\n"] {
+        let header = dir.path().join("image.nhdr");
+        std::fs::write(&header, detached_header_without_blank_line(ending)).unwrap();
+        let read = nrrd::read(&header).unwrap_or_else(|e| panic!("ending {ending:?}: {e}"));
+        let pinhole_io::AnyVolume::I16(volume) = &read else {
+            panic!("ending {ending:?}: read as {:?}", read.scalar_type());
+        };
+        assert_eq!(volume.data(), values.as_slice(), "ending {ending:?}");
+        let grid = read.grid();
+        assert_eq!(grid.dims(), [3, 2, 2]);
+        assert_eq!(grid.spacing_mm(), [0.5, 0.75, 2.5]);
+        assert_eq!(grid.origin_lps(), [-10.0, 20.5, 30.0]);
+        assert_eq!(grid.orientation_code(), "LPS");
+    }
+}
+
+/// An attached header still needs its blank line: without it, where the data starts is
+/// unknown, and the reader says so.
+#[test]
+fn attached_header_without_blank_line_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("attached.nrrd");
+    let mut bytes = b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 1 1\nencoding: raw\n".to_vec();
+    bytes.extend_from_slice(&[0, 7]);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = nrrd::read(&path).expect_err("attached header without a blank line");
+    assert!(
+        err.to_string()
+            .contains("NRRD header has no blank line before the data"),
+        "{err}"
+    );
+    let err = nrrd::read_bytes(&bytes).expect_err("in memory");
+    assert!(matches!(err, pinhole_io::ErrorKind::Truncated(_)), "{err}");
+}

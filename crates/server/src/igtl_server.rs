@@ -45,9 +45,9 @@ use pinhole_igtl::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::{log, Relay, Shared, Update};
+use crate::{log, Relay, ServerConfig, Shared, Update};
 use pinhole_guidance::pose::{plan_to_ras, Mat4};
 use pinhole_guidance::GuidanceMetrics;
 
@@ -167,7 +167,7 @@ async fn client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u6
 }
 
 /// Why a frame could not be read.
-enum FrameError {
+pub(crate) enum FrameError {
     Igtl(IgtlError),
     /// The peer stopped in the middle of a message, or stayed silent too long.
     TimedOut(String),
@@ -197,21 +197,53 @@ async fn read_some<R: AsyncRead + Unpin>(
     }
 }
 
+/// A body's buffer starts at this size (or BODY_SIZE, if smaller), then doubles.
+pub(crate) const BODY_FIRST_GROWTH_BYTES: usize = 64 * 1024;
+
+/// What [`read_frame`] needs of the server's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameLimits {
+    /// Largest BODY_SIZE accepted (`decode.max_body_bytes`).
+    pub(crate) max_body_bytes: u64,
+    /// Silence allowed between messages (`igtl_idle_timeout`; `None`: forever).
+    pub(crate) idle_timeout: Option<Duration>,
+    /// Silence allowed in the middle of a message (`igtl_partial_timeout`).
+    pub(crate) partial_timeout: Duration,
+    /// Size of the shared body budget, for the refusal's message
+    /// (`max_buffered_body_bytes`).
+    pub(crate) max_buffered_body_bytes: u64,
+}
+
+impl FrameLimits {
+    pub(crate) fn from_config(cfg: &ServerConfig) -> Self {
+        Self {
+            max_body_bytes: cfg.decode.max_body_bytes,
+            idle_timeout: cfg.igtl_idle_timeout,
+            partial_timeout: cfg.igtl_partial_timeout,
+            max_buffered_body_bytes: cfg.max_buffered_body_bytes,
+        }
+    }
+}
+
+/// A frame as read: its header, its body (BODY_SIZE bytes) and the budget its buffer
+/// holds (`None` for an empty body), released when the frame is dropped.
+pub(crate) type Frame = (Header, Vec<u8>, Option<OwnedSemaphorePermit>);
+
 /// Reads one frame: `Ok(None)` on a clean end between messages. The body's bytes are
-/// paid for from the shared budget as its buffer grows (never beyond BODY_SIZE, never
+/// paid for from the shared `budget` as its buffer grows (never beyond BODY_SIZE, never
 /// from the claim alone); the permit is returned with the frame and released with it.
-async fn read_frame<R: AsyncRead + Unpin>(
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     rd: &mut R,
-    shared: &Shared,
-) -> Result<Option<(Header, Vec<u8>, Option<OwnedSemaphorePermit>)>, FrameError> {
-    let cfg = &shared.config;
-    let max_body = cfg.decode.max_body_bytes;
-    let partial = Some(cfg.igtl_partial_timeout);
+    limits: &FrameLimits,
+    budget: &Arc<Semaphore>,
+) -> Result<Option<Frame>, FrameError> {
+    let max_body = limits.max_body_bytes;
+    let partial = Some(limits.partial_timeout);
     let mut head = [0u8; HEADER_SIZE];
     let mut got = 0;
     while got < HEADER_SIZE {
         let (limit, what) = if got == 0 {
-            (cfg.igtl_idle_timeout, "silent")
+            (limits.idle_timeout, "silent")
         } else {
             (partial, "stopped in the middle of a message header")
         };
@@ -248,16 +280,18 @@ async fn read_frame<R: AsyncRead + Unpin>(
     while body.len() < total {
         if body.len() == body.capacity() {
             // Grow by doubling, capped at BODY_SIZE, paying for the growth first.
-            let new_cap = (body.capacity() * 2).max(64 * 1024).min(total);
+            let new_cap = (body.capacity() * 2)
+                .max(BODY_FIRST_GROWTH_BYTES)
+                .min(total);
             let extra = new_cap - body.capacity();
             let granted = u32::try_from(extra)
                 .ok()
-                .and_then(|n| shared.body_budget.clone().try_acquire_many_owned(n).ok());
+                .and_then(|n| budget.clone().try_acquire_many_owned(n).ok());
             let Some(granted) = granted else {
                 return Err(FrameError::Budget(format!(
                     "a {body_size}-byte message would take the bytes that all clients may have \
                      in flight over {} (max_buffered_body_bytes)",
-                    cfg.max_buffered_body_bytes
+                    limits.max_buffered_body_bytes
                 )));
             };
             match &mut permit {
@@ -267,13 +301,13 @@ async fn read_frame<R: AsyncRead + Unpin>(
             body.reserve_exact(new_cap - body.len());
         }
         // Reads at most the spare capacity, which never exceeds what BODY_SIZE is left.
-        let n = match tokio::time::timeout(cfg.igtl_partial_timeout, rd.read_buf(&mut body)).await {
+        let n = match tokio::time::timeout(limits.partial_timeout, rd.read_buf(&mut body)).await {
             Ok(r) => r?,
             Err(_) => {
                 return Err(FrameError::TimedOut(format!(
                     "stopped in the middle of a message body ({} of {body_size} bytes) for {:?}",
                     body.len(),
-                    cfg.igtl_partial_timeout
+                    limits.partial_timeout
                 )))
             }
         };
@@ -301,8 +335,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut consecutive_errors = 0u32;
     let mut unknown_seen: Vec<String> = Vec::new();
     let mut us_refusal_logged = false;
+    let limits = FrameLimits::from_config(cfg);
     loop {
-        let (header, body, _budget) = match read_frame(&mut rd, shared).await {
+        let frame = read_frame(&mut rd, &limits, &shared.body_budget).await;
+        let (header, body, _budget) = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => return "closed by peer".to_owned(),
             Err(FrameError::Igtl(e)) => {
@@ -324,17 +360,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         };
         stats.messages_in.fetch_add(1, Ordering::Relaxed);
-        let decoded = if cfg.decode.verify_crc && crc64(&body) != header.crc {
-            Err(IgtlError::CrcMismatch {
-                expected: header.crc,
-                computed: crc64(&body),
-                type_name: header.type_name.clone(),
-                device_name: header.device_name.clone(),
-            })
-        } else {
-            Message::from_parts(&header, &body)
-        };
-        let message = match decoded {
+        let message = match decode_frame(&header, &body, cfg.decode.verify_crc) {
             Ok(m) => {
                 consecutive_errors = 0;
                 m
@@ -375,6 +401,24 @@ async fn read_loop<R: AsyncRead + Unpin>(
             &mut unknown_seen,
             &mut us_refusal_logged,
         );
+    }
+}
+
+/// A frame's message: its CRC checked (with `verify_crc`), then its body decoded.
+pub(crate) fn decode_frame(
+    header: &Header,
+    body: &[u8],
+    verify_crc: bool,
+) -> Result<Message, IgtlError> {
+    if verify_crc && crc64(body) != header.crc {
+        Err(IgtlError::CrcMismatch {
+            expected: header.crc,
+            computed: crc64(body),
+            type_name: header.type_name.clone(),
+            device_name: header.device_name.clone(),
+        })
+    } else {
+        Message::from_parts(header, body)
     }
 }
 

@@ -32,6 +32,10 @@
 
 pub mod control_ct;
 pub mod fusion;
+/// The OpenIGTLink frame reader driven over bytes in memory, for the fuzz target
+/// `igtl_server_frames` and the tests; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod igtl_server;
 mod newest;

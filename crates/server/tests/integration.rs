@@ -8,6 +8,7 @@ mod common;
 mod chest;
 mod control_ct;
 mod faults;
+mod frame_reader;
 mod geometry;
 mod http;
 mod interop;
