@@ -276,6 +276,21 @@ try {
   if (!/\d+\.\d mm/.test(panel.tipToTarget)) fail(`guidance panel shows no distance: ${JSON.stringify(panel)}`)
   if (!/^(clear|.+ in \d+\.\d mm)$/.test(panel.ahead)) fail(`guidance panel shows no trajectory look-ahead: ${JSON.stringify(panel)}`)
 
+  // Who steers the session: the replay's client is the tracking source, listed under the
+  // warnings with its client, peer and device (the list refreshes every 5 s).
+  await waitFor(
+    page,
+    () => [...document.querySelectorAll('#source-events li')].some((li) => /tracking source: .+ \(client \d+, 127\.0\.0\.1:\d+, .+\)$/.test(li.textContent)),
+    'the tracking source in the viewer\'s source events',
+    null,
+    30_000,
+  )
+  const sourceEvents = await page.evaluate(() => ({
+    items: [...document.querySelectorAll('#source-events li')].map((li) => li.textContent),
+    title: document.getElementById('warnings-title').textContent,
+  }))
+  if (!/\d+ source events?/.test(sourceEvents.title)) fail(`the banner does not count the source events: ${JSON.stringify(sourceEvents)}`)
+
   const orientation = await checkOrientation(page)
   const background = await checkTransparentBackground(page)
   const lines = await checkLinesOnlyNearTheirSlices(page)
@@ -296,7 +311,7 @@ try {
   const errors = await page.evaluate(() => window.pinhole.errors)
   consoleErrors.push(...errors)
   if (consoleErrors.length > 0) fail(`console errors:\n${consoleErrors.join('\n')}`)
-  console.log(JSON.stringify({ ok: true, url, needle_moved_mm: moved, panel, orientation, background, lines, warnings, drr }))
+  console.log(JSON.stringify({ ok: true, url, needle_moved_mm: moved, panel, source_events: sourceEvents, orientation, background, lines, warnings, drr }))
 } finally {
   await browser.close()
   demo.kill('SIGINT')

@@ -42,6 +42,7 @@ fn serve_and_replay_synthesized_insertion() {
             seg.to_str().unwrap(),
         ])
         .args(["--target", "liver:deepest"])
+        .args(["--registration-device", "TrackerToRAS"])
         .args([
             "--igtl-port",
             &igtl.to_string(),
@@ -116,6 +117,28 @@ fn serve_and_replay_synthesized_insertion() {
         ("guidance-metrics", &metrics_file),
     ]);
 
+    // The registration comes only under the device name given (`--registration-device`):
+    // `ReferenceToRAS` is not one here; `TrackerToRAS` is, and its change is logged.
+    send_transforms(igtl, &[("ReferenceToRAS", 40.0), ("TrackerToRAS", 5.0)]);
+    let end = Instant::now() + Duration::from_secs(10);
+    let registrations = loop {
+        let session: serde_json::Value =
+            serde_json::from_str(&http_get(http, "/api/session")).unwrap();
+        let found: Vec<serde_json::Value> = session["source_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "registration")
+            .cloned()
+            .collect();
+        if !found.is_empty() || Instant::now() > end {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(registrations.len(), 1, "{registrations:?}");
+    assert_eq!(registrations[0]["device"], "TrackerToRAS");
+
     // Ctrl-C ends cleanly.
     let status = Command::new("kill")
         .args(["-INT", &serve.id().to_string()])
@@ -139,7 +162,7 @@ fn serve_and_replay_synthesized_insertion() {
         .unwrap();
     assert!(exit.success(), "{stderr}");
     assert!(
-        stderr.contains("stopped: 1 client(s) served, 50 update(s)"),
+        stderr.contains("stopped: 2 client(s) served, 50 update(s)"),
         "{stderr}"
     );
 
@@ -159,6 +182,24 @@ fn serve_and_replay_synthesized_insertion() {
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(text.starts_with("# Not for clinical use"));
     assert_eq!(text.lines().count(), 2 + 10);
+}
+
+/// Sends a TRANSFORM per (device name, x translation in mm) over OpenIGTLink, then
+/// closes the connection.
+fn send_transforms(port: u16, transforms: &[(&str, f64)]) {
+    use pinhole_igtl::{encode, Body, Message, Transform};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    for &(device, x_mm) in transforms {
+        let m = [
+            [1.0, 0.0, 0.0, x_mm],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let msg = Message::new(device, Body::Transform(Transform::from_matrix(&m)));
+        s.write_all(&encode(&msg).unwrap()).unwrap();
+    }
+    s.flush().unwrap();
 }
 
 /// `GET` returning (headers, body bytes) of a `Connection: close` response.

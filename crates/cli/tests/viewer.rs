@@ -1,7 +1,8 @@
 //! The README's first command end to end in real headless Chromium (Debian `chromium`,
 //! `playwright-core`; `.ci/run` installs both and builds `web/dist`): `pinhole demo
 //! --no-open` serves the viewer, the CT loads in NiiVue, the needle marker moves while
-//! the replay runs, the guidance panel shows a distance, a new C-arm angle gives a new
+//! the replay runs, the guidance panel shows a distance, the replay's client is listed as
+//! the tracking source (the steering log), a new C-arm angle gives a new
 //! DRR, and the browser console stays free of errors (`web/e2e/demo.mjs`). And the live
 //! ultrasound panel: `pinhole serve` on the same sample CT, a simulated sweep (`pinhole us
 //! sweep`) replayed by `pinhole replay --sequence` while the page is open, the panel
@@ -49,6 +50,14 @@ fn demo_viewer_works_in_headless_chromium() {
         .as_str()
         .unwrap()
         .ends_with("mm"));
+    // The steering log reaches the viewer: the replay's client is the tracking source.
+    let events = summary["source_events"]["items"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("tracking source")),
+        "{summary}"
+    );
     assert!(
         std::fs::metadata(out.path().join("viewer.png"))
             .unwrap()

@@ -33,6 +33,11 @@ pub struct ServeArgs {
     /// Device name of the tracked needle (TRANSFORM, POSITION or TDATA item).
     #[arg(long, default_value = "NeedleTipToReference")]
     needle_device: String,
+    /// Device name of a registration sent over OpenIGTLink (TRANSFORM, tracker
+    /// Reference → RAS); every change is logged with its peer (`/api/session`
+    /// `source_events`).
+    #[arg(long, default_value = "ReferenceToRAS")]
+    registration_device: String,
     /// Device name of tracked ultrasound frames (IMAGE, 8-bit, one slice, in the tracker
     /// Reference frame): each is answered with the CT and labels resliced on it (IMAGE
     /// CTReslice, LabelReslice) and the needle metrics gain `us_plane`.
@@ -351,6 +356,7 @@ impl ServeArgs {
             http_addr: Some(SocketAddr::new(ip, self.http_port)),
             static_dir: self.static_dir.clone().or_else(super::demo::find_web_dist),
             needle_device: self.needle_device.clone(),
+            registration_device: self.registration_device.clone(),
             us_device: self.us_device.clone(),
             decode: pinhole_igtl::DecodeOptions {
                 verify_crc: !self.no_crc_check,
@@ -380,6 +386,7 @@ pub fn serve(session: Session, config: ServerConfig) -> anyhow::Result<()> {
         );
     }
     let needle_device = config.needle_device.clone();
+    let registration_device = config.registration_device.clone();
     let token_query = config
         .token
         .as_ref()
@@ -387,7 +394,9 @@ pub fn serve(session: Session, config: ServerConfig) -> anyhow::Result<()> {
         .unwrap_or_default();
     let stats = pinhole_server::serve_until_ctrl_c(session, config, |igtl, http| {
         eprintln!("Pinhole guidance server (NOT FOR CLINICAL USE)");
-        eprintln!("  OpenIGTLink: {igtl}  (needle: TRANSFORM {needle_device})");
+        eprintln!(
+            "  OpenIGTLink: {igtl}  (needle: TRANSFORM {needle_device}; registration: TRANSFORM {registration_device})"
+        );
         if let Some(h) = http {
             println!("Viewer: http://{h}/{token_query}");
             eprintln!("  HTTP API: http://{h}/api/session  WebSocket: ws://{h}/ws/guidance");
