@@ -202,6 +202,10 @@ fn convert_nifti_to_nrrd_keeps_geometry_and_values() {
 fn demo_runs_on_the_embedded_sample() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
+    // An earlier run that failed left its marker: a complete run removes it.
+    std::fs::create_dir_all(&out).unwrap();
+    let marker = out.join("pinhole-failed.txt");
+    std::fs::write(&marker, "an earlier run failed\n").unwrap();
     let stdout = pinhole_ok(&[
         "demo",
         "--no-open",
@@ -209,6 +213,7 @@ fn demo_runs_on_the_embedded_sample() {
         "--out",
         out.to_str().unwrap(),
     ]);
+    assert!(!marker.exists(), "the stale failure marker stayed");
     assert!(stdout.contains("NOT FOR CLINICAL USE"));
     assert!(stdout.contains("liver"), "{stdout}");
     assert!(out.join("ct.nrrd").exists());
@@ -266,6 +271,27 @@ fn demo_runs_on_the_embedded_sample() {
         .unwrap();
     assert!(!checked.status.success());
     assert!(String::from_utf8_lossy(&checked.stderr).contains("'note' is a required property"));
+}
+
+/// Regression: a demo that failed while writing its files left no sign of it beside
+/// an earlier run's files.
+#[test]
+fn demo_that_fails_while_writing_leaves_a_failure_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    // `ct.nrrd` cannot be written: a folder has its name.
+    std::fs::create_dir_all(out.join("ct.nrrd")).unwrap();
+    let run = pinhole(&[
+        "demo",
+        "--no-open",
+        "--no-serve",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    let marker = std::fs::read_to_string(out.join("pinhole-failed.txt")).unwrap();
+    assert!(marker.contains("demo"), "{marker}");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("this run failed"));
 }
 
 #[test]

@@ -40,6 +40,43 @@ pub fn run(args: &DemoArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     describe(&data);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    // A failure while writing leaves a marker (an earlier run's files are not this
+    // run's); a complete set of files removes an earlier run's marker.
+    let mut written = None;
+    super::marking_failure(&args.out, "demo", || {
+        written = Some(write_files(args, &data, terminal)?);
+        super::remove_if_present(&args.out.join(pinhole_pipeline::report::FAILED_MARKER))
+    })?;
+    let Some(Written {
+        files,
+        story,
+        ct_hu,
+        sweep,
+    }) = written
+    else {
+        anyhow::bail!("the demo's files were not written");
+    };
+    if args.no_serve {
+        println!("{DISCLAIMER}");
+        return Ok(());
+    }
+    serve_with_replay(args, &data, &files, story, (ct_hu, sweep), terminal)
+}
+
+/// What the demo wrote and planned before serving.
+struct Written {
+    files: DataFiles,
+    story: Story,
+    ct_hu: pinhole_volume::Volume<f32>,
+    sweep: Option<pinhole_io::sequence::TrackedSequence>,
+}
+
+/// The sample's files, every procedure planned, and the ultrasound sweep.
+fn write_files(
+    args: &DemoArgs,
+    data: &DemoData,
+    terminal: &dyn Observer,
+) -> anyhow::Result<Written> {
     let ct_out = args.out.join("ct.nrrd");
     pinhole_io::open::write_volume(&ct_out, &data.ct)?;
     let seg_out = args.out.join("labels.seg.nrrd");
@@ -50,22 +87,23 @@ pub fn run(args: &DemoArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
         seg_out.display()
     );
     let drr_out = args.out.join("fluoro_frontal.png");
-    demo::write_frontal_drr(&data, &drr_out)?;
+    demo::write_frontal_drr(data, &drr_out)?;
     println!(
         "wrote {} (simulated frontal fluoroscopy, LAO 0 / CRAN 0, organs overlaid)",
         drr_out.display()
     );
-    let files = demo::write_data_files(&args.out, &data)?;
-    let story = demo::plan_everything(&args.out, &files, &data, &Narrator(terminal));
+    let files = demo::write_data_files(&args.out, data)?;
+    let story = demo::plan_everything(&args.out, &files, data, &Narrator(terminal));
     let ct_hu = data.ct.to_f32();
     let sweep = story.plans.first().and_then(|(_, plan)| {
         ultrasound_sweep(&ct_hu, &PlanPaths::from(plan), &args.out, terminal)
     });
-    if args.no_serve {
-        println!("{DISCLAIMER}");
-        return Ok(());
-    }
-    serve_with_replay(args, &data, &files, story, (ct_hu, sweep), terminal)
+    Ok(Written {
+        files,
+        story,
+        ct_hu,
+        sweep,
+    })
 }
 
 /// Steps and skips on stdout (the demo's story), the rest as the terminal shows it.

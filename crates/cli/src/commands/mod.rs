@@ -97,6 +97,16 @@ pub fn marking_failure(
     result
 }
 
+/// Removes `path`; a file already absent is fine.
+pub fn remove_if_present(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::Error::new(e).context(format!("removing {}", path.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A result folder's files, for [`refuse_overwriting_inputs`].
 pub fn folder_files(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
     pinhole_pipeline::outputs::files_in(dir, names)

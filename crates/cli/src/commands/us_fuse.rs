@@ -183,7 +183,7 @@ fn fuse_frames(args: &FuseArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     // As every result folder: the report goes last, so its presence means complete.
     let json_path = args.out.join("fuse.json");
-    remove_if_present(&json_path)?;
+    super::remove_if_present(&json_path)?;
     let mut reslice_rgb = Vec::new();
     compose::reslice_view(&ct_grey, w, h, &overlay, &mut reslice_rgb)?;
     let mut written = Vec::new();
@@ -235,7 +235,7 @@ fn fuse_frames(args: &FuseArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
         &json_path,
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
-    remove_if_present(&args.out.join(pinhole_pipeline::report::FAILED_MARKER))?;
+    super::remove_if_present(&args.out.join(pinhole_pipeline::report::FAILED_MARKER))?;
     for warning in &warnings {
         terminal.warn(warning);
     }
@@ -247,15 +247,6 @@ fn fuse_frames(args: &FuseArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     );
     println!("{}", pinhole_pipeline::report::DISCLAIMER);
     Ok(())
-}
-
-fn remove_if_present(path: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", path.display()))
-        }
-        _ => Ok(()),
-    }
 }
 
 fn file_name(path: &Path) -> Option<String> {
