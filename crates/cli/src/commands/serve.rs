@@ -270,6 +270,26 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl ServeArgs {
+    /// Each OpenIGTLink device name given must be set and its own: a registration sent
+    /// under the needle's name would be taken for a needle pose.
+    fn check_device_names(&self) -> anyhow::Result<()> {
+        let names = [
+            ("--needle-device", &self.needle_device),
+            ("--registration-device", &self.registration_device),
+            ("--us-device", &self.us_device),
+            ("--us-probe-device", &self.us_probe_device),
+        ];
+        for (i, (flag, name)) in names.iter().enumerate() {
+            if name.trim().is_empty() {
+                bail!("{flag}: give a device name");
+            }
+            if let Some((other, _)) = names[..i].iter().find(|(_, n)| n == name) {
+                bail!("{flag} {name:?} is also {other}: each device needs its own name");
+            }
+        }
+        Ok(())
+    }
+
     fn server_config(&self) -> anyhow::Result<ServerConfig> {
         let ip = self.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let token = match &self.token {
@@ -315,6 +335,7 @@ impl ServeArgs {
                 self.max_igtl_message_mib
             );
         }
+        self.check_device_names()?;
         let us_image_to_probe = match &self.us_calibration {
             Some(path) => Some(read_us_calibration(path)?),
             None => None,
@@ -530,6 +551,26 @@ mod tests {
             .serve
             .server_config()
             .expect("a configuration")
+    }
+
+    #[test]
+    fn device_names_must_be_set_and_distinct() {
+        let refused = |extra: &[&str]| {
+            let mut args = vec!["serve", "--ct", "ct.nii.gz", "--labels", "l.nii.gz"];
+            args.extend(["--target", "liver"]);
+            args.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(args).expect("arguments parse");
+            format!("{:#}", cli.serve.server_config().expect_err("refused"))
+        };
+        let why = refused(&["--registration-device", "NeedleTipToReference"]);
+        assert!(
+            why.contains("--registration-device") && why.contains("--needle-device"),
+            "{why}"
+        );
+        let why = refused(&["--us-probe-device", "ReferenceToRAS"]);
+        assert!(why.contains("--us-probe-device"), "{why}");
+        assert!(refused(&["--needle-device", " "]).contains("give a device name"));
+        assert_eq!(config(&[]).registration_device, "ReferenceToRAS");
     }
 
     /// Regression (#25): beyond loopback, idle OpenIGTLink connections from any host held
