@@ -237,7 +237,8 @@ fn centroid(mask: &Mask) -> Vec3 {
 }
 
 /// Signed distance to the zone's surface, mm, positive inside (margin convention):
-/// voxel-centre distances shifted by half a voxel. An empty zone is −∞ everywhere.
+/// voxel-centre distances shifted by half a voxel, clamped to ± the grid's diagonal (a
+/// zone that fills the grid, or has no voxel on it, has no surface there).
 fn surface_distance(zone: &Mask) -> Volume<f32> {
     let half = zone.grid().spacing_mm()[0] as f32 / 2.0;
     let cap = grid_diagonal_mm(zone.grid()) as f32;

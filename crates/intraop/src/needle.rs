@@ -41,9 +41,13 @@
 //!    around it are compared with a rod ending at trial positions (±4 mm, 0.05 mm
 //!    steps) seen through a box slice profile and a Gaussian in-plane point spread
 //!    function, clipped voxels counting as "at least the clip" (the private
-//!    `tip_model` module; `"model fit (clipped plateau)"`). When the fit has no answer
-//!    the steepest edge stays. An end whose background runs out of the scan is the
-//!    last metal voxel (`"last metal voxel (scan edge)"`).
+//!    `tip_model` module; `"model fit (clipped plateau)"`, with the fit's figures in
+//!    `tip_fit`). The fit is not used, and `tip_method` says why after the steepest
+//!    edge, when it moves the tip more than 2.5 mm (another object near the axis), fits
+//!    the voxels poorly (residual RMS above 20 % of the contrast), has too few
+//!    unclipped voxels, or the slices are more than 10 mm apart. An end whose
+//!    background runs out of the scan is the last metal voxel (`"last metal voxel
+//!    (scan edge)"`).
 //! 7. **Which end is the tip**: with `expected_axis_lps`, the end farther along it;
 //!    otherwise the end farther from air outside the body (voxels below −500 HU
 //!    connected, within their slice, to the slice border); when the scan shows no such
@@ -139,11 +143,32 @@ pub struct DetectedNeedle {
     /// 0..1, how needle-like (see the module documentation for the formula).
     pub confidence: f64,
     /// How the tip was placed: "half-maximum", "model fit (clipped plateau)",
-    /// "steepest edge (clipped plateau)" (the fit had no answer) or "last metal voxel
-    /// (scan edge)".
+    /// "steepest edge (clipped plateau); model fit not used: <why>" or "last metal
+    /// voxel (scan edge)".
     pub tip_method: String,
+    /// The model fit that placed the tip in clipped data (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tip_fit: Option<TipFit>,
     /// How many metal lines passed the needle test.
     pub candidates: usize,
+}
+
+/// How the tip was fitted in clipped data (module documentation, step 6).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct TipFit {
+    /// Move from the profile's steepest edge along the needle, mm (+: deeper).
+    pub shift_mm: f64,
+    /// The in-plane point spread function that fitted best (Gaussian σ, mm).
+    pub psf_sigma_mm: f64,
+    /// The slice thickness that fitted best (1, 1.5 or 2 slice spacings), mm.
+    pub slice_thickness_mm: f64,
+    /// RMS residual of the fit over the voxels around the tip, HU.
+    pub residual_rms_hu: f64,
+    /// Clip level above the fitted background, HU (a fit is refused when the residual
+    /// exceeds 20 % of it).
+    pub contrast_hu: f64,
+    /// Voxels fitted.
+    pub voxels: usize,
 }
 
 /// The outcome of a needle search.
@@ -895,10 +920,23 @@ fn measure(
     };
     let (mut tip, hub) = if hi_is_tip { (hi, lo) } else { (lo, hi) };
     let axis = if hi_is_tip { line.axis } else { -line.axis };
+    let mut tip_method = tip.method.to_owned();
+    let mut tip_fit = None;
     if clipped && tip.method != SCAN_EDGE {
-        if let Some(m) = model_tip(ct, line.at(tip.s), axis) {
-            tip.s += axis.dot(line.axis) * m.shift_mm;
-            tip.method = MODEL_FIT;
+        match model_tip(ct, line.at(tip.s), axis) {
+            Ok(m) => {
+                tip.s += axis.dot(line.axis) * m.shift_mm;
+                tip_method = MODEL_FIT.to_owned();
+                tip_fit = Some(TipFit {
+                    shift_mm: m.shift_mm,
+                    psf_sigma_mm: m.sigma_mm,
+                    slice_thickness_mm: m.thickness_mm,
+                    residual_rms_hu: m.residual_rms_hu,
+                    contrast_hu: m.contrast_hu,
+                    voxels: m.voxels,
+                });
+            }
+            Err(why) => tip_method = format!("{}; model fit not used: {why}", tip.method),
         }
     }
     let (tip_p, hub_p) = (line.at(tip.s), line.at(hub.s));
@@ -928,7 +966,8 @@ fn measure(
         rms_off_axis_mm: c.rms_off_axis_mm,
         metal_voxels: c.inliers.len(),
         confidence: (f_straight * f_length * f_contrast).clamp(0.0, 1.0),
-        tip_method: tip.method.to_string(),
+        tip_method,
+        tip_fit,
         candidates,
     }
 }

@@ -331,6 +331,7 @@ pub fn check_needle(
                     needle.in_control.confidence
                 ));
             }
+            warnings.extend(tip_warning(&needle.in_control.tip_method));
             let (tip_in, crossings) = labels
                 .map(|(l, t)| crossings_ahead(&needle, target, l, t))
                 .unwrap_or_default();
@@ -701,5 +702,18 @@ impl NeedleCheckReport {
             )),
         }
         lines
+    }
+}
+
+/// A warning when the tip's position is less certain than the model fit makes it.
+fn tip_warning(tip_method: &str) -> Option<String> {
+    if tip_method.starts_with("steepest edge") {
+        Some(format!(
+            "the tip was placed at the steepest edge of the clipped metal profile ({tip_method}): along the needle it may be off by up to ~1.5 mm"
+        ))
+    } else if tip_method.starts_with("last metal voxel") {
+        Some("the needle runs out of the control scan at its tip end: the tip shown is the last metal voxel, the true tip may lie beyond the scan".to_owned())
+    } else {
+        None
     }
 }

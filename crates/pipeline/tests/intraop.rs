@@ -385,3 +385,43 @@ fn unusable_deformation_is_reported_and_the_rigid_registration_kept() {
     let tfm = std::fs::read_to_string(tmp.path().join("confirm/post_to_pre.tfm")).unwrap();
     assert!(!tfm.contains("BSplineTransform"), "{tfm}");
 }
+
+/// A zone nowhere near the tumour (60 mm away: beyond the 5 + 12 mm the analysis looks
+/// at): nothing covered, a finite negative margin, and a warning saying the margin is
+/// more negative than measured.
+#[test]
+fn zone_far_from_the_tumour_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (files, ct) = sample(tmp.path());
+    let zone_centre = [LIVER_LPS[0] + 60.0, LIVER_LPS[1], LIVER_LPS[2]];
+    let zone: Volume<u8> =
+        pinhole_volume::target::sphere_mask(ct.grid(), zone_centre, 10.0).map(u8::from);
+    let zone_path = tmp.path().join("zone.nii.gz");
+    pinhole_io::nifti::write(&zone_path, &AnyVolume::from(zone)).unwrap();
+    let request = ConfirmRequest {
+        pre_ct: files.ct.clone(),
+        post_ct: files.ct.clone(),
+        tumor: format!("{},{},{},8", LIVER_LPS[0], LIVER_LPS[1], LIVER_LPS[2]),
+        labels: None,
+        labels_table: None,
+        zone: ZoneInput::File(zone_path),
+        alignment: Alignment::Identity,
+        required_margin_mm: 5.0,
+        grid_mm: 1.0,
+        not_ct: NotCt::Refuse,
+    };
+    let outcome = pinhole_pipeline::confirm::run(&request, &Quiet).unwrap();
+    let m = &outcome.report.margin;
+    assert_eq!(m.coverage_tumor_pct, 0.0);
+    assert!(m.minimal_margin_mm.is_finite() && m.minimal_margin_mm < -17.0);
+    assert!(
+        outcome
+            .report
+            .warnings
+            .iter()
+            .any(|w| w.contains("does not reach within 17 mm of the tumour")),
+        "{:?}",
+        outcome.report.warnings
+    );
+    outcome.write(&tmp.path().join("confirm")).unwrap();
+}
