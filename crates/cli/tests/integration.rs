@@ -478,8 +478,22 @@ fn drr_raw_output_matches_the_independent_reference_on_cpu_and_gpu() {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect();
-    for gpu in [false, true] {
-        let raw = dir.path().join(format!("drr-{gpu}.nii"));
+    let reference_of = |name: &str| -> Vec<f32> {
+        std::fs::read(dir.path().join(format!("0_{name}.f32")))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    // The CPU's default is the exact Siddon ray tracing; --trilinear and --gpu sample.
+    for (flag, reference) in [
+        (None, reference_of("siddon")),
+        (Some("--trilinear"), reference),
+        (Some("--gpu"), reference_of("trilinear")),
+    ] {
+        let raw = dir
+            .path()
+            .join(format!("drr-{}.nii", flag.unwrap_or("default")));
         let png = dir.path().join("drr.png");
         let mut args = vec![
             "drr",
@@ -498,9 +512,7 @@ fn drr_raw_output_matches_the_independent_reference_on_cpu_and_gpu() {
             "--out-raw",
             raw.to_str().unwrap(),
         ];
-        if gpu {
-            args.push("--gpu");
-        }
+        args.extend(flag);
         pinhole_ok(&args);
         let voxels = dir.path().join("raw.f64");
         let info = python_json(
@@ -516,9 +528,27 @@ fn drr_raw_output_matches_the_independent_reference_on_cpu_and_gpu() {
             .sum();
         let den: f64 = reference.iter().map(|b| f64::from(*b).powi(2)).sum();
         let rel_l2 = (num / den).sqrt();
-        assert!(rel_l2 < 1e-3, "gpu={gpu}: relative L2 {rel_l2}");
+        assert!(rel_l2 < 1e-3, "{flag:?}: relative L2 {rel_l2}");
     }
     assert!(std::fs::metadata(dir.path().join("drr.png")).unwrap().len() > 100);
+    // --samples means nothing to the default exact renderer: refused, not ignored.
+    let png = dir.path().join("unused.png");
+    let run = pinhole(&[
+        "drr",
+        "--ct",
+        ct.to_str().unwrap(),
+        "--samples",
+        "100",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("--samples applies to --trilinear or --gpu"),
+        "{stderr}"
+    );
+    assert!(!png.exists());
 }
 
 mod register;

@@ -41,12 +41,17 @@ pub struct DrrArgs {
     /// Rotation centre `x,y,z` in LPS mm (default: the volume centre).
     #[arg(long, value_parser = super::parse_point, allow_hyphen_values = true)]
     isocenter: Option<[f64; 3]>,
-    /// Trilinear samples per ray inside the volume.
-    #[arg(long, default_value_t = 500, conflicts_with = "siddon")]
-    samples: usize,
-    /// Exact Siddon ray tracing instead of trilinear sampling.
+    /// Trilinear samples per ray inside the volume, with `--trilinear` or `--gpu`
+    /// (default 500).
     #[arg(long)]
+    samples: Option<usize>,
+    /// Exact Siddon ray tracing: the default on the CPU (the flag is kept for scripts).
+    #[arg(long, conflicts_with_all = ["trilinear", "gpu"])]
     siddon: bool,
+    /// Trilinear sampling (`--samples` per ray) instead of the exact Siddon ray tracing
+    /// (slower on the CPU: BENCHMARKS.md).
+    #[arg(long)]
+    trilinear: bool,
     /// Label map on the CT's grid, for organ overlays.
     #[arg(long)]
     labels: Option<PathBuf>,
@@ -59,8 +64,9 @@ pub struct DrrArgs {
     /// A needle plan (`plan.json`): its paths are projected onto the image.
     #[arg(long)]
     plan: Option<PathBuf>,
-    /// Render on the GPU (wgpu; the backend comes from `WGPU_BACKEND`, default: any).
-    #[arg(long, conflicts_with = "siddon")]
+    /// Render on the GPU (wgpu; the backend comes from `WGPU_BACKEND`, default: any;
+    /// trilinear sampling, `--samples` per ray).
+    #[arg(long, conflicts_with = "trilinear")]
     gpu: bool,
     /// Go on when the CT does not look like a CT in Hounsfield units (MR, PET, NM …),
     /// with a warning. Default: refuse.
@@ -73,14 +79,28 @@ pub struct DrrArgs {
     #[arg(long)]
     out_raw: Option<PathBuf>,
 }
-pub fn run(args: &DrrArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
-    let method = if args.gpu {
-        DrrMethod::Gpu(args.samples)
-    } else if args.siddon {
-        DrrMethod::Siddon
+/// Trilinear samples per ray when `--samples` is not given.
+const DEFAULT_SAMPLES: usize = 500;
+
+/// The renderer asked for: exact Siddon on the CPU unless `--trilinear` or `--gpu`.
+fn drr_method(args: &DrrArgs) -> anyhow::Result<DrrMethod> {
+    let samples = args.samples.unwrap_or(DEFAULT_SAMPLES);
+    Ok(if args.gpu {
+        DrrMethod::Gpu(samples)
+    } else if args.trilinear {
+        DrrMethod::Trilinear(samples)
     } else {
-        DrrMethod::Trilinear(args.samples)
-    };
+        if args.samples.is_some() {
+            anyhow::bail!(
+                "--samples applies to --trilinear or --gpu; the default CPU renderer is the exact Siddon ray tracing, which has no samples"
+            );
+        }
+        DrrMethod::Siddon
+    })
+}
+
+pub fn run(args: &DrrArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
+    let method = drr_method(args)?;
     let request = DrrRequest {
         lao_deg: args.lao.or(args.rao.map(|r| -r)).unwrap_or(0.0),
         cran_deg: args.cran.or(args.caud.map(|c| -c)).unwrap_or(0.0),
