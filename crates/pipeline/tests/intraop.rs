@@ -31,6 +31,36 @@ fn distance(a: Vec3, b: Vec3) -> f64 {
     (0..3).map(|i| (a[i] - b[i]).powi(2)).sum::<f64>().sqrt()
 }
 
+/// A confirmation of an 8 mm tumour at [`LIVER_LPS`] against `zone` on the sample scanned
+/// twice (no motion), scans in one frame, 5 mm required, 0.5 mm analysis grid.
+fn liver_confirmation(files: &DataFiles, zone: std::path::PathBuf) -> ConfirmRequest {
+    ConfirmRequest {
+        pre_ct: files.ct.clone(),
+        post_ct: files.ct.clone(),
+        tumor: format!("{},{},{},8", LIVER_LPS[0], LIVER_LPS[1], LIVER_LPS[2]),
+        labels: None,
+        labels_table: None,
+        zone: ZoneInput::File(zone),
+        alignment: Alignment::Identity,
+        required_margin_mm: 5.0,
+        grid_mm: 0.5,
+        not_ct: NotCt::Refuse,
+    }
+}
+
+/// Registration focused on the liver (20 mm margin) with the deformable refinement.
+fn liver_deformable(files: &DataFiles) -> Alignment {
+    Alignment::Register {
+        organ: Some(OrganFocus {
+            labels: files.labels.clone(),
+            labels_table: Some(files.table.display().to_string()),
+            organ: "liver".to_owned(),
+            margin_mm: 20.0,
+            deformable: true,
+        }),
+    }
+}
+
 /// The sample with a 1 mm-radius steel needle from `hub` to `tip` (partial volume by
 /// 4×4×4 supersampling: a voxel holds steel at 3071 HU in the fraction of it inside).
 fn with_needle(ct: &Volume<f32>, hub: Vec3, tip: Vec3) -> Volume<f32> {
@@ -171,18 +201,7 @@ fn confirmation_report_for_an_eccentric_spherical_zone() {
     let zone_path = tmp.path().join("zone.nii.gz");
     let zone_u8: Volume<u8> = zone.map(u8::from);
     pinhole_io::nifti::write(&zone_path, &AnyVolume::from(zone_u8)).unwrap();
-    let request = ConfirmRequest {
-        pre_ct: files.ct.clone(),
-        post_ct: files.ct.clone(),
-        tumor: format!("{},{},{},8", LIVER_LPS[0], LIVER_LPS[1], LIVER_LPS[2]),
-        labels: None,
-        labels_table: None,
-        zone: ZoneInput::File(zone_path),
-        alignment: Alignment::Identity,
-        required_margin_mm: 5.0,
-        grid_mm: 0.5,
-        not_ct: NotCt::Refuse,
-    };
+    let request = liver_confirmation(&files, zone_path);
     let outcome = pinhole_pipeline::confirm::run(&request, &Quiet).unwrap();
     let m = &outcome.report.margin;
     // The zone is voxelised at 2 mm: its surface is known to about half a voxel.
@@ -224,24 +243,11 @@ fn deformable_confirmation_leaves_the_zone_out_and_keeps_the_margin() {
     let zone_path = tmp.path().join("zone.nii.gz");
     pinhole_io::nifti::write(&zone_path, &AnyVolume::from(zone)).unwrap();
     let request = ConfirmRequest {
-        pre_ct: files.ct.clone(),
-        post_ct: files.ct.clone(),
-        tumor: format!("{},{},{},8", LIVER_LPS[0], LIVER_LPS[1], LIVER_LPS[2]),
         labels: Some(files.labels.clone()),
         labels_table: Some(files.table.display().to_string()),
-        zone: ZoneInput::File(zone_path),
-        alignment: Alignment::Register {
-            organ: Some(OrganFocus {
-                labels: files.labels.clone(),
-                labels_table: Some(files.table.display().to_string()),
-                organ: "liver".to_owned(),
-                margin_mm: 20.0,
-                deformable: true,
-            }),
-        },
-        required_margin_mm: 5.0,
+        alignment: liver_deformable(&files),
         grid_mm: 0.5,
-        not_ct: NotCt::Refuse,
+        ..liver_confirmation(&files, zone_path)
     };
     let outcome = pinhole_pipeline::confirm::run(&request, &Quiet).unwrap();
     let deformable = outcome
@@ -341,24 +347,11 @@ fn unusable_deformation_is_reported_and_the_rigid_registration_kept() {
     let zone_path = tmp.path().join("zone.nii.gz");
     pinhole_io::nifti::write(&zone_path, &AnyVolume::from(zone)).unwrap();
     let request = ConfirmRequest {
-        pre_ct: files.ct.clone(),
-        post_ct: files.ct.clone(),
-        tumor: format!("{},{},{},8", LIVER_LPS[0], LIVER_LPS[1], LIVER_LPS[2]),
         labels: Some(files.labels.clone()),
         labels_table: Some(files.table.display().to_string()),
-        zone: ZoneInput::File(zone_path),
-        alignment: Alignment::Register {
-            organ: Some(OrganFocus {
-                labels: files.labels.clone(),
-                labels_table: Some(files.table.display().to_string()),
-                organ: "liver".to_owned(),
-                margin_mm: 20.0,
-                deformable: true,
-            }),
-        },
-        required_margin_mm: 5.0,
+        alignment: liver_deformable(&files),
         grid_mm: 1.0,
-        not_ct: NotCt::Refuse,
+        ..liver_confirmation(&files, zone_path)
     };
     let outcome = pinhole_pipeline::confirm::run(&request, &Quiet).unwrap();
     let registration = &outcome.report.registration;
@@ -399,16 +392,8 @@ fn zone_far_from_the_tumour_is_warned_about() {
     let zone_path = tmp.path().join("zone.nii.gz");
     pinhole_io::nifti::write(&zone_path, &AnyVolume::from(zone)).unwrap();
     let request = ConfirmRequest {
-        pre_ct: files.ct.clone(),
-        post_ct: files.ct.clone(),
-        tumor: format!("{},{},{},8", LIVER_LPS[0], LIVER_LPS[1], LIVER_LPS[2]),
-        labels: None,
-        labels_table: None,
-        zone: ZoneInput::File(zone_path),
-        alignment: Alignment::Identity,
-        required_margin_mm: 5.0,
         grid_mm: 1.0,
-        not_ct: NotCt::Refuse,
+        ..liver_confirmation(&files, zone_path)
     };
     let outcome = pinhole_pipeline::confirm::run(&request, &Quiet).unwrap();
     let m = &outcome.report.margin;
