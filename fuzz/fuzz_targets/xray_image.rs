@@ -1,6 +1,7 @@
 //! Any bytes given to the registration's X-ray image decoder (PNG, single-file DICOM or
-//! 2-D NIfTI, sniffed by content) give an image or an error, never a panic, and nothing
-//! is allocated because a header merely claims it.
+//! 2-D NIfTI, sniffed by content; any frame, chosen by the first byte; the DICOM
+//! geometry tags) give an image or an error, never a panic, and nothing is allocated
+//! because a header merely claims it.
 #![no_main]
 
 use std::path::Path;
@@ -17,6 +18,18 @@ fuzz_target!(
         if let Ok(image) = xray_image::decode(data, Path::new("fuzz.img")) {
             assert_eq!(image.data.len(), image.width * image.height);
         }
+        // A frame chosen by the first byte, and the geometry, through the frame reader.
+        let frame = usize::from(data.first().copied().unwrap_or(0));
+        if let Ok(image) = xray_image::decode_frame(data, Path::new("fuzz.img"), frame) {
+            assert_eq!(image.data.len(), image.width * image.height);
+        }
+        if let Ok((image, geometry)) =
+            xray_image::decode_dicom_frame(data, Path::new("fuzz.img"), frame)
+        {
+            assert_eq!(image.data.len(), image.width * image.height);
+            assert!(frame < geometry.number_of_frames);
+        }
+        let _ = xray_image::decode_geometry(data, Path::new("fuzz.img"));
         // Each decoder on its own too, so that PNG and DICOM mutations reach them whatever
         // the first bytes say.
         for decode in [

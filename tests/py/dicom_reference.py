@@ -19,6 +19,17 @@ Commands:
                        7*c + 300*r + 5 stored, RescaleSlope 2, RescaleIntercept -10; print
                        {"first": [...], "last": ...} of frame 0's rescaled values
                        (pydicom's pixel_array and apply_modality_lut).
+  xa_cine OUT.dcm OUT.f64 W H FRAMES SPACING [SOURCE.nii [SID,SOD,LAO,CRAN]]
+                       write a multi-frame 16-bit MONOCHROME2 XA cine with the X-ray
+                       geometry tags (DistanceSourceToDetector SID, DistanceSourceToPatient
+                       SOD, ImagerPixelSpacing SPACING as "row\\col", PositionerPrimaryAngle
+                       LAO, PositionerSecondaryAngle CRAN; default 1020.5, 765.25, 12.5,
+                       -5), RescaleSlope 2, RescaleIntercept -10. Frame f holds pseudo-
+                       random stored values (seed f); with SOURCE.nii (a 2-D NIfTI, i =
+                       column, as `pinhole drr --out-raw` writes) frame 1 holds it scaled
+                       to 0..4000 instead. Writes every frame's rescaled values (pydicom's pixel_array
+                       and apply_modality_lut; frame, row, column, C order) as little-endian
+                       float64 to OUT.f64; prints the tags as pydicom reads them back.
 """
 
 import io
@@ -145,6 +156,63 @@ def xray(out, w, h, frames):
     print(json.dumps({"first": values[0, :3].tolist(), "last": float(values[-1, -1])}))
 
 
+def xa_cine(out, raw_out, w, h, frames, spacing, source=None, geometry=None):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    stored = np.stack(
+        [np.random.default_rng(f).integers(0, 4000, size=(h, w)) for f in range(frames)]
+    )
+    if source is not None:
+        import nibabel
+
+        image = np.asarray(nibabel.load(source).dataobj, dtype=np.float64)
+        image = image.reshape(image.shape[0], image.shape[1]).T  # (row, column)
+        span = max(float(image.max() - image.min()), 1e-12)
+        stored[1] = np.round((image - image.min()) / span * 4000.0)
+    stored = stored.astype(np.uint16)
+    sid, sod, lao, cran = (geometry or "1020.5,765.25,12.5,-5").split(",")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.12.1"  # XA
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(out, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "XA"
+    ds.Rows, ds.Columns = h, w
+    ds.NumberOfFrames = frames
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -10
+    ds.DistanceSourceToDetector = sid
+    ds.DistanceSourceToPatient = sod
+    ds.ImagerPixelSpacing = spacing.split("\\")
+    ds.PositionerPrimaryAngle = lao
+    ds.PositionerSecondaryAngle = cran
+    ds.PixelData = stored.tobytes()
+    ds.save_as(out, enforce_file_format=True)
+    read = pydicom.dcmread(out)
+    values = apply_modality_lut(read.pixel_array, read).astype("<f8")
+    values.tofile(raw_out)
+    print(
+        json.dumps(
+            {
+                "frames": int(read.NumberOfFrames),
+                "rows": int(read.Rows),
+                "columns": int(read.Columns),
+                "sid_mm": float(read.DistanceSourceToDetector),
+                "sod_mm": float(read.DistanceSourceToPatient),
+                "imager_pixel_spacing_mm": [float(v) for v in read.ImagerPixelSpacing],
+                "primary_deg": float(read.PositionerPrimaryAngle),
+                "secondary_deg": float(read.PositionerSecondaryAngle),
+            }
+        )
+    )
+
+
 def main():
     command = sys.argv[1]
     if command == "series":
@@ -161,6 +229,11 @@ def main():
     elif command == "xray":
         frames = int(sys.argv[5]) if len(sys.argv) > 5 else 1
         xray(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), frames)
+    elif command == "xa_cine":
+        w, h, frames = (int(v) for v in sys.argv[4:7])
+        source = sys.argv[8] if len(sys.argv) > 8 else None
+        geometry = sys.argv[9] if len(sys.argv) > 9 else None
+        xa_cine(sys.argv[2], sys.argv[3], w, h, frames, sys.argv[7], source, geometry)
     else:
         sys.exit(f"unknown command {command}")
 

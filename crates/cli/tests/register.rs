@@ -30,16 +30,15 @@ fn register_json(ct: &Path, xray: &Path, out: &Path, extra: &[&str]) -> serde_js
     serde_json::from_str(&text).unwrap()
 }
 
-fn f(v: &serde_json::Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-#[test]
-fn register_recovers_the_carm_view_of_a_drr_on_cpu_and_gpu() {
-    let ct = shared_data("abdomen-ct/example_ct.nii.gz");
-    let dir = tempfile::tempdir().unwrap();
-    let png = dir.path().join("xray.png");
-    let raw = dir.path().join("xray.nii");
+/// A 64² DRR of `ct` at LAO 4, CAUD 3 (6.25 mm pixels): `DIR/NAME.png` and the line
+/// integrals `DIR/NAME.nii`.
+fn drr_at_lao4_caud3(
+    ct: &Path,
+    dir: &Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let png = dir.join(format!("{name}.png"));
+    let raw = dir.join(format!("{name}.nii"));
     pinhole_ok(&[
         "drr",
         "--ct",
@@ -57,6 +56,18 @@ fn register_recovers_the_carm_view_of_a_drr_on_cpu_and_gpu() {
         "--out-raw",
         raw.to_str().unwrap(),
     ]);
+    (png, raw)
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn register_recovers_the_carm_view_of_a_drr_on_cpu_and_gpu() {
+    let ct = shared_data("abdomen-ct/example_ct.nii.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let (png, raw) = drr_at_lao4_caud3(&ct, dir.path(), "xray");
     let mut found = Vec::new();
     for (xray, gpu, polarity) in [
         (&png, false, "inverted"),
@@ -252,4 +263,134 @@ fn register_on_a_blank_or_noise_image_does_not_converge() {
             "{name}: a pose was written"
         );
     }
+}
+
+#[test]
+fn register_reads_a_chosen_frame_and_the_geometry_of_a_multi_frame_xa() {
+    // Frame 1 of a 3-frame XA (pydicom) is a DRR at LAO 4, CAUD 3; frames 0 and 2 are
+    // noise. The header holds the DRR's SID / SOD / pixel and a nominal LAO 2, CRAN -1.
+    let ct = shared_data("abdomen-ct/example_ct.nii.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let (_png, raw) = drr_at_lao4_caud3(&ct, dir.path(), "drr");
+    let xa = dir.path().join("xa.dcm");
+    let frames = dir.path().join("xa.f64");
+    python_json(
+        "dicom_reference.py",
+        &[
+            "xa_cine",
+            xa.to_str().unwrap(),
+            frames.to_str().unwrap(),
+            "64",
+            "64",
+            "3",
+            "6.25\\6.25",
+            raw.to_str().unwrap(),
+            "1020,850,2,-1",
+        ],
+    );
+    let out = dir.path().join("out");
+    let args = [
+        "register",
+        "--ct",
+        ct.to_str().unwrap(),
+        "--xray",
+        xa.to_str().unwrap(),
+        "--frame",
+        "1",
+        "--levels-mm",
+        "6,3",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let run = pinhole(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let said =
+        "geometry from the DICOM header: SID 1020 mm, SOD 850 mm, pixel 6.25 mm, LAO 2°, CRAN -1°";
+    assert!(stderr.contains(said), "{stderr}");
+    assert!(stderr.contains("frame 1 of 3"), "{stderr}");
+    let pose: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("pose.json")).unwrap()).unwrap();
+    let nominal = &pose["nominal"];
+    assert_eq!(
+        [
+            f(&nominal["sid_mm"]),
+            f(&nominal["sod_mm"]),
+            f(&nominal["pixel_mm"]),
+            f(&nominal["lao_deg"]),
+            f(&nominal["cran_deg"])
+        ],
+        [1020.0, 850.0, 6.25, 2.0, -1.0]
+    );
+    assert!(
+        pose["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str() == Some(said)),
+        "{}",
+        pose["warnings"]
+    );
+    let (lao, cran) = (f(&pose["lao_deg"]), f(&pose["cran_deg"]));
+    assert!(
+        (lao - 4.0).abs() < 0.5 && (cran + 3.0).abs() < 0.5,
+        "LAO {lao} CRAN {cran}"
+    );
+
+    // A flag wins over the header; a frame beyond the count is refused naming the file.
+    let mut beyond = args.to_vec();
+    beyond[6] = "3";
+    let run = pinhole(&beyond);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(
+        stderr.contains("xa.dcm") && stderr.contains("3 frames"),
+        "{stderr}"
+    );
+    let mut flagged = args.to_vec();
+    flagged.extend_from_slice(&["--sod", "800", "--init-lao", "0", "--min-similarity", "0"]);
+    let run = pinhole(&flagged);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("geometry from the DICOM header: SID 1020 mm, pixel 6.25 mm, CRAN -1°"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn register_refuses_non_square_header_pixels_naming_pixel_mm() {
+    let dir = tempfile::tempdir().unwrap();
+    let xa = dir.path().join("xa.dcm");
+    let frames = dir.path().join("xa.f64");
+    python_json(
+        "dicom_reference.py",
+        &[
+            "xa_cine",
+            xa.to_str().unwrap(),
+            frames.to_str().unwrap(),
+            "8",
+            "8",
+            "2",
+            "0.31\\0.3",
+        ],
+    );
+    let ct = shared_data("abdomen-ct/example_ct.nii.gz");
+    let out = dir.path().join("out");
+    let run = pinhole(&[
+        "register",
+        "--ct",
+        ct.to_str().unwrap(),
+        "--xray",
+        xa.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(
+        stderr.contains("xa.dcm")
+            && stderr.contains("ImagerPixelSpacing")
+            && stderr.contains("--pixel-mm"),
+        "{stderr}"
+    );
 }

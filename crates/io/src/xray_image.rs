@@ -1,7 +1,12 @@
 //! X-ray images for 2D/3D registration, chosen by content: PNG (8/16-bit grey, grey +
 //! alpha, RGB(A) as Rec. 601 luminance), a single DICOM file (X-ray, XA, CR, DX, RF or
-//! secondary capture; greyscale, first frame, modality LUT applied) and otherwise a 2-D
-//! NIfTI (one slice; `i` = column, `j` = row, as `pinhole drr --out-raw` writes).
+//! secondary capture; greyscale, modality LUT applied; the first frame, or the one
+//! chosen with [`read_frame`] for cine XA / RF / DX) and otherwise a 2-D NIfTI (one
+//! slice; `i` = column, `j` = row, as `pinhole drr --out-raw` writes).
+//!
+//! A DICOM file's acquisition geometry (SID, SOD, ImagerPixelSpacing, positioner
+//! angles) comes with [`read_geometry`] as an [`XrayGeometry`]; values present but
+//! unusable are ignored with a line in its `warnings`, which the caller must show.
 //!
 //! Every image comes back as [`Image2d`]: row-major, row 0 the displayed top. Nothing is
 //! allocated because a header claims it: the DICOM path goes through [`crate::dicom`]'s
@@ -12,6 +17,8 @@ use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result, WithPath};
 use crate::nifti::MAX_DEFLATE_RATIO;
+
+pub use crate::dicom::XrayGeometry;
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -65,6 +72,55 @@ pub fn decode(bytes: &[u8], origin: &Path) -> Result<Image2d> {
     }
 }
 
+/// Frame `frame` (0-based) of an X-ray image, choosing the format from the file's
+/// content. PNG and NIfTI images hold one frame; an index at or beyond a DICOM file's
+/// NumberOfFrames is refused, the error naming the file and the count.
+pub fn read_frame(path: &Path, frame: usize) -> Result<Image2d> {
+    let bytes = std::fs::read(path).with_path(path)?;
+    decode_frame(&bytes, path, frame)
+}
+
+/// [`read_frame`] on bytes in memory; `origin` names them in errors.
+pub fn decode_frame(bytes: &[u8], origin: &Path, frame: usize) -> Result<Image2d> {
+    let format = sniff(bytes);
+    if format == XrayFormat::Dicom {
+        return decode_dicom_frame(bytes, origin, frame).map(|(image, _)| image);
+    }
+    if frame != 0 {
+        return Err(Error::new(
+            origin,
+            ErrorKind::InvalidInput(format!(
+                "frame {frame} requested, but a {} image holds 1 frame (frames are \
+                 numbered from 0)",
+                if format == XrayFormat::Png {
+                    "PNG"
+                } else {
+                    "NIfTI"
+                }
+            )),
+        ));
+    }
+    decode(bytes, origin)
+}
+
+/// The acquisition geometry of an X-ray file: `Some` for a DICOM file (every tag
+/// optional), `None` for PNG and NIfTI, which record none. Reads the header, not the
+/// pixels.
+pub fn read_geometry(path: &Path) -> Result<Option<XrayGeometry>> {
+    let bytes = std::fs::read(path).with_path(path)?;
+    decode_geometry(&bytes, path)
+}
+
+/// [`read_geometry`] on bytes in memory; `origin` names them in errors.
+pub fn decode_geometry(bytes: &[u8], origin: &Path) -> Result<Option<XrayGeometry>> {
+    if sniff(bytes) != XrayFormat::Dicom {
+        return Ok(None);
+    }
+    crate::dicom::read_geometry(bytes)
+        .map(Some)
+        .map_err(|kind| Error::new(origin, kind))
+}
+
 /// A PNG, 8 or 16 bits per sample; colour is converted to luminance (Rec. 601).
 pub fn decode_png(bytes: &[u8], origin: &Path) -> Result<Image2d> {
     png_image(bytes).map_err(|kind| Error::new(origin, kind))
@@ -73,13 +129,27 @@ pub fn decode_png(bytes: &[u8], origin: &Path) -> Result<Image2d> {
 /// One DICOM file (with or without its preamble): the first frame, greyscale, modality
 /// LUT applied.
 pub fn decode_dicom(bytes: &[u8], origin: &Path) -> Result<Image2d> {
-    let (width, height, data) = crate::dicom::decode_first_frame_rescaled(bytes)
+    decode_dicom_frame(bytes, origin, 0).map(|(image, _)| image)
+}
+
+/// Frame `frame` (0-based) of one DICOM file (with or without its preamble), greyscale,
+/// modality LUT applied, with the file's geometry. An index at or beyond NumberOfFrames
+/// is refused, naming the file and the count.
+pub fn decode_dicom_frame(
+    bytes: &[u8],
+    origin: &Path,
+    frame: usize,
+) -> Result<(Image2d, XrayGeometry)> {
+    let decoded = crate::dicom::decode_frame_rescaled(bytes, frame)
         .map_err(|kind| Error::new(origin, kind))?;
-    Ok(Image2d {
-        width,
-        height,
-        data,
-    })
+    Ok((
+        Image2d {
+            width: decoded.columns,
+            height: decoded.rows,
+            data: decoded.values,
+        },
+        decoded.geometry,
+    ))
 }
 
 /// A 2-D NIfTI (`nz = 1`), plain or gzip-compressed.

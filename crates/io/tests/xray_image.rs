@@ -245,3 +245,121 @@ fn mutated_images_give_images_or_errors() {
         }
     }
 }
+
+/// A 3-frame 64×48 XA cine with the geometry tags, written by pydicom
+/// (`dicom_reference.py xa_cine`): its JSON and every frame's rescaled values.
+fn xa_cine(dir: &Path, spacing: &str) -> (std::path::PathBuf, serde_json::Value, Vec<f64>) {
+    let path = dir.join("cine.dcm");
+    let raw = dir.join("cine.f64");
+    let reference = python_json(
+        "dicom_reference.py",
+        &[
+            "xa_cine",
+            path.to_str().unwrap(),
+            raw.to_str().unwrap(),
+            "64",
+            "48",
+            "3",
+            spacing,
+        ],
+    );
+    (path, reference, crate::common::read_f64_le(&raw))
+}
+
+#[test]
+fn each_frame_of_a_multi_frame_xa_equals_pydicoms() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, reference, values) = xa_cine(dir.path(), "0.3\\0.3");
+    let frames = reference["frames"].as_u64().unwrap() as usize;
+    assert_eq!(frames, 3);
+    let pixels = 64 * 48;
+    assert_eq!(values.len(), frames * pixels);
+    for k in 0..frames {
+        let img = xray_image::read_frame(&path, k).unwrap();
+        assert_eq!((img.width, img.height), (64, 48), "frame {k}");
+        let expected = &values[k * pixels..(k + 1) * pixels];
+        let ours: Vec<f64> = img.data.iter().map(|&v| f64::from(v)).collect();
+        assert_eq!(ours, expected, "frame {k}");
+    }
+    // The frames differ, so a reader that always gives frame 0 fails above.
+    assert_ne!(values[..pixels], values[pixels..2 * pixels]);
+    // `read` is frame 0.
+    assert_eq!(
+        xray_image::read(&path).unwrap(),
+        xray_image::read_frame(&path, 0).unwrap()
+    );
+}
+
+#[test]
+fn xa_geometry_tags_equal_pydicoms() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, reference, _) = xa_cine(dir.path(), "0.31\\0.3");
+    let g = xray_image::read_geometry(&path).unwrap().unwrap();
+    let f = |key: &str| reference[key].as_f64().unwrap();
+    assert_eq!(g.distance_source_to_detector_mm, Some(f("sid_mm")));
+    assert_eq!(g.distance_source_to_patient_mm, Some(f("sod_mm")));
+    let spacing = &reference["imager_pixel_spacing_mm"];
+    assert_eq!(
+        g.imager_pixel_spacing_mm,
+        Some([spacing[0].as_f64().unwrap(), spacing[1].as_f64().unwrap()])
+    );
+    assert_eq!(
+        g.imager_pixel_spacing_mm,
+        Some([0.31, 0.3]),
+        "row\\column order"
+    );
+    assert_eq!(g.positioner_primary_angle_deg, Some(f("primary_deg")));
+    assert_eq!(g.positioner_secondary_angle_deg, Some(f("secondary_deg")));
+    assert_eq!(g.number_of_frames, 3);
+    assert!(g.warnings.is_empty(), "{:?}", g.warnings);
+    // The frame decoder gives the same geometry.
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, again) = xray_image::decode_dicom_frame(&bytes, &path, 2).unwrap();
+    assert_eq!(again, g);
+}
+
+#[test]
+fn unusable_geometry_tags_are_ignored_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _) = xa_cine(dir.path(), "0.3\\0.3");
+    let mut bytes = std::fs::read(&path).unwrap();
+    // DS values of the same length: SID "1020.5" → "-020.5", spacing "0.3" → "nan".
+    let replace = |bytes: &mut Vec<u8>, from: &[u8], to: &[u8]| {
+        let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+        bytes[at..at + from.len()].copy_from_slice(to);
+    };
+    replace(&mut bytes, b"1020.5", b"-020.5");
+    replace(&mut bytes, b"0.3\\0.3", b"nan\\0.3");
+    let g = xray_image::decode_geometry(&bytes, &path).unwrap().unwrap();
+    assert_eq!(g.distance_source_to_detector_mm, None);
+    assert_eq!(g.imager_pixel_spacing_mm, None);
+    assert_eq!(g.distance_source_to_patient_mm, Some(765.25));
+    let joined = g.warnings.join("\n");
+    assert!(
+        joined.contains("DistanceSourceToDetector") && joined.contains("ImagerPixelSpacing"),
+        "{joined}"
+    );
+    // The image is still read.
+    assert!(xray_image::decode_frame(&bytes, &path, 1).is_ok());
+}
+
+#[test]
+fn a_frame_beyond_the_count_is_refused_naming_the_file_and_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _) = xa_cine(dir.path(), "0.3\\0.3");
+    let e = xray_image::read_frame(&path, 3).unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::InvalidInput(_)), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("cine.dcm") && text.contains("frame 3") && text.contains("3 frames"),
+        "{text}"
+    );
+    assert!(xray_image::read_frame(&path, usize::MAX).is_err());
+    // A PNG has one frame; it has no geometry.
+    let png = dir.path().join("x.png");
+    write_png(&png, 2, 2, png::BitDepth::Eight, &[1, 2, 3, 4]);
+    assert!(xray_image::read_frame(&png, 0).is_ok());
+    let e = xray_image::read_frame(&png, 1).unwrap_err().to_string();
+    assert!(e.contains("x.png") && e.contains("1 frame"), "{e}");
+    assert_eq!(xray_image::read_geometry(&png).unwrap(), None);
+}

@@ -28,6 +28,11 @@ pub struct RegistrationRequest {
     pub ct: PathBuf,
     /// The live X-ray (PNG 8/16-bit, single-file DICOM, 2-D NIfTI); row 0 at the top.
     pub xray: PathBuf,
+    /// The frame of a multi-frame DICOM X-ray (0-based; PNG and NIfTI hold frame 0 only).
+    pub xray_frame: usize,
+    /// Lines added to pose.json's `warnings` by whoever filled the request (e.g. which
+    /// C-arm values were taken from the X-ray's DICOM header).
+    pub extra_warnings: Vec<String>,
     pub labels: Option<PathBuf>,
     pub labels_table: Option<String>,
     /// Register on these structures only (`vertebrae,rib`: every `vertebrae_*`, `rib_*`).
@@ -73,6 +78,8 @@ impl RegistrationRequest {
         Self {
             ct: ct.to_path_buf(),
             xray: xray.to_path_buf(),
+            xray_frame: 0,
+            extra_warnings: Vec::new(),
             labels: None,
             labels_table: None,
             mask_labels: Vec::new(),
@@ -165,9 +172,10 @@ pub struct RegistrationOutcome {
     pub overlay: RgbPicture,
 }
 
-/// The X-ray (PNG, DICOM or 2-D NIfTI, read by `pinhole-io`) as the registration's image.
-fn read_xray(path: &Path) -> Result<Image> {
-    let image = pinhole_io::xray_image::read(path)?;
+/// Frame `frame` of the X-ray (PNG, DICOM or 2-D NIfTI, read by `pinhole-io`) as the
+/// registration's image.
+fn read_xray(path: &Path, frame: usize) -> Result<Image> {
+    let image = pinhole_io::xray_image::read_frame(path, frame)?;
     Ok(Image {
         width: image.width,
         height: image.height,
@@ -214,16 +222,24 @@ fn check_converged(similarity: f64, min_similarity: f64) -> Result<()> {
 /// Runs the registration.
 pub fn run(request: &RegistrationRequest, observer: &dyn Observer) -> Result<RegistrationOutcome> {
     request.validate()?;
-    let xray = read_xray(&request.xray)?;
+    let xray = read_xray(&request.xray, request.xray_frame)?;
     observer.info(&format!(
-        "X-ray {}: {}x{}",
+        "X-ray {}{}: {}x{}",
         request.xray.display(),
+        if request.xray_frame > 0 {
+            format!(" frame {}", request.xray_frame)
+        } else {
+            String::new()
+        },
         xray.width,
         xray.height
     ));
     let loaded = load(&request.ct, None, observer)?;
-    let warnings: Vec<String> = check_ct(&request.ct, &loaded, request.not_ct, observer)?
-        .into_iter()
+    let warnings: Vec<String> = request
+        .extra_warnings
+        .iter()
+        .cloned()
+        .chain(check_ct(&request.ct, &loaded, request.not_ct, observer)?)
         .collect();
     let ct = loaded.volume;
     let grid = ct.grid().clone();

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use pinhole_io::xray_image::XrayGeometry;
 use pinhole_pipeline::register::{parse_similarity, RegistrationOutcome, RegistrationRequest};
 use pinhole_pipeline::Observer;
 
@@ -14,9 +15,14 @@ pub struct RegisterArgs {
     ct: PathBuf,
     /// Live X-ray: PNG (8/16-bit), a single-file DICOM (XA, RF, DX, CR, X-ray) or a 2-D
     /// NIfTI. Row 0 is the displayed top; in the frontal view the patient's right is on the
-    /// viewer's left.
+    /// viewer's left. A DICOM file's DistanceSourceToDetector, DistanceSourceToPatient,
+    /// ImagerPixelSpacing and positioner angles stand in for --sid, --sod, --pixel-mm,
+    /// --init-lao and --init-cran when those are not given (flags win over the header).
     #[arg(long)]
     xray: PathBuf,
+    /// Frame of a multi-frame DICOM X-ray (XA / RF / DX cine), numbered from 0.
+    #[arg(long, default_value_t = 0)]
+    frame: usize,
     /// Label map on the CT's grid: organ outlines on the overlay, and --mask-labels.
     #[arg(long)]
     labels: Option<PathBuf>,
@@ -33,19 +39,24 @@ pub struct RegisterArgs {
     /// A needle plan (`plan.json`) drawn on the overlay at the registered pose.
     #[arg(long)]
     plan: Option<PathBuf>,
-    /// Nominal LAO (+) / RAO (−) angle of the C-arm, degrees.
-    #[arg(value_parser = super::finite, long, default_value_t = 0.0, allow_hyphen_values = true)]
-    init_lao: f64,
-    /// Nominal CRAN (+) / CAUD (−) angle, degrees.
-    #[arg(value_parser = super::finite, long, default_value_t = 0.0, allow_hyphen_values = true)]
-    init_cran: f64,
-    /// Source-to-image distance, mm.
-    #[arg(value_parser = super::finite, long, default_value_t = 1020.0)]
-    sid: f64,
-    /// Source-to-isocentre distance, mm.
-    #[arg(value_parser = super::finite, long, default_value_t = 850.0)]
-    sod: f64,
-    /// Detector pixel pitch, mm (default: a 400 mm detector across the image width).
+    /// Nominal LAO (+) / RAO (−) angle of the C-arm, degrees [default: the DICOM
+    /// header's PositionerPrimaryAngle, else 0].
+    #[arg(value_parser = super::finite, long, allow_hyphen_values = true)]
+    init_lao: Option<f64>,
+    /// Nominal CRAN (+) / CAUD (−) angle, degrees [default: the DICOM header's
+    /// PositionerSecondaryAngle, else 0].
+    #[arg(value_parser = super::finite, long, allow_hyphen_values = true)]
+    init_cran: Option<f64>,
+    /// Source-to-image distance, mm [default: the DICOM header's
+    /// DistanceSourceToDetector, else 1020].
+    #[arg(value_parser = super::finite, long)]
+    sid: Option<f64>,
+    /// Source-to-isocentre distance, mm [default: the DICOM header's
+    /// DistanceSourceToPatient, else 850].
+    #[arg(value_parser = super::finite, long)]
+    sod: Option<f64>,
+    /// Detector pixel pitch, mm [default: the DICOM header's ImagerPixelSpacing (square
+    /// pixels required, within 1 %), else a 400 mm detector across the image width].
     #[arg(value_parser = super::finite, long)]
     pixel_mm: Option<f64>,
     /// Source anterior (radiographic AP) instead of under the table.
@@ -86,20 +97,159 @@ pub fn run(args: &RegisterArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     super::marking_failure(&args.out, "register", || register(args, terminal))
 }
 
+/// `--init-lao` / `--init-cran` without a flag or a header value, degrees.
+const DEFAULT_ANGLE_DEG: f64 = 0.0;
+/// `--sid` without a flag or a header value, mm.
+const DEFAULT_SID_MM: f64 = 1020.0;
+/// `--sod` without a flag or a header value, mm.
+const DEFAULT_SOD_MM: f64 = 850.0;
+/// Largest relative difference between ImagerPixelSpacing's row and column spacing
+/// still taken as square pixels (the registration's detector has square pixels).
+const SQUARE_PIXEL_TOLERANCE: f64 = 0.01;
+
+/// The nominal C-arm: each value from its flag, else the X-ray's DICOM header, else the
+/// default; `from_header` lists what came from the header, `warnings` the header's
+/// unusable geometry tags.
+struct NominalGeometry {
+    lao_deg: f64,
+    cran_deg: f64,
+    sid_mm: f64,
+    sod_mm: f64,
+    pixel_mm: Option<f64>,
+    from_header: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// The flag's value, else the header's (recorded in `from_header`), else `default`.
+fn pick(
+    from_header: &mut Vec<String>,
+    flag: Option<f64>,
+    tag: Option<f64>,
+    default: f64,
+    shown: impl Fn(f64) -> String,
+) -> f64 {
+    match (flag, tag) {
+        (Some(v), _) => v,
+        (None, Some(v)) => {
+            from_header.push(shown(v));
+            v
+        }
+        (None, None) => default,
+    }
+}
+
+fn nominal_geometry(
+    args: &RegisterArgs,
+    header: Option<&XrayGeometry>,
+) -> anyhow::Result<NominalGeometry> {
+    let mut from_header = Vec::new();
+    let header_or_empty = header.cloned().unwrap_or_default();
+    let h = &header_or_empty;
+    let sid_mm = pick(
+        &mut from_header,
+        args.sid,
+        h.distance_source_to_detector_mm,
+        DEFAULT_SID_MM,
+        |v| format!("SID {v} mm"),
+    );
+    let sod_mm = pick(
+        &mut from_header,
+        args.sod,
+        h.distance_source_to_patient_mm,
+        DEFAULT_SOD_MM,
+        |v| format!("SOD {v} mm"),
+    );
+    let header_pixel_mm = match (args.pixel_mm, h.imager_pixel_spacing_mm) {
+        (None, Some([row_mm, column_mm])) => {
+            if (row_mm - column_mm).abs() > SQUARE_PIXEL_TOLERANCE * column_mm {
+                anyhow::bail!(
+                    "{}: ImagerPixelSpacing {row_mm} \\ {column_mm} mm (row \\ column) is not \
+                     square (they differ by more than 1 %), and the registration assumes \
+                     square detector pixels; give --pixel-mm to use one pitch anyway",
+                    args.xray.display()
+                );
+            }
+            Some(column_mm)
+        }
+        _ => None,
+    };
+    let pixel_mm = match header_pixel_mm {
+        Some(v) => {
+            from_header.push(format!("pixel {v} mm"));
+            Some(v)
+        }
+        None => args.pixel_mm,
+    };
+    let lao_deg = pick(
+        &mut from_header,
+        args.init_lao,
+        h.positioner_primary_angle_deg,
+        DEFAULT_ANGLE_DEG,
+        |v| format!("LAO {v}°"),
+    );
+    let cran_deg = pick(
+        &mut from_header,
+        args.init_cran,
+        h.positioner_secondary_angle_deg,
+        DEFAULT_ANGLE_DEG,
+        |v| format!("CRAN {v}°"),
+    );
+    Ok(NominalGeometry {
+        lao_deg,
+        cran_deg,
+        sid_mm,
+        sod_mm,
+        pixel_mm,
+        from_header,
+        warnings: h
+            .warnings
+            .iter()
+            .map(|w| format!("X-ray DICOM header: {w}"))
+            .collect(),
+    })
+}
+
 fn register(args: &RegisterArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
+    let header = pinhole_io::xray_image::read_geometry(&args.xray)?;
+    let nominal = nominal_geometry(args, header.as_ref())?;
+    let mut extra_warnings = nominal.warnings.clone();
+    for warning in &nominal.warnings {
+        terminal.warn(warning);
+    }
+    if !nominal.from_header.is_empty() {
+        let line = format!(
+            "geometry from the DICOM header: {}",
+            nominal.from_header.join(", ")
+        );
+        terminal.info(&line);
+        extra_warnings.push(line);
+    }
+    if let Some(frames) = header
+        .as_ref()
+        .map(|h| h.number_of_frames)
+        .filter(|n| *n > 1)
+    {
+        terminal.info(&format!(
+            "{}: frame {} of {frames} (--frame, from 0)",
+            args.xray.display(),
+            args.frame
+        ));
+    }
     let request = RegistrationRequest {
         ct: args.ct.clone(),
         xray: args.xray.clone(),
+        xray_frame: args.frame,
+        extra_warnings,
         labels: args.labels.clone(),
         labels_table: args.labels_table.clone(),
         mask_labels: args.mask_labels.clone(),
         overlay: args.overlay.clone(),
         plan: args.plan.clone(),
-        init_lao_deg: args.init_lao,
-        init_cran_deg: args.init_cran,
-        sid_mm: args.sid,
-        sod_mm: args.sod,
-        pixel_mm: args.pixel_mm,
+        init_lao_deg: nominal.lao_deg,
+        init_cran_deg: nominal.cran_deg,
+        sid_mm: nominal.sid_mm,
+        sod_mm: nominal.sod_mm,
+        pixel_mm: nominal.pixel_mm,
         source_anterior: args.source_anterior,
         isocenter_lps: args.isocenter,
         invert: args.invert,

@@ -122,7 +122,7 @@ pub(crate) fn decode_all_frames_u8(bytes: &[u8]) -> Result<DicomFrames, ErrorKin
 }
 
 /// Number of Frames (absent: 1); 0 or negative is refused.
-fn frame_count(h: &SliceHeader) -> Result<usize, ErrorKind> {
+pub(super) fn frame_count(h: &SliceHeader) -> Result<usize, ErrorKind> {
     match h.frames {
         None => Ok(1),
         Some(n) if n >= 1 => {

@@ -74,7 +74,7 @@ fn floats(obj: &DefaultDicomObject, tag: Tag) -> Option<Vec<f64>> {
 /// At least `n` finite numbers of a decimal-string element: `Ok(None)` when the element
 /// is absent or empty, `Err` (naming the element and its text) when it is present but
 /// not `n` finite numbers — `PixelSpacing` `nan\nan` is not "no PixelSpacing".
-fn checked_floats(
+pub(super) fn checked_floats(
     obj: &DefaultDicomObject,
     tag: Tag,
     name: &str,

@@ -32,7 +32,9 @@
 //! unit vectors, and a rescale outside [`crate::rescale`]'s limits.
 //!
 //! Single files (registration X-rays) go through the same checks: [`crate::xray_image`]
-//! reads their first frame, modality LUT applied, multi-frame files included; ultrasound
+//! reads one chosen frame (0-based, checked against NumberOfFrames), modality LUT
+//! applied, and the X-ray geometry tags ([`XrayGeometry`]: SID, SOD, ImagerPixelSpacing,
+//! positioner angles; unusable values ignored with a warning); ultrasound
 //! frames ([`crate::us_frame`]) every frame as 8-bit grey, colour as luminance (`frames`).
 //!
 //! Inside: `listing` scans a folder and groups headers into series, `header` reads one
@@ -53,6 +55,7 @@ mod jpeg2000;
 mod listing;
 mod parse;
 mod pixels;
+mod xray;
 
 use assemble::assemble;
 pub(crate) use frames::decode_all_frames_u8;
@@ -60,7 +63,9 @@ pub use frames::{luminance_u8, DicomFrames, MAX_DECODED_FRAMES_BYTES};
 use header::SliceHeader;
 use listing::{group_series, no_dicom, read_headers};
 use parse::parse;
-use pixels::{check_pixel_format, check_transfer_syntax, decode_first_frame, decode_slice};
+use pixels::{check_transfer_syntax, decode_slice};
+pub use xray::XrayGeometry;
+pub(crate) use xray::{decode_frame_rescaled, read_geometry};
 
 /// Absolute tolerance on slice gaps: a gap deviating from the median gap by more than
 /// both this and [`SPACING_TOLERANCE_FRACTION`] of it makes the series unevenly spaced.
@@ -182,30 +187,4 @@ pub fn decode_file_bytes(bytes: &[u8]) -> std::result::Result<(), String> {
     let header = SliceHeader::from_object(PathBuf::new(), &obj)?;
     check_transfer_syntax(&header.transfer_syntax).map_err(|k| k.to_string())?;
     decode_slice(&obj, &header).map(|_| ())
-}
-
-/// The first frame of one DICOM file held in memory (with or without the 128-byte
-/// preamble), greyscale, modality LUT applied (`stored · RescaleSlope +
-/// RescaleIntercept`, as pydicom's `apply_modality_lut`): `(columns, rows, values)`, row
-/// 0 first. Multi-frame files give their first frame. Lengths are checked as for a
-/// series and the frame is capped at [`MAX_FRAME_BYTES`].
-pub(crate) fn decode_first_frame_rescaled(
-    bytes: &[u8],
-) -> std::result::Result<(usize, usize, Vec<f32>), ErrorKind> {
-    let obj = parse(bytes, false).map_err(ErrorKind::Dicom)?;
-    let header =
-        SliceHeader::from_object(PathBuf::new(), &obj).map_err(ErrorKind::InvalidHeader)?;
-    check_transfer_syntax(&header.transfer_syntax)?;
-    check_pixel_format(&header)?;
-    let raw = decode_first_frame(&obj, &header).map_err(ErrorKind::Dicom)?;
-    let (slope, intercept) = (header.slope, header.intercept);
-    let values = raw
-        .iter()
-        .map(|&r| (r as f64 * slope + intercept) as f32)
-        .collect();
-    Ok((
-        usize::from(header.columns),
-        usize::from(header.rows),
-        values,
-    ))
 }

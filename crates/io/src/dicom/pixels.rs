@@ -91,11 +91,23 @@ pub(super) fn decode_slice(
 }
 
 /// Decodes the first frame of a file whose header passed [`check_pixel_format`] into
-/// stored values (no modality LUT). The frame is capped at [`MAX_FRAME_BYTES`] and native
-/// pixel data must hold it whole before anything is decoded.
+/// stored values (no modality LUT); see [`decode_frame`].
 pub(super) fn decode_first_frame(
     obj: &DefaultDicomObject,
     h: &SliceHeader,
+) -> std::result::Result<Vec<i64>, String> {
+    decode_frame(obj, h, 0)
+}
+
+/// Decodes frame `index` (0-based; the caller has checked it against NumberOfFrames) of
+/// a file whose header passed [`check_pixel_format`] into stored values (no modality
+/// LUT). The frame is capped at [`MAX_FRAME_BYTES`]; native pixel data must hold frames
+/// `0..=index` whole, and encapsulated data (RLE, JPEG 2000) a fragment for the frame,
+/// before anything is decoded.
+pub(super) fn decode_frame(
+    obj: &DefaultDicomObject,
+    h: &SliceHeader,
+    index: u32,
 ) -> std::result::Result<Vec<i64>, String> {
     let pixels = usize::from(h.rows) * usize::from(h.columns);
     let bytes_per = usize::from(h.bits_allocated / 8);
@@ -108,10 +120,13 @@ pub(super) fn decode_first_frame(
         .element_opt(tags::PIXEL_DATA)
         .map_err(|e| e.to_string())?
         .ok_or("no PixelData")?;
+    let position = index as usize;
     if let Some(len) = element.header().len.get() {
-        if (len as usize) < frame_bytes {
+        let needed = (position as u128 + 1) * frame_bytes as u128;
+        if u128::from(len) < needed {
             return Err(format!(
-                "PixelData holds {len} bytes, a {}x{} frame of {} bits needs {frame_bytes}",
+                "PixelData holds {len} bytes, frame {index} of {}x{} pixels of {} bits \
+                 needs {needed}",
                 h.rows, h.columns, h.bits_allocated
             ));
         }
@@ -124,18 +139,27 @@ pub(super) fn decode_first_frame(
         // dicom-rs 0.10.1's RLE decoder panics on malformed segment tables; ours checks.
         let fragment = element
             .fragments()
-            .and_then(|f| f.first())
-            .ok_or("RLE PixelData without fragments")?;
+            .and_then(|f| f.get(position))
+            .ok_or_else(|| format!("RLE PixelData without a fragment for frame {index}"))?;
         rle_frame = decode_rle(fragment, pixels, bytes_per)?;
         &rle_frame
     } else {
         if super::jpeg2000::TRANSFER_SYNTAXES.contains(&h.transfer_syntax.as_str()) {
-            let first = element
+            let fragments = element.fragments().map_or(0, |f| f.len());
+            if index > 0 && h.frames.is_none_or(|n| n != fragments as i64) {
+                return Err(
+                    "JPEG 2000 frames split over several fragments are not read beyond the first"
+                        .into(),
+                );
+            }
+            let fragment = element
                 .fragments()
-                .and_then(|f| f.first())
-                .ok_or("JPEG 2000 PixelData without fragments")?;
+                .and_then(|f| f.get(position))
+                .ok_or_else(|| {
+                    format!("JPEG 2000 PixelData without a fragment for frame {index}")
+                })?;
             super::jpeg2000::check_codestream(
-                first,
+                fragment,
                 h.rows,
                 h.columns,
                 h.samples_per_pixel,
@@ -145,7 +169,7 @@ pub(super) fn decode_first_frame(
         // dicom-rs 0.10.1's JPEG 2000 adapter indexes out of bounds (a panic) when the
         // codestream holds more samples than the header's frame: contain it as an error.
         let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            obj.decode_pixel_data_frame(0)
+            obj.decode_pixel_data_frame(index)
         }));
         decoded = attempt
             .map_err(|_| "the pixel-data decoder failed on malformed compressed data".to_string())?
