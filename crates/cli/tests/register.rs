@@ -394,3 +394,37 @@ fn register_refuses_non_square_header_pixels_naming_pixel_mm() {
         "{stderr}"
     );
 }
+
+/// Regression (#23): an X-ray flipped left-right was registered with a plausible
+/// similarity (0.74) and a wrong pose. The mirrored image fits better: refused.
+#[test]
+fn register_refuses_an_x_ray_flipped_left_right() {
+    let ct = shared_data("abdomen-ct/example_ct.nii.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let (_png, raw) = drr_at_lao4_caud3(&ct, dir.path(), "xray");
+    let image = pinhole_io::nifti::read(&raw).unwrap().to_f32();
+    let [width, _, _] = image.grid().dims();
+    let flipped_data: Vec<f32> = image
+        .data()
+        .chunks_exact(width)
+        .flat_map(|row| row.iter().rev().copied())
+        .collect();
+    let flipped = pinhole_volume::Volume::new(image.grid().clone(), flipped_data).unwrap();
+    let flipped_path = dir.path().join("flipped.nii");
+    pinhole_io::nifti::write(&flipped_path, &pinhole_io::AnyVolume::from(flipped)).unwrap();
+    let out = dir.path().join("flipped-out");
+    let run = pinhole(&register_args(&ct, &flipped_path, &out));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{err}");
+    assert!(err.contains("mirrored left-right fits better"), "{err}");
+    assert!(!out.join("pose.json").exists());
+    // The same image the right way round passes the check, and says so.
+    let out = dir.path().join("right-out");
+    let run = pinhole(&register_args(&ct, &raw, &out));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(
+        err.contains("left-right check: the mirrored X-ray fits worse"),
+        "{err}"
+    );
+}

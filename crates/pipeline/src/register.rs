@@ -7,7 +7,7 @@ use pinhole_io::labels::LabelTable;
 use pinhole_register::volume_prep::mu_pyramid;
 use pinhole_register::{
     default_levels, register, CArmPose, CpuRenderer, LevelReport, LevelSpec, Polarity, Pose,
-    Renderer, Settings, Similarity,
+    Registration, Renderer, Settings, Similarity,
 };
 use pinhole_volume::{Vec3, Volume};
 use pinhole_xray::{Attenuation, CArm, Detector, Image, Projection};
@@ -63,6 +63,9 @@ pub struct RegistrationRequest {
     /// Below this final similarity the registration has not converged and no pose is
     /// returned (default [`DEFAULT_MIN_SIMILARITY`]).
     pub min_similarity: f64,
+    /// Also register the X-ray mirrored left-right at the coarse level, and refuse when
+    /// it fits better by more than [`MIRROR_MARGIN`] (a flipped image; default on).
+    pub mirror_check: bool,
     /// A CT that does not look like one: refuse (default) or go on with a warning.
     pub not_ct: NotCt,
 }
@@ -72,6 +75,11 @@ pub struct RegistrationRequest {
 /// right view with σ = 25 grey-level noise 0.80, another patient's DRR 0.46, uniform
 /// noise 0.06, a blank image 0.00.
 pub const DEFAULT_MIN_SIMILARITY: f64 = 0.2;
+
+/// How much better (coarse-level similarity) the X-ray mirrored left-right must fit for
+/// the registration to be refused as flipped. On the abdomen CT at 64²: the right view
+/// 0.98 and its mirror 0.74 (a body is nearly symmetric, so the margin stays small).
+pub const MIRROR_MARGIN: f64 = 0.05;
 
 impl RegistrationRequest {
     pub fn new(ct: &Path, xray: &Path) -> Self {
@@ -98,6 +106,7 @@ impl RegistrationRequest {
             seed: 1,
             gpu: false,
             min_similarity: DEFAULT_MIN_SIMILARITY,
+            mirror_check: true,
             not_ct: NotCt::default(),
         }
     }
@@ -220,6 +229,59 @@ fn check_converged(similarity: f64, min_similarity: f64) -> Result<()> {
 }
 
 /// Runs the registration.
+/// Refuses an X-ray that fits better mirrored left-right (the coarse level registered
+/// again on the mirrored image, same start, schedule and seed): it is most likely
+/// flipped, and its pose would be wrong with a plausible similarity.
+fn check_not_mirrored(
+    xray: &Image,
+    reg: &Registration,
+    nominal: &Projection,
+    start: &Pose,
+    levels: &[(&dyn Renderer, LevelSpec)],
+    settings: &Settings,
+    observer: &dyn Observer,
+) -> Result<()> {
+    let (Some(coarse), Some(first)) = (levels.first(), reg.levels.first()) else {
+        return Ok(());
+    };
+    let mirrored = mirror_left_right(xray);
+    let m = register(
+        &mirrored,
+        nominal,
+        start,
+        std::slice::from_ref(coarse),
+        settings,
+    )?;
+    if m.similarity > first.similarity + MIRROR_MARGIN {
+        return Err(Error::invalid(format!(
+            "registration did not converge: the X-ray mirrored left-right fits better \
+             (coarse similarity {:.3} against {:.3}), so it is most likely flipped; no pose \
+             was written. Check the image's orientation (the patient's right on the \
+             viewer's left in the frontal view), or skip this check with --no-mirror-check",
+            m.similarity, first.similarity
+        )));
+    }
+    observer.info(&format!(
+        "left-right check: the mirrored X-ray fits worse (coarse similarity {:.3} against {:.3})",
+        m.similarity, first.similarity
+    ));
+    Ok(())
+}
+
+/// `image` with its columns in reverse order.
+fn mirror_left_right(image: &Image) -> Image {
+    let data = image
+        .data
+        .chunks_exact(image.width.max(1))
+        .flat_map(|row| row.iter().rev().copied())
+        .collect();
+    Image {
+        width: image.width,
+        height: image.height,
+        data,
+    }
+}
+
 pub fn run(request: &RegistrationRequest, observer: &dyn Observer) -> Result<RegistrationOutcome> {
     request.validate()?;
     let xray = read_xray(&request.xray, request.xray_frame)?;
@@ -280,6 +342,9 @@ pub fn run(request: &RegistrationRequest, observer: &dyn Observer) -> Result<Reg
     let start = Pose::identity(carm.isocenter_lps);
     let reg = register(&xray, &nominal, &start, &levels, &settings)?;
     check_converged(reg.similarity, request.min_similarity)?;
+    if request.mirror_check {
+        check_not_mirrored(&xray, &reg, &nominal, &start, &levels, &settings, observer)?;
+    }
     let angles = CArmPose::from_pose(&reg.pose, &carm)?;
     observer.info(&format!(
         "registered in {:.1} s, {} DRRs ({:.0}/s): LAO {:.2}°, CRAN {:.2}°, table {:.1?} mm, similarity {:.4}",

@@ -85,6 +85,10 @@ pub struct RegisterArgs {
     /// an error and writes no pose (a blank or noise X-ray, or another body part).
     #[arg(value_parser = super::finite, long, default_value_t = pinhole_pipeline::register::DEFAULT_MIN_SIMILARITY)]
     min_similarity: f64,
+    /// Skip the left-right check (the X-ray mirrored is registered at the coarse level
+    /// too; when it fits clearly better the X-ray is taken to be flipped and refused).
+    #[arg(long)]
+    no_mirror_check: bool,
     /// Go on when the CT does not look like a CT in Hounsfield units (MR, PET, NM …);
     /// pose.json's warnings record it. Default: refuse.
     #[arg(long)]
@@ -258,6 +262,7 @@ fn register(args: &RegisterArgs, terminal: &dyn Observer) -> anyhow::Result<()> 
         seed: args.seed,
         gpu: args.gpu,
         min_similarity: args.min_similarity,
+        mirror_check: !args.no_mirror_check,
         not_ct: super::not_ct_policy(args.allow_non_ct),
     };
     super::refuse_overwriting_inputs(
