@@ -6,6 +6,7 @@
 //! ```text
 //! register-study --ct CT --labels LABELS [--cases 50] [--seed 1] [--size 256]
 //!     [--pixel-mm 1.5625] [--similarity gradient-ncc] [--levels-mm 4,2] [--gpu]
+//!     [--start-offset DEG,MM]   (start that far from the truth instead of the nominal pose)
 //! ```
 //! `--gpu` needs the `gpu` feature (`cargo build --release -p pinhole-bench --features gpu
 //! --bin register-study`).
@@ -36,6 +37,9 @@ struct Args {
     gpu: bool,
     rotation_deg: f64,
     translation_mm: f64,
+    /// Start this far from the truth (Euler-angle vector norm in degrees, translation in
+    /// mm), in a random direction per case; `None`: from the nominal pose.
+    start_offset: Option<(f64, f64)>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -51,6 +55,7 @@ fn parse() -> Result<Args, String> {
         gpu: false,
         rotation_deg: 10.0,
         translation_mm: 20.0,
+        start_offset: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -81,6 +86,13 @@ fn parse() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?;
             }
             "--gpu" => a.gpu = true,
+            "--start-offset" => {
+                let v = value()?;
+                let (deg, mm) = v
+                    .split_once(',')
+                    .ok_or_else(|| format!("--start-offset DEG,MM, got {v}"))?;
+                a.start_offset = Some((num(deg.to_owned())?, num(mm.to_owned())?));
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -136,6 +148,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Settings::default()
     };
     let mut rng = Rng::new(args.seed);
+    // Its own stream, so that the truths are those of the study from the nominal pose.
+    let mut start_rng = Rng::new(args.seed.wrapping_add(1_000_003));
     let mut rows = Vec::new();
     for case in 0..args.cases {
         let truth = random_pose(&mut rng, center, args.rotation_deg, args.translation_mm);
@@ -147,7 +161,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             1.0,
             args.seed + case as u64,
         )?;
-        let start = Pose::identity(center);
+        let start = match args.start_offset {
+            Some((deg, mm)) => offset_pose(&truth, deg, mm, &mut start_rng),
+            None => Pose::identity(center),
+        };
         let reg = register(&xray, &nominal, &start, &levels, &settings)?;
         let err = mtre(&reg.pose, &truth, &centroids);
         let start_err = mtre(&start, &truth, &centroids);
@@ -201,6 +218,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "setup_seconds": load_s,
         "threads": rayon::current_num_threads(),
         "renderer": if args.gpu { "gpu" } else { "cpu" },
+        "start": match args.start_offset {
+            Some((deg, mm)) => format!("{deg} deg and {mm} mm from the truth, random directions"),
+            None => "the nominal (frontal) pose".to_owned(),
+        },
         "similarity": args.similarity,
         "levels_mm": args.levels_mm,
         "xray": {"size": args.size, "pixel_mm": args.pixel_mm, "model": format!("{sim_model:?}")},
@@ -229,4 +250,28 @@ fn gpu_renderers(
          --bin register-study"
             .into(),
     )
+}
+
+/// `truth` moved by `deg` (norm of the Euler-angle change) and `mm`, each along a random
+/// unit direction.
+fn offset_pose(truth: &Pose, deg: f64, mm: f64, rng: &mut Rng) -> Pose {
+    let mut unit = || -> [f64; 3] {
+        loop {
+            let v: [f64; 3] = std::array::from_fn(|_| 2.0 * rng.uniform() - 1.0);
+            let n = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+            if n > 0.1 && n <= 1.0 {
+                return v.map(|x| x / n);
+            }
+        }
+    };
+    let (r, t) = (unit(), unit());
+    let p = truth.params();
+    let moved: [f64; 6] = std::array::from_fn(|i| {
+        if i < 3 {
+            p[i] + deg * r[i]
+        } else {
+            p[i] + mm * t[i - 3]
+        }
+    });
+    Pose::from_params(&moved, truth.center_lps)
 }
