@@ -185,7 +185,7 @@ fn serve_and_replay_synthesized_insertion() {
 }
 
 /// Sends a TRANSFORM per (device name, x translation in mm) over OpenIGTLink, then
-/// closes the connection.
+/// closes the connection cleanly.
 fn send_transforms(port: u16, transforms: &[(&str, f64)]) {
     use pinhole_igtl::{encode, Body, Message, Transform};
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -199,7 +199,13 @@ fn send_transforms(port: u16, transforms: &[(&str, f64)]) {
         let msg = Message::new(device, Body::Transform(Transform::from_matrix(&m)));
         s.write_all(&encode(&msg).unwrap()).unwrap();
     }
-    s.flush().unwrap();
+    // Close our side and read what the server sent until it closes too: closing with
+    // unread bytes would reset the connection, and a reset can discard our messages
+    // before the server reads them (seen once in CI).
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut sent_to_us = Vec::new();
+    let _ = s.read_to_end(&mut sent_to_us);
 }
 
 /// `GET` returning (headers, body bytes) of a `Connection: close` response.
