@@ -73,9 +73,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// `tip_method` of an end whose background runs out of the scan.
-const SCAN_EDGE: &str = "last metal voxel (scan edge)";
+pub const SCAN_EDGE: &str = "last metal voxel (scan edge)";
 /// `tip_method` of a tip placed by the model of the voxels around it.
-const MODEL_FIT: &str = "model fit (clipped plateau)";
+pub const MODEL_FIT: &str = "model fit (clipped plateau)";
+/// `tip_method` of an end at the steepest descent of a clipped profile (for the tip:
+/// followed by why the model fit was not used).
+pub const STEEPEST_EDGE: &str = "steepest edge (clipped plateau)";
+/// `tip_method` of an end at the half-maximum crossing (unclipped data).
+pub const HALF_MAXIMUM: &str = "half-maximum";
 /// Metal lines extracted at most.
 const MAX_LINES: usize = 8;
 /// RANSAC hypotheses per line.
@@ -820,11 +825,9 @@ fn refine_end(
         return edge;
     };
     let (u_tip, method) = if clipped {
-        steepest_descent(&us, &vals, u_half).map_or((u_half, "half-maximum"), |u| {
-            (u, "steepest edge (clipped plateau)")
-        })
+        steepest_descent(&us, &vals, u_half).map_or((u_half, HALF_MAXIMUM), |u| (u, STEEPEST_EDGE))
     } else {
-        (u_half, "half-maximum")
+        (u_half, HALF_MAXIMUM)
     };
     EndFit {
         s: s_end + sign * u_tip,

@@ -211,9 +211,7 @@ fn neighbourhood(ct: &Volume<f32>, tip: DVec3, axis_out: DVec3) -> Option<Neighb
     let radius = 2.5f64.max(1.5 * sp[0].max(sp[1]));
     let reach = behind.max(beyond) + radius;
     let (lo, hi) = index_box(grid, tip, reach)?;
-    let d = grid.direction();
-    let col = |c: usize| DVec3::new(d[0][c], d[1][c], d[2][c]);
-    let (e_i, e_j, normal) = (col(0), col(1), col(2));
+    let [e_i, e_j, normal] = grid_axes(grid);
     let mut near: Vec<(f64, DVec3)> = Vec::new();
     for k in lo[2]..=hi[2] {
         for j in lo[1]..=hi[1] {
@@ -246,6 +244,12 @@ fn neighbourhood(ct: &Volume<f32>, tip: DVec3, axis_out: DVec3) -> Option<Neighb
         clip_hu: if censor { max } else { f64::INFINITY },
         spacing_mm: sp[2],
     })
+}
+
+/// The grid's i, j and k axes as world unit vectors (i, j span a slice; k is its normal).
+fn grid_axes(grid: &pinhole_volume::Grid) -> [DVec3; 3] {
+    let d = grid.direction();
+    [0, 1, 2].map(|c| DVec3::new(d[0][c], d[1][c], d[2][c]))
 }
 
 /// The index box (inclusive) holding the cube of half-side `reach_mm` around `centre`.
@@ -295,9 +299,7 @@ struct RodPoints {
 
 impl RodPoints {
     fn new(hood: &Neighbourhood, ct: &Volume<f32>, tip: DVec3, axis_out: DVec3) -> Self {
-        let d = ct.grid().direction();
-        let col = |c: usize| DVec3::new(d[0][c], d[1][c], d[2][c]);
-        let (e_i, e_j, normal) = (col(0), col(1), col(2));
+        let [e_i, e_j, normal] = grid_axes(ct.grid());
         let behind = 6f64.max(2.5 * hood.spacing_mm) + 3.0 * SIGMA_MAX_MM + 2.0 * hood.spacing_mm;
         let first = -(behind / STEP_MM).round() as i64;
         let last = (SEARCH_MM / STEP_MM).round() as i64;

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use pinhole_ablation::coverage::patient_side;
 use pinhole_intraop::deformable::{control_to_planning_point, BSplineField};
-use pinhole_intraop::needle::{detect_needle, DetectedNeedle, NeedleDetection, NeedleSearch};
+use pinhole_intraop::needle::{
+    detect_needle, DetectedNeedle, NeedleDetection, NeedleSearch, SCAN_EDGE, STEEPEST_EDGE,
+};
 use pinhole_io::markups::{ControlPoint, Markup, MarkupKind};
 use pinhole_volume::annotate::Canvas;
 use pinhole_volume::math::{
@@ -707,13 +709,30 @@ impl NeedleCheckReport {
 
 /// A warning when the tip's position is less certain than the model fit makes it.
 fn tip_warning(tip_method: &str) -> Option<String> {
-    if tip_method.starts_with("steepest edge") {
+    if tip_method.starts_with(STEEPEST_EDGE) {
         Some(format!(
             "the tip was placed at the steepest edge of the clipped metal profile ({tip_method}): along the needle it may be off by up to ~1.5 mm"
         ))
-    } else if tip_method.starts_with("last metal voxel") {
+    } else if tip_method == SCAN_EDGE {
         Some("the needle runs out of the control scan at its tip end: the tip shown is the last metal voxel, the true tip may lie beyond the scan".to_owned())
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinhole_intraop::needle::{HALF_MAXIMUM, MODEL_FIT};
+
+    #[test]
+    fn a_tip_not_placed_by_the_fit_or_at_the_scan_edge_is_warned_about() {
+        let rejected = format!("{STEEPEST_EDGE}; model fit not used: the model fits poorly");
+        let warning = tip_warning(&rejected).expect("a warning");
+        assert!(warning.contains("up to ~1.5 mm") && warning.contains("fits poorly"));
+        let warning = tip_warning(SCAN_EDGE).expect("a warning");
+        assert!(warning.contains("beyond the scan"), "{warning}");
+        assert_eq!(tip_warning(MODEL_FIT), None);
+        assert_eq!(tip_warning(HALF_MAXIMUM), None);
     }
 }
