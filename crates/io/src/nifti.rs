@@ -19,7 +19,7 @@ use pinhole_volume::{Grid, Volume, Voxel};
 use crate::atomic::AtomicFile;
 use crate::error::{Error, ErrorKind, Result, WithPath};
 use crate::image::{AnyVolume, ScalarType};
-use crate::raw::{decode_samples, encode_samples, Endian};
+use crate::raw::{encode_samples, Endian};
 
 const NIFTI1_HEADER: usize = 348;
 const NIFTI1_DATA_START: usize = 352;
@@ -28,31 +28,82 @@ const NIFTI2_DATA_START: usize = 544;
 /// deflate never expands data by more than this factor; bounds what a `.gz` may claim.
 pub(crate) const MAX_DEFLATE_RATIO: u64 = 1032;
 
-/// Reads a NIfTI file (`.nii` or gzip-compressed, detected by content).
+/// Reads a NIfTI file (`.nii` or gzip-compressed, detected by content), streaming: the
+/// file is never held in memory, only the volume (peak: the volume plus 1 MiB).
 pub fn read(path: &Path) -> Result<AnyVolume> {
-    let raw = std::fs::read(path).with_path(path)?;
-    read_bytes(&raw).map_err(|kind| Error::new(path, kind))
+    let file = std::fs::File::open(path).with_path(path)?;
+    let file_bytes = file.metadata().with_path(path)?.len();
+    read_stream(std::io::BufReader::new(file), file_bytes).map_err(|kind| Error::new(path, kind))
 }
 
 /// Reads a NIfTI image held in memory (possibly gzip-compressed).
 pub fn read_bytes(raw: &[u8]) -> std::result::Result<AnyVolume, ErrorKind> {
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let header_bytes = gunzip_prefix(raw, NIFTI2_DATA_START as u64)?;
-        let header = parse_header(&header_bytes)?;
-        let needed = header.data_end()?;
-        let limit = (raw.len() as u64).saturating_mul(MAX_DEFLATE_RATIO);
-        if needed > limit {
+    read_stream(raw, raw.len() as u64)
+}
+
+fn read_stream(
+    mut input: impl std::io::BufRead,
+    input_bytes: u64,
+) -> std::result::Result<AnyVolume, ErrorKind> {
+    let magic = input
+        .fill_buf()
+        .map_err(|e| ErrorKind::Truncated(format!("reading: {e}")))?;
+    if magic.starts_with(&[0x1f, 0x8b]) {
+        let limit = input_bytes.saturating_mul(MAX_DEFLATE_RATIO);
+        decode_stream(&mut MultiGzDecoder::new(input), Some(limit), "gzip stream")
+    } else {
+        decode_stream(&mut input, None, "reading")
+    }
+}
+
+/// Header, then the samples straight from `stream` into the volume. `limit`: the most
+/// bytes the stream can yield (a compressed file's bound), checked against the header's
+/// claim before any sample is read.
+fn decode_stream(
+    stream: &mut dyn Read,
+    limit: Option<u64>,
+    what: &str,
+) -> std::result::Result<AnyVolume, ErrorKind> {
+    let io_error = |e: std::io::Error| ErrorKind::Truncated(format!("{what}: {e}"));
+    let mut prefix = Vec::new();
+    stream
+        .take(NIFTI2_DATA_START as u64)
+        .read_to_end(&mut prefix)
+        .map_err(io_error)?;
+    let header = parse_header(&prefix)?;
+    let scalar = header.scalar_type()?;
+    let end = header.data_end()?;
+    if let Some(limit) = limit.filter(|&limit| end > limit) {
+        return Err(ErrorKind::SizeExceedsFile {
+            claimed: end,
+            available: limit,
+        });
+    }
+    let grid = grid_of(&header)?;
+    let start = header.data_start;
+    let consumed = prefix.len() as u64;
+    let head = prefix.get(start.min(consumed) as usize..).unwrap_or(&[]);
+    if start > consumed {
+        let skipped = std::io::copy(&mut stream.take(start - consumed), &mut std::io::sink())
+            .map_err(io_error)?;
+        if skipped < start - consumed {
             return Err(ErrorKind::SizeExceedsFile {
-                claimed: needed,
-                available: limit,
+                claimed: end - start,
+                available: 0,
             });
         }
-        let all = gunzip_prefix(raw, needed)?;
-        decode(&header, &all)
-    } else {
-        let header = parse_header(raw)?;
-        decode(&header, raw)
     }
+    let mut payload = head.chain(stream);
+    let stored = crate::raw::read_samples(grid, &mut payload, scalar, header.endian).map_err(
+        |e| match e {
+            crate::raw::ReadSamplesError::Short { expected, found } => ErrorKind::SizeExceedsFile {
+                claimed: expected,
+                available: found,
+            },
+            crate::raw::ReadSamplesError::Io(e) => io_error(e),
+        },
+    )?;
+    apply_scaling(stored, header.scl_slope, header.scl_inter)
 }
 
 /// Decompresses at most `limit` bytes of a gzip stream (never more than it yields).
@@ -315,22 +366,6 @@ fn data_start(vox_offset: f64, minimum: usize) -> std::result::Result<u64, Error
     Ok((vox_offset as u64).max(minimum as u64))
 }
 
-fn decode(header: &Header, bytes: &[u8]) -> std::result::Result<AnyVolume, ErrorKind> {
-    let scalar = header.scalar_type()?;
-    let end = header.data_end()?;
-    if end > bytes.len() as u64 {
-        return Err(ErrorKind::SizeExceedsFile {
-            claimed: end - header.data_start,
-            available: (bytes.len() as u64).saturating_sub(header.data_start),
-        });
-    }
-    let grid = grid_of(header)?;
-    let payload = &bytes[header.data_start as usize..end as usize];
-    let stored = decode_samples(grid, payload, scalar, header.endian)
-        .map_err(|e| ErrorKind::InvalidHeader(e.to_string()))?;
-    apply_scaling(stored, header.scl_slope, header.scl_inter)
-}
-
 /// `value = slope · stored + inter`, keeping an integer type when the result is integral
 /// and fits (the chest CT: int16 with `scl_inter = -1024` stays int16).
 ///
@@ -355,6 +390,13 @@ fn apply_scaling(
             let (a, b) = (scale(lo), scale(hi));
             let (lo, hi) = (a.min(b), a.max(b));
             if lo >= f64::from(i16::MIN) && hi <= f64::from(i16::MAX) {
+                if let AnyVolume::I16(mut v) = stored {
+                    // In place: no second copy of a CT stored as int16.
+                    for x in v.data_mut() {
+                        *x = scale(f64::from(*x)) as i16;
+                    }
+                    return Ok(AnyVolume::I16(v));
+                }
                 return Ok(AnyVolume::I16(
                     crate::with_volume!(&stored, v => v.map(|x| scale(x.to_f64()) as i16)),
                 ));
