@@ -19,4 +19,13 @@ for crate in pinhole-volume pinhole-io pinhole-plan-needle pinhole-vessel pinhol
     echo "ok: $crate ($(wc -l <<<"$tree") dependency lines checked)"
   fi
 done
+# The Python bindings are an app like the CLI (wgpu through the pipeline's `gpu`
+# feature), but the async server stack stays out of them.
+tree=$(cargo tree -p pinhole-python --edges normal --prefix none)
+hits=$(grep -E '^(tokio|axum|hyper) ' <<<"$tree" | sort -u || true)
+if [ -n "$hits" ]; then
+  echo "layering violation: pinhole-python depends on:"; echo "$hits"; status=1
+else
+  echo "ok: pinhole-python (no tokio/axum/hyper)"
+fi
 exit $status

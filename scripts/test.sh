@@ -12,3 +12,5 @@ else
   echo "note: cargo-insta not installed (cargo install cargo-insta --locked); unreferenced snapshots are not checked" >&2
   cargo test --workspace --locked
 fi
+# The Python package (maturin wheel + pytest, tests/python).
+bash scripts/python-tests.sh

@@ -55,9 +55,13 @@ enum Command {
     /// Confirm a treatment: `pinhole confirm ablation ...` (coverage, minimal ablative margin).
     #[command(subcommand)]
     Confirm(commands::intraop::ConfirmCommand),
+    /// Cohorts on Ray: `pinhole cohort run MANIFEST --procedure P --out DIR` (one needle
+    /// plan per case, summary.csv/.parquet, resumable) and `pinhole cohort drr` (a DRR
+    /// dataset); runs the Python package's `pinhole.cohort` (PINHOLE_PYTHON).
+    Cohort(commands::cohort::CohortArgs),
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn run(command: Command) -> anyhow::Result<ExitCode> {
     let terminal = terminal::Terminal::default();
     match command {
         Command::Info(args) => commands::info::run(&args, &terminal),
@@ -74,14 +78,17 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::RegisterCt(args) => commands::intraop::register_ct(&args, &terminal),
         Command::Verify(command) => commands::intraop::verify(&command, &terminal),
         Command::Confirm(command) => commands::intraop::confirm(&command, &terminal),
-    }
+        // The Python side's exit code (2: refused input) passes through.
+        Command::Cohort(args) => return commands::cohort::run(&args),
+    }?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     pinhole_pipeline::provenance::record_full_paths(cli.record_full_paths);
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

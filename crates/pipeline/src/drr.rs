@@ -90,7 +90,9 @@ impl DrrRequest {
         check_finite_point("--isocenter", self.isocenter_lps)
     }
 
-    fn carm(&self, grid: &Grid) -> CArm {
+    /// The C-arm of this request for a CT on `grid` (isocentre: the grid's centre unless
+    /// given).
+    pub fn carm(&self, grid: &Grid) -> CArm {
         let mut carm = CArm::new(self.isocenter_lps.unwrap_or_else(|| grid.center_lps()));
         carm.lao_deg = self.lao_deg;
         carm.cran_deg = self.cran_deg;

@@ -83,6 +83,21 @@ pub fn build(
     content: &ViewerContent,
     observer: &dyn Observer,
 ) -> Result<Session> {
+    build_with(data, content, true, observer)
+}
+
+/// [`build`] without the viewer's scene (no volumes or DRRs prepared): the guidance
+/// engine alone, as the Python bindings use it.
+pub fn build_guidance(data: &SessionData, observer: &dyn Observer) -> Result<Session> {
+    build_with(data, &ViewerContent::default(), false, observer)
+}
+
+fn build_with(
+    data: &SessionData,
+    content: &ViewerContent,
+    with_viewer: bool,
+    observer: &dyn Observer,
+) -> Result<Session> {
     // Warnings for `/api/session` as well as the terminal.
     let mut warnings = Vec::new();
     let mut warn = |text: String| {
@@ -128,7 +143,11 @@ pub fn build(
         plans.push(plan);
     }
     plans.extend(&content.plans);
-    let viewer = viewer(data, content, &plans, observer)?;
+    let viewer = if with_viewer {
+        Some(viewer(data, content, &plans, observer)?)
+    } else {
+        None
+    };
     let mut session = Session::with_timing(
         data.ct.grid(),
         data.labels.clone(),
@@ -138,7 +157,7 @@ pub fn build(
         data.inputs.clone(),
         content.risk_fields,
     );
-    session.viewer = Some(viewer);
+    session.viewer = viewer;
     for absent in &session.description.warnings {
         observer.warn(absent);
     }

@@ -2,6 +2,7 @@
 //! terminal output. No geometry, no report assembly: that lives in `pinhole-pipeline`.
 
 pub mod ablation;
+pub mod cohort;
 pub mod demo;
 pub mod drr;
 pub mod info;
