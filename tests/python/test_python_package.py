@@ -325,3 +325,14 @@ def test_drr_reads_every_voxel_type_and_layout_alike():
     c_order = pinhole.Volume(np.ascontiguousarray(ct.array), ct.affine)
     assert not c_order.array.flags["F_CONTIGUOUS"]
     np.testing.assert_array_equal(pinhole.drr(c_order, lao=10, size=24, pixel_mm=10), reference)
+
+
+def test_auto_renderer_skips_a_software_gpu():
+    # CI has only Mesa lavapipe (a CPU rasteriser): "auto" must then render on the CPU.
+    adapter = pinhole.gpu_adapter()
+    ct = pinhole.load(SMALL_CT)
+    auto = pinhole.drr(ct, lao=5, size=24, pixel_mm=10, method="auto")
+    expected = "gpu" if adapter is not None else "siddon"
+    np.testing.assert_array_equal(auto, pinhole.drr(ct, lao=5, size=24, pixel_mm=10, method=expected))
+    if adapter is not None:
+        assert "Cpu" not in adapter

@@ -99,6 +99,12 @@ impl GpuContext {
         &self.info
     }
 
+    /// A software rasteriser (Mesa lavapipe, SwiftShader): correct but slower than the
+    /// CPU renderers, so callers that choose a renderer by speed skip it.
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     /// Whether the device records timestamp queries (kernel timings).
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)

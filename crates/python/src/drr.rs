@@ -15,7 +15,26 @@ use crate::{to_py_err, PinholeError};
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(drr, m)?)?;
+    m.add_function(wrap_pyfunction!(gpu_adapter, m)?)?;
     Ok(())
+}
+
+/// The hardware GPU `drr(method="gpu")` would use, described (name, backend, driver), or
+/// `None` when there is none or only a software rasteriser (Mesa lavapipe), which is
+/// slower than the CPU renderers. Probed once per process.
+#[pyfunction]
+fn gpu_adapter(py: Python<'_>) -> Option<String> {
+    static ADAPTER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    py.detach(|| {
+        ADAPTER
+            .get_or_init(|| {
+                pinhole_gpu::GpuContext::new()
+                    .ok()
+                    .filter(|ctx| !ctx.is_software())
+                    .map(|ctx| ctx.adapter_info())
+            })
+            .clone()
+    })
 }
 
 /// Line integrals of μ (1/mm × mm) through the CT `hu` (`(I, J, K)` in HU: float32,

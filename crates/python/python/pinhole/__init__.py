@@ -41,6 +41,7 @@ __all__ = [
     "Report",
     "Volume",
     "drr",
+    "gpu_adapter",
     "guidance",
     "load",
     "measure_vessel",
@@ -137,6 +138,13 @@ def load(path: PathLike, *, series_uid: Optional[str] = None) -> Volume:
     return Volume(array, affine, info)
 
 
+def gpu_adapter() -> Optional[str]:
+    """The hardware GPU ``drr(method="gpu")`` uses (name, backend, driver), or ``None``
+    when there is none or only a software rasteriser such as Mesa lavapipe (slower
+    than the CPU renderers). Probed once per process."""
+    return _native.gpu_adapter()
+
+
 def drr(
     ct: Volume,
     *,
@@ -159,11 +167,14 @@ def drr(
     ``lao`` (+) / RAO (-) and ``cran`` (+) / CAUD (-) in degrees; ``size`` pixels square
     of ``pixel_mm`` at the detector; rotation about ``isocenter_lps`` (default: the
     volume's centre). ``method``: ``"siddon"`` (exact, CPU; the CLI's default),
-    ``"trilinear"`` or ``"gpu"`` (``samples`` per ray).
+    ``"trilinear"`` or ``"gpu"`` (``samples`` per ray); ``"auto"``: ``"gpu"`` when
+    :func:`gpu_adapter` finds a hardware GPU, else ``"siddon"``.
 
     ``poses`` (``(N, 4, 4)``, row-major rigid LPS transforms CT -> C-arm room, as
     ``pose.json``'s ``matrix_lps``) gives ``(N, size, size)``; without, ``(size, size)``.
     """
+    if method == "auto":
+        method = "gpu" if gpu_adapter() is not None else "siddon"
     hu = ct.array
     if hu.dtype not in _DRR_DTYPES:
         hu = np.asarray(hu, dtype=np.float32)

@@ -76,7 +76,8 @@ def _add_drr(actions: "argparse._SubParsersAction") -> None:
     drr.add_argument("--cran-range-deg", type=float, nargs=2, default=(-15.0, 15.0),
                      metavar=("LO", "HI"))
     drr.add_argument("--translation-sd-mm", type=float, default=5.0)
-    drr.add_argument("--method", default="siddon", choices=("siddon", "trilinear", "gpu"))
+    drr.add_argument("--method", default="auto", choices=("auto", "siddon", "trilinear", "gpu"),
+                     help="auto: a hardware GPU when there is one, else siddon (default)")
     drr.add_argument("--ray-address", help="an existing Ray cluster (default: local Ray)")
 
 

@@ -27,6 +27,7 @@ def load(
 def check_affine(
     dims: Sequence[int], affine_lps: npt.NDArray[np.float64]
 ) -> tuple[tuple[float, float, float], str]: ...
+def gpu_adapter() -> Optional[str]: ...
 def drr(
     hu: np.ndarray,
     affine_lps: npt.NDArray[np.float64],

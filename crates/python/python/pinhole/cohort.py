@@ -742,9 +742,11 @@ def run(
     ``procedure`` is the default for rows without a ``procedure`` cell. Writes, under
     ``out``: ``cases/<case>/`` (``plan.json``, ``paths.mrk.json``, ``skin_access.vtk``,
     ``best.png`` and ``case.json``; a failed case holds only ``case.json`` with its
-    ``error``), ``summary.csv``, ``summary.parquet`` and ``cohort.json`` (counts,
-    parameters, the disclaimer, warnings). A case whose ``case.json`` has the same
-    :func:`inputs_hash` and status ok is skipped (``skipped`` in its row).
+    ``error``; an ``infeasible`` case -- no path keeps every hard rule -- only
+    ``case.json`` with the planner's counts), ``summary.csv``, ``summary.parquet`` and
+    ``cohort.json`` (counts, parameters, the disclaimer, warnings). A case whose
+    ``case.json`` has the same :func:`inputs_hash` and an answer (``ok`` or
+    ``infeasible``) is skipped (``skipped`` in its row).
 
     A malformed manifest raises :class:`PinholeError` before anything runs; a failing
     case never stops the cohort. Each case is one Ray task with ``max_retries`` retries
@@ -843,7 +845,7 @@ def counts(rows: Sequence[dict]) -> Dict[str, int]:
 #: Detector width the default ``pixel_mm`` gives at any ``size`` (``pinhole.drr``'s
 #: default: 512 px x 0.78125 mm).
 DETECTOR_MM = 400.0
-DRR_METHODS: Tuple[str, ...] = ("siddon", "trilinear", "gpu")
+DRR_METHODS: Tuple[str, ...] = ("siddon", "trilinear", "gpu", "auto")
 _SHARD_NAME = re.compile(r"^(images|poses)-\d{5,}\.npy$")
 
 
@@ -995,7 +997,7 @@ def drr_dataset(
     size: int = 128,
     pixel_mm: Optional[float] = None,
     shard_size: int = 64,
-    method: str = "siddon",
+    method: str = "auto",
     ray_address: Optional[str] = None,
 ) -> dict:
     """``n`` DRRs of ``ct`` for random C-arm poses, rendered on Ray (one task per shard
@@ -1012,8 +1014,13 @@ def drr_dataset(
     at the displayed top) and ``poses-00000.npy`` (``(count, 4, 4)`` float64), plain
     ``.npy`` for ``numpy.load(path, mmap_mode="r")``; each written atomically. The same
     inputs and seed give identical files. ``pixel_mm`` defaults to a 400 mm detector
-    (``400 / size``)."""
+    (``400 / size``). ``method``: as :func:`pinhole.drr`; ``"auto"`` is resolved once
+    (a hardware GPU, else Siddon) and the manifest records the renderer used."""
     _check_dataset_parameters(n, size, shard_size, method)
+    if method == "auto":
+        # Resolved once here, so that every shard uses the same renderer and the
+        # manifest names it.
+        method = "gpu" if pinhole.gpu_adapter() is not None else "siddon"
     pixel_mm = DETECTOR_MM / size if pixel_mm is None else float(pixel_mm)
     if not (math.isfinite(pixel_mm) and pixel_mm > 0):
         raise PinholeError(f"pixel_mm must be finite and > 0, got {pixel_mm}")
@@ -1098,6 +1105,7 @@ def _dataset_manifest(
             "source_anterior": False,
             "isocenter_lps": [float(v) for v in center_lps],
             "method": method,
+            "gpu_adapter": pinhole.gpu_adapter() if method == "gpu" else None,
         },
         "ct": {
             "path": str(ct_path),
