@@ -307,11 +307,52 @@ def text_seeds():
     put("plan_json", "kidney_biopsy_plan.json", body)
 
 
+def dicom_net_seeds():
+    """Selector byte + bytes (see fuzz_targets/dicom_net_messages.rs): a C-ECHO-RQ and a
+    C-STORE-RQ command set (implicit VR LE), and a small CT slice's data set in implicit
+    and explicit VR LE."""
+    from pydicom.dataset import Dataset
+    from pydicom.filewriter import write_dataset
+    from pydicom.filebase import DicomBytesIO
+
+    def encode(ds, implicit):
+        out = DicomBytesIO()
+        out.is_little_endian = True
+        out.is_implicit_VR = implicit
+        write_dataset(out, ds)
+        return out.getvalue()
+
+    def command(field, extra):
+        ds = Dataset()
+        ds.AffectedSOPClassUID = extra.get("sop_class", "1.2.840.10008.1.1")
+        ds.CommandField = field
+        ds.MessageID = 7
+        ds.CommandDataSetType = 0x0101 if field == 0x0030 else 0x0000
+        if "sop_instance" in extra:
+            ds.AffectedSOPInstanceUID = extra["sop_instance"]
+            ds.Priority = 0
+        body = encode(ds, True)
+        group = Dataset()
+        group.CommandGroupLength = len(body)
+        return encode(group, True) + body
+
+    put("dicom_net_messages", "c_echo_rq", b"\x00" + command(0x0030, {}))
+    put("dicom_net_messages", "c_store_rq", b"\x00" + command(
+        0x0001, {"sop_class": "1.2.840.10008.5.1.4.1.1.2", "sop_instance": "1.2.3.4.5"}))
+    slice_ds = pydicom.dcmread(io.BytesIO(small_slice(ct_slices()[0], 4, -766.5, strip=True)))
+    slice_ds.StudyInstanceUID = "1.2.3"
+    slice_ds.SeriesInstanceUID = "1.2.3.4"
+    slice_ds.SOPInstanceUID = "1.2.3.4.5"
+    put("dicom_net_messages", "ct_dataset_implicit", b"\x01" + encode(slice_ds, True))
+    put("dicom_net_messages", "ct_dataset_explicit", b"\x02" + encode(slice_ds, False))
+
+
 def main():
     if not os.path.isdir(SHARED):
         sys.exit(f"{SHARED} not found: run from the repository root with ../shared/data beside it")
     os.makedirs(CORPUS, exist_ok=True)
     dicom_seeds()
+    dicom_net_seeds()
     nifti_seeds()
     xray_png_seeds()
     us_frame_seeds()

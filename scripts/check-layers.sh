@@ -9,7 +9,7 @@ members=$(cargo metadata --format-version 1 --no-deps | python3 -c \
   'import json,sys; print("\n".join(p["name"] for p in json.load(sys.stdin)["packages"]))')
 status=0
 # pinhole-pipeline is checked without its `gpu` feature: wgpu only when a binary asks.
-for crate in pinhole-volume pinhole-io pinhole-plan-needle pinhole-vessel pinhole-ablation pinhole-xray pinhole-igtl pinhole-register pinhole-guidance pinhole-ultrasound pinhole-intraop pinhole-pipeline; do
+for crate in pinhole-volume pinhole-io pinhole-plan-needle pinhole-vessel pinhole-ablation pinhole-xray pinhole-igtl pinhole-register pinhole-guidance pinhole-ultrasound pinhole-intraop pinhole-dicomnet pinhole-pipeline; do
   grep -qx "$crate" <<<"$members" || continue  # not in the workspace yet
   tree=$(cargo tree -p "$crate" --edges normal --prefix none)
   hits=$(grep -E "$forbidden" <<<"$tree" | sort -u || true)

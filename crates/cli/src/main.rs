@@ -55,6 +55,9 @@ enum Command {
     /// Confirm a treatment: `pinhole confirm ablation ...` (coverage, minimal ablative margin).
     #[command(subcommand)]
     Confirm(commands::intraop::ConfirmCommand),
+    /// Receive DICOM: `pinhole dicom listen --store DIR ...` (C-STORE / C-ECHO receiver).
+    #[command(subcommand)]
+    Dicom(commands::dicom::DicomCommand),
     /// Cohorts on Ray: `pinhole cohort run MANIFEST --procedure P --out DIR` (one needle
     /// plan per case, summary.csv/.parquet, resumable) and `pinhole cohort drr` (a DRR
     /// dataset); runs the Python package's `pinhole.cohort` (PINHOLE_PYTHON).
@@ -78,6 +81,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::RegisterCt(args) => commands::intraop::register_ct(&args, &terminal),
         Command::Verify(command) => commands::intraop::verify(&command, &terminal),
         Command::Confirm(command) => commands::intraop::confirm(&command, &terminal),
+        Command::Dicom(command) => commands::dicom::run(&command, &terminal),
         // The Python side's exit code (2: refused input) passes through.
         Command::Cohort(args) => return commands::cohort::run(&args),
     }?;

@@ -15,6 +15,8 @@ mod serve;
 use common::*;
 
 mod plan_needle;
+// `pinhole dicom listen` with pynetdicom as the sender (#24).
+mod dicom;
 // `pinhole plan ablation` and `pinhole evla`.
 mod ablation;
 mod vessel;

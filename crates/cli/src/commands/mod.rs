@@ -4,6 +4,7 @@
 pub mod ablation;
 pub mod cohort;
 pub mod demo;
+pub mod dicom;
 pub mod drr;
 pub mod info;
 pub mod intraop;
