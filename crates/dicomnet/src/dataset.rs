@@ -9,14 +9,11 @@
 //! may nest at most [`MAX_SEQUENCE_DEPTH`] deep. The whole data set is walked, so a
 //! truncated or garbled one is refused even when the wanted values come first.
 
-use std::cell::Cell;
-use std::io::Read;
-use std::rc::Rc;
-
 use dicom_core::{PrimitiveValue, Tag};
 use dicom_parser::dataset::read::DataSetReaderOptions;
 use dicom_parser::dataset::{DataSetReader, DataToken};
 use dicom_transfer_syntax_registry::TransferSyntax;
+use pinhole_io::dicom::CountingReader;
 
 /// Deepest nesting of sequences accepted (as `pinhole_io::dicom::MAX_SEQUENCE_DEPTH`).
 pub const MAX_SEQUENCE_DEPTH: usize = pinhole_io::dicom::MAX_SEQUENCE_DEPTH;
@@ -47,20 +44,6 @@ impl Scanned {
     }
 }
 
-/// A byte slice that counts what the parser has taken from it.
-struct CountingReader<'a> {
-    bytes: &'a [u8],
-    taken: Rc<Cell<usize>>,
-}
-
-impl Read for CountingReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.bytes.read(buf)?;
-        self.taken.set(self.taken.get() + n);
-        Ok(n)
-    }
-}
-
 /// Walks the data set `bytes` (no preamble, no file meta group) encoded in `ts` and
 /// returns the values of the `wanted` top-level elements. Refused with a message:
 /// a deflated transfer syntax (its lengths cannot be checked before inflating), a
@@ -77,11 +60,7 @@ pub fn scan(bytes: &[u8], ts: &TransferSyntax, wanted: &[Tag]) -> Result<Scanned
             ts.name()
         ));
     }
-    let taken = Rc::new(Cell::new(0usize));
-    let reader = CountingReader {
-        bytes,
-        taken: Rc::clone(&taken),
-    };
+    let (reader, taken) = CountingReader::new(bytes);
     let tokens = DataSetReader::new_with_ts_options(reader, ts, DataSetReaderOptions::default())
         .map_err(|e| format!("cannot start reading the data set: {e}"))?;
     // Every token takes at least one byte except the ends of defined-length sequences

@@ -77,16 +77,20 @@ pub fn parse_command(bytes: &[u8]) -> Result<Command, String> {
     })
 }
 
-/// The C-ECHO-RSP (success) to `request`.
-pub fn echo_response(request: &Command) -> Result<Vec<u8>, String> {
-    let mut elements = Vec::new();
-    if let Some(class) = &request.affected_sop_class_uid {
-        elements.push(DataElement::new(
+/// A response's Affected SOP Class UID: the request's, when it named one.
+fn affected_class(request: &Command) -> Option<DataElement<InMemDicomObject>> {
+    request.affected_sop_class_uid.as_ref().map(|class| {
+        DataElement::new(
             tags::AFFECTED_SOP_CLASS_UID,
             VR::UI,
             dicom_value!(Str, class.as_str()),
-        ));
-    }
+        )
+    })
+}
+
+/// The C-ECHO-RSP (success) to `request`.
+pub fn echo_response(request: &Command) -> Result<Vec<u8>, String> {
+    let mut elements: Vec<_> = affected_class(request).into_iter().collect();
     elements.extend(common(C_ECHO_RSP, request.message_id, status::SUCCESS));
     encode(elements)
 }
@@ -98,14 +102,7 @@ pub fn store_response(
     status: u16,
     comment: Option<&str>,
 ) -> Result<Vec<u8>, String> {
-    let mut elements = Vec::new();
-    if let Some(class) = &request.affected_sop_class_uid {
-        elements.push(DataElement::new(
-            tags::AFFECTED_SOP_CLASS_UID,
-            VR::UI,
-            dicom_value!(Str, class.as_str()),
-        ));
-    }
+    let mut elements: Vec<_> = affected_class(request).into_iter().collect();
     elements.extend(common(C_STORE_RSP, request.message_id, status));
     if let Some(instance) = &request.affected_sop_instance_uid {
         elements.push(DataElement::new(

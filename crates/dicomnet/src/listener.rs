@@ -277,8 +277,13 @@ fn connection<'scope>(
     shared: &'scope Shared,
     tx: &Sender<Event>,
 ) {
-    // Accepted sockets must block (with timeouts) whatever the listener's mode.
-    if let Err(e) = stream.set_nonblocking(false) {
+    // Accepted sockets must block (with timeouts) whatever the listener's mode, and send
+    // a small C-STORE-RSP at once: with Nagle's algorithm it can wait for the peer's
+    // delayed ACK, and the peer sends its next instance only after the response.
+    if let Err(e) = stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_nodelay(true))
+    {
         let _ = tx.send(Event::Warning {
             message: format!("connection from {peer} dropped: {e}"),
         });

@@ -63,6 +63,7 @@ pub use frames::{luminance_u8, DicomFrames, MAX_DECODED_FRAMES_BYTES};
 use header::SliceHeader;
 use listing::{group_series, no_dicom, read_headers};
 use parse::parse;
+pub use parse::CountingReader;
 use pixels::{check_transfer_syntax, decode_slice};
 pub use xray::XrayGeometry;
 pub(crate) use xray::{decode_frame_rescaled, read_geometry};

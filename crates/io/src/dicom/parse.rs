@@ -36,10 +36,24 @@ pub(super) fn parse(
     options.from_reader(body).map_err(|e| e.to_string())
 }
 
-/// A byte slice that counts what the parser has taken from it.
-struct CountingReader<'a> {
+/// A byte slice that counts what a parser has taken from it: the position to check a
+/// claimed length against while dicom-rs's token reader owns the reader (also used by
+/// `pinhole-dicomnet`'s data-set walk).
+pub struct CountingReader<'a> {
     bytes: &'a [u8],
     taken: Rc<Cell<usize>>,
+}
+
+impl<'a> CountingReader<'a> {
+    /// The reader and a shared count of the bytes taken so far.
+    pub fn new(bytes: &'a [u8]) -> (Self, Rc<Cell<usize>>) {
+        let taken = Rc::new(Cell::new(0usize));
+        let reader = Self {
+            bytes,
+            taken: Rc::clone(&taken),
+        };
+        (reader, taken)
+    }
 }
 
 impl Read for CountingReader<'_> {
@@ -59,11 +73,7 @@ impl Read for CountingReader<'_> {
 /// will (PixelData at the top level). Errors of the reader itself are left to
 /// dicom-object, which reports them.
 fn check_token_lengths(body: &[u8], headers_only: bool) -> std::result::Result<(), String> {
-    let taken = Rc::new(Cell::new(0usize));
-    let mut reader = CountingReader {
-        bytes: body,
-        taken: Rc::clone(&taken),
-    };
+    let (mut reader, taken) = CountingReader::new(body);
     let Ok(meta) = FileMetaTable::from_reader(&mut reader) else {
         return Ok(());
     };

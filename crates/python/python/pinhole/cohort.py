@@ -263,12 +263,13 @@ def inputs_hash(
 # --------------------------------------------------------------------------- atomic files
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Writes ``path`` through a sibling temporary file and a rename."""
+def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
+    """Writes ``path`` with ``write(handle)`` through a sibling temporary file, synced,
+    then renamed into place; the temporary file is removed when anything fails."""
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     try:
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -276,6 +277,10 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    _write_atomic(path, lambda handle: handle.write(data))
 
 
 def _write_json_atomic(path: Path, value: Any) -> None:
@@ -284,18 +289,8 @@ def _write_json_atomic(path: Path, value: Any) -> None:
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """``numpy.save`` through a temporary file and a rename (the file is plain ``.npy``)."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """``numpy.save`` atomically (the file is plain ``.npy``)."""
+    _write_atomic(path, lambda handle: np.save(handle, array, allow_pickle=False))
 
 
 def _is_temporary(name: str) -> bool:
