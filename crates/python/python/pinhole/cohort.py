@@ -344,17 +344,24 @@ def _keep_existing(existing: Optional[dict], ours: dict) -> bool:
     return existing.get("status") in ANSWERS or ours["status"] == "failed"
 
 
+def _renamed_into_place(tmp: Path, final: Path) -> bool:
+    """``os.rename(tmp, final)``; False when ``final`` exists (a non-empty folder)."""
+    try:
+        os.rename(tmp, final)
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+        return False
+
+
 def _publish(tmp: Path, final: Path, record: dict, attempts: int = 8) -> dict:
     """Moves the complete folder ``tmp`` to ``final`` by renames only; returns the record
     now in place. A concurrent duplicate's equal result is kept (``tmp`` is deleted); a
     stale result (other inputs, or a failure) is renamed aside, replaced and deleted."""
     for _ in range(attempts):
-        try:
-            os.rename(tmp, final)
+        if _renamed_into_place(tmp, final):
             return record
-        except OSError as exc:
-            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
         existing = _read_record(final)
         if _keep_existing(existing, record):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -365,11 +372,8 @@ def _publish(tmp: Path, final: Path, record: dict, attempts: int = 8) -> dict:
         except FileNotFoundError:
             continue  # another attempt moved it: try again
         try:
-            os.rename(tmp, final)
-            return record
-        except OSError as exc:
-            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
+            if _renamed_into_place(tmp, final):
+                return record
         finally:
             shutil.rmtree(aside, ignore_errors=True)
     shutil.rmtree(tmp, ignore_errors=True)
