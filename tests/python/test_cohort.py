@@ -504,3 +504,16 @@ def test_the_rust_cli_hands_cohort_to_the_python_package(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "PINHOLE_PYTHON" in result.stderr
+
+
+def test_what_the_run_could_not_use_is_on_the_terminal(built, tmp_path):
+    full = next(c for c in built.cases if c.case == "full-kidney_left")
+    manifest = _write_manifest(
+        tmp_path / "m.csv", ["case", "ct", "labels", "target", "comment"],
+        [["one", str(built.root / full.ct), str(built.root / full.labels), full.target, "x"]])
+    result = _cli("run", str(manifest), "--procedure", PROCEDURE, "--out", str(tmp_path / "o"),
+                  "--num-cpus", "1", "--candidates", "2000", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "warning: manifest column 'comment' is not used" in result.stderr
+    report = json.loads((tmp_path / "o" / "cohort.json").read_text())
+    assert "manifest column 'comment' is not used" in report["warnings"]

@@ -336,3 +336,16 @@ def test_auto_renderer_skips_a_software_gpu():
     np.testing.assert_array_equal(auto, pinhole.drr(ct, lao=5, size=24, pixel_mm=10, method=expected))
     if adapter is not None:
         assert "Cpu" not in adapter
+
+
+def test_drr_refuses_an_array_that_is_not_hu_unless_allowed():
+    # The label map (ids 0..117, no air): what the CLI refuses as "not a CT".
+    labels = pinhole.load(SMALL_LABELS)
+    with pytest.raises(pinhole.PinholeError, match="does not look like a CT.*no air"):
+        pinhole.drr(labels, size=16, pixel_mm=12)
+    with pytest.warns(pinhole.PinholeWarning, match="allow_non_ct"):
+        image = pinhole.drr(labels, size=16, pixel_mm=12, allow_non_ct=True)
+    assert image.shape == (16, 16)
+    # The same check as `pinhole drr` on the file.
+    done = cli("drr", "--ct", str(SMALL_LABELS), "--size", "16", "--out", "/dev/null")
+    assert done.returncode != 0 and "no air" in done.stderr

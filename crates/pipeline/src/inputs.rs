@@ -88,23 +88,30 @@ pub fn not_ct_reason(volume: &AnyVolume, modality: Option<&str>) -> Option<Strin
             ));
         }
     }
-    let total = volume.grid().voxel_count();
-    let stride = total.div_ceil(CT_CHECK_SAMPLES).max(1);
+    let stride = ct_check_stride(volume.grid().voxel_count());
+    pinhole_io::with_volume!(volume, v => {
+        hu_not_ct_reason(v.data().iter().step_by(stride).map(|x| x.to_f64()))
+    })
+}
+
+/// The step between the voxels [`not_ct_reason`] examines in a volume of `voxel_count`
+/// (a regular subsample of at most 2²¹ voxels).
+pub fn ct_check_stride(voxel_count: usize) -> usize {
+    voxel_count.div_ceil(CT_CHECK_SAMPLES).max(1)
+}
+
+/// The value test of [`not_ct_reason`] on a sample of voxel values (HU expected), for
+/// volumes that did not come from a file (the Python bindings' arrays).
+pub fn hu_not_ct_reason(samples: impl Iterator<Item = f64>) -> Option<String> {
     let (mut n, mut air, mut soft, mut bright) = (0usize, 0usize, 0usize, 0usize);
     let mut lowest = f64::INFINITY;
-    pinhole_io::with_volume!(volume, v => {
-        for x in v.data().iter().step_by(stride) {
-            let hu = x.to_f64();
-            if !hu.is_finite() {
-                continue;
-            }
-            n += 1;
-            lowest = lowest.min(hu);
-            air += usize::from(hu <= CT_AIR_HU);
-            soft += usize::from((CT_SOFT_TISSUE_HU.0..=CT_SOFT_TISSUE_HU.1).contains(&hu));
-            bright += usize::from(hu > CT_BRIGHT_HU);
-        }
-    });
+    for hu in samples.filter(|hu| hu.is_finite()) {
+        n += 1;
+        lowest = lowest.min(hu);
+        air += usize::from(hu <= CT_AIR_HU);
+        soft += usize::from((CT_SOFT_TISSUE_HU.0..=CT_SOFT_TISSUE_HU.1).contains(&hu));
+        bright += usize::from(hu > CT_BRIGHT_HU);
+    }
     if n == 0 {
         return Some("no finite values".into());
     }

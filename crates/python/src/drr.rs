@@ -5,13 +5,14 @@
 use numpy::ndarray::{Array3, ArrayView3};
 use numpy::{Element, PyArray3, PyReadonlyArray2, PyReadonlyArray3};
 use pinhole_pipeline::drr::{DrrMethod, DrrRequest};
+use pinhole_pipeline::Observer;
 use pinhole_volume::{Grid, Volume};
 use pinhole_xray::{Attenuation, Image, Integrator, Projection};
 use pyo3::prelude::*;
 use rayon::prelude::*;
 
 use crate::volume::grid_of;
-use crate::{to_py_err, PinholeError};
+use crate::{to_py_err, Collector, PinholeError};
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(drr, m)?)?;
@@ -41,11 +42,13 @@ fn gpu_adapter(py: Python<'_>) -> Option<String> {
 /// float64, int16, int32, uint8 or uint16 — read in place, no copy — with
 /// the index→LPS `affine_lps`) for the C-arm view `lao_deg`/`cran_deg`, each `pose`
 /// (row-major 4×4 LPS, CT → C-arm room, as `pose.json`'s `matrix_lps`) applied to the
-/// CT. Returns `(N, size_px, size_px)` float32 (`N` = 1 without poses).
+/// CT. Returns `(N, size_px, size_px)` float32 (`N` = 1 without poses). An array whose
+/// values do not look like HU (the CLI's check) is refused unless `allow_non_ct`, then
+/// with a `PinholeWarning`.
 #[pyfunction]
 #[pyo3(signature = (hu, affine_lps, poses=None, *, lao_deg=0.0, cran_deg=0.0, sid_mm=1020.0,
     sod_mm=850.0, size_px=512, pixel_mm=0.78125, source_anterior=false, isocenter_lps=None,
-    method="siddon", samples=500))]
+    method="siddon", samples=500, allow_non_ct=false))]
 #[allow(clippy::too_many_arguments)]
 fn drr<'py>(
     py: Python<'py>,
@@ -62,11 +65,25 @@ fn drr<'py>(
     isocenter_lps: Option<[f64; 3]>,
     method: &str,
     samples: usize,
+    allow_non_ct: bool,
 ) -> PyResult<Bound<'py, PyArray3<f32>>> {
     let hu = HuArray::extract(hu)?;
     let hu = hu.view();
     let dims = hu.dims();
     let grid = grid_of(dims, &affine_lps)?;
+    let observer = Collector::default();
+    if let Some(reason) = py.detach(|| hu.not_ct_reason()) {
+        if !allow_non_ct {
+            return Err(PinholeError::new_err(format!(
+                "the array does not look like a CT in Hounsfield units: {reason}. Give a CT, \
+                 or allow_non_ct=True to go on anyway"
+            )));
+        }
+        observer.warn(&format!(
+            "allow_non_ct: the array does not look like a CT in Hounsfield units ({reason}); \
+             attenuation computed from its values is unreliable"
+        ));
+    }
     let mut request = DrrRequest::new(std::path::Path::new("<array>"));
     request.lao_deg = lao_deg;
     request.cran_deg = cran_deg;
@@ -90,6 +107,7 @@ fn drr<'py>(
         let mu = hu.mu_per_mm();
         render_all(grid, mu, &projections, request.method)
     })?;
+    observer.emit(py)?;
     let (n, w) = (images.len(), size_px);
     let flat: Vec<f32> = images.into_iter().flat_map(|image| image.data).collect();
     let array = Array3::from_shape_vec((n, w, w), flat)
@@ -156,6 +174,19 @@ impl HuView<'_> {
         }
     }
 
+    /// Why these values do not look like a CT in HU (the CLI's check, on the same
+    /// regular subsample), or `None`.
+    fn not_ct_reason(&self) -> Option<String> {
+        match self {
+            Self::F32(a) => not_ct_reason_of(a, f64::from),
+            Self::F64(a) => not_ct_reason_of(a, |v| v),
+            Self::I16(a) => not_ct_reason_of(a, f64::from),
+            Self::I32(a) => not_ct_reason_of(a, f64::from),
+            Self::U8(a) => not_ct_reason_of(a, f64::from),
+            Self::U16(a) => not_ct_reason_of(a, f64::from),
+        }
+    }
+
     /// μ (1/mm) of every voxel in the volume's order (`i` fastest), in parallel.
     fn mu_per_mm(&self) -> Vec<f32> {
         match self {
@@ -167,6 +198,14 @@ impl HuView<'_> {
             Self::U16(a) => mu_of(a, f64::from),
         }
     }
+}
+
+fn not_ct_reason_of<T: Element + Copy>(
+    view: &ArrayView3<'_, T>,
+    hu: impl Fn(T) -> f64,
+) -> Option<String> {
+    let stride = pinhole_pipeline::inputs::ct_check_stride(view.len());
+    pinhole_pipeline::inputs::hu_not_ct_reason(view.t().iter().step_by(stride).map(|&v| hu(v)))
 }
 
 fn mu_of<T: Element + Copy + Sync>(

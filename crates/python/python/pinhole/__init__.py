@@ -159,6 +159,7 @@ def drr(
     source_anterior: bool = False,
     isocenter_lps: Optional[Sequence[float]] = None,
     poses: Optional[np.ndarray] = None,
+    allow_non_ct: bool = False,
 ) -> np.ndarray:
     """Digitally reconstructed radiograph(s) of ``ct`` (HU): line integrals of the
     attenuation (dimensionless, ``float32``), row 0 at the displayed top, as
@@ -172,6 +173,10 @@ def drr(
 
     ``poses`` (``(N, 4, 4)``, row-major rigid LPS transforms CT -> C-arm room, as
     ``pose.json``'s ``matrix_lps``) gives ``(N, size, size)``; without, ``(size, size)``.
+
+    Values that do not look like HU (no air, little soft tissue, too bright: the CLI's
+    check) are refused with :class:`PinholeError` unless ``allow_non_ct``, then with a
+    :class:`PinholeWarning`.
     """
     if method == "auto":
         method = "gpu" if gpu_adapter() is not None else "siddon"
@@ -197,6 +202,7 @@ def drr(
         isocenter_lps=None if isocenter_lps is None else [float(v) for v in isocenter_lps],
         method=method,
         samples=int(samples),
+        allow_non_ct=bool(allow_non_ct),
     )
     return images if batched else images[0]
 

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Optional, Sequence
+
+from . import PinholeError, PinholeWarning
 
 EXIT_OK = 0
 EXIT_REFUSED = 2
@@ -84,17 +87,22 @@ def _add_drr(actions: "argparse._SubParsersAction") -> None:
 def _cohort_run(args: argparse.Namespace) -> int:
     from . import cohort
 
-    rows = cohort.run(
-        args.manifest,
-        args.procedure,
-        args.out,
-        ray_address=args.ray_address,
-        num_cpus=args.num_cpus,
-        candidates=args.candidates,
-        top=args.top,
-        progress=not args.no_progress,
-        max_retries=args.max_retries,
-    )
+    with warnings.catch_warnings(record=True) as issued:
+        warnings.simplefilter("always", PinholeWarning)
+        rows = cohort.run(
+            args.manifest,
+            args.procedure,
+            args.out,
+            ray_address=args.ray_address,
+            num_cpus=args.num_cpus,
+            candidates=args.candidates,
+            top=args.top,
+            progress=not args.no_progress,
+            max_retries=args.max_retries,
+        )
+    for warning in issued:
+        if issubclass(warning.category, PinholeWarning):
+            print(f"warning: {warning.message}", file=sys.stderr)
     counts = cohort.counts(rows)
     print(", ".join(f"{key} {value}" for key, value in counts.items()))
     for row in rows:
@@ -129,7 +137,6 @@ def _cohort_drr(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command line; returns the exit status."""
     args = _parser().parse_args(None if argv is None else list(argv))
-    from . import PinholeError
 
     try:
         if args.action == "run":

@@ -785,8 +785,12 @@ def run(
     _write_summary_parquet(out_path / "summary.parquet", rows)
     parameters = {"procedure": procedure, "candidates": candidates, "top": top,
                   "max_retries": max_retries, "ray_address": ray_address, "num_cpus": num_cpus}
-    _write_json_atomic(out_path / "cohort.json", _cohort_report(
-        manifest, parameters, rows, stale, notes, time.perf_counter() - started))
+    report = _cohort_report(manifest, parameters, rows, stale, notes,
+                            time.perf_counter() - started)
+    _write_json_atomic(out_path / "cohort.json", report)
+    # What cohort.json says the run could not use or do, also to the caller.
+    for text in report["warnings"]:
+        warnings.warn(text, PinholeWarning, stacklevel=2)
     return rows
 
 
