@@ -133,20 +133,7 @@ pub fn scan(bytes: &[u8], ts: &TransferSyntax, wanted: &[Tag]) -> Result<Scanned
     }
 }
 
-/// An error and its sources, `: `-separated.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.ends_with(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
-    text
-}
+pub(crate) use pinhole_io::error::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -72,3 +72,20 @@ impl<T, E: Into<ErrorKind>> WithPath<T> for std::result::Result<T, E> {
         self.map_err(|e| Error::new(path, e))
     }
 }
+
+/// An error and its causes joined by `: ` (as `anyhow`'s `{:#}` prints them, a cause
+/// already in the text not repeated): for messages that leave Rust (Python exceptions,
+/// DICOM network events).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -6,12 +6,13 @@ use numpy::ndarray::{Array3, ArrayView3};
 use numpy::{Element, PyArray3, PyReadonlyArray2, PyReadonlyArray3};
 use pinhole_pipeline::drr::{DrrMethod, DrrRequest};
 use pinhole_pipeline::Observer;
+use pinhole_volume::math::{affine_inverse, mat3_determinant, Mat3, Mat4};
 use pinhole_volume::{Grid, Volume};
 use pinhole_xray::{Attenuation, Image, Integrator, Projection};
 use pyo3::prelude::*;
 use rayon::prelude::*;
 
-use crate::volume::grid_of;
+use crate::volume::{grid_of, has_affine_bottom_row};
 use crate::{to_py_err, Collector, PinholeError};
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -162,41 +163,34 @@ impl<'py> HuArray<'py> {
     }
 }
 
+/// `$body` with `$a` bound to the view, whatever its voxel type.
+macro_rules! with_view {
+    ($view:expr, $a:ident => $body:expr) => {
+        match $view {
+            HuView::F32($a) => $body,
+            HuView::F64($a) => $body,
+            HuView::I16($a) => $body,
+            HuView::I32($a) => $body,
+            HuView::U8($a) => $body,
+            HuView::U16($a) => $body,
+        }
+    };
+}
+
 impl HuView<'_> {
     fn dims(&self) -> [usize; 3] {
-        match self {
-            Self::F32(a) => a.dim().into(),
-            Self::F64(a) => a.dim().into(),
-            Self::I16(a) => a.dim().into(),
-            Self::I32(a) => a.dim().into(),
-            Self::U8(a) => a.dim().into(),
-            Self::U16(a) => a.dim().into(),
-        }
+        with_view!(self, a => a.dim().into())
     }
 
     /// Why these values do not look like a CT in HU (the CLI's check, on the same
     /// regular subsample), or `None`.
     fn not_ct_reason(&self) -> Option<String> {
-        match self {
-            Self::F32(a) => not_ct_reason_of(a, f64::from),
-            Self::F64(a) => not_ct_reason_of(a, |v| v),
-            Self::I16(a) => not_ct_reason_of(a, f64::from),
-            Self::I32(a) => not_ct_reason_of(a, f64::from),
-            Self::U8(a) => not_ct_reason_of(a, f64::from),
-            Self::U16(a) => not_ct_reason_of(a, f64::from),
-        }
+        with_view!(self, a => not_ct_reason_of(a, f64::from))
     }
 
     /// μ (1/mm) of every voxel in the volume's order (`i` fastest), in parallel.
     fn mu_per_mm(&self) -> Vec<f32> {
-        match self {
-            Self::F32(a) => mu_of(a, f64::from),
-            Self::F64(a) => mu_of(a, |v| v),
-            Self::I16(a) => mu_of(a, f64::from),
-            Self::I32(a) => mu_of(a, f64::from),
-            Self::U8(a) => mu_of(a, f64::from),
-            Self::U16(a) => mu_of(a, f64::from),
-        }
+        with_view!(self, a => mu_of(a, f64::from))
     }
 }
 
@@ -263,32 +257,19 @@ fn posed_projections(
 
 /// The inverse of a rigid 4×4 (rotation with determinant +1, finite translation, last
 /// row 0 0 0 1); a reflection or a scaling is refused.
-fn rigid_inverse(m: &[[f64; 4]; 4]) -> Result<[[f64; 4]; 4], String> {
+fn rigid_inverse(m: &Mat4) -> Result<Mat4, String> {
     if m.iter().flatten().any(|v| !v.is_finite()) {
         return Err("not finite".into());
     }
-    let last_row_ok = m[3]
-        .iter()
-        .zip([0.0, 0.0, 0.0, 1.0])
-        .all(|(a, b)| (a - b).abs() < 1e-9);
-    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
-    if !last_row_ok || (det - 1.0).abs() > 1e-6 {
+    let rotation: Mat3 = std::array::from_fn(|r| std::array::from_fn(|c| m[r][c]));
+    let det = mat3_determinant(&rotation);
+    if !has_affine_bottom_row(m) || (det - 1.0).abs() > 1e-6 {
         return Err(format!(
             "not a rigid transform (rotation determinant {det:.6}, last row {:?})",
             m[3]
         ));
     }
-    let mut inverse = [[0.0; 4]; 4];
-    for r in 0..3 {
-        for c in 0..3 {
-            inverse[r][c] = m[c][r];
-        }
-        inverse[r][3] = -(0..3).map(|k| m[k][r] * m[k][3]).sum::<f64>();
-    }
-    inverse[3][3] = 1.0;
-    Ok(inverse)
+    affine_inverse(m).ok_or_else(|| "not invertible".to_owned())
 }
 
 fn render_all(

@@ -48,24 +48,9 @@ create_exception!(
     "Something the result's user must know (also in the report's `warnings`)."
 );
 
-/// The CLI's `error: {err:#}` text: the error and its causes joined by `: `.
-pub(crate) fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// A pipeline error as a Python exception (`NoFeasiblePathError` carries the counts).
 pub(crate) fn to_py_err(err: pinhole_pipeline::Error) -> PyErr {
-    let text = error_text(&err);
+    let text = pinhole_io::error::error_chain(&err);
     if let pinhole_pipeline::Error::Needle(PlanError::NoFeasiblePath {
         candidates,
         rejected,

@@ -73,17 +73,20 @@ fn check_affine(
 /// The grid of an array of `dims` voxels with the index→LPS `affine`.
 pub(crate) fn grid_of(dims: [usize; 3], affine: &PyReadonlyArray2<'_, f64>) -> PyResult<Grid> {
     let matrix = matrix4(affine, "affine")?;
-    let last_row_ok = matrix[3]
-        .iter()
-        .zip([0.0, 0.0, 0.0, 1.0])
-        .all(|(a, b)| (a - b).abs() < 1e-9);
-    if !last_row_ok {
+    if !has_affine_bottom_row(&matrix) {
         return Err(PinholeError::new_err(format!(
             "affine: the last row must be 0 0 0 1, got {:?}",
             matrix[3]
         )));
     }
     Grid::from_ijk_to_lps(dims, &matrix).map_err(|e| PinholeError::new_err(format!("affine: {e}")))
+}
+
+/// Whether the last row is `0 0 0 1` (to 1e-9), as an affine transform's is.
+pub(crate) fn has_affine_bottom_row(m: &[[f64; 4]; 4]) -> bool {
+    m[3].iter()
+        .zip([0.0, 0.0, 0.0, 1.0])
+        .all(|(a, b)| (a - b).abs() < 1e-9)
 }
 
 /// A 4×4 float matrix from NumPy, refused when not 4×4 or not finite.
@@ -111,9 +114,7 @@ pub(crate) fn matrix4(array: &PyReadonlyArray2<'_, f64>, what: &str) -> PyResult
 
 fn affine_array<'py>(py: Python<'py>, grid: &Grid) -> Bound<'py, PyArray2<f64>> {
     let m = grid.ijk_to_lps();
-    let flat: Vec<f64> = m.iter().flatten().copied().collect();
-    let array = numpy::ndarray::Array2::from_shape_vec((4, 4), flat)
-        .unwrap_or_else(|_| numpy::ndarray::Array2::eye(4));
+    let array = numpy::ndarray::Array2::from_shape_fn((4, 4), |(r, c)| m[r][c]);
     PyArray2::from_owned_array(py, array)
 }
 

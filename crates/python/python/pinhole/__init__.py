@@ -439,9 +439,8 @@ def register(
     ``mask_labels``, ``lao_deg``, ``cran_deg``, ``sid_mm``, ``sod_mm``, ``pixel_mm``,
     ``source_anterior``, ``isocenter_lps``, ``invert``, ``similarity``, ``levels_mm``,
     ``seed``, ``gpu``, ``min_similarity``, ``mirror_check``, ``allow_non_ct``."""
-    for key in ("labels",):
-        if key in options:
-            options[key] = _path(options[key])
+    if "labels" in options:
+        options["labels"] = _path(options["labels"])
     text = _native.register(os.fspath(ct), os.fspath(xray), out=_path(out), **options)
     return Report("registration", text)
 
