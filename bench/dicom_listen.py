@@ -79,24 +79,28 @@ def wait_for_port(port: int, timeout_s: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def send(port: int, ae: str, files: list) -> float:
+def send(port: int, ae: str, files: list) -> tuple:
+    """Seconds, and how many instances the peer resent after pynetdicom lost their
+    response (each costs its DIMSE timeout: such a run's rate is not comparable)."""
     start = time.perf_counter()
     done = subprocess.run([sys.executable, str(PEER), "store", "127.0.0.1", str(port), ae,
                            *map(str, files)], capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"store failed: {done.stdout[-500:]} {done.stderr[-2000:]}")
-    return seconds
+    retried = len(json.loads(done.stdout).get("retried", []))
+    return seconds, retried
 
 
 def run_receiver(command: list, port: int, ae: str, files: list, store: Path) -> dict:
     receiver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
-        seconds = send(port, ae, files)
+        seconds, retried = send(port, ae, files)
         stored = sum(1 for _ in store.rglob("*") if _.is_file() and not _.name.startswith("."))
         return {"seconds": seconds, "slices_per_s": len(files) / seconds,
-                "peak_rss_mb": peak_rss_mb(receiver.pid), "stored": stored}
+                "peak_rss_mb": peak_rss_mb(receiver.pid), "stored": stored,
+                "peer_retries": retried}
     finally:
         receiver.terminate()
         receiver.wait(timeout=30)
@@ -139,6 +143,10 @@ def main() -> None:
         / median["pynetdicom_storescp"]["slices_per_s"],
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    resent = {k: sum(r["peer_retries"] for r in v) for k, v in runs.items()}
+    if any(resent.values()):
+        print(f"warning: pynetdicom lost C-STORE responses and resent instances {resent}: "
+              "those runs include a DIMSE timeout; rerun before comparing")
     for name, m in median.items():
         print(f"{name:22s} {m['slices_per_s']:7.1f} slices/s  peak RSS {m['peak_rss_mb']:6.1f} MB")
     print(f"pinhole / storescp throughput: x{result['pinhole_over_storescp_throughput']:.2f} "

@@ -1,5 +1,5 @@
-"""pynetdicom as an independent DICOM peer (SCU) of pinhole-dicomnet's listener
-(crates/dicomnet tests).
+"""pynetdicom as an independent DICOM peer of pinhole-dicomnet (crates/dicomnet tests):
+an SCU for its listener (echo, store) and an SCP for its push (serve).
 
 echo HOST PORT AE [--calling AE]
     C-ECHO to AE at HOST:PORT.
@@ -14,28 +14,53 @@ store HOST PORT AE FILES... [--calling AE] [--fill-blank-uids] [--sop-instance-u
     --sop-instance-uid replaces the SOP Instance UID of every data set (to send unsafe
     UIDs such as ../../evil; UID conformance checks off).
 
-Prints JSON: {"accepted": bool, "statuses": [int, ...]} (and "rejected" details when the
-association was refused). Exit code 0 only when the association was accepted and every
+Prints JSON: {"accepted": bool, "statuses": [int, ...], "retried": [index, ...]} (and
+"rejected" details when the association was refused). "retried": instances resent on a new
+association after pynetdicom lost their response (at most 2; see send_one's caller). Exit code 0 only when the association was accepted and every
 status is success (0x0000); 3 when the association was rejected or failed.
+
+serve --out DIR [--port 0] [--ae AE] [--count N] [--timeout S] [--only-uncompressed]
+      [--source FILES...]
+    A storage SCP for pinhole-dicomnet's push: every storage SOP class of pynetdicom
+    (AllStoragePresentationContexts) with every transfer syntax it knows (JPEG 2000
+    lossless 1.2.840.10008.1.2.4.90 included), plus Verification. --only-uncompressed:
+    storage classes in Explicit VR Little Endian only. Prints {"port": P} as its first
+    line (the chosen port when --port is 0), saves each received instance as
+    DIR/<SOPInstanceUID>.dcm (the bytes as received, with pynetdicom's file meta group),
+    and ends once N instances arrived and their associations ended, or after --timeout
+    seconds. Then prints one JSON line:
+    {"received": [SOP instance UIDs, in order], "transfer_syntaxes": [...], "echoes": n,
+     "timed_out": bool, "studies": [...], "series": [...],
+     "pixel_md5": {uid: md5 of the pixel array decoded from the saved file},
+     "source_pixel_md5": {uid: the same for each --source file, keyed by its file meta
+     group's SOP Instance UID}}
+    Pixel arrays are decoded by pydicom (pylibjpeg for JPEG 2000); the md5 covers dtype,
+    shape and bytes. Exit code 0.
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
+import threading
+import time
 
 import pydicom
 import pydicom.config
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, _config, debug_logger  # noqa: F401
+from pynetdicom import (AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config,
+                        debug_logger, evt)
 from pynetdicom.sop_class import Verification
 
 TIMEOUT_S = 30
+# A C-STORE-RSP normally arrives within milliseconds; a lost one (see store) is resent after this.
+DIMSE_TIMEOUT_S = 15
 
 
 def make_ae(calling):
     ae = AE(ae_title=calling)
     ae.acse_timeout = TIMEOUT_S
-    ae.dimse_timeout = TIMEOUT_S
+    ae.dimse_timeout = DIMSE_TIMEOUT_S
     ae.network_timeout = TIMEOUT_S
     return ae
 
@@ -50,9 +75,9 @@ def associate(ae, args):
     return assoc
 
 
-def finish(assoc, statuses):
+def finish(assoc, statuses, retried=()):
     assoc.release()
-    print(json.dumps({"accepted": True, "statuses": statuses}))
+    print(json.dumps({"accepted": True, "statuses": statuses, "retried": list(retried)}))
     sys.exit(0 if statuses and all(s == 0 for s in statuses) else 1)
 
 
@@ -101,10 +126,103 @@ def store(args):
     for sop_class, syntaxes in contexts.items():
         ae.add_requested_context(sop_class, syntaxes)
     assoc = associate(ae, args)
-    statuses = []
-    for ds in datasets:
-        statuses.append(status_of(assoc.send_c_store(ds)))
-    finish(assoc, statuses)
+    statuses, retried = [], []
+    for index, ds in enumerate(datasets):
+        status = send_one(assoc, ds)
+        if status == NO_RESPONSE and len(retried) < MAX_RETRIES:
+            # pynetdicom 3.0 under CPU load sometimes loses a C-STORE-RSP that reached
+            # its socket (seen with `ss`: every response byte delivered and acknowledged,
+            # the SCU still waiting), then aborts after dimse_timeout. Resend that
+            # instance on a new association, as a real SCU would, and say so.
+            retried.append(index)
+            if assoc.is_established:
+                assoc.abort()
+            assoc = associate(ae, args)
+            status = send_one(assoc, ds)
+        statuses.append(status)
+    finish(assoc, statuses, retried)
+
+
+NO_RESPONSE = -1
+MAX_RETRIES = 2
+
+
+def send_one(assoc, ds):
+    if not assoc.is_established:
+        return NO_RESPONSE
+    return status_of(assoc.send_c_store(ds))
+
+
+def pixel_md5(path):
+    ds = pydicom.dcmread(path)
+    arr = ds.pixel_array
+    digest = hashlib.md5()
+    digest.update(f"{arr.dtype.str}{arr.shape}".encode())
+    digest.update(arr.tobytes())
+    return ds, digest.hexdigest()
+
+
+def serve(args):
+    os.makedirs(args.out, exist_ok=True)
+    ae = AE(ae_title=args.ae)
+    ae.acse_timeout = TIMEOUT_S
+    ae.dimse_timeout = TIMEOUT_S
+    ae.network_timeout = TIMEOUT_S
+    syntaxes = [ExplicitVRLittleEndian] if args.only_uncompressed else ALL_TRANSFER_SYNTAXES
+    for cx in AllStoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, syntaxes)
+    ae.add_supported_context(Verification, [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
+
+    lock = threading.Lock()
+    received, transfer_syntaxes, echoes = [], [], []
+    enough = threading.Event()
+
+    def on_store(event):
+        uid = str(event.request.AffectedSOPInstanceUID)
+        path = os.path.join(args.out, f"{uid}.dcm")
+        with open(path, "wb") as f:
+            f.write(event.encoded_dataset(include_meta=True))
+        with lock:
+            received.append(uid)
+            transfer_syntaxes.append(str(event.context.transfer_syntax))
+            if len(received) >= args.count:
+                enough.set()
+        return 0x0000
+
+    def on_echo(event):
+        with lock:
+            echoes.append(1)
+        return 0x0000
+
+    server = ae.start_server(("127.0.0.1", args.port), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, on_store),
+                                           (evt.EVT_C_ECHO, on_echo)])
+    print(json.dumps({"port": server.server_address[1]}), flush=True)
+    deadline = time.monotonic() + args.timeout
+    timed_out = True
+    # Done once N instances arrived and the association that sent them has ended (the
+    # last C-STORE-RSP is sent and the release answered).
+    while time.monotonic() < deadline:
+        if enough.is_set() and not ae.active_associations:
+            timed_out = False
+            break
+        time.sleep(0.05)
+    server.shutdown()
+
+    out = {"received": received, "transfer_syntaxes": transfer_syntaxes,
+           "echoes": len(echoes), "timed_out": timed_out, "pixel_md5": {},
+           "source_pixel_md5": {}}
+    studies, series = set(), set()
+    for uid in received:
+        ds, md5 = pixel_md5(os.path.join(args.out, f"{uid}.dcm"))
+        out["pixel_md5"][uid] = md5
+        studies.add(str(ds.get("StudyInstanceUID", "")))
+        series.add(str(ds.get("SeriesInstanceUID", "")))
+    out["studies"], out["series"] = sorted(studies), sorted(series)
+    for path in args.source:
+        ds, md5 = pixel_md5(path)
+        out["source_pixel_md5"][str(ds.file_meta.MediaStorageSOPInstanceUID)] = md5
+    print(json.dumps(out), flush=True)
 
 
 def main():
@@ -121,10 +239,18 @@ def main():
             p.add_argument("files", nargs="+")
             p.add_argument("--fill-blank-uids", action="store_true")
             p.add_argument("--sop-instance-uid")
+    p = sub.add_parser("serve")
+    p.add_argument("--out", required=True)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--ae", default="PYNETDICOM")
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--only-uncompressed", action="store_true")
+    p.add_argument("--source", nargs="*", default=[])
     args = parser.parse_args()
     if os.environ.get("PINHOLE_DICOM_DEBUG"):
         debug_logger()  # pynetdicom's PDU / DIMSE log on stderr
-    {"echo": echo, "store": store}[args.command](args)
+    {"echo": echo, "store": store, "serve": serve}[args.command](args)
 
 
 if __name__ == "__main__":

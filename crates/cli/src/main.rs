@@ -55,13 +55,20 @@ enum Command {
     /// Confirm a treatment: `pinhole confirm ablation ...` (coverage, minimal ablative margin).
     #[command(subcommand)]
     Confirm(commands::intraop::ConfirmCommand),
-    /// Receive DICOM: `pinhole dicom listen --store DIR ...` (C-STORE / C-ECHO receiver).
+    /// DICOM network and objects: `listen` (C-STORE / C-ECHO receiver), `push` (C-STORE
+    /// sender), `echo`, `find` / `pull` (C-FIND / C-MOVE from a PACS), and results as
+    /// DICOM of their CT series: `seg` (Segmentation), `sr` (Structured Report), `sc`
+    /// (Secondary Capture).
     #[command(subcommand)]
     Dicom(commands::dicom::DicomCommand),
     /// Cohorts on Ray: `pinhole cohort run MANIFEST --procedure P --out DIR` (one needle
     /// plan per case, summary.csv/.parquet, resumable) and `pinhole cohort drr` (a DRR
     /// dataset); runs the Python package's `pinhole.cohort` (PINHOLE_PYTHON).
     Cohort(commands::cohort::CohortArgs),
+    /// The site's case record: `pinhole cases list|show|export --site DIR` (cases,
+    /// reports, recorded live sessions; pinhole-cases.sqlite).
+    #[command(subcommand)]
+    Cases(commands::cases::CasesCommand),
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -82,6 +89,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Verify(command) => commands::intraop::verify(&command, &terminal),
         Command::Confirm(command) => commands::intraop::confirm(&command, &terminal),
         Command::Dicom(command) => commands::dicom::run(&command, &terminal),
+        Command::Cases(command) => commands::cases::run(&command),
         // The Python side's exit code (2: refused input) passes through.
         Command::Cohort(args) => return commands::cohort::run(&args),
     }?;

@@ -140,3 +140,335 @@ fn dicom_listen_receives_a_series_from_pynetdicom() {
         assert_eq!(ours[key], theirs[key], "{key}");
     }
 }
+
+/// Starts `pinhole dicom listen` on a free port; its stdout lines, and the port.
+fn start_listener(store: &std::path::Path, ae: &str) -> (Running, mpsc::Receiver<String>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pinhole"))
+        .args(["dicom", "listen", "--port", "0", "--ae-title", ae, "--json"])
+        .args(["--series-quiet-s", "1", "--store", store.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let running = Running(child);
+    let banner = next_matching(&stderr, "address", |l| l.contains(" on 127.0.0.1:"));
+    let port = banner
+        .split(" on 127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .to_string();
+    (running, stdout, port)
+}
+
+#[test]
+fn dicom_push_sends_a_series_to_dicom_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("incoming");
+    let (_running, events, port) = start_listener(&store, "PINHOLE_P");
+    let to = format!("PINHOLE_P@127.0.0.1:{port}");
+
+    let echo = super::pinhole_ok(&["dicom", "echo", "--to", &to]);
+    assert!(
+        echo.starts_with(&format!("C-ECHO {to}: success in ")),
+        "{echo}"
+    );
+
+    // The series folder, and a folder with a stray non-DICOM file (skipped, warned).
+    let source = shared_data("dicom-ct-series");
+    let extra = dir.path().join("extra");
+    std::fs::create_dir_all(extra.join("nested")).unwrap();
+    std::fs::write(extra.join("nested/notes.txt"), "not DICOM\n").unwrap();
+    let out = super::pinhole(&[
+        "dicom",
+        "push",
+        "--to",
+        &to,
+        "--fill-blank-uids",
+        source.to_str().unwrap(),
+        extra.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.trim().starts_with(&format!(
+            "20 of 20 file(s) stored by {to} (20 success, 0 warning, 0 failed, 0 not sent)"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("warning: skipped")
+            && stderr.contains("notes.txt: not a DICOM Part-10 file"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("blank UIDs filled").count(), 20, "{stderr}");
+    let complete = next_matching(&events, "series_complete event", |l| {
+        l.contains("\"series_complete\"")
+    });
+    let event: serde_json::Value = serde_json::from_str(&complete).unwrap();
+    assert_eq!(event["instances"], 20);
+
+    // Without --fill-blank-uids the de-identified slices are refused: nonzero exit,
+    // a line per file, the summary, and the JSON report with --json.
+    let slice = std::fs::read_dir(&source)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let out = super::pinhole(&[
+        "dicom",
+        "push",
+        "--to",
+        &to,
+        "--json",
+        slice.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("blank SOP Class UID") && stderr.contains("1 of 1 file(s) not stored"),
+        "{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["total"].as_u64(), report["not_sent"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(report["files"][0]["outcome"], "not_sent");
+
+    // A malformed destination is refused by the argument parser, naming the form.
+    let out = super::pinhole(&[
+        "dicom",
+        "push",
+        "--to",
+        "127.0.0.1:104",
+        slice.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AE@HOST:PORT"));
+}
+
+/// Orthanc (Debian's `orthanc`; `PINHOLE_ORTHANC` names another binary) on free ports,
+/// configured by `tests/py/orthanc_peer.py` with one modality, `ae`@127.0.0.1:`port`,
+/// and holding the shared CT series; its DICOM and HTTP ports. Killed on drop.
+fn start_orthanc(dir: &std::path::Path, ae: &str, port: u16) -> (Running, u16, String) {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (http, dicom) = (free().to_string(), free());
+    let peer = |args: &[&str]| {
+        orthanc_peer(args);
+    };
+    let config = dir.join("orthanc.json");
+    let storage = dir.join("orthanc-storage");
+    peer(&[
+        "config",
+        config.to_str().unwrap(),
+        "--http-port",
+        &http,
+        "--dicom-port",
+        &dicom.to_string(),
+        "--storage",
+        storage.to_str().unwrap(),
+        "--modality",
+        ae,
+        "127.0.0.1",
+        &port.to_string(),
+    ]);
+    let binary = std::env::var("PINHOLE_ORTHANC").unwrap_or_else(|_| "Orthanc".into());
+    let child = Command::new(&binary)
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {binary} ({e}): install Debian's orthanc"));
+    let running = Running(child);
+    peer(&["wait", &http]);
+    let mut upload = vec![
+        "upload".to_string(),
+        http.clone(),
+        "--fill-blank-uids".into(),
+    ];
+    let source = shared_data("dicom-ct-series");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        upload.push(entry.unwrap().path().to_str().unwrap().to_string());
+    }
+    peer(&upload.iter().map(String::as_str).collect::<Vec<_>>());
+    (running, dicom, http)
+}
+
+/// `tests/py/orthanc_peer.py ARGS` (asserting success): its JSON answer.
+fn orthanc_peer(args: &[&str]) -> serde_json::Value {
+    let python = std::env::var("PINHOLE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
+        .arg(repo_root().join("tests/py/orthanc_peer.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "orthanc_peer.py {:?}: {stdout}{}",
+        &args[..1],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null)
+}
+
+/// The loop against a real PACS: query Orthanc, pull the CT series from it, plan
+/// a needle path on the pulled series, write the label map, the plan and its picture as
+/// SEG, SR and SC, push them back; Orthanc files them in the study of the series.
+#[test]
+fn dicom_find_pull_plan_and_push_results_back_to_orthanc() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_orthanc, dicom_port, http) = start_orthanc(dir.path(), "PINHOLE_Q", listener_port);
+    let from = format!("ORTHANC@127.0.0.1:{dicom_port}");
+
+    // Studies, as a table: one row, no patient column.
+    let table = super::pinhole_ok(&[
+        "dicom",
+        "find",
+        "--from",
+        &from,
+        "--calling-ae",
+        "PINHOLE_Q",
+    ]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[0].starts_with("StudyInstanceUID"), "{table}");
+    assert!(!lines[0].contains("Patient"), "{table}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row.last(), Some(&"20"), "{table}");
+    assert!(row.contains(&"CT"), "{table}");
+
+    // Series, as JSON, matching on the modality.
+    let json = super::pinhole_ok(&[
+        "dicom",
+        "find",
+        "--from",
+        &from,
+        "--calling-ae",
+        "PINHOLE_Q",
+        "--level",
+        "series",
+        "--modality",
+        "CT",
+        "--json",
+    ]);
+    let found: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let matches = found["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 1, "{json}");
+    assert_eq!(matches[0]["Modality"], "CT");
+    assert_eq!(matches[0]["NumberOfSeriesRelatedInstances"], "20");
+    assert_eq!(matches[0]["StudyInstanceUID"], row[0]);
+    assert!(matches[0].get("PatientName").is_none(), "{json}");
+    let series = matches[0]["SeriesInstanceUID"].as_str().unwrap();
+
+    // Pull: the in-process listener receives the 20 instances of the series.
+    let store = dir.path().join("pulled");
+    let out = super::pinhole(&[
+        "dicom",
+        "pull",
+        "--from",
+        &from,
+        "--series-uid",
+        series,
+        "--store",
+        store.to_str().unwrap(),
+        "--ae-title",
+        "PINHOLE_Q",
+        "--port",
+        &listener_port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("20 completed, 0 failed, 0 warning"),
+        "{stdout}"
+    );
+    let folder = store.join(row[0]).join(series);
+    assert!(
+        stdout.contains(&format!(
+            "series folder: {} (20 instance(s))",
+            folder.display()
+        )),
+        "{stdout}"
+    );
+    let files = std::fs::read_dir(&folder).unwrap().count();
+    assert_eq!(files, 20);
+
+    // Plan on the pulled series, results as DICOM, pushed back to Orthanc.
+    let results = super::dicom_export::plan_and_export(&folder, dir.path());
+    let pushed = super::pinhole_ok(&[
+        "dicom",
+        "push",
+        "--to",
+        &from,
+        "--calling-ae",
+        "PINHOLE_Q",
+        results.seg.to_str().unwrap(),
+        results.sr.to_str().unwrap(),
+        results.sc.to_str().unwrap(),
+    ]);
+    assert!(pushed.contains("3 of 3 file(s) stored"), "{pushed}");
+    let index = orthanc_peer(&["studies", &http]);
+    let studies = index["studies"].as_array().unwrap();
+    assert_eq!(studies.len(), 1, "{index}");
+    assert_eq!(studies[0]["study_uid"], row[0]);
+    let mut held: Vec<(String, u64)> = studies[0]["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["modality"].as_str().unwrap().to_string(),
+                s["instances"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    held.sort();
+    let expected = [("CT", 20), ("OT", 1), ("SEG", 1), ("SR", 1)]
+        .map(|(m, n)| (m.to_string(), n))
+        .to_vec();
+    assert_eq!(held, expected, "{index}");
+
+    // A series the PACS does not hold: nonzero exit, said so.
+    let out = super::pinhole(&[
+        "dicom",
+        "pull",
+        "--from",
+        &from,
+        "--series-uid",
+        "1.2.3.4",
+        "--store",
+        store.to_str().unwrap(),
+        "--ae-title",
+        "PINHOLE_Q",
+        "--port",
+        &listener_port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has no series 1.2.3.4"), "{stderr}");
+}

@@ -17,6 +17,8 @@ use common::*;
 mod plan_needle;
 // `pinhole dicom listen` with pynetdicom as the sender (#24).
 mod dicom;
+// `pinhole dicom seg`: a label map as a DICOM Segmentation, read back by highdicom.
+mod dicom_export;
 // `pinhole plan ablation` and `pinhole evla`.
 mod ablation;
 mod vessel;
@@ -30,6 +32,10 @@ mod us;
 mod us_tracked;
 // `pinhole demo` in headless Chromium.
 mod viewer;
+// `pinhole cases list|show|export` over a record made by pinhole-record.
+mod cases;
+// `pinhole serve --record`, `pinhole replay --case`, kill -9 while recording.
+mod record;
 
 fn pinhole(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pinhole"))

@@ -1,5 +1,7 @@
-//! `pinhole-dicomnet`: a DICOM receiver — C-STORE SCP and C-ECHO SCP — over dicom-rs's
-//! `dicom-ul` (synchronous; std threads, no async runtime). NOT FOR CLINICAL USE.
+//! `pinhole-dicomnet`: a DICOM receiver — C-STORE SCP and C-ECHO SCP — sender —
+//! C-STORE SCU and C-ECHO SCU ([`push`]) — and query / retrieve client — C-FIND SCU and
+//! C-MOVE SCU ([`query`]) — over dicom-rs's `dicom-ul` (synchronous; std threads, no
+//! async runtime). NOT FOR CLINICAL USE.
 //!
 //! ```no_run
 //! use pinhole_dicomnet::{Listener, ListenerConfig};
@@ -37,8 +39,25 @@
 //! * **Series**: [`Event::SeriesComplete`] once no instance of a series arrived for
 //!   [`ListenerConfig::series_quiet`]; CT / MR / PET series are then listed with
 //!   `pinhole_io::dicom::list_series` and a warning follows when that fails.
+//! * **Push** ([`push_files`], [`echo`]): one association, one presentation context per
+//!   (SOP class, transfer syntax) pair of the files; each data set is sent exactly as
+//!   stored after its file meta group (never decoded or transcoded) in P-DATA
+//!   fragments within the peer's maximum PDU length, and every file is reported with
+//!   its C-STORE-RSP status or why it was not sent (not DICOM, no accepted context,
+//!   blank identifying UIDs). Blank UIDs are filled only when
+//!   [`PushConfig::fill_blank_uids`] asks for it, with a warning per file; an
+//!   A-ASSOCIATE-RJ or an association ending early is an error naming the peer's
+//!   reason (with the report so far).
+//! * **Query and pull** ([`find`], [`move_series`]): Study Root C-FIND (Patient Root at
+//!   the patient level) and C-MOVE on one association each, the push's association
+//!   setup and fragmenter, identifiers in Explicit or Implicit VR Little Endian; every
+//!   response identifier is at most [`query::MAX_IDENTIFIER_BYTES`] and walked with
+//!   [`dataset::scan`]; at most [`QueryConfig::max_matches`] matches, one more sends a
+//!   C-CANCEL and fails with [`QueryError::TooManyMatches`]; a final failure status is
+//!   [`QueryError::Status`] with the status, the peer's Error Comment and, for a
+//!   C-MOVE, the sub-operation counts.
 //!
-//! Not done: C-FIND, C-MOVE, C-GET, storage commitment, TLS, DICOMweb.
+//! Not done: C-GET, storage commitment, transcoding, TLS, DICOMweb.
 
 mod association;
 pub mod config;
@@ -47,6 +66,9 @@ pub mod dimse;
 pub mod error;
 pub mod event;
 mod listener;
+pub mod push;
+pub mod query;
+mod scu;
 mod series;
 pub mod sop;
 pub mod store;
@@ -55,3 +77,8 @@ pub use config::ListenerConfig;
 pub use error::{Error, Result};
 pub use event::Event;
 pub use listener::{Listener, ListenerHandle};
+pub use push::{
+    echo, push_files, Destination, FileReport, Outcome, PushConfig, PushError, PushEvent,
+    PushReport,
+};
+pub use query::{find, move_series, Level, Match, MoveReport, QueryConfig, QueryError};

@@ -15,6 +15,7 @@
 //! | [`control_ct`] | [`control_ct::CtRegistrationRequest`] → [`control_ct::CtRegistrationReport`] | `ct_registration.json`, `control_to_planning.tfm`, `registration.png` |
 //! | [`confirm`] | [`confirm::ConfirmRequest`] → [`confirm::ConfirmationReport`] | `confirmation.json`, `margin.vtk`, `margin.png`, `zone_registered.seg.nrrd`, `post_to_pre.tfm` |
 //! | [`verify`] | [`verify::NeedleCheckRequest`] → [`verify::NeedleCheckReport`] | `needle_check.json`, `needle_check.png`, `needle_check.mrk.json`, `control_to_planning.tfm` |
+//! | [`dicom_export`] | [`dicom_export::SegExportRequest`] → [`dicom_export::SegExportReport`] | `segmentation.dcm` (DICOM SEG of the source series), `dicom_seg.json` |
 //! | [`session`] | data + a plan → a live [`pinhole_guidance::Session`] | |
 //!
 //! Reports are written with sorted keys ([`report::write_json`]) and read back as types
@@ -25,6 +26,7 @@ pub mod ablation;
 pub mod confirm;
 pub mod control_ct;
 pub mod demo;
+pub mod dicom_export;
 pub mod drr;
 pub mod error;
 pub mod evla;

@@ -103,12 +103,27 @@ pub fn write_folder(
     report: &impl Serialize,
     write_files: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
+    write_folder_then_report(dir, report_name, |dir| {
+        write_files(dir)?;
+        Ok(report)
+    })
+    .map(|_| ())
+}
+
+/// [`write_folder`] for a report that depends on what the files were (UIDs of a written
+/// DICOM object): `write_files` writes them and returns the report, written last.
+pub fn write_folder_then_report<R: Serialize>(
+    dir: &Path,
+    report_name: &str,
+    write_files: impl FnOnce(&Path) -> Result<R>,
+) -> Result<R> {
     create_dir(dir)?;
     let report_path = dir.join(report_name);
     remove_if_present(&report_path)?;
-    write_files(dir)?;
-    write_json(&report_path, report)?;
-    remove_if_present(&dir.join(FAILED_MARKER))
+    let report = write_files(dir)?;
+    write_json(&report_path, &report)?;
+    remove_if_present(&dir.join(FAILED_MARKER))?;
+    Ok(report)
 }
 
 /// Leaves [`FAILED_MARKER`] in `dir` (when the folder exists) saying that `command`

@@ -18,6 +18,9 @@ pub fn all() -> Vec<(String, Schema)> {
         entry::<crate::control_ct::CtRegistrationReport>(),
         entry::<crate::verify::NeedleCheckReport>(),
         entry::<crate::confirm::ConfirmationReport>(),
+        entry::<crate::dicom_export::SegExportReport>(),
+        entry::<crate::dicom_export::SrExportReport>(),
+        entry::<crate::dicom_export::ScExportReport>(),
         named::<pinhole_guidance::GuidanceMetrics>("guidance-metrics"),
         named::<pinhole_guidance::session::SessionResponse>("session"),
     ]

@@ -9,6 +9,7 @@
 mod shared;
 
 mod ablation;
+mod dicom_export;
 mod intraop;
 mod kidney;
 mod live;

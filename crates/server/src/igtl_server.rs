@@ -660,12 +660,16 @@ fn status_message(code: u16, name: &str, text: &str) -> Message {
 }
 
 fn status_for(m: &GuidanceMetrics) -> Message {
-    let text = if m.alert_reasons.is_empty() {
+    status_message(Status::OK, m.alert.as_str(), &status_text(m))
+}
+
+/// The text of STATUS `GuidanceStatus`: the alert and its reasons.
+pub(crate) fn status_text(m: &GuidanceMetrics) -> String {
+    if m.alert_reasons.is_empty() {
         format!("{}: on plan", m.alert.as_str())
     } else {
         format!("{}: {}", m.alert.as_str(), m.alert_reasons.join("; "))
-    };
-    status_message(Status::OK, m.alert.as_str(), &text)
+    }
 }
 
 fn plan_message(shared: &Shared) -> Message {

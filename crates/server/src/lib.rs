@@ -26,6 +26,9 @@
 //!   thread, newest wins; the needle found in it and measured against the plan is the
 //!   latest check (`GET /api/control-ct/latest`).
 //! - [`replay`]: sends recorded or synthesized poses to a server (std sockets).
+//! - [`SessionSink`]: an optional observer of the live session (every needle pose as
+//!   received, every evaluated update, changes of the alert), called from the server's
+//!   own threads; `pinhole serve --record` implements it over `pinhole-record`.
 //!
 //! Coordinates are LPS mm inside; tracked poses arrive as RAS (3D Slicer) and are
 //! converted at the edge.
@@ -175,6 +178,116 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Most entries kept in `/api/session`'s `source_events` (oldest dropped first).
     pub max_source_events: usize,
+    /// Observer of the live session (`pinhole serve --record`): every needle pose as it
+    /// is received, every evaluated update and every change of the alert; `None`: none.
+    /// Its methods run on the server's threads and must return at once ([`SessionSink`]).
+    pub session_sink: Option<Arc<dyn SessionSink>>,
+}
+
+/// Observes a live session as it happens, for a durable record (`pinhole serve
+/// --record` implements it over `pinhole_record::SessionRecorder`): the server calls it
+/// from its own threads — [`pose`](Self::pose) from the OpenIGTLink reader tasks,
+/// [`metrics`](Self::metrics) and [`alert`](Self::alert) from the pose evaluator thread —
+/// so every method must return at once (hand the sample to a bounded queue; never wait
+/// on a disk, the network or a lock held for long). Calls for one kind come in the order
+/// the server handles them; with several tracking clients, poses from different reader
+/// tasks may interleave.
+pub trait SessionSink: Send + Sync {
+    /// A needle pose accepted from a client (or given to [`Shared::publish_pose`]), when
+    /// it is received: every pose, also those that a newer one supersedes before their
+    /// evaluation (newest wins). Degenerate poses, which are not evaluated, are not given.
+    fn pose(&self, pose: &ReceivedPose<'_>);
+    /// An evaluated update, after it was published to the clients.
+    fn metrics(&self, metrics: &GuidanceMetrics);
+    /// The alert changed (see [`AlertChange`]); called after [`metrics`](Self::metrics)
+    /// of the update that changed it.
+    fn alert(&self, change: &AlertChange<'_>);
+}
+
+impl std::fmt::Debug for dyn SessionSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionSink")
+    }
+}
+
+/// A needle pose as the server received it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceivedPose<'a> {
+    /// Device name (the needle device; a TDATA item's name).
+    pub device: &'a str,
+    /// As received: `NeedleTipToReference`, tracker frame (RAS-like), row-major.
+    pub tip_to_reference: &'a Mat4,
+    /// What the guidance engine evaluates: the pose through the registration in force,
+    /// in LPS mm (`F · ReferenceToRAS · NeedleTipToReference · F`, F = diag(−1, −1, 1, 1);
+    /// without a registration just `F · NeedleTipToReference · F`).
+    pub pose_lps: &'a Mat4,
+    /// The message's timestamp (seconds since 1970; 0 when unknown).
+    pub timestamp_s: f64,
+}
+
+/// A change of the guidance alert: the first update's alert, then every update whose
+/// level differs from the previous update's, or whose reasons differ in more than their
+/// numbers (a new structure or reason; "3.2 mm from vessels" becoming "2.9 mm from
+/// vessels" is no change). This is the state the STATUS `GuidanceStatus` carries.
+#[derive(Debug, Clone, Copy)]
+pub struct AlertChange<'a> {
+    /// The level before (`None`: the session's first update).
+    pub previous: Option<pinhole_guidance::Alert>,
+    /// The update that changed it (its `alert` and `alert_reasons`).
+    pub metrics: &'a GuidanceMetrics,
+}
+
+impl AlertChange<'_> {
+    /// The new level (`ok`, `caution`, `danger`).
+    pub fn level(&self) -> pinhole_guidance::Alert {
+        self.metrics.alert
+    }
+
+    /// The STATUS `GuidanceStatus` text: `caution: 3.2 mm from vessels; …`, `ok: on plan`.
+    pub fn text(&self) -> String {
+        igtl_server::status_text(self.metrics)
+    }
+}
+
+/// The alert state compared between updates: the level and the reasons with every
+/// number masked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AlertState {
+    level: pinhole_guidance::Alert,
+    reasons: Vec<String>,
+}
+
+impl AlertState {
+    fn of(metrics: &GuidanceMetrics) -> Self {
+        Self {
+            level: metrics.alert,
+            reasons: metrics
+                .alert_reasons
+                .iter()
+                .map(|r| mask_numbers(r))
+                .collect(),
+        }
+    }
+}
+
+/// `text` with every number (digits, a decimal point between them) replaced by `#`.
+fn mask_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            while chars
+                .peek()
+                .is_some_and(|n| n.is_ascii_digit() || *n == '.')
+            {
+                chars.next();
+            }
+            out.push('#');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The server's default body-size limit per OpenIGTLink message (64 MiB: a 4k × 4k
@@ -217,6 +330,7 @@ impl Default for ServerConfig {
             http_header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(1),
             max_source_events: 64,
+            session_sink: None,
         }
     }
 }
@@ -398,6 +512,8 @@ pub struct Shared {
     control_seq: AtomicU64,
     control_check: RwLock<Option<Arc<control_ct::ControlCheck>>>,
     pub(crate) control_uploads: Arc<Semaphore>,
+    /// The alert state of the last update given to the session sink (only with one).
+    sink_alert: Mutex<Option<AlertState>>,
 }
 
 /// Control scans received over HTTP at once (each may hold `control_ct_max_bytes` plus
@@ -497,6 +613,7 @@ impl Shared {
             control_seq: AtomicU64::new(0),
             control_check: RwLock::new(None),
             control_uploads: Arc::new(Semaphore::new(CONTROL_CT_UPLOADS)),
+            sink_alert: Mutex::new(None),
             config,
         })
     }
@@ -548,6 +665,9 @@ impl Shared {
         timestamp_s: f64,
         device: &str,
     ) -> Option<Arc<Update>> {
+        if !self.receive_pose(tip_to_reference, timestamp_s, device) {
+            return None;
+        }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.evaluate_numbered(seq, tip_to_reference, timestamp_s, device)
     }
@@ -556,18 +676,58 @@ impl Shared {
     /// (`poses` module), and returns at once; `false` for a degenerate pose, which is
     /// not queued. Evaluates it inline when the evaluator thread is not running.
     pub fn submit_pose(&self, tip_to_reference: &Mat4, timestamp_s: f64, device: &str) -> bool {
-        let registration = self.registration.read().ok().and_then(|r| *r);
-        if pose::needle_pose_lps(tip_to_reference, registration.as_ref()).is_none() {
+        if !self.receive_pose(tip_to_reference, timestamp_s, device) {
             return false;
         }
         if !self.evaluator_running.load(Ordering::Acquire) {
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
             return self
-                .publish_pose(tip_to_reference, timestamp_s, device)
+                .evaluate_numbered(seq, tip_to_reference, timestamp_s, device)
                 .is_some();
         }
         self.poses
             .submit(&self.seq, *tip_to_reference, timestamp_s, device);
         true
+    }
+
+    /// A pose received: `false` when it is degenerate under the registration in force
+    /// (not evaluated); otherwise it is given to the session sink, if any.
+    fn receive_pose(&self, tip_to_reference: &Mat4, timestamp_s: f64, device: &str) -> bool {
+        let registration = self.registration.read().ok().and_then(|r| *r);
+        if pose::needle_pose_lps(tip_to_reference, registration.as_ref()).is_none() {
+            return false;
+        }
+        if let Some(sink) = &self.config.session_sink {
+            let ras = match &registration {
+                Some(r) => pinhole_volume::math::mat4_mul(r, tip_to_reference),
+                None => *tip_to_reference,
+            };
+            let pose_lps = pinhole_volume::math::swap_lps_ras(&ras);
+            sink.pose(&ReceivedPose {
+                device,
+                tip_to_reference,
+                pose_lps: &pose_lps,
+                timestamp_s,
+            });
+        }
+        true
+    }
+
+    /// Gives an evaluated update to the session sink, and the alert when it changed.
+    fn sink_update(&self, sink: &dyn SessionSink, metrics: &GuidanceMetrics) {
+        sink.metrics(metrics);
+        let state = AlertState::of(metrics);
+        let previous = {
+            let mut last = self.sink_alert.lock().unwrap_or_else(|e| e.into_inner());
+            if last.as_ref() == Some(&state) {
+                return;
+            }
+            last.replace(state)
+        };
+        sink.alert(&AlertChange {
+            previous: previous.map(|p| p.level),
+            metrics,
+        });
     }
 
     /// What the evaluator thread does with a queued pose.
@@ -620,6 +780,9 @@ impl Shared {
             }
             newer
         });
+        if let Some(sink) = &self.config.session_sink {
+            self.sink_update(sink.as_ref(), &update.metrics);
+        }
         Some(update)
     }
 
@@ -1151,4 +1314,193 @@ pub fn serve_until_ctrl_c(
         running.shutdown().await;
         Ok(stats)
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod sink_tests {
+    use std::collections::BTreeMap;
+    use std::io::{Read, Write};
+
+    use pinhole_guidance::{PlanSource, PlannedNeedle, RiskGroup, SessionInputs};
+    use pinhole_igtl::{encode, Body, Message, Transform};
+    use pinhole_volume::math::{mat4_mul, swap_lps_ras};
+    use pinhole_volume::{Grid, Volume};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect {
+        poses: Mutex<Vec<(String, Mat4, Mat4)>>,
+        metrics: Mutex<Vec<u64>>,
+        alerts: Mutex<Vec<(Option<pinhole_guidance::Alert>, String)>>,
+    }
+
+    impl SessionSink for Collect {
+        fn pose(&self, pose: &ReceivedPose<'_>) {
+            self.poses.lock().unwrap().push((
+                pose.device.to_owned(),
+                *pose.tip_to_reference,
+                *pose.pose_lps,
+            ));
+        }
+        fn metrics(&self, metrics: &GuidanceMetrics) {
+            self.metrics.lock().unwrap().push(metrics.seq);
+        }
+        fn alert(&self, change: &AlertChange<'_>) {
+            self.alerts
+                .lock()
+                .unwrap()
+                .push((change.previous, change.text()));
+        }
+    }
+
+    /// 40³ grid of 1 mm voxels around the origin; "aorta" at x ∈ [10, 12] (LPS).
+    fn session(registration: Mat4) -> Session {
+        let grid = Grid::axis_aligned([40, 40, 40], [1.0; 3], [-20.0; 3]).unwrap();
+        let mut data = vec![0u16; grid.voxel_count()];
+        for k in 0..40 {
+            for j in 0..40 {
+                for i in 30..=32 {
+                    data[grid.offset([i, j, k])] = 1;
+                }
+            }
+        }
+        let labels = Volume::new(grid.clone(), data).unwrap();
+        let plan = PlannedNeedle {
+            target_lps: [0.0; 3],
+            entry_lps: Some([0.0, -15.0, 0.0]),
+            path_target_lps: [0.0; 3],
+            risk_groups: Some(vec![RiskGroup {
+                name: "aorta_group".into(),
+                labels: vec!["aorta".into()],
+                clearance_mm: 5.0,
+                optional: false,
+                weight: 1.0,
+                source: "test".into(),
+            }]),
+        };
+        Session::new(
+            &grid,
+            labels,
+            BTreeMap::from([(1, "aorta".to_owned())]),
+            PlanSource::Plan(plan),
+            Some(registration),
+            SessionInputs::default(),
+        )
+    }
+
+    /// Every pose reaches the sink when it is received (superseded ones too), in LPS
+    /// through the registration; every evaluated update and each change of the alert
+    /// follow from the evaluator thread.
+    #[test]
+    fn the_sink_sees_every_pose_every_update_and_alert_changes() {
+        // Registration: a translation of (5, 0, 0) RAS, i.e. −5 mm in LPS x.
+        let registration = [
+            [1.0, 0.0, 0.0, 5.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let sink = Arc::new(Collect::default());
+        let config = ServerConfig {
+            igtl_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: None,
+            verbose: false,
+            session_sink: Some(sink.clone()),
+            ..ServerConfig::default()
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let running = rt.block_on(start(session(registration), config)).unwrap();
+        // 300 poses in one burst (many superseded before evaluation) along the plan line
+        // (needle axis −y RAS = +y LPS), sent in the tracker frame (x − 5 mm); the last
+        // ten 6 to 7 mm to the patient's left, within the aorta's clearance (danger).
+        let sent: Vec<Mat4> = (0..300)
+            .map(|i| {
+                let x_ras = if i >= 290 {
+                    -(6.0 + f64::from(i - 290) * 0.1)
+                } else {
+                    0.0
+                };
+                [
+                    [1.0, 0.0, 0.0, x_ras - 5.0],
+                    [0.0, 0.0, -1.0, 15.0 - f64::from(i) * 0.05],
+                    [0.0, 1.0, 0.0, 0.5],
+                    [0.0, 0.0, 0.0, 1.0],
+                ]
+            })
+            .collect();
+        let mut stream = std::net::TcpStream::connect(running.igtl_addr).unwrap();
+        let mut bytes = Vec::new();
+        for m in &sent {
+            let msg = Message::new(
+                "NeedleTipToReference",
+                Body::Transform(Transform::from_matrix(m)),
+            );
+            bytes.extend(encode(&msg).unwrap());
+        }
+        stream.write_all(&bytes).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        while sink.poses.lock().unwrap().len() < sent.len()
+            || running.shared.latest().is_none_or(|u| u.seq < 300)
+        {
+            assert!(
+                std::time::Instant::now() < end,
+                "the poses did not all arrive"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let _ = stream.read_to_end(&mut Vec::new());
+        let stats = running.shared.stats();
+        rt.block_on(running.shutdown());
+
+        let poses = sink.poses.lock().unwrap();
+        assert_eq!(poses.len(), sent.len());
+        for ((device, received, lps), m) in poses.iter().zip(&sent) {
+            assert_eq!(device, "NeedleTipToReference");
+            // As sent over the wire (f32), then through the registration and RAS → LPS.
+            let wire = Transform::from_matrix(m).to_matrix();
+            assert_eq!(received, &wire);
+            assert_eq!(lps, &swap_lps_ras(&mat4_mul(&registration, &wire)));
+        }
+        // The first tip: tracker (−5, 15, 0.5), RAS (0, 15, 0.5), LPS (0, −15, 0.5).
+        let tip = [poses[0].2[0][3], poses[0].2[1][3], poses[0].2[2][3]];
+        assert!(
+            (tip[0].abs() + (tip[1] + 15.0).abs() + (tip[2] - 0.5).abs()) < 1e-5,
+            "{tip:?}"
+        );
+        let metrics = sink.metrics.lock().unwrap();
+        assert_eq!(
+            metrics.len() as u64,
+            stats.updates - stats.poses_superseded,
+            "{stats:?}"
+        );
+        assert!(metrics.windows(2).all(|w| w[0] < w[1]), "{metrics:?}");
+        assert_eq!(metrics.last(), Some(&300));
+        let alerts = sink.alerts.lock().unwrap();
+        assert_eq!(alerts[0].0, None, "{alerts:?}");
+        assert!(alerts.len() < metrics.len().max(2), "{alerts:?}");
+        let last = &alerts.last().unwrap().1;
+        assert!(
+            last.starts_with("danger: ") && last.contains("aorta"),
+            "{alerts:?}"
+        );
+    }
+
+    #[test]
+    fn numbers_are_masked_in_alert_reasons() {
+        assert_eq!(
+            mask_numbers("3.2 mm from vessels (clearance 5.0 mm)"),
+            "# mm from vessels (clearance # mm)"
+        );
+        assert_eq!(mask_numbers("tip inside bone"), "tip inside bone");
+    }
 }

@@ -26,7 +26,8 @@ const GLYPH_W: usize = 5;
 const GLYPH_H: usize = 7;
 
 /// The 5 × 7 bitmap of `c` (rows top to bottom, bit 4 = leftmost column); characters
-/// outside the small set (orientation letters, digits, `m`, `.`) draw as blanks.
+/// outside the small set (orientation letters, digits, `m`, `.`, and the other letters of
+/// "NOT FOR CLINICAL USE") draw as blanks.
 fn glyph(c: char) -> [u8; GLYPH_H] {
     match c {
         '0' => [14, 17, 19, 21, 25, 17, 14],
@@ -45,6 +46,13 @@ fn glyph(c: char) -> [u8; GLYPH_H] {
         'R' => [30, 17, 17, 30, 20, 18, 17],
         'S' => [15, 16, 16, 14, 1, 1, 30],
         'I' => [14, 4, 4, 4, 4, 4, 14],
+        'N' => [17, 25, 21, 19, 17, 17, 17],
+        'O' => [14, 17, 17, 17, 17, 17, 14],
+        'T' => [31, 4, 4, 4, 4, 4, 4],
+        'F' => [31, 16, 16, 30, 16, 16, 16],
+        'C' => [14, 17, 16, 16, 16, 17, 14],
+        'U' => [17, 17, 17, 17, 17, 17, 14],
+        'E' => [31, 16, 16, 30, 16, 16, 31],
         'm' => [0, 0, 26, 21, 21, 17, 17],
         '.' => [0, 0, 0, 0, 0, 12, 12],
         _ => [0; GLYPH_H],

@@ -1,14 +1,20 @@
 //! `pinhole dicom listen`: a DICOM receiver (C-STORE SCP and C-ECHO, `pinhole-dicomnet`)
 //! that stores instances as `<study>/<series>/<sop instance>.dcm` and prints one line
-//! (or one JSON object) per event. Not for clinical use.
+//! (or one JSON object) per event. `pinhole dicom push`: sends DICOM files to a peer
+//! (C-STORE SCU) with a progress bar and a summary line (or the JSON report);
+//! `pinhole dicom echo`: C-ECHO. Not for clinical use.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use pinhole_dicomnet::{Event, Listener, ListenerConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use pinhole_dicomnet::{
+    Destination, Event, FileReport, Listener, ListenerConfig, Outcome, PushConfig, PushError,
+    PushEvent,
+};
 
 use crate::terminal::Terminal;
 
@@ -17,6 +23,111 @@ pub enum DicomCommand {
     /// Receive DICOM instances from a scanner or PACS (C-STORE, C-ECHO) into a folder,
     /// one line per event; runs until the process is stopped (Ctrl-C). Not for clinical use.
     Listen(ListenArgs),
+    /// Send DICOM files to a PACS or workstation (C-STORE), as stored (no transcoding);
+    /// exits nonzero when any file was not stored. Not for clinical use.
+    Push(PushArgs),
+    /// Check that a DICOM node answers (C-ECHO).
+    Echo(EchoArgs),
+    /// Query a PACS (C-FIND, Study Root) for studies or series; prints a table (no
+    /// patient name unless --show-patient) or JSON. Not for clinical use.
+    Find(super::dicom_query::FindArgs),
+    /// Retrieve one series from a PACS (C-MOVE) into a folder, received by an in-process
+    /// listener the PACS knows as --ae-title at this host and --port; exits nonzero when
+    /// any sub-operation failed. Not for clinical use.
+    Pull(super::dicom_query::PullArgs),
+    /// Write a label map on the grid of a DICOM CT series (a plan's label map, an
+    /// ablation zone, a TotalSegmentator or Slicer segmentation) as a DICOM Segmentation
+    /// referencing that series: `segmentation.dcm` and `dicom_seg.json` in --out. Every
+    /// label must be named by the table. Not for clinical use.
+    Seg(SegArgs),
+    /// Write a needle plan (plan.json of `pinhole plan needle` on a DICOM CT series) as a
+    /// DICOM Structured Report (TID 1500 Measurement Report, 3-D coordinates in the
+    /// series' Frame of Reference): target, paths, lengths, angles, clearances;
+    /// `measurements_sr.dcm` and `dicom_sr.json` in --out. Not for clinical use.
+    Sr(SrArgs),
+    /// Store a picture (a PNG: a plan's best.png, an ablation's zone.png, a DRR) as a DICOM
+    /// Secondary Capture in the patient and study of a DICOM series, "NOT FOR CLINICAL
+    /// USE" burned into its top rows; `capture.dcm` and `dicom_sc.json` in --out.
+    Sc(ScArgs),
+}
+
+#[derive(Args)]
+pub struct ScArgs {
+    /// The folder of the DICOM series the picture belongs to.
+    #[arg(long)]
+    series: PathBuf,
+    /// Which series of the folder, by SeriesInstanceUID (when it holds several).
+    #[arg(long)]
+    series_uid: Option<String>,
+    /// The picture (PNG; grey or colour, 8 or 16 bits, alpha dropped).
+    #[arg(long)]
+    picture: PathBuf,
+    /// The picture already shows "NOT FOR CLINICAL USE" at its top: store it unchanged.
+    #[arg(long)]
+    banner_already_present: bool,
+    /// SeriesDescription of the capture (" NOT FOR CLINICAL USE" is appended).
+    #[arg(long, default_value = "Pinhole picture")]
+    description: String,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct SrArgs {
+    /// The folder of the DICOM series the plan was made on.
+    #[arg(long)]
+    series: PathBuf,
+    /// Which series of the folder, by SeriesInstanceUID (when it holds several).
+    #[arg(long)]
+    series_uid: Option<String>,
+    /// plan.json of `pinhole plan needle`.
+    #[arg(long)]
+    plan: PathBuf,
+    /// How many of the plan's paths (best first).
+    #[arg(long, default_value_t = 3)]
+    paths: usize,
+    /// SeriesDescription of the SR (" NOT FOR CLINICAL USE" is appended).
+    #[arg(long, default_value = "Pinhole needle plan")]
+    description: String,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct SegArgs {
+    /// The folder of the source DICOM series.
+    #[arg(long)]
+    series: PathBuf,
+    /// Which series of the folder, by SeriesInstanceUID (when it holds several).
+    #[arg(long)]
+    series_uid: Option<String>,
+    /// The label map (NIfTI, NRRD, .seg.nrrd) on the series' grid.
+    #[arg(long)]
+    labels: PathBuf,
+    /// Label table: a CSV / Slicer colour table file, or `totalsegmentator` (v2 names).
+    #[arg(long)]
+    labels_table: Option<String>,
+    /// SeriesDescription of the SEG (" NOT FOR CLINICAL USE" is appended).
+    #[arg(long, default_value = "Pinhole segmentation")]
+    description: String,
+    /// The program that made the label map automatically (SegmentAlgorithmType
+    /// AUTOMATIC with this name; default MANUAL).
+    #[arg(long)]
+    algorithm: Option<String>,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -50,10 +161,336 @@ pub struct ListenArgs {
     json: bool,
 }
 
-pub fn run(command: &DicomCommand, _terminal: &Terminal) -> anyhow::Result<()> {
+#[derive(Args)]
+pub struct PushArgs {
+    /// The receiving node, AE@HOST:PORT (e.g. PACS@10.0.0.5:104; IPv6: PACS@[::1]:104).
+    #[arg(long)]
+    to: Destination,
+    /// This node's AE title (1-16 characters).
+    #[arg(long, default_value = "PINHOLE", value_parser = ae_title)]
+    calling_ae: String,
+    /// Fill blank SOP Class / Instance UIDs (from the file meta group) and Study / Series
+    /// UIDs (derived from the Frame of Reference UID) of de-identified data sets instead
+    /// of refusing them; re-encodes those data sets, pixel data kept; warns per file.
+    #[arg(long)]
+    fill_blank_uids: bool,
+    /// Bound on connecting and on each network read or write, in seconds.
+    #[arg(long, default_value_t = 60.0, value_parser = super::finite)]
+    timeout_s: f64,
+    /// Print the report as JSON on stdout (the summary line goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// DICOM files, and folders searched recursively for DICOM files.
+    #[arg(required = true, value_name = "FILES_OR_FOLDERS")]
+    inputs: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct EchoArgs {
+    /// The node to check, AE@HOST:PORT.
+    #[arg(long)]
+    to: Destination,
+    /// This node's AE title (1-16 characters).
+    #[arg(long, default_value = "PINHOLE", value_parser = ae_title)]
+    calling_ae: String,
+    /// Bound on connecting and on each network read or write, in seconds.
+    #[arg(long, default_value_t = 30.0, value_parser = super::finite)]
+    timeout_s: f64,
+}
+
+/// Checks an AE title for clap.
+fn ae_title(s: &str) -> Result<String, String> {
+    pinhole_dicomnet::config::check_ae_title(s)?;
+    Ok(s.to_string())
+}
+
+pub fn run(command: &DicomCommand, terminal: &Terminal) -> anyhow::Result<()> {
     match command {
         DicomCommand::Listen(args) => listen(args),
+        DicomCommand::Push(args) => push(args),
+        DicomCommand::Echo(args) => echo(args),
+        DicomCommand::Find(args) => super::dicom_query::find(args),
+        DicomCommand::Pull(args) => super::dicom_query::pull(args),
+        DicomCommand::Seg(args) => seg(args, terminal),
+        DicomCommand::Sr(args) => sr(args, terminal),
+        DicomCommand::Sc(args) => sc(args, terminal),
     }
+}
+
+fn sr(args: &SrArgs, terminal: &Terminal) -> anyhow::Result<()> {
+    use pinhole_pipeline::dicom_export::{SrExportRequest, SR_FILE, SR_REPORT_FILE};
+    super::marking_failure(&args.out, "dicom sr", || {
+        let request = SrExportRequest {
+            series_dir: args.series.clone(),
+            series_uid: args.series_uid.clone(),
+            plan: args.plan.clone(),
+            paths: args.paths,
+            series_description: args.description.clone(),
+            out_dir: args.out.clone(),
+        };
+        super::refuse_overwriting_inputs(
+            &[Some(&args.series), Some(&args.plan)],
+            &super::folder_files(&args.out, &[SR_FILE, SR_REPORT_FILE]),
+        )?;
+        let report = pinhole_pipeline::dicom_export::run_sr(&request, terminal)?;
+        let json = args
+            .json
+            .then(|| pinhole_pipeline::report::to_json(&report))
+            .transpose()?;
+        print_export(json, &report.to_text(), &args.out);
+        Ok(())
+    })
+}
+
+fn sc(args: &ScArgs, terminal: &Terminal) -> anyhow::Result<()> {
+    use pinhole_pipeline::dicom_export::{ScExportRequest, SC_FILE, SC_REPORT_FILE};
+    super::marking_failure(&args.out, "dicom sc", || {
+        let request = ScExportRequest {
+            series_dir: args.series.clone(),
+            series_uid: args.series_uid.clone(),
+            picture: args.picture.clone(),
+            banner_already_present: args.banner_already_present,
+            series_description: args.description.clone(),
+            out_dir: args.out.clone(),
+        };
+        super::refuse_overwriting_inputs(
+            &[Some(&args.series), Some(&args.picture)],
+            &super::folder_files(&args.out, &[SC_FILE, SC_REPORT_FILE]),
+        )?;
+        let report = pinhole_pipeline::dicom_export::run_sc(&request, terminal)?;
+        let json = args
+            .json
+            .then(|| pinhole_pipeline::report::to_json(&report))
+            .transpose()?;
+        print_export(json, &report.to_text(), &args.out);
+        Ok(())
+    })
+}
+
+/// A DICOM export's report: its JSON, or the summary, the folder and the disclaimer.
+fn print_export(json: Option<String>, text: &str, out: &Path) {
+    match json {
+        Some(json) => println!("{json}"),
+        None => {
+            print!("{text}");
+            println!("wrote {}", out.display());
+            println!("{}", pinhole_pipeline::DISCLAIMER);
+        }
+    }
+}
+
+fn seg(args: &SegArgs, terminal: &Terminal) -> anyhow::Result<()> {
+    use pinhole_pipeline::dicom_export::{SegExportRequest, REPORT_FILE, SEG_FILE};
+    super::marking_failure(&args.out, "dicom seg", || {
+        let request = SegExportRequest {
+            series_dir: args.series.clone(),
+            series_uid: args.series_uid.clone(),
+            labels: args.labels.clone(),
+            labels_table: args.labels_table.clone(),
+            series_description: args.description.clone(),
+            algorithm_name: args.algorithm.clone(),
+            out_dir: args.out.clone(),
+        };
+        super::refuse_overwriting_inputs(
+            &[Some(&args.series), Some(&args.labels)],
+            &super::folder_files(&args.out, &[SEG_FILE, REPORT_FILE]),
+        )?;
+        let report = pinhole_pipeline::dicom_export::run(&request, terminal)?;
+        let json = args
+            .json
+            .then(|| pinhole_pipeline::report::to_json(&report))
+            .transpose()?;
+        print_export(json, &report.to_text(), &args.out);
+        Ok(())
+    })
+}
+
+fn push_config(to: &Destination, calling_ae: &str, timeout_s: f64) -> anyhow::Result<PushConfig> {
+    let mut config = PushConfig::new(calling_ae, to.ae_title.clone(), to.addr());
+    config.timeout = Duration::try_from_secs_f64(timeout_s)
+        .with_context(|| format!("--timeout-s {timeout_s}"))?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn echo(args: &EchoArgs) -> anyhow::Result<()> {
+    let config = push_config(&args.to, &args.calling_ae, args.timeout_s)?;
+    let elapsed = pinhole_dicomnet::echo(&config)?;
+    println!(
+        "C-ECHO {}: success in {:.1} ms",
+        args.to,
+        elapsed.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+fn push(args: &PushArgs) -> anyhow::Result<()> {
+    let mut config = push_config(&args.to, &args.calling_ae, args.timeout_s)?;
+    config.fill_blank_uids = args.fill_blank_uids;
+    let files = dicom_files(&args.inputs)?;
+    eprintln!("Pinhole DICOM push (NOT FOR CLINICAL USE)");
+    eprintln!(
+        "  {} file(s) to {} as {}{}",
+        files.len(),
+        args.to,
+        args.calling_ae,
+        if args.fill_blank_uids {
+            ", filling blank UIDs"
+        } else {
+            ""
+        }
+    );
+    // Hidden when stderr is not a terminal.
+    let bar = ProgressBar::new(files.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message("pushing");
+    let result = pinhole_dicomnet::push_files(&config, &files, |event| match event {
+        PushEvent::Sent { file, .. } | PushEvent::NotSent { file, .. } => {
+            if !matches!(file.outcome, Outcome::Success) {
+                bar.suspend(|| eprintln!("{}", file_line(&file)));
+            }
+            bar.inc(1);
+        }
+        _ => {}
+    });
+    bar.finish_and_clear();
+    let (mut report, ended) = match result {
+        Ok(report) => (report, None),
+        Err(PushError::Aborted {
+            peer,
+            reason,
+            report,
+        }) => (
+            *report,
+            Some(format!("association with {peer} ended early: {reason}")),
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    for file in &mut report.files {
+        file.name = pinhole_pipeline::provenance::recorded_path(&file.path);
+    }
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        eprintln!("{}", report.summary());
+    } else {
+        println!("{}", report.summary());
+    }
+    if let Some(ended) = ended {
+        bail!(ended);
+    }
+    if !report.all_stored() {
+        bail!(
+            "{} of {} file(s) not stored",
+            report.total - report.stored(),
+            report.total
+        );
+    }
+    Ok(())
+}
+
+/// One line on a file that was not plainly stored.
+fn file_line(file: &FileReport) -> String {
+    let what = match file.outcome {
+        Outcome::Success => "stored",
+        Outcome::Warning => "stored with a warning",
+        Outcome::Failure => "failed",
+        Outcome::NotSent => "not sent",
+    };
+    let name = pinhole_pipeline::provenance::recorded_path(&file.path);
+    let detail = match (&file.error, file.status, &file.status_text) {
+        (Some(error), _, _) => error.clone(),
+        (None, Some(status), Some(text)) => format!("status 0x{status:04X} ({text})"),
+        _ => String::new(),
+    };
+    let comment = file
+        .comment
+        .as_ref()
+        .filter(|_| file.outcome == Outcome::Warning)
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default();
+    format!("{what}: {name}: {detail}{comment}")
+}
+
+/// The files to push: files as given (a non-DICOM one is reported by the push), and
+/// the DICOM Part-10 files under folders, recursively, in name order (symbolic links
+/// to folders are not followed); other files there are skipped with a warning.
+fn dicom_files(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        let meta = std::fs::metadata(input)
+            .with_context(|| format!("{}: no such file or folder", input.display()))?;
+        if !meta.is_dir() {
+            files.push(input.clone());
+            continue;
+        }
+        let mut found = Vec::new();
+        let mut folders = vec![input.clone()];
+        while let Some(folder) = folders.pop() {
+            let entries = std::fs::read_dir(&folder)
+                .with_context(|| format!("reading folder {}", folder.display()))?;
+            for entry in entries {
+                let entry =
+                    entry.with_context(|| format!("reading folder {}", folder.display()))?;
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    folders.push(path);
+                } else if path.is_file() {
+                    found.push(path);
+                }
+            }
+        }
+        found.sort();
+        let before = files.len();
+        for path in found {
+            match skip_reason(&path) {
+                None => files.push(path),
+                Some(why) => eprintln!("warning: skipped {}: {why}", path.display()),
+            }
+        }
+        if files.len() == before {
+            eprintln!("warning: no DICOM files in {}", input.display());
+        }
+    }
+    if files.is_empty() {
+        bail!("nothing to push: no DICOM files in the inputs given");
+    }
+    Ok(files)
+}
+
+/// Why a file found in a folder is not pushed: not a DICOM Part-10 file, a DICOMDIR,
+/// or a file still being written by `pinhole dicom listen`.
+fn skip_reason(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_string_lossy();
+    if name.contains(pinhole_io::atomic::TEMP_MARKER) {
+        return Some("a temporary file being written".into());
+    }
+    if name.eq_ignore_ascii_case("DICOMDIR") {
+        return Some("a DICOMDIR (an index of the files, not an instance)".into());
+    }
+    let mut head = [0u8; 132];
+    let mut read = 0;
+    match std::fs::File::open(path) {
+        Ok(mut file) => {
+            use std::io::Read;
+            while read < head.len() {
+                match file.read(&mut head[read..]) {
+                    Ok(0) => break,
+                    Ok(n) => read += n,
+                    Err(e) => return Some(format!("cannot read: {e}")),
+                }
+            }
+        }
+        Err(e) => return Some(format!("cannot open: {e}")),
+    }
+    let part10 = (read == 132 && &head[128..132] == b"DICM") || head.starts_with(b"DICM");
+    (!part10).then(|| "not a DICOM Part-10 file".into())
 }
 
 fn listen(args: &ListenArgs) -> anyhow::Result<()> {

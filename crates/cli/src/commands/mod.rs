@@ -2,9 +2,11 @@
 //! terminal output. No geometry, no report assembly: that lives in `pinhole-pipeline`.
 
 pub mod ablation;
+pub mod cases;
 pub mod cohort;
 pub mod demo;
 pub mod dicom;
+pub mod dicom_query;
 pub mod drr;
 pub mod info;
 pub mod intraop;

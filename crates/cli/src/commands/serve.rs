@@ -1,10 +1,16 @@
 //! `pinhole serve`: live needle guidance over OpenIGTLink and HTTP/WebSocket.
-//! `pinhole replay`: send recorded or synthesized needle poses, or a tracked ultrasound
-//! sequence, to a server.
+//! `pinhole replay`: send recorded or synthesized needle poses, a session of a case
+//! record, or a tracked ultrasound sequence, to a server.
+//!
+//! `pinhole serve --record SITE_DIR` records the live session into the site's case record
+//! (`pinhole-record`) through the server's [`pinhole_server::SessionSink`]: see
+//! [`RecordingSink`] and `docs/case-record.md`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Args;
@@ -14,7 +20,8 @@ use pinhole_pipeline::needle::PlanPaths;
 use pinhole_pipeline::session::{build, load_volumes, GuidancePlan, SessionData, ViewerContent};
 use pinhole_pipeline::vessel::RouteReport;
 use pinhole_pipeline::{Observer, Report};
-use pinhole_server::{replay, ServerConfig};
+use pinhole_record::{CaseId, CaseRecord, Push, SessionRecorder};
+use pinhole_server::{replay, AlertChange, ReceivedPose, ServerConfig, SessionSink};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -159,10 +166,25 @@ pub struct ServeArgs {
     /// Log every connection.
     #[arg(long)]
     verbose: bool,
+    /// Record the session into SITE_DIR/pinhole-cases.sqlite (created when absent): a new
+    /// case with the plan's report, every needle pose as received (LPS, the engine's
+    /// frame), every guidance update and each change of the alert (docs/case-record.md).
+    #[arg(long, value_name = "SITE_DIR")]
+    record: Option<PathBuf>,
+    /// Label of the recorded case (default: the plan's or target's and the CT's file
+    /// names and today's date). No patient data.
+    #[arg(long, value_name = "TEXT", requires = "record")]
+    case_label: Option<String>,
 }
 pub fn run(args: &ServeArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     // Settings first: a bad one is refused before the volumes are loaded.
     let config = args.server_config()?;
+    // The record is opened (created) before the volumes are read: a site that is not
+    // usable is refused at once. The case is created once the session is built.
+    let record = match &args.record {
+        Some(site) => Some(CaseRecord::open(site)?),
+        None => None,
+    };
     let volumes = &args.volumes;
     let (ct, labels, ct_warning) =
         load_volumes(&volumes.ct, &volumes.labels, volumes.not_ct(), terminal)?;
@@ -226,7 +248,14 @@ pub fn run(args: &ServeArgs, terminal: &dyn Observer) -> anyhow::Result<()> {
     };
     let mut config = config;
     config.fusion_ct = Some(pinhole_server::fusion::FusionCt(std::sync::Arc::new(ct_hu)));
-    serve(session, config)
+    let Some(record) = record else {
+        return serve(session, config);
+    };
+    let sink = args.start_recording(&record, &session)?;
+    config.session_sink = Some(sink.clone());
+    let served = serve(session, config);
+    sink.finish();
+    served
 }
 
 /// Reads `ImageToProbe` and says on the terminal where it came from.
@@ -270,6 +299,51 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl ServeArgs {
+    /// `--record`: a new case (with the plan's report) and its session, recorded by the
+    /// sink returned.
+    fn start_recording(
+        &self,
+        record: &CaseRecord,
+        session: &Session,
+    ) -> anyhow::Result<Arc<RecordingSink>> {
+        let label = match &self.case_label {
+            Some(label) => label.clone(),
+            None => self.default_case_label(),
+        };
+        let case = record.create_case(&label, None)?;
+        if let Some(plan) = &self.plan {
+            let text = std::fs::read_to_string(plan)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", plan.display()))?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", plan.display()))?;
+            record.add_report(case, "needle-plan", &json)?;
+        }
+        let recorder = record.start_session(case, &session.description)?;
+        println!(
+            "recording case {case} session {} into {}",
+            recorder.session_id(),
+            record.path().display()
+        );
+        Ok(Arc::new(RecordingSink::new(case, recorder)))
+    }
+
+    /// The plan's (or target's) and the CT's file names and today's date (UTC): never a
+    /// full path, never patient data from the images.
+    fn default_case_label(&self) -> String {
+        let name = |p: &Path| {
+            p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        };
+        let what = match (&self.plan, &self.target) {
+            (Some(plan), _) => name(plan),
+            (None, Some(target)) => format!("target {target}"),
+            (None, None) => "guidance".to_owned(),
+        };
+        format!("{what} on {}, {}", name(&self.volumes.ct), utc_date())
+    }
+
     /// Each OpenIGTLink device name given must be set and its own: a registration sent
     /// under the needle's name would be taken for a needle pose.
     fn check_device_names(&self) -> anyhow::Result<()> {
@@ -431,12 +505,185 @@ pub fn serve(session: Session, config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Today's date on the UTC calendar, `YYYY-MM-DD`.
+fn utc_date() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    civil_date(i64::try_from(secs / 86_400).unwrap_or(0))
+}
+
+/// The date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// `pinhole serve --record`: the server's [`SessionSink`] over a
+/// [`pinhole_record::SessionRecorder`]. Every call only queues the sample (the recorder's
+/// bounded queue; its writer thread commits at least every 250 ms) and returns, so the
+/// OpenIGTLink reader tasks and the evaluator thread never wait on the disk. Times are
+/// milliseconds since the session started. A full queue drops the sample (the recorder
+/// counts it and writes a warning row); this prints a warning on the terminal, at most
+/// once a second, as it does for a recorder that failed (the session goes on, unrecorded).
+pub struct RecordingSink {
+    case: CaseId,
+    start: Instant,
+    recorder: RwLock<Option<SessionRecorder>>,
+    /// When the last warning of each kind (drops, failures) was printed, ms since `start`
+    /// plus one (0: never).
+    warned: [AtomicU64; 2],
+}
+
+/// Kinds of terminal warnings of [`RecordingSink`].
+const WARN_DROPPED: usize = 0;
+const WARN_FAILED: usize = 1;
+
+impl RecordingSink {
+    fn new(case: CaseId, recorder: SessionRecorder) -> Self {
+        Self {
+            case,
+            start: Instant::now(),
+            recorder: RwLock::new(Some(recorder)),
+            warned: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+
+    fn t_ms(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * 1e3
+    }
+
+    /// Runs `push` on the recorder (until [`finish`](Self::finish)) and reports what it
+    /// could not record.
+    fn push(
+        &self,
+        what: &str,
+        push: impl FnOnce(&SessionRecorder) -> pinhole_record::Result<Push>,
+    ) {
+        let recorder = self.recorder.read().unwrap_or_else(|e| e.into_inner());
+        let Some(recorder) = recorder.as_ref() else {
+            return;
+        };
+        match push(recorder) {
+            Ok(Push::Queued) => {}
+            Ok(Push::Dropped { dropped_total }) => self.warn(
+                WARN_DROPPED,
+                format_args!(
+                    "WARNING: case record queue full, {what} not recorded ({dropped_total} \
+                     sample(s) dropped so far in this session)"
+                ),
+            ),
+            Err(e) => self.warn(
+                WARN_FAILED,
+                format_args!("WARNING: case record: {what} not recorded: {e}"),
+            ),
+        }
+    }
+
+    /// Prints `text` unless a warning of this kind was printed less than a second ago.
+    fn warn(&self, kind: usize, text: std::fmt::Arguments<'_>) {
+        let now = u64::try_from(self.start.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let last = self.warned[kind].load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < 1000 {
+            return;
+        }
+        if self.warned[kind]
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            eprintln!("{text}");
+        }
+    }
+
+    /// Commits the rest, marks the session ended and says what was recorded.
+    pub fn finish(&self) {
+        let recorder = self
+            .recorder
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(recorder) = recorder else {
+            return;
+        };
+        let session = recorder.session_id();
+        match recorder.finish() {
+            Ok(summary) => {
+                let c = summary.committed;
+                eprintln!(
+                    "recorded case {} session {session}: {} pose(s), {} guidance update(s), \
+                     {} alert(s)",
+                    self.case, c.poses, c.metrics, c.alerts
+                );
+                if summary.dropped > 0 {
+                    eprintln!(
+                        "WARNING: {} sample(s) were not recorded (the record's queue was full); \
+                         the session's record says so (alerts of kind {})",
+                        summary.dropped,
+                        pinhole_record::DROPPED_ALERT_KIND
+                    );
+                }
+            }
+            Err(e) => eprintln!(
+                "WARNING: case {} session {session} was not finished in the record: {e}",
+                self.case
+            ),
+        }
+    }
+}
+
+impl SessionSink for RecordingSink {
+    fn pose(&self, pose: &ReceivedPose<'_>) {
+        let t_ms = self.t_ms();
+        self.push("a needle pose", |r| {
+            r.pose(t_ms, pose.device, pose.pose_lps)
+        });
+    }
+
+    fn metrics(&self, metrics: &pinhole_guidance::GuidanceMetrics) {
+        let t_ms = self.t_ms();
+        self.push("a guidance update", |r| r.metrics(t_ms, metrics));
+    }
+
+    fn alert(&self, change: &AlertChange<'_>) {
+        let t_ms = self.t_ms();
+        let mut message = change.text();
+        if let Some(previous) = change.previous {
+            message.push_str(&format!(" (was {})", previous.as_str()));
+        }
+        self.push("an alert", |r| {
+            r.alert(t_ms, change.level().as_str(), &message)
+        });
+    }
+}
+
 #[derive(Args)]
 pub struct ReplayArgs {
     /// Pose CSV (RAS mm): `t, m00..m33` (4x4 row-major) or `t, x, y, z, qx, qy, qz, qw`.
-    #[arg(required_unless_present_any = ["synthesize", "sequence"],
+    #[arg(required_unless_present_any = ["synthesize", "sequence", "case"],
           conflicts_with_all = ["synthesize", "sequence"])]
     file: Option<PathBuf>,
+    /// Replay a recorded session of case ID (`pinhole serve --record`) from --site's
+    /// record: its needle poses, converted back to RAS (the engine's LPS with x and y
+    /// swapped: CT RAS, the registration applied), at their recorded times.
+    #[arg(long, value_name = "ID", requires = "site",
+          conflicts_with_all = ["file", "synthesize", "sequence"])]
+    case: Option<CaseId>,
+    /// The site folder holding pinhole-cases.sqlite (with --case).
+    #[arg(long, value_name = "SITE_DIR", requires = "case")]
+    site: Option<PathBuf>,
+    /// The session of --case to replay (default: the case's only session).
+    #[arg(long, value_name = "N", requires = "case")]
+    session: Option<i64>,
     /// Generate an insertion along plan.json's first path (entry to target, small drift).
     #[arg(long, conflicts_with = "sequence")]
     synthesize: Option<PathBuf>,
@@ -476,8 +723,16 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
     }
     pinhole_pipeline::limits::REPLAY_DURATION_S.check(args.duration)?;
     if let Some(out) = &args.write_csv {
+        let record = args
+            .site
+            .as_ref()
+            .map(|s| s.join(pinhole_record::FILE_NAME));
         super::refuse_overwriting_inputs(
-            &[args.file.as_deref(), args.synthesize.as_deref()],
+            &[
+                args.file.as_deref(),
+                args.synthesize.as_deref(),
+                record.as_deref(),
+            ],
             std::slice::from_ref(out),
         )?;
     }
@@ -501,6 +756,7 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let (poses, rate) = match (&args.file, &args.synthesize) {
+        _ if args.case.is_some() => (recorded_poses(args)?, args.rate),
         (Some(f), _) => (pinhole_io::pose_csv::read(f)?, args.rate),
         (None, Some(plan)) => {
             let plan = PlanPaths::read(plan)?.planned_needle();
@@ -508,7 +764,9 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
             let poses = pinhole_guidance::synthesize::insertion(&plan, rate, args.duration);
             (poses, Some(rate))
         }
-        (None, None) => bail!("give a pose CSV, --synthesize plan.json or --sequence FILE"),
+        (None, None) => bail!(
+            "give a pose CSV, --synthesize plan.json, --case ID --site SITE_DIR or --sequence FILE"
+        ),
     };
     if poses.is_empty() {
         bail!("no poses to send");
@@ -528,6 +786,62 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
     )?;
     println!("{}", serde_json::to_string(&summary.report())?);
     Ok(())
+}
+
+/// `--case ID --site DIR [--session N]`: the session's poses as replay rows (RAS, t in
+/// seconds since the session started; `replay::send` starts at the first).
+fn recorded_poses(args: &ReplayArgs) -> anyhow::Result<Vec<replay::TimedPose>> {
+    let (Some(case_id), Some(site)) = (args.case, &args.site) else {
+        bail!("--case needs --site SITE_DIR");
+    };
+    let record = CaseRecord::open_existing(site)?;
+    let case = record.case(case_id)?;
+    let ids: Vec<i64> = case.sessions.iter().map(|s| s.id).collect();
+    let session = match (args.session, ids.as_slice()) {
+        (Some(n), _) if ids.contains(&n) => n,
+        (Some(n), _) => bail!(
+            "case {case_id} has no session {n} (its sessions: {})",
+            list_ids(&ids)
+        ),
+        (None, [only]) => *only,
+        (None, []) => bail!("case {case_id} has no recorded session"),
+        (None, _) => bail!(
+            "case {case_id} has {} sessions ({}): give --session N",
+            ids.len(),
+            list_ids(&ids)
+        ),
+    };
+    let recorded = record.session_poses(session)?;
+    let mut tools: Vec<&str> = recorded.iter().map(|p| p.tool.as_str()).collect();
+    tools.sort_unstable();
+    tools.dedup();
+    if tools.len() > 1 {
+        bail!(
+            "case {case_id} session {session} holds poses of several tools ({}): export it \
+             (pinhole cases export) and replay one tool's CSV",
+            tools.join(", ")
+        );
+    }
+    let poses: Vec<replay::TimedPose> = recorded.iter().map(pinhole_record::replay_pose).collect();
+    let span_s = match (poses.first(), poses.last()) {
+        (Some(a), Some(b)) => b.t_s - a.t_s,
+        _ => 0.0,
+    };
+    eprintln!(
+        "replaying case {case_id} session {session}: {} pose(s) of {} over {span_s:.1} s as \
+         TRANSFORM {}",
+        poses.len(),
+        tools.first().copied().unwrap_or("no tool"),
+        args.device
+    );
+    Ok(poses)
+}
+
+fn list_ids(ids: &[i64]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -551,6 +865,39 @@ mod tests {
             .serve
             .server_config()
             .expect("a configuration")
+    }
+
+    #[derive(Parser)]
+    struct ReplayCli {
+        #[command(flatten)]
+        replay: ReplayArgs,
+    }
+
+    #[test]
+    fn replay_case_needs_a_site_and_excludes_other_sources() {
+        let parse = |args: &[&str]| {
+            ReplayCli::try_parse_from(std::iter::once("replay").chain(args.iter().copied()))
+        };
+        let ok = parse(&["--case", "3", "--site", "s", "--session", "4"]).expect("parses");
+        assert_eq!((ok.replay.case, ok.replay.session), (Some(3), Some(4)));
+        for refused in [
+            &["--case", "3"][..],
+            &["--site", "s"],
+            &["--case", "3", "--site", "s", "poses.csv"],
+            &["--case", "3", "--site", "s", "--synthesize", "plan.json"],
+            &["--case", "3", "--site", "s", "--sequence", "a.seq.mha"],
+            &["--session", "2", "poses.csv"],
+        ] {
+            assert!(parse(refused).is_err(), "{refused:?} accepted");
+        }
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(11_016), "2000-02-29");
+        assert_eq!(civil_date(20_000), "2024-10-04");
+        assert_eq!(utc_date().len(), 10);
     }
 
     #[test]

@@ -48,6 +48,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::image::AnyVolume;
 
 mod assemble;
+pub mod derived;
 mod frames;
 mod geometry;
 mod header;
@@ -55,6 +56,9 @@ mod jpeg2000;
 mod listing;
 mod parse;
 mod pixels;
+pub mod sc;
+pub mod seg;
+pub mod sr;
 mod xray;
 
 use assemble::assemble;

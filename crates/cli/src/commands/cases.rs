@@ -1,0 +1,196 @@
+//! `pinhole cases list|show|export`: a site's case record (`pinhole-record`,
+//! `<site>/pinhole-cases.sqlite`), read only. Not for clinical use.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use pinhole_record::{CaseDetail, CaseListing, CaseRecord, CaseShow, CaseSummary};
+
+/// The first line of every human output.
+const NOT_FOR_CLINICAL_USE: &str = "NOT FOR CLINICAL USE";
+
+#[derive(Subcommand)]
+pub enum CasesCommand {
+    /// List the cases of a site's record, oldest first.
+    List(ListArgs),
+    /// One case: received series, reports, live sessions with their sample counts,
+    /// control scans and confirmations.
+    Show(ShowArgs),
+    /// Write one case as files: case.json (the case, its reports, its sessions) and per
+    /// session poses.csv (`pinhole replay`'s CSV) and metrics.jsonl.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+pub struct SiteArg {
+    /// The site folder holding pinhole-cases.sqlite.
+    #[arg(long)]
+    site: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    site: SiteArg,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    /// The case id (`pinhole cases list`).
+    id: i64,
+    #[command(flatten)]
+    site: SiteArg,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The case id (`pinhole cases list`).
+    id: i64,
+    #[command(flatten)]
+    site: SiteArg,
+    /// Folder to write into (created when absent; an earlier export's files are replaced).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(command: &CasesCommand) -> anyhow::Result<()> {
+    match command {
+        CasesCommand::List(args) => list(args),
+        CasesCommand::Show(args) => show(args),
+        CasesCommand::Export(args) => export(args),
+    }
+}
+
+/// Opens an existing record (never creates one).
+fn open(site: &SiteArg) -> anyhow::Result<CaseRecord> {
+    Ok(CaseRecord::open_existing(&site.site)?)
+}
+
+fn list(args: &ListArgs) -> anyhow::Result<()> {
+    let record = open(&args.site)?;
+    let cases = record.list_cases()?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&CaseListing::new(cases))?
+        );
+    } else {
+        print!("{}", list_text(record.path(), &cases));
+    }
+    Ok(())
+}
+
+fn list_text(path: &Path, cases: &[CaseSummary]) -> String {
+    let mut text = format!(
+        "Pinhole cases in {} — {NOT_FOR_CLINICAL_USE}\n",
+        path.display()
+    );
+    if cases.is_empty() {
+        text.push_str("no cases\n");
+        return text;
+    }
+    text.push_str(&format!(
+        "{:>5}  {:<24}  {:>7}  {:>7}  {:>8}  label\n",
+        "id", "created (UTC)", "studies", "reports", "sessions"
+    ));
+    for c in cases {
+        text.push_str(&format!(
+            "{:>5}  {:<24}  {:>7}  {:>7}  {:>8}  {}\n",
+            c.id, c.created_utc, c.studies, c.reports, c.sessions, c.label
+        ));
+    }
+    text
+}
+
+fn show(args: &ShowArgs) -> anyhow::Result<()> {
+    let record = open(&args.site)?;
+    let case = record.case(args.id)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&CaseShow::new(case))?);
+    } else {
+        print!("{}", show_text(record.path(), &case));
+    }
+    Ok(())
+}
+
+fn show_text(path: &Path, case: &CaseDetail) -> String {
+    let mut t = format!("Pinhole case {} — {NOT_FOR_CLINICAL_USE}\n", case.id);
+    t.push_str(&format!("label:    {}\n", case.label));
+    t.push_str(&format!("created:  {}\n", case.created_utc));
+    if let Some(patient) = &case.patient_ref {
+        t.push_str(&format!("patient:  {patient}\n"));
+    }
+    t.push_str(&format!("record:   {}\n", path.display()));
+    t.push_str(&format!("studies ({}):\n", case.studies.len()));
+    for s in &case.studies {
+        t.push_str(&format!(
+            "  {:<4} series {}  {} instances  received {}  {}\n",
+            s.modality, s.series_uid, s.instances, s.received_utc, s.folder
+        ));
+    }
+    t.push_str(&format!("reports ({}):\n", case.reports.len()));
+    for r in &case.reports {
+        t.push_str(&format!(
+            "  #{:<4} {:<20} {}\n",
+            r.id, r.kind, r.created_utc
+        ));
+    }
+    t.push_str(&format!("sessions ({}):\n", case.sessions.len()));
+    for s in &case.sessions {
+        let ended = s
+            .ended_utc
+            .as_deref()
+            .unwrap_or("(not finished: running, or interrupted)");
+        t.push_str(&format!(
+            "  #{:<4} {} → {}: {} poses, {} metrics, {} alerts, {} dropped\n",
+            s.id, s.started_utc, ended, s.poses, s.metrics, s.alerts, s.dropped
+        ));
+    }
+    t.push_str(&format!("control scans ({}):\n", case.control_scans.len()));
+    for c in &case.control_scans {
+        t.push_str(&format!(
+            "  #{:<4} series {}  {}\n",
+            c.id, c.series_uid, c.created_utc
+        ));
+    }
+    t.push_str(&format!("confirmations ({}):\n", case.confirmations.len()));
+    for c in &case.confirmations {
+        t.push_str(&format!(
+            "  #{:<4} {:<20} {}\n",
+            c.id, c.kind, c.created_utc
+        ));
+    }
+    t
+}
+
+fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    let record = open(&args.site)?;
+    let export = record.export_case(args.id, &args.out)?;
+    println!(
+        "Pinhole case {} export — {NOT_FOR_CLINICAL_USE}",
+        export.case.id
+    );
+    println!("wrote {}", args.out.join("case.json").display());
+    for session in &export.sessions {
+        for file in &session.pose_files {
+            println!(
+                "wrote {} ({} poses{})",
+                args.out.join(&file.file).display(),
+                file.poses,
+                if file.tool.is_empty() {
+                    String::new()
+                } else {
+                    format!(", tool {}", file.tool)
+                }
+            );
+        }
+        println!("wrote {}", args.out.join(&session.metrics_file).display());
+    }
+    Ok(())
+}

@@ -1,0 +1,471 @@
+//! `pinhole dicom find`: queries a PACS (C-FIND, Study Root) and prints a table of the
+//! matching studies or series (or JSON). `pinhole dicom pull`: retrieves one series
+//! (C-MOVE) into a folder, receiving it with an in-process `pinhole-dicomnet` listener
+//! that the PACS must know as the move destination. Not for clinical use.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use pinhole_dicomnet::query::{keyword, tags, Tag, DEFAULT_MAX_MATCHES};
+use pinhole_dicomnet::{
+    Destination, Event, Level, Listener, ListenerConfig, Match, MoveReport, QueryConfig, QueryError,
+};
+
+/// Patient-identifying attributes: asked for and printed only with `--show-patient`.
+const PATIENT_TAGS: [Tag; 3] = [
+    tags::PATIENT_NAME,
+    tags::PATIENT_ID,
+    tags::PATIENT_BIRTH_DATE,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FindLevel {
+    Study,
+    Series,
+}
+
+#[derive(Args)]
+pub struct FindArgs {
+    /// The PACS to query, AE@HOST:PORT (it must know this node's --calling-ae).
+    #[arg(long)]
+    from: Destination,
+    /// List studies or series.
+    #[arg(long, value_enum, default_value_t = FindLevel::Study)]
+    level: FindLevel,
+    /// Match this Patient ID (wildcards * and ? allowed).
+    #[arg(long)]
+    patient_id: Option<String>,
+    /// Match this Study Instance UID.
+    #[arg(long)]
+    study_uid: Option<String>,
+    /// Match this modality (Modality of a series; Modalities in Study of a study).
+    #[arg(long)]
+    modality: Option<String>,
+    /// Ask for and print the patient's name, ID and birth date (not shown by default).
+    #[arg(long)]
+    show_patient: bool,
+    /// This node's AE title (1-16 characters).
+    #[arg(long, default_value = "PINHOLE", value_parser = ae_title)]
+    calling_ae: String,
+    /// Bound on connecting and on each network read or write, in seconds.
+    #[arg(long, default_value_t = 30.0, value_parser = super::finite)]
+    timeout_s: f64,
+    /// Most matches accepted; one more cancels the query (C-CANCEL) with an error.
+    #[arg(long, default_value_t = DEFAULT_MAX_MATCHES)]
+    max_matches: usize,
+    /// Print the matches as JSON (keyword -> value) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// The PACS holding the series, AE@HOST:PORT. It must know --ae-title with this
+    /// host's address and --port (its move destination).
+    #[arg(long)]
+    from: Destination,
+    /// The series to retrieve.
+    #[arg(long)]
+    series_uid: String,
+    /// Its study (found with a C-FIND when not given).
+    #[arg(long)]
+    study_uid: Option<String>,
+    /// Folder receiving `<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`.
+    #[arg(long)]
+    store: PathBuf,
+    /// This node's AE title: the calling AE of the C-FIND / C-MOVE, the move
+    /// destination and the listener's title.
+    #[arg(long, default_value = "PINHOLE", value_parser = ae_title)]
+    ae_title: String,
+    /// TCP port the listener receives the series on.
+    #[arg(long, default_value_t = 11112)]
+    port: u16,
+    /// Address the listener binds (default: every interface, since the PACS connects
+    /// back; only the PACS's addresses may associate, see --allow).
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Peer address allowed to send the series (repeatable; default: the addresses of
+    /// the --from host).
+    #[arg(long = "allow")]
+    allow: Vec<IpAddr>,
+    /// Bound on connecting, on each network read or write and on the wait between two
+    /// C-MOVE responses, in seconds.
+    #[arg(long, default_value_t = 60.0, value_parser = super::finite)]
+    timeout_s: f64,
+    /// Print the C-MOVE report and the folder as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Checks an AE title for clap.
+fn ae_title(s: &str) -> Result<String, String> {
+    pinhole_dicomnet::config::check_ae_title(s)?;
+    Ok(s.to_string())
+}
+
+fn query_config(
+    from: &Destination,
+    calling_ae: &str,
+    timeout_s: f64,
+) -> anyhow::Result<QueryConfig> {
+    let mut config = QueryConfig::new(calling_ae, from.ae_title.clone(), from.addr());
+    config.timeout = Duration::try_from_secs_f64(timeout_s)
+        .with_context(|| format!("--timeout-s {timeout_s}"))?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// The columns of the table (after the patient's, with `--show-patient`).
+fn columns(level: FindLevel) -> Vec<Tag> {
+    match level {
+        FindLevel::Study => vec![
+            tags::STUDY_INSTANCE_UID,
+            tags::STUDY_DATE,
+            tags::MODALITIES_IN_STUDY,
+            tags::STUDY_DESCRIPTION,
+            tags::NUMBER_OF_STUDY_RELATED_SERIES,
+            tags::NUMBER_OF_STUDY_RELATED_INSTANCES,
+        ],
+        FindLevel::Series => vec![
+            tags::STUDY_INSTANCE_UID,
+            tags::SERIES_INSTANCE_UID,
+            tags::MODALITY,
+            tags::SERIES_DESCRIPTION,
+            tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
+            tags::STUDY_DATE,
+        ],
+    }
+}
+
+pub fn find(args: &FindArgs) -> anyhow::Result<()> {
+    let mut config = query_config(&args.from, &args.calling_ae, args.timeout_s)?;
+    config.max_matches = args.max_matches;
+    let (level, modality_tag) = match args.level {
+        FindLevel::Study => (Level::Study, tags::MODALITIES_IN_STUDY),
+        FindLevel::Series => (Level::Series, tags::MODALITY),
+    };
+    let mut keys = Vec::new();
+    for (tag, value) in [
+        (tags::PATIENT_ID, &args.patient_id),
+        (tags::STUDY_INSTANCE_UID, &args.study_uid),
+        (modality_tag, &args.modality),
+    ] {
+        if let Some(value) = value {
+            keys.push((tag, value.clone()));
+        }
+    }
+    let mut shown = Vec::new();
+    if args.show_patient {
+        shown.extend(PATIENT_TAGS);
+    }
+    shown.extend(columns(args.level));
+    eprintln!("Pinhole DICOM query (NOT FOR CLINICAL USE)");
+    let matches = pinhole_dicomnet::find(&config, level, &keys, &shown)
+        .map_err(|e| with_hint(e, &args.calling_ae))?;
+    // A patient attribute used as a matching key comes back too: shown only when asked.
+    let visible = |tag: &Tag| args.show_patient || !PATIENT_TAGS.contains(tag);
+    if args.json {
+        let rows: Vec<serde_json::Map<String, serde_json::Value>> = matches
+            .iter()
+            .map(|m| {
+                m.values()
+                    .iter()
+                    .filter(|(tag, _)| visible(tag))
+                    .map(|(tag, value)| (keyword(*tag), serde_json::Value::from(value.as_str())))
+                    .collect()
+            })
+            .collect();
+        let out = serde_json::json!({
+            "peer": args.from.to_string(),
+            "level": level,
+            "matches": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", table(&shown, &matches));
+    }
+    eprintln!("{} {level} match(es) from {}", matches.len(), args.from);
+    Ok(())
+}
+
+/// A text table: a header of keywords, one row per match, columns padded to their
+/// widest cell ("-" for a value not returned); control characters replaced.
+fn table(shown: &[Tag], matches: &[Match]) -> String {
+    let mut rows: Vec<Vec<String>> = vec![shown.iter().map(|t| keyword(*t)).collect()];
+    for m in matches {
+        rows.push(
+            shown
+                .iter()
+                .map(|t| m.get(*t).map_or_else(|| "-".to_string(), printable))
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..shown.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, &w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A value from the network, safe to print on a terminal.
+fn printable(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+pub fn pull(args: &PullArgs) -> anyhow::Result<()> {
+    let config = query_config(&args.from, &args.ae_title, args.timeout_s)?;
+    pinhole_dicomnet::store::check_uid("--series-uid", &args.series_uid)
+        .map_err(anyhow::Error::msg)?;
+    eprintln!("Pinhole DICOM pull (NOT FOR CLINICAL USE)");
+    let study_uid = match &args.study_uid {
+        Some(uid) => {
+            pinhole_dicomnet::store::check_uid("--study-uid", uid).map_err(anyhow::Error::msg)?;
+            uid.clone()
+        }
+        None => study_of(&config, &args.series_uid)?,
+    };
+
+    // The listener first: the PACS connects to it while the C-MOVE is in progress.
+    let allowed = if args.allow.is_empty() {
+        let addrs: Vec<IpAddr> = (args.from.host.trim_matches(['[', ']']), args.from.port)
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {}", args.from.host))?
+            .map(|a| a.ip())
+            .collect();
+        if addrs.is_empty() {
+            bail!("{} resolves to no address", args.from.host);
+        }
+        addrs
+    } else {
+        args.allow.clone()
+    };
+    let mut listener_config = ListenerConfig::new(
+        args.ae_title.clone(),
+        SocketAddr::new(args.bind, args.port),
+        args.store.clone(),
+    );
+    listener_config.allowed_peers = Some(allowed.clone());
+    listener_config.series_quiet = Duration::from_secs(1);
+    let listener = Listener::bind(listener_config)?;
+    eprintln!(
+        "  receiving as {} on {} into {} (from {})",
+        args.ae_title,
+        listener.local_addr(),
+        args.store.display(),
+        allowed
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    eprintln!(
+        "  C-MOVE of series {} (study {study_uid}) from {}",
+        args.series_uid, args.from
+    );
+    // Hidden when stderr is not a terminal.
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos} instance(s) received ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let (sender, events) = mpsc::channel();
+    let progress = bar.clone();
+    let handle = listener.spawn(move |event: Event| {
+        match &event {
+            Event::InstanceStored { .. } => progress.inc(1),
+            Event::Warning { message } => {
+                progress.suspend(|| eprintln!("warning: {message}"));
+            }
+            Event::AssociationRejected { peer, reason } => {
+                progress
+                    .suspend(|| eprintln!("warning: association from {peer} rejected: {reason}"));
+            }
+            _ => {}
+        }
+        let _ = sender.send(event);
+    })?;
+
+    let outcome =
+        pinhole_dicomnet::move_series(&config, &args.ae_title, &study_uid, &args.series_uid);
+    let (report, failure) = match outcome {
+        Ok(report) => (report, None),
+        Err(QueryError::Status {
+            report: Some(report),
+            status,
+            status_text,
+            comment,
+            ..
+        }) => {
+            let comment = comment.map(|c| format!(": {c}")).unwrap_or_default();
+            (
+                *report,
+                Some(format!(
+                    "C-MOVE answered with status 0x{status:04X} ({status_text}){comment}"
+                )),
+            )
+        }
+        Err(e) => {
+            bar.finish_and_clear();
+            handle.shutdown();
+            return Err(with_hint(e, &args.ae_title));
+        }
+    };
+
+    // Every sub-operation answered has its file in place (the listener answers after
+    // the rename); the series is complete once the listener has seen it quiet.
+    let expected = usize::from(report.completed) + usize::from(report.warning);
+    let mut complete = None;
+    if expected > 0 {
+        let deadline = Instant::now() + config.timeout;
+        while complete.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match events.recv_timeout(left) {
+                Ok(Event::SeriesComplete {
+                    series_uid,
+                    instances,
+                    folder,
+                    ..
+                }) if series_uid == args.series_uid && instances >= expected => {
+                    complete = Some((folder, instances));
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    bar.finish_and_clear();
+    handle.shutdown();
+
+    if args.json {
+        let out = serde_json::json!({
+            "report": &report,
+            "folder": complete.as_ref().map(|(f, _)| f.display().to_string()),
+            "instances_in_folder": complete.as_ref().map(|(_, n)| *n),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    summarise(&report, complete.as_ref(), args.json);
+    if let Some(failure) = failure {
+        bail!(failure);
+    }
+    if report.failed > 0 {
+        bail!(
+            "{} sub-operation(s) failed{}",
+            report.failed,
+            failed_list(&report)
+        );
+    }
+    if expected == 0 {
+        bail!(
+            "{} moved no instance of series {} (is it on that PACS?)",
+            args.from,
+            args.series_uid
+        );
+    }
+    if complete.is_none() {
+        bail!(
+            "the PACS reports {expected} instance(s) sent, but series {} did not complete in {} within {:.0} s",
+            args.series_uid,
+            args.store.display(),
+            config.timeout.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// The study of `series_uid`, by a C-FIND at the series level.
+fn study_of(config: &QueryConfig, series_uid: &str) -> anyhow::Result<String> {
+    let matches = pinhole_dicomnet::find(
+        config,
+        Level::Series,
+        &[(tags::SERIES_INSTANCE_UID, series_uid.to_string())],
+        &[tags::STUDY_INSTANCE_UID],
+    )
+    .map_err(|e| with_hint(e, &config.calling_ae))?;
+    let studies: Vec<&str> = matches
+        .iter()
+        .filter_map(|m| m.get(tags::STUDY_INSTANCE_UID))
+        .collect();
+    match studies.as_slice() {
+        [study] => Ok((*study).to_string()),
+        [] => bail!(
+            "{}@{} has no series {series_uid} (C-FIND found none)",
+            config.called_ae,
+            config.addr
+        ),
+        _ => bail!(
+            "series {series_uid} is found in {} studies: give --study-uid",
+            studies.len()
+        ),
+    }
+}
+
+/// The error, with a hint when the PACS aborted the association: most do that to a
+/// calling AE title they do not know.
+fn with_hint(error: QueryError, calling_ae: &str) -> anyhow::Error {
+    match &error {
+        QueryError::Protocol { reason, .. } if reason.contains("aborted") => {
+            anyhow::anyhow!(
+                "{error} (a PACS usually aborts queries from AE titles it does not know: is {calling_ae} configured on it?)"
+            )
+        }
+        _ => error.into(),
+    }
+}
+
+fn failed_list(report: &MoveReport) -> String {
+    if report.failed_sop_instances.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<&str> = report
+        .failed_sop_instances
+        .iter()
+        .take(10)
+        .map(String::as_str)
+        .collect();
+    format!(
+        ": {}{}",
+        shown.join(", "),
+        if report.failed_sop_instances.len() > 10 {
+            ", ..."
+        } else {
+            ""
+        }
+    )
+}
+
+/// The summary lines: on stdout, or on stderr when stdout carries JSON.
+fn summarise(report: &MoveReport, complete: Option<&(PathBuf, usize)>, json: bool) {
+    let mut lines = vec![report.summary()];
+    if let Some((folder, instances)) = complete {
+        lines.push(format!(
+            "series folder: {} ({instances} instance(s))",
+            folder.display()
+        ));
+    }
+    for line in lines {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+}

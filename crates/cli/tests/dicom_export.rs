@@ -1,0 +1,384 @@
+//! `pinhole dicom seg`: a label map on the grid of the shared DICOM CT series written as a
+//! DICOM Segmentation, read back by highdicom and pydicom and checked by dciodvfy
+//! (`tests/py/seg_reference.py`); labels the table does not name are refused. `pinhole dicom
+//! sr` and `sc`: a needle plan and its picture, read back by highdicom / pydicom, checked
+//! by dciodvfy.
+
+use super::common::{python_json, shared_data};
+use super::{pinhole, pinhole_ok, validate_against_schemas};
+
+/// The series as NIfTI, a label map on its grid (nibabel) and its voxel counts.
+fn labels_on_the_series(dir: &std::path::Path, extra: Option<u16>) -> serde_json::Value {
+    let series = shared_data("dicom-ct-series");
+    let ct = dir.join("ct.nii.gz");
+    pinhole_ok(&["convert", series.to_str().unwrap(), ct.to_str().unwrap()]);
+    let labels = dir.join("labels.nii.gz");
+    let extra = extra.map(|id| id.to_string());
+    let mut args = vec![
+        "make-labels",
+        ct.to_str().unwrap(),
+        labels.to_str().unwrap(),
+    ];
+    args.extend(extra.as_deref());
+    python_json("seg_reference.py", &args)["counts"].clone()
+}
+
+fn write_table(dir: &std::path::Path) -> std::path::PathBuf {
+    let table = dir.join("table.csv");
+    std::fs::write(
+        &table,
+        "id,name,r,g,b\n1,bone,241,214,145\n2,target_box,255,0,0\n",
+    )
+    .unwrap();
+    table
+}
+
+#[test]
+fn dicom_seg_writes_what_highdicom_reads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let counts = labels_on_the_series(tmp.path(), None);
+    let table = write_table(tmp.path());
+    let out = tmp.path().join("seg");
+    let series = shared_data("dicom-ct-series");
+    let stdout = pinhole_ok(&[
+        "dicom",
+        "seg",
+        "--series",
+        series.to_str().unwrap(),
+        "--labels",
+        tmp.path().join("labels.nii.gz").to_str().unwrap(),
+        "--labels-table",
+        table.to_str().unwrap(),
+        "--algorithm",
+        "threshold",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let names: Vec<&str> = report["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["bone", "target_box"]);
+    for segment in report["segments"].as_array().unwrap() {
+        let label = segment["label"].to_string();
+        assert_eq!(segment["voxels"], counts[&label], "{segment}");
+    }
+    // The source series is de-identified with blank Study / Series UIDs: said, not hidden.
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("no StudyInstanceUID"), "{warnings}");
+    validate_against_schemas(&[("dicom-seg", &out.join("dicom_seg.json"))]);
+
+    // highdicom and pydicom: the same segments, names and voxel counts; dciodvfy: no error.
+    let decoded = tmp.path().join("decoded.u16");
+    let reference = python_json(
+        "seg_reference.py",
+        &[
+            "check",
+            out.join("segmentation.dcm").to_str().unwrap(),
+            series.to_str().unwrap(),
+            decoded.to_str().unwrap(),
+        ],
+    );
+    let segments = reference["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 2);
+    for (segment, name) in segments.iter().zip(["bone", "target_box"]) {
+        let number = segment["number"].as_u64().unwrap();
+        assert_eq!(segment["label"], name);
+        assert_eq!(segment["algorithm_type"], "AUTOMATIC");
+        assert_eq!(
+            segment["count_pixels"],
+            counts[&number.to_string()],
+            "{segment}"
+        );
+        assert_eq!(
+            segment["count_volume"],
+            counts[&number.to_string()],
+            "{segment}"
+        );
+    }
+    let errors = reference["dciodvfy"]["errors"].as_array().unwrap();
+    assert!(
+        reference["dciodvfy"]["available"].as_bool().unwrap(),
+        "install dicom3tools"
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn dicom_seg_refuses_a_label_the_table_does_not_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    labels_on_the_series(tmp.path(), Some(7));
+    let table = write_table(tmp.path());
+    let out = tmp.path().join("seg");
+    let done = pinhole(&[
+        "dicom",
+        "seg",
+        "--series",
+        shared_data("dicom-ct-series").to_str().unwrap(),
+        "--labels",
+        tmp.path().join("labels.nii.gz").to_str().unwrap(),
+        "--labels-table",
+        table.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!done.status.success());
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(stderr.contains("does not name: 7 (1 voxels)"), "{stderr}");
+    assert!(!out.join("segmentation.dcm").exists());
+    assert!(!out.join("dicom_seg.json").exists());
+}
+
+/// A profile for the labels of `make-labels`: the box is the target, bone the risk.
+const TEST_PROFILE: &str = r#"
+name = "dicom-sr-test"
+description = "Test profile: target_box, bone as the one risk group."
+allowed_labels = ["target_box"]
+min_separation_deg = 10.0
+
+[length]
+max_mm = 250.0
+source = "test"
+
+[skin_angle]
+max_deg = 80.0
+source = "test"
+
+[[risk_groups]]
+name = "bone"
+labels = ["bone"]
+clearance_mm = 1.0
+weight = 1.0
+source = "test"
+
+[weights]
+length = 1.0
+clearance = 1.0
+skin_angle = 0.5
+capsule_angle = 0.5
+"#;
+
+/// Labels on the series' grid (`labels.nii.gz`, `table.csv`) and a needle plan of its
+/// two best paths on `series` (`plan/` under `dir`, with `best.png`): the plan folder.
+fn plan_needle(series: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
+    labels_on_the_series(dir, None);
+    let table = write_table(dir);
+    let profile = dir.join("profile.toml");
+    std::fs::write(&profile, TEST_PROFILE).unwrap();
+    let plan_dir = dir.join("plan");
+    pinhole_ok(&[
+        "plan",
+        "needle",
+        "--ct",
+        series.to_str().unwrap(),
+        "--labels",
+        dir.join("labels.nii.gz").to_str().unwrap(),
+        "--labels-table",
+        table.to_str().unwrap(),
+        "--procedure",
+        "liver-biopsy",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--target",
+        "target_box",
+        "--top",
+        "2",
+        "--out",
+        plan_dir.to_str().unwrap(),
+    ]);
+    plan_dir
+}
+
+fn codes_value(code: &serde_json::Value) -> &str {
+    code[0].as_str().unwrap()
+}
+
+#[test]
+fn dicom_sr_of_a_needle_plan_reads_back_in_highdicom() {
+    let tmp = tempfile::tempdir().unwrap();
+    let series = shared_data("dicom-ct-series");
+    let plan_dir = plan_needle(&series, tmp.path());
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plan_dir.join("plan.json")).unwrap())
+            .unwrap();
+    let out = tmp.path().join("sr");
+    pinhole_ok(&[
+        "dicom",
+        "sr",
+        "--series",
+        series.to_str().unwrap(),
+        "--plan",
+        plan_dir.join("plan.json").to_str().unwrap(),
+        "--paths",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    validate_against_schemas(&[("dicom-sr", &out.join("dicom_sr.json"))]);
+    let reference = python_json(
+        "sr_reference.py",
+        &[
+            "check",
+            out.join("measurements_sr.dcm").to_str().unwrap(),
+            series.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        reference["dciodvfy"]["available"].as_bool().unwrap(),
+        "install dicom3tools"
+    );
+    let errors = reference["dciodvfy"]["errors"].as_array().unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let groups = reference["groups_pydicom"].as_array().unwrap();
+    // target, path 1, path 1's clearance to bone.
+    assert_eq!(groups.len(), 3, "{groups:#?}");
+    let close = |a: &serde_json::Value, b: &serde_json::Value| {
+        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+        // SCOORD3D points are 32-bit floats.
+        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+    };
+    let target = &groups[0]["regions"][0];
+    assert_eq!(target["graphic_type"], "POINT");
+    for axis in 0..3 {
+        close(&target["points"][0][axis], &plan["target_lps"][axis]);
+    }
+    let path = &plan["paths"][0];
+    let line = &groups[1]["regions"][0];
+    assert_eq!(line["graphic_type"], "POLYLINE");
+    for axis in 0..3 {
+        close(&line["points"][0][axis], &path["entry_lps"][axis]);
+        close(&line["points"][1][axis], &path["target_lps"][axis]);
+    }
+    assert_eq!(
+        line["frame_of_reference"],
+        reference["ct_frame_of_reference_uid"]
+    );
+    let length = &groups[1]["measurements"][0];
+    assert_eq!(codes_value(&length["concept"]), "410668003");
+    close(&length["floating_point_value"], &path["length_mm"]);
+    let clearance = &groups[2]["measurements"][0];
+    assert_eq!(codes_value(&clearance["concept"]), "121206");
+    close(
+        &clearance["floating_point_value"],
+        &path["min_clearance_mm"]["bone"],
+    );
+    assert_eq!(
+        groups[2]["tracking_identifier"],
+        "needle path 1: clearance to bone"
+    );
+}
+
+/// What [`plan_and_export`] wrote.
+pub(super) struct Exported {
+    pub seg: std::path::PathBuf,
+    pub sr: std::path::PathBuf,
+    pub sc: std::path::PathBuf,
+}
+
+/// On the DICOM series `series` (the shared series' grid): labels, a needle plan, and its
+/// label map, plan and picture (`best.png`) as SEG, SR and SC, under `dir`. The SC is
+/// checked here: pydicom decodes the plan's picture below the burned-in band, the report
+/// matches its schema and dciodvfy finds no error.
+pub(super) fn plan_and_export(series: &std::path::Path, dir: &std::path::Path) -> Exported {
+    let plan_dir = plan_needle(series, dir);
+    let (labels, table) = (dir.join("labels.nii.gz"), dir.join("table.csv"));
+    let series = series.to_str().unwrap();
+    let (seg, sr, sc) = (dir.join("seg"), dir.join("sr"), dir.join("sc"));
+    let common = |command: &str, out: &std::path::Path| {
+        vec![
+            "dicom".to_string(),
+            command.into(),
+            "--series".into(),
+            series.into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+        ]
+    };
+    let run = |mut args: Vec<String>, extra: &[&str]| {
+        args.extend(extra.iter().map(|a| a.to_string()));
+        pinhole_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    run(
+        common("seg", &seg),
+        &[
+            "--labels",
+            labels.to_str().unwrap(),
+            "--labels-table",
+            table.to_str().unwrap(),
+        ],
+    );
+    run(
+        common("sr", &sr),
+        &["--plan", plan_dir.join("plan.json").to_str().unwrap()],
+    );
+    let picture = plan_dir.join("best.png");
+    let text = run(common("sc", &sc), &["--picture", picture.to_str().unwrap()]);
+    assert!(text.contains("NOT FOR CLINICAL USE"), "{text}");
+    validate_against_schemas(&[("dicom-sc", &sc.join("dicom_sc.json"))]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sc.join("dicom_sc.json")).unwrap()).unwrap();
+    let decoded_path = dir.join("sc.rgb");
+    let reference = python_json(
+        "sc_reference.py",
+        &[
+            "check",
+            sc.join("capture.dcm").to_str().unwrap(),
+            series,
+            decoded_path.to_str().unwrap(),
+        ],
+    );
+    let errors = reference["dciodvfy"]["errors"].as_array().unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(reference["burned_in_annotation"], "YES");
+    // The plan's picture, decoded by the png crate, equals pydicom's pixels below the band.
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&picture).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut png_pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut png_pixels).unwrap();
+    assert_eq!(frame.color_type, png::ColorType::Rgb, "best.png is RGB");
+    let (width, height) = (frame.width as usize, frame.height as usize);
+    assert_eq!(
+        (reference["columns"].as_u64(), reference["rows"].as_u64()),
+        (Some(width as u64), Some(height as u64))
+    );
+    let decoded = std::fs::read(&decoded_path).unwrap();
+    let band = report["banner_rows"].as_u64().unwrap() as usize * width * 3;
+    assert!(band > 0 && band < decoded.len() / 4, "{report}");
+    assert!(decoded[band..] == png_pixels[band..width * height * 3]);
+    assert!(decoded[..band] != png_pixels[..band], "no band burned in");
+    Exported {
+        seg: seg.join("segmentation.dcm"),
+        sr: sr.join("measurements_sr.dcm"),
+        sc: sc.join("capture.dcm"),
+    }
+}
+
+#[test]
+fn dicom_sc_refuses_a_picture_that_is_not_a_png_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let series = shared_data("dicom-ct-series");
+    let not_png = tmp.path().join("picture.png");
+    std::fs::write(&not_png, b"GIF89a not a png").unwrap();
+    let out = tmp.path().join("sc");
+    let result = pinhole(&[
+        "dicom",
+        "sc",
+        "--series",
+        series.to_str().unwrap(),
+        "--picture",
+        not_png.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(result.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("picture.png"), "{stderr}");
+    assert!(!out.join("capture.dcm").exists());
+    assert!(!out.join("dicom_sc.json").exists());
+}

@@ -1,0 +1,199 @@
+//! Query and pull (`pinhole_dicomnet::query`: C-FIND SCU, C-MOVE SCU) against Orthanc, a
+//! real PACS (`crate::orthanc`), with this crate's listener as the move destination:
+//! Orthanc's configuration knows it as the modality `pinhole` = `PINHOLE`@127.0.0.1:port.
+
+use std::path::Path;
+use std::time::Duration;
+
+use dicom_dictionary_std::tags;
+use dicom_object::open_file;
+use pinhole_dicomnet::{find, move_series, Event, Level, QueryConfig, QueryError};
+
+use crate::common::*;
+use crate::orthanc::{orthanc_peer, Orthanc};
+
+/// Orthanc's SCP; the calling AE is the listener's, a modality Orthanc knows (it
+/// answers C-FIND and C-MOVE only to those).
+fn config(orthanc: &Orthanc) -> QueryConfig {
+    let mut config = QueryConfig::new(AE, "ORTHANC", format!("127.0.0.1:{}", orthanc.dicom_port));
+    config.timeout = Duration::from_secs(60);
+    config
+}
+
+#[test]
+fn orthanc_answers_c_find_and_moves_the_ct_series_to_the_listener() {
+    let mut h = Harness::start(|_| {});
+    let orthanc = Orthanc::start(AE, h.addr.port());
+    let files = ct_files();
+    let http = orthanc.http();
+    let mut upload = vec!["upload", http.as_str(), "--fill-blank-uids"];
+    upload.extend(files.iter().map(|f| f.to_str().unwrap()));
+    let (code, json) = orthanc_peer(&upload);
+    assert_eq!(code, 0, "{json}");
+
+    // What Orthanc's own index holds (REST): one study, one CT series of 20 instances.
+    let (code, json) = orthanc_peer(&["studies", &http]);
+    assert_eq!(code, 0, "{json}");
+    let studies = json["studies"].as_array().unwrap();
+    assert_eq!(studies.len(), 1, "{json}");
+    let study_uid = studies[0]["study_uid"].as_str().unwrap().to_string();
+    let series = studies[0]["series"].as_array().unwrap();
+    assert_eq!(series.len(), 1, "{json}");
+    let series_uid = series[0]["series_uid"].as_str().unwrap().to_string();
+    assert_eq!(series[0]["modality"], "CT");
+    assert_eq!(series[0]["instances"], 20);
+    let config = config(&orthanc);
+
+    // Study level: exactly that study.
+    let studies = find(
+        &config,
+        Level::Study,
+        &[],
+        &[
+            tags::STUDY_INSTANCE_UID,
+            tags::STUDY_DATE,
+            tags::MODALITIES_IN_STUDY,
+            tags::NUMBER_OF_STUDY_RELATED_SERIES,
+            tags::NUMBER_OF_STUDY_RELATED_INSTANCES,
+        ],
+    )
+    .unwrap();
+    assert_eq!(studies.len(), 1, "{studies:?}");
+    let study = &studies[0];
+    assert_eq!(
+        study.get(tags::STUDY_INSTANCE_UID),
+        Some(study_uid.as_str())
+    );
+    assert_eq!(study.get(tags::QUERY_RETRIEVE_LEVEL), Some("STUDY"));
+    assert_eq!(study.get(tags::MODALITIES_IN_STUDY), Some("CT"));
+    assert_eq!(study.get(tags::NUMBER_OF_STUDY_RELATED_SERIES), Some("1"));
+    assert_eq!(
+        study.get(tags::NUMBER_OF_STUDY_RELATED_INSTANCES),
+        Some("20")
+    );
+
+    // Series level, matching on the study and the modality: one CT series, 20 instances.
+    let found = find(
+        &config,
+        Level::Series,
+        &[
+            (tags::STUDY_INSTANCE_UID, study_uid.clone()),
+            (tags::MODALITY, "CT".into()),
+        ],
+        &[
+            tags::SERIES_INSTANCE_UID,
+            tags::SERIES_DESCRIPTION,
+            tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
+        ],
+    )
+    .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        found[0].get(tags::SERIES_INSTANCE_UID),
+        Some(series_uid.as_str())
+    );
+    assert_eq!(found[0].get(tags::MODALITY), Some("CT"));
+    assert_eq!(
+        found[0].get(tags::NUMBER_OF_SERIES_RELATED_INSTANCES),
+        Some("20")
+    );
+
+    // Keys that match nothing: no match, success.
+    for keys in [
+        vec![(tags::MODALITY, "MR".to_string())],
+        vec![(tags::STUDY_INSTANCE_UID, "1.2.3.4.5.6.7".to_string())],
+    ] {
+        let none = find(&config, Level::Series, &keys, &[tags::SERIES_INSTANCE_UID]).unwrap();
+        assert!(none.is_empty(), "{keys:?}: {none:?}");
+    }
+
+    // Image level with room for 5 matches of 20: cancelled, refused; the next query on a
+    // new association is answered as before.
+    let mut small = config.clone();
+    small.max_matches = 5;
+    match find(
+        &small,
+        Level::Image,
+        &[
+            (tags::STUDY_INSTANCE_UID, study_uid.clone()),
+            (tags::SERIES_INSTANCE_UID, series_uid.clone()),
+        ],
+        &[tags::SOP_INSTANCE_UID],
+    ) {
+        Err(QueryError::TooManyMatches { limit: 5, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let instances = find(
+        &config,
+        Level::Image,
+        &[
+            (tags::STUDY_INSTANCE_UID, study_uid.clone()),
+            (tags::SERIES_INSTANCE_UID, series_uid.clone()),
+        ],
+        &[tags::SOP_INSTANCE_UID],
+    )
+    .unwrap();
+    assert_eq!(instances.len(), 20);
+
+    // C-MOVE of the series to the listener: 20 sub-operations completed.
+    let report = move_series(&config, AE, &study_uid, &series_uid).unwrap();
+    assert_eq!(
+        (report.completed, report.failed, report.warning),
+        (20, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.status, 0x0000, "{report:?}");
+    assert!(report.all_completed());
+    let Event::SeriesComplete {
+        instances,
+        folder,
+        series_uid: completed,
+        ..
+    } = h.wait_for("SeriesComplete", |e| {
+        matches!(e, Event::SeriesComplete { .. })
+    })
+    else {
+        unreachable!()
+    };
+    assert_eq!((instances, completed.as_str()), (20, series_uid.as_str()));
+    h.drain();
+    assert_eq!(h.stored().len(), 20);
+    assert!(h.warnings().is_empty(), "{:?}", h.warnings());
+    // Every instance arrived with the pixel data bytes of its source file.
+    for file in &files {
+        let source = open_file(file).unwrap();
+        let sop = source
+            .meta()
+            .media_storage_sop_instance_uid()
+            .trim_end_matches('\0')
+            .to_string();
+        let stored = open_file(folder.join(format!("{sop}.dcm"))).unwrap();
+        assert_eq!(text(&stored, tags::SERIES_INSTANCE_UID), series_uid);
+        assert!(pixel_data(&stored) == pixel_data(&source), "{sop}");
+    }
+
+    // A destination Orthanc does not know: its failure status, typed. PS3.4 has 0xA801
+    // (move destination unknown) for it; Orthanc 1.10 (Debian's) answers 0xC000 (unable
+    // to process), its generic failure, with no Error Comment.
+    match move_series(&config, "NOBODY", &study_uid, &series_uid) {
+        Err(QueryError::Status {
+            operation: "C-MOVE",
+            status,
+            status_text,
+            report: Some(report),
+            ..
+        }) => {
+            assert!(status == 0xA801 || status == 0xC000, "{status:04X}");
+            assert_eq!(report.status, status);
+            assert!(
+                status_text.contains("destination unknown")
+                    || status_text.contains("unable to process")
+            );
+            assert_eq!((report.completed, report.failed), (0, 0), "{report:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    h.shutdown();
+    assert_eq!(h.stored().len(), 20, "nothing more arrived");
+    assert_no_temporary_files(Path::new(&h.store));
+}

@@ -1,0 +1,603 @@
+//! Results as DICOM (`pinhole dicom seg|sr|sc`), each in the patient and study of the
+//! DICOM CT series it was made on and referencing it, with a typed report:
+//!
+//! * [`run`]: a label map (a plan's label map, an ablation zone, a TotalSegmentator or
+//!   Slicer segmentation) on the series' grid as a binary DICOM Segmentation
+//!   (`pinhole_io::dicom::seg`), `dicom_seg.json` ([`SegExportReport`]). Every label of
+//!   the map must be named by its table (an unnamed id is refused, never dropped); the
+//!   table's names and colours become the segments' labels and recommended display
+//!   colours. The label map must lie on the series' grid (size, spacing, orientation and
+//!   origin within a small fraction of a voxel): a label map from another scan is refused
+//!   with the mismatch in mm.
+//! * [`run_sr`]: a needle plan as a TID 1500 Measurement Report with 3-D coordinates
+//!   (`pinhole_io::dicom::sr`), `dicom_sr.json` ([`SrExportReport`]).
+//! * [`run_sc`]: a picture as a Secondary Capture with "NOT FOR CLINICAL USE" burned in
+//!   (`pinhole_io::dicom::sc`), `dicom_sc.json` ([`ScExportReport`]).
+
+use std::path::{Path, PathBuf};
+
+use pinhole_io::dicom::derived::Code;
+use pinhole_io::dicom::sc::{write_secondary_capture, RgbPicture, ScOptions};
+use pinhole_io::dicom::seg::{write_segmentation, SegOptions, SegmentAlgorithm, SegmentSpec};
+use pinhole_io::dicom::sr::{
+    degree, millimeter, write_measurement_report, GraphicType3d, Measurement, MeasurementGroup,
+    MeasurementReport, Region3d, SrOptions,
+};
+use pinhole_io::dicom::{list_series, SeriesInfo};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Error, Result};
+use crate::inputs::{load_named_labels, InputFile, UnnamedLabels};
+use crate::observe::{step, Observer};
+use crate::report::{
+    unversioned, versioned_report, write_folder_then_report, Report, DISCLAIMER, VERSION,
+};
+
+/// The SEG's file name in the output folder.
+pub const SEG_FILE: &str = "segmentation.dcm";
+/// The report's file name in the output folder.
+pub const REPORT_FILE: &str = "dicom_seg.json";
+
+/// A label map to write as a DICOM Segmentation of a CT series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegExportRequest {
+    /// The folder of the source series.
+    pub series_dir: PathBuf,
+    /// Which series of the folder (by SeriesInstanceUID) when it holds several.
+    pub series_uid: Option<String>,
+    pub labels: PathBuf,
+    /// Label table (see [`crate::inputs::label_table`]).
+    pub labels_table: Option<String>,
+    /// SeriesDescription of the SEG (" NOT FOR CLINICAL USE" is appended).
+    pub series_description: String,
+    /// The program that made the label map, when it was made automatically
+    /// (SegmentAlgorithmType AUTOMATIC with this name); otherwise MANUAL.
+    pub algorithm_name: Option<String>,
+    /// The output folder: [`SEG_FILE`] and [`REPORT_FILE`].
+    pub out_dir: PathBuf,
+}
+
+/// One written segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SegmentRow {
+    /// SegmentNumber in the SEG.
+    pub number: u16,
+    /// The label id in the label map.
+    pub label: u16,
+    pub name: String,
+    pub voxels: usize,
+    pub ml: f64,
+}
+
+/// `dicom_seg.json`: what was written and from what.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SegExportReport {
+    #[serde(default = "unversioned")]
+    pub schema_version: u32,
+    pub version: String,
+    pub inputs: Vec<InputFile>,
+    pub label_table: String,
+    /// The source series' SeriesInstanceUID (empty when its data sets have none).
+    pub source_series_uid: String,
+    pub source_slices: usize,
+    /// The SEG's file name in the output folder.
+    pub file: String,
+    pub sop_instance_uid: String,
+    pub series_instance_uid: String,
+    pub frames: usize,
+    pub segments: Vec<SegmentRow>,
+    pub warnings: Vec<String>,
+    pub disclaimer: String,
+}
+versioned_report!(SegExportReport, "dicom-seg", 1);
+
+/// Writes the SEG and its report into `request.out_dir`.
+pub fn run(request: &SegExportRequest, observer: &dyn Observer) -> Result<SegExportReport> {
+    let series = choose_series(&request.series_dir, request.series_uid.as_deref())?;
+    let named = step(observer, "reading the label map", || {
+        load_named_labels(
+            &request.labels,
+            request.labels_table.as_deref(),
+            UnnamedLabels::Refuse,
+            observer,
+        )
+    })?;
+    let rows = segment_rows(&named.labels, &named.table)?;
+    let specs: Vec<SegmentSpec> = rows
+        .iter()
+        .map(|row| segment_spec(row, &named.table, request.algorithm_name.as_deref()))
+        .collect();
+    let options = SegOptions {
+        series_description: request.series_description.clone(),
+        ..SegOptions::default()
+    };
+    let mut inputs = vec![
+        input(&request.series_dir, "ct")?,
+        input(&request.labels, "labels")?,
+    ];
+    if let Some(table) = &request.labels_table {
+        let path = Path::new(table);
+        if path.is_file() {
+            inputs.push(input(path, "label_table")?);
+        }
+    }
+    let report = SegExportReport {
+        schema_version: 1,
+        version: VERSION.into(),
+        inputs,
+        label_table: named.table_name.clone(),
+        source_series_uid: series.series_uid.clone(),
+        source_slices: series.files.len(),
+        file: SEG_FILE.into(),
+        sop_instance_uid: String::new(),
+        series_instance_uid: String::new(),
+        frames: 0,
+        segments: rows,
+        warnings: Vec::new(),
+        disclaimer: DISCLAIMER.into(),
+    };
+    write_folder_then_report(&request.out_dir, REPORT_FILE, |dir| {
+        let written = step(observer, "writing the DICOM Segmentation", || {
+            write_segmentation(
+                &series.files,
+                &named.labels,
+                &specs,
+                &options,
+                &dir.join(SEG_FILE),
+            )
+        })
+        .context("writing the DICOM Segmentation")?;
+        for warning in &written.warnings {
+            observer.warn(warning);
+        }
+        Ok(SegExportReport {
+            sop_instance_uid: written.sop_instance_uid,
+            series_instance_uid: written.series_instance_uid,
+            frames: written.frames,
+            warnings: written.warnings,
+            ..report
+        })
+    })
+}
+
+fn input(path: &Path, role: &str) -> Result<InputFile> {
+    let mut file = InputFile::of(path)?;
+    file.role = Some(role.into());
+    Ok(file)
+}
+
+/// The folder's one series, or the one named.
+fn choose_series(dir: &Path, uid: Option<&str>) -> Result<SeriesInfo> {
+    let all = list_series(dir)?;
+    let describe = |all: &[SeriesInfo]| {
+        all.iter()
+            .map(|s| format!("{:?} ({} slices, {})", s.series_uid, s.slices, s.modality))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match uid {
+        Some(uid) => all
+            .iter()
+            .find(|s| s.series_uid == uid)
+            .cloned()
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "{}: no series {uid:?}; the folder holds {}",
+                    dir.display(),
+                    describe(&all)
+                ))
+            }),
+        None if all.len() == 1 => Ok(all[0].clone()),
+        None => Err(Error::invalid(format!(
+            "{}: {} series; choose one with --series-uid: {}",
+            dir.display(),
+            all.len(),
+            describe(&all)
+        ))),
+    }
+}
+
+/// Every non-zero label of the map (all named: [`load_named_labels`] refused the rest),
+/// by id.
+fn segment_rows(
+    labels: &pinhole_volume::Volume<u16>,
+    table: &pinhole_io::labels::LabelTable,
+) -> Result<Vec<SegmentRow>> {
+    let mut counts = std::collections::BTreeMap::<u16, usize>::new();
+    for &id in labels.data().iter().filter(|&&id| id != 0) {
+        *counts.entry(id).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return Err(Error::invalid(
+            "the label map is empty (no voxel with a non-zero label): nothing to write",
+        ));
+    }
+    let voxel_ml = labels.grid().voxel_volume_mm3() / 1000.0;
+    counts
+        .into_iter()
+        .enumerate()
+        .map(|(n, (label, voxels))| {
+            let name = table
+                .get(u32::from(label))
+                .map(|e| e.name.clone())
+                .ok_or_else(|| Error::invalid(format!("label {label} has no name")))?;
+            Ok(SegmentRow {
+                number: u16::try_from(n + 1)
+                    .map_err(|_| Error::invalid("more than 65535 labels"))?,
+                label,
+                name,
+                voxels,
+                ml: voxels as f64 * voxel_ml,
+            })
+        })
+        .collect()
+}
+
+fn segment_spec(
+    row: &SegmentRow,
+    table: &pinhole_io::labels::LabelTable,
+    algorithm_name: Option<&str>,
+) -> SegmentSpec {
+    let mut spec = SegmentSpec::new(row.label, row.name.clone());
+    spec.rgb = table.get(u32::from(row.label)).and_then(|e| e.color_rgb);
+    if let Some(name) = algorithm_name {
+        spec.algorithm = SegmentAlgorithm::Automatic { name: name.into() };
+    }
+    spec
+}
+
+impl SegExportReport {
+    /// The terminal's summary.
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "DICOM Segmentation (NOT FOR CLINICAL USE): {} segment(s), {} frame(s) over {} source slice(s)\n",
+            self.segments.len(),
+            self.frames,
+            self.source_slices
+        );
+        for s in &self.segments {
+            out.push_str(&format!(
+                "  segment {:>3}: label {:>5} {:<32} {:>9} voxels {:>9.2} ml\n",
+                s.number, s.label, s.name, s.voxels, s.ml
+            ));
+        }
+        out.push_str(&format!(
+            "  SOP Instance UID {}\n  Series Instance UID {}\n",
+            self.sop_instance_uid, self.series_instance_uid
+        ));
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A needle plan as a DICOM Structured Report (`pinhole dicom sr`)
+
+/// The SR's file name in the output folder.
+pub const SR_FILE: &str = "measurements_sr.dcm";
+/// The SR report's file name in the output folder.
+pub const SR_REPORT_FILE: &str = "dicom_sr.json";
+/// Coding scheme of Pinhole's own concepts (a private scheme: `99` prefix, PS3.16 8.2).
+pub const PINHOLE_SCHEME: &str = "99PINHOLE";
+
+/// A needle plan to write as a TID 1500 Measurement Report on its CT series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SrExportRequest {
+    pub series_dir: PathBuf,
+    pub series_uid: Option<String>,
+    /// `plan.json` of `pinhole plan needle` (planned on this series).
+    pub plan: PathBuf,
+    /// The best this many paths (1 or more).
+    pub paths: usize,
+    pub series_description: String,
+    pub out_dir: PathBuf,
+}
+
+/// One measurement group written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GroupRow {
+    pub tracking_identifier: String,
+    pub tracking_uid: String,
+    /// `concept = value unit` of each measurement.
+    pub measurements: Vec<String>,
+    /// Graphic types of its 3-D regions (LPS, the series' Frame of Reference).
+    pub regions: Vec<String>,
+}
+
+/// `dicom_sr.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SrExportReport {
+    #[serde(default = "unversioned")]
+    pub schema_version: u32,
+    pub version: String,
+    pub inputs: Vec<InputFile>,
+    pub source_series_uid: String,
+    pub file: String,
+    pub sop_instance_uid: String,
+    pub series_instance_uid: String,
+    pub groups: Vec<GroupRow>,
+    pub warnings: Vec<String>,
+    pub disclaimer: String,
+}
+versioned_report!(SrExportReport, "dicom-sr", 1);
+
+/// Writes the SR and its report into `request.out_dir`.
+pub fn run_sr(request: &SrExportRequest, observer: &dyn Observer) -> Result<SrExportReport> {
+    if request.paths == 0 {
+        return Err(Error::invalid("--paths must be at least 1"));
+    }
+    let series = choose_series(&request.series_dir, request.series_uid.as_deref())?;
+    let plan = crate::needle::NeedleReport::read(&request.plan)?;
+    let mut warnings = Vec::new();
+    let groups = plan_groups(&plan.plan, request.paths, &mut warnings);
+    for warning in &warnings {
+        observer.warn(warning);
+    }
+    let report =
+        MeasurementReport::new(Code::new("77477000", "SCT", "Computed Tomography"), groups);
+    let options = SrOptions {
+        series_description: request.series_description.clone(),
+        ..SrOptions::default()
+    };
+    let inputs = vec![
+        input(&request.series_dir, "ct")?,
+        input(&request.plan, "plan")?,
+    ];
+    write_folder_then_report(&request.out_dir, SR_REPORT_FILE, |dir| {
+        let written = step(observer, "writing the DICOM Structured Report", || {
+            write_measurement_report(&series.files, &report, &options, &dir.join(SR_FILE))
+        })
+        .context("writing the DICOM Structured Report")?;
+        for warning in &written.warnings {
+            observer.warn(warning);
+        }
+        warnings.extend(written.warnings);
+        let groups = report
+            .groups
+            .iter()
+            .zip(&written.tracking_uids)
+            .map(|(g, uid)| group_row(g, uid))
+            .collect();
+        Ok(SrExportReport {
+            schema_version: SrExportReport::SCHEMA_VERSION,
+            version: VERSION.into(),
+            inputs,
+            source_series_uid: series.series_uid.clone(),
+            file: SR_FILE.into(),
+            sop_instance_uid: written.sop_instance_uid,
+            series_instance_uid: written.series_instance_uid,
+            groups,
+            warnings,
+            disclaimer: DISCLAIMER.into(),
+        })
+    })
+}
+
+fn pinhole_code(value: &str, meaning: &str) -> Code {
+    Code::new(value, PINHOLE_SCHEME, meaning)
+}
+
+/// The target, then per path (best first) its line, length and angles, and one group per
+/// risk group with its clearance (a group the plan could not check is left out and said).
+fn plan_groups(
+    plan: &pinhole_plan_needle::Plan,
+    paths: usize,
+    warnings: &mut Vec<String>,
+) -> Vec<MeasurementGroup> {
+    let mut target = MeasurementGroup::new(format!("target ({})", plan.target));
+    target.finding = Some(pinhole_code("TARGET", "Needle target"));
+    target
+        .regions
+        .push(Region3d::new(GraphicType3d::Point, vec![plan.target_lps]));
+    let mut groups = vec![target];
+    for path in plan.paths.iter().take(paths) {
+        groups.push(path_group(path));
+        for (risk, clearance) in &path.min_clearance_mm {
+            match clearance {
+                Some(mm) => groups.push(clearance_group(path, risk, *mm)),
+                None => warnings.push(format!(
+                    "path {}: no clearance to {risk} (not in the label map): not in the SR",
+                    path.rank
+                )),
+            }
+        }
+    }
+    if plan.paths.is_empty() {
+        warnings.push("the plan has no feasible path: the SR holds the target only".into());
+    }
+    groups
+}
+
+fn path_line(path: &pinhole_plan_needle::PathReport) -> Region3d {
+    let mut line = Region3d::new(
+        GraphicType3d::Polyline,
+        vec![path.entry_lps, path.target_lps],
+    );
+    line.concept = pinhole_code("NEEDLEPATH", "Planned needle path");
+    line
+}
+
+fn path_group(path: &pinhole_plan_needle::PathReport) -> MeasurementGroup {
+    let mut group = MeasurementGroup::new(format!("needle path {}", path.rank));
+    group.finding = Some(pinhole_code("NEEDLEPATH", "Planned needle path"));
+    group.measurements = vec![
+        Measurement::new(
+            Code::new("410668003", "SCT", "Length"),
+            path.length_mm,
+            millimeter(),
+        ),
+        Measurement::new(
+            pinhole_code("SKINANGLE", "Angle to the skin normal"),
+            path.skin_angle_deg,
+            degree(),
+        ),
+        Measurement::new(
+            pinhole_code("AXIALANGLE", "Angle to the axial plane"),
+            path.axial_angle_deg,
+            degree(),
+        ),
+    ];
+    let mut entry = Region3d::new(GraphicType3d::Point, vec![path.entry_lps]);
+    entry.concept = pinhole_code("ENTRY", "Skin entry point");
+    group.regions = vec![path_line(path), entry];
+    group
+}
+
+fn clearance_group(
+    path: &pinhole_plan_needle::PathReport,
+    risk: &str,
+    clearance_mm: f64,
+) -> MeasurementGroup {
+    let mut group =
+        MeasurementGroup::new(format!("needle path {}: clearance to {risk}", path.rank));
+    group.finding = Some(pinhole_code("CLEARANCE", "Clearance of the needle path"));
+    let mut distance = Measurement::new(
+        Code::new("121206", "DCM", "Distance"),
+        clearance_mm,
+        millimeter(),
+    );
+    distance.derivation = Some(Code::new("255605001", "SCT", "Minimum"));
+    group.measurements = vec![distance];
+    group.regions = vec![path_line(path)];
+    group
+}
+
+fn group_row(group: &MeasurementGroup, uid: &str) -> GroupRow {
+    GroupRow {
+        tracking_identifier: group.tracking_identifier.clone(),
+        tracking_uid: uid.into(),
+        measurements: group
+            .measurements
+            .iter()
+            .map(|m| format!("{} = {} {}", m.concept.meaning, m.value, m.unit.value))
+            .collect(),
+        regions: group
+            .regions
+            .iter()
+            .map(|r| r.graphic_type.as_str().to_string())
+            .collect(),
+    }
+}
+
+impl SrExportReport {
+    /// The terminal's summary.
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "DICOM Structured Report (NOT FOR CLINICAL USE): {} measurement group(s)\n",
+            self.groups.len()
+        );
+        for g in &self.groups {
+            out.push_str(&format!(
+                "  {}: {}\n",
+                g.tracking_identifier,
+                if g.measurements.is_empty() {
+                    g.regions.join(", ")
+                } else {
+                    g.measurements.join("; ")
+                }
+            ));
+        }
+        out.push_str(&format!("  SOP Instance UID {}\n", self.sop_instance_uid));
+        out
+    }
+}
+
+/// The Secondary Capture's file name in the output folder.
+pub const SC_FILE: &str = "capture.dcm";
+/// The SC report's file name in the output folder.
+pub const SC_REPORT_FILE: &str = "dicom_sc.json";
+
+/// A picture (a PNG of `pinhole plan`, `ablation`, `intraop`, `drr`) to store as a
+/// Secondary Capture in the patient and study of a DICOM series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScExportRequest {
+    pub series_dir: PathBuf,
+    pub series_uid: Option<String>,
+    /// The picture: 8- or 16-bit PNG, grey or colour (alpha dropped).
+    pub picture: PathBuf,
+    /// The picture already shows "NOT FOR CLINICAL USE" at its top: do not burn it in
+    /// again. Pinhole's own pictures carry their banner lower down: leave this off.
+    pub banner_already_present: bool,
+    pub series_description: String,
+    pub out_dir: PathBuf,
+}
+
+/// `dicom_sc.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ScExportReport {
+    #[serde(default = "unversioned")]
+    pub schema_version: u32,
+    pub version: String,
+    pub inputs: Vec<InputFile>,
+    pub source_series_uid: String,
+    pub file: String,
+    pub sop_instance_uid: String,
+    pub series_instance_uid: String,
+    pub columns: usize,
+    pub rows: usize,
+    /// Rows `0..banner_rows` hold the burned-in "NOT FOR CLINICAL USE" (0: the picture
+    /// carried it, nothing burned in).
+    pub banner_rows: usize,
+    pub warnings: Vec<String>,
+    pub disclaimer: String,
+}
+versioned_report!(ScExportReport, "dicom-sc", 1);
+
+/// Writes the Secondary Capture and its report into `request.out_dir`.
+pub fn run_sc(request: &ScExportRequest, observer: &dyn Observer) -> Result<ScExportReport> {
+    let series = choose_series(&request.series_dir, request.series_uid.as_deref())?;
+    let picture = step(observer, "reading the picture", || {
+        RgbPicture::from_png(&request.picture)
+    })
+    .context("reading the picture")?;
+    let options = ScOptions {
+        series_description: request.series_description.clone(),
+        banner_already_present: request.banner_already_present,
+        ..ScOptions::default()
+    };
+    let inputs = vec![
+        input(&request.series_dir, "ct")?,
+        input(&request.picture, "picture")?,
+    ];
+    write_folder_then_report(&request.out_dir, SC_REPORT_FILE, |dir| {
+        let written = step(observer, "writing the DICOM Secondary Capture", || {
+            write_secondary_capture(&series.files, &picture, &options, &dir.join(SC_FILE))
+        })
+        .context("writing the DICOM Secondary Capture")?;
+        for warning in &written.warnings {
+            observer.warn(warning);
+        }
+        Ok(ScExportReport {
+            schema_version: ScExportReport::SCHEMA_VERSION,
+            version: VERSION.into(),
+            inputs,
+            source_series_uid: series.series_uid.clone(),
+            file: SC_FILE.into(),
+            sop_instance_uid: written.sop_instance_uid,
+            series_instance_uid: written.series_instance_uid,
+            columns: picture.width,
+            rows: picture.height,
+            banner_rows: written.banner.map_or(0, |b| b.rows),
+            warnings: written.warnings,
+            disclaimer: DISCLAIMER.into(),
+        })
+    })
+}
+
+impl ScExportReport {
+    /// The terminal's summary.
+    pub fn to_text(&self) -> String {
+        let banner = if self.banner_rows == 0 {
+            "the picture's own notice kept".to_string()
+        } else {
+            format!(
+                "\"NOT FOR CLINICAL USE\" burned into rows 0-{}",
+                self.banner_rows - 1
+            )
+        };
+        format!(
+            "DICOM Secondary Capture (NOT FOR CLINICAL USE): {} x {} RGB, {banner}\n  SOP Instance UID {}\n",
+            self.columns, self.rows, self.sop_instance_uid
+        )
+    }
+}
