@@ -213,6 +213,27 @@ def xa_cine(out, raw_out, w, h, frames, spacing, source=None, geometry=None):
     )
 
 
+def deflate(src, dst):
+    """Every DICOM file of src rewritten by pydicom in Deflated Explicit VR Little Endian
+    (PS3.5 A.5: the data set raw-deflated after the file meta group) into dst; compressed
+    pixel data is decompressed first."""
+    os.makedirs(dst, exist_ok=True)
+    written = 0
+    for name in sorted(os.listdir(src)):
+        path = os.path.join(src, name)
+        if not is_dicom(path):
+            continue
+        ds = pydicom.dcmread(path)
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            ds.decompress()  # native pixels first: deflate carries native pixel data
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+        ds.save_as(os.path.join(dst, name), enforce_file_format=True)
+        check = pydicom.dcmread(os.path.join(dst, name))
+        assert check.file_meta.TransferSyntaxUID == pydicom.uid.DeflatedExplicitVRLittleEndian
+        written += 1
+    print(json.dumps({"written": written}))
+
+
 def main():
     command = sys.argv[1]
     if command == "series":
@@ -224,6 +245,8 @@ def main():
         print(path)
     elif command == "two_series":
         two_series(*sys.argv[2:7])
+    elif command == "deflate":
+        deflate(sys.argv[2], sys.argv[3])
     elif command == "make_jpeg":
         make_jpeg(sys.argv[2])
     elif command == "xray":

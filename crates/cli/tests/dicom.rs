@@ -19,14 +19,15 @@ impl Drop for Running {
     }
 }
 
-/// The lines of a child's stream, read on a thread.
+/// The lines of a child's stream, read on a thread until the child closes it: lines
+/// nobody receives any more are read and dropped, never left to fill the pipe or to
+/// close it under a child that still writes (regression: the listener's stderr reader
+/// stopped after the banner, and the listener's next line then hit a closed pipe).
 fn lines_of(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (send, receive) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if send.send(line).is_err() {
-                break;
-            }
+            let _ = send.send(line);
         }
     });
     receive
@@ -50,31 +51,9 @@ fn next_matching(
 fn dicom_listen_receives_a_series_from_pynetdicom() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("incoming");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pinhole"))
-        .args([
-            "dicom",
-            "listen",
-            "--port",
-            "0",
-            "--ae-title",
-            "PINHOLE_T",
-            "--json",
-        ])
-        .args(["--series-quiet-s", "1", "--store", store.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = lines_of(child.stdout.take().unwrap());
-    let stderr = lines_of(child.stderr.take().unwrap());
-    let _running = Running(child);
-    let banner = next_matching(&stderr, "address", |l| l.contains(" on 127.0.0.1:"));
-    let port = banner
-        .split(" on 127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .unwrap()
-        .to_string();
+    let site = dir.path().join("site");
+    let (_running, stdout, port) =
+        start_listener(&store, "PINHOLE_T", &["--record", site.to_str().unwrap()]);
 
     let source = shared_data("dicom-ct-series");
     let mut slices: Vec<_> = std::fs::read_dir(&source)
@@ -90,11 +69,15 @@ fn dicom_listen_receives_a_series_from_pynetdicom() {
         .args(["echo", "127.0.0.1", &port, "PINHOLE_T"])
         .output()
         .unwrap();
-    assert!(
-        echo.status.success(),
-        "{}",
-        String::from_utf8_lossy(&echo.stderr)
-    );
+    if !echo.status.success() {
+        let events: Vec<String> =
+            std::iter::from_fn(|| stdout.recv_timeout(Duration::from_secs(2)).ok()).collect();
+        panic!(
+            "{}{}\nlistener events: {events:#?}",
+            String::from_utf8_lossy(&echo.stdout),
+            String::from_utf8_lossy(&echo.stderr)
+        );
+    }
     let sent = Command::new(&python)
         .arg(&peer)
         .args([
@@ -121,6 +104,47 @@ fn dicom_listen_receives_a_series_from_pynetdicom() {
     let folder = std::path::PathBuf::from(event["folder"].as_str().unwrap());
     assert!(folder.starts_with(&store), "{folder:?}");
 
+    // --record: the series is in the site's case record, not assigned to a case, with
+    // the modality of its files (recorded right after the event is printed).
+    let site_arg = site.to_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let recorded = loop {
+        let listing: serde_json::Value = serde_json::from_str(&super::pinhole_ok(&[
+            "cases", "list", "--site", site_arg, "--json",
+        ]))
+        .unwrap();
+        let studies = listing["unassigned_studies"].as_array().unwrap().clone();
+        if !studies.is_empty() || std::time::Instant::now() > deadline {
+            break studies;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["series_uid"], event["series_uid"]);
+    assert_eq!(recorded[0]["study_uid"], event["study_uid"]);
+    assert_eq!(
+        recorded[0]["instances"].as_u64().unwrap() as usize,
+        slices.len()
+    );
+    assert_eq!(recorded[0]["modality"], "CT");
+    assert_eq!(recorded[0]["folder"], event["folder"]);
+    let text = super::pinhole_ok(&["cases", "list", "--site", site_arg]);
+    assert!(
+        text.contains("received series not assigned to a case (1)"),
+        "{text}"
+    );
+    // Still serving after writing "recorded series …" to its closed stderr.
+    let again = Command::new(&python)
+        .arg(&peer)
+        .args(["echo", "127.0.0.1", &port, "PINHOLE_T"])
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+
     // The stored series is the same volume as the source files (the independent
     // check of the voxels is pynetdicom + dicom-rs in crates/dicomnet's tests).
     let info = |path: &std::path::Path| -> serde_json::Value {
@@ -141,19 +165,58 @@ fn dicom_listen_receives_a_series_from_pynetdicom() {
     }
 }
 
-/// Starts `pinhole dicom listen` on a free port; its stdout lines, and the port.
-fn start_listener(store: &std::path::Path, ae: &str) -> (Running, mpsc::Receiver<String>, String) {
+#[test]
+fn dicom_listen_refuses_to_record_into_a_case_the_record_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    let out = super::pinhole(&[
+        "dicom",
+        "listen",
+        "--port",
+        "0",
+        "--store",
+        dir.path().join("incoming").to_str().unwrap(),
+        "--record",
+        site.to_str().unwrap(),
+        "--case",
+        "7",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no case 7"), "{stderr}");
+}
+
+/// Starts `pinhole dicom listen` on a free port with `extra` arguments; its stdout lines,
+/// and the port. With `--record` in `extra` its stderr is closed after the banner.
+fn start_listener(
+    store: &std::path::Path,
+    ae: &str,
+    extra: &[&str],
+) -> (Running, mpsc::Receiver<String>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pinhole"))
         .args(["dicom", "listen", "--port", "0", "--ae-title", ae, "--json"])
         .args(["--series-quiet-s", "1", "--store", store.to_str().unwrap()])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = lines_of(child.stdout.take().unwrap());
-    let stderr = lines_of(child.stderr.take().unwrap());
+    let stderr = child.stderr.take().unwrap();
     let running = Running(child);
-    let banner = next_matching(&stderr, "address", |l| l.contains(" on 127.0.0.1:"));
+    let banner = if extra.contains(&"--record") {
+        // Regression: a listener whose stderr reader went away died at its next line on
+        // stderr. Read up to the banner, then close the pipe under it: the listener's
+        // later lines (the record's, "recorded series …") go nowhere and it goes on.
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains(" on 127.0.0.1:"))
+            .expect("no address from `pinhole dicom listen`")
+    } else {
+        let stderr = lines_of(stderr);
+        next_matching(&stderr, "address", |l| l.contains(" on 127.0.0.1:"))
+    };
     let port = banner
         .split(" on 127.0.0.1:")
         .nth(1)
@@ -167,7 +230,7 @@ fn start_listener(store: &std::path::Path, ae: &str) -> (Running, mpsc::Receiver
 fn dicom_push_sends_a_series_to_dicom_listen() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("incoming");
-    let (_running, events, port) = start_listener(&store, "PINHOLE_P");
+    let (_running, events, port) = start_listener(&store, "PINHOLE_P", &[]);
     let to = format!("PINHOLE_P@127.0.0.1:{port}");
 
     let echo = super::pinhole_ok(&["dicom", "echo", "--to", &to]);

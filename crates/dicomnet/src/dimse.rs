@@ -3,12 +3,12 @@
 //! ([`crate::push`], [`crate::query`]), writing the request (C-STORE, C-ECHO, C-FIND,
 //! C-MOVE, C-CANCEL) and reading the response's status and sub-operation counts.
 
-use dicom_core::{dicom_value, DataElement, VR};
+use dicom_core::{dicom_value, DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
-use crate::dataset::scan;
+use crate::dataset::{scan, Scanned};
 
 /// Command Field of a C-STORE-RQ.
 pub const C_STORE_RQ: u16 = 0x0001;
@@ -127,10 +127,10 @@ pub struct Command {
 
 /// Reads a command set (length-checked, see [`crate::dataset::scan`]).
 pub fn parse_command(bytes: &[u8]) -> Result<Command, String> {
-    let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
-    let scanned = scan(
+    let what = "command set";
+    let scanned = scan_command_set(
         bytes,
-        &ts,
+        what,
         &[
             tags::COMMAND_FIELD,
             tags::MESSAGE_ID,
@@ -138,17 +138,14 @@ pub fn parse_command(bytes: &[u8]) -> Result<Command, String> {
             tags::AFFECTED_SOP_INSTANCE_UID,
             tags::COMMAND_DATA_SET_TYPE,
         ],
-    )
-    .map_err(|e| format!("command set: {e}"))?;
-    let field = scanned
-        .u16(tags::COMMAND_FIELD)
-        .ok_or("command set without Command Field (0000,0100)")?;
-    let message_id = scanned
-        .u16(tags::MESSAGE_ID)
-        .ok_or("command set without Message ID (0000,0110)")?;
-    let data_set_type = scanned
-        .u16(tags::COMMAND_DATA_SET_TYPE)
-        .ok_or("command set without Command Data Set Type (0000,0800)")?;
+    )?;
+    let required = |tag, name| required_u16(&scanned, tag, what, name);
+    let field = required(tags::COMMAND_FIELD, "Command Field (0000,0100)")?;
+    let message_id = required(tags::MESSAGE_ID, "Message ID (0000,0110)")?;
+    let data_set_type = required(
+        tags::COMMAND_DATA_SET_TYPE,
+        "Command Data Set Type (0000,0800)",
+    )?;
     Ok(Command {
         field,
         message_id,
@@ -156,6 +153,18 @@ pub fn parse_command(bytes: &[u8]) -> Result<Command, String> {
         affected_sop_instance_uid: scanned.text(tags::AFFECTED_SOP_INSTANCE_UID),
         has_data_set: data_set_type != NO_DATA_SET,
     })
+}
+
+/// Walks a command set (implicit VR little endian) for `wanted`; errors name `what`.
+fn scan_command_set(bytes: &[u8], what: &str, wanted: &[Tag]) -> Result<Scanned, String> {
+    scan(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased(), wanted).map_err(|e| format!("{what}: {e}"))
+}
+
+/// A US element the command set must carry: "`what` without `name`" when it does not.
+fn required_u16(scanned: &Scanned, tag: Tag, what: &str, name: &str) -> Result<u16, String> {
+    scanned
+        .u16(tag)
+        .ok_or_else(|| format!("{what} without {name}"))
 }
 
 /// The fields of a response command set (C-STORE-RSP, C-ECHO-RSP, C-FIND-RSP,
@@ -187,10 +196,9 @@ pub struct SubOperations {
 
 /// Reads a response command set (length-checked, see [`crate::dataset::scan`]).
 pub fn parse_response(bytes: &[u8]) -> Result<Response, String> {
-    let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
-    let scanned = scan(
+    let scanned = scan_command_set(
         bytes,
-        &ts,
+        "response command set",
         &[
             tags::COMMAND_FIELD,
             tags::MESSAGE_ID_BEING_RESPONDED_TO,
@@ -203,20 +211,18 @@ pub fn parse_response(bytes: &[u8]) -> Result<Response, String> {
             tags::NUMBER_OF_FAILED_SUBOPERATIONS,
             tags::NUMBER_OF_WARNING_SUBOPERATIONS,
         ],
-    )
-    .map_err(|e| format!("response command set: {e}"))?;
-    let field = scanned
-        .u16(tags::COMMAND_FIELD)
-        .ok_or("response without Command Field (0000,0100)")?;
-    let message_id_being_responded_to = scanned
-        .u16(tags::MESSAGE_ID_BEING_RESPONDED_TO)
-        .ok_or("response without Message ID Being Responded To (0000,0120)")?;
-    let status = scanned
-        .u16(tags::STATUS)
-        .ok_or("response without Status (0000,0900)")?;
-    let data_set_type = scanned
-        .u16(tags::COMMAND_DATA_SET_TYPE)
-        .ok_or("response without Command Data Set Type (0000,0800)")?;
+    )?;
+    let required = |tag, name| required_u16(&scanned, tag, "response", name);
+    let field = required(tags::COMMAND_FIELD, "Command Field (0000,0100)")?;
+    let message_id_being_responded_to = required(
+        tags::MESSAGE_ID_BEING_RESPONDED_TO,
+        "Message ID Being Responded To (0000,0120)",
+    )?;
+    let status = required(tags::STATUS, "Status (0000,0900)")?;
+    let data_set_type = required(
+        tags::COMMAND_DATA_SET_TYPE,
+        "Command Data Set Type (0000,0800)",
+    )?;
     Ok(Response {
         field,
         message_id_being_responded_to,

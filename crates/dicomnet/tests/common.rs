@@ -270,3 +270,12 @@ pub fn pixel_data(obj: &DefaultDicomObject) -> Vec<Vec<u8>> {
         }
     }
 }
+
+/// The SOP Instance UID of the file meta group (the shared series' data sets have blank
+/// UIDs: this one names the instance).
+pub fn meta_instance(obj: &DefaultDicomObject) -> String {
+    obj.meta()
+        .media_storage_sop_instance_uid()
+        .trim_end_matches('\0')
+        .to_string()
+}

@@ -67,11 +67,7 @@ fn pynetdicom_echo_and_store_of_the_ct_series() {
         let source = open_file(file).unwrap();
         // The shared series is de-identified with blank UIDs in its data sets: the SOP
         // instance is the file meta group's (the peer filled the data set's from it).
-        let sop = source
-            .meta()
-            .media_storage_sop_instance_uid()
-            .trim_end_matches('\0')
-            .to_string();
+        let sop = meta_instance(&source);
         let path = folder.join(format!("{sop}.dcm"));
         let stored = open_file(&path).unwrap();
         assert_eq!(text(&stored, tags::SOP_INSTANCE_UID), sop);
@@ -294,11 +290,7 @@ impl RawClient {
 /// group, made-up Study / Series UIDs.
 fn data_set_of(file: &Path, fill: bool) -> (Vec<u8>, String) {
     let mut obj = open_file(file).unwrap();
-    let sop = obj
-        .meta()
-        .media_storage_sop_instance_uid()
-        .trim_end_matches('\0')
-        .to_string();
+    let sop = meta_instance(&obj);
     if fill {
         for (tag, value) in [
             (tags::SOP_CLASS_UID, uids::CT_IMAGE_STORAGE),

@@ -133,14 +133,7 @@ fn path_strs(files: &[PathBuf]) -> Vec<&str> {
 fn series_sop_uids(files: &[PathBuf]) -> Vec<String> {
     let mut uids: Vec<String> = files
         .iter()
-        .map(|f| {
-            open_file(f)
-                .unwrap()
-                .meta()
-                .media_storage_sop_instance_uid()
-                .trim_end_matches('\0')
-                .to_string()
-        })
+        .map(|f| meta_instance(&open_file(f).unwrap()))
         .collect();
     uids.sort();
     uids
@@ -187,11 +180,7 @@ fn orthanc_echoes_and_sends_the_ct_series_to_the_listener() {
     // the JPEG 2000 transfer syntax; the listener stores the data set as received).
     for file in &files {
         let source = open_file(file).unwrap();
-        let sop = source
-            .meta()
-            .media_storage_sop_instance_uid()
-            .trim_end_matches('\0')
-            .to_string();
+        let sop = meta_instance(&source);
         let stored = open_file(folder.join(format!("{sop}.dcm"))).unwrap();
         assert_eq!(
             stored.meta().transfer_syntax().trim_end_matches('\0'),

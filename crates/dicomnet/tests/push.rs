@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use dicom_core::{dicom_value, DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
-use dicom_object::{open_file, DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject};
+use dicom_object::{open_file, FileMetaTableBuilder, InMemDicomObject};
 use dicom_ul::pdu::{AbortRQSource, PDataValueType};
 use dicom_ul::Pdu;
 use pinhole_dicomnet::push::derived_uid;
@@ -35,13 +35,6 @@ fn push(config: &PushConfig, files: &[PathBuf]) -> (Result<PushReport, PushError
     let mut events = Vec::new();
     let result = push_files(config, files, |e| events.push(e));
     (result, events)
-}
-
-fn meta_instance(obj: &DefaultDicomObject) -> String {
-    obj.meta()
-        .media_storage_sop_instance_uid()
-        .trim_end_matches('\0')
-        .to_string()
 }
 
 /// The pynetdicom SCP (`dicom_net_peer.py serve`), killed when dropped.

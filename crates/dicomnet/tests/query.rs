@@ -162,11 +162,7 @@ fn orthanc_answers_c_find_and_moves_the_ct_series_to_the_listener() {
     // Every instance arrived with the pixel data bytes of its source file.
     for file in &files {
         let source = open_file(file).unwrap();
-        let sop = source
-            .meta()
-            .media_storage_sop_instance_uid()
-            .trim_end_matches('\0')
-            .to_string();
+        let sop = meta_instance(&source);
         let stored = open_file(folder.join(format!("{sop}.dcm"))).unwrap();
         assert_eq!(text(&stored, tags::SERIES_INSTANCE_UID), series_uid);
         assert!(pixel_data(&stored) == pixel_data(&source), "{sop}");

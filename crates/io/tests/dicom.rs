@@ -275,6 +275,63 @@ fn dicom_unsupported_transfer_syntax_names_the_uid() {
         .contains("1.2.840.10008.1.2.4.81"));
 }
 
+/// Deflated Explicit VR Little Endian (PS3.5 A.5), written by pydicom from the shared CT
+/// series: read voxel for voxel as pydicom reads it; a truncated deflate stream and
+/// bytes that are not deflate are errors naming the file, never a panic.
+#[test]
+fn dicom_deflated_series_matches_pydicom() {
+    let tmp = TempDir::new().unwrap();
+    let deflated = tmp.path().join("deflated");
+    let made = python_json(
+        "dicom_reference.py",
+        &[
+            "deflate",
+            shared_data(CT_SERIES).to_str().unwrap(),
+            deflated.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(made["written"], 20);
+    let (series, worst) = compare_with_pydicom(&deflated);
+    assert_eq!(worst, 0.0, "voxel values differ from pydicom");
+    assert_eq!(series.volume.grid().dims()[2], 20);
+
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&deflated)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let bytes = std::fs::read(&files[0]).unwrap();
+    // The file meta group ends where the transfer syntax UID's group does; cut the
+    // deflated data set in half, then replace it with bytes that are not deflate.
+    let meta_end = bytes.len() - deflated_len(&bytes);
+    for (what, broken) in [
+        (
+            "truncated",
+            bytes[..meta_end + (bytes.len() - meta_end) / 2].to_vec(),
+        ),
+        (
+            "not deflate",
+            [&bytes[..meta_end], &[0xFF; 64][..]].concat(),
+        ),
+    ] {
+        let err = dicom::decode_file_bytes(&broken).unwrap_err();
+        assert!(!err.is_empty(), "{what}");
+        let dir = tmp.path().join(what.replace(' ', "_"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("slice.dcm"), &broken).unwrap();
+        let err = read(&dir).unwrap_err();
+        assert_eq!(err.path, dir.join("slice.dcm"), "{what}: {err}");
+    }
+}
+
+/// Bytes after the file meta group of a Part 10 file (preamble, DICM, group 0002 with
+/// its group length first).
+fn deflated_len(bytes: &[u8]) -> usize {
+    // (0002,0000) UL 4 at 132: tag 4 + VR 2 + length 2 + value 4.
+    let group_length = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    bytes.len() - (144 + group_length)
+}
+
 /// Each pydicom file as a one-slice series, compared voxel for voxel.
 #[test]
 fn dicom_pydicom_test_files_match_exactly() {

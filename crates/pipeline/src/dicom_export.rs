@@ -138,19 +138,16 @@ pub fn run(request: &SegExportRequest, observer: &dyn Observer) -> Result<SegExp
         disclaimer: DISCLAIMER.into(),
     };
     write_folder_then_report(&request.out_dir, REPORT_FILE, |dir| {
-        let written = step(observer, "writing the DICOM Segmentation", || {
-            write_segmentation(
+        let written = write_object(observer, "the DICOM Segmentation", || {
+            let written = write_segmentation(
                 &series.files,
                 &named.labels,
                 &specs,
                 &options,
                 &dir.join(SEG_FILE),
-            )
-        })
-        .context("writing the DICOM Segmentation")?;
-        for warning in &written.warnings {
-            observer.warn(warning);
-        }
+            )?;
+            Ok((written.warnings.clone(), written))
+        })?;
         Ok(SegExportReport {
             sop_instance_uid: written.sop_instance_uid,
             series_instance_uid: written.series_instance_uid,
@@ -159,6 +156,21 @@ pub fn run(request: &SegExportRequest, observer: &dyn Observer) -> Result<SegExp
             ..report
         })
     })
+}
+
+/// Writes one DICOM object (`write` gives its warnings and what it wrote) as the step
+/// "writing `what`"; its warnings are told to the observer.
+fn write_object<W>(
+    observer: &dyn Observer,
+    what: &str,
+    write: impl FnOnce() -> pinhole_io::Result<(Vec<String>, W)>,
+) -> Result<W> {
+    let what = format!("writing {what}");
+    let (warnings, written) = step(observer, &what, write).context(what.clone())?;
+    for warning in &warnings {
+        observer.warn(warning);
+    }
+    Ok(written)
 }
 
 fn input(path: &Path, role: &str) -> Result<InputFile> {
@@ -344,13 +356,11 @@ pub fn run_sr(request: &SrExportRequest, observer: &dyn Observer) -> Result<SrEx
         input(&request.plan, "plan")?,
     ];
     write_folder_then_report(&request.out_dir, SR_REPORT_FILE, |dir| {
-        let written = step(observer, "writing the DICOM Structured Report", || {
-            write_measurement_report(&series.files, &report, &options, &dir.join(SR_FILE))
-        })
-        .context("writing the DICOM Structured Report")?;
-        for warning in &written.warnings {
-            observer.warn(warning);
-        }
+        let written = write_object(observer, "the DICOM Structured Report", || {
+            let written =
+                write_measurement_report(&series.files, &report, &options, &dir.join(SR_FILE))?;
+            Ok((written.warnings.clone(), written))
+        })?;
         warnings.extend(written.warnings);
         let groups = report
             .groups
@@ -560,13 +570,11 @@ pub fn run_sc(request: &ScExportRequest, observer: &dyn Observer) -> Result<ScEx
         input(&request.picture, "picture")?,
     ];
     write_folder_then_report(&request.out_dir, SC_REPORT_FILE, |dir| {
-        let written = step(observer, "writing the DICOM Secondary Capture", || {
-            write_secondary_capture(&series.files, &picture, &options, &dir.join(SC_FILE))
-        })
-        .context("writing the DICOM Secondary Capture")?;
-        for warning in &written.warnings {
-            observer.warn(warning);
-        }
+        let written = write_object(observer, "the DICOM Secondary Capture", || {
+            let written =
+                write_secondary_capture(&series.files, &picture, &options, &dir.join(SC_FILE))?;
+            Ok((written.warnings.clone(), written))
+        })?;
         Ok(ScExportReport {
             schema_version: ScExportReport::SCHEMA_VERSION,
             version: VERSION.into(),

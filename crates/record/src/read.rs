@@ -129,6 +129,10 @@ pub struct CaseListing {
     pub schema_version: u32,
     pub note: String,
     pub cases: Vec<CaseSummary>,
+    /// Received series not assigned to a case (`pinhole dicom listen --record` without
+    /// `--case`).
+    #[serde(default)]
+    pub unassigned_studies: Vec<StudyInfo>,
 }
 
 /// `pinhole cases show --json`.
@@ -140,11 +144,12 @@ pub struct CaseShow {
 }
 
 impl CaseListing {
-    pub fn new(cases: Vec<CaseSummary>) -> Self {
+    pub fn new(cases: Vec<CaseSummary>, unassigned_studies: Vec<StudyInfo>) -> Self {
         Self {
             schema_version: JSON_SCHEMA_VERSION,
             note: NOTE.to_owned(),
             cases,
+            unassigned_studies,
         }
     }
 }

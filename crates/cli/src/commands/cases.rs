@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use pinhole_record::{CaseDetail, CaseListing, CaseRecord, CaseShow, CaseSummary};
+use pinhole_record::{CaseDetail, CaseListing, CaseRecord, CaseShow, CaseSummary, StudyInfo};
 
 /// The first line of every human output.
 const NOT_FOR_CLINICAL_USE: &str = "NOT FOR CLINICAL USE";
@@ -75,13 +75,15 @@ fn open(site: &SiteArg) -> anyhow::Result<CaseRecord> {
 fn list(args: &ListArgs) -> anyhow::Result<()> {
     let record = open(&args.site)?;
     let cases = record.list_cases()?;
+    let unassigned = record.unassigned_studies()?;
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&CaseListing::new(cases))?
+            serde_json::to_string_pretty(&CaseListing::new(cases, unassigned))?
         );
     } else {
         print!("{}", list_text(record.path(), &cases));
+        print!("{}", unassigned_text(&unassigned));
     }
     Ok(())
 }
@@ -108,6 +110,28 @@ fn list_text(path: &Path, cases: &[CaseSummary]) -> String {
     text
 }
 
+fn unassigned_text(studies: &[StudyInfo]) -> String {
+    if studies.is_empty() {
+        return String::new();
+    }
+    let mut text = format!(
+        "received series not assigned to a case ({}):\n",
+        studies.len()
+    );
+    for s in studies {
+        text.push_str(&study_line(s));
+    }
+    text
+}
+
+/// One received series, as `show` and `list` print it.
+fn study_line(s: &StudyInfo) -> String {
+    format!(
+        "  {:<4} series {}  {} instances  received {}  {}\n",
+        s.modality, s.series_uid, s.instances, s.received_utc, s.folder
+    )
+}
+
 fn show(args: &ShowArgs) -> anyhow::Result<()> {
     let record = open(&args.site)?;
     let case = record.case(args.id)?;
@@ -129,10 +153,7 @@ fn show_text(path: &Path, case: &CaseDetail) -> String {
     t.push_str(&format!("record:   {}\n", path.display()));
     t.push_str(&format!("studies ({}):\n", case.studies.len()));
     for s in &case.studies {
-        t.push_str(&format!(
-            "  {:<4} series {}  {} instances  received {}  {}\n",
-            s.modality, s.series_uid, s.instances, s.received_utc, s.folder
-        ));
+        t.push_str(&study_line(s));
     }
     t.push_str(&format!("reports ({}):\n", case.reports.len()));
     for r in &case.reports {

@@ -156,6 +156,14 @@ pub struct ListenArgs {
     /// Associations served at once; more are rejected (no resources).
     #[arg(long, default_value_t = pinhole_dicomnet::config::DEFAULT_MAX_ASSOCIATIONS)]
     max_associations: usize,
+    /// Record each complete series in this site folder's case record
+    /// (`pinhole-cases.sqlite`, created when absent; see `pinhole cases list`).
+    #[arg(long, value_name = "SITE_DIR")]
+    record: Option<PathBuf>,
+    /// With --record: the case the series belong to (`pinhole cases list`); without it
+    /// they are recorded as not assigned to a case.
+    #[arg(long, requires = "record")]
+    case: Option<i64>,
     /// Print events as JSON lines (an `event` field names each) instead of text.
     #[arg(long)]
     json: bool,
@@ -218,91 +226,102 @@ pub fn run(command: &DicomCommand, terminal: &Terminal) -> anyhow::Result<()> {
 }
 
 fn sr(args: &SrArgs, terminal: &Terminal) -> anyhow::Result<()> {
-    use pinhole_pipeline::dicom_export::{SrExportRequest, SR_FILE, SR_REPORT_FILE};
-    super::marking_failure(&args.out, "dicom sr", || {
-        let request = SrExportRequest {
-            series_dir: args.series.clone(),
-            series_uid: args.series_uid.clone(),
-            plan: args.plan.clone(),
-            paths: args.paths,
-            series_description: args.description.clone(),
-            out_dir: args.out.clone(),
-        };
-        super::refuse_overwriting_inputs(
-            &[Some(&args.series), Some(&args.plan)],
-            &super::folder_files(&args.out, &[SR_FILE, SR_REPORT_FILE]),
-        )?;
-        let report = pinhole_pipeline::dicom_export::run_sr(&request, terminal)?;
-        let json = args
-            .json
-            .then(|| pinhole_pipeline::report::to_json(&report))
-            .transpose()?;
-        print_export(json, &report.to_text(), &args.out);
-        Ok(())
-    })
+    use pinhole_pipeline::dicom_export::{run_sr, SrExportRequest, SR_FILE, SR_REPORT_FILE};
+    let request = SrExportRequest {
+        series_dir: args.series.clone(),
+        series_uid: args.series_uid.clone(),
+        plan: args.plan.clone(),
+        paths: args.paths,
+        series_description: args.description.clone(),
+        out_dir: args.out.clone(),
+    };
+    let outputs = Outputs {
+        command: "dicom sr",
+        dir: &args.out,
+        inputs: [&args.series, &args.plan],
+        files: [SR_FILE, SR_REPORT_FILE],
+        json: args.json,
+    };
+    outputs.export(|| run_sr(&request, terminal), |r| r.to_text())
 }
 
 fn sc(args: &ScArgs, terminal: &Terminal) -> anyhow::Result<()> {
-    use pinhole_pipeline::dicom_export::{ScExportRequest, SC_FILE, SC_REPORT_FILE};
-    super::marking_failure(&args.out, "dicom sc", || {
-        let request = ScExportRequest {
-            series_dir: args.series.clone(),
-            series_uid: args.series_uid.clone(),
-            picture: args.picture.clone(),
-            banner_already_present: args.banner_already_present,
-            series_description: args.description.clone(),
-            out_dir: args.out.clone(),
-        };
-        super::refuse_overwriting_inputs(
-            &[Some(&args.series), Some(&args.picture)],
-            &super::folder_files(&args.out, &[SC_FILE, SC_REPORT_FILE]),
-        )?;
-        let report = pinhole_pipeline::dicom_export::run_sc(&request, terminal)?;
-        let json = args
-            .json
-            .then(|| pinhole_pipeline::report::to_json(&report))
-            .transpose()?;
-        print_export(json, &report.to_text(), &args.out);
-        Ok(())
-    })
-}
-
-/// A DICOM export's report: its JSON, or the summary, the folder and the disclaimer.
-fn print_export(json: Option<String>, text: &str, out: &Path) {
-    match json {
-        Some(json) => println!("{json}"),
-        None => {
-            print!("{text}");
-            println!("wrote {}", out.display());
-            println!("{}", pinhole_pipeline::DISCLAIMER);
-        }
-    }
+    use pinhole_pipeline::dicom_export::{run_sc, ScExportRequest, SC_FILE, SC_REPORT_FILE};
+    let request = ScExportRequest {
+        series_dir: args.series.clone(),
+        series_uid: args.series_uid.clone(),
+        picture: args.picture.clone(),
+        banner_already_present: args.banner_already_present,
+        series_description: args.description.clone(),
+        out_dir: args.out.clone(),
+    };
+    let outputs = Outputs {
+        command: "dicom sc",
+        dir: &args.out,
+        inputs: [&args.series, &args.picture],
+        files: [SC_FILE, SC_REPORT_FILE],
+        json: args.json,
+    };
+    outputs.export(|| run_sc(&request, terminal), |r| r.to_text())
 }
 
 fn seg(args: &SegArgs, terminal: &Terminal) -> anyhow::Result<()> {
-    use pinhole_pipeline::dicom_export::{SegExportRequest, REPORT_FILE, SEG_FILE};
-    super::marking_failure(&args.out, "dicom seg", || {
-        let request = SegExportRequest {
-            series_dir: args.series.clone(),
-            series_uid: args.series_uid.clone(),
-            labels: args.labels.clone(),
-            labels_table: args.labels_table.clone(),
-            series_description: args.description.clone(),
-            algorithm_name: args.algorithm.clone(),
-            out_dir: args.out.clone(),
-        };
-        super::refuse_overwriting_inputs(
-            &[Some(&args.series), Some(&args.labels)],
-            &super::folder_files(&args.out, &[SEG_FILE, REPORT_FILE]),
-        )?;
-        let report = pinhole_pipeline::dicom_export::run(&request, terminal)?;
-        let json = args
-            .json
-            .then(|| pinhole_pipeline::report::to_json(&report))
-            .transpose()?;
-        print_export(json, &report.to_text(), &args.out);
-        Ok(())
-    })
+    use pinhole_pipeline::dicom_export::{run, SegExportRequest, REPORT_FILE, SEG_FILE};
+    let request = SegExportRequest {
+        series_dir: args.series.clone(),
+        series_uid: args.series_uid.clone(),
+        labels: args.labels.clone(),
+        labels_table: args.labels_table.clone(),
+        series_description: args.description.clone(),
+        algorithm_name: args.algorithm.clone(),
+        out_dir: args.out.clone(),
+    };
+    let outputs = Outputs {
+        command: "dicom seg",
+        dir: &args.out,
+        inputs: [&args.series, &args.labels],
+        files: [SEG_FILE, REPORT_FILE],
+        json: args.json,
+    };
+    outputs.export(|| run(&request, terminal), |r| r.to_text())
+}
+
+/// A DICOM export's output folder (`seg`, `sr`, `sc`): its object and its report.
+struct Outputs<'a> {
+    command: &'a str,
+    dir: &'a Path,
+    /// The source series and the exported input: never overwritten.
+    inputs: [&'a PathBuf; 2],
+    /// The DICOM object's and the report's file names.
+    files: [&'a str; 2],
+    json: bool,
+}
+
+impl Outputs<'_> {
+    /// Refuses outputs that would overwrite an input, runs the export (a failure is marked
+    /// in the folder), then prints the report's JSON, or its summary, the folder and the
+    /// disclaimer.
+    fn export<R: pinhole_pipeline::Report>(
+        &self,
+        run: impl FnOnce() -> pinhole_pipeline::Result<R>,
+        summary: impl FnOnce(&R) -> String,
+    ) -> anyhow::Result<()> {
+        super::marking_failure(self.dir, self.command, || {
+            super::refuse_overwriting_inputs(
+                &self.inputs.map(|p| Some(p.as_path())),
+                &super::folder_files(self.dir, &self.files),
+            )?;
+            let report = run()?;
+            if self.json {
+                println!("{}", pinhole_pipeline::report::to_json(&report)?);
+            } else {
+                print!("{}", summary(&report));
+                println!("wrote {}", self.dir.display());
+                println!("{}", pinhole_pipeline::DISCLAIMER);
+            }
+            Ok(())
+        })
+    }
 }
 
 fn push_config(to: &Destination, calling_ae: &str, timeout_s: f64) -> anyhow::Result<PushConfig> {
@@ -505,25 +524,113 @@ fn listen(args: &ListenArgs) -> anyhow::Result<()> {
     config.calling_ae_allowed = (!args.allow_ae.is_empty()).then(|| args.allow_ae.clone());
     config.series_quiet = series_quiet;
     config.max_associations = args.max_associations;
+    let mut record = args
+        .record
+        .as_deref()
+        .map(|site| SeriesRecord::open(site, args.case))
+        .transpose()?;
     let listener = Listener::bind(config)?;
-    eprintln!("Pinhole DICOM receiver (NOT FOR CLINICAL USE)");
-    eprintln!(
+    note("Pinhole DICOM receiver (NOT FOR CLINICAL USE)");
+    note(&format!(
         "  AE title {} on {}, storing into {}",
         args.ae_title,
         listener.local_addr(),
         args.store.display()
-    );
-    eprintln!("  C-STORE and C-ECHO; runs until stopped (Ctrl-C)");
+    ));
+    if let Some(record) = &record {
+        note(&format!(
+            "  recording complete series in {}",
+            record.describe()
+        ));
+    }
+    note("  C-STORE and C-ECHO; runs until stopped (Ctrl-C)");
     let json = args.json;
-    listener.run(move |event: Event| {
-        if json {
-            match serde_json::to_string(&event) {
-                Ok(line) => println!("{line}"),
-                Err(e) => eprintln!("warning: event not printable as JSON: {e}"),
+    let print = move |event: &Event| {
+        let line = if json {
+            match serde_json::to_string(event) {
+                Ok(line) => line,
+                Err(e) => return note(&format!("warning: event not printable as JSON: {e}")),
             }
         } else {
-            println!("{event}");
+            event.to_string()
+        };
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "{line}");
+    };
+    listener.run(move |event: Event| {
+        print(&event);
+        if let (Some(record), Event::SeriesComplete { series_uid, .. }) = (record.as_mut(), &event)
+        {
+            match record.add(&event) {
+                Ok(row) => note(&format!(
+                    "recorded series {series_uid} in the case record (study {row})"
+                )),
+                Err(message) => print(&Event::Warning { message }),
+            }
         }
     });
     Ok(())
+}
+
+/// A line on stderr from the listener; a closed stderr (the terminal gone, a supervisor
+/// that stopped reading) must not stop a receiver that is storing images, so errors are
+/// ignored (`eprintln!` would panic). Events on stdout are written the same way.
+fn note(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The case record that `dicom listen --record` adds complete series to.
+struct SeriesRecord {
+    record: pinhole_record::CaseRecord,
+    case: Option<i64>,
+}
+
+impl SeriesRecord {
+    /// Opens (or creates) the site's record; a `case` that is not in it is refused.
+    fn open(site: &Path, case: Option<i64>) -> anyhow::Result<Self> {
+        let record = pinhole_record::CaseRecord::open(site)?;
+        if let Some(id) = case {
+            record.case(id)?;
+        }
+        Ok(Self { record, case })
+    }
+
+    fn describe(&self) -> String {
+        match self.case {
+            Some(id) => format!("case {id} of {}", self.record.path().display()),
+            None => format!("{} (not assigned to a case)", self.record.path().display()),
+        }
+    }
+
+    /// Records a complete series (its modality read from the stored files): its row in
+    /// the record's studies; the error says what was not recorded and why.
+    fn add(&mut self, event: &Event) -> Result<i64, String> {
+        let Event::SeriesComplete {
+            study_uid,
+            series_uid,
+            instances,
+            folder,
+        } = event
+        else {
+            return Err("not a complete series".into());
+        };
+        let not_recorded =
+            |why: String| format!("series {series_uid} not recorded in the case record: {why}");
+        let modality = pinhole_io::dicom::list_series(folder)
+            .map_err(|e| not_recorded(pinhole_io::error::error_chain(&e)))?
+            .into_iter()
+            .find(|s| &s.series_uid == series_uid)
+            .map_or_else(String::new, |s| s.modality);
+        let study = pinhole_record::NewStudy {
+            study_uid: study_uid.clone(),
+            series_uid: series_uid.clone(),
+            modality,
+            folder: folder.clone(),
+            instances: *instances as u64,
+        };
+        self.record
+            .add_study(self.case, &study)
+            .map_err(|e| not_recorded(pinhole_io::error::error_chain(&e)))
+    }
 }

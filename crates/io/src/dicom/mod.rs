@@ -17,8 +17,12 @@
 //! or matrix size, duplicate positions, uneven spacing (see
 //! [`SPACING_TOLERANCE_MM`] / [`SPACING_TOLERANCE_FRACTION`]), gantry tilt, multi-frame
 //! and colour images, and transfer syntaxes this build cannot decode (JPEG-LS among
-//! them; deflated data sets too, because their claimed lengths cannot be checked before
-//! inflation).
+//! them).
+//!
+//! Deflated Explicit VR Little Endian is read by inflating the data set first (at most
+//! `parse::MAX_INFLATED_BYTES`) and reading the result as Explicit VR Little Endian:
+//! every check below then sees the inflated bytes. Its headers report the transfer
+//! syntax as Explicit VR Little Endian.
 //!
 //! Robustness: before dicom-object sees a file, every value length in it is checked
 //! against the bytes left in the file (dicom-object allocates a claimed length before

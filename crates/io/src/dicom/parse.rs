@@ -27,6 +27,8 @@ pub(super) fn parse(
         (_, Some(b"DICM")) => bytes,
         _ => return Err("not a DICOM file (no DICM magic)".into()),
     };
+    let inflated = inflate_if_deflated(body)?;
+    let body = inflated.as_deref().unwrap_or(body);
     check_lengths(body)?;
     check_token_lengths(body, headers_only)?;
     let mut options = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
@@ -34,6 +36,43 @@ pub(super) fn parse(
         options = options.read_until(tags::PIXEL_DATA);
     }
     options.from_reader(body).map_err(|e| e.to_string())
+}
+
+/// Transfer syntax UID of Deflated Explicit VR Little Endian (PS3.5 A.5).
+const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+/// Largest data set a deflated file may inflate to.
+pub(super) const MAX_INFLATED_BYTES: u64 = 1 << 30;
+
+/// A file in Deflated Explicit VR Little Endian as the same file in Explicit VR Little
+/// Endian (`DICM`, the file meta group with the transfer syntax replaced, the inflated
+/// data set), so that every later check and parse sees plain bytes; `None` for any other
+/// transfer syntax. The data set is raw deflate (no zlib header); it is inflated as a
+/// stream, refused beyond [`MAX_INFLATED_BYTES`], so a small file cannot claim gigabytes.
+fn inflate_if_deflated(body: &[u8]) -> std::result::Result<Option<Vec<u8>>, String> {
+    let (mut reader, taken) = CountingReader::new(body);
+    let Ok(mut meta) = FileMetaTable::from_reader(&mut reader) else {
+        return Ok(None); // dicom-object reports a broken meta group
+    };
+    if meta.transfer_syntax() != DEFLATED_EXPLICIT_VR_LE {
+        return Ok(None);
+    }
+    let compressed = body.get(taken.get()..).unwrap_or_default();
+    let mut data_set = Vec::new();
+    flate2::read::DeflateDecoder::new(compressed)
+        .take(MAX_INFLATED_BYTES + 1)
+        .read_to_end(&mut data_set)
+        .map_err(|e| format!("deflated data set does not inflate: {e}"))?;
+    if data_set.len() as u64 > MAX_INFLATED_BYTES {
+        return Err(format!(
+            "deflated data set inflates to more than {MAX_INFLATED_BYTES} bytes"
+        ));
+    }
+    meta.set_transfer_syntax(&dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN);
+    let mut plain = b"DICM".to_vec();
+    meta.write(&mut plain)
+        .map_err(|e| format!("file meta group not rewritable: {e}"))?;
+    plain.extend_from_slice(&data_set);
+    Ok(Some(plain))
 }
 
 /// A byte slice that counts what a parser has taken from it: the position to check a

@@ -73,8 +73,8 @@ pub(super) fn check_transfer_syntax(uid: &str) -> std::result::Result<(), ErrorK
     let ts = TransferSyntaxRegistry
         .get(uid)
         .ok_or_else(|| unsupported("unknown"))?;
-    // Data-set codecs (deflate) are refused: the lengths inside cannot be checked
-    // against the file before inflation.
+    // Data-set codecs (deflate) are refused here: `parse` inflates a deflated file into
+    // Explicit VR Little Endian before anything else reads it, so none arrives here.
     if !ts.can_decode_all() || !(ts.is_codec_free() || ts.is_encapsulated_pixel_data()) {
         return Err(unsupported(ts.name()));
     }
