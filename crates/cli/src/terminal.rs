@@ -57,3 +57,12 @@ impl Observer for Terminal {
         eprintln!("{message}");
     }
 }
+
+/// A line on stderr from a long-running command (`dicom listen`, `serve`); a closed
+/// stderr (the terminal gone, a supervisor that stopped reading) must not stop a receiver
+/// storing images or a server guiding a needle, so write errors are ignored
+/// (`eprintln!` would panic, and with it the thread that wanted to say something).
+pub fn note(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}

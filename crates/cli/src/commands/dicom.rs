@@ -16,7 +16,7 @@ use pinhole_dicomnet::{
     PushEvent,
 };
 
-use crate::terminal::Terminal;
+use crate::terminal::{note, Terminal};
 
 #[derive(Subcommand)]
 pub enum DicomCommand {
@@ -570,14 +570,6 @@ fn listen(args: &ListenArgs) -> anyhow::Result<()> {
         }
     });
     Ok(())
-}
-
-/// A line on stderr from the listener; a closed stderr (the terminal gone, a supervisor
-/// that stopped reading) must not stop a receiver that is storing images, so errors are
-/// ignored (`eprintln!` would panic). Events on stdout are written the same way.
-fn note(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// The case record that `dicom listen --record` adds complete series to.

@@ -601,7 +601,7 @@ impl RecordingSink {
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
         {
-            eprintln!("{text}");
+            crate::terminal::note(&text.to_string());
         }
     }
 
@@ -619,24 +619,24 @@ impl RecordingSink {
         match recorder.finish() {
             Ok(summary) => {
                 let c = summary.committed;
-                eprintln!(
+                crate::terminal::note(&format!(
                     "recorded case {} session {session}: {} pose(s), {} guidance update(s), \
                      {} alert(s)",
                     self.case, c.poses, c.metrics, c.alerts
-                );
+                ));
                 if summary.dropped > 0 {
-                    eprintln!(
+                    crate::terminal::note(&format!(
                         "WARNING: {} sample(s) were not recorded (the record's queue was full); \
                          the session's record says so (alerts of kind {})",
                         summary.dropped,
                         pinhole_record::DROPPED_ALERT_KIND
-                    );
+                    ));
                 }
             }
-            Err(e) => eprintln!(
+            Err(e) => crate::terminal::note(&format!(
                 "WARNING: case {} session {session} was not finished in the record: {e}",
                 self.case
-            ),
+            )),
         }
     }
 }
