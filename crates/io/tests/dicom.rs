@@ -545,3 +545,30 @@ fn dicom_regression_oversized_jpeg2000_codestream_is_an_error() {
     .unwrap();
     assert!(pinhole_io::dicom::decode_file_bytes(&bytes).is_err());
 }
+
+/// Regression: with deflate support, the file meta group of a deflated-looking file was
+/// read by dicom-object's meta reader before any length check, and a fuzzed element
+/// length made it allocate gigabytes (fuzz targets `dicom_file`, `us_frame`). Our own
+/// walk now refuses the length first. The memory bound itself is checked in a child
+/// process by `robustness::dicom_regression_fuzzed_ob_value_does_not_allocate_a_gigabyte`
+/// and by both files being seeds of those fuzz targets (2 GiB RSS limit in CI).
+#[test]
+fn dicom_regression_meta_group_lengths_are_checked_before_inflating() {
+    for name in [
+        "fuzz-deflate-meta-oom.dcm",
+        "fuzz-us-frame-deflate-meta-oom.dcm",
+    ] {
+        let bytes = std::fs::read(
+            crate::common::repo_root()
+                .join("crates/io/tests/fixtures")
+                .join(name),
+        )
+        .unwrap();
+        let err = pinhole_io::dicom::decode_file_bytes(&bytes).unwrap_err();
+        assert!(err.contains("claims"), "{name}: {err}");
+        let err = pinhole_io::us_frame::decode_us_frames(&bytes, std::path::Path::new(name))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.is_empty(), "{name}");
+    }
+}

@@ -20,9 +20,10 @@
 //! them).
 //!
 //! Deflated Explicit VR Little Endian is read by inflating the data set first (at most
-//! `parse::MAX_INFLATED_BYTES`) and reading the result as Explicit VR Little Endian:
-//! every check below then sees the inflated bytes. Its headers report the transfer
-//! syntax as Explicit VR Little Endian.
+//! 64 MiB, `parse::MAX_INFLATED_BYTES`; the file meta group is walked with checked
+//! lengths before anything reads it) and reading the result as Explicit VR Little
+//! Endian: every check below then sees the inflated bytes. Its headers report the
+//! transfer syntax as Explicit VR Little Endian.
 //!
 //! Robustness: before dicom-object sees a file, every value length in it is checked
 //! against the bytes left in the file (dicom-object allocates a claimed length before

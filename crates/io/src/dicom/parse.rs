@@ -40,8 +40,10 @@ pub(super) fn parse(
 
 /// Transfer syntax UID of Deflated Explicit VR Little Endian (PS3.5 A.5).
 const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
-/// Largest data set a deflated file may inflate to.
-pub(super) const MAX_INFLATED_BYTES: u64 = 1 << 30;
+/// Largest data set a deflated file may inflate to (deflate reaches ~1000:1: a 64 KiB
+/// file could otherwise claim 64 MiB, a 1 MiB one a gigabyte). Deflated files in practice
+/// are small (structured reports, single frames).
+pub(super) const MAX_INFLATED_BYTES: u64 = 64 << 20;
 
 /// A file in Deflated Explicit VR Little Endian as the same file in Explicit VR Little
 /// Endian (`DICM`, the file meta group with the transfer syntax replaced, the inflated
@@ -49,29 +51,32 @@ pub(super) const MAX_INFLATED_BYTES: u64 = 1 << 30;
 /// transfer syntax. The data set is raw deflate (no zlib header); it is inflated as a
 /// stream, refused beyond [`MAX_INFLATED_BYTES`], so a small file cannot claim gigabytes.
 fn inflate_if_deflated(body: &[u8]) -> std::result::Result<Option<Vec<u8>>, String> {
-    let (mut reader, taken) = CountingReader::new(body);
-    let Ok(mut meta) = FileMetaTable::from_reader(&mut reader) else {
-        return Ok(None); // dicom-object reports a broken meta group
+    // Our own walk first: dicom-object's meta reader allocates what a length claims.
+    let Some((transfer_syntax, meta_end)) = meta_group(body)? else {
+        return Ok(None);
     };
-    if meta.transfer_syntax() != DEFLATED_EXPLICIT_VR_LE {
+    if transfer_syntax != DEFLATED_EXPLICIT_VR_LE {
         return Ok(None);
     }
-    let compressed = body.get(taken.get()..).unwrap_or_default();
-    let mut data_set = Vec::new();
-    flate2::read::DeflateDecoder::new(compressed)
-        .take(MAX_INFLATED_BYTES + 1)
-        .read_to_end(&mut data_set)
-        .map_err(|e| format!("deflated data set does not inflate: {e}"))?;
-    if data_set.len() as u64 > MAX_INFLATED_BYTES {
-        return Err(format!(
-            "deflated data set inflates to more than {MAX_INFLATED_BYTES} bytes"
-        ));
-    }
+    let (meta_bytes, compressed) = body.split_at(meta_end.min(body.len()));
+    let Ok(mut meta) = FileMetaTable::from_reader(meta_bytes) else {
+        return Ok(None); // refused by the parse that follows
+    };
     meta.set_transfer_syntax(&dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN);
     let mut plain = b"DICM".to_vec();
     meta.write(&mut plain)
         .map_err(|e| format!("file meta group not rewritable: {e}"))?;
-    plain.extend_from_slice(&data_set);
+    let meta_len = plain.len() as u64;
+    flate2::read::DeflateDecoder::new(compressed)
+        .take(MAX_INFLATED_BYTES + 1)
+        .read_to_end(&mut plain)
+        .map_err(|e| format!("deflated data set does not inflate: {e}"))?;
+    if plain.len() as u64 - meta_len > MAX_INFLATED_BYTES {
+        return Err(format!(
+            "deflated data set inflates to more than {} MiB",
+            MAX_INFLATED_BYTES >> 20
+        ));
+    }
     Ok(Some(plain))
 }
 
@@ -269,7 +274,10 @@ fn fixed_value_size(vr: VR) -> Option<usize> {
 /// sequences nest deeper than [`MAX_SEQUENCE_DEPTH`]. `body` starts
 /// at the `DICM` magic. Where the structure is unclear it stops and lets the parser
 /// report the problem.
-fn check_lengths(body: &[u8]) -> std::result::Result<(), String> {
+/// The file meta group of `body` (from `DICM`), each element's length checked against
+/// the bytes left: its transfer syntax UID and where the data set starts. `None` when the
+/// group does not start with its group length (dicom-object refuses such files).
+fn meta_group(body: &[u8]) -> std::result::Result<Option<(String, usize)>, String> {
     let too_long = |tag: Tag, len: u32, at: usize| {
         format!(
             "element ({:04X},{:04X}) claims {len} bytes but only {} remain in the file",
@@ -278,13 +286,13 @@ fn check_lengths(body: &[u8]) -> std::result::Result<(), String> {
             body.len().saturating_sub(at)
         )
     };
-    // File meta group: (0002,0000) group length, then elements until it is used up.
+    // (0002,0000) group length, then elements until it is used up.
     let mut pos = 4;
     let Some((tag, _, header, len)) = element_header(body, pos, Encoding::ExplicitLe) else {
         return Err("truncated file meta group".into());
     };
     if tag != Tag(0x0002, 0x0000) || len != 4 {
-        return Ok(()); // the parser refuses it
+        return Ok(None);
     }
     let group_length = read_u32(body, pos + header, false).ok_or("truncated file meta group")?;
     pos += header + 4;
@@ -306,6 +314,21 @@ fn check_lengths(body: &[u8]) -> std::result::Result<(), String> {
         }
         pos = end;
     }
+    Ok(Some((transfer_syntax, pos)))
+}
+
+fn check_lengths(body: &[u8]) -> std::result::Result<(), String> {
+    let too_long = |tag: Tag, len: u32, at: usize| {
+        format!(
+            "element ({:04X},{:04X}) claims {len} bytes but only {} remain in the file",
+            tag.0,
+            tag.1,
+            body.len().saturating_sub(at)
+        )
+    };
+    let Some((transfer_syntax, mut pos)) = meta_group(body)? else {
+        return Ok(()); // the parser refuses it
+    };
     let enc = match transfer_syntax.as_str() {
         IMPLICIT_VR_LE => Encoding::ImplicitLe,
         EXPLICIT_VR_BE => Encoding::ExplicitBe,
