@@ -246,26 +246,13 @@ pub fn store_request(
     sop_class_uid: &str,
     sop_instance_uid: &str,
 ) -> Result<Vec<u8>, String> {
-    encode(vec![
-        DataElement::new(
-            tags::AFFECTED_SOP_CLASS_UID,
-            VR::UI,
-            dicom_value!(Str, sop_class_uid),
-        ),
-        DataElement::new(tags::COMMAND_FIELD, VR::US, dicom_value!(U16, [C_STORE_RQ])),
-        DataElement::new(tags::MESSAGE_ID, VR::US, dicom_value!(U16, [message_id])),
-        DataElement::new(tags::PRIORITY, VR::US, dicom_value!(U16, [PRIORITY_MEDIUM])),
-        DataElement::new(
-            tags::COMMAND_DATA_SET_TYPE,
-            VR::US,
-            dicom_value!(U16, [DATA_SET_PRESENT]),
-        ),
-        DataElement::new(
-            tags::AFFECTED_SOP_INSTANCE_UID,
-            VR::UI,
-            dicom_value!(Str, sop_instance_uid),
-        ),
-    ])
+    let mut elements: Vec<_> = request_with_data_set(C_STORE_RQ, message_id, sop_class_uid).into();
+    elements.push(DataElement::new(
+        tags::AFFECTED_SOP_INSTANCE_UID,
+        VR::UI,
+        dicom_value!(Str, sop_instance_uid),
+    ));
+    encode(elements)
 }
 
 /// The C-ECHO-RQ command set.
@@ -289,7 +276,7 @@ pub fn echo_request(message_id: u16) -> Result<Vec<u8>, String> {
 /// The C-FIND-RQ command set on `sop_class_uid` (a query / retrieve information model;
 /// priority medium; the identifier follows).
 pub fn find_request(message_id: u16, sop_class_uid: &str) -> Result<Vec<u8>, String> {
-    encode(query_request(C_FIND_RQ, message_id, sop_class_uid).into())
+    encode(request_with_data_set(C_FIND_RQ, message_id, sop_class_uid).into())
 }
 
 /// The C-MOVE-RQ command set on `sop_class_uid`, sending the matches to the AE title
@@ -299,7 +286,7 @@ pub fn move_request(
     sop_class_uid: &str,
     destination: &str,
 ) -> Result<Vec<u8>, String> {
-    let mut elements: Vec<_> = query_request(C_MOVE_RQ, message_id, sop_class_uid).into();
+    let mut elements: Vec<_> = request_with_data_set(C_MOVE_RQ, message_id, sop_class_uid).into();
     elements.push(DataElement::new(
         tags::MOVE_DESTINATION,
         VR::AE,
@@ -329,7 +316,9 @@ pub fn cancel_request(message_id: u16) -> Result<Vec<u8>, String> {
     ])
 }
 
-fn query_request(
+/// What every request followed by a data set carries (C-STORE-, C-FIND-, C-MOVE-RQ):
+/// affected SOP class, command field, message ID, priority medium, data set present.
+fn request_with_data_set(
     field: u16,
     message_id: u16,
     sop_class_uid: &str,
