@@ -559,9 +559,17 @@ fn listen(args: &ListenArgs) -> anyhow::Result<()> {
     };
     listener.run(move |event: Event| {
         print(&event);
-        if let (Some(record), Event::SeriesComplete { series_uid, .. }) = (record.as_mut(), &event)
+        if let (
+            Some(record),
+            Event::SeriesComplete {
+                study_uid,
+                series_uid,
+                instances,
+                folder,
+            },
+        ) = (record.as_mut(), &event)
         {
-            match record.add(&event) {
+            match record.add(study_uid, series_uid, *instances, folder) {
                 Ok(row) => note(&format!(
                     "recorded series {series_uid} in the case record (study {row})"
                 )),
@@ -597,29 +605,26 @@ impl SeriesRecord {
 
     /// Records a complete series (its modality read from the stored files): its row in
     /// the record's studies; the error says what was not recorded and why.
-    fn add(&mut self, event: &Event) -> Result<i64, String> {
-        let Event::SeriesComplete {
-            study_uid,
-            series_uid,
-            instances,
-            folder,
-        } = event
-        else {
-            return Err("not a complete series".into());
-        };
+    fn add(
+        &mut self,
+        study_uid: &str,
+        series_uid: &str,
+        instances: usize,
+        folder: &Path,
+    ) -> Result<i64, String> {
         let not_recorded =
             |why: String| format!("series {series_uid} not recorded in the case record: {why}");
         let modality = pinhole_io::dicom::list_series(folder)
             .map_err(|e| not_recorded(pinhole_io::error::error_chain(&e)))?
             .into_iter()
-            .find(|s| &s.series_uid == series_uid)
+            .find(|s| s.series_uid == series_uid)
             .map_or_else(String::new, |s| s.modality);
         let study = pinhole_record::NewStudy {
-            study_uid: study_uid.clone(),
-            series_uid: series_uid.clone(),
+            study_uid: study_uid.to_owned(),
+            series_uid: series_uid.to_owned(),
             modality,
-            folder: folder.clone(),
-            instances: *instances as u64,
+            folder: folder.to_path_buf(),
+            instances: instances as u64,
         };
         self.record
             .add_study(self.case, &study)
