@@ -5,8 +5,9 @@
 //!
 //! ```text
 //! register-study --ct CT --labels LABELS [--cases 50] [--seed 1] [--size 256]
-//!     [--pixel-mm 1.5625] [--similarity gradient-ncc] [--levels-mm 4,2] [--gpu]
+//!     [--pixel-mm 1.5625] [--similarity gradient-ncc] [--levels-mm 8,4,2] [--gpu]
 //!     [--start-offset DEG,MM]   (start that far from the truth instead of the nominal pose)
+//!     [--schedule BIN/cmaes/SIGMA/POP/GEN|BIN/gn/ITER/STEP,...] [--tolerance UNITS]
 //! ```
 //! `--gpu` needs the `gpu` feature (`cargo build --release -p pinhole-bench --features gpu
 //! --bin register-study`).
@@ -21,7 +22,8 @@ use pinhole_register::simulate::{
 };
 use pinhole_register::volume_prep::mu_pyramid;
 use pinhole_register::{
-    default_levels, register, CpuRenderer, LevelSpec, Pose, Renderer, Settings, Similarity,
+    default_levels, register, CpuRenderer, LevelSpec, Pose, Renderer, Search, Settings, Similarity,
+    DEFAULT_LEVELS_MM,
 };
 use pinhole_xray::{Attenuation, CArm, Detector};
 
@@ -40,6 +42,9 @@ struct Args {
     /// Start this far from the truth (Euler-angle vector norm in degrees, translation in
     /// mm), in a random direction per case; `None`: from the nominal pose.
     start_offset: Option<(f64, f64)>,
+    /// Per level `BIN/SIGMA/POPULATION/GENERATIONS` (coarse first); `None`: the defaults.
+    schedule: Option<Vec<LevelSpec>>,
+    tolerance_units: Option<f64>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -51,11 +56,13 @@ fn parse() -> Result<Args, String> {
         size: 256,
         pixel_mm: 1.5625,
         similarity: Similarity::GradientNcc,
-        levels_mm: vec![4.0, 2.0],
+        levels_mm: DEFAULT_LEVELS_MM.to_vec(),
         gpu: false,
         rotation_deg: 10.0,
         translation_mm: 20.0,
         start_offset: None,
+        schedule: None,
+        tolerance_units: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -93,6 +100,8 @@ fn parse() -> Result<Args, String> {
                     .ok_or_else(|| format!("--start-offset DEG,MM, got {v}"))?;
                 a.start_offset = Some((num(deg.to_owned())?, num(mm.to_owned())?));
             }
+            "--schedule" => a.schedule = Some(parse_schedule(&value()?)?),
+            "--tolerance" => a.tolerance_units = Some(num(value()?)?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -129,23 +138,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|mu| Box::new(CpuRenderer::new(mu, None)) as Box<dyn Renderer>)
             .collect()
     };
-    let specs = default_levels(args.size, renderers.len());
-    let levels: Vec<(&dyn Renderer, LevelSpec)> =
-        renderers.iter().map(|r| r.as_ref()).zip(specs).collect();
-    for (r, s) in &levels {
-        eprintln!("level: bin {} {}", s.detector_bin, r.describe());
-    }
     let mut carm = CArm::new(ct.grid().center_lps());
     carm.detector = Detector {
         width: args.size,
         height: args.size,
         pixel_mm: args.pixel_mm,
     };
+    let specs = match &args.schedule {
+        Some(s) if s.len() != renderers.len() => {
+            return Err(format!(
+                "--schedule has {} levels but --levels-mm {}",
+                s.len(),
+                renderers.len()
+            )
+            .into())
+        }
+        Some(s) => s.clone(),
+        None => default_levels(&args.levels_mm, carm.pixel_at_isocenter_mm()),
+    };
+    let levels: Vec<(&dyn Renderer, LevelSpec)> =
+        renderers.iter().map(|r| r.as_ref()).zip(specs).collect();
+    for (r, s) in &levels {
+        eprintln!(
+            "level: bin {} {:?} {}",
+            s.detector_bin,
+            s.search,
+            r.describe()
+        );
+    }
     let nominal = carm.projection()?;
     let center = carm.isocenter_lps;
+    let defaults = Settings::default();
     let settings = Settings {
         similarity: args.similarity,
-        ..Settings::default()
+        tolerance_units: args.tolerance_units.unwrap_or(defaults.tolerance_units),
+        ..defaults
     };
     let mut rng = Rng::new(args.seed);
     // Its own stream, so that the truths are those of the study from the nominal pose.
@@ -167,6 +194,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let reg = register(&xray, &nominal, &start, &levels, &settings)?;
         let err = mtre(&reg.pose, &truth, &centroids);
+        let level_mtre: Vec<f64> = reg
+            .levels
+            .iter()
+            .map(|l| mtre(&Pose::from_params(&l.params, center), &truth, &centroids))
+            .collect();
         let start_err = mtre(&start, &truth, &centroids);
         let proj = mean_projection_distance_mm(&reg.pose, &truth, &nominal, &centroids);
         let row = serde_json::json!({
@@ -175,6 +207,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "found": reg.pose.params(),
             "mtre_mm": err,
             "start_mtre_mm": start_err,
+            "level_mtre_mm": level_mtre,
             "mean_projection_distance_mm": proj,
             "similarity": reg.similarity,
             "polarity": reg.polarity,
@@ -224,6 +257,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         "similarity": args.similarity,
         "levels_mm": args.levels_mm,
+        "schedule": levels.iter().map(|l| &l.1).collect::<Vec<_>>(),
+        "tolerance_units": settings.tolerance_units,
         "xray": {"size": args.size, "pixel_mm": args.pixel_mm, "model": format!("{sim_model:?}")},
         "centroids": centroids.len(),
         "note": "Simulated ground truth. Not for clinical use.",
@@ -250,6 +285,38 @@ fn gpu_renderers(
          --bin register-study"
             .into(),
     )
+}
+
+/// `4/cmaes/0.5/16/40,2/gn/8/0.01`: per level the detector bin, then `cmaes/SIGMA/
+/// POPULATION/GENERATIONS` or `gn/ITERATIONS/STEP_UNITS` (Gauss–Newton).
+fn parse_schedule(text: &str) -> Result<Vec<LevelSpec>, String> {
+    text.split(',')
+        .map(|level| {
+            let f: Vec<&str> = level.split('/').collect();
+            let bad = || {
+                format!(
+                    "--schedule: {level} is neither BIN/cmaes/SIGMA/POPULATION/GENERATIONS \
+                     nor BIN/gn/ITERATIONS/STEP_UNITS"
+                )
+            };
+            let search = match f.get(1).copied() {
+                Some("cmaes") if f.len() == 5 => Search::Cmaes {
+                    sigma: f[2].parse().map_err(|_| bad())?,
+                    population: f[3].parse().map_err(|_| bad())?,
+                    max_generations: f[4].parse().map_err(|_| bad())?,
+                },
+                Some("gn") if f.len() == 4 => Search::GaussNewton {
+                    max_iterations: f[2].parse().map_err(|_| bad())?,
+                    step_units: f[3].parse().map_err(|_| bad())?,
+                },
+                _ => return Err(bad()),
+            };
+            Ok(LevelSpec {
+                detector_bin: f[0].parse().map_err(|_| bad())?,
+                search,
+            })
+        })
+        .collect()
 }
 
 /// `truth` moved by `deg` (norm of the Euler-angle change) and `mm`, each along a random

@@ -7,7 +7,7 @@ use pinhole_io::labels::LabelTable;
 use pinhole_register::volume_prep::mu_pyramid;
 use pinhole_register::{
     default_levels, register, CArmPose, CpuRenderer, LevelReport, LevelSpec, Polarity, Pose,
-    Registration, Renderer, Settings, Similarity,
+    Registration, Renderer, Settings, Similarity, DEFAULT_LEVELS_MM,
 };
 use pinhole_volume::{Vec3, Volume};
 use pinhole_xray::{Attenuation, CArm, Detector, Image, Projection};
@@ -63,8 +63,9 @@ pub struct RegistrationRequest {
     /// Below this final similarity the registration has not converged and no pose is
     /// returned (default [`DEFAULT_MIN_SIMILARITY`]).
     pub min_similarity: f64,
-    /// Also register the X-ray mirrored left-right at the coarse level, and refuse when
-    /// it fits better by more than [`MIRROR_MARGIN`] (a flipped image; default on).
+    /// Also register the X-ray mirrored left-right through the first two levels, and
+    /// refuse when it fits better by more than [`MIRROR_MARGIN`] (a flipped image;
+    /// default on).
     pub mirror_check: bool,
     /// A CT that does not look like one: refuse (default) or go on with a warning.
     pub not_ct: NotCt,
@@ -80,6 +81,11 @@ pub const DEFAULT_MIN_SIMILARITY: f64 = 0.2;
 /// the registration to be refused as flipped. On the abdomen CT at 64²: the right view
 /// 0.98 and its mirror 0.74 (a body is nearly symmetric, so the margin stays small).
 pub const MIRROR_MARGIN: f64 = 0.05;
+
+/// Levels the mirrored X-ray is registered through: the global search and the first
+/// refinement (the global level alone sees a ~32² detector, where left and right differ
+/// little).
+const MIRROR_CHECK_LEVELS: usize = 2;
 
 impl RegistrationRequest {
     pub fn new(ct: &Path, xray: &Path) -> Self {
@@ -102,7 +108,7 @@ impl RegistrationRequest {
             isocenter_lps: None,
             invert: false,
             similarity: Similarity::GradientNcc,
-            levels_mm: vec![4.0, 2.0],
+            levels_mm: DEFAULT_LEVELS_MM.to_vec(),
             seed: 1,
             gpu: false,
             min_similarity: DEFAULT_MIN_SIMILARITY,
@@ -228,10 +234,10 @@ fn check_converged(similarity: f64, min_similarity: f64) -> Result<()> {
     )))
 }
 
-/// Runs the registration.
-/// Refuses an X-ray that fits better mirrored left-right (the coarse level registered
-/// again on the mirrored image, same start, schedule and seed): it is most likely
-/// flipped, and its pose would be wrong with a plausible similarity.
+/// Refuses an X-ray that fits better mirrored left-right (registered again on the mirrored
+/// image through the global level and the first refinement, same start, schedule and
+/// seed): it is most likely flipped, and its pose would be wrong with a plausible
+/// similarity.
 fn check_not_mirrored(
     xray: &Image,
     reg: &Registration,
@@ -241,29 +247,30 @@ fn check_not_mirrored(
     settings: &Settings,
     observer: &dyn Observer,
 ) -> Result<()> {
-    let (Some(coarse), Some(first)) = (levels.first(), reg.levels.first()) else {
+    let checked = levels.len().min(MIRROR_CHECK_LEVELS);
+    let Some(image_level) = checked.checked_sub(1).and_then(|k| reg.levels.get(k)) else {
         return Ok(());
     };
     let mirrored = mirror_left_right(xray);
-    let m = register(
-        &mirrored,
-        nominal,
-        start,
-        std::slice::from_ref(coarse),
-        settings,
-    )?;
-    if m.similarity > first.similarity + MIRROR_MARGIN {
+    let m = register(&mirrored, nominal, start, &levels[..checked], settings)?;
+    let level = format!(
+        "similarity at level {checked} of {}, {}x{} detector",
+        levels.len(),
+        image_level.detector[0],
+        image_level.detector[1]
+    );
+    if m.similarity > image_level.similarity + MIRROR_MARGIN {
         return Err(Error::invalid(format!(
             "registration did not converge: the X-ray mirrored left-right fits better \
-             (coarse similarity {:.3} against {:.3}), so it is most likely flipped; no pose \
+             ({level}: {:.3} against {:.3}), so it is most likely flipped; no pose \
              was written. Check the image's orientation (the patient's right on the \
              viewer's left in the frontal view), or skip this check with --no-mirror-check",
-            m.similarity, first.similarity
+            m.similarity, image_level.similarity
         )));
     }
     observer.info(&format!(
-        "left-right check: the mirrored X-ray fits worse (coarse similarity {:.3} against {:.3})",
-        m.similarity, first.similarity
+        "left-right check: the mirrored X-ray fits worse ({level}: {:.3} against {:.3})",
+        m.similarity, image_level.similarity
     ));
     Ok(())
 }
@@ -330,7 +337,7 @@ pub fn run(request: &RegistrationRequest, observer: &dyn Observer) -> Result<Reg
     let nominal = carm.projection()?;
     let pyramid = mu_pyramid(&ct_hu, &Attenuation::default(), mask, &request.levels_mm)?;
     let renderers = renderers(request.gpu, pyramid, observer)?;
-    let specs = default_levels(xray.width, renderers.len());
+    let specs = default_levels(&request.levels_mm, carm.pixel_at_isocenter_mm());
     let levels: Vec<(&dyn Renderer, LevelSpec)> =
         renderers.iter().map(|r| r.as_ref()).zip(specs).collect();
     let settings = Settings {

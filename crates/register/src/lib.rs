@@ -3,7 +3,11 @@
 //!
 //! * [`pose`]: six parameters ↔ 4×4 LPS matrix ↔ C-arm angles plus table translation.
 //! * [`similarity`]: NCC, gradient NCC (Sobel), patch NCC, detector binning.
-//! * [`cmaes`]: a compact batch CMA-ES (one render batch per generation).
+//! * [`cmaes`]: a compact batch CMA-ES (one render batch per generation): the global
+//!   search of the coarse level.
+//! * [`gauss_newton`]: Levenberg–Marquardt on the similarity's least-squares form
+//!   (forward-difference Jacobian, one batch of six DRRs per iteration): the local
+//!   refinement of the finer levels.
 //! * [`renderer`]: the [`Renderer`] trait, the CPU renderer, and the GPU one with the
 //!   `gpu` feature (off by default, so this crate stays free of wgpu).
 //! * [`register`]: polarity detection and the coarse-to-fine driver.
@@ -13,6 +17,7 @@
 //! X-ray images are read by `pinhole_io::xray_image` (PNG, 2-D NIfTI, single-file DICOM).
 
 pub mod cmaes;
+pub mod gauss_newton;
 pub mod pose;
 pub mod register;
 pub mod renderer;
@@ -22,7 +27,8 @@ pub mod volume_prep;
 
 pub use pose::{CArmPose, Pose};
 pub use register::{
-    default_levels, register, LevelReport, LevelSpec, Polarity, Registration, Settings,
+    default_levels, register, LevelReport, LevelSpec, Polarity, Registration, Search, Settings,
+    DEFAULT_LEVELS_MM,
 };
 #[cfg(feature = "gpu")]
 pub use renderer::{gpu_renderers, GpuRenderer};

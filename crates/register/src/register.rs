@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::cmaes::{self, CmaesSettings};
+use crate::gauss_newton::{self, Evaluation, LmSettings};
 use crate::pose::Pose;
 use crate::renderer::Renderer;
 use crate::similarity::{self, bin, Prepared, Similarity};
@@ -64,10 +65,27 @@ impl Polarity {
 pub struct LevelSpec {
     /// Detector binning (1 = the X-ray's own pixels).
     pub detector_bin: usize,
-    /// CMA-ES initial step, in units of (`rotation_scale_deg`, `translation_scale_mm`).
-    pub sigma: f64,
-    pub population: usize,
-    pub max_generations: usize,
+    pub search: Search,
+}
+
+/// How a level searches.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Search {
+    /// Global: CMA-ES, each generation rendered as one batch.
+    Cmaes {
+        /// Initial step, in units of (`rotation_scale_deg`, `translation_scale_mm`).
+        sigma: f64,
+        population: usize,
+        max_generations: usize,
+    },
+    /// Local: Levenberg–Marquardt on the similarity's least-squares form, the Jacobian
+    /// from forward differences (one batch of six images per iteration).
+    GaussNewton {
+        max_iterations: usize,
+        /// Forward-difference step, in search units.
+        step_units: f64,
+    },
 }
 
 /// Registration settings.
@@ -101,36 +119,55 @@ impl Default for Settings {
     }
 }
 
-/// The default schedule for an X-ray `width` pixels wide and `n` levels: a global CMA-ES
-/// on a ~64² detector, then refinements on ~128² (and ~256²) detectors.
-pub fn default_levels(width: usize, n: usize) -> Vec<LevelSpec> {
-    let bin_for = |target: usize| (width as f64 / target as f64).round().max(1.0) as usize;
-    let global = LevelSpec {
-        detector_bin: bin_for(64),
-        sigma: 0.5,
-        population: 16,
-        max_generations: 40,
+/// The default schedule for CT levels of `levels_mm` voxels (coarse first) seen through a
+/// detector whose pixels measure `pixel_at_isocenter_mm` at the isocentre: each level's
+/// detector binned to pixels of about 1.25 voxels at the isocentre; a global CMA-ES
+/// (λ 32, 40 generations, σ 0.5 units) on the coarsest, then a Gauss–Newton refinement
+/// (≤ 8 iterations, difference steps of 0.005 units per mm of voxel: 0.1° and 0.2 mm at
+/// 2 mm) on each finer one.
+pub fn default_levels(levels_mm: &[f64], pixel_at_isocenter_mm: f64) -> Vec<LevelSpec> {
+    let bin_for = |level_mm: f64| {
+        let bin = (1.25 * level_mm / pixel_at_isocenter_mm.max(1e-6)).round();
+        if bin.is_finite() {
+            bin.clamp(1.0, 4096.0) as usize
+        } else {
+            1
+        }
     };
-    let mut levels = vec![global];
-    let refinements = [(128, 0.1, 12, 40), (256, 0.03, 10, 15)];
-    for k in 0..n.saturating_sub(1) {
-        let (target, sigma, population, max_generations) = refinements[k.min(1)];
-        levels.push(LevelSpec {
-            detector_bin: bin_for(target),
-            sigma: sigma * 0.5f64.powi(k.saturating_sub(1) as i32),
-            population,
-            max_generations,
-        });
-    }
-    levels
+    levels_mm
+        .iter()
+        .enumerate()
+        .map(|(k, &level_mm)| LevelSpec {
+            detector_bin: bin_for(level_mm),
+            search: if k == 0 {
+                Search::Cmaes {
+                    sigma: 0.5,
+                    population: 32,
+                    max_generations: 40,
+                }
+            } else {
+                Search::GaussNewton {
+                    max_iterations: 8,
+                    step_units: 0.005 * level_mm,
+                }
+            },
+        })
+        .collect()
 }
+
+/// The CT levels' voxel sizes (mm) of [`default_levels`]: 8, 4 and 2 mm.
+pub const DEFAULT_LEVELS_MM: [f64; 3] = [8.0, 4.0, 2.0];
 
 /// What one level did.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LevelReport {
     pub detector: [usize; 2],
     pub renderer: String,
+    /// `cmaes` or `gauss_newton` (empty in reports written before the field existed).
+    #[serde(default)]
+    pub search: String,
     pub drrs: usize,
+    /// CMA-ES generations or Gauss–Newton iterations.
     pub generations: usize,
     pub similarity: f64,
     pub seconds: f64,
@@ -235,31 +272,73 @@ pub fn register(
         let fixed = bin(&fixed_full, spec.detector_bin);
         let prepared = Prepared::new(&fixed, settings.similarity);
         let mut level_drrs = 0usize;
-        let cma = CmaesSettings {
-            sigma: spec.sigma,
-            population: spec.population,
-            max_generations: spec.max_generations,
-            tolerance: settings.tolerance_units,
-            bounds: Some((vec![-b; 6], vec![b; 6])),
-            seed: settings.seed.wrapping_add(n as u64 * 7919),
-        };
-        let result = cmaes::minimize(&u, &cma, |xs| {
+        let bounds = Some((vec![-b; 6], vec![b; 6]));
+        let mut render = |xs: &[Vec<f64>]| -> Result<Vec<Image>, RegisterError> {
             let projections = xs
                 .iter()
                 .map(|x| Pose::from_params(&to_params(x), center).projection(&projection))
                 .collect::<Result<Vec<_>, _>>()?;
             let images = renderer.render_batch(&projections)?;
             level_drrs += images.len();
-            Ok::<_, RegisterError>(images.iter().map(|im| -prepared.score(im)).collect())
-        })?;
+            Ok(images)
+        };
+        let (best_x, similarity, generations, search) = match spec.search {
+            Search::Cmaes {
+                sigma,
+                population,
+                max_generations,
+            } => {
+                let cma = CmaesSettings {
+                    sigma,
+                    population,
+                    max_generations,
+                    tolerance: settings.tolerance_units,
+                    bounds,
+                    seed: settings.seed.wrapping_add(n as u64 * 7919),
+                };
+                let r = cmaes::minimize(&u, &cma, |xs| {
+                    let images = render(xs)?;
+                    Ok::<_, RegisterError>(images.iter().map(|im| -prepared.score(im)).collect())
+                })?;
+                (r.best_x, -r.best_f, r.generations, "cmaes")
+            }
+            Search::GaussNewton {
+                max_iterations,
+                step_units,
+            } => {
+                let lm = LmSettings {
+                    max_iterations,
+                    step: step_units,
+                    bounds,
+                    tolerance: settings.tolerance_units,
+                    ..LmSettings::default()
+                };
+                let r = gauss_newton::maximise(&u, &lm, |xs| {
+                    render(xs)?
+                        .iter()
+                        .map(|im| {
+                            let residual = prepared.residual(im).ok_or_else(|| {
+                                RegisterError::Render("a DRR of the wrong size came back".into())
+                            })?;
+                            Ok(Evaluation {
+                                score: prepared.score(im),
+                                residual,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, RegisterError>>()
+                })?;
+                (r.best_x, r.best_score, r.iterations, "gauss_newton")
+            }
+        };
         drrs += level_drrs;
-        u = result.best_x.clone();
-        best_similarity = -result.best_f;
+        u = best_x;
+        best_similarity = similarity;
         reports.push(LevelReport {
             detector: [projection.width, projection.height],
             renderer: renderer.describe(),
+            search: search.to_owned(),
             drrs: level_drrs,
-            generations: result.generations,
+            generations,
             similarity: best_similarity,
             seconds: tl.elapsed().as_secs_f64(),
             params: to_params(&u),

@@ -175,6 +175,64 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// The least-squares form of the score: the fixed image's normalised blocks (the
+    /// image, its two gradients, or its patches) minus the moving image's, stacked, so
+    /// that `score = 1 − ‖r‖² / (2·blocks)` (a block of constant moving values counts as
+    /// NCC 0 in [`Prepared::score`] but 0.5 here). `None` when the sizes differ.
+    pub fn residual(&self, moving: &Image) -> Option<Vec<f32>> {
+        if moving.width != self.width || moving.height != self.height {
+            return None;
+        }
+        let diff = |fixed_n: &[f32], moving: &[f32], weight: f32, out: &mut Vec<f32>| {
+            out.extend(
+                fixed_n
+                    .iter()
+                    .zip(normalise(moving))
+                    .map(|(f, m)| weight * (f - m)),
+            );
+        };
+        let mut r = Vec::new();
+        let grad = |r: &mut Vec<f32>| {
+            let (gx, gy) = sobel(moving);
+            diff(&self.gx_n, &gx, 1.0, r);
+            diff(&self.gy_n, &gy, 1.0, r);
+        };
+        match self.kind {
+            Similarity::Ncc => diff(&self.fixed_n, &moving.data, 1.0, &mut r),
+            Similarity::GradientNcc => grad(&mut r),
+            Similarity::NccAndGradient => {
+                // The intensity NCC weighs as much as the two gradients together.
+                diff(
+                    &self.fixed_n,
+                    &moving.data,
+                    std::f32::consts::SQRT_2,
+                    &mut r,
+                );
+                grad(&mut r);
+            }
+            Similarity::PatchNcc { .. } => {
+                for (idx, fixed_n) in &self.patches {
+                    let vals: Vec<f32> = idx.iter().map(|&i| moving.data[i]).collect();
+                    diff(fixed_n, &vals, 1.0, &mut r);
+                }
+            }
+        }
+        Some(r)
+    }
+
+    /// How many normalised blocks [`Prepared::residual`] stacks, weighted (the intensity
+    /// block of [`Similarity::NccAndGradient`] counts twice).
+    pub fn blocks(&self) -> usize {
+        match self.kind {
+            Similarity::Ncc => 1,
+            Similarity::GradientNcc => 2,
+            Similarity::NccAndGradient => 4,
+            Similarity::PatchNcc { .. } => self.patches.len(),
+        }
+    }
+}
+
 /// Pixel indices of the non-overlapping `size × size` patches covering the image.
 fn patch_indices(w: usize, h: usize, size: usize) -> Vec<Vec<usize>> {
     let mut out = Vec::new();
@@ -243,6 +301,41 @@ mod tests {
         assert!((gradient_ncc(&a, &n) + 1.0).abs() < 1e-6);
         let p = Prepared::new(&a, Similarity::PatchNcc { size: 4 });
         assert!((p.score(&b) - 1.0).abs() < 1e-5);
+    }
+
+    /// `score = 1 − ‖r‖² / (2·blocks)` for every measure, on unrelated textured images.
+    #[test]
+    fn residual_is_the_least_squares_form_of_the_score() {
+        let fixed = img(24, 20, |c, r| {
+            ((c * 7 + r * 13) % 11) as f32 + (c as f32 * 0.3).sin()
+        });
+        let moving = img(24, 20, |c, r| {
+            ((c * 5 + r * 3) % 7) as f32 * 0.7 + r as f32 * 0.1
+        });
+        for kind in [
+            Similarity::Ncc,
+            Similarity::GradientNcc,
+            Similarity::NccAndGradient,
+            Similarity::PatchNcc { size: 6 },
+        ] {
+            let p = Prepared::new(&fixed, kind);
+            let r = p.residual(&moving).unwrap();
+            let ss: f64 = r.iter().map(|&v| f64::from(v).powi(2)).sum();
+            let from_residual = 1.0 - ss / (2.0 * p.blocks() as f64);
+            let score = p.score(&moving);
+            assert!(
+                (from_residual - score).abs() < 1e-5,
+                "{kind:?}: {from_residual} vs {score}"
+            );
+            assert!(
+                score.abs() < 0.9,
+                "{kind:?}: the images are unrelated ({score})"
+            );
+        }
+        let small = img(23, 20, |_, _| 0.0);
+        assert!(Prepared::new(&fixed, Similarity::Ncc)
+            .residual(&small)
+            .is_none());
     }
 
     #[test]

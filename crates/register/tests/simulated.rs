@@ -10,15 +10,19 @@ use pinhole_register::cmaes::Rng;
 use pinhole_register::simulate::{label_centroids, mtre, random_pose, simulate_xray, XrayModel};
 use pinhole_register::volume_prep::{downsample_mean, factors_for, mu_pyramid};
 use pinhole_register::{
-    default_levels, register, CArmPose, CpuRenderer, LevelSpec, Polarity, Pose, Renderer, Settings,
+    default_levels, register, CArmPose, CpuRenderer, LevelSpec, Polarity, Pose, Renderer, Search,
+    Settings,
 };
 use pinhole_volume::{Vec3, Volume};
 use pinhole_xray::{Attenuation, CArm, Detector};
 
 use crate::shared::shared_data;
 
+/// A global search at 8 mm (32² detector), a Gauss–Newton refinement at 4 mm (96²).
+const LEVELS_MM: [f64; 2] = [8.0, 4.0];
+
 struct Fixture {
-    /// Registration pyramid (default HU→μ model): 4 mm and 2.5 mm.
+    /// Registration pyramid (default HU→μ model): [`LEVELS_MM`].
     renderers: Vec<CpuRenderer>,
     /// μ of the other model, at 2 mm, for the simulated X-rays.
     sim_mu: Volume<f32>,
@@ -52,7 +56,7 @@ fn fixture() -> &'static Fixture {
         let sim_mu =
             downsample_mean(&sim_full, factors_for(sim_full.grid().spacing_mm(), 2.0)).unwrap();
         drop(sim_full);
-        let renderers = mu_pyramid(&ct, &Attenuation::default(), None, &[4.0, 2.5])
+        let renderers = mu_pyramid(&ct, &Attenuation::default(), None, &LEVELS_MM)
             .unwrap()
             .into_iter()
             .map(|mu| CpuRenderer::new(mu, None))
@@ -81,7 +85,7 @@ fn recovers_random_poses_from_simulated_noisy_xrays_under_2mm_mtre() {
         .renderers
         .iter()
         .map(|r| r as &dyn Renderer)
-        .zip(default_levels(96, 2))
+        .zip(default_levels(&LEVELS_MM, f.carm.pixel_at_isocenter_mm()))
         .collect();
     let mut rng = Rng::new(2024);
     let model = XrayModel::default();
@@ -138,9 +142,11 @@ fn polarity_is_detected_for_bone_bright_and_bone_dark_images() {
         &f.renderers[0] as &dyn Renderer,
         LevelSpec {
             detector_bin: 2,
-            sigma: 0.3,
-            population: 8,
-            max_generations: 1,
+            search: Search::Cmaes {
+                sigma: 0.3,
+                population: 8,
+                max_generations: 1,
+            },
         },
     )];
     let start = Pose::identity(center);

@@ -83,6 +83,12 @@ impl CArm {
         }
     }
 
+    /// A detector pixel's size at the isocentre (mm): the pixel divided by the
+    /// magnification SID / SOD.
+    pub fn pixel_at_isocenter_mm(&self) -> f64 {
+        self.detector.pixel_mm * self.sod_mm / self.sid_mm
+    }
+
     /// The projection this pose produces.
     pub fn projection(&self) -> Result<Projection, GeometryError> {
         if !(self.sod_mm > 0.0 && self.sid_mm > self.sod_mm && self.sid_mm.is_finite()) {

@@ -71,9 +71,10 @@ pub struct RegisterArgs {
     /// Similarity: gradient-ncc (default), ncc, ncc+gradient, patch-ncc[:N].
     #[arg(long, default_value = "gradient-ncc")]
     similarity: String,
-    /// Voxel size (mm) of the CT at each level, coarse to fine: a global search on a ~64²
-    /// detector, then refinements on ~128² (and ~256²).
-    #[arg(value_parser = super::finite, long, value_delimiter = ',', default_value = "4,2")]
+    /// Voxel size (mm) of the CT at each level, coarse to fine: a global search (CMA-ES) on
+    /// the first, Gauss–Newton refinements on the others; each level's detector is binned
+    /// to pixels of about 1.25 voxels at the isocentre.
+    #[arg(value_parser = super::finite, long, value_delimiter = ',', default_value = "8,4,2")]
     levels_mm: Vec<f64>,
     /// Random seed of the optimiser.
     #[arg(long, default_value_t = 1)]
@@ -85,8 +86,9 @@ pub struct RegisterArgs {
     /// an error and writes no pose (a blank or noise X-ray, or another body part).
     #[arg(value_parser = super::finite, long, default_value_t = pinhole_pipeline::register::DEFAULT_MIN_SIMILARITY)]
     min_similarity: f64,
-    /// Skip the left-right check (the X-ray mirrored is registered at the coarse level
-    /// too; when it fits clearly better the X-ray is taken to be flipped and refused).
+    /// Skip the left-right check (the X-ray mirrored is registered through the first two
+    /// levels too; when it fits clearly better the X-ray is taken to be flipped and
+    /// refused).
     #[arg(long)]
     no_mirror_check: bool,
     /// Go on when the CT does not look like a CT in Hounsfield units (MR, PET, NM …);
