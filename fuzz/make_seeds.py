@@ -88,6 +88,11 @@ def dicom_seeds():
     for fixture in sorted(glob.glob(os.path.join(ROOT, "crates", "io", "tests", "fixtures", "*.dcm"))):
         put("dicom_file", os.path.basename(fixture), open(fixture, "rb").read())
 
+    # The de-identifier reads whole files: a stripped slice, and a full header with its
+    # sequences and private tags (what it removes, empties and replaces).
+    put("dicom_deidentify", "ct_16x16_explicit_le.dcm", one)
+    put("dicom_deidentify", "ct_header_jpeg2000_cut_4k.dcm", real[:4096])
+
     put("xray_image", "ct_16x16_explicit_le.dcm", one)
     put("xray_image", "ct_16x16_rle.dcm", small_slice(first, 16, -766.5, syntax=RLELossless))
 

@@ -535,3 +535,75 @@ fn dicom_find_pull_plan_and_push_results_back_to_orthanc() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("has no series 1.2.3.4"), "{stderr}");
 }
+
+/// `pinhole dicom push --deidentify`: the listener stores exactly what `pinhole dicom
+/// deidentify` writes with the same key (the same files under the same new UIDs, the
+/// same layout), with none of the series' identity and its pixel data untouched.
+#[test]
+fn dicom_push_deidentify_stores_what_dicom_deidentify_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let identified = dir.path().join("identified");
+    let series = shared_data("dicom-ct-series");
+    super::common::python_json(
+        "deidentify_peer.py",
+        &[
+            "make",
+            series.to_str().unwrap(),
+            identified.to_str().unwrap(),
+        ],
+    );
+    let key = dir.path().join("key.txt");
+    std::fs::write(&key, "another site secret\n").unwrap();
+    let store = dir.path().join("incoming");
+    let (_running, events, port) = start_listener(&store, "PINHOLE_D", &[]);
+    let to = format!("PINHOLE_D@127.0.0.1:{port}");
+    let out = super::pinhole(&[
+        "dicom",
+        "push",
+        "--to",
+        &to,
+        "--deidentify",
+        "--key-file",
+        key.to_str().unwrap(),
+        "--json",
+        identified.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("de-identified before sending"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["succeeded"], 20, "{report}");
+    assert!(report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["deidentified"] == true));
+    next_matching(&events, "series_complete event", |l| {
+        l.contains("\"series_complete\"")
+    });
+    let written = dir.path().join("deid");
+    super::pinhole_ok(&[
+        "dicom",
+        "deidentify",
+        "--key-file",
+        key.to_str().unwrap(),
+        "--out",
+        written.to_str().unwrap(),
+        identified.to_str().unwrap(),
+    ]);
+    let stored = super::dicom_export::dicom_tree(&store);
+    assert_eq!(stored.len(), 20);
+    assert_eq!(stored, super::dicom_export::dicom_tree(&written));
+    let peer = super::common::python_json(
+        "deidentify_peer.py",
+        &[
+            "compare",
+            identified.to_str().unwrap(),
+            store.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(peer["identity_left"], serde_json::json!([]), "{peer}");
+    assert_eq!(peer["mismatches"], serde_json::json!([]), "{peer}");
+    assert_eq!(peer["pixels_equal"], 20, "{peer}");
+    assert_eq!(peer["links_kept"], 19, "{peer}");
+}

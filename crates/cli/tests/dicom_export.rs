@@ -382,3 +382,114 @@ fn dicom_sc_refuses_a_picture_that_is_not_a_png_and_writes_nothing() {
     assert!(!out.join("capture.dcm").exists());
     assert!(!out.join("dicom_sc.json").exists());
 }
+
+/// The shared series given an identity (tests/py/deidentify_peer.py `make`).
+fn identified_series(dir: &std::path::Path) -> std::path::PathBuf {
+    let identified = dir.join("identified");
+    let series = shared_data("dicom-ct-series");
+    python_json(
+        "deidentify_peer.py",
+        &[
+            "make",
+            series.to_str().unwrap(),
+            identified.to_str().unwrap(),
+        ],
+    );
+    identified
+}
+
+/// The files under `dir` (relative paths, sorted), the report excluded.
+pub(crate) fn dicom_tree(dir: &std::path::Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "dcm") {
+                let rel = path.strip_prefix(dir).unwrap();
+                files.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// `pinhole dicom deidentify` against dicom-anonymizer (the same PS3.15 table, applied
+/// with pydicom) on a series given a patient's identity: the same attributes removed,
+/// emptied, kept or changed (but for the peer's documented dummy dates), nothing of the
+/// identity left anywhere (sequences and private blocks included), pixel data untouched,
+/// one study and one series, links between slices kept with the new UIDs; the same key
+/// gives the same UIDs, another key other ones.
+#[test]
+fn dicom_deidentify_applies_the_basic_profile_as_dicom_anonymizer_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let identified = identified_series(tmp.path());
+    let key = tmp.path().join("key.txt");
+    std::fs::write(&key, "a site secret of some length\n").unwrap();
+    let run = |out: &str, key: Option<&std::path::Path>| {
+        let out = tmp.path().join(out);
+        let mut args = vec![
+            "dicom",
+            "deidentify",
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if let Some(key) = key {
+            args.extend(["--key-file", key.to_str().unwrap()]);
+        }
+        args.push(identified.to_str().unwrap());
+        let report: serde_json::Value = serde_json::from_str(&pinhole_ok(&args)).unwrap();
+        (out, report)
+    };
+    let (out, report) = run("deid", Some(&key));
+    assert_eq!(report["outputs"].as_array().unwrap().len(), 20);
+    assert!(report["failed"].as_array().unwrap().is_empty());
+    assert!(report["key"].as_str().unwrap().starts_with("given"));
+    let text = report.to_string();
+    assert!(
+        !text.contains("DOE") && !text.contains("MRN-4711"),
+        "{text}"
+    );
+    validate_against_schemas(&[("dicom-deidentify", &out.join("dicom_deidentify.json"))]);
+
+    let peer = python_json(
+        "deidentify_peer.py",
+        &[
+            "compare",
+            identified.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(peer["files"], 20, "{peer}");
+    assert!(
+        peer["compared_attributes"].as_u64().unwrap() > 2000,
+        "{peer}"
+    );
+    assert_eq!(peer["mismatches"], serde_json::json!([]), "{peer}");
+    assert_eq!(peer["identity_left"], serde_json::json!([]), "{peer}");
+    assert_eq!(peer["pixels_equal"], 20, "{peer}");
+    assert_eq!(peer["meta_matches"], 20, "{peer}");
+    assert_eq!(
+        (&peer["studies"], &peer["series"], &peer["instances"]),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(20)
+        ),
+        "{peer}"
+    );
+    assert_eq!(peer["links"], 19, "{peer}");
+    assert_eq!(peer["links_kept"], 19, "{peer}");
+
+    let (same, _) = run("deid-same-key", Some(&key));
+    assert_eq!(dicom_tree(&out), dicom_tree(&same));
+    let (random, report) = run("deid-random-key", None);
+    assert!(report["key"].as_str().unwrap().starts_with("random"));
+    let (a, b) = (dicom_tree(&out), dicom_tree(&random));
+    assert_eq!(b.len(), 20);
+    assert!(a.iter().all(|f| !b.contains(f)), "another key, other UIDs");
+}

@@ -38,6 +38,7 @@ use crate::scu::{
     receive_response, send_bytes, send_pdvs, trim_uid, wire, EstablishError, Failed, Peer,
 };
 use crate::store::check_uid;
+use pinhole_io::dicom::deidentify::{deidentify_file, DeidentifiedFile, DeidentifyKey};
 
 /// Default bound on connecting and on each read or write of the association.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -64,6 +65,10 @@ pub struct PushConfig {
     /// Fill blank SOP Class / Instance, Study and Series Instance UIDs of data sets
     /// (see the module documentation) instead of refusing those files.
     pub fill_blank_uids: bool,
+    /// De-identify every data set before it is sent (DICOM PS3.15 basic profile,
+    /// `pinhole_io::dicom::deidentify`; UIDs replaced with this key). Deflated files go
+    /// as Explicit VR Little Endian.
+    pub deidentify: Option<DeidentifyKey>,
 }
 
 impl PushConfig {
@@ -81,6 +86,7 @@ impl PushConfig {
             max_pdu_bytes: DEFAULT_MAX_PDU_BYTES,
             timeout: DEFAULT_TIMEOUT,
             fill_blank_uids: false,
+            deidentify: None,
         }
     }
 
@@ -253,6 +259,9 @@ pub struct FileReport {
     pub bytes: u64,
     /// The data set's blank UIDs were filled in ([`PushConfig::fill_blank_uids`]).
     pub filled_uids: bool,
+    /// The data set was de-identified before it was sent ([`PushConfig::deidentify`]);
+    /// `sop_instance_uid` is then the new UID.
+    pub deidentified: bool,
 }
 
 impl FileReport {
@@ -273,6 +282,7 @@ impl FileReport {
             error: None,
             bytes: 0,
             filled_uids: false,
+            deidentified: false,
         }
     }
 }
@@ -424,6 +434,14 @@ pub fn push_files(
         match inspect(path, config.fill_blank_uids, file) {
             Ok(mut ready) => {
                 ready.index = index;
+                if let Some(key) = &config.deidentify {
+                    ready.sop_instance_uid = key.map_uid(&ready.sop_instance_uid);
+                    file.sop_instance_uid = Some(ready.sop_instance_uid.clone());
+                    // Read inflated, so sent as Explicit VR Little Endian.
+                    if ready.transfer_syntax == uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN {
+                        ready.transfer_syntax = uids::EXPLICIT_VR_LITTLE_ENDIAN.to_owned();
+                    }
+                }
                 prepared.push(ready);
             }
             Err(reason) => {
@@ -531,7 +549,14 @@ pub fn push_files(
         };
         message_id = message_id.checked_add(1).unwrap_or(1);
         let file = &mut report.files[index];
-        let outcome = send_one(live, context_id, message_id, &ready, file);
+        let outcome = send_one(
+            live,
+            context_id,
+            message_id,
+            &ready,
+            config.deidentify.as_ref(),
+            file,
+        );
         if let (true, Some(fill)) = (file.filled_uids, &ready.fill) {
             report.warnings.push(fill_warning(&file.name, fill));
         }
@@ -923,11 +948,12 @@ fn send_one(
     context_id: u8,
     message_id: u16,
     ready: &Prepared,
+    deidentify: Option<&DeidentifyKey>,
     report: &mut FileReport,
 ) -> Result<Response, Failed> {
     // Everything that can fail locally fails before the command goes out.
-    let (mut source, len): (Box<dyn Read>, u64) = match &ready.fill {
-        None => {
+    let (mut source, len): (Box<dyn Read>, u64) = match (ready.fill.as_ref(), deidentify) {
+        (None, None) => {
             let mut file =
                 File::open(&report.path).map_err(|e| Failed::Local(format!("cannot open: {e}")))?;
             let len = file
@@ -945,9 +971,11 @@ fn send_one(
             let reader = std::io::BufReader::with_capacity(256 * 1024, file);
             (Box::new(reader), ready.len)
         }
-        Some(fill) => {
-            let bytes = filled_data_set(&report.path, ready, fill).map_err(Failed::Local)?;
-            report.filled_uids = true;
+        (fill, key) => {
+            let bytes =
+                rewritten_data_set(&report.path, ready, fill, key).map_err(Failed::Local)?;
+            report.filled_uids = fill.is_some();
+            report.deidentified = key.is_some();
             let len = bytes.len() as u64;
             (Box::new(std::io::Cursor::new(bytes)), len)
         }
@@ -969,9 +997,21 @@ fn send_one(
     receive_response(association, context_id, dimse::C_STORE_RSP, message_id)
 }
 
-/// The data set of `path` with the blank UIDs of `fill` filled in, re-encoded in the
-/// file's transfer syntax (encapsulated pixel data fragments are written back as read).
-fn filled_data_set(path: &Path, ready: &Prepared, fill: &Fill) -> Result<Vec<u8>, String> {
+/// The data set of `path` with the blank UIDs of `fill` filled in and then de-identified
+/// with `key` (either may be absent), re-encoded in the transfer syntax it is sent in
+/// (encapsulated pixel data fragments are written back as read). A file that is only
+/// de-identified is read through `pinhole-io`'s checked parse.
+fn rewritten_data_set(
+    path: &Path,
+    ready: &Prepared,
+    fill: Option<&Fill>,
+    key: Option<&DeidentifyKey>,
+) -> Result<Vec<u8>, String> {
+    let Some(fill) = fill else {
+        let key = key.ok_or("nothing to rewrite")?;
+        let done = deidentify_file(path, key).map_err(|e| format!("cannot de-identify: {e}"))?;
+        return done.data_set_bytes();
+    };
     let mut object = OpenFileOptions::new()
         .read_preamble(ready.preamble)
         .open_file(path)
@@ -982,6 +1022,10 @@ fn filled_data_set(path: &Path, ready: &Prepared, fill: &Fill) -> Result<Vec<u8>
             VR::UI,
             dicom_value!(Str, value.as_str()),
         ));
+    }
+    if let Some(key) = key {
+        let done = DeidentifiedFile::new(object.into_inner(), ready.transfer_syntax.clone(), key);
+        return done.data_set_bytes();
     }
     let ts = TransferSyntaxRegistry
         .get(&ready.transfer_syntax)

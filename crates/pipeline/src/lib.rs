@@ -25,6 +25,7 @@
 pub mod ablation;
 pub mod confirm;
 pub mod control_ct;
+pub mod deidentify;
 pub mod demo;
 pub mod dicom_export;
 pub mod drr;

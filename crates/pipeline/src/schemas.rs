@@ -21,6 +21,7 @@ pub fn all() -> Vec<(String, Schema)> {
         entry::<crate::dicom_export::SegExportReport>(),
         entry::<crate::dicom_export::SrExportReport>(),
         entry::<crate::dicom_export::ScExportReport>(),
+        entry::<crate::deidentify::DeidentifyReport>(),
         named::<pinhole_guidance::GuidanceMetrics>("guidance-metrics"),
         named::<pinhole_guidance::session::SessionResponse>("session"),
     ]

@@ -49,6 +49,30 @@ pub enum DicomCommand {
     /// Secondary Capture in the patient and study of a DICOM series, "NOT FOR CLINICAL
     /// USE" burned into its top rows; `capture.dcm` and `dicom_sc.json` in --out.
     Sc(ScArgs),
+    /// Write de-identified copies of DICOM files (DICOM PS3.15 Basic Application Level
+    /// Confidentiality Profile: identity removed, emptied or replaced, private attributes
+    /// removed, UIDs replaced consistently) as `<study>/<series>/<instance>.dcm` under
+    /// --out, with `dicom_deidentify.json`. Pixel data are not examined. Not for clinical
+    /// use.
+    Deidentify(DeidentifyArgs),
+}
+
+#[derive(Args)]
+pub struct DeidentifyArgs {
+    /// Output folder (created; must not hold the inputs).
+    #[arg(long)]
+    out: PathBuf,
+    /// A file whose first line is the secret that replaces UIDs: the same secret, the
+    /// same new UIDs (a Segmentation stays linked to its CT de-identified in another
+    /// run). Default: PINHOLE_DEIDENTIFY_KEY, else a random key for this run.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// DICOM files, and folders searched recursively for DICOM files.
+    #[arg(required = true, value_name = "FILES_OR_FOLDERS")]
+    inputs: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -182,6 +206,13 @@ pub struct PushArgs {
     /// of refusing them; re-encodes those data sets, pixel data kept; warns per file.
     #[arg(long)]
     fill_blank_uids: bool,
+    /// De-identify every data set before it is sent (DICOM PS3.15 basic profile, as
+    /// `pinhole dicom deidentify`); the files are not changed.
+    #[arg(long)]
+    deidentify: bool,
+    /// With --deidentify: the UID secret's file (see `pinhole dicom deidentify`).
+    #[arg(long, value_name = "FILE", requires = "deidentify")]
+    key_file: Option<PathBuf>,
     /// Bound on connecting and on each network read or write, in seconds.
     #[arg(long, default_value_t = 60.0, value_parser = super::finite)]
     timeout_s: f64,
@@ -222,7 +253,71 @@ pub fn run(command: &DicomCommand, terminal: &Terminal) -> anyhow::Result<()> {
         DicomCommand::Seg(args) => seg(args, terminal),
         DicomCommand::Sr(args) => sr(args, terminal),
         DicomCommand::Sc(args) => sc(args, terminal),
+        DicomCommand::Deidentify(args) => deidentify(args, terminal),
     }
+}
+
+/// Environment variable holding the de-identification secret.
+const KEY_VARIABLE: &str = "PINHOLE_DEIDENTIFY_KEY";
+
+/// The UID key: `key_file`'s first line, else [`KEY_VARIABLE`], else random for this run.
+fn key_source(key_file: Option<&Path>) -> anyhow::Result<pinhole_pipeline::deidentify::KeySource> {
+    use pinhole_pipeline::deidentify::KeySource;
+    let (secret, origin) = match key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the key file {}", path.display()))?;
+            let line = text.lines().next().unwrap_or_default().trim().to_owned();
+            (
+                line,
+                format!(
+                    "key file {}",
+                    pinhole_pipeline::provenance::recorded_path(path)
+                ),
+            )
+        }
+        None => match std::env::var(KEY_VARIABLE) {
+            Ok(value) => (value.trim().to_owned(), KEY_VARIABLE.to_owned()),
+            Err(_) => return Ok(KeySource::Random),
+        },
+    };
+    if secret.chars().count() < 8 {
+        bail!("the de-identification secret ({origin}) must be at least 8 characters");
+    }
+    Ok(KeySource::Secret { secret, origin })
+}
+
+fn deidentify(args: &DeidentifyArgs, terminal: &Terminal) -> anyhow::Result<()> {
+    use pinhole_pipeline::deidentify::{run, DeidentifyRequest, REPORT_FILE};
+    let files = dicom_files(&args.inputs)?;
+    let out = std::fs::canonicalize(&args.out).unwrap_or_else(|_| args.out.clone());
+    if let Some(inside) = args
+        .inputs
+        .iter()
+        .find(|input| std::fs::canonicalize(input).is_ok_and(|i| i.is_dir() && out.starts_with(&i)))
+    {
+        bail!(
+            "--out {} is inside the input folder {}: the copies would be read as inputs next time; choose a folder outside it",
+            args.out.display(),
+            inside.display()
+        );
+    }
+    let request = DeidentifyRequest {
+        files,
+        out_dir: args.out.clone(),
+        key: key_source(args.key_file.as_deref())?,
+    };
+    super::marking_failure(&args.out, "dicom deidentify", || {
+        let report = run(&request, terminal)?;
+        if args.json {
+            println!("{}", pinhole_pipeline::report::to_json(&report)?);
+        } else {
+            print!("{}", report.to_text());
+            println!("wrote {} ({REPORT_FILE})", args.out.display());
+            println!("{}", pinhole_pipeline::DISCLAIMER);
+        }
+        Ok(())
+    })
 }
 
 fn sr(args: &SrArgs, terminal: &Terminal) -> anyhow::Result<()> {
@@ -346,6 +441,12 @@ fn echo(args: &EchoArgs) -> anyhow::Result<()> {
 fn push(args: &PushArgs) -> anyhow::Result<()> {
     let mut config = push_config(&args.to, &args.calling_ae, args.timeout_s)?;
     config.fill_blank_uids = args.fill_blank_uids;
+    let key = if args.deidentify {
+        Some(key_source(args.key_file.as_deref())?)
+    } else {
+        None
+    };
+    config.deidentify = key.as_ref().map(|k| k.key());
     let files = dicom_files(&args.inputs)?;
     eprintln!("Pinhole DICOM push (NOT FOR CLINICAL USE)");
     eprintln!(
@@ -359,6 +460,12 @@ fn push(args: &PushArgs) -> anyhow::Result<()> {
             ""
         }
     );
+    if let Some(key) = &key {
+        eprintln!(
+            "  de-identified before sending (DICOM PS3.15 basic profile; UID key {})",
+            key.describe()
+        );
+    }
     // Hidden when stderr is not a terminal.
     let bar = ProgressBar::new(files.len() as u64);
     bar.set_style(
@@ -478,7 +585,7 @@ fn dicom_files(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     if files.is_empty() {
-        bail!("nothing to push: no DICOM files in the inputs given");
+        bail!("no DICOM files in the inputs given");
     }
     Ok(files)
 }

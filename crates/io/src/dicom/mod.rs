@@ -53,6 +53,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::image::AnyVolume;
 
 mod assemble;
+pub mod deidentify;
 pub mod derived;
 mod frames;
 mod geometry;
