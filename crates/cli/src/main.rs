@@ -65,8 +65,8 @@ enum Command {
     /// plan per case, summary.csv/.parquet, resumable) and `pinhole cohort drr` (a DRR
     /// dataset); runs the Python package's `pinhole.cohort` (PINHOLE_PYTHON).
     Cohort(commands::cohort::CohortArgs),
-    /// The site's case record: `pinhole cases list|show|export --site DIR` (cases,
-    /// reports, recorded live sessions; pinhole-cases.sqlite).
+    /// The site's case record: `pinhole cases list|show|export|create|assign --site DIR`
+    /// (cases, received series, reports, recorded live sessions; pinhole-cases.sqlite).
     #[command(subcommand)]
     Cases(commands::cases::CasesCommand),
 }

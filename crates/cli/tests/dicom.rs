@@ -133,6 +133,34 @@ fn dicom_listen_receives_a_series_from_pynetdicom() {
         text.contains("received series not assigned to a case (1)"),
         "{text}"
     );
+    // Then given to a case made for it: it leaves the unassigned list for the case.
+    let case = super::pinhole_ok(&["cases", "create", "--site", site_arg, "--label", "room 2"]);
+    let case = case.trim();
+    let series_uid = event["series_uid"].as_str().unwrap();
+    let assigned = super::pinhole_ok(&[
+        "cases", "assign", case, "--site", site_arg, "--series", series_uid,
+    ]);
+    assert!(
+        assigned.contains(&format!("to case {case} (1 received copy)")),
+        "{assigned}"
+    );
+    let shown: serde_json::Value = serde_json::from_str(&super::pinhole_ok(&[
+        "cases", "show", case, "--site", site_arg, "--json",
+    ]))
+    .unwrap();
+    let studies = shown["case"]["studies"].as_array().unwrap();
+    assert_eq!(studies.len(), 1, "{shown}");
+    assert_eq!(studies[0]["series_uid"], event["series_uid"]);
+    let listing: serde_json::Value = serde_json::from_str(&super::pinhole_ok(&[
+        "cases", "list", "--site", site_arg, "--json",
+    ]))
+    .unwrap();
+    assert_eq!(listing["unassigned_studies"], serde_json::json!([]));
+    let out = super::pinhole(&[
+        "cases", "assign", case, "--site", site_arg, "--series", series_uid,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already belongs to case"));
     // Still serving after writing "recorded series …" to its closed stderr.
     let again = Command::new(&python)
         .arg(&peer)
@@ -606,4 +634,150 @@ fn dicom_push_deidentify_stores_what_dicom_deidentify_writes() {
     assert_eq!(peer["mismatches"], serde_json::json!([]), "{peer}");
     assert_eq!(peer["pixels_equal"], 20, "{peer}");
     assert_eq!(peer["links_kept"], 19, "{peer}");
+}
+
+/// A free TCP port on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` from a local HTTP server: status and body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// `pinhole dicom listen --feed-control-ct`: a CT series pushed to the listener reaches a
+/// running `pinhole serve` as a control scan, which registers it to the planning CT (here
+/// the same series, so it must converge) and looks for the needle (there is none).
+#[test]
+fn dicom_listen_feeds_a_complete_ct_series_to_a_running_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = shared_data("dicom-ct-series");
+    let ct = dir.path().join("ct.nii.gz");
+    super::pinhole_ok(&["convert", series.to_str().unwrap(), ct.to_str().unwrap()]);
+    let info: serde_json::Value = serde_json::from_str(&super::pinhole_ok(&[
+        "info",
+        ct.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    let centre: Vec<f64> = (0..3)
+        .map(|a| {
+            info["origin_lps"][a].as_f64().unwrap()
+                + info["spacing_mm"][a].as_f64().unwrap()
+                    * (info["dims"][a].as_f64().unwrap() - 1.0)
+                    / 2.0
+        })
+        .collect();
+    let entry = [centre[0] - 30.0, centre[1] - 60.0, centre[2]];
+    let plan = dir.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        serde_json::json!({"target_lps": centre, "paths": [{"entry_lps": entry, "target_lps": centre}]})
+            .to_string(),
+    )
+    .unwrap();
+    // A label map on the series' grid (bone and a box) and its table: serve needs them.
+    let labels = dir.path().join("labels.nii.gz");
+    super::common::python_json(
+        "seg_reference.py",
+        &[
+            "make-labels",
+            ct.to_str().unwrap(),
+            labels.to_str().unwrap(),
+        ],
+    );
+    let table = dir.path().join("table.csv");
+    std::fs::write(
+        &table,
+        "id,name,r,g,b\n1,bone,241,214,145\n2,target_box,255,0,0\n",
+    )
+    .unwrap();
+    let (igtl, http) = (free_port(), free_port());
+    let serve = Command::new(env!("CARGO_BIN_EXE_pinhole"))
+        .args(["serve", "--ct", ct.to_str().unwrap(), "--plan"])
+        .arg(&plan)
+        .arg("--labels")
+        .arg(&labels)
+        .arg("--labels-table")
+        .arg(&table)
+        .args([
+            "--igtl-port",
+            &igtl.to_string(),
+            "--http-port",
+            &http.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut serve = Running(serve);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(serve.0.try_wait().unwrap().is_none(), "pinhole serve exited");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pinhole serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(http, "/api/control-ct/latest").0, 204);
+
+    let store = dir.path().join("incoming");
+    let url = format!("http://127.0.0.1:{http}");
+    let (_listener, events, port) =
+        start_listener(&store, "PINHOLE_F", &["--feed-control-ct", &url]);
+    let to = format!("PINHOLE_F@127.0.0.1:{port}");
+    super::pinhole_ok(&[
+        "dicom",
+        "push",
+        "--to",
+        &to,
+        "--fill-blank-uids",
+        series.to_str().unwrap(),
+    ]);
+    next_matching(&events, "series_complete event", |l| {
+        l.contains("\"series_complete\"")
+    });
+    let latest = loop {
+        let (status, body) = http_get(http, "/api/control-ct/latest");
+        if status == 200 {
+            let latest: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if latest["state"] != "processing" {
+                break latest;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline + Duration::from_secs(120),
+            "no control scan checked: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(latest["seq"], 1, "{latest}");
+    assert_eq!(latest["state"], "done", "{latest}");
+    assert_eq!(latest["alignment"]["converged"], true, "{latest}");
+    assert_eq!(latest["findings"]["found"], false, "{latest}");
+    assert_eq!(
+        latest["control_dims"],
+        serde_json::json!([512, 512, 20]),
+        "{latest}"
+    );
 }

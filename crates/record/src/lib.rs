@@ -185,6 +185,44 @@ impl CaseRecord {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// Assigns the received series `series_uid`, recorded without a case (`pinhole dicom
+    /// listen --record` without `--case`), to `case`; returns how many received rows it
+    /// assigned (a series received twice is two rows). Refused, changing nothing, when
+    /// the case does not exist, when no row of that series is recorded, or when one
+    /// already belongs to a case (moving a series between cases is not this call's job).
+    pub fn assign_series(&self, case: CaseId, series_uid: &str) -> Result<usize> {
+        self.require_case(case)?;
+        let tx = self.conn.unchecked_transaction().with_path(&self.path)?;
+        let owners: Vec<Option<i64>> = {
+            let mut statement = tx
+                .prepare("SELECT case_id FROM studies WHERE series_uid = ?1")
+                .with_path(&self.path)?;
+            let rows = statement
+                .query_map([series_uid], |r| r.get::<_, Option<i64>>(0))
+                .with_path(&self.path)?;
+            rows.collect::<rusqlite::Result<_>>()
+                .with_path(&self.path)?
+        };
+        if owners.is_empty() {
+            return Err(self.error(ErrorKind::NotFound(format!(
+                "no received series {series_uid} in the record"
+            ))));
+        }
+        if let Some(other) = owners.iter().flatten().next() {
+            return Err(self.error(ErrorKind::InvalidInput(format!(
+                "series {series_uid} already belongs to case {other}"
+            ))));
+        }
+        let assigned = tx
+            .execute(
+                "UPDATE studies SET case_id = ?1 WHERE series_uid = ?2 AND case_id IS NULL",
+                params![case, series_uid],
+            )
+            .with_path(&self.path)?;
+        tx.commit().with_path(&self.path)?;
+        Ok(assigned)
+    }
+
     /// Records a report (`kind`: `needle-plan`, `ablation`, `needle-check`, …).
     pub fn add_report(
         &self,

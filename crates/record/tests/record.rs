@@ -223,6 +223,47 @@ fn every_table_round_trips() {
     ));
 }
 
+/// A series received without a case is assigned to one afterwards, once: unknown cases
+/// and series, and a series already in a case, are refused without changing anything.
+#[test]
+fn an_unassigned_series_is_assigned_to_a_case_once() {
+    let site = tempfile::tempdir().unwrap();
+    let record = CaseRecord::open(site.path()).unwrap();
+    let first = record.create_case("first", None).unwrap();
+    let second = record.create_case("second", None).unwrap();
+    let series = |uid: &str| NewStudy {
+        study_uid: "1.2.3".into(),
+        series_uid: uid.into(),
+        modality: "CT".into(),
+        folder: format!("incoming/1.2.3/{uid}").into(),
+        instances: 20,
+    };
+    // Received twice (a resend), and another series, all without a case.
+    record.add_study(None, &series("1.2.3.4")).unwrap();
+    record.add_study(None, &series("1.2.3.4")).unwrap();
+    record.add_study(None, &series("1.2.3.5")).unwrap();
+    assert_eq!(record.unassigned_studies().unwrap().len(), 3);
+
+    let e = record.assign_series(99, "1.2.3.4").unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::NotFound(_)), "{e}");
+    let e = record.assign_series(first, "9.9.9").unwrap_err();
+    assert!(
+        matches!(e.kind, ErrorKind::NotFound(_)) && e.to_string().contains("9.9.9"),
+        "{e}"
+    );
+    assert_eq!(record.assign_series(first, "1.2.3.4").unwrap(), 2);
+    let unassigned = record.unassigned_studies().unwrap();
+    assert_eq!(unassigned.len(), 1);
+    assert_eq!(unassigned[0].series_uid, "1.2.3.5");
+    let studies = record.case(first).unwrap().studies;
+    assert_eq!(studies.len(), 2);
+    assert!(studies.iter().all(|s| s.series_uid == "1.2.3.4"));
+
+    let e = record.assign_series(second, "1.2.3.4").unwrap_err();
+    assert!(e.to_string().contains("already belongs to case"), "{e}");
+    assert!(record.case(second).unwrap().studies.is_empty());
+}
+
 #[test]
 fn patient_reference_only_when_allowed() {
     let site = tempfile::tempdir().unwrap();

@@ -19,6 +19,34 @@ pub enum CasesCommand {
     /// Write one case as files: case.json (the case, its reports, its sessions) and per
     /// session poses.csv (`pinhole replay`'s CSV) and metrics.jsonl.
     Export(ExportArgs),
+    /// Create a case (no patient data: a label only) and print its id; the record file is
+    /// created when the site folder has none.
+    Create(CreateArgs),
+    /// Assign a received series (`pinhole dicom listen --record` without `--case`; see
+    /// `cases list`) to a case.
+    Assign(AssignArgs),
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    site: SiteArg,
+    /// What the case is called at the site (e.g. "liver RFA 2026-12-05 room 2"); no
+    /// patient name or ID.
+    #[arg(long)]
+    label: String,
+}
+
+#[derive(Args)]
+pub struct AssignArgs {
+    /// The case id (`pinhole cases list`).
+    id: i64,
+    #[command(flatten)]
+    site: SiteArg,
+    /// SeriesInstanceUID of the received series (`pinhole cases list` shows the unassigned
+    /// ones).
+    #[arg(long)]
+    series: String,
 }
 
 #[derive(Args)]
@@ -64,7 +92,38 @@ pub fn run(command: &CasesCommand) -> anyhow::Result<()> {
         CasesCommand::List(args) => list(args),
         CasesCommand::Show(args) => show(args),
         CasesCommand::Export(args) => export(args),
+        CasesCommand::Create(args) => create(args),
+        CasesCommand::Assign(args) => assign(args),
     }
+}
+
+fn create(args: &CreateArgs) -> anyhow::Result<()> {
+    let label = args.label.trim();
+    if label.is_empty() {
+        anyhow::bail!(
+            "--label is empty: give the case a name the site recognises (no patient data)"
+        );
+    }
+    let record = CaseRecord::open(&args.site.site)?;
+    let id = record.create_case(label, None)?;
+    println!("{id}");
+    eprintln!(
+        "created case {id} \"{label}\" in {}",
+        record.path().display()
+    );
+    Ok(())
+}
+
+fn assign(args: &AssignArgs) -> anyhow::Result<()> {
+    let record = open(&args.site)?;
+    let rows = record.assign_series(args.id, args.series.trim())?;
+    println!(
+        "assigned series {} to case {} ({rows} received {})",
+        args.series.trim(),
+        args.id,
+        if rows == 1 { "copy" } else { "copies" }
+    );
+    Ok(())
 }
 
 /// Opens an existing record (never creates one).

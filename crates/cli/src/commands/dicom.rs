@@ -188,6 +188,12 @@ pub struct ListenArgs {
     /// they are recorded as not assigned to a case.
     #[arg(long, requires = "record")]
     case: Option<i64>,
+    /// Post each complete CT series to a running `pinhole serve` at this address
+    /// (http://HOST:PORT) as a control CT: it is registered to the planning CT and its
+    /// needle checked against the plan (`POST /api/control-ct`); newest first. The token
+    /// of a server beyond loopback comes from PINHOLE_TOKEN.
+    #[arg(long, value_name = "URL")]
+    feed_control_ct: Option<super::feed::ServerUrl>,
     /// Print events as JSON lines (an `event` field names each) instead of text.
     #[arg(long)]
     json: bool,
@@ -650,41 +656,59 @@ fn listen(args: &ListenArgs) -> anyhow::Result<()> {
             record.describe()
         ));
     }
-    note("  C-STORE and C-ECHO; runs until stopped (Ctrl-C)");
     let json = args.json;
-    let print = move |event: &Event| {
-        let line = if json {
-            match serde_json::to_string(event) {
-                Ok(line) => line,
-                Err(e) => return note(&format!("warning: event not printable as JSON: {e}")),
+    let feed = args.feed_control_ct.clone().map(|url| {
+        note(&format!(
+            "  posting complete CT series to {url}/api/control-ct as control scans"
+        ));
+        let token = std::env::var("PINHOLE_TOKEN").ok();
+        super::feed::ControlCtFeed::start(url, token, move |line, warning| {
+            if warning {
+                print_event(&Event::Warning { message: line }, json);
+            } else {
+                note(&line);
             }
-        } else {
-            event.to_string()
-        };
-        use std::io::Write;
-        let _ = writeln!(std::io::stdout(), "{line}");
-    };
+        })
+    });
+    note("  C-STORE and C-ECHO; runs until stopped (Ctrl-C)");
     listener.run(move |event: Event| {
-        print(&event);
-        if let (
-            Some(record),
-            Event::SeriesComplete {
-                study_uid,
-                series_uid,
-                instances,
-                folder,
-            },
-        ) = (record.as_mut(), &event)
+        print_event(&event, json);
+        if let Event::SeriesComplete {
+            study_uid,
+            series_uid,
+            instances,
+            folder,
+        } = &event
         {
-            match record.add(study_uid, series_uid, *instances, folder) {
-                Ok(row) => note(&format!(
-                    "recorded series {series_uid} in the case record (study {row})"
-                )),
-                Err(message) => print(&Event::Warning { message }),
+            if let Some(record) = record.as_mut() {
+                match record.add(study_uid, series_uid, *instances, folder) {
+                    Ok(row) => note(&format!(
+                        "recorded series {series_uid} in the case record (study {row})"
+                    )),
+                    Err(message) => print_event(&Event::Warning { message }, json),
+                }
+            }
+            if let Some(feed) = &feed {
+                feed.feed(series_uid, folder);
             }
         }
     });
     Ok(())
+}
+
+/// One event on stdout: a JSON line or text (errors writing are ignored: the listener
+/// goes on when nobody reads).
+fn print_event(event: &Event, json: bool) {
+    let line = if json {
+        match serde_json::to_string(event) {
+            Ok(line) => line,
+            Err(e) => return note(&format!("warning: event not printable as JSON: {e}")),
+        }
+    } else {
+        event.to_string()
+    };
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// The case record that `dicom listen --record` adds complete series to.

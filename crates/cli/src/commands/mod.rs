@@ -8,6 +8,7 @@ pub mod demo;
 pub mod dicom;
 pub mod dicom_query;
 pub mod drr;
+pub mod feed;
 pub mod info;
 pub mod intraop;
 pub mod plan;
