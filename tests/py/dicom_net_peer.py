@@ -36,6 +36,15 @@ serve --out DIR [--port 0] [--ae AE] [--count N] [--timeout S] [--only-uncompres
      group's SOP Instance UID}}
     Pixel arrays are decoded by pydicom (pylibjpeg for JPEG 2000); the md5 covers dtype,
     shape and bytes. Exit code 0.
+
+qr --files FILES... --move-dest AE=HOST:PORT [--port 0] [--ae PYQR] [--timeout S]
+    A Query/Retrieve SCP (Study Root C-FIND and C-MOVE) over FILES (their blank UIDs
+    filled as by store --fill-blank-uids): C-FIND matches single values, `*`/`?`
+    wildcards and universal (empty) keys at STUDY, SERIES and IMAGE level and answers
+    the keys asked, with Number of Study / Series Related Series / Instances and Modalities
+    in Study computed; C-MOVE sends the matching instances to the --move-dest AE (any
+    other destination: 0xA801). Prints {"port": P}, serves for --timeout seconds (or until
+    killed), then prints {"finds": n, "moves": n, "sent": n}.
 """
 import argparse
 import hashlib
@@ -225,6 +234,139 @@ def serve(args):
     print(json.dumps(out), flush=True)
 
 
+def matches(value, key):
+    """DICOM C-FIND matching of one attribute: universal, wildcard or single value."""
+    if key in (None, ""):
+        return True
+    value = "" if value is None else str(value)
+    if "*" in key or "?" in key:
+        import fnmatch
+        return fnmatch.fnmatchcase(value, key.replace("[", "[[]"))
+    return value == str(key)
+
+
+def qr(args):
+    from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
+                                      StudyRootQueryRetrieveInformationModelMove)
+    datasets = []
+    for path in args.files:
+        ds = pydicom.dcmread(path)
+        fill_blank_uids(ds)
+        datasets.append((path, ds))
+    dest_ae, _, dest_addr = args.move_dest.partition("=")
+    dest_host, _, dest_port = dest_addr.rpartition(":")
+    ae = AE(ae_title=args.ae)
+    ae.acse_timeout = TIMEOUT_S
+    ae.dimse_timeout = TIMEOUT_S
+    ae.network_timeout = TIMEOUT_S
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove)
+    ae.add_supported_context(Verification)
+    from pynetdicom.sop_class import CTImageStorage
+    from pydicom.uid import JPEG2000Lossless
+    ae.add_requested_context(CTImageStorage, [JPEG2000Lossless, ExplicitVRLittleEndian])
+    counts = {"finds": 0, "moves": 0, "sent": 0}
+    level_keys = {"STUDY": ["StudyInstanceUID"],
+                  "SERIES": ["StudyInstanceUID", "SeriesInstanceUID"],
+                  "IMAGE": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]}
+
+    computed = {"NumberOfStudyRelatedInstances", "NumberOfSeriesRelatedInstances",
+                "NumberOfStudyRelatedSeries", "ModalitiesInStudy"}
+
+    def selected(identifier):
+        level = str(identifier.get("QueryRetrieveLevel", ""))
+        if level not in level_keys:
+            return level, None
+        keys = [e for e in identifier
+                if e.keyword not in ("QueryRetrieveLevel", "SpecificCharacterSet", "")]
+        chosen = []
+        for path, ds in datasets:
+            ok = True
+            for e in keys:
+                if e.keyword == "ModalitiesInStudy":
+                    wanted = [] if e.value in (None, "") else list(e.VM > 1 and e.value or [e.value])
+                    ok = ok and (not wanted or str(ds.Modality) in [str(w) for w in wanted])
+                elif e.keyword in computed:
+                    continue
+                elif isinstance(e.value, (list, pydicom.multival.MultiValue)):
+                    ok = ok and str(ds.get(e.keyword, "")) in [str(v) for v in e.value]
+                else:
+                    ok = ok and matches(ds.get(e.keyword), e.value)
+            if ok:
+                chosen.append((path, ds))
+        return level, chosen
+
+    def on_find(event):
+        counts["finds"] += 1
+        identifier = event.identifier
+        level, chosen = selected(identifier)
+        if chosen is None:
+            yield 0xC000, None
+            return
+        groups = {}
+        for path, ds in chosen:
+            key = tuple(str(ds.get(k, "")) for k in level_keys[level])
+            groups.setdefault(key, []).append(ds)
+        for key, members in groups.items():
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            answer = pydicom.Dataset()
+            answer.QueryRetrieveLevel = level
+            first = members[0]
+            for e in identifier:
+                if e.keyword in ("QueryRetrieveLevel", "SpecificCharacterSet", ""):
+                    continue
+                if e.keyword == "NumberOfStudyRelatedInstances" or e.keyword == "NumberOfSeriesRelatedInstances":
+                    setattr(answer, e.keyword, str(len(members)))
+                elif e.keyword == "NumberOfStudyRelatedSeries":
+                    answer.NumberOfStudyRelatedSeries = str(len({str(m.SeriesInstanceUID) for m in members}))
+                elif e.keyword == "ModalitiesInStudy":
+                    answer.ModalitiesInStudy = sorted({str(m.Modality) for m in members})
+                elif e.keyword in first:
+                    answer[e.tag] = first[e.tag]
+                else:
+                    answer[e.tag] = pydicom.DataElement(e.tag, e.VR, None)
+            for k in level_keys[level]:
+                setattr(answer, k, str(first.get(k)))
+            yield 0xFF00, answer
+
+    def on_move(event):
+        counts["moves"] += 1
+        destination = event.move_destination
+        if isinstance(destination, bytes):
+            destination = destination.decode("ascii", "replace")
+        if destination.strip() != dest_ae:
+            yield None, None
+            return
+        level, chosen = selected(event.identifier)
+        if chosen is None:
+            yield dest_host, int(dest_port)
+            yield 0
+            yield 0xC000, None
+            return
+        yield dest_host, int(dest_port)
+        yield len(chosen)
+        for path, ds in chosen:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            counts["sent"] += 1
+            yield 0xFF00, ds
+
+    server = ae.start_server(("127.0.0.1", args.port), block=False,
+                             evt_handlers=[(evt.EVT_C_FIND, on_find), (evt.EVT_C_MOVE, on_move),
+                                           (evt.EVT_C_ECHO, lambda e: 0x0000)])
+    print(json.dumps({"port": server.server_address[1]}), flush=True)
+    deadline = time.monotonic() + args.timeout
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        server.shutdown()
+        print(json.dumps(counts), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -247,10 +389,16 @@ def main():
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--only-uncompressed", action="store_true")
     p.add_argument("--source", nargs="*", default=[])
+    p = sub.add_parser("qr")
+    p.add_argument("--files", nargs="+", required=True)
+    p.add_argument("--move-dest", required=True)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--ae", default="PYQR")
+    p.add_argument("--timeout", type=float, default=150.0)
     args = parser.parse_args()
     if os.environ.get("PINHOLE_DICOM_DEBUG"):
         debug_logger()  # pynetdicom's PDU / DIMSE log on stderr
-    {"echo": echo, "store": store, "serve": serve}[args.command](args)
+    {"echo": echo, "store": store, "serve": serve, "qr": qr}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -732,7 +732,10 @@ fn dicom_listen_feeds_a_complete_ct_series_to_a_running_session() {
     let mut serve = Running(serve);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(serve.0.try_wait().unwrap().is_none(), "pinhole serve exited");
+        assert!(
+            serve.0.try_wait().unwrap().is_none(),
+            "pinhole serve exited"
+        );
         assert!(
             std::time::Instant::now() < deadline,
             "pinhole serve did not start"

@@ -1,5 +1,6 @@
 //! Query and pull (`pinhole_dicomnet::query`: C-FIND SCU, C-MOVE SCU) against Orthanc, a
-//! real PACS (`crate::orthanc`), with this crate's listener as the move destination:
+//! real PACS (`crate::orthanc`), and against pynetdicom as a second Query/Retrieve SCP
+//! (`tests/py/dicom_net_peer.py qr`), with this crate's listener as the move destination:
 //! Orthanc's configuration knows it as the modality `pinhole` = `PINHOLE`@127.0.0.1:port.
 
 use std::path::Path;
@@ -192,4 +193,158 @@ fn orthanc_answers_c_find_and_moves_the_ct_series_to_the_listener() {
     h.shutdown();
     assert_eq!(h.stored().len(), 20, "nothing more arrived");
     assert_no_temporary_files(Path::new(&h.store));
+}
+
+/// pynetdicom as the Query/Retrieve SCP (`dicom_net_peer.py qr`), killed when dropped.
+struct QrPeer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl QrPeer {
+    fn start(files: &[std::path::PathBuf], move_dest: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut args = vec!["qr", "--move-dest", move_dest, "--files"];
+        args.extend(files.iter().map(|f| f.to_str().unwrap()));
+        let mut command = peer_command(&args);
+        command.stderr(std::process::Stdio::null());
+        let mut child = command.spawn().expect("run the pynetdicom peer");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_str(first.trim()).unwrap_or_else(|e| {
+            panic!("dicom_net_peer.py qr printed no port ({e}): {first}; install tests/py/requirements.txt")
+        });
+        let port = json["port"].as_u64().unwrap() as u16;
+        Self { child, port }
+    }
+}
+
+impl Drop for QrPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same queries and pull against a second, independent SCP: pynetdicom serving the
+/// CT series (Study Root C-FIND and C-MOVE, `tests/py/dicom_net_peer.py qr`), this
+/// crate's listener as the move destination.
+#[test]
+fn pynetdicom_answers_c_find_and_moves_the_ct_series_to_the_listener() {
+    let mut h = Harness::start(|_| {});
+    let files = ct_files();
+    let peer = QrPeer::start(&files, &format!("{AE}=127.0.0.1:{}", h.addr.port()));
+    let mut config = QueryConfig::new(AE, "PYQR", format!("127.0.0.1:{}", peer.port));
+    config.timeout = Duration::from_secs(60);
+
+    let studies = find(
+        &config,
+        Level::Study,
+        &[],
+        &[
+            tags::STUDY_INSTANCE_UID,
+            tags::MODALITIES_IN_STUDY,
+            tags::NUMBER_OF_STUDY_RELATED_SERIES,
+            tags::NUMBER_OF_STUDY_RELATED_INSTANCES,
+        ],
+    )
+    .unwrap();
+    assert_eq!(studies.len(), 1, "{studies:?}");
+    assert_eq!(studies[0].get(tags::QUERY_RETRIEVE_LEVEL), Some("STUDY"));
+    assert_eq!(studies[0].get(tags::MODALITIES_IN_STUDY), Some("CT"));
+    assert_eq!(
+        studies[0].get(tags::NUMBER_OF_STUDY_RELATED_SERIES),
+        Some("1")
+    );
+    assert_eq!(
+        studies[0].get(tags::NUMBER_OF_STUDY_RELATED_INSTANCES),
+        Some("20")
+    );
+    let study_uid = studies[0].get(tags::STUDY_INSTANCE_UID).unwrap().to_owned();
+
+    let series = find(
+        &config,
+        Level::Series,
+        &[
+            (tags::STUDY_INSTANCE_UID, study_uid.clone()),
+            (tags::MODALITY, "CT".into()),
+        ],
+        &[
+            tags::SERIES_INSTANCE_UID,
+            tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
+        ],
+    )
+    .unwrap();
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert_eq!(
+        series[0].get(tags::NUMBER_OF_SERIES_RELATED_INSTANCES),
+        Some("20")
+    );
+    let series_uid = series[0].get(tags::SERIES_INSTANCE_UID).unwrap().to_owned();
+    let none = find(
+        &config,
+        Level::Series,
+        &[(tags::MODALITY, "MR".into())],
+        &[tags::SERIES_INSTANCE_UID],
+    )
+    .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+
+    // Image level: the 20 SOP Instance UIDs of the files.
+    let instances = find(
+        &config,
+        Level::Image,
+        &[
+            (tags::STUDY_INSTANCE_UID, study_uid.clone()),
+            (tags::SERIES_INSTANCE_UID, series_uid.clone()),
+        ],
+        &[tags::SOP_INSTANCE_UID],
+    )
+    .unwrap();
+    let mut found: Vec<String> = instances
+        .iter()
+        .map(|m| m.get(tags::SOP_INSTANCE_UID).unwrap().to_owned())
+        .collect();
+    let mut expected: Vec<String> = files
+        .iter()
+        .map(|f| meta_instance(&open_file(f).unwrap()))
+        .collect();
+    found.sort();
+    expected.sort();
+    assert_eq!(found, expected);
+
+    let report = move_series(&config, AE, &study_uid, &series_uid).unwrap();
+    assert_eq!(
+        (report.completed, report.failed, report.warning),
+        (20, 0, 0),
+        "{report:?}"
+    );
+    let Event::SeriesComplete {
+        instances, folder, ..
+    } = h.wait_for("SeriesComplete", |e| {
+        matches!(e, Event::SeriesComplete { .. })
+    })
+    else {
+        unreachable!()
+    };
+    assert_eq!(instances, 20);
+    for file in &files {
+        let source = open_file(file).unwrap();
+        let sop = meta_instance(&source);
+        let stored = open_file(folder.join(format!("{sop}.dcm"))).unwrap();
+        assert!(pixel_data(&stored) == pixel_data(&source), "{sop}");
+    }
+
+    // A destination pynetdicom does not know: 0xA801 (move destination unknown).
+    match move_series(&config, "NOBODY", &study_uid, &series_uid) {
+        Err(QueryError::Status {
+            operation: "C-MOVE",
+            status: 0xA801,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    h.shutdown();
 }
