@@ -4,6 +4,7 @@ applies the same DICOM PS3.15 Table E.1-1 basic profile (its 2026c table) with p
 
     deidentify_peer.py make SOURCE_DIR IDENTIFIED_DIR
     deidentify_peer.py compare IDENTIFIED_DIR PINHOLE_OUT_DIR
+    deidentify_peer.py derived IDENTIFIED_DIR PINHOLE_OUT_DIR OBJECT
 
 `make` gives the shared (already anonymised) series an identity to remove: patient name,
 ID and birth date, institution, station, accession number, referring physician, real
@@ -90,9 +91,46 @@ def make(source_dir, out_dir):
     print(json.dumps({"files": n + 1}))
 
 
+def uids_in(dataset):
+    out = set()
+    for element in dataset.iterall():
+        if element.VR == "UI" and element.value:
+            values = element.value if isinstance(element.value, (list, pydicom.multival.MultiValue)) else [element.value]
+            out.update(str(v) for v in values)
+    return out
+
+
+def derived(identified_dir, deid_dir, path):
+    """A SEG / SR / SC written with --deidentify from the identified series: what of the
+    identity is left, and whether it references the de-identified series' UIDs."""
+    obj = pydicom.dcmread(path)
+    source = [pydicom.dcmread(p) for p in sorted(glob.glob(os.path.join(identified_dir, "*.dcm")))]
+    deid = [pydicom.dcmread(p) for p in glob.glob(os.path.join(deid_dir, "*", "*", "*.dcm"))]
+    original = set().union(*(uids_in(d) for d in source)) - {str(d.SOPClassUID) for d in source}
+    original = {u for u in original if not u.startswith("1.2.840.10008.")}
+    text = all_strings(obj)
+    secrets = [str(v) for v in IDENTITY.values()] + ["OLD-MRN-1234", "DOE^JANE private copy"]
+    present = uids_in(obj)
+    print(json.dumps({
+        "identity_left": sorted(s for s in secrets if s in text),
+        "original_uids_left": sorted(present & original),
+        "patient_identity_removed": str(obj.get("PatientIdentityRemoved", "")),
+        "private_attributes": sum(1 for e in obj.iterall() if e.tag.is_private),
+        "study_matches": str(obj.StudyInstanceUID) == str(deid[0].StudyInstanceUID),
+        "frame_of_reference_matches": str(obj.get("FrameOfReferenceUID", "")) == str(deid[0].FrameOfReferenceUID)
+                                      or str(deid[0].FrameOfReferenceUID) in present,
+        "series_referenced": str(deid[0].SeriesInstanceUID) in present,
+        "instances_referenced": len(present & {str(d.SOPInstanceUID) for d in deid}),
+        "sop_instance_uid": str(obj.SOPInstanceUID),
+        "series_instance_uid": str(obj.SeriesInstanceUID),
+    }))
+
+
 def main():
     if sys.argv[1] == "make":
         return make(sys.argv[2], sys.argv[3])
+    if sys.argv[1] == "derived":
+        return derived(sys.argv[2], sys.argv[3], sys.argv[4])
     source_dir, ours_dir = sys.argv[2], sys.argv[3]
     from dicomanonymizer.simpledicomanonymizer import anonymize_dicom_file, initialize_actions
 

@@ -493,3 +493,120 @@ fn dicom_deidentify_applies_the_basic_profile_as_dicom_anonymizer_does() {
     assert_eq!(b.len(), 20);
     assert!(a.iter().all(|f| !b.contains(f)), "another key, other UIDs");
 }
+
+/// `dicom seg|sr|sc --deidentify` with the key the series was de-identified with: none
+/// of the series' identity or original UIDs in the objects, and each references the
+/// de-identified series as `dicom deidentify` wrote it (the SEG and the SR: its study,
+/// Frame of Reference, series and instances; the capture: its study); the reports name
+/// the new UIDs.
+#[test]
+fn dicom_seg_sr_sc_deidentified_reference_the_deidentified_series() {
+    let tmp = tempfile::tempdir().unwrap();
+    let identified = identified_series(tmp.path());
+    let key = tmp.path().join("key.txt");
+    std::fs::write(&key, "the series' own secret\n").unwrap();
+    let deid = tmp.path().join("deid");
+    pinhole_ok(&[
+        "dicom",
+        "deidentify",
+        "--key-file",
+        key.to_str().unwrap(),
+        "--out",
+        deid.to_str().unwrap(),
+        identified.to_str().unwrap(),
+    ]);
+    let plan_dir = plan_needle(&identified, tmp.path());
+    let export = |command: &str, extra: &[&str]| -> (std::path::PathBuf, serde_json::Value) {
+        let out = tmp.path().join(format!("{command}-deid"));
+        let mut args = vec![
+            "dicom",
+            command,
+            "--series",
+            identified.to_str().unwrap(),
+            "--deidentify",
+            "--key-file",
+            key.to_str().unwrap(),
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let report: serde_json::Value = serde_json::from_str(&pinhole_ok(&args)).unwrap();
+        (out, report)
+    };
+    let labels = tmp.path().join("labels.nii.gz");
+    let table = tmp.path().join("table.csv");
+    let plan = plan_dir.join("plan.json");
+    let picture = plan_dir.join("best.png");
+    let series_folder = dicom_tree(&deid)[0].rsplit_once('/').unwrap().0.to_owned();
+    for (command, file, extra) in [
+        (
+            "seg",
+            "segmentation.dcm",
+            vec![
+                "--labels",
+                labels.to_str().unwrap(),
+                "--labels-table",
+                table.to_str().unwrap(),
+            ],
+        ),
+        (
+            "sr",
+            "measurements_sr.dcm",
+            vec!["--plan", plan.to_str().unwrap()],
+        ),
+        (
+            "sc",
+            "capture.dcm",
+            vec!["--picture", picture.to_str().unwrap()],
+        ),
+    ] {
+        let (out, report) = export(command, &extra);
+        assert_eq!(report["deidentified"], true, "{command}: {report}");
+        let object = out.join(file);
+        let seen = python_json(
+            "deidentify_peer.py",
+            &[
+                "derived",
+                identified.to_str().unwrap(),
+                deid.to_str().unwrap(),
+                object.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(
+            seen["identity_left"],
+            serde_json::json!([]),
+            "{command}: {seen}"
+        );
+        assert_eq!(
+            seen["original_uids_left"],
+            serde_json::json!([]),
+            "{command}: {seen}"
+        );
+        assert_eq!(seen["patient_identity_removed"], "YES", "{command}: {seen}");
+        assert_eq!(seen["private_attributes"], 0, "{command}: {seen}");
+        assert_eq!(seen["study_matches"], true, "{command}: {seen}");
+        // The capture belongs to the study only; the SEG and the SR reference the series.
+        if command != "sc" {
+            assert_eq!(
+                seen["frame_of_reference_matches"], true,
+                "{command}: {seen}"
+            );
+            assert_eq!(seen["series_referenced"], true, "{command}: {seen}");
+            assert_eq!(seen["instances_referenced"], 20, "{command}: {seen}");
+        }
+        assert_eq!(
+            report["sop_instance_uid"], seen["sop_instance_uid"],
+            "{command}"
+        );
+        assert_eq!(
+            report["series_instance_uid"], seen["series_instance_uid"],
+            "{command}"
+        );
+        assert_eq!(
+            format!("{}", report["source_series_uid"].as_str().unwrap()),
+            series_folder.rsplit('/').next().unwrap(),
+            "{command}: the report names the de-identified source series"
+        );
+    }
+}

@@ -19,14 +19,20 @@ use crate::report::{
 /// The report's file name in the output folder.
 pub const REPORT_FILE: &str = "dicom_deidentify.json";
 
-/// Where the UID key comes from.
-#[derive(Debug, Clone)]
+/// Where the UID key comes from (its `Debug` never shows the secret).
+#[derive(Clone, PartialEq, Eq)]
 pub enum KeySource {
     /// A secret given by the user (a key file, or `PINHOLE_DEIDENTIFY_KEY`): the same
     /// UIDs in every run with that secret.
     Secret { secret: String, origin: String },
     /// A key for this run only.
     Random,
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeySource({})", self.describe())
+    }
 }
 
 impl KeySource {

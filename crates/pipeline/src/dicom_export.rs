@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
+use pinhole_io::dicom::deidentify::{deidentify_file, DeidentifyKey};
 use pinhole_io::dicom::derived::Code;
 use pinhole_io::dicom::sc::{write_secondary_capture, RgbPicture, ScOptions};
 use pinhole_io::dicom::seg::{write_segmentation, SegOptions, SegmentAlgorithm, SegmentSpec};
@@ -27,6 +28,7 @@ use pinhole_io::dicom::{list_series, SeriesInfo};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::deidentify::KeySource;
 use crate::error::{Context, Error, Result};
 use crate::inputs::{load_named_labels, InputFile, UnnamedLabels};
 use crate::observe::{step, Observer};
@@ -56,6 +58,9 @@ pub struct SegExportRequest {
     pub algorithm_name: Option<String>,
     /// The output folder: [`SEG_FILE`] and [`REPORT_FILE`].
     pub out_dir: PathBuf,
+    /// De-identify the SEG as written ([`crate::deidentify`]); with the key the series
+    /// was de-identified with, it references that series' new UIDs.
+    pub deidentify: Option<KeySource>,
 }
 
 /// One written segment.
@@ -87,6 +92,10 @@ pub struct SegExportReport {
     pub series_instance_uid: String,
     pub frames: usize,
     pub segments: Vec<SegmentRow>,
+    /// The object was de-identified as written (DICOM PS3.15 basic profile): the UIDs
+    /// above are its new ones, `source_series_uid` the source's as the key maps it.
+    #[serde(default)]
+    pub deidentified: bool,
     pub warnings: Vec<String>,
     pub disclaimer: String,
 }
@@ -134,6 +143,7 @@ pub fn run(request: &SegExportRequest, observer: &dyn Observer) -> Result<SegExp
         series_instance_uid: String::new(),
         frames: 0,
         segments: rows,
+        deidentified: false,
         warnings: Vec::new(),
         disclaimer: DISCLAIMER.into(),
     };
@@ -148,11 +158,21 @@ pub fn run(request: &SegExportRequest, observer: &dyn Observer) -> Result<SegExp
             )?;
             Ok((written.warnings.clone(), written))
         })?;
+        let mut warnings = written.warnings;
+        let key = deidentify_written(
+            observer,
+            &dir.join(SEG_FILE),
+            request.deidentify.as_ref(),
+            &mut warnings,
+        )?;
+        let uid = |u: &str| key.as_ref().map_or_else(|| u.to_owned(), |k| k.map_uid(u));
         Ok(SegExportReport {
-            sop_instance_uid: written.sop_instance_uid,
-            series_instance_uid: written.series_instance_uid,
+            source_series_uid: uid(&report.source_series_uid),
+            sop_instance_uid: uid(&written.sop_instance_uid),
+            series_instance_uid: uid(&written.series_instance_uid),
             frames: written.frames,
-            warnings: written.warnings,
+            deidentified: key.is_some(),
+            warnings,
             ..report
         })
     })
@@ -171,6 +191,38 @@ fn write_object<W>(
         observer.warn(warning);
     }
     Ok(written)
+}
+
+/// With `key`, the object just written to `path` de-identified in place (the DICOM PS3.15
+/// basic profile, `pinhole_io::dicom::deidentify`); its warnings join `warnings`. The key
+/// is returned so that the report can name the new UIDs (the same key maps the same).
+fn deidentify_written(
+    observer: &dyn Observer,
+    path: &Path,
+    key: Option<&KeySource>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<DeidentifyKey>> {
+    let Some(source) = key else {
+        return Ok(None);
+    };
+    if matches!(source, KeySource::Random) {
+        observer.info(
+            "de-identified with a key for this run only: its UIDs will not match a series \
+             de-identified in another run (give the series' key file)",
+        );
+    }
+    let key = source.key();
+    let done = step(observer, "de-identifying", || {
+        let done = deidentify_file(path, &key)?;
+        done.write(path)?;
+        Ok::<_, pinhole_io::Error>(done)
+    })
+    .context("de-identifying the written object")?;
+    for warning in &done.summary.warnings {
+        observer.warn(warning);
+        warnings.push(warning.clone());
+    }
+    Ok(Some(key))
 }
 
 fn input(path: &Path, role: &str) -> Result<InputFile> {
@@ -303,6 +355,8 @@ pub struct SrExportRequest {
     pub paths: usize,
     pub series_description: String,
     pub out_dir: PathBuf,
+    /// De-identify the SR as written (as [`SegExportRequest::deidentify`]).
+    pub deidentify: Option<KeySource>,
 }
 
 /// One measurement group written.
@@ -328,6 +382,10 @@ pub struct SrExportReport {
     pub sop_instance_uid: String,
     pub series_instance_uid: String,
     pub groups: Vec<GroupRow>,
+    /// The object was de-identified as written (DICOM PS3.15 basic profile): the UIDs
+    /// above are its new ones, `source_series_uid` the source's as the key maps it.
+    #[serde(default)]
+    pub deidentified: bool,
     pub warnings: Vec<String>,
     pub disclaimer: String,
 }
@@ -362,21 +420,29 @@ pub fn run_sr(request: &SrExportRequest, observer: &dyn Observer) -> Result<SrEx
             Ok((written.warnings.clone(), written))
         })?;
         warnings.extend(written.warnings);
+        let key = deidentify_written(
+            observer,
+            &dir.join(SR_FILE),
+            request.deidentify.as_ref(),
+            &mut warnings,
+        )?;
+        let uid = |u: &str| key.as_ref().map_or_else(|| u.to_owned(), |k| k.map_uid(u));
         let groups = report
             .groups
             .iter()
             .zip(&written.tracking_uids)
-            .map(|(g, uid)| group_row(g, uid))
+            .map(|(g, tracking)| group_row(g, &uid(tracking)))
             .collect();
         Ok(SrExportReport {
             schema_version: SrExportReport::SCHEMA_VERSION,
             version: VERSION.into(),
             inputs,
-            source_series_uid: series.series_uid.clone(),
+            source_series_uid: uid(&series.series_uid),
             file: SR_FILE.into(),
-            sop_instance_uid: written.sop_instance_uid,
-            series_instance_uid: written.series_instance_uid,
+            sop_instance_uid: uid(&written.sop_instance_uid),
+            series_instance_uid: uid(&written.series_instance_uid),
             groups,
+            deidentified: key.is_some(),
             warnings,
             disclaimer: DISCLAIMER.into(),
         })
@@ -530,6 +596,8 @@ pub struct ScExportRequest {
     pub banner_already_present: bool,
     pub series_description: String,
     pub out_dir: PathBuf,
+    /// De-identify the capture as written (as [`SegExportRequest::deidentify`]).
+    pub deidentify: Option<KeySource>,
 }
 
 /// `dicom_sc.json`.
@@ -548,6 +616,10 @@ pub struct ScExportReport {
     /// Rows `0..banner_rows` hold the burned-in "NOT FOR CLINICAL USE" (0: the picture
     /// carried it, nothing burned in).
     pub banner_rows: usize,
+    /// The object was de-identified as written (DICOM PS3.15 basic profile): the UIDs
+    /// above are its new ones, `source_series_uid` the source's as the key maps it.
+    #[serde(default)]
+    pub deidentified: bool,
     pub warnings: Vec<String>,
     pub disclaimer: String,
 }
@@ -575,18 +647,27 @@ pub fn run_sc(request: &ScExportRequest, observer: &dyn Observer) -> Result<ScEx
                 write_secondary_capture(&series.files, &picture, &options, &dir.join(SC_FILE))?;
             Ok((written.warnings.clone(), written))
         })?;
+        let mut warnings = written.warnings;
+        let key = deidentify_written(
+            observer,
+            &dir.join(SC_FILE),
+            request.deidentify.as_ref(),
+            &mut warnings,
+        )?;
+        let uid = |u: &str| key.as_ref().map_or_else(|| u.to_owned(), |k| k.map_uid(u));
         Ok(ScExportReport {
             schema_version: ScExportReport::SCHEMA_VERSION,
             version: VERSION.into(),
             inputs,
-            source_series_uid: series.series_uid.clone(),
+            source_series_uid: uid(&series.series_uid),
             file: SC_FILE.into(),
-            sop_instance_uid: written.sop_instance_uid,
-            series_instance_uid: written.series_instance_uid,
+            sop_instance_uid: uid(&written.sop_instance_uid),
+            series_instance_uid: uid(&written.series_instance_uid),
             columns: picture.width,
             rows: picture.height,
             banner_rows: written.banner.map_or(0, |b| b.rows),
-            warnings: written.warnings,
+            deidentified: key.is_some(),
+            warnings,
             disclaimer: DISCLAIMER.into(),
         })
     })

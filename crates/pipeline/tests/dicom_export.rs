@@ -57,6 +57,7 @@ fn segmentation_of_the_dicom_series() {
         series_description: "test".into(),
         algorithm_name: None,
         out_dir: tmp.path().join("out"),
+        deidentify: None,
     };
     let report = pinhole_pipeline::dicom_export::run(&request, &Quiet).unwrap();
     assert_eq!(report.segments[0].voxels, expected_bone);

@@ -57,6 +57,30 @@ pub enum DicomCommand {
     Deidentify(DeidentifyArgs),
 }
 
+/// `--deidentify [--key-file FILE]` of the commands that send or write DICOM objects.
+#[derive(Args)]
+pub struct DeidentifyOption {
+    /// De-identify (DICOM PS3.15 basic profile, as `pinhole dicom deidentify`): identity
+    /// removed, emptied or replaced, private attributes removed, UIDs replaced with a
+    /// keyed hash.
+    #[arg(long)]
+    deidentify: bool,
+    /// With --deidentify: the file whose first line is the UID secret (the series'
+    /// own, so that the UIDs match it); default PINHOLE_DEIDENTIFY_KEY, else a random
+    /// key for this run.
+    #[arg(long, value_name = "FILE", requires = "deidentify")]
+    key_file: Option<PathBuf>,
+}
+
+impl DeidentifyOption {
+    fn key(&self) -> anyhow::Result<Option<pinhole_pipeline::deidentify::KeySource>> {
+        if !self.deidentify {
+            return Ok(None);
+        }
+        key_source(self.key_file.as_deref()).map(Some)
+    }
+}
+
 #[derive(Args)]
 pub struct DeidentifyArgs {
     /// Output folder (created; must not hold the inputs).
@@ -92,6 +116,9 @@ pub struct ScArgs {
     /// SeriesDescription of the capture (" NOT FOR CLINICAL USE" is appended).
     #[arg(long, default_value = "Pinhole picture")]
     description: String,
+    /// The object is de-identified as written.
+    #[command(flatten)]
+    deidentify: DeidentifyOption,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -117,6 +144,9 @@ pub struct SrArgs {
     /// SeriesDescription of the SR (" NOT FOR CLINICAL USE" is appended).
     #[arg(long, default_value = "Pinhole needle plan")]
     description: String,
+    /// The object is de-identified as written.
+    #[command(flatten)]
+    deidentify: DeidentifyOption,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -146,6 +176,9 @@ pub struct SegArgs {
     /// AUTOMATIC with this name; default MANUAL).
     #[arg(long)]
     algorithm: Option<String>,
+    /// The object is de-identified as written.
+    #[command(flatten)]
+    deidentify: DeidentifyOption,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -212,13 +245,9 @@ pub struct PushArgs {
     /// of refusing them; re-encodes those data sets, pixel data kept; warns per file.
     #[arg(long)]
     fill_blank_uids: bool,
-    /// De-identify every data set before it is sent (DICOM PS3.15 basic profile, as
-    /// `pinhole dicom deidentify`); the files are not changed.
-    #[arg(long)]
-    deidentify: bool,
-    /// With --deidentify: the UID secret's file (see `pinhole dicom deidentify`).
-    #[arg(long, value_name = "FILE", requires = "deidentify")]
-    key_file: Option<PathBuf>,
+    /// Each data set is de-identified before it is sent; the files are not changed.
+    #[command(flatten)]
+    deidentify: DeidentifyOption,
     /// Bound on connecting and on each network read or write, in seconds.
     #[arg(long, default_value_t = 60.0, value_parser = super::finite)]
     timeout_s: f64,
@@ -335,6 +364,7 @@ fn sr(args: &SrArgs, terminal: &Terminal) -> anyhow::Result<()> {
         paths: args.paths,
         series_description: args.description.clone(),
         out_dir: args.out.clone(),
+        deidentify: args.deidentify.key()?,
     };
     let outputs = Outputs {
         command: "dicom sr",
@@ -355,6 +385,7 @@ fn sc(args: &ScArgs, terminal: &Terminal) -> anyhow::Result<()> {
         banner_already_present: args.banner_already_present,
         series_description: args.description.clone(),
         out_dir: args.out.clone(),
+        deidentify: args.deidentify.key()?,
     };
     let outputs = Outputs {
         command: "dicom sc",
@@ -376,6 +407,7 @@ fn seg(args: &SegArgs, terminal: &Terminal) -> anyhow::Result<()> {
         series_description: args.description.clone(),
         algorithm_name: args.algorithm.clone(),
         out_dir: args.out.clone(),
+        deidentify: args.deidentify.key()?,
     };
     let outputs = Outputs {
         command: "dicom seg",
@@ -447,11 +479,7 @@ fn echo(args: &EchoArgs) -> anyhow::Result<()> {
 fn push(args: &PushArgs) -> anyhow::Result<()> {
     let mut config = push_config(&args.to, &args.calling_ae, args.timeout_s)?;
     config.fill_blank_uids = args.fill_blank_uids;
-    let key = if args.deidentify {
-        Some(key_source(args.key_file.as_deref())?)
-    } else {
-        None
-    };
+    let key = args.deidentify.key()?;
     config.deidentify = key.as_ref().map(|k| k.key());
     let files = dicom_files(&args.inputs)?;
     eprintln!("Pinhole DICOM push (NOT FOR CLINICAL USE)");
