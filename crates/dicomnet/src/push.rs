@@ -922,11 +922,7 @@ pub fn derived_uid(kind: &str, seed: &str) -> String {
         .chain_update([0u8])
         .chain_update(seed.as_bytes())
         .finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    bytes[6] = (bytes[6] & 0x0F) | 0x80;
-    bytes[8] = (bytes[8] & 0x3F) | 0x80;
-    format!("2.25.{}", u128::from_be_bytes(bytes))
+    pinhole_io::dicom::derived::uid_from_hash(&digest)
 }
 
 /// The report's warning for a file whose blank UIDs were filled.

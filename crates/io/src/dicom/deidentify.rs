@@ -28,13 +28,11 @@ use dicom_core::header::Header;
 use dicom_core::value::{DataSetSequence, PrimitiveValue, Value};
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::atomic::AtomicFile;
 use crate::error::{Error, ErrorKind, Result, WithPath};
 
 /// The standard's table, one attribute per line (see the file's header).
@@ -171,11 +169,7 @@ impl DeidentifyKey {
             .chain_update([0u8])
             .chain_update(uid.as_bytes())
             .finalize();
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        bytes[6] = (bytes[6] & 0x0F) | 0x80;
-        bytes[8] = (bytes[8] & 0x3F) | 0x80;
-        format!("2.25.{}", u128::from_be_bytes(bytes))
+        super::derived::uid_from_hash(&digest)
     }
 }
 
@@ -499,16 +493,7 @@ impl DeidentifiedFile {
     /// Writes the de-identified object to `out` (a new file meta group naming its new
     /// SOP Instance UID; the same transfer syntax), atomically.
     pub fn write(&self, out: &Path) -> Result<()> {
-        let dicom_error =
-            |e: &dyn std::fmt::Display| Error::new(out, ErrorKind::Dicom(e.to_string()));
-        let file = self
-            .object
-            .clone()
-            .with_meta(FileMetaTableBuilder::new().transfer_syntax(&self.transfer_syntax))
-            .map_err(|e| dicom_error(&e))?;
-        let mut atomic = AtomicFile::create(out)?;
-        file.write_all(&mut atomic).map_err(|e| dicom_error(&e))?;
-        atomic.commit()
+        super::derived::write_file_in(self.object.clone(), &self.transfer_syntax, out)
     }
 }
 

@@ -388,6 +388,15 @@ fn uid_from_uuid(uuid: u128) -> String {
     format!("2.25.{uuid}")
 }
 
+/// `2.25.<n>` for the first 16 bytes of a hash (e.g. SHA-256) as a version-8 UUID: the
+/// deterministic UIDs of de-identification and of filled blank UIDs.
+pub fn uid_from_hash(hash: &[u8]) -> String {
+    let mut bytes = [0u8; 16];
+    let n = hash.len().min(16);
+    bytes[..n].copy_from_slice(&hash[..n]);
+    uid_from_uuid(as_uuid(u128::from_be_bytes(bytes), 8))
+}
+
 /// Sets the version nibble and the RFC 4122 variant bits of a 128-bit value.
 fn as_uuid(bits: u128, version: u8) -> u128 {
     let versioned = (bits & !(0xF << 76)) | (u128::from(version & 0xF) << 76);
@@ -717,9 +726,19 @@ fn has_non_ascii(obj: &InMemDicomObject) -> bool {
 
 /// Writes `obj` as a DICOM file (Explicit VR Little Endian) to `out`, atomically.
 pub(crate) fn write_file(obj: InMemDicomObject, out: &Path) -> Result<()> {
+    write_file_in(obj, uids::EXPLICIT_VR_LITTLE_ENDIAN, out)
+}
+
+/// Writes `obj` as a DICOM file in `transfer_syntax` to `out`, atomically; the file meta
+/// group names the data set's SOP Class and Instance UIDs.
+pub(crate) fn write_file_in(
+    obj: InMemDicomObject,
+    transfer_syntax: &str,
+    out: &Path,
+) -> Result<()> {
     let dicom_error = |e: &dyn std::fmt::Display| Error::new(out, ErrorKind::Dicom(e.to_string()));
     let file = obj
-        .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(transfer_syntax))
         .map_err(|e| dicom_error(&e))?;
     let mut atomic = AtomicFile::create(out)?;
     file.write_all(&mut atomic).map_err(|e| dicom_error(&e))?;
