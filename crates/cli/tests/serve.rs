@@ -341,3 +341,81 @@ fn serve_refuses_bad_limits_with_the_flag_named() {
         "{err}"
     );
 }
+
+/// Regression: the server's runtime log went through `eprintln!`, which panics when
+/// stderr is a closed pipe (whoever started `pinhole serve` stopped reading it), and the
+/// panic killed the task or thread that logged: here the OpenIGTLink client's, at its
+/// "connected" line. With stderr closed after the banner, a replay still gets its
+/// guidance back and HTTP still answers.
+#[test]
+fn serve_goes_on_when_nobody_reads_its_stderr() {
+    use std::io::BufRead;
+    let ct = shared_data("abdomen-ct/example_ct_sm.nii.gz");
+    let seg = shared_data("abdomen-ct/example_seg.nii.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let (igtl, http) = (free_port(), free_port());
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_pinhole"))
+        .args(["serve", "--ct", ct.to_str().unwrap()])
+        .args([
+            "--labels",
+            seg.to_str().unwrap(),
+            "--target",
+            "liver:deepest",
+        ])
+        .args(["--igtl-port", &igtl.to_string()])
+        .args(["--http-port", &http.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = serve.stderr.take().unwrap();
+    let banner = std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("Ctrl-C to stop"));
+    assert!(banner.is_some(), "no banner from pinhole serve");
+    // The reader and the pipe are gone: every later log line meets a closed pipe.
+    let session: serde_json::Value = serde_json::from_str(&http_get(http, "/api/session")).unwrap();
+    let t: Vec<f64> = session["plan"]["target_lps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let plan = dir.path().join("plan.json");
+    let entry = [t[0] - 35.0, t[1] - 35.0, t[2]];
+    std::fs::write(
+        &plan,
+        serde_json::json!({"target_lps": t, "paths": [{"entry_lps": entry, "target_lps": t}]})
+            .to_string(),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_pinhole"))
+            .args(["replay", "--synthesize", plan.to_str().unwrap()])
+            .args([
+                "--rate",
+                "50",
+                "--duration",
+                "0.5",
+                "--port",
+                &igtl.to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            summary["metrics_received"].as_u64().unwrap() >= 1,
+            "{summary}"
+        );
+    }
+    assert!(serve.try_wait().unwrap().is_none(), "pinhole serve died");
+    assert!(http_get(http, "/api/health").contains("ok"));
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+}

@@ -1278,9 +1278,12 @@ pub(crate) fn refuse_connection(shared: &Shared, stream: tokio::net::TcpStream, 
     });
 }
 
-/// Logs a line to stderr (`pinhole serve` prints its log there).
+/// Logs a line to stderr (`pinhole serve` prints its log there). When stderr is a pipe
+/// nobody reads any more the line is lost and the server goes on: `eprintln!` would panic
+/// the task or thread that logged (an OpenIGTLink client's, the evaluator).
 pub(crate) fn log(line: std::fmt::Arguments<'_>) {
-    eprintln!("[pinhole serve] {line}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "[pinhole serve] {line}");
 }
 
 /// Resolves once the shutdown flag is set (or its sender is gone).
