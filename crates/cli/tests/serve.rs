@@ -79,24 +79,7 @@ fn serve_and_replay_synthesized_insertion() {
     )
     .unwrap();
     // Replay against the target-only server: metrics come back, angle is null.
-    let out = Command::new(env!("CARGO_BIN_EXE_pinhole"))
-        .args(["replay", "--synthesize", plan.to_str().unwrap()])
-        .args([
-            "--rate",
-            "50",
-            "--duration",
-            "1",
-            "--port",
-            &igtl.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = replay_synthesized(&plan, igtl, "50", "1");
     assert_eq!(summary["sent"], 50);
     assert!(summary["metrics_received"].as_u64().unwrap() >= 1);
     let last = &summary["last_metrics"];
@@ -182,6 +165,34 @@ fn serve_and_replay_synthesized_insertion() {
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(text.starts_with("# Not for clinical use"));
     assert_eq!(text.lines().count(), 2 + 10);
+}
+
+/// `pinhole replay --synthesize plan` at `rate` Hz for `duration` s to the OpenIGTLink
+/// port: its JSON summary (the command must succeed).
+fn replay_synthesized(
+    plan: &std::path::Path,
+    igtl: u16,
+    rate: &str,
+    duration: &str,
+) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_pinhole"))
+        .args(["replay", "--synthesize", plan.to_str().unwrap()])
+        .args([
+            "--rate",
+            rate,
+            "--duration",
+            duration,
+            "--port",
+            &igtl.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Sends a TRANSFORM per (device name, x translation in mm) over OpenIGTLink, then
@@ -391,24 +402,7 @@ fn serve_goes_on_when_nobody_reads_its_stderr() {
     )
     .unwrap();
     for _ in 0..2 {
-        let out = Command::new(env!("CARGO_BIN_EXE_pinhole"))
-            .args(["replay", "--synthesize", plan.to_str().unwrap()])
-            .args([
-                "--rate",
-                "50",
-                "--duration",
-                "0.5",
-                "--port",
-                &igtl.to_string(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let summary = replay_synthesized(&plan, igtl, "50", "0.5");
         assert!(
             summary["metrics_received"].as_u64().unwrap() >= 1,
             "{summary}"
