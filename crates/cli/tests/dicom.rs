@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::common::{repo_root, shared_data};
+use super::serve::{free_port, http_get_with_status};
 
 /// Kills the listener when the test ends, passed or not.
 struct Running(Child);
@@ -636,34 +637,6 @@ fn dicom_push_deidentify_stores_what_dicom_deidentify_writes() {
     assert_eq!(peer["links_kept"], 19, "{peer}");
 }
 
-/// A free TCP port on loopback.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` from a local HTTP server: status and body.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
-}
-
 /// `pinhole dicom listen --feed-control-ct`: a CT series pushed to the listener reaches a
 /// running `pinhole serve` as a control scan, which registers it to the planning CT (here
 /// the same series, so it must converge) and looks for the needle (there is none).
@@ -742,7 +715,7 @@ fn dicom_listen_feeds_a_complete_ct_series_to_a_running_session() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(http_get(http, "/api/control-ct/latest").0, 204);
+    assert_eq!(http_get_with_status(http, "/api/control-ct/latest").0, 204);
 
     let store = dir.path().join("incoming");
     let url = format!("http://127.0.0.1:{http}");
@@ -761,7 +734,7 @@ fn dicom_listen_feeds_a_complete_ct_series_to_a_running_session() {
         l.contains("\"series_complete\"")
     });
     let latest = loop {
-        let (status, body) = http_get(http, "/api/control-ct/latest");
+        let (status, body) = http_get_with_status(http, "/api/control-ct/latest");
         if status == 200 {
             let latest: serde_json::Value = serde_json::from_str(&body).unwrap();
             if latest["state"] != "processing" {

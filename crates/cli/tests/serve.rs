@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
 
-fn http_get(port: u16, path: &str) -> String {
+/// `GET path` from a local server (`Connection: close`): its status and body.
+pub(super) fn http_get_with_status(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         s,
@@ -22,7 +23,36 @@ fn http_get(port: u16, path: &str) -> String {
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n").unwrap().1.to_owned()
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, out.split_once("\r\n\r\n").unwrap().1.to_owned())
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    http_get_with_status(port, path).1
+}
+
+/// `DIR/plan.json`: a straight path to the target of a target-only session
+/// (`/api/session`), entering 35 mm to the patient's right and anterior.
+fn plan_to_the_session_target(
+    session: &serde_json::Value,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let t: Vec<f64> = session["plan"]["target_lps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let plan = dir.join("plan.json");
+    let entry = [t[0] - 35.0, t[1] - 35.0, t[2]];
+    std::fs::write(
+        &plan,
+        serde_json::json!({"target_lps": t, "paths": [{"entry_lps": entry, "target_lps": t}],
+                           "note": "Not for clinical use"})
+        .to_string(),
+    )
+    .unwrap();
+    plan
 }
 
 #[test]
@@ -63,21 +93,7 @@ fn serve_and_replay_synthesized_insertion() {
         .as_str()
         .unwrap()
         .contains("Not for clinical use"));
-    let t: Vec<f64> = session["plan"]["target_lps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    let plan = dir.path().join("plan.json");
-    let entry = [t[0] - 35.0, t[1] - 35.0, t[2]];
-    std::fs::write(
-        &plan,
-        serde_json::json!({"target_lps": t, "paths": [{"entry_lps": entry, "target_lps": t}],
-                           "note": "Not for clinical use"})
-        .to_string(),
-    )
-    .unwrap();
+    let plan = plan_to_the_session_target(&session, dir.path());
     // Replay against the target-only server: metrics come back, angle is null.
     let summary = replay_synthesized(&plan, igtl, "50", "1");
     assert_eq!(summary["sent"], 50);
@@ -387,20 +403,7 @@ fn serve_goes_on_when_nobody_reads_its_stderr() {
     assert!(banner.is_some(), "no banner from pinhole serve");
     // The reader and the pipe are gone: every later log line meets a closed pipe.
     let session: serde_json::Value = serde_json::from_str(&http_get(http, "/api/session")).unwrap();
-    let t: Vec<f64> = session["plan"]["target_lps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    let plan = dir.path().join("plan.json");
-    let entry = [t[0] - 35.0, t[1] - 35.0, t[2]];
-    std::fs::write(
-        &plan,
-        serde_json::json!({"target_lps": t, "paths": [{"entry_lps": entry, "target_lps": t}]})
-            .to_string(),
-    )
-    .unwrap();
+    let plan = plan_to_the_session_target(&session, dir.path());
     for _ in 0..2 {
         let summary = replay_synthesized(&plan, igtl, "50", "0.5");
         assert!(

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use pinhole_io::dicom::deidentify::{deidentify_file, DeidentifyKey, METHOD};
+use pinhole_io::dicom::derived::check_uid;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -191,13 +192,11 @@ fn one_file(
     key: &DeidentifyKey,
 ) -> std::result::Result<(DeidentifiedOutput, Vec<String>), String> {
     let done = deidentify_file(path, key).map_err(|e| e.kind.to_string())?;
+    // Checked as UIDs before they become folder and file names.
     let part = |uid: String, what: &str| {
-        let valid = !uid.is_empty()
-            && uid.len() <= 64
-            && uid.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-        valid
-            .then_some(uid)
-            .ok_or_else(|| format!("no usable {what} after de-identification"))
+        check_uid(what, &uid)
+            .map(|()| uid)
+            .map_err(|e| format!("no usable {what} after de-identification: {e}"))
     };
     let relative = PathBuf::from(part(done.study_uid(), "Study Instance UID")?)
         .join(part(done.series_uid(), "Series Instance UID")?)

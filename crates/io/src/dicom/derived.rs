@@ -94,7 +94,7 @@ pub(crate) fn check_code(code: &Code) -> std::result::Result<(), String> {
 }
 
 /// A UID: 1 to 64 characters, dot-separated numbers without leading zeros (PS3.5 9.1).
-pub(crate) fn check_uid(what: &str, uid: &str) -> std::result::Result<(), String> {
+pub fn check_uid(what: &str, uid: &str) -> std::result::Result<(), String> {
     let component_ok = |c: &str| {
         !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()) && (c == "0" || !c.starts_with('0'))
     };
