@@ -492,6 +492,41 @@ fn dicom_deidentify_applies_the_basic_profile_as_dicom_anonymizer_does() {
     let (a, b) = (dicom_tree(&out), dicom_tree(&random));
     assert_eq!(b.len(), 20);
     assert!(a.iter().all(|f| !b.contains(f)), "another key, other UIDs");
+
+    // The shared series itself has blank Study / Series UIDs in its data sets: they are
+    // filled, and each file says so in the report and on the terminal.
+    let out = tmp.path().join("deid-blank");
+    let series = shared_data("dicom-ct-series");
+    let run = pinhole(&[
+        "dicom",
+        "deidentify",
+        "--out",
+        out.to_str().unwrap(),
+        series.to_str().unwrap(),
+    ]);
+    assert!(run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(
+        stderr.matches("blank Study Instance UID filled").count(),
+        20,
+        "{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("dicom_deidentify.json")).unwrap())
+            .unwrap();
+    let warnings = report["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .filter(|w| w
+                .as_str()
+                .unwrap()
+                .contains("blank Series Instance UID filled"))
+            .count()
+            == 20,
+        "{report}"
+    );
+    assert_eq!(dicom_tree(&out).len(), 20);
 }
 
 /// `dicom seg|sr|sc --deidentify` with the key the series was de-identified with: none
