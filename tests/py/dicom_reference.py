@@ -2,10 +2,11 @@
 """Independent reference for Pinhole's DICOM series reader (pydicom).
 
 Commands:
-  series DIR OUT.f64   read every DICOM file in DIR, sort along the slice normal, print
+  series DIR OUT       read every DICOM file in DIR, sort along the slice normal, print
                        {"dims": [i, j, k], "matrix": 4x4 index->LPS, "slice_thickness"}
                        as JSON and write the voxels (k, j, i C-order, i fastest) after
-                       pydicom's apply_modality_lut as little-endian float64 to OUT.f64.
+                       pydicom's apply_modality_lut to OUT (voxel_file.py: OUT.npy in the
+                       narrowest exact dtype, else little-endian float64).
   two_series SRC DST N UID_A UID_B
                        copy the DICOM files of SRC into DST with SeriesInstanceUID UID_A
                        for the first N (by name) and UID_B for the rest (the shared
@@ -41,6 +42,8 @@ import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
+
+import voxel_file
 
 
 def is_dicom(path):
@@ -82,7 +85,7 @@ def series(folder, out_path):
     matrix[:3, 3] = position(datasets[0])
     volume = np.stack([apply_modality_lut(ds.pixel_array, ds).astype(np.float64)
                        for ds in datasets])
-    volume.astype("<f8").tofile(out_path)
+    voxel_file.save(volume, out_path)
     thickness = first.get("SliceThickness")
     print(json.dumps({
         "dims": [int(first.Columns), int(first.Rows), len(datasets)],

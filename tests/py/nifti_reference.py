@@ -2,7 +2,9 @@
 """Independent reference values for Pinhole's tests, computed with nibabel, pynrrd and scipy.
 
 Subcommands (JSON on stdout, voxel arrays as raw little-endian files, i fastest):
-  nifti PATH VOXELS_OUT         dims, 4x4 index->LPS matrix, min/max; voxels as float64
+  nifti PATH VOXELS_OUT         dims, 4x4 index->LPS matrix, min/max; voxels to VOXELS_OUT
+                                (voxel_file.py: .npy in the narrowest exact dtype, `-`
+                                for none, else raw float64)
   nrrd PATH VOXELS_OUT          same, read with pynrrd
   variant SRC OUT KIND          rewrite SRC with nibabel as KIND: nifti2-be (NIfTI-2,
                                 big-endian), qform-only (sform_code 0), float-scaled
@@ -16,6 +18,8 @@ import sys
 
 import numpy as np
 
+import voxel_file
+
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -26,7 +30,7 @@ def nifti(path, voxels_out):
     data = np.asarray(img.get_fdata(dtype=np.float64))
     if data.ndim > 3:
         data = data.reshape(data.shape[:3])
-    data.ravel(order="F").astype("<f8").tofile(voxels_out)
+    voxel_file.save(data.ravel(order="F"), voxels_out)
     affine_lps = RAS_TO_LPS @ img.affine
     print(json.dumps({
         "dims": [int(d) for d in data.shape[:3]],
@@ -49,7 +53,7 @@ def nrrd_file(path, voxels_out):
     m[:3, 3] = origin
     if header.get("space") in ("right-anterior-superior", "RAS"):
         m = RAS_TO_LPS @ m
-    data.ravel(order="F").astype("<f8").tofile(voxels_out)
+    voxel_file.save(data.ravel(order="F"), voxels_out)
     print(json.dumps({
         "dims": [int(d) for d in data.shape],
         "ijk_to_lps": m.tolist(),

@@ -146,3 +146,54 @@ pub fn rotation(axis: [f64; 3], deg: f64) -> [[f64; 3]; 3] {
         [t * x * z - s * y, t * y * z + s * x, t * z * z + c],
     ]
 }
+
+/// Reads the voxels a reference script saved with `tests/py/voxel_file.py`: a `.npy`
+/// file (one-dimensional, little-endian integer or float of 1–8 bytes) or, for any other
+/// name, raw little-endian f64. Values come back as f64, in the file's order.
+pub fn read_voxels(path: &Path) -> Vec<f64> {
+    if path.extension().and_then(|e| e.to_str()) != Some("npy") {
+        return read_f64_le(path);
+    }
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(
+        &bytes[..6],
+        b"\x93NUMPY",
+        "{}: not a .npy file",
+        path.display()
+    );
+    let (header_len, header_start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
+    };
+    let header = std::str::from_utf8(&bytes[header_start..header_start + header_len]).unwrap();
+    assert!(
+        header.contains("'fortran_order': False"),
+        "{}: {header}",
+        path.display()
+    );
+    let descr = header
+        .split("'descr': '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("{}: no descr in {header}", path.display()));
+    let data = &bytes[header_start + header_len..];
+    fn each<const N: usize>(data: &[u8], convert: fn([u8; N]) -> f64) -> Vec<f64> {
+        data.chunks_exact(N)
+            .map(|c| convert(c.try_into().unwrap()))
+            .collect()
+    }
+    match descr {
+        "|u1" => data.iter().map(|&b| f64::from(b)).collect(),
+        "|i1" => data.iter().map(|&b| f64::from(b as i8)).collect(),
+        "<u2" => each::<2>(data, |b| f64::from(u16::from_le_bytes(b))),
+        "<i2" => each::<2>(data, |b| f64::from(i16::from_le_bytes(b))),
+        "<u4" => each::<4>(data, |b| f64::from(u32::from_le_bytes(b))),
+        "<i4" => each::<4>(data, |b| f64::from(i32::from_le_bytes(b))),
+        "<f4" => each::<4>(data, |b| f64::from(f32::from_le_bytes(b))),
+        "<f8" => each::<8>(data, f64::from_le_bytes),
+        other => panic!("{}: unexpected .npy dtype {other}", path.display()),
+    }
+}

@@ -79,13 +79,14 @@ fn assert_close(ours: &serde_json::Value, reference: &serde_json::Value, tol: f6
     assert_matrix_close(&json_matrix(ours), reference, tol);
 }
 
-/// pydicom's reading of a DICOM folder: its JSON and the voxels (f64, i fastest).
+/// pydicom's reading of a DICOM folder: its JSON and the voxels (i fastest; `raw` names
+/// a `.npy` file, `tests/py/voxel_file.py`).
 fn pydicom_series(dir: &Path, raw: &Path) -> (serde_json::Value, Vec<f64>) {
     let reference = python_json(
         "dicom_reference.py",
         &["series", dir.to_str().unwrap(), raw.to_str().unwrap()],
     );
-    (reference, read_f64_le(raw))
+    (reference, read_voxels(raw))
 }
 
 fn min_max(values: &[f64]) -> (f64, f64) {
@@ -99,12 +100,8 @@ fn min_max(values: &[f64]) -> (f64, f64) {
 #[test]
 fn info_json_matches_nibabel_for_the_chest_ct() {
     let ct = shared_data("chest-ct/ct.nii.gz");
-    let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("v.f64");
-    let reference = python_json(
-        "nifti_reference.py",
-        &["nifti", ct.to_str().unwrap(), raw.to_str().unwrap()],
-    );
+    // "-": nibabel's reading without its voxels on disk (279 MB as float64).
+    let reference = python_json("nifti_reference.py", &["nifti", ct.to_str().unwrap(), "-"]);
     let info = info_json(&ct, &[]);
     assert_eq!(info["dims"], reference["dims"]);
     assert_close(&info["ijk_to_lps"], &reference["ijk_to_lps"], 1e-4);
@@ -192,7 +189,7 @@ fn convert_nifti_to_nrrd_keeps_geometry_and_values() {
     let input = shared_data("abdomen-ct/example_ct.nii.gz");
     let output = dir.path().join("ct.nrrd");
     pinhole_ok(&["convert", input.to_str().unwrap(), output.to_str().unwrap()]);
-    let (a, b) = (dir.path().join("a.f64"), dir.path().join("b.f64"));
+    let (a, b) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
     let nib = python_json(
         "nifti_reference.py",
         &["nifti", input.to_str().unwrap(), a.to_str().unwrap()],
@@ -203,7 +200,10 @@ fn convert_nifti_to_nrrd_keeps_geometry_and_values() {
     );
     assert_eq!(nib["dims"], nrrd["dims"]);
     assert_close(&nrrd["ijk_to_lps"], &nib["ijk_to_lps"], 1e-6);
-    assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    assert!(
+        read_voxels(&a) == read_voxels(&b),
+        "NRRD voxels differ from the NIfTI's"
+    );
 }
 
 #[test]
@@ -306,7 +306,7 @@ fn demo_that_fails_while_writing_leaves_a_failure_marker() {
 fn info_json_matches_pydicom_for_the_dicom_series() {
     let series = shared_data("dicom-ct-series");
     let dir = tempfile::tempdir().unwrap();
-    let (reference, voxels) = pydicom_series(&series, &dir.path().join("v.f64"));
+    let (reference, voxels) = pydicom_series(&series, &dir.path().join("v.npy"));
     let info = info_json(&series, &[]);
     assert_eq!(info["format"], "DICOM series");
     assert_eq!(info["dims"], reference["dims"]);
@@ -333,7 +333,7 @@ fn convert_dicom_to_nifti_matches_pydicom_through_nibabel() {
         series.to_str().unwrap(),
         output.to_str().unwrap(),
     ]);
-    let (a, b) = (dir.path().join("dicom.f64"), dir.path().join("nifti.f64"));
+    let (a, b) = (dir.path().join("dicom.npy"), dir.path().join("nifti.npy"));
     let (dicom, _) = pydicom_series(&series, &a);
     let nib = python_json(
         "nifti_reference.py",
@@ -341,8 +341,8 @@ fn convert_dicom_to_nifti_matches_pydicom_through_nibabel() {
     );
     assert_eq!(nib["dims"], dicom["dims"]);
     assert_close(&nib["ijk_to_lps"], &dicom["matrix"], 1e-4);
-    let (ours, reference) = (std::fs::read(&b).unwrap(), std::fs::read(&a).unwrap());
-    assert_eq!(ours.len(), 512 * 512 * 20 * 8);
+    let (ours, reference) = (read_voxels(&b), read_voxels(&a));
+    assert_eq!(ours.len(), 512 * 512 * 20);
     assert!(ours == reference, "voxels differ from pydicom's");
 }
 
@@ -352,7 +352,7 @@ fn convert_label_map_to_seg_nrrd_reads_back_in_slicerio() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out.seg.nrrd");
     pinhole_ok(&["convert", input.to_str().unwrap(), output.to_str().unwrap()]);
-    let raw = dir.path().join("labels.f64");
+    let raw = dir.path().join("labels.npy");
     let nib = python_json(
         "nifti_reference.py",
         &["nifti", input.to_str().unwrap(), raw.to_str().unwrap()],
@@ -361,7 +361,7 @@ fn convert_label_map_to_seg_nrrd_reads_back_in_slicerio() {
 
     // Label values and voxel counts as nibabel reads them.
     let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
-    for v in read_f64_le(&raw) {
+    for v in read_voxels(&raw) {
         assert_eq!(v.fract(), 0.0);
         if v != 0.0 {
             *counts.entry(v as u32).or_default() += 1;
@@ -449,7 +449,7 @@ fn dicom_folder_with_two_series_lists_both_and_picks_by_uid() {
         std::fs::copy(f, only.path().join(f.file_name().unwrap())).unwrap();
     }
     let raw = tempfile::tempdir().unwrap();
-    let (reference, voxels) = pydicom_series(only.path(), &raw.path().join("v.f64"));
+    let (reference, voxels) = pydicom_series(only.path(), &raw.path().join("v.npy"));
     assert_close(&info["ijk_to_lps"], &reference["matrix"], 1e-4);
     let (lo, hi) = min_max(&voxels);
     assert_eq!(

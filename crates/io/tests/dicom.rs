@@ -49,7 +49,7 @@ fn pydicom_test_file(name: &str) -> PathBuf {
 fn compare_with_pydicom(dir: &Path) -> (DicomSeries, f64) {
     let series = read(dir).unwrap_or_else(|e| panic!("{e}"));
     let raw = TempDir::new().unwrap();
-    let raw_path = raw.path().join("voxels.f64");
+    let raw_path = raw.path().join("voxels.npy");
     let reference = python_json(
         "dicom_reference.py",
         &["series", dir.to_str().unwrap(), raw_path.to_str().unwrap()],
@@ -63,7 +63,7 @@ fn compare_with_pydicom(dir: &Path) -> (DicomSeries, f64) {
         .collect();
     assert_eq!(grid.dims().to_vec(), dims);
     assert_matrix_close(&grid.ijk_to_lps(), &reference["matrix"], 1e-4);
-    let expected = read_f64_le(&raw_path);
+    let expected = read_voxels(&raw_path);
     let ours = series.volume.to_volume::<f64>();
     assert_eq!(ours.data().len(), expected.len());
     let worst = ours

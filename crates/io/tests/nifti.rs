@@ -42,13 +42,13 @@ fn every_real_nifti_matches_nibabel() {
     let dir = tempfile::tempdir().unwrap();
     for name in NIFTI_FILES {
         let path = shared_data(name);
-        let raw = dir.path().join("voxels.f64");
+        let raw = dir.path().join("voxels.npy");
         let reference = python_json(
             "nifti_reference.py",
             &["nifti", path.to_str().unwrap(), raw.to_str().unwrap()],
         );
         let ours = nifti::read(&path).unwrap();
-        assert_matches_reference(&ours, &reference, &read_f64_le(&raw), name);
+        assert_matches_reference(&ours, &reference, &read_voxels(&raw), name);
     }
 }
 
@@ -81,12 +81,12 @@ fn nifti_write_read_is_exact_and_nibabel_agrees() {
         let back = nifti::read(&out).unwrap();
         assert_eq!(back.scalar_type(), original.scalar_type());
         assert_eq!(back, original, "{name}: our own round trip");
-        let raw = dir.path().join("voxels.f64");
+        let raw = dir.path().join("voxels.npy");
         let reference = python_json(
             "nifti_reference.py",
             &["nifti", out.to_str().unwrap(), raw.to_str().unwrap()],
         );
-        assert_matches_reference(&original, &reference, &read_f64_le(&raw), name);
+        assert_matches_reference(&original, &reference, &read_voxels(&raw), name);
     }
 }
 
@@ -160,13 +160,13 @@ fn header_variants_written_by_nibabel_read_like_nibabel() {
                 kind,
             ],
         );
-        let raw = dir.path().join("voxels.f64");
+        let raw = dir.path().join("voxels.npy");
         let reference = python_json(
             "nifti_reference.py",
             &["nifti", out.to_str().unwrap(), raw.to_str().unwrap()],
         );
         let ours = nifti::read(&out).unwrap();
-        assert_matches_reference(&ours, &reference, &read_f64_le(&raw), kind);
+        assert_matches_reference(&ours, &reference, &read_voxels(&raw), kind);
     }
 }
 

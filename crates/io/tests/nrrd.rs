@@ -33,13 +33,13 @@ fn nifti_to_nrrd_to_nifti_is_exact() {
             "{name}: NIfTI → NRRD → NIfTI"
         );
 
-        let raw = dir.path().join("voxels.f64");
+        let raw = dir.path().join("voxels.npy");
         let reference = python_json(
             "nifti_reference.py",
             &["nrrd", nrrd_path.to_str().unwrap(), raw.to_str().unwrap()],
         );
         assert_eq!(reference["space"], "left-posterior-superior");
-        assert_matches_reference(&original, &reference, &read_f64_le(&raw), name);
+        assert_matches_reference(&original, &reference, &read_voxels(&raw), name);
     }
 }
 
