@@ -75,6 +75,27 @@ def small_slice(path, size, z_mm, strip=False, syntax=ExplicitVRLittleEndian):
     return out.getvalue()
 
 
+def enhanced_ct(slices):
+    """A Legacy Converted Enhanced CT (highdicom) of small slices (bytes each): one file,
+    geometry and rescale in per-frame and shared functional groups."""
+    from highdicom.legacy import LegacyConvertedEnhancedCTImage
+    datasets = [pydicom.dcmread(io.BytesIO(b)) for b in slices]
+    root = "1.2.826.0.1.3680043.8.498.77"  # fixed UIDs: the same seed on every run
+    study, series, frame_of_reference = f"{root}.1", f"{root}.2", f"{root}.3"
+    for n, ds in enumerate(datasets):
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+        ds.SOPInstanceUID = f"{root}.10.{n + 1}"
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = series
+        ds.FrameOfReferenceUID = frame_of_reference
+    image = LegacyConvertedEnhancedCTImage(
+        legacy_datasets=datasets, series_instance_uid=f"{root}.4", series_number=901,
+        sop_instance_uid=f"{root}.5", instance_number=1)
+    out = io.BytesIO()
+    image.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
 def dicom_seeds():
     files = ct_slices()
     first = files[0]
@@ -85,6 +106,8 @@ def dicom_seeds():
     put("dicom_file", "ct_16x16_implicit_le.dcm", small_slice(first, 16, -766.5, syntax=ImplicitVRLittleEndian))
     put("dicom_file", "ct_16x16_rle.dcm", small_slice(first, 16, -766.5, syntax=RLELossless))
     put("dicom_file", "ct_header_jpeg2000_cut_4k.dcm", real[:4096])
+    three = [small_slice(p, 8, z) for p, z in zip(files, (-766.5, -763.5, -760.5))]
+    put("dicom_file", "enhanced_ct_3x8x8.dcm", enhanced_ct(three))
     for fixture in sorted(glob.glob(os.path.join(ROOT, "crates", "io", "tests", "fixtures", "*.dcm"))):
         put("dicom_file", os.path.basename(fixture), open(fixture, "rb").read())
 
@@ -106,6 +129,7 @@ def dicom_seeds():
     put("dicom_series", "two_full_headers", DICOM_SEPARATOR.join(full))
     uneven = [small_slice(p, 4, z, strip=True) for p, z in zip(files, (-766.5, -763.5, -757.5))]
     put("dicom_series", "three_slices_uneven", DICOM_SEPARATOR.join(uneven))
+    put("dicom_series", "enhanced_ct_3x8x8", enhanced_ct(three))
     put("dicom_series", "one_slice_and_a_cut_header", stripped[0] + DICOM_SEPARATOR + real[:2048])
 
 

@@ -324,6 +324,45 @@ fn info_json_matches_pydicom_for_the_dicom_series() {
 }
 
 #[test]
+fn convert_enhanced_ct_file_to_nifti_matches_pydicom_on_its_source_series() {
+    // One Legacy Converted Enhanced CT file (highdicom) made from the shared series: the
+    // CLI takes the file itself; nibabel reads the NIfTI as pydicom reads the source.
+    let source = shared_data("dicom-ct-series");
+    let dir = tempfile::tempdir().unwrap();
+    let enhanced = dir.path().join("enhanced.dcm");
+    python_json(
+        "enhanced_reference.py",
+        &[
+            "legacy-ct",
+            source.to_str().unwrap(),
+            enhanced.to_str().unwrap(),
+            "j2k",
+        ],
+    );
+    let info = info_json(&enhanced, &[]);
+    assert_eq!(info["format"], "DICOM series");
+    assert_eq!(info["dims"], serde_json::json!([512, 512, 20]));
+    let output = dir.path().join("out.nii.gz");
+    pinhole_ok(&[
+        "convert",
+        enhanced.to_str().unwrap(),
+        output.to_str().unwrap(),
+    ]);
+    let (a, b) = (dir.path().join("dicom.npy"), dir.path().join("nifti.npy"));
+    let (dicom, reference) = pydicom_series(&source, &a);
+    let nib = python_json(
+        "nifti_reference.py",
+        &["nifti", output.to_str().unwrap(), b.to_str().unwrap()],
+    );
+    assert_eq!(nib["dims"], dicom["dims"]);
+    assert_close(&nib["ijk_to_lps"], &dicom["matrix"], 1e-4);
+    assert!(
+        read_voxels(&b) == reference,
+        "voxels differ from pydicom's source series"
+    );
+}
+
+#[test]
 fn convert_dicom_to_nifti_matches_pydicom_through_nibabel() {
     let series = shared_data("dicom-ct-series");
     let dir = tempfile::tempdir().unwrap();

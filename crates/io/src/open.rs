@@ -46,7 +46,7 @@ pub struct Loaded {
     pub modality: Option<String>,
 }
 
-/// Recognises the format by content (a folder is a DICOM series).
+/// Recognises the format by content (a folder, or one DICOM file, is a DICOM series).
 pub fn detect(path: &Path) -> Result<Format> {
     let meta = std::fs::metadata(path).with_path(path)?;
     if meta.is_dir() {
@@ -69,12 +69,9 @@ pub fn detect(path: &Path) -> Result<Format> {
         return Ok(Format::Nifti);
     }
     if head.len() >= 132 && &head[128..132] == b"DICM" {
-        return Err(Error::new(
-            path,
-            ErrorKind::Unsupported(
-                "a single DICOM file; pass the folder holding the series".into(),
-            ),
-        ));
+        // An enhanced multi-frame object holds a whole stack; `dicom::read_series`
+        // refuses any other single file, pointing to the folder.
+        return Ok(Format::DicomSeries);
     }
     Err(Error::new(
         path,
@@ -100,7 +97,7 @@ fn nifti_sizeof_hdr(head: &[u8]) -> bool {
     })
 }
 
-/// Reads a NIfTI or NRRD file, or a DICOM series folder.
+/// Reads a NIfTI or NRRD file, a DICOM series folder or an enhanced multi-frame file.
 pub fn read_volume(
     path: &Path,
     options: &ReadOptions,

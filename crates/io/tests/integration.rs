@@ -8,6 +8,7 @@ mod calibration;
 #[path = "../../../tests/support/shared.rs"]
 mod common;
 mod dicom;
+mod enhanced;
 mod nifti;
 mod nrrd;
 mod refusals;

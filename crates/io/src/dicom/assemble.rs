@@ -5,13 +5,13 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::geometry::{
-    axes, check_no_gantry_tilt, check_positions_present, check_stacked_along_normal, file_name,
-    position, series_grid, series_orientation, slice_spacing, sort_along_normal,
+    axes, check_no_gantry_tilt, check_positions_present, check_stacked_along_normal, position,
+    series_grid, series_orientation, slice_spacing, sort_along_normal,
 };
 use super::header::SliceHeader;
 use super::listing::no_dicom;
 use super::parse::parse;
-use super::pixels::{check_header, decode_slice, Values};
+use super::pixels::{check_header, decode_frame, decode_slice, Values};
 use super::{DicomSeries, SeriesInfo};
 use crate::error::{Error, ErrorKind, Result, WithPath};
 
@@ -65,10 +65,10 @@ fn check_matrix_and_format(dir: &Path, slices: &[SliceHeader], first: &SliceHead
                 dir,
                 ErrorKind::MixedSeries(format!(
                     "{} is {}x{} but {} is {}x{} (rows x columns)",
-                    file_name(&s.path),
+                    s.name(),
                     s.rows,
                     s.columns,
-                    file_name(&first.path),
+                    first.name(),
                     first.rows,
                     first.columns
                 )),
@@ -86,6 +86,9 @@ fn decode_pixels(
     first: &SliceHeader,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Values> {
+    if slices.iter().any(|s| s.frame.is_some()) {
+        return decode_frames(slices, first, progress);
+    }
     let total = slices.len();
     let mut values = Values::Int(Vec::new());
     let batch = 2 * rayon::current_num_threads().max(1);
@@ -98,6 +101,55 @@ fn decode_pixels(
         for result in decoded {
             let (header, raw) = result?;
             values.push(&raw, header.slope, header.intercept);
+            done += 1;
+            progress(done, total);
+        }
+    }
+    Ok(values)
+}
+
+/// The frames of one enhanced multi-frame object (`slices` sorted, each naming its
+/// frame): the file is read and parsed once, frames decoded in parallel batches.
+fn decode_frames(
+    slices: &[SliceHeader],
+    first: &SliceHeader,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Values> {
+    let path = &first.path;
+    if let Some(other) = slices.iter().find(|s| s.path != *path || s.frame.is_none()) {
+        return Err(Error::new(
+            path,
+            ErrorKind::MixedSeries(format!(
+                "the series mixes a multi-frame object with {}: read them apart",
+                other.name()
+            )),
+        ));
+    }
+    let bytes = std::fs::read(path).with_path(path)?;
+    let obj = parse(&bytes, false).map_err(|m| Error::new(path, ErrorKind::Dicom(m)))?;
+    let header = SliceHeader::from_object(path.clone(), &obj)
+        .map_err(|m| Error::new(path, ErrorKind::InvalidHeader(m)))?;
+    if (header.rows, header.columns, header.frames) != (first.rows, first.columns, first.frames) {
+        return Err(Error::new(
+            path,
+            ErrorKind::MixedSeries("matrix size or frame count changed while reading".into()),
+        ));
+    }
+    let total = slices.len();
+    let mut values = Values::Int(Vec::new());
+    let batch = 2 * rayon::current_num_threads().max(1);
+    let mut done = 0;
+    for group in slices.chunks(batch) {
+        let decoded: Vec<Result<Vec<i64>>> = group
+            .par_iter()
+            .map(|s| {
+                check_header(s).map_err(|k| Error::new(path, k))?;
+                decode_frame(&obj, s, s.frame.unwrap_or(0))
+                    .map_err(|m| Error::new(path, ErrorKind::Dicom(format!("{}: {m}", s.name()))))
+            })
+            .collect();
+        for (s, raw) in group.iter().zip(decoded) {
+            values.push(&raw?, s.slope, s.intercept);
             done += 1;
             progress(done, total);
         }

@@ -80,9 +80,9 @@ pub(super) fn series_orientation(
                 dir,
                 ErrorKind::MixedSeries(format!(
                     "{} has ImageOrientationPatient {:?}, {} has {:?}",
-                    file_name(&s.path),
+                    s.name(),
                     s.orientation,
-                    file_name(&first.path),
+                    first.name(),
                     orientation
                 )),
             ));
@@ -173,16 +173,18 @@ pub(super) fn sort_along_normal(
     let gaps: Vec<f64> = distances.windows(2).map(|w| w[1] - w[0]).collect();
     for (k, gap) in gaps.iter().enumerate() {
         if *gap < DUPLICATE_TOLERANCE_MM {
-            let name = |i: usize| {
-                slices
-                    .get(i)
-                    .map(|s| file_name(&s.path))
-                    .unwrap_or_default()
+            let name = |i: usize| slices.get(i).map(SliceHeader::name).unwrap_or_default();
+            let several_stacks = if slices.get(k).is_some_and(|s| s.frame.is_some()) {
+                " (a multi-frame object holding several stacks, echoes or time points is \
+                 not supported: export one stack)"
+            } else {
+                ""
             };
             return Err(Error::new(
                 dir,
                 ErrorKind::MixedSeries(format!(
-                    "duplicate slice position: {} and {} are both at {:.4} mm along the normal",
+                    "duplicate slice position: {} and {} are both at {:.4} mm along the \
+                     normal{several_stacks}",
                     name(k),
                     name(k + 1),
                     distances.get(k).copied().unwrap_or_default()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use dicom_core::dictionary::DataDictionary;
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
-use dicom_object::DefaultDicomObject;
+use dicom_object::{DefaultDicomObject, InMemDicomObject};
 
 /// What one file's header says.
 #[derive(Debug, Clone)]
@@ -25,6 +25,9 @@ pub(super) struct SliceHeader {
     pub(super) spacing_between_slices: Option<f64>,
     pub(super) gantry_tilt: Option<f64>,
     pub(super) frames: Option<i64>,
+    /// The frame of an enhanced multi-frame object this slice is (0-based; `enhanced`),
+    /// `None` for a single-frame file.
+    pub(super) frame: Option<u32>,
     pub(super) samples_per_pixel: u16,
     pub(super) photometric: String,
     pub(super) bits_allocated: u16,
@@ -40,7 +43,7 @@ pub(super) struct SliceHeader {
 
 /// The element's value as text; values stored as UN (explicit VR files written with
 /// unknown VRs) are read as the text they hold, as pydicom does.
-fn text(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
+fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     let element = obj.element_opt(tag).ok()??;
     let s = if element.vr() == VR::UN {
         String::from_utf8_lossy(&element.to_bytes().ok()?).into_owned()
@@ -58,7 +61,7 @@ pub(super) fn dictionary_vr(tag: Tag) -> Option<VR> {
     StandardDataDictionary.by_tag(tag).map(|e| e.vr.relaxed())
 }
 
-fn floats(obj: &DefaultDicomObject, tag: Tag) -> Option<Vec<f64>> {
+fn floats(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
     let element = obj.element_opt(tag).ok()??;
     let values = if element.vr() == VR::UN && dictionary_vr(tag) == Some(VR::DS) {
         text(obj, tag)?
@@ -75,7 +78,7 @@ fn floats(obj: &DefaultDicomObject, tag: Tag) -> Option<Vec<f64>> {
 /// is absent or empty, `Err` (naming the element and its text) when it is present but
 /// not `n` finite numbers — `PixelSpacing` `nan\nan` is not "no PixelSpacing".
 pub(super) fn checked_floats(
-    obj: &DefaultDicomObject,
+    obj: &InMemDicomObject,
     tag: Tag,
     name: &str,
     n: usize,
@@ -119,6 +122,16 @@ fn u16_of(obj: &DefaultDicomObject, tag: Tag) -> Option<u16> {
 }
 
 impl SliceHeader {
+    /// The slice as messages name it: its file name, and its frame for a frame of an
+    /// enhanced multi-frame object.
+    pub(super) fn name(&self) -> String {
+        let file = super::geometry::file_name(&self.path);
+        match self.frame {
+            Some(index) => format!("frame {index} of {file}"),
+            None => file,
+        }
+    }
+
     pub(super) fn from_object(
         path: PathBuf,
         obj: &DefaultDicomObject,
@@ -167,6 +180,7 @@ impl SliceHeader {
             spacing_between_slices,
             gantry_tilt,
             frames: int(obj, tags::NUMBER_OF_FRAMES),
+            frame: None,
             samples_per_pixel: u16_of(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1),
             photometric: text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default(),
             bits_allocated: u16_of(obj, tags::BITS_ALLOCATED).unwrap_or(0),

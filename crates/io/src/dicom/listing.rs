@@ -5,6 +5,7 @@ use std::path::Path;
 
 use dicom_dictionary_std::tags;
 
+use super::enhanced::{expand_frames, is_enhanced};
 use super::header::SliceHeader;
 use super::parse::parse;
 use super::{is_dicom_file, SeriesInfo};
@@ -17,16 +18,21 @@ pub(super) fn no_dicom(dir: &Path) -> Error {
     )
 }
 
-/// Reads the header of every DICOM image file directly in `dir`.
+/// Reads the header of every DICOM image file directly in `dir` (or of `dir` itself when
+/// it is one DICOM file); an enhanced multi-frame object contributes one header per frame.
 pub(super) fn read_headers(dir: &Path) -> Result<Vec<SliceHeader>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::new(dir, e))?;
     let mut paths = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::new(dir, e))?;
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        let path = entry.path();
-        if !hidden && path.is_file() && is_dicom_file(&path) {
-            paths.push(path);
+    if dir.is_file() {
+        paths.push(dir.to_path_buf());
+    } else {
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::new(dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::new(dir, e))?;
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            let path = entry.path();
+            if !hidden && path.is_file() && is_dicom_file(&path) {
+                paths.push(path);
+            }
         }
     }
     paths.sort();
@@ -40,7 +46,13 @@ pub(super) fn read_headers(dir: &Path) -> Result<Vec<SliceHeader>> {
         }
         let header = SliceHeader::from_object(path.clone(), &obj)
             .map_err(|m| Error::new(&path, ErrorKind::InvalidHeader(m)))?;
-        headers.push(header);
+        if header.frames.is_some_and(|n| n > 1) && is_enhanced(&obj) {
+            let frames = expand_frames(&header, &obj)
+                .map_err(|m| Error::new(&path, ErrorKind::InvalidHeader(m)))?;
+            headers.extend(frames);
+        } else {
+            headers.push(header);
+        }
     }
     if headers.is_empty() {
         return Err(no_dicom(dir));
@@ -66,7 +78,7 @@ pub(super) fn group_series(headers: Vec<SliceHeader>) -> Vec<(SeriesInfo, Vec<Sl
                 rows: usize::from(first.rows),
                 columns: usize::from(first.columns),
                 transfer_syntax: first.transfer_syntax.clone(),
-                files: slices.iter().map(|s| s.path.clone()).collect(),
+                files: distinct_files(&slices),
             };
             Some((info, slices))
         })
@@ -77,4 +89,11 @@ pub(super) fn group_series(headers: Vec<SliceHeader>) -> Vec<(SeriesInfo, Vec<Sl
             .then_with(|| a.0.series_uid.cmp(&b.0.series_uid))
     });
     out
+}
+
+/// The files of a series' slices, each once (an enhanced object's frames share one).
+fn distinct_files(slices: &[SliceHeader]) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<std::path::PathBuf> = slices.iter().map(|s| s.path.clone()).collect();
+    files.dedup();
+    files
 }

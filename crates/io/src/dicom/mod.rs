@@ -13,11 +13,17 @@
 //!   The result is `i16` when slope is 1, the intercept integral and the values fit, else
 //!   `i32` when integral and it fits, else `f64`.
 //!
-//! Refused, with an error naming the folder or file: no DICOM files, mixed orientation
-//! or matrix size, duplicate positions, uneven spacing (see
-//! [`SPACING_TOLERANCE_MM`] / [`SPACING_TOLERANCE_FRACTION`]), gantry tilt, multi-frame
-//! and colour images, and transfer syntaxes this build cannot decode (JPEG-LS among
-//! them).
+//! * An enhanced multi-frame object (Enhanced or Legacy Converted CT / MR / PET: one file
+//!   holding the stack, geometry and rescale per frame in functional groups) is read as
+//!   the series of its frames (`enhanced`), from its folder or as the file itself; the
+//!   checks below apply to its frames as to files.
+//!
+//! Refused, with an error naming the folder, file or frame: no DICOM files, mixed
+//! orientation or matrix size, duplicate positions (in one enhanced object: several
+//! stacks, echoes or time points), uneven spacing (see [`SPACING_TOLERANCE_MM`] /
+//! [`SPACING_TOLERANCE_FRACTION`]), gantry tilt, multi-frame files without per-frame
+//! geometry, a single-frame file given alone (its folder is the series), colour images,
+//! and transfer syntaxes this build cannot decode (JPEG-LS among them).
 //!
 //! Deflated Explicit VR Little Endian is read by inflating the data set first (at most
 //! 64 MiB, `parse::MAX_INFLATED_BYTES`; the file meta group is walked with checked
@@ -55,6 +61,7 @@ use crate::image::AnyVolume;
 mod assemble;
 pub mod deidentify;
 pub mod derived;
+mod enhanced;
 mod frames;
 mod geometry;
 mod header;
@@ -111,13 +118,13 @@ pub struct SeriesInfo {
     pub series_uid: String,
     pub description: String,
     pub modality: String,
-    /// Number of files (slices) in the series.
+    /// Number of slices: files, or the frames of an enhanced multi-frame object.
     pub slices: usize,
     pub rows: usize,
     pub columns: usize,
     /// Transfer syntax UID of the first file.
     pub transfer_syntax: String,
-    /// The series' files, sorted by name.
+    /// The series' files, sorted by name, each once.
     pub files: Vec<PathBuf>,
 }
 
@@ -159,12 +166,15 @@ pub fn list_series(dir: &Path) -> Result<Vec<SeriesInfo>> {
 }
 
 /// Reads one series of `dir` into a volume; `progress(done, total)` after each slice.
+/// `dir` may also be one enhanced multi-frame file (Enhanced or Legacy Converted CT /
+/// MR / PET): its frames are the slices.
 pub fn read_series(
     dir: &Path,
     options: &DicomOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<DicomSeries> {
     let headers = read_headers(dir)?;
+    check_single_file_is_a_stack(dir, &headers)?;
     let mut series = group_series(headers);
     let index = match &options.series_uid {
         Some(uid) => series
@@ -190,12 +200,34 @@ pub fn read_series(
     assemble(dir, info, slices, progress)
 }
 
+/// A single file is read only when it is an enhanced multi-frame object (a stack).
+fn check_single_file_is_a_stack(path: &Path, headers: &[SliceHeader]) -> Result<()> {
+    if path.is_file() && headers.iter().all(|h| h.frame.is_none()) {
+        return Err(Error::new(
+            path,
+            ErrorKind::Unsupported(
+                "a single DICOM file that is not an enhanced multi-frame stack (no \
+                 per-frame functional groups); pass the folder holding the series"
+                    .into(),
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses one in-memory DICOM file (with or without the 128-byte preamble) and decodes
-/// its pixel data. For fuzzing: never panics, never allocates more than the input
+/// its pixel data (every frame of an enhanced multi-frame object). For fuzzing: never panics, never allocates more than the input
 /// justifies (up to [`MAX_FRAME_BYTES`] for a compressed frame).
 pub fn decode_file_bytes(bytes: &[u8]) -> std::result::Result<(), String> {
     let obj = parse(bytes, false)?;
     let header = SliceHeader::from_object(PathBuf::new(), &obj)?;
     check_transfer_syntax(&header.transfer_syntax).map_err(|k| k.to_string())?;
+    if header.frames.is_some_and(|n| n > 1) && enhanced::is_enhanced(&obj) {
+        for frame in enhanced::expand_frames(&header, &obj)? {
+            pixels::check_header(&frame).map_err(|k| k.to_string())?;
+            pixels::decode_frame(&obj, &frame, frame.frame.unwrap_or(0))?;
+        }
+        return Ok(());
+    }
     decode_slice(&obj, &header).map(|_| ())
 }

@@ -20,11 +20,13 @@ pub(super) fn check_header(h: &SliceHeader) -> std::result::Result<(), ErrorKind
     check_pixel_format(h)
 }
 
-/// Refuses multi-frame files (a series is one frame per file).
+/// Refuses multi-frame files without per-frame geometry (a series is one frame per file,
+/// or one enhanced multi-frame object whose frames `enhanced` expanded into slices).
 fn check_single_frame(h: &SliceHeader) -> std::result::Result<(), ErrorKind> {
-    if h.frames.is_some_and(|f| f > 1) {
+    if h.frame.is_none() && h.frames.is_some_and(|f| f > 1) {
         return Err(ErrorKind::Unsupported(format!(
-            "multi-frame images ({} frames) are not supported",
+            "multi-frame images ({} frames) without per-frame functional groups (no \
+             geometry per frame) are not supported",
             h.frames.unwrap_or_default()
         )));
     }
