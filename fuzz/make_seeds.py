@@ -52,7 +52,7 @@ def ct_slices():
     return sorted(glob.glob(os.path.join(SHARED, "dicom-ct-series", "CT.*")))
 
 
-def small_slice(path, size, z_mm, strip=False, syntax=ExplicitVRLittleEndian):
+def small_slice(path, size, z_mm, strip=False, syntax=ExplicitVRLittleEndian, y_mm=-437.51171875):
     """The real header of `path`, pixel data replaced by a size x size ramp."""
     ds = pydicom.dcmread(path)
     if strip:
@@ -61,7 +61,7 @@ def small_slice(path, size, z_mm, strip=False, syntax=ExplicitVRLittleEndian):
                 del ds[elem.tag]
     ds.Rows = size
     ds.Columns = size
-    ds.ImagePositionPatient = [-249.51171875, -437.51171875, z_mm]
+    ds.ImagePositionPatient = [-249.51171875, y_mm, z_mm]
     ds.SliceLocation = z_mm
     pixels = (np.arange(size * size, dtype=np.uint16).reshape(size, size) * 37) % 2461
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -130,6 +130,10 @@ def dicom_seeds():
     uneven = [small_slice(p, 4, z, strip=True) for p, z in zip(files, (-766.5, -763.5, -757.5))]
     put("dicom_series", "three_slices_uneven", DICOM_SEPARATOR.join(uneven))
     put("dicom_series", "enhanced_ct_3x8x8", enhanced_ct(three))
+    # Positions drifting along y by 1.3 mm per 3 mm of feed: a gantry tilt, resampled.
+    tilted = [small_slice(p, 8, z, strip=True, y_mm=-437.5 + 1.3 * n)
+              for n, (p, z) in enumerate(zip(files, (-766.5, -763.5, -760.5)))]
+    put("dicom_series", "three_slices_tilted", DICOM_SEPARATOR.join(tilted))
     put("dicom_series", "one_slice_and_a_cut_header", stripped[0] + DICOM_SEPARATOR + real[:2048])
 
 

@@ -388,10 +388,141 @@ fn dicom_duplicate_positions_are_refused() {
     assert!(err.to_string().contains("duplicate"), "{err}");
 }
 
+/// A tilted series from `tests/py/tilt_reference.py make` (12 slices 48 x 40 whose
+/// pixels hold round(2x - 3y + 5z + 100) - 1000 of their own LPS position).
+fn tilted_series(dir: &Path, tilt_deg: &str, record: &str) -> PathBuf {
+    let folder = dir.join(format!("tilt{tilt_deg}{record}"));
+    python_json(
+        "tilt_reference.py",
+        &["make", folder.to_str().unwrap(), tilt_deg, record],
+    );
+    folder
+}
+
+fn field_hu(lps: [f64; 3]) -> f64 {
+    (2.0 * lps[0] - 3.0 * lps[1] + 5.0 * lps[2] + 100.0).round() - 1000.0
+}
+
 #[test]
-fn dicom_gantry_tilt_is_refused() {
+fn gantry_tilted_series_is_resampled_onto_an_orthogonal_grid() {
+    let tmp = TempDir::new().unwrap();
+    for (tilt, record) in [("20", "yes"), ("-15", "yes"), ("12.5", "none")] {
+        let series = read(&tilted_series(tmp.path(), tilt, record)).unwrap();
+        let tilt_deg: f64 = tilt.parse().unwrap();
+        let grid = series.volume.grid();
+        // Slices stay on their planes: 12 of them, 2.5 mm of table feed apart along S,
+        // so 2.5 cos(tilt) apart along the tilted normal; in-plane spacing unchanged.
+        assert_eq!(grid.dims()[2], 12, "{tilt}");
+        let spacing = grid.spacing_mm();
+        assert!(
+            (spacing[2] - 2.5 * tilt_deg.to_radians().cos()).abs() < 1e-6,
+            "{tilt}: {spacing:?}"
+        );
+        assert_eq!([spacing[0], spacing[1]], [0.8, 0.7]);
+        // Rows grow by the largest shift (11 slices x 2.5 sin(tilt) mm / 0.7 mm), ceiled.
+        let grown = (11.0 * 2.5 * tilt_deg.to_radians().sin().abs() / 0.7).ceil() as usize;
+        assert_eq!(grid.dims()[..2], [48, 40 + grown], "{tilt}");
+        let text = series.warnings.join("\n");
+        assert!(
+            text.contains(&format!("gantry tilt of {:.2} degrees", tilt_deg.abs())),
+            "{tilt}: {text}"
+        );
+        // Every voxel a slice covers holds the field at its own position (±1 for the
+        // rounding of the stored values and of the interpolated one); the others hold
+        // the series' lowest value, as the warning says.
+        let values = series.volume.to_volume::<f64>();
+        let fill = values.data().iter().copied().fold(f64::INFINITY, f64::min);
+        assert!(text.contains(&format!("set to {fill}")), "{text}");
+        let (mut covered, mut filled) = (0, 0);
+        let [ni, nj, nk] = grid.dims();
+        for k in 0..nk {
+            for j in 0..nj {
+                for i in 0..ni {
+                    let v = values.get([i, j, k]).unwrap();
+                    let want = field_hu(grid.index_to_world([i as f64, j as f64, k as f64]));
+                    if (v - want).abs() <= 1.0 {
+                        covered += 1;
+                    } else {
+                        assert_eq!(
+                            v, fill,
+                            "{tilt}: voxel ({i}, {j}, {k}) holds {v}, the field {want}"
+                        );
+                        filled += 1;
+                    }
+                }
+            }
+        }
+        // Each slice covers its 48 columns over 40 rows (39 where its shift is a fraction
+        // of a pixel: the rows between its edges); the rest of the grown rows are filled.
+        assert_eq!(covered + filled, ni * nj * nk);
+        assert!(
+            (48 * 39 * 12..=48 * 40 * 12).contains(&covered),
+            "{tilt}: {covered}"
+        );
+    }
+}
+
+#[test]
+fn gantry_tilted_series_matches_dcm2niix_tilt_correction() {
+    let tmp = TempDir::new().unwrap();
+    let folder = tilted_series(tmp.path(), "20", "yes");
+    let ours = read(&folder).unwrap().volume;
+    let converted = python_json(
+        "tilt_reference.py",
+        &[
+            "dcm2niix",
+            folder.to_str().unwrap(),
+            tmp.path().join("d").to_str().unwrap(),
+        ],
+    );
+    let tilt_corrected = converted["niftis"][0].as_str().unwrap();
+    assert!(tilt_corrected.contains("_Tilt_"), "{converted}");
+    let theirs = pinhole_io::nifti::read(Path::new(tilt_corrected)).unwrap();
+    // The same box: dcm2niix also keeps every slice whole on a grown grid.
+    assert_eq!(ours.grid().dims(), theirs.grid().dims());
+    let (a, b) = (ours.grid().bounds_lps(), theirs.grid().bounds_lps());
+    for axis in 0..3 {
+        assert!(
+            (a.0[axis] - b.0[axis]).abs() < 1e-3 && (a.1[axis] - b.1[axis]).abs() < 1e-3,
+            "{a:?} {b:?}"
+        );
+    }
+    // Voxel for voxel at the same world positions, where both hold data.
+    let (ours_v, theirs_v) = (ours.to_volume::<f64>(), theirs.to_volume::<f64>());
+    let fill = ours_v.data().iter().copied().fold(f64::INFINITY, f64::min);
+    let [ni, nj, nk] = ours.grid().dims();
+    let mut compared = 0;
+    for k in 0..nk {
+        for j in 0..nj {
+            for i in 0..ni {
+                let mine = ours_v.get([i, j, k]).unwrap();
+                let world = ours.grid().index_to_world([i as f64, j as f64, k as f64]);
+                let at = theirs
+                    .grid()
+                    .world_to_index(world)
+                    .map(|x| x.round() as usize);
+                let other = theirs_v.get(at).unwrap();
+                if mine == fill || other <= fill {
+                    continue;
+                }
+                assert!(
+                    (mine - other).abs() <= 1.0,
+                    "({i}, {j}, {k}): ours {mine}, dcm2niix {other}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(
+        compared > 48 * 40 * 12 * 9 / 10,
+        "compared only {compared} voxels"
+    );
+}
+
+#[test]
+fn dicom_tilt_only_in_the_header_or_random_displacements_are_refused() {
     let files = ct_files();
-    // Positions drifting sideways: a tilted stack.
+    // Positions displaced sideways at random, not growing along the stack.
     let tmp = TempDir::new().unwrap();
     for (k, f) in files[..4].iter().enumerate() {
         rewrite(f, &tmp.path().join(format!("s{k}")), |obj| {
@@ -400,20 +531,83 @@ fn dicom_gantry_tilt_is_refused() {
                 .unwrap()
                 .to_multi_float64()
                 .unwrap();
-            let shifted = format!("{}\\{}\\{}", ipp[0], ipp[1] + 0.5 * ipp[2], ipp[2]);
+            let sideways = [0.0, 3.0, -1.0, 2.0][k];
+            let shifted = format!("{}\\{}\\{}", ipp[0], ipp[1] + sideways, ipp[2]);
             obj.put_str(tags::IMAGE_POSITION_PATIENT, VR::DS, shifted);
         });
     }
     let err = read(tmp.path()).unwrap_err();
-    assert!(err.to_string().contains("tilt"), "{err}");
-    // A recorded GantryDetectorTilt.
+    assert!(err.to_string().contains("neither stacked"), "{err}");
+    // A GantryDetectorTilt that the positions and orientation do not show.
     let tmp = TempDir::new().unwrap();
     copy_into(tmp.path(), &files[1..4]);
     rewrite(&files[0], &tmp.path().join("tilted"), |obj| {
         obj.put_str(tags::GANTRY_DETECTOR_TILT, VR::DS, "12");
     });
     let err = read(tmp.path()).unwrap_err();
-    assert!(err.to_string().contains("tilt"), "{err}");
+    assert!(
+        err.to_string().contains("GantryDetectorTilt of 12"),
+        "{err}"
+    );
+}
+
+#[test]
+fn real_series_sheared_as_a_tilt_reads_with_its_slices_unchanged_where_the_shift_is_whole() {
+    // The shared series with each slice displaced along j by a whole number of pixels per
+    // slice (0.9765625 mm x 2 per 2 mm of feed, 44.3 degrees): each output slice is its
+    // source slice moved by whole pixels, so no value is interpolated.
+    let files = ct_files();
+    let position = |f: &PathBuf| {
+        dicom_object::open_file(f)
+            .unwrap()
+            .element(tags::IMAGE_POSITION_PATIENT)
+            .unwrap()
+            .to_multi_float64()
+            .unwrap()
+    };
+    let lowest_z = files[..4]
+        .iter()
+        .map(|f| position(f)[2])
+        .fold(f64::INFINITY, f64::min);
+    let tmp = TempDir::new().unwrap();
+    for (k, f) in files[..4].iter().enumerate() {
+        rewrite(f, &tmp.path().join(format!("s{k}")), |obj| {
+            let ipp = position(f);
+            // 2 pixels (0.9765625 mm each) per 2 mm of feed above the lowest slice.
+            let shifted = format!(
+                "{}\\{}\\{}",
+                ipp[0],
+                ipp[1] + 0.9765625 * (ipp[2] - lowest_z),
+                ipp[2]
+            );
+            obj.put_str(tags::IMAGE_POSITION_PATIENT, VR::DS, shifted);
+        });
+    }
+    let sheared = read(tmp.path()).unwrap();
+    let plain = {
+        let only = TempDir::new().unwrap();
+        copy_into(only.path(), &files[..4]);
+        read(only.path()).unwrap()
+    };
+    let (s, p) = (
+        sheared.volume.to_volume::<f64>(),
+        plain.volume.to_volume::<f64>(),
+    );
+    assert_eq!(sheared.volume.grid().dims(), [512, 512 + 6, 4]);
+    let text = sheared.warnings.join("\n");
+    assert!(text.contains("gantry tilt of 44.3"), "{text}");
+    // Sorted slices run along +z; the positions' first slice is the lowest.
+    for k in 0..4 {
+        for j in (0..512).step_by(7) {
+            for i in (0..512).step_by(5) {
+                assert_eq!(
+                    s.get([i, j + 2 * k, k]),
+                    p.get([i, j, k]),
+                    "({i}, {j}, {k})"
+                );
+            }
+        }
+    }
 }
 
 #[test]

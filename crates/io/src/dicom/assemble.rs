@@ -5,15 +5,17 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::geometry::{
-    axes, check_no_gantry_tilt, check_positions_present, check_stacked_along_normal, position,
-    series_grid, series_orientation, slice_spacing, sort_along_normal,
+    axes, check_no_gantry_tilt, check_positions_present, position, series_grid, series_orientation,
+    slice_spacing, sort_along_normal,
 };
 use super::header::SliceHeader;
 use super::listing::no_dicom;
 use super::parse::parse;
 use super::pixels::{check_header, decode_frame, decode_slice, Values};
+use super::tilt::{resample, stack_shear, Shear};
 use super::{DicomSeries, SeriesInfo};
 use crate::error::{Error, ErrorKind, Result, WithPath};
+use pinhole_volume::Grid;
 
 /// Checks the series is one regular stack and returns it sorted, with its grid.
 pub(super) fn assemble(
@@ -27,13 +29,11 @@ pub(super) fn assemble(
     check_matrix_and_format(dir, &slices, &first)?;
     let orientation = series_orientation(dir, &slices, &first, &mut warnings)?;
     let axes = axes(&first, orientation)?;
-    check_no_gantry_tilt(&slices)?;
     check_positions_present(dir, &slices, &first, &mut warnings)?;
     let stack = sort_along_normal(dir, &mut slices, axes.normal)?;
     let origin = position(&first_sorted(&slices, &first));
-    check_stacked_along_normal(&slices, origin, axes.normal)?;
     let spacing_k = slice_spacing(dir, &first, &stack, &mut warnings)?;
-    let grid = series_grid(
+    let mut grid = series_grid(
         dir,
         &first,
         &axes,
@@ -42,10 +42,31 @@ pub(super) fn assemble(
         slices.len(),
         &mut warnings,
     )?;
+    let matrix = [usize::from(first.columns), usize::from(first.rows)];
+    let [spacing_i, spacing_j, _] = grid.spacing_mm();
+    let shear = stack_shear(dir, &slices, origin, &axes, [spacing_i, spacing_j], matrix)?;
+    match &shear {
+        None => check_no_gantry_tilt(&slices)?,
+        Some(shear) => {
+            let [ni, nj] = shear.dims();
+            grid = Grid::new(
+                [ni, nj, slices.len()],
+                grid.spacing_mm(),
+                shear.origin(origin, &axes, [spacing_i, spacing_j]),
+                grid.direction(),
+            )
+            .map_err(|e| Error::new(dir, e))?;
+        }
+    }
     if first.photometric == "MONOCHROME1" {
         warnings.push("MONOCHROME1: higher values display darker".into());
     }
-    let values = decode_pixels(&slices, &first, progress)?;
+    let mut values = decode_pixels(&slices, &first, progress)?;
+    if let Some(shear) = &shear {
+        let (resampled, fill) = resample(values, matrix, shear);
+        values = resampled;
+        warnings.push(tilt_warning(&first, shear, fill));
+    }
     let volume = values
         .into_volume(grid)
         .map_err(|m| Error::new(dir, ErrorKind::Dicom(m)))?;
@@ -55,6 +76,24 @@ pub(super) fn assemble(
         warnings,
         slice_thickness_mm: first.slice_thickness,
     })
+}
+
+/// What the reader did to a gantry-tilted stack, for the report.
+fn tilt_warning(first: &SliceHeader, shear: &Shear, fill: f64) -> String {
+    let recorded = match first.gantry_tilt {
+        Some(t) if (t.abs() - shear.tilt_deg).abs() > 0.5 => format!(
+            "; GantryDetectorTilt says {t} degrees, the positions {:.2}",
+            shear.tilt_deg
+        ),
+        Some(t) => format!(" (GantryDetectorTilt {t})"),
+        None => String::new(),
+    };
+    format!(
+        "gantry tilt of {:.2} degrees{recorded}: slices resampled onto an orthogonal grid \
+         by linear interpolation within each slice (shifted up to {:.1} mm), voxels no \
+         slice covers set to {fill}",
+        shear.tilt_deg, shear.max_shift_mm
+    )
 }
 
 /// Same matrix size, one frame each, decodable transfer syntax.

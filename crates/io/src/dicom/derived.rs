@@ -30,11 +30,12 @@ use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use pinhole_volume::Grid;
 
 use super::geometry::{
-    axes, check_no_gantry_tilt, check_positions_present, check_stacked_along_normal, file_name,
-    position, series_grid, series_orientation, slice_spacing, sort_along_normal,
+    axes, check_no_gantry_tilt, check_positions_present, file_name, position, series_grid,
+    series_orientation, slice_spacing, sort_along_normal,
 };
 use super::header::SliceHeader;
 use super::parse::parse;
+use super::tilt::stack_shear;
 use crate::atomic::AtomicFile;
 use crate::error::{Error, ErrorKind, Result, WithPath};
 
@@ -312,11 +313,23 @@ fn series_geometry(
     }
     let orientation = series_orientation(dir, headers, &first, warnings)?;
     let axes = axes(&first, orientation)?;
-    check_no_gantry_tilt(headers)?;
     check_positions_present(dir, headers, &first, warnings)?;
     let stack = sort_along_normal(dir, headers, axes.normal)?;
     let origin = position(&headers[0]);
-    check_stacked_along_normal(headers, origin, axes.normal)?;
+    let pixel_mm = first.pixel_spacing.map_or([1.0, 1.0], |p| [p[1], p[0]]);
+    let matrix = [usize::from(first.columns), usize::from(first.rows)];
+    if let Some(shear) = stack_shear(dir, headers, origin, &axes, pixel_mm, matrix)? {
+        return Err(Error::new(
+            dir,
+            ErrorKind::Unsupported(format!(
+                "gantry tilt of {:.2} degrees: the reader resamples such a series onto an \
+                 orthogonal grid, whose voxels no longer lie on the source slices a DICOM \
+                 result must reference",
+                shear.tilt_deg
+            )),
+        ));
+    }
+    check_no_gantry_tilt(headers)?;
     let spacing_k = slice_spacing(dir, &first, &stack, warnings)?;
     let grid = series_grid(
         dir,

@@ -8,8 +8,7 @@ use pinhole_volume::Grid;
 use super::header::SliceHeader;
 use super::listing::no_dicom;
 use super::{
-    DUPLICATE_TOLERANCE_MM, ORIENTATION_TOLERANCE, SPACING_TOLERANCE_FRACTION,
-    SPACING_TOLERANCE_MM, TILT_TOLERANCE_FRACTION, TILT_TOLERANCE_MM,
+    DUPLICATE_TOLERANCE_MM, ORIENTATION_TOLERANCE, SPACING_TOLERANCE_FRACTION, SPACING_TOLERANCE_MM,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -121,15 +120,19 @@ pub(super) fn axes(first: &SliceHeader, orientation: [f64; 6]) -> Result<Axes> {
     Ok(Axes { row, col, normal })
 }
 
-/// Refuses a gantry/detector tilt as recorded in the headers.
+/// Refuses a gantry/detector tilt recorded in `GantryDetectorTilt` of a stack whose
+/// positions and orientation describe no tilt (called only for such stacks): the tilt
+/// would then live in that tag alone, which this reader does not apply.
 pub(super) fn check_no_gantry_tilt(slices: &[SliceHeader]) -> Result<()> {
     for s in slices {
         if let Some(tilt) = s.gantry_tilt.filter(|t| t.abs() > 1e-3) {
             return Err(Error::new(
                 &s.path,
                 ErrorKind::Unsupported(format!(
-                    "gantry/detector tilt of {tilt} degrees: tilted acquisitions are not \
-                     supported (the slices would be sheared; resample the series first)"
+                    "GantryDetectorTilt of {tilt} degrees, but the slice positions and \
+                     orientation describe an untilted stack: the tilt is recorded only in \
+                     that tag, which is not applied (the volume would be sheared); \
+                     resample the series first"
                 )),
             ));
         }
@@ -193,33 +196,6 @@ pub(super) fn sort_along_normal(
         }
     }
     Ok(Stack { distances, gaps })
-}
-
-/// Refuses slices displaced sideways from the line through `origin` along `normal`
-/// (a tilted or sheared stack).
-pub(super) fn check_stacked_along_normal(
-    slices: &[SliceHeader],
-    origin: [f64; 3],
-    normal: [f64; 3],
-) -> Result<()> {
-    for s in slices {
-        let v = [0, 1, 2].map(|a| position(s)[a] - origin[a]);
-        let along = dot(v, normal);
-        let off = [0, 1, 2].map(|a| v[a] - along * normal[a]);
-        let off = dot(off, off).sqrt();
-        if off > TILT_TOLERANCE_MM.max(TILT_TOLERANCE_FRACTION * along.abs()) {
-            return Err(Error::new(
-                &s.path,
-                ErrorKind::Unsupported(format!(
-                    "slice positions are not stacked along the slice normal ({off:.3} mm \
-                     sideways over {along:.3} mm, {:.2} degrees): gantry-tilted or sheared \
-                     series are not supported",
-                    off.atan2(along.abs()).to_degrees()
-                )),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The slice spacing (mm): the mean gap of an evenly spaced stack (every gap within

@@ -18,12 +18,18 @@
 //!   the series of its frames (`enhanced`), from its folder or as the file itself; the
 //!   checks below apply to its frames as to files.
 //!
+//! * A gantry-tilted stack (parallel slices whose positions drift sideways in proportion
+//!   to their distance along the normal) is resampled onto an orthogonal grid within
+//!   each slice, as dcm2niix does, and said in a warning (`tilt`).
+//!
 //! Refused, with an error naming the folder, file or frame: no DICOM files, mixed
 //! orientation or matrix size, duplicate positions (in one enhanced object: several
 //! stacks, echoes or time points), uneven spacing (see [`SPACING_TOLERANCE_MM`] /
-//! [`SPACING_TOLERANCE_FRACTION`]), gantry tilt, multi-frame files without per-frame
-//! geometry, a single-frame file given alone (its folder is the series), colour images,
-//! and transfer syntaxes this build cannot decode (JPEG-LS among them).
+//! [`SPACING_TOLERANCE_FRACTION`]), slices displaced sideways other than by a uniform
+//! tilt, a `GantryDetectorTilt` the positions and orientation do not show, multi-frame
+//! files without per-frame geometry, a single-frame file given alone (its folder is the
+//! series), colour images, and transfer syntaxes this build cannot decode (JPEG-LS among
+//! them).
 //!
 //! Deflated Explicit VR Little Endian is read by inflating the data set first (at most
 //! 64 MiB, `parse::MAX_INFLATED_BYTES`; the file meta group is walked with checked
@@ -72,6 +78,7 @@ mod pixels;
 pub mod sc;
 pub mod seg;
 pub mod sr;
+mod tilt;
 mod xray;
 
 use assemble::assemble;
@@ -101,10 +108,6 @@ pub const MAX_FRAME_BYTES: usize = 1 << 28;
 /// files nest a few levels (RT and SR objects perhaps ten).
 pub const MAX_SEQUENCE_DEPTH: usize = 64;
 
-/// Largest in-plane displacement between slice positions (mm, and per mm along the
-/// normal) still counted as "stacked along the normal" (no gantry tilt).
-const TILT_TOLERANCE_MM: f64 = 0.01;
-const TILT_TOLERANCE_FRACTION: f64 = 1e-3;
 /// Largest difference between two slices' direction cosines still counted as equal.
 const ORIENTATION_TOLERANCE: f64 = 1e-4;
 
