@@ -96,6 +96,46 @@ def enhanced_ct(slices):
     return out.getvalue()
 
 
+def segmentation(slices, kind):
+    """A highdicom Segmentation of small slices (bytes each): segment 1 a box over all
+    slices, segment 2 a smaller box inside it on the middle one (overlap)."""
+    import highdicom as hd
+    from highdicom.sr.coding import CodedConcept
+
+    datasets = [pydicom.dcmread(io.BytesIO(b)) for b in slices]
+    root = "1.2.826.0.1.3680043.8.498.78"
+    for n, ds in enumerate(datasets):
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+        ds.SOPInstanceUID = f"{root}.10.{n + 1}"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = (
+            f"{root}.1", f"{root}.2", f"{root}.3")
+    rows, columns = int(datasets[0].Rows), int(datasets[0].Columns)
+    masks = np.zeros((len(datasets), rows, columns, 2), dtype=np.uint8)
+    masks[:, 4:12, 3:13, 0] = 1
+    masks[1, 6:9, 6:9, 1] = 1
+    organ = CodedConcept("123037004", "SCT", "Anatomical Structure")
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=n, segment_label=label, segmented_property_category=organ,
+            segmented_property_type=CodedConcept(value, "SCT", meaning),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+        for n, label, value, meaning in ((1, "liver", "10200004", "Liver"),
+                                         (2, "liver_tumor", "108369006", "Neoplasm"))
+    ]
+    fractional = kind == "FRACTIONAL"
+    seg = hd.seg.Segmentation(
+        source_images=datasets,
+        pixel_array=masks.astype(np.float32) * 0.75 if fractional else masks,
+        segmentation_type=hd.seg.SegmentationTypeValues[kind],
+        segment_descriptions=descriptions, series_instance_uid=f"{root}.4", series_number=77,
+        sop_instance_uid=f"{root}.5", instance_number=1, manufacturer="fuzz seed",
+        manufacturer_model_name="seed", software_versions="1", device_serial_number="1",
+        **({"max_fractional_value": 255} if fractional else {}))
+    out = io.BytesIO()
+    seg.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
 def dicom_seeds():
     files = ct_slices()
     first = files[0]
@@ -130,6 +170,9 @@ def dicom_seeds():
     uneven = [small_slice(p, 4, z, strip=True) for p, z in zip(files, (-766.5, -763.5, -757.5))]
     put("dicom_series", "three_slices_uneven", DICOM_SEPARATOR.join(uneven))
     put("dicom_series", "enhanced_ct_3x8x8", enhanced_ct(three))
+    small = [small_slice(p, 16, z) for p, z in zip(files, (-766.5, -763.5, -760.5))]
+    put("dicom_seg_input", "binary_two_segments_16x16.dcm", segmentation(small, "BINARY"))
+    put("dicom_seg_input", "fractional_two_segments_16x16.dcm", segmentation(small, "FRACTIONAL"))
     # Positions drifting along y by 1.3 mm per 3 mm of feed: a gantry tilt, resampled.
     tilted = [small_slice(p, 8, z, strip=True, y_mm=-437.5 + 1.3 * n)
               for n, (p, z) in enumerate(zip(files, (-766.5, -763.5, -760.5)))]

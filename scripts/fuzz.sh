@@ -85,7 +85,7 @@ mkdir -p "$log_dir"
 # small elsewhere so that mutations stay fast.
 max_len() {
   case "$1" in
-    dicom_file | dicom_deidentify | dicom_series | xray_image | nifti | nrrd | nrrd_detached | plan_json | markups) echo 1048576 ;;
+    dicom_file | dicom_deidentify | dicom_seg_input | dicom_series | xray_image | nifti | nrrd | nrrd_detached | plan_json | markups) echo 1048576 ;;
     igtl_decode | igtl_stream | igtl_server_frames) echo 262144 ;;
     *) echo 65536 ;;
   esac

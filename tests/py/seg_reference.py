@@ -31,6 +31,14 @@ Commands:
             (the file meta group's when the data set's are blank)
         },
         "dciodvfy": {"available": bool, "errors": [...], "warnings": [...]}
+  highdicom-seg CT_DIR OUT.dcm EXPECTED.npy [fractional]
+      write with highdicom a Segmentation of the CT series in CT_DIR (its blank UIDs
+      filled first) holding two overlapping segments: 1 "liver" (a 200 x 150-pixel box on
+      slices 3..14) and 2 "liver_tumor" (a 30 x 20 box inside it on slices 6..9); frames
+      of empty slices omitted (highdicom's default); BINARY, or FRACTIONAL (8-bit, max
+      255, the liver box's border pixels at 100 = outside, 200 = inside). EXPECTED.npy:
+      the label map on the CT grid (slices sorted along the normal, i fastest; the
+      smaller segment keeps the overlap). Prints {"segments": {...}, "frames": n}.
 """
 
 import glob
@@ -231,8 +239,64 @@ def make_labels(ct_path, out_path, extra):
     print(json.dumps({"counts": {str(int(i)): int(c) for i, c in zip(ids, counts)}}))
 
 
+def highdicom_seg(ct_dir, out_path, expected_path, kind="binary"):
+    from highdicom.sr.coding import CodedConcept
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from enhanced_reference import load_series
+    import voxel_file
+
+    slices = ct_slices(ct_dir)
+    order = {uid: k for k, (uid, _) in enumerate(slices)}
+    datasets = load_series(ct_dir)
+    for ds in datasets:
+        ds.SOPInstanceUID = str(ds.SOPInstanceUID or ds.file_meta.MediaStorageSOPInstanceUID)
+    datasets.sort(key=lambda ds: order[str(ds.file_meta.MediaStorageSOPInstanceUID)])
+    rows, columns = int(datasets[0].Rows), int(datasets[0].Columns)
+    liver = np.zeros((len(datasets), rows, columns), dtype=np.uint8)
+    tumor = np.zeros_like(liver)
+    liver[3:15, 200:350, 100:300] = 1
+    tumor[6:10, 260:280, 180:210] = 1
+    organ = CodedConcept("123037004", "SCT", "Anatomical Structure")
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number, segment_label=label,
+            segmented_property_category=organ,
+            segmented_property_type=CodedConcept(value, "SCT", meaning),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+        for number, label, value, meaning in (
+            (1, "liver", "10200004", "Liver"), (2, "liver_tumor", "108369006", "Neoplasm"))
+    ]
+    masks = np.stack([liver, tumor], axis=-1)
+    extra = {}
+    if kind == "fractional":
+        fractional = masks.astype(np.float32)
+        # The liver box's first and last columns: 100/255 (outside) and 200/255 (inside).
+        fractional[3:15, 200:350, 100, 0] = 100 / 255
+        fractional[3:15, 200:350, 299, 0] = 200 / 255
+        masks = fractional
+        extra = {"max_fractional_value": 255}
+        liver[3:15, 200:350, 100] = 0
+    seg = hd.seg.Segmentation(
+        source_images=datasets, pixel_array=masks,
+        segmentation_type=(hd.seg.SegmentationTypeValues.FRACTIONAL if kind == "fractional"
+                           else hd.seg.SegmentationTypeValues.BINARY),
+        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=77,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="highdicom test",
+        manufacturer_model_name="reference", software_versions="1", device_serial_number="1",
+        **extra)
+    seg.save_as(out_path)
+    expected = liver.astype(np.uint16)
+    expected[tumor > 0] = 2
+    voxel_file.save(expected.ravel(), expected_path)
+    print(json.dumps({"segments": {"1": "liver", "2": "liver_tumor"},
+                      "frames": int(seg.NumberOfFrames)}))
+
+
 def main():
-    if len(sys.argv) >= 5 and sys.argv[1] == "check":
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "highdicom-seg":
+        highdicom_seg(*sys.argv[2:])
+    elif len(sys.argv) >= 5 and sys.argv[1] == "check":
         check(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:])
     elif len(sys.argv) in (4, 5) and sys.argv[1] == "make-labels":
         make_labels(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) == 5 else 0)

@@ -19,6 +19,8 @@ mod plan_needle;
 mod dicom;
 // `pinhole dicom seg`: a label map as a DICOM Segmentation, read back by highdicom.
 mod dicom_export;
+// A DICOM Segmentation as label input (highdicom writes it).
+mod seg_input;
 // `pinhole plan ablation` and `pinhole evla`.
 mod ablation;
 mod vessel;

@@ -44,6 +44,9 @@ pub struct Loaded {
     /// DICOM `Modality` (0008,0060) of the series (`CT`, `MR`, `PT` …), when read from
     /// DICOM and present; NIfTI and NRRD do not record it.
     pub modality: Option<String>,
+    /// The label names the file itself carries (a DICOM Segmentation's segments), which
+    /// callers use unless given a table.
+    pub label_table: Option<crate::labels::LabelTable>,
 }
 
 /// Recognises the format by content (a folder, or one DICOM file, is a DICOM series).
@@ -97,13 +100,25 @@ fn nifti_sizeof_hdr(head: &[u8]) -> bool {
     })
 }
 
-/// Reads a NIfTI or NRRD file, a DICOM series folder or an enhanced multi-frame file.
+/// Reads a NIfTI or NRRD file, a DICOM series folder, an enhanced multi-frame file, or
+/// a DICOM Segmentation (as a label map on its own grid, with its segments' table).
 pub fn read_volume(
     path: &Path,
     options: &ReadOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Loaded> {
     let format = detect(path)?;
+    if format == Format::DicomSeries && dicom::seg_input::is_segmentation_file(path) {
+        let seg = dicom::seg_input::read_segmentation(path, None)?;
+        return Ok(Loaded {
+            volume: seg.labels.into(),
+            format,
+            warnings: seg.warnings,
+            series_uid: None,
+            modality: Some("SEG".into()),
+            label_table: Some(seg.table),
+        });
+    }
     let (volume, warnings, series_uid, modality) = match format {
         Format::Nifti => (nifti::read(path)?, Vec::new(), None, None),
         Format::Nrrd => (nrrd::read(path)?, Vec::new(), None, None),
@@ -128,6 +143,7 @@ pub fn read_volume(
         warnings,
         series_uid,
         modality,
+        label_table: None,
     })
 }
 

@@ -15,6 +15,7 @@ mod refusals;
 mod robustness;
 mod sc;
 mod seg;
+mod seg_input;
 mod sequence;
 mod sr;
 mod transforms;

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, OrInvalid, Result};
 use crate::figures::{applicator_slice, axial_contours, write_picture, RgbPicture};
 use crate::inputs::{
-    load_checked_ct, load_named_labels, scan_edge_warning, unnamed_warning, InputFile, NamedLabels,
-    NotCt, UnnamedLabels,
+    load_checked_ct, load_named_labels_on, scan_edge_warning, unnamed_warning, InputFile,
+    NamedLabels, NotCt, UnnamedLabels,
 };
 use crate::limits;
 use crate::needle::PlanPaths;
@@ -223,19 +223,22 @@ pub fn run(request: &AblationRequest, observer: &dyn Observer) -> Result<Ablatio
     if let TargetSpec::Sphere { radius_mm, .. } = spec {
         limits::TUMOR_RADIUS_MM.check(radius_mm)?;
     }
+    let (ct, not_ct_warning) = load_checked_ct(&request.ct, request.not_ct, observer)?;
     let NamedLabels {
         labels,
         table_name,
         table,
         unnamed,
-    } = load_named_labels(
+        warnings: label_warnings,
+    } = load_named_labels_on(
         &request.labels,
         request.labels_table.as_deref(),
         request.unnamed_labels,
+        Some(ct.grid()),
         observer,
     )?;
-    let (ct, not_ct_warning) = load_checked_ct(&request.ct, request.not_ct, observer)?;
     let mut warnings: Vec<String> = not_ct_warning.into_iter().collect();
+    warnings.extend(label_warnings);
     if !unnamed.is_empty() {
         let warning = unnamed_warning(
             &unnamed,

@@ -189,12 +189,21 @@ pub fn run(
     labels_table: Option<&str>,
     observer: &dyn Observer,
 ) -> Result<VolumeReport> {
-    let loaded = load(path, series_uid, observer)?;
-    let (table_name, table) = label_table(labels_table)?;
+    let mut loaded = load(path, series_uid, observer)?;
+    // A DICOM Segmentation names its own segments: they are its table unless one is given.
+    let embedded = loaded.label_table.take().filter(|_| labels_table.is_none());
+    let is_segmentation = embedded.is_some();
+    let (table_name, table) = match embedded {
+        Some(table) => (
+            format!("segments of {}", crate::provenance::recorded_path(path)),
+            table,
+        ),
+        None => label_table(labels_table)?,
+    };
     Ok(VolumeReport::new(
         &crate::provenance::recorded_path(path),
         &loaded,
         Some((&table_name, &table)),
-        labels_table.is_some(),
+        labels_table.is_some() || is_segmentation,
     ))
 }

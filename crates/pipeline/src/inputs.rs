@@ -381,6 +381,10 @@ pub struct NamedLabels {
     pub table_name: String,
     pub table: LabelTable,
     pub unnamed: Vec<(u16, usize)>,
+    /// What reading the labels decided that the report must carry (a DICOM
+    /// Segmentation's overlapping segments, its fractional threshold ...); already shown
+    /// to the observer.
+    pub warnings: Vec<String>,
 }
 
 /// Loads a label map and its table (`table_spec`, see [`label_table`]) and checks them
@@ -391,14 +395,56 @@ pub fn load_named_labels(
     policy: UnnamedLabels,
     observer: &dyn Observer,
 ) -> Result<NamedLabels> {
-    let (table_name, table) = label_table(table_spec)?;
-    let labels = load_labels(path, observer)?;
-    let unnamed = check_unnamed(&labels, &table, &table_name, path, policy)?;
+    load_named_labels_on(path, table_spec, policy, None, observer)
+}
+
+/// [`load_named_labels`], placing a DICOM Segmentation on `ct_grid` when given (its
+/// frames usually cover only some of the CT's slices; without the grid it spans its own
+/// frames and may not match the CT). A Segmentation's own segment labels are its table
+/// unless `table_spec` names one.
+pub fn load_named_labels_on(
+    path: &Path,
+    table_spec: Option<&str>,
+    policy: UnnamedLabels,
+    ct_grid: Option<&pinhole_volume::Grid>,
+    observer: &dyn Observer,
+) -> Result<NamedLabels> {
+    if !pinhole_io::dicom::seg_input::is_segmentation_file(path) {
+        let (table_name, table) = label_table(table_spec)?;
+        let labels = load_labels(path, observer)?;
+        let unnamed = check_unnamed(&labels, &table, &table_name, path, policy)?;
+        return Ok(NamedLabels {
+            labels,
+            table_name,
+            table,
+            unnamed,
+            warnings: Vec::new(),
+        });
+    }
+    observer.begin(&format!("reading {}", path.display()));
+    let seg = pinhole_io::dicom::seg_input::read_segmentation(path, ct_grid);
+    observer.end();
+    let seg = seg?;
+    let recorded = crate::provenance::recorded_path(path);
+    let warnings: Vec<String> = seg
+        .warnings
+        .iter()
+        .map(|w| format!("{recorded}: {w}"))
+        .collect();
+    for warning in &warnings {
+        observer.warn(warning);
+    }
+    let (table_name, table) = match table_spec {
+        Some(spec) => label_table(Some(spec))?,
+        None => (format!("segments of {recorded}"), seg.table),
+    };
+    let unnamed = check_unnamed(&seg.labels, &table, &table_name, path, policy)?;
     Ok(NamedLabels {
-        labels,
+        labels: seg.labels,
         table_name,
         table,
         unnamed,
+        warnings,
     })
 }
 

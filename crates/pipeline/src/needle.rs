@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::inputs::{
-    cut_risk_structure_warnings, load_checked_ct, load_named_labels, scan_edge_warning,
+    cut_risk_structure_warnings, load_checked_ct, load_named_labels_on, scan_edge_warning,
     table_entries, unnamed_label_name, unnamed_warning, InputFile, NamedLabels, NotCt,
     UnnamedLabels,
 };
@@ -225,18 +225,20 @@ pub fn run(request: &NeedleRequest, observer: &dyn Observer) -> Result<NeedleOut
         None => Profile::builtin(&request.procedure)?,
     };
     let spec: TargetSpec = request.target.parse()?;
+    let (ct, not_ct_warning) = load_checked_ct(&request.ct, request.not_ct, observer)?;
     let NamedLabels {
         labels,
         table_name,
         table,
         unnamed,
-    } = load_named_labels(
+        warnings: label_warnings,
+    } = load_named_labels_on(
         &request.labels,
         request.labels_table.as_deref(),
         request.unnamed_labels,
+        Some(ct.grid()),
         observer,
     )?;
-    let (ct, not_ct_warning) = load_checked_ct(&request.ct, request.not_ct, observer)?;
     let mut entries = table_entries(&table);
     if !unnamed.is_empty() {
         entries.extend(
@@ -284,6 +286,7 @@ pub fn run(request: &NeedleRequest, observer: &dyn Observer) -> Result<NeedleOut
         plan.warnings.push(warning);
     }
     plan.warnings.extend(not_ct_warning);
+    plan.warnings.extend(label_warnings);
     let color_of = |id: u16| table.color_of(u32::from(id));
     let best_png = render::needle_plane(&ctx, &plan, &color_of, 512, 0.5);
     let report = NeedleReport {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, OrInvalid, Result};
 use crate::figures::{route_picture, write_picture, RgbPicture};
 use crate::inputs::{
-    label_table, load_checked_ct, load_labels, load_named_labels, scan_edge_warning,
+    label_table, load_checked_ct, load_labels, load_named_labels_on, scan_edge_warning,
     unnamed_warning, NamedLabels, NotCt, UnnamedLabels,
 };
 use crate::observe::Observer;
@@ -145,20 +145,23 @@ pub struct RouteOutcome {
 
 /// Plans a catheter route.
 pub fn plan_route(request: &RouteRequest, observer: &dyn Observer) -> Result<RouteOutcome> {
+    // The CT first: a refused one stops the run before the route search.
+    let (ct, not_ct_warning) = checked_ct(request.ct.as_deref(), request.not_ct, observer)?;
     let NamedLabels {
         labels,
         table_name,
         table,
         unnamed,
-    } = load_named_labels(
+        warnings: label_warnings,
+    } = load_named_labels_on(
         &request.labels,
         request.labels_table.as_deref(),
         request.unnamed_labels,
+        ct.as_ref().map(Volume::grid),
         observer,
     )?;
-    // The CT first: a refused one stops the run before the route search.
-    let (ct, not_ct_warning) = checked_ct(request.ct.as_deref(), request.not_ct, observer)?;
     let mut warnings: Vec<String> = not_ct_warning.into_iter().collect();
+    warnings.extend(label_warnings);
     if !unnamed.is_empty() {
         let warning = unnamed_warning(
             &unnamed,

@@ -8,7 +8,8 @@ use pinhole_pipeline::Observer;
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// NIfTI (.nii, .nii.gz), NRRD file, or a folder holding a DICOM series.
+    /// NIfTI (.nii, .nii.gz), NRRD file, a folder holding a DICOM series, an enhanced
+    /// multi-frame DICOM file, or a DICOM Segmentation (its segments name the labels).
     path: PathBuf,
     /// Label names: `totalseg-v2` (default), `totalseg-v1`, a CSV (`id,name`) or a Slicer
     /// colour table. Implies the volume is a label map.
@@ -61,14 +62,16 @@ fn print_series_list(args: &InfoArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// Input: NIfTI, NRRD, or a DICOM series folder.
+    /// Input: NIfTI, NRRD, a DICOM series folder, an enhanced multi-frame DICOM file, or
+    /// a DICOM Segmentation (to .seg.nrrd with its segment names).
     input: PathBuf,
     /// Output: .nii, .nii.gz, .nrrd, or .seg.nrrd (label map → Slicer segmentation).
     output: PathBuf,
     /// DICOM folder with several series: the SeriesInstanceUID to read.
     #[arg(long)]
     series: Option<String>,
-    /// Segment names for .seg.nrrd output (default: TotalSegmentator v2).
+    /// Segment names for .seg.nrrd output (default: a DICOM Segmentation's own, else
+    /// TotalSegmentator v2).
     #[arg(long)]
     labels_table: Option<String>,
 }
@@ -85,7 +88,11 @@ pub fn convert(args: &ConvertArgs, terminal: &dyn Observer) -> anyhow::Result<()
     let name = args.output.to_string_lossy().to_ascii_lowercase();
     if name.ends_with(".seg.nrrd") {
         let labels = labels_of(loaded.volume, &args.input)?;
-        let (_, table) = label_table(args.labels_table.as_deref())?;
+        // A DICOM Segmentation's own segment names, unless a table is given.
+        let table = match (loaded.label_table, args.labels_table.as_deref()) {
+            (Some(own), None) => own,
+            (_, spec) => label_table(spec)?.1,
+        };
         pinhole_io::segnrrd::write_segmentation(&args.output, &labels, &table, true)?;
     } else {
         pinhole_io::open::write_volume(&args.output, &loaded.volume)?;

@@ -77,6 +77,7 @@ mod parse;
 mod pixels;
 pub mod sc;
 pub mod seg;
+pub mod seg_input;
 pub mod sr;
 mod tilt;
 mod xray;
