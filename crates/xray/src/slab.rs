@@ -301,11 +301,16 @@ mod portable {
             moved[k] = lanes.offset_step[k] & cross_i;
             lanes.boundary[k] = bound + (lanes.sign[k] & cross);
         }
-        let first = frac[0].fast_min(frac[1]);
         let off = lanes.offset;
+        let in_valid = valid_in[0] & valid_in[1];
+        if !(crossed[0] | crossed[1]).any() {
+            // No lane leaves its voxel in this slab (the common case for near-axial
+            // rays): the whole slab is the entry voxel, weight 1, and one gather does.
+            return gather(mu, (base + off) & in_valid) & cast::<i32x4, f32x4>(in_valid);
+        }
+        let first = frac[0].fast_min(frac[1]);
         let end_off = off + moved[0] + moved[1];
         lanes.offset = end_off;
-        let in_valid = valid_in[0] & valid_in[1];
         let out_valid = valid_out[0] & valid_out[1];
         let w_in = first & cast::<i32x4, f32x4>(in_valid);
         let w_out = (f32x4::ONE - first) & cast::<i32x4, f32x4>(out_valid);
@@ -464,11 +469,17 @@ mod avx2 {
             moved[k] = _mm256_and_si256(lanes.offset_step[k], cross_i);
             lanes.boundary[k] = _mm256_add_ps(bound, _mm256_and_ps(lanes.sign[k], cross));
         }
-        let first = _mm256_min_ps(frac[0], frac[1]);
         let off = lanes.offset;
+        let in_valid = _mm256_and_si256(valid_in[0], valid_in[1]);
+        let any_crossed = _mm256_or_si256(crossed[0], crossed[1]);
+        if _mm256_testz_si256(any_crossed, any_crossed) == 1 {
+            // No lane leaves its voxel in this slab (the common case for near-axial
+            // rays): the whole slab is the entry voxel, weight 1, and one gather does.
+            return gather(mu, _mm256_add_epi32(base, off), in_valid);
+        }
+        let first = _mm256_min_ps(frac[0], frac[1]);
         let end_off = _mm256_add_epi32(_mm256_add_epi32(off, moved[0]), moved[1]);
         lanes.offset = end_off;
-        let in_valid = _mm256_and_si256(valid_in[0], valid_in[1]);
         let out_valid = _mm256_and_si256(valid_out[0], valid_out[1]);
         let w_in = _mm256_and_ps(first, _mm256_castsi256_ps(in_valid));
         let w_out = _mm256_and_ps(_mm256_sub_ps(one, first), _mm256_castsi256_ps(out_valid));
