@@ -36,7 +36,9 @@ fuzz_target!(
         if let Ok(series) = read_series(dir, &DicomOptions::default(), &mut |_, _| {}) {
             let grid = series.volume.grid();
             let _ = grid.bounds_lps();
-            assert!(series.info.slices <= files.len());
+            // One slice per file, or per frame of an enhanced multi-frame file.
+            assert!(series.info.files.len() <= files.len());
+            assert_eq!(grid.dims()[2], series.info.slices);
         }
     }
 );

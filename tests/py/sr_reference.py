@@ -35,6 +35,10 @@ Commands:
         "root_relationships": the same for the root's children,
         "dciodvfy": {"available": bool, "errors": [...], "warnings": [...]}
       Codes are [value, scheme, meaning].
+  sphere-zone CT.nii.gz OUT.nii.gz X Y Z R
+      write a label map on CT's grid (nibabel) holding 1 inside the ball of radius R mm
+      around the LPS point (X, Y, Z) (voxel centres), 0 elsewhere: a constructed
+      ablation zone; prints {"voxels": n}.
 """
 
 import glob
@@ -272,9 +276,25 @@ def check(sr_path, ct_dir):
     }))
 
 
+def sphere_zone(ct_path, out_path, x, y, z, r):
+    import nibabel as nib
+    import numpy as np
+
+    ct = nib.load(ct_path)
+    shape = ct.shape[:3]
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    ras = ijk @ ct.affine[:3, :3].T + ct.affine[:3, 3]
+    lps = ras * np.array([-1.0, -1.0, 1.0])
+    inside = np.linalg.norm(lps - np.array([float(x), float(y), float(z)]), axis=-1) <= float(r)
+    nib.save(nib.Nifti1Image(inside.astype(np.uint8), ct.affine), out_path)
+    print(json.dumps({"voxels": int(inside.sum())}))
+
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "check":
         check(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 8 and sys.argv[1] == "sphere-zone":
+        sphere_zone(*sys.argv[2:])
     else:
         sys.exit(__doc__)
 

@@ -645,3 +645,145 @@ fn dicom_seg_sr_sc_deidentified_reference_the_deidentified_series() {
         );
     }
 }
+
+/// A constructed ablation on the shared series: a 6 mm tumour ball inside a 13 mm zone
+/// ball around the same point (MAM 7 mm up to the 2 mm slices' voxelization), confirmed
+/// with the series as pre- and post-ablation CT, then written as an SR that highdicom /
+/// pydicom read back with the confirmation's numbers and points; dciodvfy finds no error.
+/// The same confirmation on another series is refused.
+#[test]
+fn dicom_sr_of_an_ablation_confirmation_reads_back_and_names_its_series() {
+    let tmp = tempfile::tempdir().unwrap();
+    let series = shared_data("dicom-ct-series");
+    let (ct, zone) = (tmp.path().join("ct.nii.gz"), tmp.path().join("zone.nii.gz"));
+    pinhole_ok(&["convert", series.to_str().unwrap(), ct.to_str().unwrap()]);
+    python_json(
+        "sr_reference.py",
+        &[
+            "sphere-zone",
+            ct.to_str().unwrap(),
+            zone.to_str().unwrap(),
+            "0",
+            "-188",
+            "-785.5",
+            "13",
+        ],
+    );
+    let conf = tmp.path().join("conf");
+    pinhole_ok(&[
+        "confirm",
+        "ablation",
+        "--pre-ct",
+        series.to_str().unwrap(),
+        "--tumor",
+        "0,-188,-785.5,6",
+        "--post-ct",
+        series.to_str().unwrap(),
+        "--zone",
+        zone.to_str().unwrap(),
+        "--same-frame",
+        "--out",
+        conf.to_str().unwrap(),
+    ]);
+    let confirmation: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(conf.join("confirmation.json")).unwrap())
+            .unwrap();
+    let mam = confirmation["minimal_margin_mm"].as_f64().unwrap();
+    assert!((mam - 7.0).abs() <= 1.0, "MAM {mam} mm, constructed 7 mm");
+    let out = tmp.path().join("sr");
+    pinhole_ok(&[
+        "dicom",
+        "sr",
+        "--series",
+        series.to_str().unwrap(),
+        "--confirmation",
+        conf.join("confirmation.json").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    validate_against_schemas(&[("dicom-sr", &out.join("dicom_sr.json"))]);
+    let reference = python_json(
+        "sr_reference.py",
+        &[
+            "check",
+            out.join("measurements_sr.dcm").to_str().unwrap(),
+            series.to_str().unwrap(),
+        ],
+    );
+    let errors = reference["dciodvfy"]["errors"].as_array().unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(reference["series_description"]
+        .as_str()
+        .unwrap()
+        .contains("ablation confirmation"));
+    let groups = reference["groups_pydicom"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{groups:#?}");
+    let group = &groups[0];
+    assert_eq!(codes_value(&group["finding"]), "MARGINOK");
+    let value = |concept: &str| {
+        group["measurements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| codes_value(&m["concept"]) == concept)
+            .unwrap_or_else(|| panic!("no {concept} in {group:#}"))["floating_point_value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(value("MAM"), mam);
+    assert_eq!(value("MARGINREQ"), 5.0);
+    for (concept, key) in [
+        ("COVERAGE", "coverage_tumor_pct"),
+        ("TUMORVOL", "tumor_volume_ml"),
+        ("ZONEVOL", "zone_volume_ml"),
+    ] {
+        assert_eq!(
+            value(concept),
+            confirmation[key].as_f64().unwrap(),
+            "{concept}"
+        );
+    }
+    let thinnest = &group["regions"][0];
+    assert_eq!(codes_value(&thinnest["concept"]), "THINNEST");
+    for axis in 0..3 {
+        let (a, b) = (
+            thinnest["points"][0][axis].as_f64().unwrap(),
+            confirmation["thinnest_lps"][axis].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    assert_eq!(
+        thinnest["frame_of_reference"],
+        reference["ct_frame_of_reference_uid"]
+    );
+    // Another series (the same slices but one): its coordinates would be in another
+    // scan's frame. Refused, nothing written.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&series)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in &files[1..] {
+        std::fs::copy(f, other.join(f.file_name().unwrap())).unwrap();
+    }
+    let refused = tmp.path().join("refused");
+    let run = pinhole(&[
+        "dicom",
+        "sr",
+        "--series",
+        other.to_str().unwrap(),
+        "--confirmation",
+        conf.join("confirmation.json").to_str().unwrap(),
+        "--out",
+        refused.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("was confirmed on another pre-ablation CT"),
+        "{err}"
+    );
+    assert!(!refused.join("measurements_sr.dcm").exists());
+}

@@ -21,8 +21,8 @@ use pinhole_io::dicom::derived::Code;
 use pinhole_io::dicom::sc::{write_secondary_capture, RgbPicture, ScOptions};
 use pinhole_io::dicom::seg::{write_segmentation, SegOptions, SegmentAlgorithm, SegmentSpec};
 use pinhole_io::dicom::sr::{
-    degree, millimeter, write_measurement_report, GraphicType3d, Measurement, MeasurementGroup,
-    MeasurementReport, Region3d, SrOptions,
+    degree, millimeter, percent, ucum as sr_ucum, write_measurement_report, GraphicType3d,
+    Measurement, MeasurementGroup, MeasurementReport, Region3d, SrOptions,
 };
 use pinhole_io::dicom::{list_series, SeriesInfo};
 use schemars::JsonSchema;
@@ -344,15 +344,35 @@ pub const SR_REPORT_FILE: &str = "dicom_sr.json";
 /// Coding scheme of Pinhole's own concepts (a private scheme: `99` prefix, PS3.16 8.2).
 pub const PINHOLE_SCHEME: &str = "99PINHOLE";
 
-/// A needle plan to write as a TID 1500 Measurement Report on its CT series.
+/// What a Measurement Report reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SrSource {
+    /// `plan.json` of `pinhole plan needle` (planned on the series): the target, the best
+    /// `paths` paths (1 or more) and their clearances.
+    NeedlePlan { plan: PathBuf, paths: usize },
+    /// `confirmation.json` of `pinhole confirm ablation` whose pre-ablation CT is the
+    /// series (its coordinates are in that scan's frame; another series is refused): the
+    /// minimal ablative margin, coverage, volumes, verdict and thinnest point.
+    AblationConfirmation(PathBuf),
+}
+
+impl SrSource {
+    /// The report file.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::NeedlePlan { plan, .. } => plan,
+            Self::AblationConfirmation(path) => path,
+        }
+    }
+}
+
+/// A needle plan or an ablation confirmation to write as a TID 1500 Measurement Report
+/// on its CT series.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SrExportRequest {
     pub series_dir: PathBuf,
     pub series_uid: Option<String>,
-    /// `plan.json` of `pinhole plan needle` (planned on this series).
-    pub plan: PathBuf,
-    /// The best this many paths (1 or more).
-    pub paths: usize,
+    pub source: SrSource,
     pub series_description: String,
     pub out_dir: PathBuf,
     /// De-identify the SR as written (as [`SegExportRequest::deidentify`]).
@@ -393,13 +413,25 @@ versioned_report!(SrExportReport, "dicom-sr", 1);
 
 /// Writes the SR and its report into `request.out_dir`.
 pub fn run_sr(request: &SrExportRequest, observer: &dyn Observer) -> Result<SrExportReport> {
-    if request.paths == 0 {
+    if let SrSource::NeedlePlan { paths: 0, .. } = request.source {
         return Err(Error::invalid("--paths must be at least 1"));
     }
     let series = choose_series(&request.series_dir, request.series_uid.as_deref())?;
-    let plan = crate::needle::NeedleReport::read(&request.plan)?;
     let mut warnings = Vec::new();
-    let groups = plan_groups(&plan.plan, request.paths, &mut warnings);
+    let (groups, role) = match &request.source {
+        SrSource::NeedlePlan { plan, paths } => {
+            let plan = crate::needle::NeedleReport::read(plan)?;
+            (plan_groups(&plan.plan, *paths, &mut warnings), "plan")
+        }
+        SrSource::AblationConfirmation(path) => {
+            let confirmation = crate::confirm::ConfirmationReport::read(path)?;
+            check_confirmed_on(&confirmation, &request.series_dir, path)?;
+            (
+                confirmation_groups(&confirmation, &mut warnings),
+                "confirmation",
+            )
+        }
+    };
     for warning in &warnings {
         observer.warn(warning);
     }
@@ -411,7 +443,7 @@ pub fn run_sr(request: &SrExportRequest, observer: &dyn Observer) -> Result<SrEx
     };
     let inputs = vec![
         input(&request.series_dir, "ct")?,
-        input(&request.plan, "plan")?,
+        input(request.source.path(), role)?,
     ];
     write_folder_then_report(&request.out_dir, SR_REPORT_FILE, |dir| {
         let written = write_object(observer, "the DICOM Structured Report", || {
@@ -482,6 +514,103 @@ fn plan_groups(
         warnings.push("the plan has no feasible path: the SR holds the target only".into());
     }
     groups
+}
+
+/// Refuses a confirmation whose pre-ablation CT is not `series_dir` (same content hash):
+/// its coordinates would land in another scan's frame.
+fn check_confirmed_on(
+    confirmation: &crate::confirm::ConfirmationReport,
+    series_dir: &Path,
+    path: &Path,
+) -> Result<()> {
+    let pre = confirmation
+        .inputs
+        .iter()
+        .find(|i| i.role.as_deref() == Some("pre_ct"))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "{}: names no pre-ablation CT among its inputs",
+                path.display()
+            ))
+        })?;
+    let series = InputFile::of(series_dir)?;
+    if series.sha256 != pre.sha256 {
+        return Err(Error::invalid(format!(
+            "{} was confirmed on another pre-ablation CT ({}, SHA-256 {}…) than {} (SHA-256 \
+             {}…): its coordinates are in that scan's frame. Give the series it was \
+             confirmed on",
+            path.display(),
+            pre.path,
+            &pre.sha256[..pre.sha256.len().min(12)],
+            series_dir.display(),
+            &series.sha256[..series.sha256.len().min(12)]
+        )));
+    }
+    Ok(())
+}
+
+/// One group: the tumour's coverage, minimal ablative margin (with the required one),
+/// tumour and zone volumes; the finding is the verdict; the thinnest point and the
+/// tumour's centroid as points. The confirmation's own warnings are carried.
+fn confirmation_groups(
+    confirmation: &crate::confirm::ConfirmationReport,
+    warnings: &mut Vec<String>,
+) -> Vec<MeasurementGroup> {
+    use pinhole_intraop::margin::Verdict;
+    let m = &confirmation.margin;
+    let mut group = MeasurementGroup::new(format!(
+        "ablation confirmation ({})",
+        confirmation.tumor.spec
+    ));
+    group.finding = Some(match m.verdict {
+        Verdict::Sufficient => pinhole_code("MARGINOK", "Sufficient ablative margin"),
+        Verdict::InsufficientMargin => pinhole_code("MARGINLOW", "Insufficient ablative margin"),
+        Verdict::TumorNotCovered => {
+            pinhole_code("NOTCOVERED", "Tumour not covered by the ablation zone")
+        }
+    });
+    let milliliter = sr_ucum("ml", "milliliter");
+    let mut mam = Measurement::new(
+        pinhole_code("MAM", "Minimal ablative margin"),
+        m.minimal_margin_mm,
+        millimeter(),
+    );
+    mam.derivation = Some(Code::new("255605001", "SCT", "Minimum"));
+    group.measurements = vec![
+        mam,
+        Measurement::new(
+            pinhole_code("MARGINREQ", "Required ablative margin"),
+            m.required_mm,
+            millimeter(),
+        ),
+        Measurement::new(
+            pinhole_code("COVERAGE", "Tumour volume inside the ablation zone"),
+            m.coverage_tumor_pct,
+            percent(),
+        ),
+        Measurement::new(
+            pinhole_code("TUMORVOL", "Tumour volume"),
+            m.tumor_volume_ml,
+            milliliter.clone(),
+        ),
+        Measurement::new(
+            pinhole_code("ZONEVOL", "Ablation zone volume near the tumour"),
+            m.zone_volume_ml,
+            milliliter,
+        ),
+    ];
+    let mut thinnest = Region3d::new(GraphicType3d::Point, vec![m.thinnest_lps]);
+    thinnest.concept = pinhole_code("THINNEST", "Thinnest margin point");
+    let mut centre = Region3d::new(GraphicType3d::Point, vec![m.tumor_centroid_lps]);
+    centre.concept = pinhole_code("TUMORCENTRE", "Tumour centroid");
+    group.regions = vec![thinnest, centre];
+    warnings.extend(
+        confirmation
+            .warnings
+            .iter()
+            .map(|w| format!("the confirmation says: {w}")),
+    );
+    vec![group]
 }
 
 fn path_line(path: &pinhole_plan_needle::PathReport) -> Region3d {

@@ -40,9 +40,11 @@ pub enum DicomCommand {
     /// referencing that series: `segmentation.dcm` and `dicom_seg.json` in --out. Every
     /// label must be named by the table. Not for clinical use.
     Seg(SegArgs),
-    /// Write a needle plan (plan.json of `pinhole plan needle` on a DICOM CT series) as a
-    /// DICOM Structured Report (TID 1500 Measurement Report, 3-D coordinates in the
-    /// series' Frame of Reference): target, paths, lengths, angles, clearances;
+    /// Write a needle plan (plan.json of `pinhole plan needle` on a DICOM CT series: target,
+    /// paths, lengths, angles, clearances) or an ablation confirmation (confirmation.json of
+    /// `pinhole confirm ablation` with the series as pre-ablation CT: minimal ablative
+    /// margin, coverage, volumes, verdict, thinnest point) as a DICOM Structured Report
+    /// (TID 1500 Measurement Report, 3-D coordinates in the series' Frame of Reference);
     /// `measurements_sr.dcm` and `dicom_sr.json` in --out. Not for clinical use.
     Sr(SrArgs),
     /// Store a picture (a PNG: a plan's best.png, an ablation's zone.png, a DRR) as a DICOM
@@ -136,14 +138,23 @@ pub struct SrArgs {
     #[arg(long)]
     series_uid: Option<String>,
     /// plan.json of `pinhole plan needle`.
-    #[arg(long)]
-    plan: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "confirmation",
+        conflicts_with = "confirmation"
+    )]
+    plan: Option<PathBuf>,
     /// How many of the plan's paths (best first).
     #[arg(long, default_value_t = 3)]
     paths: usize,
-    /// SeriesDescription of the SR (" NOT FOR CLINICAL USE" is appended).
-    #[arg(long, default_value = "Pinhole needle plan")]
-    description: String,
+    /// confirmation.json of `pinhole confirm ablation` made with this series as the
+    /// pre-ablation CT: margin, coverage, volumes, verdict and thinnest point.
+    #[arg(long)]
+    confirmation: Option<PathBuf>,
+    /// SeriesDescription of the SR (" NOT FOR CLINICAL USE" is appended; default
+    /// "Pinhole needle plan" or "Pinhole ablation confirmation").
+    #[arg(long)]
+    description: Option<String>,
     /// The object is de-identified as written.
     #[command(flatten)]
     deidentify: DeidentifyOption,
@@ -356,20 +367,37 @@ fn deidentify(args: &DeidentifyArgs, terminal: &Terminal) -> anyhow::Result<()> 
 }
 
 fn sr(args: &SrArgs, terminal: &Terminal) -> anyhow::Result<()> {
-    use pinhole_pipeline::dicom_export::{run_sr, SrExportRequest, SR_FILE, SR_REPORT_FILE};
+    use pinhole_pipeline::dicom_export::{
+        run_sr, SrExportRequest, SrSource, SR_FILE, SR_REPORT_FILE,
+    };
+    let (source, input, description) = match (&args.plan, &args.confirmation) {
+        (Some(plan), None) => (
+            SrSource::NeedlePlan {
+                plan: plan.clone(),
+                paths: args.paths,
+            },
+            plan,
+            "Pinhole needle plan",
+        ),
+        (None, Some(confirmation)) => (
+            SrSource::AblationConfirmation(confirmation.clone()),
+            confirmation,
+            "Pinhole ablation confirmation",
+        ),
+        _ => anyhow::bail!("give one of --plan and --confirmation"),
+    };
     let request = SrExportRequest {
         series_dir: args.series.clone(),
         series_uid: args.series_uid.clone(),
-        plan: args.plan.clone(),
-        paths: args.paths,
-        series_description: args.description.clone(),
+        source,
+        series_description: args.description.clone().unwrap_or(description.into()),
         out_dir: args.out.clone(),
         deidentify: args.deidentify.key()?,
     };
     let outputs = Outputs {
         command: "dicom sr",
         dir: &args.out,
-        inputs: [&args.series, &args.plan],
+        inputs: [&args.series, input],
         files: [SR_FILE, SR_REPORT_FILE],
         json: args.json,
     };
