@@ -39,6 +39,10 @@ Commands:
       write a label map on CT's grid (nibabel) holding 1 inside the ball of radius R mm
       around the LPS point (X, Y, Z) (voxel centres), 0 elsewhere: a constructed
       ablation zone; prints {"voxels": n}.
+  tube CT.nii.gz OUT.nii.gz
+      write a label map on CT's grid holding 1 inside a tube along x (LPS) through
+      y = -188, z = -785.5 mm from x = -120 to 120 mm, radius 5 mm narrowing smoothly to
+      2.5 mm at x = 0 (a constructed 50 % stenosis); prints {"voxels": n}.
 """
 
 import glob
@@ -290,8 +294,25 @@ def sphere_zone(ct_path, out_path, x, y, z, r):
     print(json.dumps({"voxels": int(inside.sum())}))
 
 
+def tube(ct_path, out_path):
+    import nibabel as nib
+    import numpy as np
+
+    ct = nib.load(ct_path)
+    shape = ct.shape[:3]
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    lps = (ijk @ ct.affine[:3, :3].T + ct.affine[:3, 3]) * np.array([-1.0, -1.0, 1.0])
+    x, y, z = lps[..., 0], lps[..., 1], lps[..., 2]
+    radius = 5.0 - 2.5 * np.exp(-(x / 8.0) ** 2)
+    inside = (np.hypot(y + 188.0, z + 785.5) <= radius) & (np.abs(x) <= 120.0)
+    nib.save(nib.Nifti1Image(inside.astype(np.uint8), ct.affine), out_path)
+    print(json.dumps({"voxels": int(inside.sum())}))
+
+
 def main():
-    if len(sys.argv) == 4 and sys.argv[1] == "check":
+    if len(sys.argv) == 4 and sys.argv[1] == "tube":
+        tube(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "check":
         check(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 8 and sys.argv[1] == "sphere-zone":
         sphere_zone(*sys.argv[2:])

@@ -787,3 +787,119 @@ fn dicom_sr_of_an_ablation_confirmation_reads_back_and_names_its_series() {
     );
     assert!(!refused.join("measurements_sr.dcm").exists());
 }
+
+/// A constructed 50 % stenosis on the shared series' grid (a 10 mm tube narrowing to
+/// 5 mm), measured by `pinhole measure vessel`, written as an SR: highdicom / pydicom read
+/// back the measurement's MLD, reference, percentages, MLD point and centerline;
+/// dciodvfy finds no error; the report warns that the measurement names its inputs only.
+#[test]
+fn dicom_sr_of_vessel_measurements_reads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let series = shared_data("dicom-ct-series");
+    let (ct, tube, table) = (
+        tmp.path().join("ct.nii.gz"),
+        tmp.path().join("tube.nii.gz"),
+        tmp.path().join("table.csv"),
+    );
+    pinhole_ok(&["convert", series.to_str().unwrap(), ct.to_str().unwrap()]);
+    python_json(
+        "sr_reference.py",
+        &["tube", ct.to_str().unwrap(), tube.to_str().unwrap()],
+    );
+    std::fs::write(&table, "1,vessel_tube\n").unwrap();
+    let meas = tmp.path().join("meas");
+    pinhole_ok(&[
+        "measure",
+        "vessel",
+        "--labels",
+        tube.to_str().unwrap(),
+        "--labels-table",
+        table.to_str().unwrap(),
+        "--label",
+        "vessel_tube",
+        "--out",
+        meas.to_str().unwrap(),
+    ]);
+    let measured: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(meas.join("measurements.json")).unwrap())
+            .unwrap();
+    let stenosis = &measured["stenosis"];
+    let pct = stenosis["diameter_stenosis_pct"].as_f64().unwrap();
+    assert!(
+        (pct - 50.0).abs() <= 10.0,
+        "constructed 50 %, measured {pct} %"
+    );
+    let out = tmp.path().join("sr");
+    let stdout = pinhole_ok(&[
+        "dicom",
+        "sr",
+        "--series",
+        series.to_str().unwrap(),
+        "--measurements",
+        meas.join("measurements.json").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        report["warnings"].to_string().contains("by name only"),
+        "{report}"
+    );
+    validate_against_schemas(&[("dicom-sr", &out.join("dicom_sr.json"))]);
+    let reference = python_json(
+        "sr_reference.py",
+        &[
+            "check",
+            out.join("measurements_sr.dcm").to_str().unwrap(),
+            series.to_str().unwrap(),
+        ],
+    );
+    let errors = reference["dciodvfy"]["errors"].as_array().unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let groups = reference["groups_pydicom"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{groups:#?}");
+    let group = &groups[0];
+    assert_eq!(codes_value(&group["finding"]), "STENOSIS");
+    let value = |concept: &str| {
+        group["measurements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| codes_value(&m["concept"]) == concept)
+            .unwrap_or_else(|| panic!("no {concept} in {group:#}"))["floating_point_value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(value("410668003"), measured["length_mm"].as_f64().unwrap());
+    for (concept, key) in [
+        ("MLD", "mld_mm"),
+        ("REFDIAM", "reference_diameter_mm"),
+        ("DIAMSTEN", "diameter_stenosis_pct"),
+        ("AREASTEN", "area_stenosis_pct"),
+        ("LESIONLEN", "lesion_length_mm"),
+    ] {
+        assert_eq!(value(concept), stenosis[key].as_f64().unwrap(), "{concept}");
+    }
+    let regions = group["regions"].as_array().unwrap();
+    let centerline = &regions[0];
+    assert_eq!(centerline["graphic_type"], "POLYLINE");
+    assert_eq!(
+        centerline["points"].as_array().unwrap().len(),
+        measured["stations"].as_array().unwrap().len()
+    );
+    let point = &regions[1];
+    assert_eq!(codes_value(&point["concept"]), "MLDPOINT");
+    for axis in 0..3 {
+        let (a, b) = (
+            point["points"][0][axis].as_f64().unwrap(),
+            stenosis["mld_point_lps"][axis].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    // The narrowest point is the constructed one (x = 0 on the tube's axis).
+    assert!(
+        point["points"][0][0].as_f64().unwrap().abs() <= 3.0,
+        "{point}"
+    );
+}

@@ -354,6 +354,10 @@ pub enum SrSource {
     /// series (its coordinates are in that scan's frame; another series is refused): the
     /// minimal ablative margin, coverage, volumes, verdict and thinnest point.
     AblationConfirmation(PathBuf),
+    /// `measurements.json` of `pinhole measure vessel` on the series' grid: the
+    /// centerline and its length, and the stenosis (MLD, reference diameter, diameter and
+    /// area stenosis, lesion length, NASCET / ECST when measured) with its MLD point.
+    VesselMeasurements(PathBuf),
 }
 
 impl SrSource {
@@ -361,7 +365,7 @@ impl SrSource {
     pub fn path(&self) -> &Path {
         match self {
             Self::NeedlePlan { plan, .. } => plan,
-            Self::AblationConfirmation(path) => path,
+            Self::AblationConfirmation(path) | Self::VesselMeasurements(path) => path,
         }
     }
 }
@@ -430,6 +434,10 @@ pub fn run_sr(request: &SrExportRequest, observer: &dyn Observer) -> Result<SrEx
                 confirmation_groups(&confirmation, &mut warnings),
                 "confirmation",
             )
+        }
+        SrSource::VesselMeasurements(path) => {
+            let measured = crate::vessel::MeasureReport::read(path)?;
+            (vessel_groups(&measured, &mut warnings), "measurements")
         }
     };
     for warning in &warnings {
@@ -609,6 +617,100 @@ fn confirmation_groups(
             .warnings
             .iter()
             .map(|w| format!("the confirmation says: {w}")),
+    );
+    vec![group]
+}
+
+/// One group per measured vessel: its centerline (POLYLINE) and length, and when a
+/// stenosis was measured its MLD, reference diameter, diameter / area stenosis, lesion
+/// length, NASCET / ECST when measured, the grade in the group's identifier and the MLD
+/// point. The measurement records its CT by name only: said in `warnings`.
+fn vessel_groups(
+    measured: &crate::vessel::MeasureReport,
+    warnings: &mut Vec<String>,
+) -> Vec<MeasurementGroup> {
+    let mut group = MeasurementGroup::new(format!("vessel {}", measured.label));
+    group.measurements = vec![Measurement::new(
+        Code::new("410668003", "SCT", "Length"),
+        measured.length_mm,
+        millimeter(),
+    )];
+    if measured.stations.len() >= 2 {
+        let mut centerline = Region3d::new(
+            GraphicType3d::Polyline,
+            measured.stations.iter().map(|s| s.point_lps).collect(),
+        );
+        centerline.concept = pinhole_code("CENTERLINE", "Vessel centerline");
+        group.regions.push(centerline);
+    } else {
+        warnings.push("fewer than two centerline stations: no centerline in the SR".into());
+    }
+    match &measured.stenosis {
+        Some(st) => {
+            group.tracking_identifier = format!("vessel {}: {}", measured.label, st.grade);
+            group.finding = Some(pinhole_code("STENOSIS", "Vessel stenosis"));
+            let mut mld = Measurement::new(
+                pinhole_code("MLD", "Minimal lumen diameter"),
+                st.mld_mm,
+                millimeter(),
+            );
+            mld.derivation = Some(Code::new("255605001", "SCT", "Minimum"));
+            group.measurements.extend([
+                mld,
+                Measurement::new(
+                    pinhole_code("REFDIAM", "Reference vessel diameter"),
+                    st.reference_diameter_mm,
+                    millimeter(),
+                ),
+                Measurement::new(
+                    pinhole_code("DIAMSTEN", "Diameter stenosis"),
+                    st.diameter_stenosis_pct,
+                    percent(),
+                ),
+                Measurement::new(
+                    pinhole_code("AREASTEN", "Area stenosis"),
+                    st.area_stenosis_pct,
+                    percent(),
+                ),
+                Measurement::new(
+                    pinhole_code("LESIONLEN", "Lesion length"),
+                    st.lesion_length_mm,
+                    millimeter(),
+                ),
+            ]);
+            let graded = [
+                ("NASCET", "Stenosis (NASCET)", st.nascet_pct),
+                ("ECST", "Stenosis (ECST)", st.ecst_pct),
+            ];
+            for (value, meaning, pct) in graded {
+                if let Some(pct) = pct {
+                    group.measurements.push(Measurement::new(
+                        pinhole_code(value, meaning),
+                        pct,
+                        percent(),
+                    ));
+                }
+            }
+            let mut point = Region3d::new(GraphicType3d::Point, vec![st.mld_point_lps]);
+            point.concept = pinhole_code("MLDPOINT", "Minimal lumen diameter point");
+            group.regions.push(point);
+        }
+        None => warnings.push(format!(
+            "vessel {}: no stenosis measured; the SR holds its centerline and length",
+            measured.label
+        )),
+    }
+    warnings.push(format!(
+        "the measurements record their label map ({}) and CT ({}) by name only: check \
+         they are on this series",
+        measured.inputs.labels,
+        measured.inputs.ct.as_deref().unwrap_or("none given")
+    ));
+    warnings.extend(
+        measured
+            .warnings
+            .iter()
+            .map(|w| format!("the measurements say: {w}")),
     );
     vec![group]
 }

@@ -43,7 +43,9 @@ pub enum DicomCommand {
     /// Write a needle plan (plan.json of `pinhole plan needle` on a DICOM CT series: target,
     /// paths, lengths, angles, clearances) or an ablation confirmation (confirmation.json of
     /// `pinhole confirm ablation` with the series as pre-ablation CT: minimal ablative
-    /// margin, coverage, volumes, verdict, thinnest point) as a DICOM Structured Report
+    /// margin, coverage, volumes, verdict, thinnest point) or vessel measurements
+    /// (measurements.json of `pinhole measure vessel`: centerline, length, stenosis) as a
+    /// DICOM Structured Report
     /// (TID 1500 Measurement Report, 3-D coordinates in the series' Frame of Reference);
     /// `measurements_sr.dcm` and `dicom_sr.json` in --out. Not for clinical use.
     Sr(SrArgs),
@@ -140,8 +142,8 @@ pub struct SrArgs {
     /// plan.json of `pinhole plan needle`.
     #[arg(
         long,
-        required_unless_present = "confirmation",
-        conflicts_with = "confirmation"
+        required_unless_present_any = ["confirmation", "measurements"],
+        conflicts_with_all = ["confirmation", "measurements"]
     )]
     plan: Option<PathBuf>,
     /// How many of the plan's paths (best first).
@@ -149,10 +151,15 @@ pub struct SrArgs {
     paths: usize,
     /// confirmation.json of `pinhole confirm ablation` made with this series as the
     /// pre-ablation CT: margin, coverage, volumes, verdict and thinnest point.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "measurements")]
     confirmation: Option<PathBuf>,
+    /// measurements.json of `pinhole measure vessel` on this series' grid: centerline,
+    /// length and stenosis (MLD, reference, % diameter / area, NASCET / ECST).
+    #[arg(long)]
+    measurements: Option<PathBuf>,
     /// SeriesDescription of the SR (" NOT FOR CLINICAL USE" is appended; default
-    /// "Pinhole needle plan" or "Pinhole ablation confirmation").
+    /// "Pinhole needle plan", "Pinhole ablation confirmation" or "Pinhole vessel
+    /// measurements").
     #[arg(long)]
     description: Option<String>,
     /// The object is de-identified as written.
@@ -370,8 +377,14 @@ fn sr(args: &SrArgs, terminal: &Terminal) -> anyhow::Result<()> {
     use pinhole_pipeline::dicom_export::{
         run_sr, SrExportRequest, SrSource, SR_FILE, SR_REPORT_FILE,
     };
-    let (source, input, description) = match (&args.plan, &args.confirmation) {
-        (Some(plan), None) => (
+    let chosen = (&args.plan, &args.confirmation, &args.measurements);
+    let (source, input, description) = match chosen {
+        (None, None, Some(measurements)) => (
+            SrSource::VesselMeasurements(measurements.clone()),
+            measurements,
+            "Pinhole vessel measurements",
+        ),
+        (Some(plan), None, None) => (
             SrSource::NeedlePlan {
                 plan: plan.clone(),
                 paths: args.paths,
@@ -379,12 +392,12 @@ fn sr(args: &SrArgs, terminal: &Terminal) -> anyhow::Result<()> {
             plan,
             "Pinhole needle plan",
         ),
-        (None, Some(confirmation)) => (
+        (None, Some(confirmation), None) => (
             SrSource::AblationConfirmation(confirmation.clone()),
             confirmation,
             "Pinhole ablation confirmation",
         ),
-        _ => anyhow::bail!("give one of --plan and --confirmation"),
+        _ => anyhow::bail!("give one of --plan, --confirmation and --measurements"),
     };
     let request = SrExportRequest {
         series_dir: args.series.clone(),
