@@ -646,6 +646,49 @@ fn dicom_seg_sr_sc_deidentified_reference_the_deidentified_series() {
     }
 }
 
+/// The SR written into `out` on `series`, checked (report schema, dciodvfy without
+/// errors) and read back by `sr_reference.py`: its JSON and its one measurement group.
+fn one_group_sr(
+    out: &std::path::Path,
+    series: &std::path::Path,
+) -> (serde_json::Value, serde_json::Value) {
+    validate_against_schemas(&[("dicom-sr", &out.join("dicom_sr.json"))]);
+    let reference = python_json(
+        "sr_reference.py",
+        &[
+            "check",
+            out.join("measurements_sr.dcm").to_str().unwrap(),
+            series.to_str().unwrap(),
+        ],
+    );
+    let errors = reference["dciodvfy"]["errors"].as_array().unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let groups = reference["groups_pydicom"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{groups:#?}");
+    let group = groups[0].clone();
+    (reference, group)
+}
+
+/// The FloatingPointValue of the group's measurement whose concept has code `concept`.
+fn measured_value(group: &serde_json::Value, concept: &str) -> f64 {
+    group["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| codes_value(&m["concept"]) == concept)
+        .unwrap_or_else(|| panic!("no {concept} in {group:#}"))["floating_point_value"]
+        .as_f64()
+        .unwrap()
+}
+
+/// A SCOORD3D point (32-bit floats) against the report's LPS point.
+fn assert_point_close(point: &serde_json::Value, lps: &serde_json::Value) {
+    for axis in 0..3 {
+        let (a, b) = (point[axis].as_f64().unwrap(), lps[axis].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+    }
+}
+
 /// A constructed ablation on the shared series: a 6 mm tumour ball inside a 13 mm zone
 /// ball around the same point (MAM 7 mm up to the 2 mm slices' voxelization), confirmed
 /// with the series as pre- and post-ablation CT, then written as an SR that highdicom /
@@ -701,35 +744,13 @@ fn dicom_sr_of_an_ablation_confirmation_reads_back_and_names_its_series() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    validate_against_schemas(&[("dicom-sr", &out.join("dicom_sr.json"))]);
-    let reference = python_json(
-        "sr_reference.py",
-        &[
-            "check",
-            out.join("measurements_sr.dcm").to_str().unwrap(),
-            series.to_str().unwrap(),
-        ],
-    );
-    let errors = reference["dciodvfy"]["errors"].as_array().unwrap();
-    assert!(errors.is_empty(), "{errors:?}");
+    let (reference, group) = one_group_sr(&out, &series);
     assert!(reference["series_description"]
         .as_str()
         .unwrap()
         .contains("ablation confirmation"));
-    let groups = reference["groups_pydicom"].as_array().unwrap();
-    assert_eq!(groups.len(), 1, "{groups:#?}");
-    let group = &groups[0];
     assert_eq!(codes_value(&group["finding"]), "MARGINOK");
-    let value = |concept: &str| {
-        group["measurements"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| codes_value(&m["concept"]) == concept)
-            .unwrap_or_else(|| panic!("no {concept} in {group:#}"))["floating_point_value"]
-            .as_f64()
-            .unwrap()
-    };
+    let value = |concept: &str| measured_value(&group, concept);
     assert_eq!(value("MAM"), mam);
     assert_eq!(value("MARGINREQ"), 5.0);
     for (concept, key) in [
@@ -745,13 +766,7 @@ fn dicom_sr_of_an_ablation_confirmation_reads_back_and_names_its_series() {
     }
     let thinnest = &group["regions"][0];
     assert_eq!(codes_value(&thinnest["concept"]), "THINNEST");
-    for axis in 0..3 {
-        let (a, b) = (
-            thinnest["points"][0][axis].as_f64().unwrap(),
-            confirmation["thinnest_lps"][axis].as_f64().unwrap(),
-        );
-        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
-    }
+    assert_point_close(&thinnest["points"][0], &confirmation["thinnest_lps"]);
     assert_eq!(
         thinnest["frame_of_reference"],
         reference["ct_frame_of_reference_uid"]
@@ -846,31 +861,9 @@ fn dicom_sr_of_vessel_measurements_reads_back() {
         report["warnings"].to_string().contains("by name only"),
         "{report}"
     );
-    validate_against_schemas(&[("dicom-sr", &out.join("dicom_sr.json"))]);
-    let reference = python_json(
-        "sr_reference.py",
-        &[
-            "check",
-            out.join("measurements_sr.dcm").to_str().unwrap(),
-            series.to_str().unwrap(),
-        ],
-    );
-    let errors = reference["dciodvfy"]["errors"].as_array().unwrap();
-    assert!(errors.is_empty(), "{errors:?}");
-    let groups = reference["groups_pydicom"].as_array().unwrap();
-    assert_eq!(groups.len(), 1, "{groups:#?}");
-    let group = &groups[0];
+    let (_, group) = one_group_sr(&out, &series);
     assert_eq!(codes_value(&group["finding"]), "STENOSIS");
-    let value = |concept: &str| {
-        group["measurements"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| codes_value(&m["concept"]) == concept)
-            .unwrap_or_else(|| panic!("no {concept} in {group:#}"))["floating_point_value"]
-            .as_f64()
-            .unwrap()
-    };
+    let value = |concept: &str| measured_value(&group, concept);
     assert_eq!(value("410668003"), measured["length_mm"].as_f64().unwrap());
     for (concept, key) in [
         ("MLD", "mld_mm"),
@@ -890,13 +883,7 @@ fn dicom_sr_of_vessel_measurements_reads_back() {
     );
     let point = &regions[1];
     assert_eq!(codes_value(&point["concept"]), "MLDPOINT");
-    for axis in 0..3 {
-        let (a, b) = (
-            point["points"][0][axis].as_f64().unwrap(),
-            stenosis["mld_point_lps"][axis].as_f64().unwrap(),
-        );
-        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
-    }
+    assert_point_close(&point["points"][0], &stenosis["mld_point_lps"]);
     // The narrowest point is the constructed one (x = 0 on the tube's axis).
     assert!(
         point["points"][0][0].as_f64().unwrap().abs() <= 3.0,

@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use pinhole_io::dicom::seg_input::{is_segmentation_file, read_segmentation};
-use pinhole_io::dicom::{self, DicomOptions};
 use pinhole_io::ErrorKind;
 use pinhole_volume::Grid;
 use tempfile::TempDir;
 
 use crate::common::*;
+use crate::sr::ct_grid;
 
 /// A highdicom SEG of the shared series and the label map it holds (i fastest).
 fn highdicom_seg(dir: &Path, kind: &str) -> (PathBuf, Vec<f64>) {
@@ -28,18 +28,6 @@ fn highdicom_seg(dir: &Path, kind: &str) -> (PathBuf, Vec<f64>) {
     );
     assert_eq!(made["frames"], 16, "{made}");
     (seg, read_voxels(&expected))
-}
-
-fn ct_grid() -> Grid {
-    dicom::read_series(
-        &shared_data("dicom-ct-series"),
-        &DicomOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap()
-    .volume
-    .grid()
-    .clone()
 }
 
 #[test]

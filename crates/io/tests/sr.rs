@@ -26,7 +26,8 @@ const NEEDLE_UID: &str = "2.25.301159371326390398017391093219398746193";
 /// NumericValue (DS, at most 16 characters) against the value: relative difference.
 const DS_RELATIVE_TOLERANCE: f64 = 1e-9;
 
-fn ct_grid() -> Grid {
+/// The grid of the shared CT series as Pinhole reads it (also used by `seg_input`).
+pub(crate) fn ct_grid() -> Grid {
     dicom::read_series(
         &shared_data(CT_SERIES),
         &DicomOptions::default(),

@@ -73,6 +73,53 @@ fn group<'a>(
         .or_else(|| shared.and_then(|s| items(s, group).first()))
 }
 
+/// What a frame's header takes from its functional groups: (group sequence, attribute,
+/// its name, how many numbers), in the order `frame_header` destructures them.
+const FRAME_FIELDS: [(Tag, Tag, &str, usize); 7] = [
+    (
+        tags::PLANE_POSITION_SEQUENCE,
+        tags::IMAGE_POSITION_PATIENT,
+        "ImagePositionPatient",
+        3,
+    ),
+    (
+        tags::PLANE_ORIENTATION_SEQUENCE,
+        tags::IMAGE_ORIENTATION_PATIENT,
+        "ImageOrientationPatient",
+        6,
+    ),
+    (
+        tags::PIXEL_MEASURES_SEQUENCE,
+        tags::PIXEL_SPACING,
+        "PixelSpacing",
+        2,
+    ),
+    (
+        tags::PIXEL_MEASURES_SEQUENCE,
+        tags::SLICE_THICKNESS,
+        "SliceThickness",
+        1,
+    ),
+    (
+        tags::PIXEL_MEASURES_SEQUENCE,
+        tags::SPACING_BETWEEN_SLICES,
+        "SpacingBetweenSlices",
+        1,
+    ),
+    (
+        tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+        tags::RESCALE_SLOPE,
+        "RescaleSlope",
+        1,
+    ),
+    (
+        tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+        tags::RESCALE_INTERCEPT,
+        "RescaleIntercept",
+        1,
+    ),
+];
+
 /// One frame's header: the top-level header with this frame's functional groups applied.
 fn frame_header(
     top: &SliceHeader,
@@ -89,48 +136,8 @@ fn frame_header(
             None
         })
     };
-    let position = values(
-        tags::PLANE_POSITION_SEQUENCE,
-        tags::IMAGE_POSITION_PATIENT,
-        "ImagePositionPatient",
-        3,
-    );
-    let orientation = values(
-        tags::PLANE_ORIENTATION_SEQUENCE,
-        tags::IMAGE_ORIENTATION_PATIENT,
-        "ImageOrientationPatient",
-        6,
-    );
-    let spacing = values(
-        tags::PIXEL_MEASURES_SEQUENCE,
-        tags::PIXEL_SPACING,
-        "PixelSpacing",
-        2,
-    );
-    let thickness = values(
-        tags::PIXEL_MEASURES_SEQUENCE,
-        tags::SLICE_THICKNESS,
-        "SliceThickness",
-        1,
-    );
-    let gap = values(
-        tags::PIXEL_MEASURES_SEQUENCE,
-        tags::SPACING_BETWEEN_SLICES,
-        "SpacingBetweenSlices",
-        1,
-    );
-    let slope = values(
-        tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
-        tags::RESCALE_SLOPE,
-        "RescaleSlope",
-        1,
-    );
-    let intercept = values(
-        tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
-        tags::RESCALE_INTERCEPT,
-        "RescaleIntercept",
-        1,
-    );
+    let [position, orientation, spacing, thickness, gap, slope, intercept] =
+        FRAME_FIELDS.map(|(sequence, tag, name, n)| values(sequence, tag, name, n));
     if let Some(p) = position {
         h.position = Some([p[0], p[1], p[2]]);
     }
