@@ -76,7 +76,10 @@ def series(folder, out_path):
     if len(datasets) > 1:
         dz = (distances[-1] - distances[0]) / (len(datasets) - 1)
     else:
-        dz = float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0)))
+        # The first of SpacingBetweenSlices and SliceThickness that holds a value, else
+        # 1 mm (present but empty counts as absent, as in Pinhole's reader).
+        given = [first.get(k) for k in ("SpacingBetweenSlices", "SliceThickness")]
+        dz = next((float(v) for v in given if v not in (None, "")), 1.0)
     spacing = [float(x) for x in first.get("PixelSpacing", [1.0, 1.0])]
     matrix = np.eye(4)
     matrix[:3, 0] = row * spacing[1]

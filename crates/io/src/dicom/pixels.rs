@@ -9,7 +9,7 @@ use pinhole_volume::{Grid, Volume};
 
 use super::header::SliceHeader;
 use super::parse::read_u32;
-use super::{MAX_FRAME_BYTES, RLE_LOSSLESS};
+use super::{EXPLICIT_VR_BE, MAX_FRAME_BYTES, RLE_LOSSLESS};
 use crate::error::ErrorKind;
 use crate::image::AnyVolume;
 
@@ -191,11 +191,28 @@ pub(super) fn decode_frame(
             data.len()
         )
     })?;
+    let swapped;
+    let data = if h.transfer_syntax == EXPLICIT_VR_BE && h.bits_allocated == 32 {
+        // dicom-rs 0.10.1 reads big-endian native pixel data as 16-bit words: a 32-bit
+        // sample comes out with its two halves still in big-endian order (pydicom's
+        // rtdose_expb_1frame.dcm read 4.29e9 off before this).
+        swapped = swap_16_bit_halves(data);
+        &swapped[..]
+    } else {
+        data
+    };
     let raw = stored_values(data, h);
     if raw.len() != pixels {
         return Err(format!("decoded {} values, expected {pixels}", raw.len()));
     }
     Ok(raw)
+}
+
+/// Each 4-byte sample with its two 16-bit halves exchanged.
+fn swap_16_bit_halves(data: &[u8]) -> Vec<u8> {
+    data.chunks_exact(4)
+        .flat_map(|c| [c[2], c[3], c[0], c[1]])
+        .collect()
 }
 
 /// Little-endian samples of `h.bits_allocated` bits as stored values, sign-extended from
