@@ -257,6 +257,23 @@ def us_frame_seeds():
     put("us_frame", "us_mono_4frames.dcm", us("MONOCHROME2", 1, 4))
     put("us_frame", "us_ybr422_2frames.dcm", us("YBR_FULL_422", 3, 2))
 
+    # PALETTE COLOR (16-bit entries, first mapped index 2) and RLE colour (RGB, 2 frames).
+    palette = pydicom.dcmread(io.BytesIO(us("MONOCHROME2", 1, 2)))
+    palette.PhotometricInterpretation = "PALETTE COLOR"
+    for k, colour in enumerate(("Red", "Green", "Blue")):
+        setattr(palette, f"{colour}PaletteColorLookupTableDescriptor", [16, 2, 16])
+        palette[f"{colour}PaletteColorLookupTableDescriptor"].VR = "US"
+        table = np.array([(i * (40 + 30 * k)) % 65536 for i in range(16)], dtype="<u2")
+        setattr(palette, f"{colour}PaletteColorLookupTableData", table.tobytes())
+    out = io.BytesIO()
+    palette.save_as(out, enforce_file_format=True)
+    put("us_frame", "us_palette_2frames.dcm", out.getvalue())
+    rle = pydicom.dcmread(io.BytesIO(us("RGB", 3, 2)))
+    rle.compress(RLELossless, generate_instance_uid=False)
+    out = io.BytesIO()
+    rle.save_as(out, enforce_file_format=True)
+    put("us_frame", "us_rgb_rle_2frames.dcm", out.getvalue())
+
 
 NRRD_HEADER = """NRRD0004
 # Complete NRRD file format specification at:

@@ -10,6 +10,13 @@
         RGB   R (3c + 11r + 40f) mod 256, G (7c + 5r + 13f) mod 256, B (c·r + 29f) mod 256
       pydicom's own decoding (pixel_array: frames × rows × columns [× 3], uint8) goes to
       OUT.dcm.raw when the file is consistent; prints {"raw": path or null}.
+
+  us_dicom.py pydicom-luma NAME OUT.raw
+      one of pydicom's bundled test files (PALETTE COLOR or RGB): pydicom's decoding
+      (pixel_array; a palette through apply_color_lut, its 16-bit entries cut to their
+      high byte) as Rec. 601 luminance 0.299 R + 0.587 G + 0.114 B in float32, rounded
+      half up, to OUT.raw (frames x rows x columns, uint8); prints {"path", "frames",
+      "rows", "columns", "photometric"}.
 """
 
 import json
@@ -75,9 +82,35 @@ def frames(out, photometric, w, h, count, bits=8, claimed=0, modality="US"):
     print(json.dumps({"raw": raw}))
 
 
+def pydicom_luma(name, out):
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import apply_color_lut
+
+    path = get_testdata_file(name)
+    ds = pydicom.dcmread(path)
+    pixels = ds.pixel_array
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        rgb = apply_color_lut(pixels, ds)
+        if rgb.dtype == np.uint16:
+            rgb = (rgb >> 8).astype(np.uint8)
+    else:
+        rgb = pixels
+    if frames == 1:
+        rgb = rgb[None]
+    r, g, b = (rgb[..., k].astype(np.float32) for k in range(3))
+    y = np.float32(0.299) * r + np.float32(0.587) * g + np.float32(0.114) * b
+    np.clip(np.floor(y + np.float32(0.5)), 0, 255).astype(np.uint8).tofile(out)
+    print(json.dumps({"path": path, "frames": frames, "rows": int(ds.Rows),
+                      "columns": int(ds.Columns),
+                      "photometric": str(ds.PhotometricInterpretation)}))
+
+
 def main():
     command = sys.argv[1]
-    if command == "frames":
+    if command == "pydicom-luma":
+        pydicom_luma(sys.argv[2], sys.argv[3])
+    elif command == "frames":
         args = sys.argv[2:]
         bits = int(args[5]) if len(args) > 5 else 8
         claimed = int(args[6]) if len(args) > 6 else 0

@@ -288,3 +288,41 @@ fn ybr_full_422_frames_are_their_luma_samples() {
         );
     }
 }
+
+/// pydicom's own colour test files: a PALETTE COLOR ultrasound image (16-bit palette
+/// entries, cut to their high byte) and RLE-compressed RGB secondary captures (one and two
+/// frames) read as the Rec. 601 luminance of pydicom's decoding, pixel for pixel.
+#[test]
+fn palette_and_rle_colour_frames_match_pydicom() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "examples_palette.dcm",
+        "SC_rgb_rle.dcm",
+        "SC_rgb_rle_2frame.dcm",
+    ] {
+        let raw = dir.path().join(format!("{name}.raw"));
+        let made = python_json(
+            "us_dicom.py",
+            &["pydicom-luma", name, raw.to_str().unwrap()],
+        );
+        let reference = std::fs::read(&raw).unwrap();
+        let frames = read_us_frames(Path::new(made["path"].as_str().unwrap()))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (w, h) = (frames.width, frames.height);
+        assert_eq!(
+            (w as u64, h as u64, frames.frames.len() as u64),
+            (
+                made["columns"].as_u64().unwrap(),
+                made["rows"].as_u64().unwrap(),
+                made["frames"].as_u64().unwrap()
+            ),
+            "{name}"
+        );
+        let ours: Vec<u8> = frames.frames.concat();
+        let differing = ours.iter().zip(&reference).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            differing, 0,
+            "{name}: {differing} pixels differ from pydicom's"
+        );
+    }
+}

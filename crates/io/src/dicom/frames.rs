@@ -1,7 +1,9 @@
 //! Every frame of one DICOM file as 8-bit grey (ultrasound stills and cine loops):
 //! MONOCHROME1/2, or colour (RGB, YBR_FULL, YBR_FULL_422; JPEG-family compressed colour
-//! as the codec returns it, RGB) converted to Rec. 601 luminance `0.299 R + 0.587 G +
-//! 0.114 B` (f32, rounded). Only 8-bit unsigned samples.
+//! as the codec returns it, RGB; RLE colour; PALETTE COLOR through its red, green and
+//! blue lookup tables, 16-bit entries cut to their high byte) converted to Rec. 601
+//! luminance `0.299 R + 0.587 G + 0.114 B` (f32, rounded). Only 8-bit unsigned samples;
+//! segmented palettes are refused.
 //!
 //! Nothing is allocated because a header claims it: native pixel data must hold every
 //! frame (frames × rows × columns × samples bytes, its length already checked against
@@ -57,6 +59,15 @@ enum Layout {
     },
     /// YBR_FULL_422 native: `Y Y Cb Cr` per pixel pair.
     Ybr422,
+    /// PALETTE COLOR: each 8-bit index's luminance through the palette.
+    Palette {
+        grey: [u8; 256],
+    },
+    /// RLE colour as `decode_rle` lays it out: three bytes per pixel, the third sample
+    /// first (`B G R`, or `Cr Cb Y` for YBR_FULL).
+    RleColour {
+        ybr: bool,
+    },
 }
 
 /// Decodes every frame of a DICOM file held in memory (see the module documentation).
@@ -80,7 +91,7 @@ pub(crate) fn decode_all_frames_u8(bytes: &[u8]) -> Result<DicomFrames, ErrorKin
     let (rows, columns) = (usize::from(h.rows), usize::from(h.columns));
     let pixels = rows * columns;
     let frame_bytes = match layout {
-        Layout::Grey { .. } => pixels,
+        Layout::Grey { .. } | Layout::Palette { .. } => pixels,
         Layout::Ybr422 => pixels * 2,
         _ => pixels * 3,
     };
@@ -160,9 +171,14 @@ fn layout_of(
     match (h.samples_per_pixel, photometric) {
         (1, "MONOCHROME2") => Ok(Layout::Grey { invert: false }),
         (1, "MONOCHROME1") => Ok(Layout::Grey { invert: true }),
-        (3, _) if rle => Err(ErrorKind::Unsupported(
-            "RLE-compressed colour frames are not read".into(),
-        )),
+        (1, "PALETTE COLOR") => Ok(Layout::Palette {
+            grey: palette_grey(obj)?,
+        }),
+        (3, "RGB") if rle => Ok(Layout::RleColour { ybr: false }),
+        (3, "YBR_FULL") if rle => Ok(Layout::RleColour { ybr: true }),
+        (3, _) if rle => Err(ErrorKind::Unsupported(format!(
+            "RLE-compressed {photometric} frames are not read (RGB and YBR_FULL are)"
+        ))),
         // The codecs return RGB whatever the stored colour space.
         (3, "RGB" | "YBR_FULL" | "YBR_FULL_422" | "YBR_PARTIAL_420" | "YBR_ICT" | "YBR_RCT")
             if encapsulated =>
@@ -174,9 +190,86 @@ fn layout_of(
         (3, "YBR_FULL_422") => Ok(Layout::Ybr422),
         (samples, _) => Err(ErrorKind::Unsupported(format!(
             "{photometric} with {samples} samples per pixel: ultrasound frames must be \
-             MONOCHROME1/2, RGB, YBR_FULL or YBR_FULL_422"
+             MONOCHROME1/2, PALETTE COLOR, RGB, YBR_FULL or YBR_FULL_422"
         ))),
     }
+}
+
+/// The luminance of every 8-bit index through the file's palette (PS3.3 C.7.6.3.1.5):
+/// descriptor `[entries (0: 65536), first mapped index, bits per entry]`; indices below
+/// the first map to the first entry, beyond the last to the last.
+fn palette_grey(obj: &DefaultDicomObject) -> Result<[u8; 256], ErrorKind> {
+    let bad = |m: String| ErrorKind::InvalidHeader(m);
+    if obj
+        .element_opt(tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA)
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        return Err(ErrorKind::Unsupported(
+            "segmented palette colour lookup tables are not read".into(),
+        ));
+    }
+    let channel = |descriptor: Tag, data: Tag, name: &str| -> Result<Vec<u8>, ErrorKind> {
+        let d = obj
+            .element_opt(descriptor)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_multi_int::<i64>().ok())
+            .filter(|d| d.len() == 3)
+            .ok_or_else(|| bad(format!("PALETTE COLOR without a usable {name} descriptor")))?;
+        let entries = if d[0] == 0 { 65536 } else { d[0] };
+        let entries = usize::try_from(entries)
+            .ok()
+            .filter(|n| (1..=65536).contains(n))
+            .ok_or_else(|| bad(format!("{name} descriptor: {} entries", d[0])))?;
+        let bytes = obj
+            .element_opt(data)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_bytes().ok())
+            .ok_or_else(|| bad(format!("PALETTE COLOR without {name} data")))?;
+        let table: Vec<u8> = match d[2] {
+            16 if bytes.len() >= 2 * entries => {
+                bytes.chunks_exact(2).take(entries).map(|w| w[1]).collect()
+            }
+            8 if bytes.len() >= 2 * entries => {
+                bytes.chunks_exact(2).take(entries).map(|w| w[0]).collect()
+            }
+            8 if bytes.len() >= entries => bytes[..entries].to_vec(),
+            bits => {
+                return Err(bad(format!(
+                    "{name}: {entries} entries of {bits} bits in {} bytes",
+                    bytes.len()
+                )))
+            }
+        };
+        let first = d[1];
+        Ok((0..256i64)
+            .map(|v| {
+                let at = (v - first).clamp(0, entries as i64 - 1) as usize;
+                table[at]
+            })
+            .collect())
+    };
+    let red = channel(
+        tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+        tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+        "red",
+    )?;
+    let green = channel(
+        tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+        tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+        "green",
+    )?;
+    let blue = channel(
+        tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+        tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+        "blue",
+    )?;
+    Ok(std::array::from_fn(|v| {
+        luminance_u8(red[v], green[v], blue[v])
+    }))
 }
 
 fn int_of(obj: &DefaultDicomObject, tag: Tag) -> Option<i64> {
@@ -239,7 +332,7 @@ fn decode_encapsulated(
         ));
     }
     let pixels = usize::from(h.rows) * usize::from(h.columns);
-    let samples = if matches!(layout, Layout::Grey { .. }) {
+    let samples = if matches!(layout, Layout::Grey { .. } | Layout::Palette { .. }) {
         1
     } else {
         3
@@ -247,8 +340,9 @@ fn decode_encapsulated(
     let mut out = Vec::with_capacity(frames);
     for (k, fragment) in fragments.iter().enumerate().take(frames) {
         if h.transfer_syntax == RLE_LOSSLESS {
+            let bytes_per_pixel = usize::from(samples);
             out.push(to_grey(
-                &decode_rle(fragment, pixels, 1).map_err(dicom)?,
+                &decode_rle(fragment, pixels, bytes_per_pixel).map_err(dicom)?,
                 layout,
                 pixels,
             ));
@@ -321,6 +415,19 @@ fn to_grey(data: &[u8], layout: Layout, pixels: usize) -> Vec<u8> {
                 .zip(b)
                 .map(|((&r, &g), &b)| luminance_u8(r, g, b))
                 .collect()
+        }
+        Layout::Palette { grey } => data
+            .iter()
+            .take(pixels)
+            .map(|&i| grey[usize::from(i)])
+            .collect(),
+        Layout::RleColour { ybr: false } => data
+            .chunks_exact(3)
+            .take(pixels)
+            .map(|c| luminance_u8(c[2], c[1], c[0]))
+            .collect(),
+        Layout::RleColour { ybr: true } => {
+            data.chunks_exact(3).take(pixels).map(|c| c[2]).collect()
         }
         Layout::Ybr { planar: false } => data.chunks_exact(3).take(pixels).map(|c| c[0]).collect(),
         Layout::Ybr { planar: true } => data.iter().take(pixels).copied().collect(),
