@@ -44,6 +44,8 @@ pub struct DicomFrames {
 }
 
 /// How a frame's samples are laid out.
+// The palette's 256 grey levels make it 257 bytes: one per file, copied a few times.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Layout {
     Grey {
