@@ -757,3 +757,78 @@ fn dicom_listen_feeds_a_complete_ct_series_to_a_running_session() {
         "{latest}"
     );
 }
+
+/// `dicom listen --on-complete`: the shared series pushed to the listener starts a needle
+/// plan on the received series as soon as it is complete; the plan and the command's log
+/// land beside the series in the store. A series of another modality than the filter
+/// runs nothing (the filter here names MR only for a second listener).
+#[test]
+fn dicom_listen_starts_a_plan_when_a_ct_series_is_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    super::dicom_export::labels_on_the_series(dir.path(), None);
+    let table = super::dicom_export::write_table(dir.path());
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(&profile, super::dicom_export::TEST_PROFILE).unwrap();
+    let command = format!(
+        "'{}' plan needle --ct {{folder}} --labels '{}' --labels-table '{}' --procedure \
+         liver-biopsy --profile '{}' --target target_box --top 2 --out {{folder}}.plan",
+        env!("CARGO_BIN_EXE_pinhole"),
+        dir.path().join("labels.nii.gz").display(),
+        table.display(),
+        profile.display()
+    );
+    for (modality, plans) in [("CT", true), ("MR", false)] {
+        let store = dir.path().join(format!("incoming-{modality}"));
+        let (_running, events, port) = start_listener(
+            &store,
+            "PINHOLE_P",
+            &[
+                "--on-complete",
+                &command,
+                "--on-complete-modality",
+                modality,
+            ],
+        );
+        let to = format!("PINHOLE_P@127.0.0.1:{port}");
+        let source = shared_data("dicom-ct-series");
+        super::pinhole_ok(&[
+            "dicom",
+            "push",
+            "--to",
+            &to,
+            "--fill-blank-uids",
+            source.to_str().unwrap(),
+        ]);
+        let complete = next_matching(&events, "series_complete event", |l| {
+            l.contains("\"series_complete\"")
+        });
+        let event: serde_json::Value = serde_json::from_str(&complete).unwrap();
+        let folder = std::path::PathBuf::from(event["folder"].as_str().unwrap());
+        let plan = folder.with_file_name(format!(
+            "{}.plan/plan.json",
+            folder.file_name().unwrap().to_string_lossy()
+        ));
+        let log = folder.with_file_name(format!(
+            "{}.on-complete.log",
+            folder.file_name().unwrap().to_string_lossy()
+        ));
+        if plans {
+            let deadline = std::time::Instant::now() + Duration::from_secs(180);
+            while !plan.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let text = std::fs::read_to_string(&plan)
+                .unwrap_or_else(|e| panic!("no plan at {}: {e}", plan.display()));
+            let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert!(!report["paths"].as_array().unwrap().is_empty(), "{report}");
+            assert!(log.exists(), "{}", log.display());
+        } else {
+            // Give the worker the time a plan would take to start, then check nothing ran.
+            std::thread::sleep(Duration::from_secs(3));
+            assert!(
+                !plan.exists() && !log.exists(),
+                "ran for a CT with the MR filter"
+            );
+        }
+    }
+}

@@ -8,7 +8,7 @@ use super::common::{python_json, shared_data};
 use super::{pinhole, pinhole_ok, validate_against_schemas};
 
 /// The series as NIfTI, a label map on its grid (nibabel) and its voxel counts.
-fn labels_on_the_series(dir: &std::path::Path, extra: Option<u16>) -> serde_json::Value {
+pub(super) fn labels_on_the_series(dir: &std::path::Path, extra: Option<u16>) -> serde_json::Value {
     let series = shared_data("dicom-ct-series");
     let ct = dir.join("ct.nii.gz");
     pinhole_ok(&["convert", series.to_str().unwrap(), ct.to_str().unwrap()]);
@@ -23,7 +23,7 @@ fn labels_on_the_series(dir: &std::path::Path, extra: Option<u16>) -> serde_json
     python_json("seg_reference.py", &args)["counts"].clone()
 }
 
-fn write_table(dir: &std::path::Path) -> std::path::PathBuf {
+pub(super) fn write_table(dir: &std::path::Path) -> std::path::PathBuf {
     let table = dir.join("table.csv");
     std::fs::write(
         &table,
@@ -134,7 +134,7 @@ fn dicom_seg_refuses_a_label_the_table_does_not_name() {
 }
 
 /// A profile for the labels of `make-labels`: the box is the target, bone the risk.
-const TEST_PROFILE: &str = r#"
+pub(super) const TEST_PROFILE: &str = r#"
 name = "dicom-sr-test"
 description = "Test profile: target_box, bone as the one risk group."
 allowed_labels = ["target_box"]

@@ -245,6 +245,20 @@ pub struct ListenArgs {
     /// of a server beyond loopback comes from PINHOLE_TOKEN.
     #[arg(long, value_name = "URL")]
     feed_control_ct: Option<super::feed::ServerUrl>,
+    /// Run this command for each complete series (one at a time, in order), e.g.
+    /// 'pinhole plan needle --ct {folder} --labels L … --out {folder}.plan'. Split like a
+    /// shell splits words (no shell runs); placeholders {folder}, {series}, {study},
+    /// {instances}, {modality}; output to <study>/<series>.on-complete.log in the store.
+    #[arg(long, value_name = "COMMAND")]
+    on_complete: Option<super::on_complete::Template>,
+    /// With --on-complete: the modalities it runs for (default CT; `any` for all).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "CT",
+        requires = "on_complete"
+    )]
+    on_complete_modality: Vec<String>,
     /// Print events as JSON lines (an `event` field names each) instead of text.
     #[arg(long)]
     json: bool,
@@ -739,6 +753,24 @@ fn listen(args: &ListenArgs) -> anyhow::Result<()> {
             }
         })
     });
+    let on_complete = args.on_complete.clone().map(|template| {
+        let modalities: Vec<String> = args
+            .on_complete_modality
+            .iter()
+            .map(|m| m.trim().to_ascii_uppercase())
+            .collect();
+        note(&format!(
+            "  running a command for each complete {} series (--on-complete)",
+            modalities.join(" / ")
+        ));
+        super::on_complete::OnComplete::start(template, modalities, move |line, warning| {
+            if warning {
+                print_event(&Event::Warning { message: line }, json);
+            } else {
+                note(&line);
+            }
+        })
+    });
     note("  C-STORE and C-ECHO; runs until stopped (Ctrl-C)");
     listener.run(move |event: Event| {
         print_event(&event, json);
@@ -759,6 +791,14 @@ fn listen(args: &ListenArgs) -> anyhow::Result<()> {
             }
             if let Some(feed) = &feed {
                 feed.feed(series_uid, folder);
+            }
+            if let Some(on_complete) = &on_complete {
+                on_complete.run(super::on_complete::CompleteSeries {
+                    study_uid: study_uid.clone(),
+                    series_uid: series_uid.clone(),
+                    instances: *instances,
+                    folder: folder.clone(),
+                });
             }
         }
     });

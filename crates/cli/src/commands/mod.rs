@@ -11,6 +11,7 @@ pub mod drr;
 pub mod feed;
 pub mod info;
 pub mod intraop;
+pub mod on_complete;
 pub mod plan;
 pub mod register;
 pub mod serve;
