@@ -14,6 +14,8 @@ pub enum Format {
     Nifti,
     Nrrd,
     DicomSeries,
+    /// A DICOM Segmentation read as a label map ([`crate::dicom::seg_input`]).
+    DicomSegmentation,
 }
 
 impl Format {
@@ -22,6 +24,7 @@ impl Format {
             Self::Nifti => "NIfTI",
             Self::Nrrd => "NRRD",
             Self::DicomSeries => "DICOM series",
+            Self::DicomSegmentation => "DICOM Segmentation",
         }
     }
 }
@@ -112,7 +115,7 @@ pub fn read_volume(
         let seg = dicom::seg_input::read_segmentation(path, None)?;
         return Ok(Loaded {
             volume: seg.labels.into(),
-            format,
+            format: Format::DicomSegmentation,
             warnings: seg.warnings,
             series_uid: None,
             modality: Some("SEG".into()),
@@ -122,7 +125,7 @@ pub fn read_volume(
     let (volume, warnings, series_uid, modality) = match format {
         Format::Nifti => (nifti::read(path)?, Vec::new(), None, None),
         Format::Nrrd => (nrrd::read(path)?, Vec::new(), None, None),
-        Format::DicomSeries => {
+        Format::DicomSeries | Format::DicomSegmentation => {
             let dicom_options = DicomOptions {
                 series_uid: options.series_uid.clone(),
             };
