@@ -105,3 +105,27 @@ fn segmentation_off_the_grid_or_not_a_segmentation_is_refused() {
     let err = read_segmentation(&slice, None).unwrap_err();
     assert!(matches!(err.kind, ErrorKind::NotMedicalImage(_)), "{err}");
 }
+
+#[test]
+fn a_segmentation_beside_its_ct_is_listed_as_one_entry_and_the_ct_is_read() {
+    let tmp = TempDir::new().unwrap();
+    let (seg, _) = highdicom_seg(tmp.path(), "binary");
+    let folder = tmp.path().join("study");
+    std::fs::create_dir(&folder).unwrap();
+    for entry in std::fs::read_dir(shared_data("dicom-ct-series")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, folder.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(&seg, folder.join("seg.dcm")).unwrap();
+    let listed = pinhole_io::dicom::list_series(&folder).unwrap();
+    let seg_entry = listed.iter().find(|s| s.modality == "SEG").unwrap();
+    assert_eq!(seg_entry.slices, 1, "{listed:?}");
+    let read = pinhole_io::dicom::read_series(
+        &folder,
+        &pinhole_io::dicom::DicomOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(read.volume.grid().dims(), [512, 512, 20]);
+    assert_eq!(read.info.modality, "CT");
+}

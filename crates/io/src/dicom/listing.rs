@@ -8,6 +8,7 @@ use dicom_dictionary_std::tags;
 use super::enhanced::{expand_frames, is_enhanced};
 use super::header::SliceHeader;
 use super::parse::parse;
+use super::seg_input::is_segmentation;
 use super::{is_dicom_file, SeriesInfo};
 use crate::error::{Error, ErrorKind, Result, WithPath};
 
@@ -46,7 +47,9 @@ pub(super) fn read_headers(dir: &Path) -> Result<Vec<SliceHeader>> {
         }
         let header = SliceHeader::from_object(path.clone(), &obj)
             .map_err(|m| Error::new(&path, ErrorKind::InvalidHeader(m)))?;
-        if header.frames.is_some_and(|n| n > 1) && is_enhanced(&obj) {
+        // A Segmentation's frames are masks, not slices of an image: it stays one entry
+        // (read as label input by `seg_input`), never outnumbering the CT beside it.
+        if header.frames.is_some_and(|n| n > 1) && is_enhanced(&obj) && !is_segmentation(&obj) {
             let frames = expand_frames(&header, &obj)
                 .map_err(|m| Error::new(&path, ErrorKind::InvalidHeader(m)))?;
             headers.extend(frames);

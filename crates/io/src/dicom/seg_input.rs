@@ -61,7 +61,8 @@ pub fn is_segmentation_file(path: &Path) -> bool {
     parse(&bytes, true).is_ok_and(|obj| is_segmentation(&obj))
 }
 
-fn is_segmentation(obj: &DefaultDicomObject) -> bool {
+/// True when the object's SOP Class (else its file meta group's) is Segmentation Storage.
+pub(super) fn is_segmentation(obj: &DefaultDicomObject) -> bool {
     let sop_class = text_of(obj, tags::SOP_CLASS_UID);
     let sop_class = if sop_class.is_empty() {
         obj.meta()
