@@ -54,7 +54,7 @@ pub(super) fn expand_frames(
 }
 
 /// Items of a sequence element, empty when absent or not a sequence.
-fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
+pub(super) fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
     obj.element_opt(tag)
         .ok()
         .flatten()
@@ -63,7 +63,7 @@ fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
 }
 
 /// The first item of functional group `group` of this frame, else of the shared groups.
-fn group<'a>(
+pub(super) fn group<'a>(
     frame: &'a InMemDicomObject,
     shared: Option<&'a InMemDicomObject>,
     group: Tag,

@@ -43,7 +43,7 @@ pub(super) struct SliceHeader {
 
 /// The element's value as text; values stored as UN (explicit VR files written with
 /// unknown VRs) are read as the text they hold, as pydicom does.
-fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+pub(super) fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     let element = obj.element_opt(tag).ok()??;
     let s = if element.vr() == VR::UN {
         String::from_utf8_lossy(&element.to_bytes().ok()?).into_owned()
@@ -102,7 +102,7 @@ pub(super) fn checked_floats(
     }
 }
 
-fn int(obj: &DefaultDicomObject, tag: Tag) -> Option<i64> {
+pub(super) fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
     let element = obj.element_opt(tag).ok()??;
     if element.vr() == VR::UN {
         return match dictionary_vr(tag)? {

@@ -278,6 +278,21 @@ fn fixed_value_size(vr: VR) -> Option<usize> {
 /// the bytes left: its transfer syntax UID and where the data set starts. `None` when the
 /// group does not start with its group length (dicom-object refuses such files).
 fn meta_group(body: &[u8]) -> std::result::Result<Option<(String, usize)>, String> {
+    Ok(meta_fields(body)?.map(|m| (m.transfer_syntax, m.end)))
+}
+
+/// What the file meta group says, from a checked walk of it.
+pub(super) struct MetaFields {
+    pub(super) transfer_syntax: String,
+    /// MediaStorageSOPClassUID (0002,0002), empty when absent.
+    pub(super) sop_class: String,
+    /// Offset of the first data-set byte in `body`.
+    pub(super) end: usize,
+}
+
+/// Walks the file meta group of `body` (from `DICM`) with every length checked against
+/// the bytes given; `None` without a group length. Needs only the group's bytes.
+pub(super) fn meta_fields(body: &[u8]) -> std::result::Result<Option<MetaFields>, String> {
     let too_long = |tag: Tag, len: u32, at: usize| {
         format!(
             "element ({:04X},{:04X}) claims {len} bytes but only {} remain in the file",
@@ -298,6 +313,7 @@ fn meta_group(body: &[u8]) -> std::result::Result<Option<(String, usize)>, Strin
     pos += header + 4;
     let meta_end = pos.saturating_add(group_length as usize);
     let mut transfer_syntax = String::new();
+    let mut sop_class = String::new();
     while pos < meta_end {
         let Some((tag, _, header, len)) = element_header(body, pos, Encoding::ExplicitLe) else {
             return Err("truncated file meta group".into());
@@ -307,14 +323,23 @@ fn meta_group(body: &[u8]) -> std::result::Result<Option<(String, usize)>, Strin
             .checked_add(len as usize)
             .filter(|e| len != UNDEFINED && *e <= body.len())
             .ok_or_else(|| too_long(tag, len, start))?;
-        if tag == Tag(0x0002, 0x0010) {
-            transfer_syntax = String::from_utf8_lossy(body.get(start..end).unwrap_or_default())
+        let value = || {
+            String::from_utf8_lossy(body.get(start..end).unwrap_or_default())
                 .trim_end_matches(|c: char| c.is_whitespace() || c == '\0')
-                .to_string();
+                .to_string()
+        };
+        if tag == Tag(0x0002, 0x0010) {
+            transfer_syntax = value();
+        } else if tag == Tag(0x0002, 0x0002) {
+            sop_class = value();
         }
         pos = end;
     }
-    Ok(Some((transfer_syntax, pos)))
+    Ok(Some(MetaFields {
+        transfer_syntax,
+        sop_class,
+        end: pos,
+    }))
 }
 
 fn check_lengths(body: &[u8]) -> std::result::Result<(), String> {

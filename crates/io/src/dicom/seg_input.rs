@@ -28,10 +28,10 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use pinhole_volume::{Grid, Volume};
 
-use super::enhanced::expand_frames;
+use super::enhanced::{expand_frames, group, items};
 use super::geometry::{axes, dot, position};
-use super::header::SliceHeader;
-use super::parse::parse;
+use super::header::{int, text, SliceHeader};
+use super::parse::{meta_fields, parse};
 use super::{ORIENTATION_TOLERANCE, SPACING_TOLERANCE_MM};
 use crate::error::{Error, ErrorKind, Result, WithPath};
 use crate::labels::{LabelEntry, LabelTable};
@@ -49,16 +49,21 @@ pub struct SegmentationInput {
     pub warnings: Vec<String>,
 }
 
-/// True when `path` is a DICOM file whose SOP Class is Segmentation Storage (reads the
-/// header only; false for anything unreadable).
+/// True when `path` is a DICOM file whose file meta group names Segmentation Storage
+/// (reads the first 64 KiB only: the meta group; false for anything unreadable).
 pub fn is_segmentation_file(path: &Path) -> bool {
-    if !super::is_dicom_file(path) {
+    use std::io::Read;
+    const META_PREFIX_BYTES: u64 = 64 << 10;
+    let mut prefix = Vec::new();
+    let read =
+        std::fs::File::open(path).and_then(|f| f.take(META_PREFIX_BYTES).read_to_end(&mut prefix));
+    if read.is_err() || prefix.get(128..132) != Some(b"DICM".as_slice()) {
         return false;
     }
-    let Ok(bytes) = std::fs::read(path) else {
-        return false;
-    };
-    parse(&bytes, true).is_ok_and(|obj| is_segmentation(&obj))
+    meta_fields(&prefix[128..])
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.sop_class == uids::SEGMENTATION_STORAGE)
 }
 
 /// True when the object's SOP Class (else its file meta group's) is Segmentation Storage.
@@ -76,19 +81,7 @@ pub(super) fn is_segmentation(obj: &DefaultDicomObject) -> bool {
 }
 
 fn text_of(obj: &InMemDicomObject, tag: Tag) -> String {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| {
-            e.to_str()
-                .ok()
-                .map(|s| s.trim_matches([' ', '\0']).to_string())
-        })
-        .unwrap_or_default()
-}
-
-fn int_of(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
-    obj.element_opt(tag).ok()??.to_int::<i64>().ok()
+    text(obj, tag).unwrap_or_default()
 }
 
 /// Most slices of a Segmentation's own grid (from its first to its last frame).
@@ -211,7 +204,7 @@ fn pixel_encoding(
     match (kind.as_str(), h.bits_allocated) {
         ("BINARY", 1) => Ok(Encoding::Binary),
         ("FRACTIONAL", 8) => {
-            let max = int_of(obj, tags::MAXIMUM_FRACTIONAL_VALUE)
+            let max = int(obj, tags::MAXIMUM_FRACTIONAL_VALUE)
                 .and_then(|m| u8::try_from(m).ok())
                 .filter(|m| *m > 0)
                 .ok_or("FRACTIONAL Segmentation without a MaximumFractionalValue of 1..255")?;
@@ -226,18 +219,13 @@ fn pixel_encoding(
 
 /// SegmentNumber → SegmentLabel, refusing 0, repeats and an empty sequence.
 fn segment_labels(obj: &DefaultDicomObject) -> std::result::Result<BTreeMap<u16, String>, String> {
-    let items = obj
-        .element_opt(tags::SEGMENT_SEQUENCE)
-        .ok()
-        .flatten()
-        .and_then(|e| e.items())
-        .unwrap_or(&[]);
+    let items = items(obj, tags::SEGMENT_SEQUENCE);
     if items.is_empty() {
         return Err("no SegmentSequence items: the Segmentation names no segment".into());
     }
     let mut segments = BTreeMap::new();
     for item in items {
-        let number = int_of(item, tags::SEGMENT_NUMBER)
+        let number = int(item, tags::SEGMENT_NUMBER)
             .and_then(|n| u16::try_from(n).ok())
             .filter(|n| *n > 0)
             .ok_or("a SegmentSequence item without a SegmentNumber of 1..65535")?;
@@ -259,22 +247,12 @@ fn frame_segment_numbers(
     obj: &DefaultDicomObject,
     segments: &BTreeMap<u16, String>,
 ) -> std::result::Result<Vec<u16>, String> {
-    let group_items = |o: &InMemDicomObject, tag| -> Vec<InMemDicomObject> {
-        o.element_opt(tag)
-            .ok()
-            .flatten()
-            .and_then(|e| e.items())
-            .map(<[InMemDicomObject]>::to_vec)
-            .unwrap_or_default()
-    };
-    let shared = group_items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
-    let shared_number = shared.first().and_then(number_in);
-    group_items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+    let shared = items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).first();
+    items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
         .iter()
         .enumerate()
         .map(|(index, item)| {
-            let number = number_in(item)
-                .or(shared_number)
+            let number = number_in(item, shared)
                 .ok_or_else(|| format!("frame {index}: no ReferencedSegmentNumber"))?;
             if segments.contains_key(&number) {
                 Ok(number)
@@ -287,13 +265,10 @@ fn frame_segment_numbers(
         .collect()
 }
 
-fn number_in(group: &InMemDicomObject) -> Option<u16> {
-    let item = group
-        .element_opt(tags::SEGMENT_IDENTIFICATION_SEQUENCE)
-        .ok()??
-        .items()?
-        .first()?;
-    int_of(item, tags::REFERENCED_SEGMENT_NUMBER).and_then(|n| u16::try_from(n).ok())
+/// A frame's ReferencedSegmentNumber, from its Segment Identification (else the shared one).
+fn number_in(frame: &InMemDicomObject, shared: Option<&InMemDicomObject>) -> Option<u16> {
+    let identification = group(frame, shared, tags::SEGMENT_IDENTIFICATION_SEQUENCE)?;
+    int(identification, tags::REFERENCED_SEGMENT_NUMBER).and_then(|n| u16::try_from(n).ok())
 }
 
 /// Where the frames go: the grid and each frame's slice index on it.
