@@ -20,7 +20,8 @@ import zlib
 import nibabel as nib
 import numpy as np
 import pydicom
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from pydicom.uid import (ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLSLossless,
+                         JPEGLSNearLossless, RLELossless)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared", "data")
@@ -68,6 +69,9 @@ def small_slice(path, size, z_mm, strip=False, syntax=ExplicitVRLittleEndian, y_
     ds.PixelData = pixels.tobytes()
     if syntax == RLELossless:
         ds.compress(RLELossless, pixels, generate_instance_uid=False)
+    elif syntax in (JPEGLSLossless, JPEGLSNearLossless):
+        near = 2 if syntax == JPEGLSNearLossless else 0
+        ds.compress(syntax, pixels, generate_instance_uid=False, jls_error=near)
     else:
         ds.file_meta.TransferSyntaxUID = syntax
     out = io.BytesIO()
@@ -146,6 +150,8 @@ def dicom_seeds():
     put("dicom_file", "ct_16x16_implicit_le.dcm", small_slice(first, 16, -766.5, syntax=ImplicitVRLittleEndian))
     put("dicom_file", "ct_16x16_rle.dcm", small_slice(first, 16, -766.5, syntax=RLELossless))
     put("dicom_file", "ct_header_jpeg2000_cut_4k.dcm", real[:4096])
+    put("dicom_file", "ct_16x16_jpegls.dcm", small_slice(first, 16, -766.5, syntax=JPEGLSLossless))
+    put("dicom_file", "ct_16x16_jpegls_near2.dcm", small_slice(first, 16, -766.5, syntax=JPEGLSNearLossless))
     three = [small_slice(p, 8, z) for p, z in zip(files, (-766.5, -763.5, -760.5))]
     put("dicom_file", "enhanced_ct_3x8x8.dcm", enhanced_ct(three))
     for fixture in sorted(glob.glob(os.path.join(ROOT, "crates", "io", "tests", "fixtures", "*.dcm"))):
@@ -165,6 +171,9 @@ def dicom_seeds():
     put("dicom_series", "three_slices_explicit_le", DICOM_SEPARATOR.join(stripped))
     rle = [small_slice(p, 8, z, strip=True, syntax=RLELossless) for p, z in zip(files, (-766.5, -763.5))]
     put("dicom_series", "two_slices_rle", DICOM_SEPARATOR.join(rle))
+    jls = [small_slice(p, 8, z, strip=True, syntax=JPEGLSLossless) for p, z in zip(files, (-766.5, -763.5))]
+    put("dicom_series", "two_slices_jpegls", DICOM_SEPARATOR.join(jls))
+    jpegls_seeds()
     full = [small_slice(p, 4, z) for p, z in zip(files, (-766.5, -763.5))]
     put("dicom_series", "two_full_headers", DICOM_SEPARATOR.join(full))
     uneven = [small_slice(p, 4, z, strip=True) for p, z in zip(files, (-766.5, -763.5, -757.5))]
@@ -178,6 +187,24 @@ def dicom_seeds():
               for n, (p, z) in enumerate(zip(files, (-766.5, -763.5, -760.5)))]
     put("dicom_series", "three_slices_tilted", DICOM_SEPARATOR.join(tilted))
     put("dicom_series", "one_slice_and_a_cut_header", stripped[0] + DICOM_SEPARATOR + real[:2048])
+
+
+def jpegls_seeds():
+    """Raw JPEG-LS codestreams (CharLS through pyjpegls): noise (escape codes), flat
+    runs, a ramp near-lossless, 2-bit precision."""
+    import jpeg_ls
+
+    rng = np.random.default_rng(7)
+    images = {
+        "noise16_9x7": (rng.integers(0, 65536, (7, 9)).astype(np.uint16), 16, 0),
+        "flat_runs_40x3": (np.kron([[5], [5], [6]], np.ones((1, 40))).astype(np.uint8), 8, 0),
+        "ramp12_near3_16x16": ((np.arange(256).reshape(16, 16) * 13 % 4096).astype(np.uint16), 12, 3),
+        "two_bits_8x8": (rng.integers(0, 4, (8, 8)).astype(np.uint8), 2, 0),
+    }
+    for name, (pixels, bits, near) in images.items():
+        rows, columns = pixels.shape
+        data = jpeg_ls.encode_buffer(pixels.tobytes(), rows, columns, 1, bits, lossy_error=near)
+        put("dicom_jpegls", name + ".jls", bytes(data))
 
 
 # ------------------------------------------------------------------ NIfTI / NRRD / PNG

@@ -31,6 +31,16 @@ Commands:
                        to 0..4000 instead. Writes every frame's rescaled values (pydicom's pixel_array
                        and apply_modality_lut; frame, row, column, C order) as little-endian
                        float64 to OUT.f64; prints the tags as pydicom reads them back.
+  jpegls SRC DST NEAR  every DICOM file of SRC rewritten in JPEG-LS by CharLS (pyjpegls):
+                       lossless (1.2.840.10008.1.2.4.80) for NEAR 0, else near-lossless
+                       (.81) with that NEAR, the codestream's precision = BitsStored;
+                       print {"written": n, "worst_error": max |stored - original|}.
+  jpegls_patterns DST  constructed images that reach the corners of the JPEG-LS coder,
+                       each encoded by CharLS into DST/NAME/image.dcm (one folder per
+                       image): uniform 16-bit noise (escape codes), a 40000-column flat
+                       image (run segments up to 2^15), one column, one row, 2- and 4-bit
+                       precision (the low-MAXVAL thresholds), near-lossless 8 and 12 bits;
+                       print {"names": [...]}.
 """
 
 import io
@@ -240,6 +250,75 @@ def deflate(src, dst):
     print(json.dumps({"written": written}))
 
 
+def encapsulate_jpegls(ds, pixels, bits_stored, near):
+    """ds's pixel data replaced by CharLS's JPEG-LS encoding of the unsigned `pixels`."""
+    import jpeg_ls
+    from pydicom.encaps import encapsulate
+
+    rows, columns = pixels.shape
+    dtype = np.uint8 if bits_stored <= 8 else np.uint16
+    codestream = jpeg_ls.encode_buffer(
+        np.ascontiguousarray(pixels.astype(dtype)).tobytes(), rows, columns, 1,
+        bits_stored, lossy_error=near)
+    ds.Rows, ds.Columns = rows, columns
+    ds.BitsAllocated = 8 if bits_stored <= 8 else 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 0
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = encapsulate([bytes(codestream)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = (pydicom.uid.JPEGLSLossless if near == 0
+                                      else pydicom.uid.JPEGLSNearLossless)
+    if near:
+        ds.LossyImageCompression = "01"
+
+
+def jpegls(src, dst, near):
+    os.makedirs(dst, exist_ok=True)
+    written, worst = 0, 0
+    for name in sorted(os.listdir(src)):
+        path = os.path.join(src, name)
+        if not is_dicom(path):
+            continue
+        ds = pydicom.dcmread(path)
+        original = ds.pixel_array.astype(np.int64)
+        assert int(ds.PixelRepresentation) == 0, "unsigned stored values expected"
+        encapsulate_jpegls(ds, original, int(ds.BitsStored), near)
+        out = os.path.join(dst, name)
+        ds.save_as(out, enforce_file_format=True)
+        back = pydicom.dcmread(out).pixel_array.astype(np.int64)
+        worst = max(worst, int(np.abs(back - original).max()))
+        written += 1
+    print(json.dumps({"written": written, "worst_error": worst}))
+
+
+def jpegls_patterns(dst):
+    rng = np.random.default_rng(24)
+    flat = np.full((3, 40000), 7)
+    flat[2, -1] = 9
+    smooth = np.add.outer(np.arange(48) * 40, np.arange(64) * 25) % 4096
+    patterns = {
+        "noise16": (rng.integers(0, 65536, (23, 37)), 16, 0),
+        "flat_wide": (flat, 16, 0),
+        "one_column": (rng.integers(0, 256, (50, 1)), 8, 0),
+        "one_row": (rng.integers(0, 256, (1, 50)), 8, 0),
+        "two_bits": (rng.integers(0, 4, (30, 31)), 2, 0),
+        "four_bits_near1": (rng.integers(0, 16, (30, 31)), 4, 1),
+        "smooth12_near5": ((smooth + rng.integers(0, 30, smooth.shape)) % 4096, 12, 5),
+        "blocks8_near2": (np.kron(rng.integers(0, 256, (6, 6)), np.ones((9, 11))), 8, 2),
+    }
+    template = get_testdata_file("MR_small.dcm")
+    for name, (pixels, bits, near) in patterns.items():
+        ds = pydicom.dcmread(template)
+        encapsulate_jpegls(ds, pixels, bits, near)
+        ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+        os.makedirs(os.path.join(dst, name), exist_ok=True)
+        ds.save_as(os.path.join(dst, name, "image.dcm"), enforce_file_format=True)
+    print(json.dumps({"names": list(patterns)}))
+
+
 def main():
     command = sys.argv[1]
     if command == "series":
@@ -251,6 +330,10 @@ def main():
         print(path)
     elif command == "two_series":
         two_series(*sys.argv[2:7])
+    elif command == "jpegls":
+        jpegls(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif command == "jpegls_patterns":
+        jpegls_patterns(sys.argv[2])
     elif command == "deflate":
         deflate(sys.argv[2], sys.argv[3])
     elif command == "make_jpeg":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Ultrasound DICOM files for Pinhole's frame reader tests (pydicom).
 
-  us_dicom.py frames OUT.dcm PHOTOMETRIC W H FRAMES [BITS] [CLAIMED_FRAMES] [MODALITY]
+  us_dicom.py frames OUT.dcm PHOTOMETRIC W H FRAMES [BITS] [CLAIMED_FRAMES] [MODALITY] [jpegls]
       write a multi-frame (NumberOfFrames FRAMES, or CLAIMED_FRAMES when given > 0)
       native explicit-VR little-endian image, PHOTOMETRIC MONOCHROME2 or RGB
       (interleaved), BITS 8 (default) or 16, with a Sequence of Ultrasound Regions
@@ -9,7 +9,9 @@
         grey  (5c + 17r + 31f) mod 256
         RGB   R (3c + 11r + 40f) mod 256, G (7c + 5r + 13f) mod 256, B (c·r + 29f) mod 256
       pydicom's own decoding (pixel_array: frames × rows × columns [× 3], uint8) goes to
-      OUT.dcm.raw when the file is consistent; prints {"raw": path or null}.
+      OUT.dcm.raw when the file is consistent; prints {"raw": path or null}. With
+      `jpegls` the pixel data is JPEG-LS lossless (CharLS through pyjpegls), a fragment
+      per frame.
 
   us_dicom.py pydicom-luma NAME OUT.raw
       one of pydicom's bundled test files (PALETTE COLOR or RGB): pydicom's decoding
@@ -43,7 +45,7 @@ def samples(photometric, w, h, frames):
     return np.stack(out)
 
 
-def frames(out, photometric, w, h, count, bits=8, claimed=0, modality="US"):
+def frames(out, photometric, w, h, count, bits=8, claimed=0, modality="US", compress=""):
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"  # US multi-frame
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -73,6 +75,8 @@ def frames(out, photometric, w, h, count, bits=8, claimed=0, modality="US"):
     ds.SequenceOfUltrasoundRegions = Sequence([region])
     values = samples(photometric, w, h, count)
     ds.PixelData = values.astype(np.uint16 if bits == 16 else np.uint8).tobytes()
+    if compress == "jpegls":
+        ds.compress(pydicom.uid.JPEGLSLossless, generate_instance_uid=False)
     ds.save_as(out, enforce_file_format=True)
     raw = None
     if claimed <= 0 and bits == 8:
@@ -115,8 +119,9 @@ def main():
         bits = int(args[5]) if len(args) > 5 else 8
         claimed = int(args[6]) if len(args) > 6 else 0
         modality = args[7] if len(args) > 7 else "US"
+        compress = args[8] if len(args) > 8 else ""
         frames(args[0], args[1], int(args[2]), int(args[3]), int(args[4]), bits, claimed,
-               modality)
+               modality, compress)
     else:
         sys.exit(f"unknown command {command}")
 

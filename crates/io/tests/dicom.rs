@@ -255,24 +255,32 @@ fn dicom_huge_claimed_length_is_refused_before_allocation() {
     assert!(err.contains("claims"), "{err}");
 }
 
+/// A transfer syntax this build cannot decode (JPIP Referenced: the pixels are
+/// elsewhere), patched into a JPEG-LS file of the same UID length.
 #[test]
 fn dicom_unsupported_transfer_syntax_names_the_uid() {
     let tmp = TempDir::new().unwrap();
-    let file = pydicom_test_file("JPEGLSNearLossless_08.dcm");
-    copy_into(tmp.path(), std::slice::from_ref(&file));
+    let source = pydicom_test_file("JPEGLSNearLossless_08.dcm");
+    let mut bytes = std::fs::read(&source).unwrap();
+    let at = bytes
+        .windows(22)
+        .position(|w| w == b"1.2.840.10008.1.2.4.81")
+        .unwrap();
+    bytes[at..at + 22].copy_from_slice(b"1.2.840.10008.1.2.4.94");
+    let file = tmp.path().join("jpip.dcm");
+    std::fs::write(&file, &bytes).unwrap();
     let err = read(tmp.path()).unwrap_err();
     match &err.kind {
         ErrorKind::UnsupportedTransferSyntax { uid, name } => {
-            assert_eq!(uid, "1.2.840.10008.1.2.4.81");
-            assert!(name.contains("JPEG-LS"), "{name}");
+            assert_eq!(uid, "1.2.840.10008.1.2.4.94");
+            assert!(name.contains("JPIP"), "{name}");
         }
         other => panic!("expected UnsupportedTransferSyntax, got {other}"),
     }
-    assert_eq!(err.path, tmp.path().join(file.file_name().unwrap()));
-    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(err.path, file);
     assert!(dicom::decode_file_bytes(&bytes)
         .unwrap_err()
-        .contains("1.2.840.10008.1.2.4.81"));
+        .contains("1.2.840.10008.1.2.4.94"));
 }
 
 /// Deflated Explicit VR Little Endian (PS3.5 A.5), written by pydicom from the shared CT
@@ -353,6 +361,10 @@ fn dicom_pydicom_test_files_match_exactly() {
         // Regression: 32-bit big-endian samples came out with their 16-bit halves
         // swapped (values off by up to 4.29e9) until `pixels::swap_16_bit_halves`.
         "rtdose_expb_1frame.dcm",
+        // JPEG-LS (`dicom::jpegls`): near-lossless 8 and 16 bits, lossless signed 16.
+        "JPEGLSNearLossless_08.dcm",
+        "JPEGLSNearLossless_16.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
     ] {
         let tmp = TempDir::new().unwrap();
         copy_into(tmp.path(), &[pydicom_test_file(name)]);
@@ -360,6 +372,81 @@ fn dicom_pydicom_test_files_match_exactly() {
         assert_eq!(worst, 0.0, "{name}: voxel values differ from pydicom");
         assert_eq!(series.volume.grid().dims()[2], 1, "{name}");
     }
+}
+
+/// JPEG-LS (`dicom::jpegls`, written from T.87) against CharLS (pyjpegls, the decoder
+/// pydicom uses here): the shared CT series encoded lossless and near-lossless (NEAR 3,
+/// 12-bit precision), and constructed images that reach the coder's corners (escape
+/// codes, run segments of 2^15, one column / row, 2- and 4-bit precision, near-lossless
+/// 8 / 12 bits) read with exactly pydicom's values and geometry.
+#[test]
+fn dicom_jpegls_matches_charls() {
+    let tmp = TempDir::new().unwrap();
+    let original = read(&shared_data(CT_SERIES))
+        .unwrap()
+        .volume
+        .to_volume::<f64>();
+    for (near, syntax) in [(0, "1.2.840.10008.1.2.4.80"), (3, "1.2.840.10008.1.2.4.81")] {
+        let dst = tmp.path().join(format!("near{near}"));
+        let made = python_json(
+            "dicom_reference.py",
+            &[
+                "jpegls",
+                shared_data(CT_SERIES).to_str().unwrap(),
+                dst.to_str().unwrap(),
+                &near.to_string(),
+            ],
+        );
+        assert_eq!(made["written"], 20);
+        let (series, worst) = compare_with_pydicom(&dst);
+        assert_eq!(worst, 0.0, "NEAR {near}: voxel values differ from pydicom");
+        assert_eq!(series.info.transfer_syntax, syntax);
+        // Near-lossless: every voxel within NEAR of the source (RescaleSlope 1), and
+        // the coder did use the allowance.
+        let ours = series.volume.to_volume::<f64>();
+        let error = ours
+            .data()
+            .iter()
+            .zip(original.data())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert_eq!(error, f64::from(near), "NEAR {near}");
+        assert_eq!(made["worst_error"], near);
+    }
+    let patterns = tmp.path().join("patterns");
+    let made = python_json(
+        "dicom_reference.py",
+        &["jpegls_patterns", patterns.to_str().unwrap()],
+    );
+    let names = made["names"].as_array().unwrap();
+    assert_eq!(names.len(), 8);
+    for name in names {
+        let (_, worst) = compare_with_pydicom(&patterns.join(name.as_str().unwrap()));
+        assert_eq!(worst, 0.0, "{name}: voxel values differ from pydicom");
+    }
+}
+
+/// A JPEG-LS codestream whose frame header disagrees with the DICOM header, or that is
+/// cut short, is refused naming the file, never read as something else.
+#[test]
+fn dicom_jpegls_that_disagrees_with_its_header_is_refused() {
+    let tmp = TempDir::new().unwrap();
+    let source = pydicom_test_file("JPEGLSNearLossless_16.dcm");
+    let bytes = std::fs::read(&source).unwrap();
+    let sof = bytes.windows(2).position(|w| w == [0xFF, 0xF7]).unwrap();
+    let mut wider = bytes.clone();
+    wider[sof + 8] += 1; // the frame header's column count, low byte
+    std::fs::write(tmp.path().join("wider.dcm"), &wider).unwrap();
+    let err = read(tmp.path()).unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    assert_eq!(err.path, tmp.path().join("wider.dcm"));
+    // Entropy-coded data replaced by zero bytes: the Golomb codes run past their limit.
+    let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    let mut zeroed = bytes.clone();
+    let end = zeroed.len() - 16;
+    zeroed[sos + 10..end].fill(0);
+    let err = dicom::decode_file_bytes(&zeroed).unwrap_err();
+    assert!(err.contains("JPEG-LS"), "{err}");
 }
 
 /// JPEG baseline is lossy and the IDCT is not standardised bit-exactly: libjpeg (used

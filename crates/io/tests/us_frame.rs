@@ -157,6 +157,28 @@ fn us_dicom(
     out["raw"].as_str().map(|raw| std::fs::read(raw).unwrap())
 }
 
+/// A greyscale cine in JPEG-LS (CharLS, a fragment per frame): every frame as pydicom
+/// decodes it, and as the script defines it (lossless).
+#[test]
+fn multi_frame_jpegls_dicom_us_matches_pydicom() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cine_jpegls.dcm");
+    let (w, h, n) = (33usize, 21usize, 4usize);
+    let extra = ["8", "0", "US", "jpegls"];
+    let reference = us_dicom(&path, "MONOCHROME2", w as u32, h as u32, n as u32, &extra);
+    let reference = reference.unwrap();
+    let frames = read_us_frames(&path).unwrap();
+    assert_eq!(
+        (frames.width, frames.height, frames.frames.len()),
+        (w, h, n)
+    );
+    for f in 0..n {
+        let expected = &reference[f * w * h..(f + 1) * w * h];
+        assert_eq!(frames.frames[f], expected, "frame {f}");
+        assert_eq!(usize::from(expected[w + 2]), (5 * 2 + 17 + 31 * f) % 256);
+    }
+}
+
 #[test]
 fn multi_frame_rgb_dicom_us_becomes_luminance_frame_by_frame() {
     let dir = tempfile::tempdir().unwrap();

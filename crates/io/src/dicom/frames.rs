@@ -350,6 +350,10 @@ fn decode_encapsulated(
             ));
             continue;
         }
+        if super::jpegls::TRANSFER_SYNTAXES.contains(&h.transfer_syntax.as_str()) {
+            out.push(decode_jpegls_grey(fragment, h, layout, pixels).map_err(dicom)?);
+            continue;
+        }
         if jpeg2000 {
             super::jpeg2000::check_codestream(fragment, h.rows, h.columns, samples, 8)
                 .map_err(dicom)?;
@@ -388,6 +392,30 @@ fn decode_encapsulated(
         out.push(to_grey(data, layout, pixels));
     }
     Ok(out)
+}
+
+/// A greyscale (or palette) JPEG-LS frame of 8-bit samples; colour JPEG-LS is refused
+/// by the decoder (one component only).
+fn decode_jpegls_grey(
+    fragment: &[u8],
+    h: &SliceHeader,
+    layout: Layout,
+    pixels: usize,
+) -> Result<Vec<u8>, String> {
+    if !matches!(layout, Layout::Grey { .. } | Layout::Palette { .. }) {
+        return Err("colour JPEG-LS frames are not read (one component only)".into());
+    }
+    let image = super::jpegls::decode(fragment, pixels)?;
+    if (image.rows, image.columns) != (usize::from(h.rows), usize::from(h.columns))
+        || image.precision_bits > 8
+    {
+        return Err(format!(
+            "JPEG-LS frame of {}x{} samples of {} bits does not match the header",
+            image.columns, image.rows, image.precision_bits
+        ));
+    }
+    let bytes: Vec<u8> = image.samples.iter().map(|&v| v as u8).collect();
+    Ok(to_grey(&bytes, layout, pixels))
 }
 
 /// Rec. 601 luminance of 8-bit RGB, rounded (the formula [`crate::xray_image`] uses).

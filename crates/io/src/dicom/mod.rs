@@ -28,8 +28,11 @@
 //! [`SPACING_TOLERANCE_FRACTION`]), slices displaced sideways other than by a uniform
 //! tilt, a `GantryDetectorTilt` the positions and orientation do not show, multi-frame
 //! files without per-frame geometry, a single-frame file given alone (its folder is the
-//! series), colour images, and transfer syntaxes this build cannot decode (JPEG-LS among
-//! them).
+//! series), colour images, and transfer syntaxes this build cannot decode (JPIP,
+//! MPEG / HEVC video, colour JPEG-LS).
+//!
+//! JPEG-LS (lossless and near-lossless, one greyscale component) is decoded by
+//! [`jpegls`], written from ITU-T T.87, not by dicom-rs.
 //!
 //! Deflated Explicit VR Little Endian is read by inflating the data set first (at most
 //! 64 MiB, `parse::MAX_INFLATED_BYTES`; the file meta group is walked with checked
@@ -72,6 +75,7 @@ mod frames;
 mod geometry;
 mod header;
 mod jpeg2000;
+pub mod jpegls;
 mod listing;
 mod parse;
 mod pixels;

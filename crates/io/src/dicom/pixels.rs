@@ -72,6 +72,9 @@ pub(super) fn check_transfer_syntax(uid: &str) -> std::result::Result<(), ErrorK
         uid: uid.to_string(),
         name: name.to_string(),
     };
+    if super::jpegls::TRANSFER_SYNTAXES.contains(&uid) {
+        return Ok(()); // decoded by `jpegls`, not by dicom-rs
+    }
     let ts = TransferSyntaxRegistry
         .get(uid)
         .ok_or_else(|| unsupported("unknown"))?;
@@ -136,6 +139,7 @@ pub(super) fn decode_frame(
         return Err("encapsulated PixelData without fragments".into());
     }
     let rle_frame;
+    let jpegls_frame;
     let decoded;
     let data: &[u8] = if h.transfer_syntax == RLE_LOSSLESS {
         // dicom-rs 0.10.1's RLE decoder panics on malformed segment tables; ours checks.
@@ -145,6 +149,10 @@ pub(super) fn decode_frame(
             .ok_or_else(|| format!("RLE PixelData without a fragment for frame {index}"))?;
         rle_frame = decode_rle(fragment, pixels, bytes_per)?;
         &rle_frame
+    } else if super::jpegls::TRANSFER_SYNTAXES.contains(&h.transfer_syntax.as_str()) {
+        let fragments = element.fragments().unwrap_or_default();
+        jpegls_frame = decode_jpegls_frame(fragments, h, index)?;
+        &jpegls_frame
     } else {
         if super::jpeg2000::TRANSFER_SYNTAXES.contains(&h.transfer_syntax.as_str()) {
             let fragments = element.fragments().map_or(0, |f| f.len());
@@ -206,6 +214,49 @@ pub(super) fn decode_frame(
         return Err(format!("decoded {} values, expected {pixels}", raw.len()));
     }
     Ok(raw)
+}
+
+/// Decodes frame `index` of JPEG-LS pixel data into little-endian samples of the
+/// header's size: one fragment per frame, or a single frame spread over all fragments.
+fn decode_jpegls_frame(
+    fragments: &[Vec<u8>],
+    h: &SliceHeader,
+    index: u32,
+) -> std::result::Result<Vec<u8>, String> {
+    let frames = h.frames.unwrap_or(1).max(1) as usize;
+    let joined;
+    let codestream = if fragments.len() == frames {
+        fragments
+            .get(index as usize)
+            .ok_or_else(|| format!("JPEG-LS PixelData without a fragment for frame {index}"))?
+    } else if frames == 1 {
+        joined = fragments.concat();
+        &joined
+    } else {
+        return Err(format!(
+            "JPEG-LS PixelData of {frames} frames in {} fragments (one per frame expected)",
+            fragments.len()
+        ));
+    };
+    let pixels = usize::from(h.rows) * usize::from(h.columns);
+    let image = super::jpegls::decode(codestream, pixels)?;
+    if (image.rows, image.columns) != (usize::from(h.rows), usize::from(h.columns))
+        || image.precision_bits > h.bits_allocated.min(16) as u8
+    {
+        return Err(format!(
+            "JPEG-LS frame of {}x{} samples of {} bits does not match the header's {}x{} of {} bits",
+            image.columns, image.rows, image.precision_bits, h.columns, h.rows, h.bits_allocated
+        ));
+    }
+    Ok(match h.bits_allocated {
+        8 => image.samples.iter().map(|&v| v as u8).collect(),
+        16 => image.samples.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        _ => image
+            .samples
+            .iter()
+            .flat_map(|&v| u32::from(v).to_le_bytes())
+            .collect(),
+    })
 }
 
 /// Each 4-byte sample with its two 16-bit halves exchanged.
