@@ -2,8 +2,13 @@
 its REST API (crates/dicomnet/tests/orthanc.rs). Not for clinical use.
 
 config OUT.json --http-port P --dicom-port P --storage DIR --modality AE HOST PORT
+       [--dicomweb PLUGIN.so]
     Write a temporary Orthanc configuration: loopback only, no authentication, no
-    plugins, called AE title checked, one modality (Pinhole's listener).
+    plugins (or only the DICOMweb plugin of Debian's orthanc-dicomweb, served under
+    /dicom-web/), called AE title checked, one modality (Pinhole's listener).
+fill OUT_DIR FILES...
+    Copies of FILES with their blank SOP / Study / Series UIDs filled as
+    tests/py/dicom_net_peer.py fills them (pixel data untouched); prints {"files"}.
 wait HTTP_PORT
     Wait (at most 60 s) until Orthanc answers GET /system.
 upload HTTP_PORT FILES... [--fill-blank-uids]
@@ -26,6 +31,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -65,6 +71,9 @@ def config(args):
         "DicomModalities": {"pinhole": [args.modality[0], args.modality[1], int(args.modality[2])]},
         "StableAge": 1,
     }
+    if args.dicomweb:
+        cfg["Plugins"] = [args.dicomweb]
+        cfg["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/"}
     with open(args.out, "w") as f:
         json.dump(cfg, f, indent=1)
     print(json.dumps({"written": args.out}))
@@ -98,6 +107,18 @@ def upload(args):
         stored.append(answer["Status"])
     print(json.dumps({"statuses": stored}))
     sys.exit(0 if all(s in ("Success", "AlreadyStored") for s in stored) else 1)
+
+
+def fill(args):
+    os.makedirs(args.out_dir, exist_ok=True)
+    written = []
+    for path in args.files:
+        ds = pydicom.dcmread(path)
+        fill_blank_uids(ds)
+        out = os.path.join(args.out_dir, os.path.basename(path))
+        ds.save_as(out, enforce_file_format=True)
+        written.append(out)
+    print(json.dumps({"files": written}))
 
 
 def instances(args):
@@ -154,6 +175,10 @@ def main():
     p.add_argument("--dicom-port", type=int, required=True)
     p.add_argument("--storage", required=True)
     p.add_argument("--modality", nargs=3, required=True, metavar=("AE", "HOST", "PORT"))
+    p.add_argument("--dicomweb")
+    p = sub.add_parser("fill")
+    p.add_argument("out_dir")
+    p.add_argument("files", nargs="+")
     for name in ("wait", "instances", "studies"):
         sub.add_parser(name).add_argument("http_port", type=int)
     p = sub.add_parser("upload")
@@ -165,7 +190,7 @@ def main():
     p.add_argument("modality")
     args = parser.parse_args()
     try:
-        {"config": config, "wait": wait, "upload": upload, "instances": instances,
+        {"config": config, "fill": fill, "wait": wait, "upload": upload, "instances": instances,
          "studies": studies, "send": send}[args.command](args)
     except urllib.error.HTTPError as e:
         print(json.dumps({"error": f"HTTP {e.code}: {e.read().decode(errors='replace')}"}))

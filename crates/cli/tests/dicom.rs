@@ -346,8 +346,14 @@ fn dicom_push_sends_a_series_to_dicom_listen() {
 
 /// Orthanc (Debian's `orthanc`; `PINHOLE_ORTHANC` names another binary) on free ports,
 /// configured by `tests/py/orthanc_peer.py` with one modality, `ae`@127.0.0.1:`port`,
-/// and holding the shared CT series; its DICOM and HTTP ports. Killed on drop.
-fn start_orthanc(dir: &std::path::Path, ae: &str, port: u16) -> (Running, u16, String) {
+/// and holding the shared CT series; its DICOM and HTTP ports. Killed on drop. With
+/// `dicomweb`, its DICOMweb plugin (Debian's `orthanc-dicomweb`) serves `/dicom-web/`.
+fn start_orthanc(
+    dir: &std::path::Path,
+    ae: &str,
+    port: u16,
+    dicomweb: bool,
+) -> (Running, u16, String) {
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -361,20 +367,27 @@ fn start_orthanc(dir: &std::path::Path, ae: &str, port: u16) -> (Running, u16, S
     };
     let config = dir.join("orthanc.json");
     let storage = dir.join("orthanc-storage");
-    peer(&[
+    let (dicom_text, port_text) = (dicom.to_string(), port.to_string());
+    let plugin = std::env::var("PINHOLE_ORTHANC_DICOMWEB")
+        .unwrap_or_else(|_| "/usr/share/orthanc/plugins/libOrthancDicomWeb.so".into());
+    let mut args = vec![
         "config",
         config.to_str().unwrap(),
         "--http-port",
         &http,
         "--dicom-port",
-        &dicom.to_string(),
+        &dicom_text,
         "--storage",
         storage.to_str().unwrap(),
         "--modality",
         ae,
         "127.0.0.1",
-        &port.to_string(),
-    ]);
+        &port_text,
+    ];
+    if dicomweb {
+        args.extend(["--dicomweb", &plugin]);
+    }
+    peer(&args);
     let binary = std::env::var("PINHOLE_ORTHANC").unwrap_or_else(|_| "Orthanc".into());
     let child = Command::new(&binary)
         .arg(&config)
@@ -426,7 +439,7 @@ fn dicom_find_pull_plan_and_push_results_back_to_orthanc() {
         .local_addr()
         .unwrap()
         .port();
-    let (_orthanc, dicom_port, http) = start_orthanc(dir.path(), "PINHOLE_Q", listener_port);
+    let (_orthanc, dicom_port, http) = start_orthanc(dir.path(), "PINHOLE_Q", listener_port, false);
     let from = format!("ORTHANC@127.0.0.1:{dicom_port}");
 
     // Studies, as a table: one row, no patient column.
@@ -563,6 +576,131 @@ fn dicom_find_pull_plan_and_push_results_back_to_orthanc() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("has no series 1.2.3.4"), "{stderr}");
+}
+
+/// The same loop over DICOMweb (Orthanc's plugin, an independent PS3.18 server):
+/// `find`, `pull` and `push` given `http://…/dicom-web` run QIDO-RS, WADO-RS and
+/// STOW-RS; the pulled series is voxel for voxel the source, the results land in its
+/// study. Options that do not apply are refused with a reason.
+#[test]
+fn dicom_find_pull_plan_and_push_results_back_over_dicomweb() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_orthanc, _, http) = start_orthanc(dir.path(), "PINHOLE_W", 1, true);
+    let from = format!("http://127.0.0.1:{http}/dicom-web/");
+
+    let table = super::pinhole_ok(&["dicom", "find", "--from", &from]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(!lines[0].contains("Patient"), "{table}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row.last(), Some(&"20"), "{table}");
+    let study = row[0];
+    let json = super::pinhole_ok(&[
+        "dicom",
+        "find",
+        "--from",
+        &from,
+        "--level",
+        "series",
+        "--modality",
+        "CT",
+        "--json",
+    ]);
+    let found: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let matches = found["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 1, "{json}");
+    assert_eq!(matches[0]["StudyInstanceUID"], study);
+    assert_eq!(matches[0]["NumberOfSeriesRelatedInstances"], "20");
+    assert!(matches[0].get("PatientName").is_none(), "{json}");
+    let series = matches[0]["SeriesInstanceUID"].as_str().unwrap();
+
+    // WADO-RS (the study found by QIDO-RS), read back as the source reads.
+    let store = dir.path().join("pulled");
+    let pulled = super::pinhole_ok(&[
+        "dicom",
+        "pull",
+        "--from",
+        &from,
+        "--series-uid",
+        series,
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(
+        pulled.contains("20 instance(s) stored, 0 refused"),
+        "{pulled}"
+    );
+    let folder = store.join(study).join(series);
+    // (Voxel for voxel and byte for byte: pinhole-dicomnet's DICOMweb test.)
+    let ours = super::info_json(&folder, &[]);
+    let source = super::info_json(&shared_data("dicom-ct-series"), &[]);
+    for key in ["dims", "spacing_mm", "ijk_to_lps", "min", "max"] {
+        assert_eq!(ours[key], source[key], "{key}");
+    }
+
+    // Plan on the pulled series; SEG, SR and SC back by STOW-RS into its study.
+    let results = super::dicom_export::plan_and_export(&folder, dir.path());
+    let files = [&results.seg, &results.sr, &results.sc].map(|p| p.to_str().unwrap());
+    let mut push = vec!["dicom", "push", "--to", &from];
+    push.extend(files);
+    let pushed = super::pinhole_ok(&push);
+    assert!(pushed.contains("3 of 3 file(s) stored"), "{pushed}");
+    let index = orthanc_peer(&["studies", &http]);
+    let studies = index["studies"].as_array().unwrap();
+    assert_eq!(studies.len(), 1, "{index}");
+    let mut held: Vec<&str> = studies[0]["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["modality"].as_str().unwrap())
+        .collect();
+    held.sort();
+    assert_eq!(held, ["CT", "OT", "SEG", "SR"], "{index}");
+
+    // Refused with reasons: de-identifying over STOW-RS, an unset credential variable,
+    // --auth-env with a DIMSE node, credentials in the URL.
+    let refused = |args: &[&str], expected: &str| {
+        let out = super::pinhole(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    };
+    let seg = results.seg.to_str().unwrap();
+    refused(
+        &["dicom", "push", "--to", &from, "--deidentify", seg],
+        "not offered with a DICOMweb destination",
+    );
+    refused(
+        &[
+            "dicom",
+            "find",
+            "--from",
+            &from,
+            "--auth-env",
+            "PINHOLE_TEST_UNSET_VARIABLE",
+        ],
+        "the variable is not set",
+    );
+    refused(
+        &[
+            "dicom",
+            "find",
+            "--from",
+            "PACS@127.0.0.1:1",
+            "--auth-env",
+            "HOME",
+        ],
+        "applies to a DICOMweb node",
+    );
+    refused(
+        &[
+            "dicom",
+            "find",
+            "--from",
+            "http://user:secret@127.0.0.1:1/dicom-web",
+        ],
+        "credentials in the URL are refused",
+    );
 }
 
 /// `pinhole dicom push --deidentify`: the listener stores exactly what `pinhole dicom

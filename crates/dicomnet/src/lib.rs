@@ -57,7 +57,11 @@
 //!   [`QueryError::Status`] with the status, the peer's Error Comment and, for a
 //!   C-MOVE, the sub-operation counts.
 //!
-//! Not done: C-GET, storage commitment, transcoding, TLS, DICOMweb.
+//! * **DICOMweb** ([`web`]): QIDO-RS search, WADO-RS retrieval of a series into the
+//!   listener's folder layout (parts split while they stream, each checked and written
+//!   as a received instance), STOW-RS storage of Part-10 files with a report per file.
+//!
+//! Not done: C-GET, storage commitment, transcoding, TLS for DIMSE.
 
 mod association;
 pub mod config;
@@ -72,6 +76,7 @@ mod scu;
 mod series;
 pub mod sop;
 pub mod store;
+pub mod web;
 
 pub use config::ListenerConfig;
 pub use error::{Error, Result};
@@ -82,3 +87,4 @@ pub use push::{
     PushReport,
 };
 pub use query::{find, move_series, Level, Match, MoveReport, QueryConfig, QueryError};
+pub use web::{RetrieveReport, StoreReport, WebConfig, WebError};

@@ -265,7 +265,7 @@ pub struct FileReport {
 }
 
 impl FileReport {
-    fn new(path: &Path) -> Self {
+    pub(crate) fn new(path: &Path) -> Self {
         Self {
             name: path
                 .file_name()
@@ -718,7 +718,7 @@ fn text(object: &DefaultDicomObject, tag: Tag) -> Option<String> {
 /// `DICM` and the file meta group, whose elements are walked (explicit VR little
 /// endian, every length checked against the bytes read) and whose group length, when
 /// given, must agree. Returns the offset and whether the file has a preamble.
-fn locate_data_set(file: &mut File, file_len: u64) -> Result<(u64, bool), String> {
+fn locate_data_set(file: &mut impl Read, file_len: u64) -> Result<(u64, bool), String> {
     let mut head = Vec::new();
     file.take(128 + 4 + MAX_META_BYTES)
         .read_to_end(&mut head)
@@ -800,6 +800,58 @@ fn locate_data_set(file: &mut File, file_len: u64) -> Result<(u64, bool), String
         }
     }
     Ok((pos as u64, preamble))
+}
+
+/// What the file meta group of a Part-10 file in memory says.
+pub(crate) struct PartMeta {
+    pub(crate) sop_class_uid: String,
+    pub(crate) sop_instance_uid: String,
+    pub(crate) transfer_syntax: String,
+    /// Where the data set begins.
+    pub(crate) data_set_offset: usize,
+}
+
+/// Reads the file meta group of a Part-10 file held in memory (a WADO-RS part): every
+/// length checked, the three UIDs required.
+pub(crate) fn read_meta(bytes: &[u8]) -> Result<PartMeta, String> {
+    let (offset, preamble) = locate_data_set(&mut &bytes[..], bytes.len() as u64)?;
+    let start = if preamble { 132 } else { 4 };
+    let meta = bytes.get(start..offset as usize).unwrap_or_default();
+    let explicit = TransferSyntaxRegistry
+        .get(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+        .ok_or("explicit VR little endian is unknown to this build")?;
+    let scanned = crate::dataset::scan(
+        meta,
+        explicit,
+        &[
+            tags::MEDIA_STORAGE_SOP_CLASS_UID,
+            tags::MEDIA_STORAGE_SOP_INSTANCE_UID,
+            tags::TRANSFER_SYNTAX_UID,
+        ],
+    )?;
+    let uid = |tag, what: &str| {
+        let value = scanned.text(tag).unwrap_or_default();
+        check_uid(what, &value)?;
+        Ok::<_, String>(value)
+    };
+    Ok(PartMeta {
+        sop_class_uid: uid(
+            tags::MEDIA_STORAGE_SOP_CLASS_UID,
+            "Media Storage SOP Class UID",
+        )?,
+        sop_instance_uid: uid(
+            tags::MEDIA_STORAGE_SOP_INSTANCE_UID,
+            "Media Storage SOP Instance UID",
+        )?,
+        transfer_syntax: uid(tags::TRANSFER_SYNTAX_UID, "Transfer Syntax UID")?,
+        data_set_offset: offset as usize,
+    })
+}
+
+/// Checks a file as [`push_files`] does before sending it (no blank UIDs filled);
+/// fills in what `report` learns. The reason when it cannot be sent.
+pub(crate) fn inspect_file(path: &Path, report: &mut FileReport) -> Result<(), String> {
+    inspect(path, false, report).map(|_| ())
 }
 
 /// Reads a file's meta group and data set head; fills in what `report` learns. The

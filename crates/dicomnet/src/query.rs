@@ -187,6 +187,10 @@ pub struct Match {
 }
 
 impl Match {
+    pub(crate) fn from_values(values: BTreeMap<Tag, String>) -> Self {
+        Self { values }
+    }
+
     /// The value of `tag`; `None` when empty or not returned.
     pub fn get(&self, tag: Tag) -> Option<&str> {
         self.values.get(&tag).map(String::as_str)

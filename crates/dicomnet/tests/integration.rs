@@ -14,3 +14,4 @@ mod listener;
 mod orthanc;
 mod push;
 mod query;
+mod web;

@@ -23,6 +23,22 @@ pub struct Orthanc {
 impl Orthanc {
     /// Starts Orthanc with one modality, `pinhole` = `ae`@127.0.0.1:`port`.
     pub fn start(ae: &str, port: u16) -> Self {
+        Self::start_with(ae, port, None)
+    }
+
+    /// Starts Orthanc with its DICOMweb plugin (Debian's `orthanc-dicomweb`, or the
+    /// library `PINHOLE_ORTHANC_DICOMWEB` names) under `/dicom-web/`.
+    pub fn start_with_dicomweb(ae: &str, port: u16) -> Self {
+        let plugin = std::env::var("PINHOLE_ORTHANC_DICOMWEB")
+            .unwrap_or_else(|_| "/usr/share/orthanc/plugins/libOrthancDicomWeb.so".into());
+        assert!(
+            Path::new(&plugin).exists(),
+            "{plugin} not found: install Debian's orthanc-dicomweb (.ci/run does)"
+        );
+        Self::start_with(ae, port, Some(&plugin))
+    }
+
+    fn start_with(ae: &str, port: u16, dicomweb: Option<&str>) -> Self {
         let binary = std::env::var("PINHOLE_ORTHANC").unwrap_or_else(|_| "Orthanc".into());
         let mut last = String::new();
         // A free port can be taken between probing and Orthanc's bind: try again.
@@ -31,20 +47,29 @@ impl Orthanc {
             let (http_port, dicom_port) = (free_port(), free_port());
             let config = dir.path().join("orthanc.json");
             let storage = dir.path().join("storage");
-            let (code, json) = orthanc_peer(&[
+            let (http, dicom, port) = (
+                http_port.to_string(),
+                dicom_port.to_string(),
+                port.to_string(),
+            );
+            let mut args = vec![
                 "config",
                 config.to_str().unwrap(),
                 "--http-port",
-                &http_port.to_string(),
+                &http,
                 "--dicom-port",
-                &dicom_port.to_string(),
+                &dicom,
                 "--storage",
                 storage.to_str().unwrap(),
                 "--modality",
                 ae,
                 "127.0.0.1",
-                &port.to_string(),
-            ]);
+                &port,
+            ];
+            if let Some(plugin) = dicomweb {
+                args.extend(["--dicomweb", plugin]);
+            }
+            let (code, json) = orthanc_peer(&args);
             assert_eq!(code, 0, "{json}");
             let log = std::fs::File::create(dir.path().join("orthanc.log")).unwrap();
             let child = Command::new(&binary)
@@ -76,6 +101,11 @@ impl Orthanc {
 
     pub fn http(&self) -> String {
         self.http_port.to_string()
+    }
+
+    /// The DICOMweb root of an Orthanc started with [`Orthanc::start_with_dicomweb`].
+    pub fn dicomweb_url(&self) -> String {
+        format!("http://127.0.0.1:{}/dicom-web", self.http_port)
     }
 }
 
@@ -232,7 +262,7 @@ fn orthanc_echoes_and_sends_the_ct_series_to_the_listener() {
 
 /// A SEG (bone: HU > 300), an SR (one point and one length) and an SC (a grey picture) of
 /// the series in `series_dir`, written into `out`.
-fn write_results(series_dir: &Path, out: &Path) -> Vec<PathBuf> {
+pub fn write_results(series_dir: &Path, out: &Path) -> Vec<PathBuf> {
     use pinhole_io::dicom::{sc, seg, sr};
     std::fs::create_dir_all(out).unwrap();
     let mut files: Vec<PathBuf> = std::fs::read_dir(series_dir)

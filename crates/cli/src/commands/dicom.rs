@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::dicom_web::{Node, WebOptions};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -98,6 +99,8 @@ pub struct DeidentifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    web: WebOptions,
     /// DICOM files, and folders searched recursively for DICOM files.
     #[arg(required = true, value_name = "FILES_OR_FOLDERS")]
     inputs: Vec<PathBuf>,
@@ -266,9 +269,11 @@ pub struct ListenArgs {
 
 #[derive(Args)]
 pub struct PushArgs {
-    /// The receiving node, AE@HOST:PORT (e.g. PACS@10.0.0.5:104; IPv6: PACS@[::1]:104).
+    /// The receiving node: AE@HOST:PORT (C-STORE; e.g. PACS@10.0.0.5:104, IPv6
+    /// PACS@[::1]:104) or a DICOMweb service root, http(s)://HOST[:PORT]/PATH (STOW-RS;
+    /// files sent as they are: no --fill-blank-uids or --deidentify).
     #[arg(long)]
-    to: Destination,
+    to: Node,
     /// This node's AE title (1-16 characters).
     #[arg(long, default_value = "PINHOLE", value_parser = ae_title)]
     calling_ae: String,
@@ -286,6 +291,8 @@ pub struct PushArgs {
     /// Print the report as JSON on stdout (the summary line goes to stderr).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    web: WebOptions,
     /// DICOM files, and folders searched recursively for DICOM files.
     #[arg(required = true, value_name = "FILES_OR_FOLDERS")]
     inputs: Vec<PathBuf>,
@@ -532,7 +539,12 @@ fn echo(args: &EchoArgs) -> anyhow::Result<()> {
 }
 
 fn push(args: &PushArgs) -> anyhow::Result<()> {
-    let mut config = push_config(&args.to, &args.calling_ae, args.timeout_s)?;
+    let to = match &args.to {
+        Node::Web(url) => return push_web(args, url),
+        Node::Dimse(to) => to,
+    };
+    args.web.check_unused(&args.to)?;
+    let mut config = push_config(to, &args.calling_ae, args.timeout_s)?;
     config.fill_blank_uids = args.fill_blank_uids;
     let key = args.deidentify.key()?;
     config.deidentify = key.as_ref().map(|k| k.key());
@@ -608,6 +620,22 @@ fn push(args: &PushArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `push` to a DICOMweb root: STOW-RS of the files as they are.
+fn push_web(args: &PushArgs, url: &str) -> anyhow::Result<()> {
+    if args.fill_blank_uids || args.deidentify.deidentify {
+        bail!(
+            "--fill-blank-uids and --deidentify are not offered with a DICOMweb destination \
+             (STOW-RS sends the files as they are): de-identify first with `pinhole dicom \
+             deidentify`, or push over DIMSE (AE@HOST:PORT)"
+        );
+    }
+    let config = args.web.config(url, args.timeout_s)?;
+    let files = dicom_files(&args.inputs)?;
+    eprintln!("Pinhole DICOM push (NOT FOR CLINICAL USE)");
+    eprintln!("  {} file(s) to {url} (STOW-RS)", files.len());
+    super::dicom_web::push(&config, &files, args.json, &file_line)
 }
 
 /// One line on a file that was not plainly stored.

@@ -1,13 +1,16 @@
 //! `pinhole dicom find`: queries a PACS (C-FIND, Study Root) and prints a table of the
 //! matching studies or series (or JSON). `pinhole dicom pull`: retrieves one series
 //! (C-MOVE) into a folder, receiving it with an in-process `pinhole-dicomnet` listener
-//! that the PACS must know as the move destination. Not for clinical use.
+//! that the PACS must know as the move destination. With an `http(s)://` DICOMweb root
+//! as `--from`, QIDO-RS and WADO-RS do the same (`super::dicom_web`). Not for clinical
+//! use.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::dicom_web::{Node, WebOptions};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -31,9 +34,10 @@ pub enum FindLevel {
 
 #[derive(Args)]
 pub struct FindArgs {
-    /// The PACS to query, AE@HOST:PORT (it must know this node's --calling-ae).
+    /// The PACS to query: AE@HOST:PORT (C-FIND; it must know this node's --calling-ae)
+    /// or a DICOMweb service root, http(s)://HOST[:PORT]/PATH (QIDO-RS).
     #[arg(long)]
-    from: Destination,
+    from: Node,
     /// List studies or series.
     #[arg(long, value_enum, default_value_t = FindLevel::Study)]
     level: FindLevel,
@@ -61,14 +65,18 @@ pub struct FindArgs {
     /// Print the matches as JSON (keyword -> value) instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    web: WebOptions,
 }
 
 #[derive(Args)]
 pub struct PullArgs {
-    /// The PACS holding the series, AE@HOST:PORT. It must know --ae-title with this
-    /// host's address and --port (its move destination).
+    /// The PACS holding the series: AE@HOST:PORT (C-MOVE; it must know --ae-title with
+    /// this host's address and --port, its move destination) or a DICOMweb service
+    /// root, http(s)://HOST[:PORT]/PATH (WADO-RS; no listener, the --ae-title, --port,
+    /// --bind and --allow options do not apply).
     #[arg(long)]
-    from: Destination,
+    from: Node,
     /// The series to retrieve.
     #[arg(long)]
     series_uid: String,
@@ -97,9 +105,11 @@ pub struct PullArgs {
     /// C-MOVE responses, in seconds.
     #[arg(long, default_value_t = 60.0, value_parser = super::finite)]
     timeout_s: f64,
-    /// Print the C-MOVE report and the folder as JSON on stdout.
+    /// Print the C-MOVE (or WADO-RS) report and the folder as JSON on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    web: WebOptions,
 }
 
 /// Checks an AE title for clap.
@@ -143,8 +153,6 @@ fn columns(level: FindLevel) -> Vec<Tag> {
 }
 
 pub fn find(args: &FindArgs) -> anyhow::Result<()> {
-    let mut config = query_config(&args.from, &args.calling_ae, args.timeout_s)?;
-    config.max_matches = args.max_matches;
     let (level, modality_tag) = match args.level {
         FindLevel::Study => (Level::Study, tags::MODALITIES_IN_STUDY),
         FindLevel::Series => (Level::Series, tags::MODALITY),
@@ -165,8 +173,20 @@ pub fn find(args: &FindArgs) -> anyhow::Result<()> {
     }
     shown.extend(columns(args.level));
     eprintln!("Pinhole DICOM query (NOT FOR CLINICAL USE)");
-    let matches = pinhole_dicomnet::find(&config, level, &keys, &shown)
-        .map_err(|e| with_hint(e, &args.calling_ae))?;
+    let matches = match &args.from {
+        Node::Dimse(from) => {
+            args.web.check_unused(&args.from)?;
+            let mut config = query_config(from, &args.calling_ae, args.timeout_s)?;
+            config.max_matches = args.max_matches;
+            pinhole_dicomnet::find(&config, level, &keys, &shown)
+                .map_err(|e| with_hint(e, &args.calling_ae))?
+        }
+        Node::Web(url) => {
+            let mut config = args.web.config(url, args.timeout_s)?;
+            config.max_matches = args.max_matches;
+            super::dicom_web::find(&config, level, &keys, &shown)?
+        }
+    };
     // A patient attribute used as a matching key comes back too: shown only when asked.
     let visible = |tag: &Tag| args.show_patient || !PATIENT_TAGS.contains(tag);
     if args.json {
@@ -230,9 +250,14 @@ fn printable(value: &str) -> String {
 }
 
 pub fn pull(args: &PullArgs) -> anyhow::Result<()> {
-    let config = query_config(&args.from, &args.ae_title, args.timeout_s)?;
     pinhole_dicomnet::store::check_uid("--series-uid", &args.series_uid)
         .map_err(anyhow::Error::msg)?;
+    let from = match &args.from {
+        Node::Web(url) => return pull_web(args, url),
+        Node::Dimse(from) => from,
+    };
+    args.web.check_unused(&args.from)?;
+    let config = query_config(from, &args.ae_title, args.timeout_s)?;
     eprintln!("Pinhole DICOM pull (NOT FOR CLINICAL USE)");
     let study_uid = match &args.study_uid {
         Some(uid) => {
@@ -244,13 +269,13 @@ pub fn pull(args: &PullArgs) -> anyhow::Result<()> {
 
     // The listener first: the PACS connects to it while the C-MOVE is in progress.
     let allowed = if args.allow.is_empty() {
-        let addrs: Vec<IpAddr> = (args.from.host.trim_matches(['[', ']']), args.from.port)
+        let addrs: Vec<IpAddr> = (from.host.trim_matches(['[', ']']), from.port)
             .to_socket_addrs()
-            .with_context(|| format!("resolving {}", args.from.host))?
+            .with_context(|| format!("resolving {}", from.host))?
             .map(|a| a.ip())
             .collect();
         if addrs.is_empty() {
-            bail!("{} resolves to no address", args.from.host);
+            bail!("{} resolves to no address", from.host);
         }
         addrs
     } else {
@@ -389,6 +414,26 @@ pub fn pull(args: &PullArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `pull` from a DICOMweb root: WADO-RS, no listener.
+fn pull_web(args: &PullArgs, url: &str) -> anyhow::Result<()> {
+    let config = args.web.config(url, args.timeout_s)?;
+    eprintln!("Pinhole DICOM pull (NOT FOR CLINICAL USE)");
+    let study_uid = match &args.study_uid {
+        Some(uid) => {
+            pinhole_dicomnet::store::check_uid("--study-uid", uid).map_err(anyhow::Error::msg)?;
+            uid.clone()
+        }
+        None => super::dicom_web::study_of(&config, &args.series_uid)?,
+    };
+    super::dicom_web::pull(
+        &config,
+        &study_uid,
+        &args.series_uid,
+        &args.store,
+        args.json,
+    )
 }
 
 /// The study of `series_uid`, by a C-FIND at the series level.

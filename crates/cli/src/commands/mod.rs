@@ -7,6 +7,7 @@ pub mod cohort;
 pub mod demo;
 pub mod dicom;
 pub mod dicom_query;
+pub mod dicom_web;
 pub mod drr;
 pub mod feed;
 pub mod info;
