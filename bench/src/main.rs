@@ -71,13 +71,46 @@ fn main() -> anyhow::Result<()> {
         Some("drr") => drr(&args[1..])?,
         Some("needle") => needle::run(&args[1..])?,
         Some("us-reslice") => us_reslice(&args[1..])?,
+        Some("jpegls") => jpegls(&args[1..])?,
         _ => bail!(
             "usage: pinhole-bench load PATH [REPEATS] | edt LABELS [REPEATS] | \
              drr CT SIZE INTEGRATOR [REPEATS] [--source-anterior] [--out RAW] | \
              ablation N SECONDS [--damage] [--tissue-physics] [--steps-per-sweep S] [--out RAW] | \
-             us-reslice CT LABELS PLANES_JSON [REPEATS]"
+             us-reslice CT LABELS PLANES_JSON [REPEATS] | jpegls FOLDER [REPEATS]"
         ),
     }
+    Ok(())
+}
+
+/// Decodes every `*.jls` codestream in FOLDER (one thread, in name order); the best of
+/// REPEATS passes over all of them, and the sum of their samples (to compare with a
+/// peer's decoding).
+fn jpegls(args: &[String]) -> anyhow::Result<()> {
+    let folder = Path::new(args.first().context("jpegls FOLDER")?);
+    let repeats = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(5);
+    let mut files: Vec<_> = std::fs::read_dir(folder)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jls"))
+        .collect();
+    files.sort();
+    let streams = files
+        .iter()
+        .map(std::fs::read)
+        .collect::<Result<Vec<_>, _>>()?;
+    let (seconds, sum) = best_of(repeats, || {
+        let mut sum = 0u64;
+        for stream in &streams {
+            let image =
+                pinhole_io::dicom::jpegls::decode(stream, 1 << 26).map_err(anyhow::Error::msg)?;
+            sum += image.samples.iter().map(|&v| u64::from(v)).sum::<u64>();
+        }
+        Ok(sum)
+    })?;
+    let out = serde_json::json!({
+        "op": "jpegls", "folder": folder, "files": streams.len(), "seconds": seconds,
+        "sample_sum": sum,
+    });
+    println!("{out}");
     Ok(())
 }
 

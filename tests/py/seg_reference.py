@@ -290,7 +290,8 @@ def highdicom_seg(ct_dir, out_path, expected_path, kind="binary"):
     expected[tumor > 0] = 2
     voxel_file.save(expected.ravel(), expected_path)
     print(json.dumps({"segments": {"1": "liver", "2": "liver_tumor"},
-                      "frames": int(seg.NumberOfFrames)}))
+                      "frames": int(seg.NumberOfFrames),
+                      "source_series_uid": str(datasets[0].SeriesInstanceUID)}))
 
 
 def main():

@@ -900,6 +900,81 @@ fn dicom_listen_feeds_a_complete_ct_series_to_a_running_session() {
 /// plan on the received series as soon as it is complete; the plan and the command's log
 /// land beside the series in the store. A series of another modality than the filter
 /// runs nothing (the filter here names MR only for a second listener).
+/// `--on-complete` with `{seg}`: the CT completes first and its command waits; the
+/// Segmentation written on the received series (`pinhole dicom seg`, so it references
+/// that series) arrives next, and the plan runs on the CT with the SEG's segments as
+/// its labels.
+#[test]
+fn dicom_listen_plans_with_the_segmentation_that_arrives_after_its_ct() {
+    let dir = tempfile::tempdir().unwrap();
+    super::dicom_export::labels_on_the_series(dir.path(), None);
+    let table = super::dicom_export::write_table(dir.path());
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(&profile, super::dicom_export::TEST_PROFILE).unwrap();
+    let command = format!(
+        "'{}' plan needle --ct {{folder}} --labels {{seg}} --procedure liver-biopsy \
+         --profile '{}' --target target_box --top 2 --out {{folder}}.plan",
+        env!("CARGO_BIN_EXE_pinhole"),
+        profile.display()
+    );
+    let store = dir.path().join("incoming");
+    let (_running, events, port) =
+        start_listener(&store, "PINHOLE_S", &["--on-complete", &command]);
+    let to = format!("PINHOLE_S@127.0.0.1:{port}");
+    let source = shared_data("dicom-ct-series");
+    super::pinhole_ok(&[
+        "dicom",
+        "push",
+        "--to",
+        &to,
+        "--fill-blank-uids",
+        source.to_str().unwrap(),
+    ]);
+    let complete = next_matching(&events, "series_complete event", |l| {
+        l.contains("\"series_complete\"")
+    });
+    let event: serde_json::Value = serde_json::from_str(&complete).unwrap();
+    let folder = std::path::PathBuf::from(event["folder"].as_str().unwrap());
+    let name = folder.file_name().unwrap().to_string_lossy().into_owned();
+    let plan = folder.with_file_name(format!("{name}.plan/plan.json"));
+    // No Segmentation yet: nothing runs.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!plan.exists(), "ran before its Segmentation arrived");
+
+    let seg_out = dir.path().join("seg");
+    super::pinhole_ok(&[
+        "dicom",
+        "seg",
+        "--series",
+        folder.to_str().unwrap(),
+        "--labels",
+        dir.path().join("labels.nii.gz").to_str().unwrap(),
+        "--labels-table",
+        table.to_str().unwrap(),
+        "--out",
+        seg_out.to_str().unwrap(),
+    ]);
+    super::pinhole_ok(&[
+        "dicom",
+        "push",
+        "--to",
+        &to,
+        seg_out.join("segmentation.dcm").to_str().unwrap(),
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while !plan.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&plan)
+        .unwrap_or_else(|e| panic!("no plan at {}: {e}", plan.display()));
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(!report["paths"].as_array().unwrap().is_empty(), "{report}");
+    // The labels were the received Segmentation, beside the CT in its study.
+    let log = std::fs::read_to_string(folder.with_file_name(format!("{name}.on-complete.log")));
+    assert!(log.is_ok());
+    assert!(text.contains(".dcm"), "{text}");
+}
+
 #[test]
 fn dicom_listen_starts_a_plan_when_a_ct_series_is_complete() {
     let dir = tempfile::tempdir().unwrap();

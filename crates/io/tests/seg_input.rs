@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pinhole_io::dicom::seg_input::{is_segmentation_file, read_segmentation};
+use pinhole_io::dicom::seg_input::{is_segmentation_file, read_segmentation, referenced_series};
 use pinhole_io::ErrorKind;
 use pinhole_volume::Grid;
 use tempfile::TempDir;
@@ -14,6 +14,12 @@ use crate::sr::ct_grid;
 
 /// A highdicom SEG of the shared series and the label map it holds (i fastest).
 fn highdicom_seg(dir: &Path, kind: &str) -> (PathBuf, Vec<f64>) {
+    let (seg, expected, _) = highdicom_seg_of_series(dir, kind);
+    (seg, expected)
+}
+
+/// As [`highdicom_seg`], with the source series' UID highdicom referenced.
+fn highdicom_seg_of_series(dir: &Path, kind: &str) -> (PathBuf, Vec<f64>, String) {
     let seg = dir.join(format!("{kind}.dcm"));
     let expected = dir.join(format!("{kind}.npy"));
     let made = python_json(
@@ -27,7 +33,25 @@ fn highdicom_seg(dir: &Path, kind: &str) -> (PathBuf, Vec<f64>) {
         ],
     );
     assert_eq!(made["frames"], 16, "{made}");
-    (seg, read_voxels(&expected))
+    let series = made["source_series_uid"].as_str().unwrap().to_string();
+    (seg, read_voxels(&expected), series)
+}
+
+/// The series a Segmentation references (what `dicom listen --on-complete {seg}` matches
+/// a CT by): highdicom's Referenced Series Sequence, read back.
+#[test]
+fn a_segmentation_names_the_series_it_references() {
+    let tmp = TempDir::new().unwrap();
+    let (path, _, series) = highdicom_seg_of_series(tmp.path(), "binary");
+    assert!(!series.is_empty());
+    assert_eq!(referenced_series(&path).unwrap(), vec![series]);
+    let slice = std::fs::read_dir(shared_data("dicom-ct-series"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let err = referenced_series(&slice).unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::NotMedicalImage(_)), "{err}");
 }
 
 #[test]

@@ -251,7 +251,9 @@ pub struct ListenArgs {
     /// Run this command for each complete series (one at a time, in order), e.g.
     /// 'pinhole plan needle --ct {folder} --labels L … --out {folder}.plan'. Split like a
     /// shell splits words (no shell runs); placeholders {folder}, {series}, {study},
-    /// {instances}, {modality}; output to <study>/<series>.on-complete.log in the store.
+    /// {instances}, {modality}, {seg} (a DICOM Segmentation of the same study that
+    /// references the series: the command waits until one has arrived); output to
+    /// <study>/<series>.on-complete.log in the store.
     #[arg(long, value_name = "COMMAND")]
     on_complete: Option<super::on_complete::Template>,
     /// With --on-complete: the modalities it runs for (default CT; `any` for all).

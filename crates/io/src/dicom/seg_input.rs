@@ -66,6 +66,24 @@ pub fn is_segmentation_file(path: &Path) -> bool {
         .is_some_and(|m| m.sop_class == uids::SEGMENTATION_STORAGE)
 }
 
+/// The Series Instance UIDs a Segmentation names as its source (its Referenced Series
+/// Sequence, Common Instance Reference module), in file order; an error for a file that
+/// is not a readable Segmentation. Reads the header only (no frames decoded).
+pub fn referenced_series(path: &Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).with_path(path)?;
+    let obj = parse(&bytes, true).map_err(|m| Error::new(path, ErrorKind::Dicom(m)))?;
+    if !is_segmentation(&obj) {
+        return Err(Error::new(
+            path,
+            ErrorKind::NotMedicalImage("not a DICOM Segmentation (SOP Class)".into()),
+        ));
+    }
+    Ok(items(&obj, tags::REFERENCED_SERIES_SEQUENCE)
+        .iter()
+        .filter_map(|item| text(item, tags::SERIES_INSTANCE_UID))
+        .collect())
+}
+
 /// True when the object's SOP Class (else its file meta group's) is Segmentation Storage.
 pub(super) fn is_segmentation(obj: &DefaultDicomObject) -> bool {
     let sop_class = text_of(obj, tags::SOP_CLASS_UID);
