@@ -83,8 +83,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Decodes every `*.jls` codestream in FOLDER (one thread, in name order); the best of
-/// REPEATS passes over all of them, and the sum of their samples (to compare with a
-/// peer's decoding).
+/// REPEATS passes over all of them, and the sum of their samples (outside the timing; to
+/// compare with a peer's decoding).
 fn jpegls(args: &[String]) -> anyhow::Result<()> {
     let folder = Path::new(args.first().context("jpegls FOLDER")?);
     let repeats = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(5);

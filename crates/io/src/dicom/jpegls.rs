@@ -213,6 +213,8 @@ struct ScanDecoder {
     limit: u32,
     thresholds: [i64; 3],
     reset: i64,
+    /// Q(gradient) for gradients −MAXVAL..=MAXVAL (index gradient + MAXVAL).
+    quantization: Vec<i8>,
     /// A, B, C, N of the 365 regular contexts and the two run-interruption contexts.
     a: [i64; REGULAR_CONTEXTS + 2],
     b: [i64; REGULAR_CONTEXTS + 2],
@@ -303,7 +305,7 @@ impl ScanDecoder {
         let range = (max_value + 2 * near) / (2 * near + 1) + 1;
         let bpp = ceil_log2(max_value + 1).max(2);
         let initial_a = ((range + 32) / 64).max(2);
-        Ok(Self {
+        let mut decoder = Self {
             columns: h.columns,
             rows: h.rows,
             near,
@@ -313,13 +315,18 @@ impl ScanDecoder {
             limit: 2 * (bpp + bpp.max(8)),
             thresholds,
             reset,
+            quantization: Vec::new(),
             a: [initial_a; REGULAR_CONTEXTS + 2],
             b: [0; REGULAR_CONTEXTS + 2],
             c: [0; REGULAR_CONTEXTS + 2],
             n: [1; REGULAR_CONTEXTS + 2],
             nn: [0; 2],
             run_index: 0,
-        })
+        };
+        decoder.quantization = (-max_value..=max_value)
+            .map(|g| decoder.quantize(g) as i8)
+            .collect();
+        Ok(decoder)
     }
 
     /// Decodes every line; each line is held with one extra sample on either side
@@ -342,11 +349,16 @@ impl ScanDecoder {
                     previous[x - 1],
                     previous[x + 1],
                 );
-                let near = self.near;
-                if (d - b).abs() <= near && (b - c).abs() <= near && (c - a).abs() <= near {
+                // 81·Q1 + 9·Q2 + Q3 has the sign of the first non-zero Qi (|9·Q2 + Q3| ≤
+                // 40 < 81): folding the sign (A.3.4) is taking its absolute value, and
+                // the windows 81·Q1 ± 40 are disjoint, one index in 0..365 per context.
+                // It is 0 exactly when every gradient is within ±NEAR: run mode (A.3.1).
+                let signed_context =
+                    81 * self.quantized(d - b) + 9 * self.quantized(b - c) + self.quantized(c - a);
+                if signed_context == 0 {
                     x = self.run(&mut bits, &mut current, &previous, x)?;
                 } else {
-                    current[x] = self.regular(&mut bits, a, b, c, d)?;
+                    current[x] = self.regular(&mut bits, a, b, c, signed_context)?;
                     x += 1;
                 }
             }
@@ -354,6 +366,13 @@ impl ScanDecoder {
             std::mem::swap(&mut previous, &mut current);
         }
         Ok(samples)
+    }
+
+    /// The quantised gradient from the table (gradients of reconstructed samples lie in
+    /// ±MAXVAL).
+    fn quantized(&self, gradient: i64) -> i64 {
+        let index = (gradient + self.max_value) as usize;
+        i64::from(self.quantization.get(index).copied().unwrap_or(0))
     }
 
     fn quantize(&self, gradient: i64) -> i64 {
@@ -372,27 +391,17 @@ impl ScanDecoder {
         }
     }
 
-    /// One sample in regular mode (A.3 – A.6).
+    /// One sample in regular mode (A.3 – A.6) in the context `signed_context` (non-zero).
     fn regular(
         &mut self,
         bits: &mut BitReader,
         a: i64,
         b: i64,
         c: i64,
-        d: i64,
+        signed_context: i64,
     ) -> Result<i64, String> {
-        let mut q = [
-            self.quantize(d - b),
-            self.quantize(b - c),
-            self.quantize(c - a),
-        ];
-        let first_nonzero = q.iter().copied().find(|&v| v != 0).unwrap_or(0);
-        let sign = if first_nonzero < 0 { -1 } else { 1 };
-        if sign < 0 {
-            q.iter_mut().for_each(|v| *v = -*v);
-        }
-        // Q1 in 0..=4 and the windows 81·Q1 ± 40 are disjoint: one index per context.
-        let context = (81 * q[0] + 9 * q[1] + q[2]) as usize;
+        let sign = if signed_context < 0 { -1 } else { 1 };
+        let context = signed_context.unsigned_abs() as usize;
         let predicted = if c >= a.max(b) {
             a.min(b)
         } else if c <= a.min(b) {
@@ -474,8 +483,20 @@ impl ScanDecoder {
 
     /// A limited-length Golomb code (A.5.3): the unary prefix, then `k` bits, or after
     /// the escape prefix `qbpp` bits of the value minus one.
+    #[inline]
     fn read_golomb(&self, bits: &mut BitReader, k: u32, limit: u32) -> Result<i64, String> {
         let escape = limit.saturating_sub(self.qbpp + 1);
+        // Fast path: the prefix, its 1 bit and the k low bits are all in the buffer.
+        if bits.available < 32 {
+            bits.fill();
+        }
+        let prefix = bits.buffer.leading_zeros();
+        if prefix < escape && prefix + 1 + k <= bits.available {
+            let after_one = bits.buffer << prefix << 1;
+            let low = if k == 0 { 0 } else { after_one >> (64 - k) };
+            bits.consume(prefix + 1 + k);
+            return Ok((i64::from(prefix) << k) | low as i64);
+        }
         let prefix = bits.count_zeros(escape)?;
         if prefix < escape {
             Ok((i64::from(prefix) << k) | i64::from(bits.read(k)?))
@@ -561,13 +582,19 @@ impl ScanDecoder {
     }
 }
 
-/// The Golomb parameter k: the least k with N·2^k ≥ A.
+/// The Golomb parameter k: the least k with N·2^k ≥ A (N ≥ 1). With `bits(x)` the bit
+/// length, N·2^(bits(A) − bits(N)) has A's bit length: k is that or one more.
 fn golomb_parameter(n: i64, a: i64) -> u32 {
-    let mut k = 0;
-    while k < 40 && (n << k) < a {
-        k += 1;
+    if a <= n {
+        return 0;
     }
-    k
+    let bits = |x: i64| 64 - x.leading_zeros();
+    let k = bits(a) - bits(n);
+    if (n << k) >= a {
+        k
+    } else {
+        k + 1
+    }
 }
 
 /// Reads the entropy-coded segment: after a 0xFF byte only 7 bits of the next byte are
@@ -593,6 +620,7 @@ impl<'a> BitReader<'a> {
     }
 
     fn fill(&mut self) {
+        self.fill_plain_bytes();
         while self.available <= 56 {
             let Some(&byte) = self.data.get(self.at) else {
                 return;
@@ -613,6 +641,32 @@ impl<'a> BitReader<'a> {
             self.available += width;
             self.at += 1;
         }
+    }
+
+    /// Takes as many of the next bytes as fit at once, up to the first 0xFF (which the
+    /// byte-wise loop handles).
+    fn fill_plain_bytes(&mut self) {
+        if self.after_ff || self.available > 56 {
+            return;
+        }
+        let Some(Ok(chunk)) = self.data.get(self.at..self.at + 8).map(<[u8; 8]>::try_from) else {
+            return;
+        };
+        let word = u64::from_be_bytes(chunk);
+        // High bit of each byte of `word` that is 0xFF (a zero byte of !word); a false
+        // positive can only precede a true one, so stopping at it is merely early.
+        let inverted = !word;
+        let ff = inverted.wrapping_sub(0x0101_0101_0101_0101) & !inverted & 0x8080_8080_8080_8080;
+        let before_ff = (ff.leading_zeros() / 8) as usize;
+        let room = ((64 - self.available) / 8) as usize;
+        let take = room.min(before_ff);
+        if take == 0 {
+            return;
+        }
+        let bits = take as u32 * 8;
+        self.buffer |= (word >> (64 - bits)) << (64 - self.available - bits);
+        self.available += bits;
+        self.at += take;
     }
 
     fn consume(&mut self, count: u32) {
@@ -678,6 +732,20 @@ mod tests {
         assert_eq!(default_thresholds(255, 3), [12, 22, 42]);
         // MAXVAL 15: FACTOR 16, BASIC_T / 16 = 0 → the minima 2, 3, 4.
         assert_eq!(default_thresholds(15, 0), [2, 3, 4]);
+    }
+
+    /// The closed form agrees with the definition's loop.
+    #[test]
+    fn golomb_parameter_is_the_least_k_with_n_shifted_at_least_a() {
+        for n in 1..=70i64 {
+            for a in 0..5000i64 {
+                let mut k = 0;
+                while (n << k) < a {
+                    k += 1;
+                }
+                assert_eq!(golomb_parameter(n, a), k, "N {n} A {a}");
+            }
+        }
     }
 
     /// An 0xFF byte is followed by a stuffed 0 bit; 0xFF then ≥ 0x80 is a marker.
