@@ -49,6 +49,8 @@ def pydicom_view(path):
             "transfer_syntax": str(ds.file_meta.get("TransferSyntaxUID", "")) if "file_meta" in ds else ""}
     if samples == 1:
         values = apply_modality_lut(pixels, ds).astype(np.float64)
+        if ds.get("Modality") == "RTDOSE" and "DoseGridScaling" in ds and "RescaleSlope" not in ds:
+            values = values * float(ds.DoseGridScaling)  # PS3.3 C.8.8.3: dose = stored x scaling
         if frames == 1:
             values = values[None]
         view["values"] = values  # [frame, row, column]

@@ -150,6 +150,10 @@ def dicom_seeds():
     put("dicom_file", "ct_16x16_implicit_le.dcm", small_slice(first, 16, -766.5, syntax=ImplicitVRLittleEndian))
     put("dicom_file", "ct_16x16_rle.dcm", small_slice(first, 16, -766.5, syntax=RLELossless))
     put("dicom_file", "ct_header_jpeg2000_cut_4k.dcm", real[:4096])
+    # An RT Dose grid: 15 frames placed by GridFrameOffsetVector, scaled by DoseGridScaling.
+    from pydicom.data import get_testdata_file
+    with open(get_testdata_file("rtdose.dcm"), "rb") as f:
+        put("dicom_file", "rtdose_15_frames.dcm", f.read())
     put("dicom_file", "ct_16x16_jpegls.dcm", small_slice(first, 16, -766.5, syntax=JPEGLSLossless))
     put("dicom_file", "ct_16x16_jpegls_near2.dcm", small_slice(first, 16, -766.5, syntax=JPEGLSNearLossless))
     three = [small_slice(p, 8, z) for p, z in zip(files, (-766.5, -763.5, -760.5))]

@@ -81,10 +81,29 @@ def series(folder, out_path):
     def position(ds):
         return np.array([float(x) for x in ds.get("ImagePositionPatient", [0, 0, 0])])
 
-    datasets.sort(key=lambda ds: float(position(ds) @ normal))
-    distances = [float(position(ds) @ normal) for ds in datasets]
-    if len(datasets) > 1:
-        dz = (distances[-1] - distances[0]) / (len(datasets) - 1)
+    # Planes: (position, values). An RT Dose grid's frames are placed by its
+    # GridFrameOffsetVector (relative to the position along the normal when its first
+    # value is 0, else absolute z; PS3.3 C.8.8.3.2) and scaled by DoseGridScaling.
+    planes = []
+    for ds in datasets:
+        values = apply_modality_lut(ds.pixel_array, ds).astype(np.float64)
+        if ds.get("Modality") == "RTDOSE" and "DoseGridScaling" in ds and "RescaleSlope" not in ds:
+            values = values * float(ds.DoseGridScaling)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1 and "GridFrameOffsetVector" in ds:
+            offsets = [float(v) for v in ds.GridFrameOffsetVector]
+            for k, offset in enumerate(offsets):
+                if offsets[0] == 0:
+                    where = position(ds) + offset * normal
+                else:
+                    where = np.array([position(ds)[0], position(ds)[1], offset])
+                planes.append((where, values[k]))
+        else:
+            planes.append((position(ds), values))
+    planes.sort(key=lambda p: float(p[0] @ normal))
+    distances = [float(p[0] @ normal) for p in planes]
+    if len(planes) > 1:
+        dz = (distances[-1] - distances[0]) / (len(planes) - 1)
     else:
         # The first of SpacingBetweenSlices and SliceThickness that holds a value, else
         # 1 mm (present but empty counts as absent, as in Pinhole's reader).
@@ -95,13 +114,12 @@ def series(folder, out_path):
     matrix[:3, 0] = row * spacing[1]
     matrix[:3, 1] = col * spacing[0]
     matrix[:3, 2] = normal * dz
-    matrix[:3, 3] = position(datasets[0])
-    volume = np.stack([apply_modality_lut(ds.pixel_array, ds).astype(np.float64)
-                       for ds in datasets])
+    matrix[:3, 3] = planes[0][0]
+    volume = np.stack([p[1] for p in planes])
     voxel_file.save(volume, out_path)
     thickness = first.get("SliceThickness")
     print(json.dumps({
-        "dims": [int(first.Columns), int(first.Rows), len(datasets)],
+        "dims": [int(first.Columns), int(first.Rows), len(planes)],
         "matrix": matrix.tolist(),
         "slice_thickness": None if thickness is None else float(thickness),
         "slice_spacing": dz,

@@ -464,15 +464,76 @@ fn dicom_jpeg_baseline_matches_pydicom_within_idct_rounding() {
 
 #[test]
 fn dicom_colour_and_multiframe_are_unsupported() {
-    for name in ["SC_rgb_rle.dcm", "rtdose_rle.dcm"] {
+    let tmp = TempDir::new().unwrap();
+    copy_into(tmp.path(), &[pydicom_test_file("SC_rgb_rle.dcm")]);
+    let err = read(tmp.path()).unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Unsupported(_)), "{err}");
+    // A 3-frame X-ray cine: frames without a position each (`register --frame N`).
+    let tmp = TempDir::new().unwrap();
+    let cine = tmp.path().join("xa.dcm");
+    python(
+        "dicom_reference.py",
+        &["xray", cine.to_str().unwrap(), "8", "6", "3"],
+    );
+    let err = read(tmp.path()).unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Unsupported(_)), "{err}");
+    assert!(err.to_string().contains("3 frames"), "{err}");
+}
+
+/// RT Dose grids (PS3.3 C.8.8.3): the 15 frames of pydicom's `rtdose*.dcm` (native,
+/// RLE, big endian) stacked by GridFrameOffsetVector and scaled by DoseGridScaling read
+/// as pydicom's frames placed and scaled by the standard's rule; the warning names the
+/// scaling and the units. The same grid with absolute z offsets reads the same.
+#[test]
+fn dicom_rt_dose_grids_match_pydicom() {
+    for name in ["rtdose.dcm", "rtdose_rle.dcm", "rtdose_expb.dcm"] {
         let tmp = TempDir::new().unwrap();
         copy_into(tmp.path(), &[pydicom_test_file(name)]);
-        let err = read(tmp.path()).unwrap_err();
+        let (series, worst) = compare_with_pydicom(tmp.path());
+        assert_eq!(worst, 0.0, "{name}: voxel values differ from pydicom");
+        assert_eq!(series.volume.grid().dims()[2], 15, "{name}");
+        assert_eq!(series.volume.grid().spacing_mm()[2], 5.0, "{name}");
+        let text = series.warnings.join("\n");
         assert!(
-            matches!(err.kind, ErrorKind::Unsupported(_)),
-            "{name}: {err}"
+            text.contains("DoseGridScaling 0.000001") && text.contains("RELATIVE, not Gy"),
+            "{name}: {text}"
         );
     }
+    let tmp = TempDir::new().unwrap();
+    let relative = read_dir_of(&pydicom_test_file("rtdose.dcm"), tmp.path(), "relative");
+    let absolute = tmp.path().join("absolute");
+    std::fs::create_dir_all(&absolute).unwrap();
+    rewrite(
+        &pydicom_test_file("rtdose.dcm"),
+        &absolute.join("rtdose.dcm"),
+        |obj| {
+            let z: Vec<String> = (0..15)
+                .map(|k| format!("{}", -761.87 + 5.0 * f64::from(k)))
+                .collect();
+            obj.put(dicom_core::DataElement::new(
+                tags::GRID_FRAME_OFFSET_VECTOR,
+                VR::DS,
+                dicom_core::PrimitiveValue::Strs(z.into()),
+            ));
+        },
+    );
+    let absolute = read(&absolute).unwrap();
+    assert!(absolute
+        .volume
+        .grid()
+        .same_geometry(relative.volume.grid(), 1e-6));
+    assert_eq!(
+        absolute.volume.to_volume::<f64>().data(),
+        relative.volume.to_volume::<f64>().data()
+    );
+}
+
+/// `file` alone in `dir/name`, read.
+fn read_dir_of(file: &Path, dir: &Path, name: &str) -> DicomSeries {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    copy_into(&folder, &[file.to_path_buf()]);
+    read(&folder).unwrap()
 }
 
 #[test]

@@ -58,6 +58,14 @@ pub(super) fn assemble(
             .map_err(|e| Error::new(dir, e))?;
         }
     }
+    if let Some(units) = &first.dose_units {
+        warnings.push(format!(
+            "RT Dose grid: values are the stored values times DoseGridScaling {} (dose in \
+             {units}{})",
+            first.slope,
+            if units == "GY" { "" } else { ", not Gy" }
+        ));
+    }
     if first.photometric == "MONOCHROME1" {
         warnings.push("MONOCHROME1: higher values display darker".into());
     }

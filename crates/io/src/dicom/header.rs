@@ -35,6 +35,8 @@ pub(super) struct SliceHeader {
     pub(super) signed: bool,
     pub(super) slope: f64,
     pub(super) intercept: f64,
+    /// An RT Dose's Dose Units when `slope` is its Dose Grid Scaling (`dose`).
+    pub(super) dose_units: Option<String>,
     /// Geometry or rescale values present but unusable (not numbers, not finite, too
     /// few): refused when the slice is used, not taken as absent. Kept here rather than
     /// failing the listing so that another series of the folder can still be read.
@@ -158,8 +160,20 @@ impl SliceHeader {
         let spacing_between_slices =
             array(tags::SPACING_BETWEEN_SLICES, "SpacingBetweenSlices", 1).map(|v| v[0]);
         let gantry_tilt = array(tags::GANTRY_DETECTOR_TILT, "GantryDetectorTilt", 1).map(|v| v[0]);
-        let slope = array(tags::RESCALE_SLOPE, "RescaleSlope", 1).map_or(1.0, |v| v[0]);
+        let mut slope = array(tags::RESCALE_SLOPE, "RescaleSlope", 1).map_or(1.0, |v| v[0]);
         let intercept = array(tags::RESCALE_INTERCEPT, "RescaleIntercept", 1).map_or(0.0, |v| v[0]);
+        let modality = text(obj, tags::MODALITY).unwrap_or_default();
+        let dose_units = match super::dose::dose_scaling(obj, &modality) {
+            Ok(Some((scaling, units))) => {
+                slope = scaling;
+                Some(units)
+            }
+            Ok(None) => None,
+            Err(problem) => {
+                invalid.push(problem);
+                None
+            }
+        };
         if let Some(p) = pixel_spacing.filter(|p| p.iter().any(|v| *v <= 0.0)) {
             invalid.push(format!(
                 "PixelSpacing {p:?} mm: pixel sizes must be positive"
@@ -169,7 +183,7 @@ impl SliceHeader {
             path,
             series_uid: text(obj, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
             description: text(obj, tags::SERIES_DESCRIPTION).unwrap_or_default(),
-            modality: text(obj, tags::MODALITY).unwrap_or_default(),
+            modality,
             transfer_syntax: obj.meta().transfer_syntax().to_string(),
             rows,
             columns,
@@ -188,6 +202,7 @@ impl SliceHeader {
             signed: int(obj, tags::PIXEL_REPRESENTATION) == Some(1),
             slope,
             intercept,
+            dose_units,
             invalid,
         })
     }

@@ -213,7 +213,8 @@ struct ScanDecoder {
     limit: u32,
     thresholds: [i64; 3],
     reset: i64,
-    /// Q(gradient) for gradients −MAXVAL..=MAXVAL (index gradient + MAXVAL).
+    /// Q(gradient) for gradients −MAXVAL..=MAXVAL (index gradient + MAXVAL); empty for
+    /// images smaller than the table (`quantize` then).
     quantization: Vec<i8>,
     /// A, B, C, N of the 365 regular contexts and the two run-interruption contexts.
     a: [i64; REGULAR_CONTEXTS + 2],
@@ -323,9 +324,12 @@ impl ScanDecoder {
             nn: [0; 2],
             run_index: 0,
         };
-        decoder.quantization = (-max_value..=max_value)
-            .map(|g| decoder.quantize(g) as i8)
-            .collect();
+        // The table pays off once the image has more samples than it has entries.
+        if 2 * max_value < (h.rows * h.columns) as i64 {
+            decoder.quantization = (-max_value..=max_value)
+                .map(|g| decoder.quantize(g) as i8)
+                .collect();
+        }
         Ok(decoder)
     }
 
@@ -371,6 +375,9 @@ impl ScanDecoder {
     /// The quantised gradient from the table (gradients of reconstructed samples lie in
     /// ±MAXVAL).
     fn quantized(&self, gradient: i64) -> i64 {
+        if self.quantization.is_empty() {
+            return self.quantize(gradient);
+        }
         let index = (gradient + self.max_value) as usize;
         i64::from(self.quantization.get(index).copied().unwrap_or(0))
     }

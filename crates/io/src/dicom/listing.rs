@@ -49,8 +49,13 @@ pub(super) fn read_headers(dir: &Path) -> Result<Vec<SliceHeader>> {
             .map_err(|m| Error::new(&path, ErrorKind::InvalidHeader(m)))?;
         // A Segmentation's frames are masks, not slices of an image: it stays one entry
         // (read as label input by `seg_input`), never outnumbering the CT beside it.
-        if header.frames.is_some_and(|n| n > 1) && is_enhanced(&obj) && !is_segmentation(&obj) {
+        let multi_frame = header.frames.is_some_and(|n| n > 1);
+        if multi_frame && is_enhanced(&obj) && !is_segmentation(&obj) {
             let frames = expand_frames(&header, &obj)
+                .map_err(|m| Error::new(&path, ErrorKind::InvalidHeader(m)))?;
+            headers.extend(frames);
+        } else if multi_frame && super::dose::is_dose_grid(&obj) {
+            let frames = super::dose::expand_dose_frames(&header, &obj)
                 .map_err(|m| Error::new(&path, ErrorKind::InvalidHeader(m)))?;
             headers.extend(frames);
         } else {

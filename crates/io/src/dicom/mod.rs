@@ -31,6 +31,9 @@
 //! series), colour images, and transfer syntaxes this build cannot decode (JPIP,
 //! MPEG / HEVC video, colour JPEG-LS).
 //!
+//! RT Dose grids (multi-frame, stacked by Grid Frame Offset Vector) are read through
+//! `dose.rs`: their frames become slices, their values are scaled by Dose Grid Scaling.
+//!
 //! JPEG-LS (lossless and near-lossless, one greyscale component) is decoded by
 //! [`jpegls`], written from ITU-T T.87, not by dicom-rs.
 //!
@@ -70,6 +73,7 @@ use crate::image::AnyVolume;
 mod assemble;
 pub mod deidentify;
 pub mod derived;
+mod dose;
 mod enhanced;
 mod frames;
 mod geometry;
@@ -230,8 +234,14 @@ pub fn decode_file_bytes(bytes: &[u8]) -> std::result::Result<(), String> {
     let obj = parse(bytes, false)?;
     let header = SliceHeader::from_object(PathBuf::new(), &obj)?;
     check_transfer_syntax(&header.transfer_syntax).map_err(|k| k.to_string())?;
-    if header.frames.is_some_and(|n| n > 1) && enhanced::is_enhanced(&obj) {
-        for frame in enhanced::expand_frames(&header, &obj)? {
+    let multi_frame = header.frames.is_some_and(|n| n > 1);
+    if multi_frame && (enhanced::is_enhanced(&obj) || dose::is_dose_grid(&obj)) {
+        let frames = if enhanced::is_enhanced(&obj) {
+            enhanced::expand_frames(&header, &obj)?
+        } else {
+            dose::expand_dose_frames(&header, &obj)?
+        };
+        for frame in frames {
             pixels::check_header(&frame).map_err(|k| k.to_string())?;
             pixels::decode_frame(&obj, &frame, frame.frame.unwrap_or(0))?;
         }
