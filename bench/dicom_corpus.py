@@ -9,7 +9,7 @@ Every `.dcm` file bundled with pydicom (`pydicom.data.get_testdata_files`) is cl
 by pydicom first: an image object (PixelData) whose pixels pydicom's handlers decode, an
 image object pydicom cannot decode, or a non-image object (SR, RT plan, waveform ...).
 Each file is then given to Pinhole alone in a folder (`pinhole convert DIR out.nii.gz`,
-the series reader); where Pinhole reads it, its voxels (through nibabel) are compared
+the series reader; a Segmentation as its file, the label-input reader); where Pinhole reads it, its voxels (through nibabel) are compared
 with pydicom's `apply_modality_lut` of every frame (grey images; Pinhole reads colour
 and single-frame-per-file stacks only as the series reader allows). Prints a Markdown
 table per file and a summary. Nothing is written outside a temporary folder.
@@ -47,6 +47,13 @@ def pydicom_view(path):
     view = {"kind": "image", "samples": samples, "frames": frames,
             "photometric": str(ds.get("PhotometricInterpretation", "")),
             "transfer_syntax": str(ds.file_meta.get("TransferSyntaxUID", "")) if "file_meta" in ds else ""}
+    if str(ds.get("SOPClassUID", "")) == SEGMENTATION:
+        # One segment per frame here: the label map is the mask times its segment number.
+        numbers = [int(item.ReferencedSegmentNumber) for item in
+                   (f.SegmentIdentificationSequence[0] for f in ds.PerFrameFunctionalGroupsSequence)]
+        masks = pixels if frames > 1 else pixels[None]
+        view["values"] = np.stack([m * n for m, n in zip(masks, numbers)]).astype(np.float64)
+        return view
     if samples == 1:
         values = apply_modality_lut(pixels, ds).astype(np.float64)
         if ds.get("Modality") == "RTDOSE" and "DoseGridScaling" in ds and "RescaleSlope" not in ds:
@@ -57,6 +64,9 @@ def pydicom_view(path):
     return view
 
 
+SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
 def pinhole_read(pinhole, path, tmp):
     folder = Path(tmp) / "in"
     shutil.rmtree(folder, ignore_errors=True)
@@ -65,7 +75,12 @@ def pinhole_read(pinhole, path, tmp):
     out = Path(tmp) / "out.nii.gz"
     if out.exists():
         out.unlink()
-    run = subprocess.run([pinhole, "convert", str(folder), str(out)],
+    # A Segmentation is label input, read from its file (`seg_input`), not as a series.
+    import pydicom
+    segmentation = str(pydicom.dcmread(path, force=True, stop_before_pixels=True)
+                       .get("SOPClassUID", "")) == SEGMENTATION
+    source = folder / Path(path).name if segmentation else folder
+    run = subprocess.run([pinhole, "convert", str(source), str(out)],
                          capture_output=True, text=True)
     if run.returncode != 0:
         line = next((l for l in run.stderr.splitlines() if l.startswith("error")), run.stderr.strip())

@@ -521,6 +521,34 @@ fn dicom_find_pull_plan_and_push_results_back_to_orthanc() {
     let files = std::fs::read_dir(&folder).unwrap().count();
     assert_eq!(files, 20);
 
+    // The same series by C-GET: back on the query's association, no listener.
+    let got = dir.path().join("got");
+    let out = super::pinhole_ok(&[
+        "dicom",
+        "pull",
+        "--get",
+        "--from",
+        &from,
+        "--series-uid",
+        series,
+        "--store",
+        got.to_str().unwrap(),
+        "--ae-title",
+        "PINHOLE_Q",
+    ]);
+    assert!(out.contains("C-GET of series"), "{out}");
+    assert!(out.contains("20 completed, 0 failed, 0 warning"), "{out}");
+    let got_folder = got.join(row[0]).join(series);
+    assert_eq!(std::fs::read_dir(&got_folder).unwrap().count(), 20);
+    for entry in std::fs::read_dir(&folder).unwrap() {
+        let moved = entry.unwrap().path();
+        let by_get = got_folder.join(moved.file_name().unwrap());
+        assert_eq!(
+            std::fs::read(&moved).unwrap(),
+            std::fs::read(&by_get).unwrap()
+        );
+    }
+
     // Plan on the pulled series, results as DICOM, pushed back to Orthanc.
     let results = super::dicom_export::plan_and_export(&folder, dir.path());
     let pushed = super::pinhole_ok(&[

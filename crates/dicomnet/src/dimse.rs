@@ -26,6 +26,10 @@ pub const C_FIND_RSP: u16 = 0x8020;
 pub const C_MOVE_RQ: u16 = 0x0021;
 /// Command Field of a C-MOVE-RSP.
 pub const C_MOVE_RSP: u16 = 0x8021;
+/// Command Field of a C-GET-RQ.
+pub const C_GET_RQ: u16 = 0x0010;
+/// Command Field of a C-GET-RSP.
+pub const C_GET_RSP: u16 = 0x8010;
 /// Command Field of a C-CANCEL-RQ.
 pub const C_CANCEL_RQ: u16 = 0x0FFF;
 /// Command Data Set Type meaning "no data set follows".
@@ -293,6 +297,12 @@ pub fn move_request(
         dicom_value!(Str, destination),
     ));
     encode(elements)
+}
+
+/// The C-GET-RQ command set on `sop_class_uid` (priority medium; the identifier
+/// follows; the matches come back as C-STORE-RQs on the same association).
+pub fn get_request(message_id: u16, sop_class_uid: &str) -> Result<Vec<u8>, String> {
+    encode(request_with_data_set(C_GET_RQ, message_id, sop_class_uid).into())
 }
 
 /// The C-CANCEL-RQ command set for the C-FIND / C-MOVE request `message_id`.

@@ -61,7 +61,11 @@
 //!   listener's folder layout (parts split while they stream, each checked and written
 //!   as a received instance), STOW-RS storage of Part-10 files with a report per file.
 //!
-//! Not done: C-GET, storage commitment, transcoding, TLS for DIMSE.
+//! * **C-GET** ([`get_series`]): the series back on the query's association, this node
+//!   in the SCP role of the series' SOP classes, each instance stored as the listener
+//!   stores one.
+//!
+//! Not done: storage commitment, transcoding, TLS for DIMSE.
 
 mod association;
 pub mod config;
@@ -86,5 +90,5 @@ pub use push::{
     echo, push_files, Destination, FileReport, Outcome, PushConfig, PushError, PushEvent,
     PushReport,
 };
-pub use query::{find, move_series, Level, Match, MoveReport, QueryConfig, QueryError};
+pub use query::{find, get_series, move_series, Level, Match, MoveReport, QueryConfig, QueryError};
 pub use web::{RetrieveReport, StoreReport, WebConfig, WebError};

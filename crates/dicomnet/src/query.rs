@@ -26,6 +26,7 @@ use dicom_transfer_syntax_registry::entries::{
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
 };
 use dicom_transfer_syntax_registry::TransferSyntax;
+use dicom_ul::pdu::PresentationContextResultReason;
 use dicom_ul::ClientAssociation;
 use serde::Serialize;
 
@@ -33,7 +34,7 @@ use crate::config::{check_ae_title, DEFAULT_MAX_PDU_BYTES};
 use crate::dataset::scan;
 use crate::dimse::{self, status_class, StatusClass};
 use crate::push::DEFAULT_TIMEOUT;
-use crate::scu::{send_bytes, trim_uid, EstablishError, Failed, Inbox, Peer};
+use crate::scu::{send_bytes, trim_uid, Arrival, EstablishError, Failed, Inbox, Peer};
 use crate::store::check_uid;
 
 /// An attribute tag (group, element).
@@ -227,6 +228,8 @@ pub fn keyword(tag: Tag) -> String {
 /// The result of [`move_series`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MoveReport {
+    /// "C-MOVE", or "C-GET" ([`get_series`]: the series comes back on the association).
+    pub operation: &'static str,
     /// `CALLED@host:port`.
     pub peer: String,
     /// Where the peer was asked to send the series.
@@ -251,6 +254,10 @@ pub struct MoveReport {
     pub failed_sop_instances: Vec<String>,
     /// From connecting to the final response.
     pub seconds: f64,
+    /// C-GET: the instances written here (C-STORE sub-operations answered with success).
+    pub stored: usize,
+    /// C-GET: the C-STORE sub-operations refused here, each with why.
+    pub refused: Vec<String>,
 }
 
 impl MoveReport {
@@ -262,7 +269,8 @@ impl MoveReport {
     /// One line: counts, status, time.
     pub fn summary(&self) -> String {
         format!(
-            "C-MOVE of series {} from {} to {}: {} completed, {} failed, {} warning; status 0x{:04X} ({}) in {:.2} s",
+            "{} of series {} from {} to {}: {} completed, {} failed, {} warning; status 0x{:04X} ({}) in {:.2} s",
+            self.operation,
             self.series_uid,
             self.peer,
             self.destination_ae,
@@ -388,7 +396,7 @@ pub fn find(
     } else {
         "Study Root Query/Retrieve Information Model - FIND"
     };
-    let mut session = Session::open(config, model, model_name, "C-FIND")?;
+    let mut session = Session::open(config, model, model_name, "C-FIND", None)?;
     let limit = config.max_matches;
     let outcome = session.exchange(
         dimse::find_request(MESSAGE_ID, model),
@@ -465,8 +473,10 @@ pub fn move_series(
         model,
         "Study Root Query/Retrieve Information Model - MOVE",
         "C-MOVE",
+        None,
     )?;
     let mut report = MoveReport {
+        operation: "C-MOVE",
         peer: config.peer(),
         destination_ae: destination_ae.to_string(),
         study_uid: study_uid.to_string(),
@@ -480,6 +490,8 @@ pub fn move_series(
         pending_responses: 0,
         failed_sop_instances: Vec::new(),
         seconds: 0.0,
+        stored: 0,
+        refused: Vec::new(),
     };
     let outcome = session.exchange(
         dimse::move_request(MESSAGE_ID, model, destination_ae),
@@ -521,6 +533,188 @@ pub fn move_series(
                 StatusClass::Success | StatusClass::Warning => Ok(()),
                 _ => Err(session.final_status(response, true, Some(report.clone()))),
             };
+        },
+    );
+    session.close(outcome)?;
+    Ok(report)
+}
+
+/// Presentation contexts one association may carry (their IDs are the odd numbers
+/// 1–255).
+const MAX_PRESENTATION_CONTEXTS: usize = 128;
+
+/// The SOP classes of a series' instances by an image-level C-FIND; every storage SOP
+/// class this node receives when that finds none or fails (a peer without image-level
+/// queries).
+fn series_sop_classes(config: &QueryConfig, study_uid: &str, series_uid: &str) -> Vec<String> {
+    let keys = [
+        (tags::STUDY_INSTANCE_UID, study_uid.to_string()),
+        (tags::SERIES_INSTANCE_UID, series_uid.to_string()),
+    ];
+    let mut classes: Vec<String> = find(config, Level::Image, &keys, &[tags::SOP_CLASS_UID])
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| m.get(tags::SOP_CLASS_UID).map(|c| trim_uid(c).to_string()))
+        .filter(|c| check_uid("SOP Class UID", c).is_ok())
+        .collect();
+    classes.sort();
+    classes.dedup();
+    if classes.is_empty() {
+        classes = crate::sop::STORAGE_SOP_CLASSES
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+    }
+    classes
+}
+
+/// Most C-STORE sub-operations one C-GET may bring (a bound on the loop, far above any
+/// series).
+const MAX_GET_SUB_OPERATIONS: usize = 100_000;
+
+/// Retrieves one series with a Study Root C-GET: the peer sends its instances back on
+/// the same association (this node in the SCP role of every storage SOP class it
+/// receives), each checked and written as the listener writes a received instance
+/// ([`crate::store::store_instance`]: `store_dir/<study>/<series>/<instance>.dcm`,
+/// atomically) and answered; `on_instance` hears of each file written. No listener, no
+/// connection back: what a PACS behind a firewall, or one that does not know this node's
+/// address, needs.
+///
+/// The report counts the peer's sub-operations and, in `stored` / `refused`, what was
+/// written here. Errors: as [`move_series`].
+pub fn get_series(
+    config: &QueryConfig,
+    study_uid: &str,
+    series_uid: &str,
+    store_dir: &std::path::Path,
+    max_instance_bytes: usize,
+    on_instance: &mut dyn FnMut(&crate::store::Stored),
+) -> Result<MoveReport, QueryError> {
+    config.validate()?;
+    let bad = |field: &'static str, message: String| QueryError::Config { field, message };
+    check_uid("Study Instance UID", study_uid).map_err(|m| bad("study_uid", m))?;
+    check_uid("Series Instance UID", series_uid).map_err(|m| bad("series_uid", m))?;
+    let elements = vec![
+        text_element(tags::QUERY_RETRIEVE_LEVEL, VR::CS, Level::Series.keyword()),
+        text_element(tags::STUDY_INSTANCE_UID, VR::UI, study_uid),
+        text_element(tags::SERIES_INSTANCE_UID, VR::UI, series_uid),
+    ];
+    let started = Instant::now();
+    let classes = series_sop_classes(config, study_uid, series_uid);
+    let model = uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET;
+    let mut session = Session::open(
+        config,
+        model,
+        "Study Root Query/Retrieve Information Model - GET",
+        "C-GET",
+        Some(&classes),
+    )?;
+    let mut report = MoveReport {
+        operation: "C-GET",
+        peer: config.peer(),
+        destination_ae: config.calling_ae.clone(),
+        study_uid: study_uid.to_string(),
+        series_uid: series_uid.to_string(),
+        status: 0,
+        status_text: String::new(),
+        comment: None,
+        completed: 0,
+        failed: 0,
+        warning: 0,
+        pending_responses: 0,
+        failed_sop_instances: Vec::new(),
+        seconds: 0.0,
+        stored: 0,
+        refused: Vec::new(),
+    };
+    let outcome = session.exchange(
+        dimse::get_request(MESSAGE_ID, model),
+        &elements,
+        |session| {
+            let mut sub_operations = 0;
+            loop {
+                match session.receive_any(dimse::C_GET_RSP, max_instance_bytes)? {
+                    Arrival::Store {
+                        context_id,
+                        command,
+                        data,
+                    } => {
+                        sub_operations += 1;
+                        if sub_operations > MAX_GET_SUB_OPERATIONS {
+                            return Err(Stop::wire(format!(
+                                "more than {MAX_GET_SUB_OPERATIONS} C-STORE sub-operations"
+                            )));
+                        }
+                        let (status, comment) = session.store(
+                            context_id,
+                            &command,
+                            &data,
+                            store_dir,
+                            [&config.called_ae, &config.calling_ae],
+                        );
+                        match (&status, comment) {
+                            (Ok(stored), _) => {
+                                report.stored += 1;
+                                on_instance(stored);
+                            }
+                            (Err(_), Some(why)) => report.refused.push(why),
+                            (Err(_), None) => {}
+                        }
+                        let code = status
+                            .as_ref()
+                            .map_or_else(|s| *s, |_| dimse::status::SUCCESS);
+                        let comment = report
+                            .refused
+                            .last()
+                            .filter(|_| code != 0)
+                            .map(String::as_str);
+                        let answer =
+                            dimse::store_response(&command, code, comment).map_err(Stop::wire)?;
+                        send_bytes(session.live()?, context_id, true, &answer)?;
+                    }
+                    Arrival::Response(message) => {
+                        let response = &message.response;
+                        let counts = response.sub_operations;
+                        report.completed = counts.completed.unwrap_or(report.completed);
+                        report.failed = counts.failed.unwrap_or(report.failed);
+                        report.warning = counts.warning.unwrap_or(report.warning);
+                        let class = status_class(response.status);
+                        if class == StatusClass::Pending {
+                            report.pending_responses += 1;
+                            if report.pending_responses > MAX_MOVE_RESPONSES {
+                                return Err(Stop::wire(format!(
+                                    "more than {MAX_MOVE_RESPONSES} pending C-GET responses"
+                                )));
+                            }
+                            continue;
+                        }
+                        if let Some(identifier) = &message.data_set {
+                            let scanned = scan(
+                                identifier,
+                                &session.ts,
+                                &[tags::FAILED_SOP_INSTANCE_UID_LIST],
+                            )
+                            .map_err(|e| {
+                                Stop::wire(format!("malformed C-GET-RSP identifier: {e}"))
+                            })?;
+                            report.failed_sop_instances = scanned
+                                .text(tags::FAILED_SOP_INSTANCE_UID_LIST)
+                                .map(|list| {
+                                    list.split('\\').map(|u| trim_uid(u).to_string()).collect()
+                                })
+                                .unwrap_or_default();
+                        }
+                        report.status = response.status;
+                        report.status_text = query_status_text(response.status, true).to_string();
+                        report.comment = response.error_comment.clone();
+                        report.seconds = started.elapsed().as_secs_f64();
+                        return match class {
+                            StatusClass::Success | StatusClass::Warning => Ok(()),
+                            _ => Err(session.final_status(response, true, Some(report.clone()))),
+                        };
+                    }
+                }
+            }
         },
     );
     session.close(outcome)?;
@@ -673,24 +867,49 @@ struct Session {
     inbox: Inbox,
     peer: String,
     operation: &'static str,
+    /// Accepted storage contexts (C-GET: the peer's C-STOREs come on them): id and
+    /// transfer syntax.
+    storage: Vec<(u8, String)>,
 }
 
 impl Session {
-    /// Associates proposing `model` in Explicit and Implicit VR Little Endian.
+    /// Associates proposing `model` in Explicit and Implicit VR Little Endian; with
+    /// `storage_classes` (a C-GET) also those storage SOP classes with this node in the
+    /// SCP role (SCU/SCP Role Selection), in the listener's transfer syntaxes: one
+    /// presentation context per class and transfer syntax while that fits the 128
+    /// contexts of an association (so the peer can send each instance as stored; Orthanc
+    /// 1.10 cannot transcode on a C-GET), else one per class.
     fn open(
         config: &QueryConfig,
         model: &'static str,
         model_name: &'static str,
         operation: &'static str,
+        storage_classes: Option<&[String]>,
     ) -> Result<Self, QueryError> {
         let peer = config.peer();
-        let options = config.scu().options().with_presentation_context(
+        let mut options = config.scu().options().with_presentation_context(
             model,
             vec![
                 uids::EXPLICIT_VR_LITTLE_ENDIAN,
                 uids::IMPLICIT_VR_LITTLE_ENDIAN,
             ],
         );
+        if let Some(classes) = storage_classes {
+            let syntaxes = crate::sop::accepted_transfer_syntaxes();
+            // The model's own context is one of the 128.
+            let one_per_syntax = classes.len() * syntaxes.len() < MAX_PRESENTATION_CONTEXTS;
+            for class in classes {
+                let class = class.as_str();
+                if one_per_syntax {
+                    for ts in &syntaxes {
+                        options = options.with_presentation_context(class, vec![*ts]);
+                    }
+                } else {
+                    options = options.with_presentation_context(class, syntaxes.clone());
+                }
+                options = options.with_role_selection(class, false, true);
+            }
+        }
         let association = config.scu().establish(options).map_err(|e| match e {
             EstablishError::Rejected(reason) => QueryError::Rejected {
                 peer: peer.clone(),
@@ -710,8 +929,16 @@ impl Session {
         };
         let accepted = association
             .presentation_contexts()
-            .first()
+            .iter()
+            .find(|pc| trim_uid(&pc.abstract_syntax) == model)
             .map(|pc| (pc.id, trim_uid(&pc.transfer_syntax).to_string()));
+        let storage = association
+            .presentation_contexts()
+            .iter()
+            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+            .filter(|pc| trim_uid(&pc.abstract_syntax) != model)
+            .map(|pc| (pc.id, trim_uid(&pc.transfer_syntax).to_string()))
+            .collect();
         let ts = match accepted.as_ref().map(|(_, ts)| ts.as_str()) {
             Some(uids::EXPLICIT_VR_LITTLE_ENDIAN) => Some(EXPLICIT_VR_LITTLE_ENDIAN.erased()),
             Some(uids::IMPLICIT_VR_LITTLE_ENDIAN) => Some(IMPLICIT_VR_LITTLE_ENDIAN.erased()),
@@ -734,6 +961,7 @@ impl Session {
             inbox: Inbox::default(),
             peer,
             operation,
+            storage,
         })
     }
 
@@ -776,6 +1004,62 @@ impl Session {
             MESSAGE_ID,
             Some(MAX_IDENTIFIER_BYTES),
         )?)
+    }
+
+    /// The next message of a C-GET: the response `field` to the request, or a C-STORE-RQ
+    /// with its data set (at most `max_instance_bytes`) on a storage context.
+    fn receive_any(&mut self, field: u16, max_instance_bytes: usize) -> Result<Arrival, Stop> {
+        let context_id = self.context_id;
+        let association = self
+            .association
+            .as_mut()
+            .ok_or_else(|| Stop::wire("no association".into()))?;
+        Ok(self.inbox.receive_any(
+            association,
+            context_id,
+            field,
+            MESSAGE_ID,
+            MAX_IDENTIFIER_BYTES,
+            max_instance_bytes,
+        )?)
+    }
+
+    /// Writes a C-STORE sub-operation's instance: the stored file, or the status to
+    /// answer with and why.
+    fn store(
+        &self,
+        context_id: u8,
+        command: &dimse::Command,
+        data: &[u8],
+        store_dir: &std::path::Path,
+        [peer_ae, own_ae]: [&str; 2],
+    ) -> (Result<crate::store::Stored, u16>, Option<String>) {
+        let Some((_, ts)) = self.storage.iter().find(|(id, _)| *id == context_id) else {
+            return (
+                Err(dimse::status::CANNOT_UNDERSTAND),
+                Some(format!(
+                    "C-STORE on presentation context {context_id}, not a storage one"
+                )),
+            );
+        };
+        let incoming = crate::store::Incoming {
+            sop_class_uid: command
+                .affected_sop_class_uid
+                .as_deref()
+                .unwrap_or_default(),
+            sop_instance_uid: command
+                .affected_sop_instance_uid
+                .as_deref()
+                .unwrap_or_default(),
+            transfer_syntax: ts,
+            // The C-STORE sub-operations' sender is the peer; this node receives them.
+            calling_ae: peer_ae,
+            called_ae: own_ae,
+        };
+        match crate::store::store_instance(store_dir, &incoming, data) {
+            Ok(stored) => (Ok(stored), None),
+            Err(refusal) => (Err(refusal.status), Some(refusal.message)),
+        }
     }
 
     /// Sends a C-CANCEL and reads the responses still coming up to the final one

@@ -223,6 +223,18 @@ pub(crate) struct Message {
     pub data_set: Option<Vec<u8>>,
 }
 
+/// What arrives on a C-GET association.
+pub(crate) enum Arrival {
+    /// The response to the request (pending or final), with its identifier.
+    Response(Message),
+    /// A C-STORE-RQ sub-operation and its data set, on a storage context.
+    Store {
+        context_id: u8,
+        command: dimse::Command,
+        data: Vec<u8>,
+    },
+}
+
 /// PDVs received and not yet read: a P-DATA-TF PDU may carry the end of one message
 /// part and the start of the next.
 #[derive(Default)]
@@ -305,6 +317,65 @@ impl Inbox {
         Ok(Message { response, data_set })
     }
 
+    /// The next message of a C-GET: a response command set `field` to `message_id` on
+    /// `context_id` (its identifier, if any, at most `max_identifier_bytes`), or a
+    /// C-STORE-RQ on another context with its data set (at most `max_data_bytes`).
+    pub fn receive_any(
+        &mut self,
+        association: &mut ClientAssociation<TcpStream>,
+        context_id: u8,
+        field: u16,
+        message_id: u16,
+        max_identifier_bytes: usize,
+        max_data_bytes: usize,
+    ) -> Result<Arrival, Failed> {
+        let (on, command) = self.part_on(
+            association,
+            None,
+            PDataValueType::Command,
+            dimse::MAX_COMMAND_BYTES,
+        )?;
+        if on == context_id {
+            let response = dimse::parse_response(&command).map_err(|e| wire(e, true))?;
+            if response.field != field || response.message_id_being_responded_to != message_id {
+                return Err(wire(
+                    format!(
+                        "expected command 0x{field:04X} answering message {message_id}, got 0x{:04X} answering {}",
+                        response.field, response.message_id_being_responded_to
+                    ),
+                    true,
+                ));
+            }
+            let data_set = if response.has_data_set {
+                Some(self.part(
+                    association,
+                    context_id,
+                    PDataValueType::Data,
+                    max_identifier_bytes,
+                )?)
+            } else {
+                None
+            };
+            return Ok(Arrival::Response(Message { response, data_set }));
+        }
+        let request = dimse::parse_command(&command).map_err(|e| wire(e, true))?;
+        if request.field != dimse::C_STORE_RQ || !request.has_data_set {
+            return Err(wire(
+                format!(
+                    "expected a C-STORE-RQ with a data set on presentation context {on}, got command 0x{:04X}",
+                    request.field
+                ),
+                true,
+            ));
+        }
+        let data = self.part(association, on, PDataValueType::Data, max_data_bytes)?;
+        Ok(Arrival::Store {
+            context_id: on,
+            command: request,
+            data,
+        })
+    }
+
     /// The fragments of one command set or data set, up to the one marked last.
     fn part(
         &mut self,
@@ -313,6 +384,19 @@ impl Inbox {
         kind: PDataValueType,
         max_bytes: usize,
     ) -> Result<Vec<u8>, Failed> {
+        self.part_on(association, Some(context_id), kind, max_bytes)
+            .map(|(_, bytes)| bytes)
+    }
+
+    /// As [`Inbox::part`]; with `None` on the context of its first fragment (returned).
+    fn part_on(
+        &mut self,
+        association: &mut ClientAssociation<TcpStream>,
+        context_id: Option<u8>,
+        kind: PDataValueType,
+        max_bytes: usize,
+    ) -> Result<(u8, Vec<u8>), Failed> {
+        let mut context_id = context_id;
         let what = match kind {
             PDataValueType::Command => "command set",
             PDataValueType::Data => "data set",
@@ -334,10 +418,11 @@ impl Inbox {
                     true,
                 ));
             }
-            if pdv.presentation_context_id != context_id {
+            let expected = *context_id.get_or_insert(pdv.presentation_context_id);
+            if pdv.presentation_context_id != expected {
                 return Err(wire(
                     format!(
-                        "the response came on presentation context {}, the request on {context_id}",
+                        "a message came on presentation context {}, expected {expected}",
                         pdv.presentation_context_id
                     ),
                     true,
@@ -351,7 +436,7 @@ impl Inbox {
             }
             bytes.extend_from_slice(&pdv.data);
             if pdv.is_last {
-                return Ok(bytes);
+                return Ok((expected, bytes));
             }
         }
     }

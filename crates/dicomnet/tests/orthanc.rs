@@ -99,6 +99,11 @@ impl Orthanc {
         panic!("Orthanc did not start: {last}");
     }
 
+    /// Orthanc's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("orthanc.log")).unwrap_or_default()
+    }
+
     pub fn http(&self) -> String {
         self.http_port.to_string()
     }

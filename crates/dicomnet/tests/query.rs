@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dicom_dictionary_std::tags;
 use dicom_object::open_file;
-use pinhole_dicomnet::{find, move_series, Event, Level, QueryConfig, QueryError};
+use pinhole_dicomnet::{find, get_series, move_series, Event, Level, QueryConfig, QueryError};
 
 use crate::common::*;
 use crate::orthanc::{orthanc_peer, Orthanc};
@@ -193,6 +193,86 @@ fn orthanc_answers_c_find_and_moves_the_ct_series_to_the_listener() {
     h.shutdown();
     assert_eq!(h.stored().len(), 20, "nothing more arrived");
     assert_no_temporary_files(Path::new(&h.store));
+}
+
+/// C-GET from Orthanc: the series comes back on the query's own association (no
+/// listener: Orthanc never connects back), 20 sub-operations, every instance written in
+/// the listener's layout with its source's pixel data bytes; a series Orthanc does not
+/// hold brings nothing.
+#[test]
+fn orthanc_sends_the_ct_series_back_on_a_c_get() {
+    // A modality port nobody listens on: C-GET must not need it.
+    let orthanc = Orthanc::start(AE, 1);
+    let files = ct_files();
+    let http = orthanc.http();
+    let mut upload = vec!["upload", http.as_str(), "--fill-blank-uids"];
+    upload.extend(files.iter().map(|f| f.to_str().unwrap()));
+    let (code, json) = orthanc_peer(&upload);
+    assert_eq!(code, 0, "{json}");
+    let (_, json) = orthanc_peer(&["studies", &http]);
+    let study_uid = json["studies"][0]["study_uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let series_uid = json["studies"][0]["series"][0]["series_uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let config = config(&orthanc);
+    let store = tempfile::tempdir().unwrap();
+    let mut written = Vec::new();
+    let report = get_series(
+        &config,
+        &study_uid,
+        &series_uid,
+        store.path(),
+        1 << 30,
+        &mut |s| written.push(s.path.clone()),
+    );
+    let report = report.unwrap_or_else(|e| panic!("{e:?}\n{}", orthanc.log()));
+    assert_eq!(report.operation, "C-GET");
+    assert_eq!(
+        (
+            report.completed,
+            report.failed,
+            report.warning,
+            report.stored
+        ),
+        (20, 0, 0, 20),
+        "{report:?}"
+    );
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert!(report.all_completed(), "{}", report.summary());
+    let folder = store.path().join(&study_uid).join(&series_uid);
+    assert_eq!(written.len(), 20);
+    assert!(written.iter().all(|p| p.parent() == Some(folder.as_path())));
+    for file in &files {
+        let source = open_file(file).unwrap();
+        let sop = meta_instance(&source);
+        let stored = open_file(folder.join(format!("{sop}.dcm"))).unwrap();
+        assert_eq!(text(&stored, tags::SERIES_INSTANCE_UID), series_uid);
+        assert!(pixel_data(&stored) == pixel_data(&source), "{sop}");
+    }
+    assert_no_temporary_files(store.path());
+
+    // A series Orthanc does not hold: nothing written; Orthanc 1.10 answers 0xC000.
+    match get_series(
+        &config,
+        &study_uid,
+        "1.2.3.4",
+        store.path(),
+        1 << 30,
+        &mut |_| {},
+    ) {
+        Ok(report) => assert_eq!((report.completed, report.stored), (0, 0), "{report:?}"),
+        Err(QueryError::Status {
+            operation: "C-GET",
+            report: Some(report),
+            ..
+        }) => assert_eq!((report.completed, report.stored), (0, 0), "{report:?}"),
+        Err(other) => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 20);
 }
 
 /// pynetdicom as the Query/Retrieve SCP (`dicom_net_peer.py qr`), killed when dropped.

@@ -90,6 +90,12 @@ pub struct PullArgs {
     /// destination and the listener's title.
     #[arg(long, default_value = "PINHOLE", value_parser = ae_title)]
     ae_title: String,
+    /// Retrieve with C-GET instead of C-MOVE: the PACS sends the series back on the
+    /// query's own association (no listener, nothing connects back; for a PACS that
+    /// cannot reach this host or does not know its address). --port, --bind and --allow
+    /// then do not apply.
+    #[arg(long)]
+    get: bool,
     /// TCP port the listener receives the series on.
     #[arg(long, default_value_t = 11112)]
     port: u16,
@@ -259,6 +265,9 @@ pub fn pull(args: &PullArgs) -> anyhow::Result<()> {
     args.web.check_unused(&args.from)?;
     let config = query_config(from, &args.ae_title, args.timeout_s)?;
     eprintln!("Pinhole DICOM pull (NOT FOR CLINICAL USE)");
+    if args.get {
+        return pull_get(args, &config);
+    }
     let study_uid = match &args.study_uid {
         Some(uid) => {
             pinhole_dicomnet::store::check_uid("--study-uid", uid).map_err(anyhow::Error::msg)?;
@@ -411,6 +420,93 @@ pub fn pull(args: &PullArgs) -> anyhow::Result<()> {
             args.series_uid,
             args.store.display(),
             config.timeout.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// `pull --get`: C-GET, the instances written as they come on the association.
+fn pull_get(args: &PullArgs, config: &QueryConfig) -> anyhow::Result<()> {
+    let study_uid = match &args.study_uid {
+        Some(uid) => {
+            pinhole_dicomnet::store::check_uid("--study-uid", uid).map_err(anyhow::Error::msg)?;
+            uid.clone()
+        }
+        None => study_of(config, &args.series_uid)?,
+    };
+    eprintln!(
+        "  C-GET of series {} (study {study_uid}) from {} into {}",
+        args.series_uid,
+        args.from,
+        args.store.display()
+    );
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos} instance(s) received ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut folder = None;
+    let outcome = pinhole_dicomnet::get_series(
+        config,
+        &study_uid,
+        &args.series_uid,
+        &args.store,
+        pinhole_dicomnet::config::DEFAULT_MAX_INSTANCE_BYTES as usize,
+        &mut |stored| {
+            folder = Some(stored.folder.clone());
+            bar.inc(1);
+        },
+    );
+    bar.finish_and_clear();
+    let (report, failure) = match outcome {
+        Ok(report) => (report, None),
+        Err(QueryError::Status {
+            report: Some(report),
+            status,
+            status_text,
+            comment,
+            ..
+        }) => {
+            let comment = comment.map(|c| format!(": {c}")).unwrap_or_default();
+            (
+                *report,
+                Some(format!(
+                    "C-GET answered with status 0x{status:04X} ({status_text}){comment}"
+                )),
+            )
+        }
+        Err(e) => return Err(with_hint(e, &args.ae_title)),
+    };
+    for refused in &report.refused {
+        eprintln!("warning: refused here: {refused}");
+    }
+    let complete = folder.map(|f| (f, report.stored));
+    if args.json {
+        let out = serde_json::json!({
+            "report": &report,
+            "folder": complete.as_ref().map(|(f, _)| f.display().to_string()),
+            "instances_in_folder": complete.as_ref().map(|(_, n)| *n),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    summarise(&report, complete.as_ref(), args.json);
+    if let Some(failure) = failure {
+        bail!(failure);
+    }
+    if report.failed > 0 || !report.refused.is_empty() {
+        bail!(
+            "{} sub-operation(s) failed, {} refused here{}",
+            report.failed,
+            report.refused.len(),
+            failed_list(&report)
+        );
+    }
+    if report.stored == 0 {
+        bail!(
+            "{} sent no instance of series {} (is it on that PACS?)",
+            args.from,
+            args.series_uid
         );
     }
     Ok(())
