@@ -695,8 +695,77 @@ fn dicom_find_pull_plan_and_push_results_back_over_dicomweb() {
     };
     let seg = results.seg.to_str().unwrap();
     refused(
-        &["dicom", "push", "--to", &from, "--deidentify", seg],
+        &["dicom", "push", "--to", &from, "--fill-blank-uids", seg],
         "not offered with a DICOMweb destination",
+    );
+
+    // STOW-RS --deidentify: Orthanc holds exactly the instances `pinhole dicom
+    // deidentify` writes with the same key (the same new UIDs).
+    let identified = dir.path().join("identified");
+    super::common::python_json(
+        "deidentify_peer.py",
+        &[
+            "make",
+            shared_data("dicom-ct-series").to_str().unwrap(),
+            identified.to_str().unwrap(),
+        ],
+    );
+    let key = dir.path().join("key.txt");
+    std::fs::write(&key, "a site secret\n").unwrap();
+    let out = super::pinhole(&[
+        "dicom",
+        "push",
+        "--to",
+        &from,
+        "--deidentify",
+        "--key-file",
+        key.to_str().unwrap(),
+        "--json",
+        identified.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("de-identified before sending"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["succeeded"], 20, "{report}");
+    let sent: std::collections::BTreeSet<String> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|f| assert_eq!(f["deidentified"], true))
+        .map(|f| f["sop_instance_uid"].as_str().unwrap().to_string())
+        .collect();
+    let written = dir.path().join("deid");
+    super::pinhole_ok(&[
+        "dicom",
+        "deidentify",
+        "--key-file",
+        key.to_str().unwrap(),
+        "--out",
+        written.to_str().unwrap(),
+        identified.to_str().unwrap(),
+    ]);
+    let expected: std::collections::BTreeSet<String> = super::dicom_export::dicom_tree(&written)
+        .iter()
+        .map(|p| {
+            std::path::Path::new(p)
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(sent, expected);
+    let held = orthanc_peer(&["instances", &http]);
+    let held: std::collections::BTreeSet<String> = held["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["sop_instance_uid"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        expected.is_subset(&held),
+        "Orthanc lacks de-identified instances"
     );
     refused(
         &[

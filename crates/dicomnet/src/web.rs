@@ -21,7 +21,8 @@
 //!   reported and skipped; an instance of another series is refused.
 //! * **Store** ([`store_files`]): the files are checked as [`crate::push_files`] checks
 //!   them (Part-10, identity in the data set agreeing with the file meta group) and
-//!   sent as they are in `POST {base}/studies` requests of at most
+//!   sent as they are (or de-identified with a key, as `push_files` does) in
+//!   `POST {base}/studies` requests of at most
 //!   [`WebConfig::max_request_bytes`]; every file is reported with what the server's
 //!   answer (ReferencedSOPSequence, FailedSOPSequence with its FailureReason) says of
 //!   it, or why it was not sent.
@@ -39,6 +40,7 @@ use serde_json::Value;
 use crate::push::{inspect_file, FileReport, Outcome};
 use crate::query::{keyword, Level, Match};
 use crate::store::{check_uid, store_instance, Incoming, Stored};
+use pinhole_io::dicom::deidentify::{deidentify_file, DeidentifyKey};
 
 /// Largest QIDO-RS answer read.
 pub const MAX_SEARCH_RESPONSE_BYTES: u64 = 64 << 20;
@@ -669,6 +671,7 @@ impl StoreReport {
 pub fn store_files(
     config: &WebConfig,
     files: &[PathBuf],
+    deidentify: Option<&DeidentifyKey>,
     on_file: &mut dyn FnMut(&FileReport),
 ) -> Result<StoreReport, WebError> {
     config.validate()?;
@@ -682,7 +685,7 @@ pub fn store_files(
         let mut report = FileReport::new(path);
         let index = reports.len();
         match inspect_file(path, &mut report)
-            .and_then(|()| std::fs::read(path).map_err(|e| format!("cannot read: {e}")))
+            .and_then(|()| file_bytes(path, deidentify, &mut report))
         {
             Ok(bytes) => {
                 if !batch.is_empty() && batch_bytes + bytes.len() as u64 > config.max_request_bytes
@@ -724,6 +727,22 @@ pub fn store_files(
         seconds: started.elapsed().as_secs_f64(),
         files: reports,
     })
+}
+
+/// The bytes a file is sent as: as stored, or de-identified (PS3.15 basic profile,
+/// `pinhole_io::dicom::deidentify`) with its new SOP Instance UID in the report.
+fn file_bytes(
+    path: &Path,
+    deidentify: Option<&DeidentifyKey>,
+    report: &mut FileReport,
+) -> Result<Vec<u8>, String> {
+    let Some(key) = deidentify else {
+        return std::fs::read(path).map_err(|e| format!("cannot read: {e}"));
+    };
+    let done = deidentify_file(path, key).map_err(|e| format!("cannot de-identify: {e}"))?;
+    report.sop_instance_uid = Some(done.sop_instance_uid());
+    report.deidentified = true;
+    done.part10_bytes()
 }
 
 /// A boundary that does not occur in any of the files.

@@ -49,7 +49,7 @@ fn dicomweb_stores_finds_and_retrieves_with_orthanc() {
     let mut small = config.clone();
     small.max_request_bytes = 2_000_000;
     let mut heard = 0;
-    let report = web::store_files(&small, &to_store, &mut |_| heard += 1).unwrap();
+    let report = web::store_files(&small, &to_store, None, &mut |_| heard += 1).unwrap();
     assert_eq!(heard, 21);
     assert_eq!(
         (report.total, report.succeeded, report.not_sent),
@@ -133,7 +133,7 @@ fn dicomweb_stores_finds_and_retrieves_with_orthanc() {
 
     // Results on the retrieved series go back by STOW-RS into the CT's study.
     let results = write_results(&folder, &tmp.path().join("results"));
-    let report = web::store_files(&config, &results, &mut |_| {}).unwrap();
+    let report = web::store_files(&config, &results, None, &mut |_| {}).unwrap();
     assert!(report.all_stored(), "{report:#?}");
     let held = orthanc_instances(&orthanc);
     for modality in ["SEG", "SR", "OT"] {

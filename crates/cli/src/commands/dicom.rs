@@ -273,7 +273,7 @@ pub struct ListenArgs {
 pub struct PushArgs {
     /// The receiving node: AE@HOST:PORT (C-STORE; e.g. PACS@10.0.0.5:104, IPv6
     /// PACS@[::1]:104) or a DICOMweb service root, http(s)://HOST[:PORT]/PATH (STOW-RS;
-    /// files sent as they are: no --fill-blank-uids or --deidentify).
+    /// files sent as they are, or with --deidentify; not --fill-blank-uids).
     #[arg(long)]
     to: Node,
     /// This node's AE title (1-16 characters).
@@ -626,18 +626,25 @@ fn push(args: &PushArgs) -> anyhow::Result<()> {
 
 /// `push` to a DICOMweb root: STOW-RS of the files as they are.
 fn push_web(args: &PushArgs, url: &str) -> anyhow::Result<()> {
-    if args.fill_blank_uids || args.deidentify.deidentify {
+    if args.fill_blank_uids {
         bail!(
-            "--fill-blank-uids and --deidentify are not offered with a DICOMweb destination \
-             (STOW-RS sends the files as they are): de-identify first with `pinhole dicom \
-             deidentify`, or push over DIMSE (AE@HOST:PORT)"
+            "--fill-blank-uids is not offered with a DICOMweb destination: de-identify \
+             (--deidentify fills blank identity UIDs too), or push over DIMSE (AE@HOST:PORT)"
         );
     }
     let config = args.web.config(url, args.timeout_s)?;
+    let key = args.deidentify.key()?;
     let files = dicom_files(&args.inputs)?;
     eprintln!("Pinhole DICOM push (NOT FOR CLINICAL USE)");
     eprintln!("  {} file(s) to {url} (STOW-RS)", files.len());
-    super::dicom_web::push(&config, &files, args.json, &file_line)
+    if let Some(key) = &key {
+        eprintln!(
+            "  de-identified before sending (DICOM PS3.15 basic profile; UID key {})",
+            key.describe()
+        );
+    }
+    let key = key.as_ref().map(|k| k.key());
+    super::dicom_web::push(&config, &files, key.as_ref(), args.json, &file_line)
 }
 
 /// One line on a file that was not plainly stored.

@@ -170,6 +170,7 @@ pub fn pull(
 pub fn push(
     config: &WebConfig,
     files: &[PathBuf],
+    deidentify: Option<&pinhole_io::dicom::deidentify::DeidentifyKey>,
     json: bool,
     describe: &dyn Fn(&pinhole_dicomnet::FileReport) -> String,
 ) -> anyhow::Result<()> {
@@ -180,7 +181,7 @@ pub fn push(
             .progress_chars("=> "),
     );
     bar.set_message("storing");
-    let result = web::store_files(config, files, &mut |file| {
+    let result = web::store_files(config, files, deidentify, &mut |file| {
         if file.outcome != Outcome::Success {
             bar.suspend(|| eprintln!("{}", describe(file)));
         }

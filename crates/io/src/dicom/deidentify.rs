@@ -28,6 +28,7 @@ use dicom_core::header::Header;
 use dicom_core::value::{DataSetSequence, PrimitiveValue, Value};
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
+use dicom_object::FileMetaTableBuilder;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use serde::Serialize;
@@ -487,6 +488,21 @@ impl DeidentifiedFile {
         self.object
             .write_dataset_with_ts(&mut bytes, ts)
             .map_err(|e| format!("cannot encode the de-identified data set: {e}"))?;
+        Ok(bytes)
+    }
+
+    /// The de-identified object as a Part-10 file in memory (preamble, a new file meta
+    /// group naming its new SOP Instance UID, the same transfer syntax): what a STOW-RS
+    /// request carries.
+    pub fn part10_bytes(&self) -> std::result::Result<Vec<u8>, String> {
+        let file = self
+            .object
+            .clone()
+            .with_meta(FileMetaTableBuilder::new().transfer_syntax(self.transfer_syntax.as_str()))
+            .map_err(|e| format!("cannot build the file meta group: {e}"))?;
+        let mut bytes = Vec::new();
+        file.write_all(&mut bytes)
+            .map_err(|e| format!("cannot encode the de-identified file: {e}"))?;
         Ok(bytes)
     }
 
