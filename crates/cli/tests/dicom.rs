@@ -997,6 +997,47 @@ fn dicom_listen_feeds_a_complete_ct_series_to_a_running_session() {
 /// plan on the received series as soon as it is complete; the plan and the command's log
 /// land beside the series in the store. A series of another modality than the filter
 /// runs nothing (the filter here names MR only for a second listener).
+/// Pushes the shared series (blank UIDs filled) to the listener at `to`; the series'
+/// folder once the listener says it is complete.
+fn push_series_until_complete(to: &str, events: &mpsc::Receiver<String>) -> std::path::PathBuf {
+    let source = shared_data("dicom-ct-series");
+    super::pinhole_ok(&[
+        "dicom",
+        "push",
+        "--to",
+        to,
+        "--fill-blank-uids",
+        source.to_str().unwrap(),
+    ]);
+    let complete = next_matching(events, "series_complete event", |l| {
+        l.contains("\"series_complete\"")
+    });
+    let event: serde_json::Value = serde_json::from_str(&complete).unwrap();
+    std::path::PathBuf::from(event["folder"].as_str().unwrap())
+}
+
+/// Where an `--on-complete '… --out {folder}.plan'` command puts its plan, and its log.
+fn beside_series(folder: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let name = folder.file_name().unwrap().to_string_lossy().into_owned();
+    (
+        folder.with_file_name(format!("{name}.plan/plan.json")),
+        folder.with_file_name(format!("{name}.on-complete.log")),
+    )
+}
+
+/// Waits up to 180 s for `plan`; its report, which must hold paths.
+fn wait_for_plan(plan: &std::path::Path) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while !plan.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(plan)
+        .unwrap_or_else(|e| panic!("no plan at {}: {e}", plan.display()));
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(!report["paths"].as_array().unwrap().is_empty(), "{report}");
+    report
+}
+
 /// `--on-complete` with `{seg}`: the CT completes first and its command waits; the
 /// Segmentation written on the received series (`pinhole dicom seg`, so it references
 /// that series) arrives next, and the plan runs on the CT with the SEG's segments as
@@ -1018,22 +1059,8 @@ fn dicom_listen_plans_with_the_segmentation_that_arrives_after_its_ct() {
     let (_running, events, port) =
         start_listener(&store, "PINHOLE_S", &["--on-complete", &command]);
     let to = format!("PINHOLE_S@127.0.0.1:{port}");
-    let source = shared_data("dicom-ct-series");
-    super::pinhole_ok(&[
-        "dicom",
-        "push",
-        "--to",
-        &to,
-        "--fill-blank-uids",
-        source.to_str().unwrap(),
-    ]);
-    let complete = next_matching(&events, "series_complete event", |l| {
-        l.contains("\"series_complete\"")
-    });
-    let event: serde_json::Value = serde_json::from_str(&complete).unwrap();
-    let folder = std::path::PathBuf::from(event["folder"].as_str().unwrap());
-    let name = folder.file_name().unwrap().to_string_lossy().into_owned();
-    let plan = folder.with_file_name(format!("{name}.plan/plan.json"));
+    let folder = push_series_until_complete(&to, &events);
+    let (plan, log) = beside_series(&folder);
     // No Segmentation yet: nothing runs.
     std::thread::sleep(Duration::from_secs(3));
     assert!(!plan.exists(), "ran before its Segmentation arrived");
@@ -1058,18 +1085,10 @@ fn dicom_listen_plans_with_the_segmentation_that_arrives_after_its_ct() {
         &to,
         seg_out.join("segmentation.dcm").to_str().unwrap(),
     ]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    while !plan.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let text = std::fs::read_to_string(&plan)
-        .unwrap_or_else(|e| panic!("no plan at {}: {e}", plan.display()));
-    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert!(!report["paths"].as_array().unwrap().is_empty(), "{report}");
+    let report = wait_for_plan(&plan);
+    assert!(log.exists(), "{}", log.display());
     // The labels were the received Segmentation, beside the CT in its study.
-    let log = std::fs::read_to_string(folder.with_file_name(format!("{name}.on-complete.log")));
-    assert!(log.is_ok());
-    assert!(text.contains(".dcm"), "{text}");
+    assert!(report.to_string().contains(".dcm"), "{report}");
 }
 
 #[test]
@@ -1100,37 +1119,10 @@ fn dicom_listen_starts_a_plan_when_a_ct_series_is_complete() {
             ],
         );
         let to = format!("PINHOLE_P@127.0.0.1:{port}");
-        let source = shared_data("dicom-ct-series");
-        super::pinhole_ok(&[
-            "dicom",
-            "push",
-            "--to",
-            &to,
-            "--fill-blank-uids",
-            source.to_str().unwrap(),
-        ]);
-        let complete = next_matching(&events, "series_complete event", |l| {
-            l.contains("\"series_complete\"")
-        });
-        let event: serde_json::Value = serde_json::from_str(&complete).unwrap();
-        let folder = std::path::PathBuf::from(event["folder"].as_str().unwrap());
-        let plan = folder.with_file_name(format!(
-            "{}.plan/plan.json",
-            folder.file_name().unwrap().to_string_lossy()
-        ));
-        let log = folder.with_file_name(format!(
-            "{}.on-complete.log",
-            folder.file_name().unwrap().to_string_lossy()
-        ));
+        let folder = push_series_until_complete(&to, &events);
+        let (plan, log) = beside_series(&folder);
         if plans {
-            let deadline = std::time::Instant::now() + Duration::from_secs(180);
-            while !plan.exists() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            let text = std::fs::read_to_string(&plan)
-                .unwrap_or_else(|e| panic!("no plan at {}: {e}", plan.display()));
-            let report: serde_json::Value = serde_json::from_str(&text).unwrap();
-            assert!(!report["paths"].as_array().unwrap().is_empty(), "{report}");
+            wait_for_plan(&plan);
             assert!(log.exists(), "{}", log.display());
         } else {
             // Give the worker the time a plan would take to start, then check nothing ran.

@@ -261,6 +261,33 @@ pub struct MoveReport {
 }
 
 impl MoveReport {
+    fn new(
+        operation: &'static str,
+        config: &QueryConfig,
+        destination_ae: &str,
+        study_uid: &str,
+        series_uid: &str,
+    ) -> Self {
+        Self {
+            operation,
+            peer: config.peer(),
+            destination_ae: destination_ae.to_string(),
+            study_uid: study_uid.to_string(),
+            series_uid: series_uid.to_string(),
+            status: 0,
+            status_text: String::new(),
+            comment: None,
+            completed: 0,
+            failed: 0,
+            warning: 0,
+            pending_responses: 0,
+            failed_sop_instances: Vec::new(),
+            seconds: 0.0,
+            stored: 0,
+            refused: Vec::new(),
+        }
+    }
+
     /// True when the peer reports success and no failed or warning sub-operation.
     pub fn all_completed(&self) -> bool {
         self.status == dimse::status::SUCCESS && self.failed == 0 && self.warning == 0
@@ -475,64 +502,15 @@ pub fn move_series(
         "C-MOVE",
         None,
     )?;
-    let mut report = MoveReport {
-        operation: "C-MOVE",
-        peer: config.peer(),
-        destination_ae: destination_ae.to_string(),
-        study_uid: study_uid.to_string(),
-        series_uid: series_uid.to_string(),
-        status: 0,
-        status_text: String::new(),
-        comment: None,
-        completed: 0,
-        failed: 0,
-        warning: 0,
-        pending_responses: 0,
-        failed_sop_instances: Vec::new(),
-        seconds: 0.0,
-        stored: 0,
-        refused: Vec::new(),
-    };
+    let mut report = MoveReport::new("C-MOVE", config, destination_ae, study_uid, series_uid);
     let outcome = session.exchange(
         dimse::move_request(MESSAGE_ID, model, destination_ae),
         &elements,
         |session| loop {
             let message = session.receive(dimse::C_MOVE_RSP)?;
-            let response = &message.response;
-            let counts = response.sub_operations;
-            report.completed = counts.completed.unwrap_or(report.completed);
-            report.failed = counts.failed.unwrap_or(report.failed);
-            report.warning = counts.warning.unwrap_or(report.warning);
-            let class = status_class(response.status);
-            if class == StatusClass::Pending {
-                report.pending_responses += 1;
-                if report.pending_responses > MAX_MOVE_RESPONSES {
-                    return Err(Stop::wire(format!(
-                        "more than {MAX_MOVE_RESPONSES} pending C-MOVE responses"
-                    )));
-                }
-                continue;
+            if let Some(done) = session.retrieve_response(&message, &mut report, started)? {
+                return done;
             }
-            if let Some(identifier) = &message.data_set {
-                let scanned = scan(
-                    identifier,
-                    &session.ts,
-                    &[tags::FAILED_SOP_INSTANCE_UID_LIST],
-                )
-                .map_err(|e| Stop::wire(format!("malformed C-MOVE-RSP identifier: {e}")))?;
-                report.failed_sop_instances = scanned
-                    .text(tags::FAILED_SOP_INSTANCE_UID_LIST)
-                    .map(|list| list.split('\\').map(|u| trim_uid(u).to_string()).collect())
-                    .unwrap_or_default();
-            }
-            report.status = response.status;
-            report.status_text = query_status_text(response.status, true).to_string();
-            report.comment = response.error_comment.clone();
-            report.seconds = started.elapsed().as_secs_f64();
-            return match class {
-                StatusClass::Success | StatusClass::Warning => Ok(()),
-                _ => Err(session.final_status(response, true, Some(report.clone()))),
-            };
         },
     );
     session.close(outcome)?;
@@ -609,24 +587,7 @@ pub fn get_series(
         "C-GET",
         Some(&classes),
     )?;
-    let mut report = MoveReport {
-        operation: "C-GET",
-        peer: config.peer(),
-        destination_ae: config.calling_ae.clone(),
-        study_uid: study_uid.to_string(),
-        series_uid: series_uid.to_string(),
-        status: 0,
-        status_text: String::new(),
-        comment: None,
-        completed: 0,
-        failed: 0,
-        warning: 0,
-        pending_responses: 0,
-        failed_sop_instances: Vec::new(),
-        seconds: 0.0,
-        stored: 0,
-        refused: Vec::new(),
-    };
+    let mut report = MoveReport::new("C-GET", config, &config.calling_ae, study_uid, series_uid);
     let outcome = session.exchange(
         dimse::get_request(MESSAGE_ID, model),
         &elements,
@@ -673,45 +634,11 @@ pub fn get_series(
                         send_bytes(session.live()?, context_id, true, &answer)?;
                     }
                     Arrival::Response(message) => {
-                        let response = &message.response;
-                        let counts = response.sub_operations;
-                        report.completed = counts.completed.unwrap_or(report.completed);
-                        report.failed = counts.failed.unwrap_or(report.failed);
-                        report.warning = counts.warning.unwrap_or(report.warning);
-                        let class = status_class(response.status);
-                        if class == StatusClass::Pending {
-                            report.pending_responses += 1;
-                            if report.pending_responses > MAX_MOVE_RESPONSES {
-                                return Err(Stop::wire(format!(
-                                    "more than {MAX_MOVE_RESPONSES} pending C-GET responses"
-                                )));
-                            }
-                            continue;
+                        if let Some(done) =
+                            session.retrieve_response(&message, &mut report, started)?
+                        {
+                            return done;
                         }
-                        if let Some(identifier) = &message.data_set {
-                            let scanned = scan(
-                                identifier,
-                                &session.ts,
-                                &[tags::FAILED_SOP_INSTANCE_UID_LIST],
-                            )
-                            .map_err(|e| {
-                                Stop::wire(format!("malformed C-GET-RSP identifier: {e}"))
-                            })?;
-                            report.failed_sop_instances = scanned
-                                .text(tags::FAILED_SOP_INSTANCE_UID_LIST)
-                                .map(|list| {
-                                    list.split('\\').map(|u| trim_uid(u).to_string()).collect()
-                                })
-                                .unwrap_or_default();
-                        }
-                        report.status = response.status;
-                        report.status_text = query_status_text(response.status, true).to_string();
-                        report.comment = response.error_comment.clone();
-                        report.seconds = started.elapsed().as_secs_f64();
-                        return match class {
-                            StatusClass::Success | StatusClass::Warning => Ok(()),
-                            _ => Err(session.final_status(response, true, Some(report.clone()))),
-                        };
                     }
                 }
             }
@@ -1004,6 +931,53 @@ impl Session {
             MESSAGE_ID,
             Some(MAX_IDENTIFIER_BYTES),
         )?)
+    }
+
+    /// Takes a C-MOVE-RSP or C-GET-RSP into `report`: `None` while pending, the outcome
+    /// once final (success or warning: `Ok`; a failure: its [`QueryError::Status`]).
+    fn retrieve_response(
+        &self,
+        message: &crate::scu::Message,
+        report: &mut MoveReport,
+        started: Instant,
+    ) -> Result<Option<Result<(), Stop>>, Stop> {
+        let response = &message.response;
+        let counts = response.sub_operations;
+        report.completed = counts.completed.unwrap_or(report.completed);
+        report.failed = counts.failed.unwrap_or(report.failed);
+        report.warning = counts.warning.unwrap_or(report.warning);
+        let class = status_class(response.status);
+        if class == StatusClass::Pending {
+            report.pending_responses += 1;
+            if report.pending_responses > MAX_MOVE_RESPONSES {
+                return Err(Stop::wire(format!(
+                    "more than {MAX_MOVE_RESPONSES} pending {} responses",
+                    report.operation
+                )));
+            }
+            return Ok(None);
+        }
+        if let Some(identifier) = &message.data_set {
+            let scanned = scan(identifier, &self.ts, &[tags::FAILED_SOP_INSTANCE_UID_LIST])
+                .map_err(|e| {
+                    Stop::wire(format!(
+                        "malformed {}-RSP identifier: {e}",
+                        report.operation
+                    ))
+                })?;
+            report.failed_sop_instances = scanned
+                .text(tags::FAILED_SOP_INSTANCE_UID_LIST)
+                .map(|list| list.split('\\').map(|u| trim_uid(u).to_string()).collect())
+                .unwrap_or_default();
+        }
+        report.status = response.status;
+        report.status_text = query_status_text(response.status, true).to_string();
+        report.comment = response.error_comment.clone();
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(Some(match class {
+            StatusClass::Success | StatusClass::Warning => Ok(()),
+            _ => Err(self.final_status(response, true, Some(report.clone()))),
+        }))
     }
 
     /// The next message of a C-GET: the response `field` to the request, or a C-STORE-RQ

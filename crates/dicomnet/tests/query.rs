@@ -21,28 +21,34 @@ fn config(orthanc: &Orthanc) -> QueryConfig {
     config
 }
 
-#[test]
-fn orthanc_answers_c_find_and_moves_the_ct_series_to_the_listener() {
-    let mut h = Harness::start(|_| {});
-    let orthanc = Orthanc::start(AE, h.addr.port());
-    let files = ct_files();
+/// Uploads the shared series (blank UIDs filled) to Orthanc (REST) and checks what its
+/// own index then holds: one study, one CT series of 20 instances; their UIDs.
+fn upload_series(orthanc: &Orthanc, files: &[std::path::PathBuf]) -> (String, String) {
     let http = orthanc.http();
     let mut upload = vec!["upload", http.as_str(), "--fill-blank-uids"];
     upload.extend(files.iter().map(|f| f.to_str().unwrap()));
     let (code, json) = orthanc_peer(&upload);
     assert_eq!(code, 0, "{json}");
-
-    // What Orthanc's own index holds (REST): one study, one CT series of 20 instances.
     let (code, json) = orthanc_peer(&["studies", &http]);
     assert_eq!(code, 0, "{json}");
     let studies = json["studies"].as_array().unwrap();
     assert_eq!(studies.len(), 1, "{json}");
-    let study_uid = studies[0]["study_uid"].as_str().unwrap().to_string();
     let series = studies[0]["series"].as_array().unwrap();
     assert_eq!(series.len(), 1, "{json}");
-    let series_uid = series[0]["series_uid"].as_str().unwrap().to_string();
     assert_eq!(series[0]["modality"], "CT");
     assert_eq!(series[0]["instances"], 20);
+    (
+        studies[0]["study_uid"].as_str().unwrap().to_string(),
+        series[0]["series_uid"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn orthanc_answers_c_find_and_moves_the_ct_series_to_the_listener() {
+    let mut h = Harness::start(|_| {});
+    let orthanc = Orthanc::start(AE, h.addr.port());
+    let files = ct_files();
+    let (study_uid, series_uid) = upload_series(&orthanc, &files);
     let config = config(&orthanc);
 
     // Study level: exactly that study.
@@ -204,20 +210,7 @@ fn orthanc_sends_the_ct_series_back_on_a_c_get() {
     // A modality port nobody listens on: C-GET must not need it.
     let orthanc = Orthanc::start(AE, 1);
     let files = ct_files();
-    let http = orthanc.http();
-    let mut upload = vec!["upload", http.as_str(), "--fill-blank-uids"];
-    upload.extend(files.iter().map(|f| f.to_str().unwrap()));
-    let (code, json) = orthanc_peer(&upload);
-    assert_eq!(code, 0, "{json}");
-    let (_, json) = orthanc_peer(&["studies", &http]);
-    let study_uid = json["studies"][0]["study_uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let series_uid = json["studies"][0]["series"][0]["series_uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (study_uid, series_uid) = upload_series(&orthanc, &files);
     let config = config(&orthanc);
     let store = tempfile::tempdir().unwrap();
     let mut written = Vec::new();

@@ -339,23 +339,8 @@ pub fn pull(args: &PullArgs) -> anyhow::Result<()> {
 
     let outcome =
         pinhole_dicomnet::move_series(&config, &args.ae_title, &study_uid, &args.series_uid);
-    let (report, failure) = match outcome {
-        Ok(report) => (report, None),
-        Err(QueryError::Status {
-            report: Some(report),
-            status,
-            status_text,
-            comment,
-            ..
-        }) => {
-            let comment = comment.map(|c| format!(": {c}")).unwrap_or_default();
-            (
-                *report,
-                Some(format!(
-                    "C-MOVE answered with status 0x{status:04X} ({status_text}){comment}"
-                )),
-            )
-        }
+    let (report, failure) = match report_and_failure(outcome) {
+        Ok(pair) => pair,
         Err(e) => {
             bar.finish_and_clear();
             handle.shutdown();
@@ -459,25 +444,8 @@ fn pull_get(args: &PullArgs, config: &QueryConfig) -> anyhow::Result<()> {
         },
     );
     bar.finish_and_clear();
-    let (report, failure) = match outcome {
-        Ok(report) => (report, None),
-        Err(QueryError::Status {
-            report: Some(report),
-            status,
-            status_text,
-            comment,
-            ..
-        }) => {
-            let comment = comment.map(|c| format!(": {c}")).unwrap_or_default();
-            (
-                *report,
-                Some(format!(
-                    "C-GET answered with status 0x{status:04X} ({status_text}){comment}"
-                )),
-            )
-        }
-        Err(e) => return Err(with_hint(e, &args.ae_title)),
-    };
+    let (report, failure) =
+        report_and_failure(outcome).map_err(|e| with_hint(e, &args.ae_title))?;
     for refused in &report.refused {
         eprintln!("warning: refused here: {refused}");
     }
@@ -541,21 +509,56 @@ fn study_of(config: &QueryConfig, series_uid: &str) -> anyhow::Result<String> {
         &[tags::STUDY_INSTANCE_UID],
     )
     .map_err(|e| with_hint(e, &config.calling_ae))?;
+    let node = format!("{}@{}", config.called_ae, config.addr);
+    the_one_study(&matches, series_uid, &node, "C-FIND")
+}
+
+/// The one study the series-level `matches` name for `series_uid`; an error naming
+/// `node` and the `query` when there is none or several.
+pub(super) fn the_one_study(
+    matches: &[Match],
+    series_uid: &str,
+    node: &str,
+    query: &str,
+) -> anyhow::Result<String> {
     let studies: Vec<&str> = matches
         .iter()
         .filter_map(|m| m.get(tags::STUDY_INSTANCE_UID))
         .collect();
     match studies.as_slice() {
         [study] => Ok((*study).to_string()),
-        [] => bail!(
-            "{}@{} has no series {series_uid} (C-FIND found none)",
-            config.called_ae,
-            config.addr
-        ),
+        [] => bail!("{node} has no series {series_uid} ({query} found none)"),
         _ => bail!(
             "series {series_uid} is found in {} studies: give --study-uid",
             studies.len()
         ),
+    }
+}
+
+/// A C-MOVE / C-GET outcome as (report, why it failed): a final failure status keeps
+/// its report (the counts so far); any other error stays an error.
+fn report_and_failure(
+    outcome: Result<MoveReport, QueryError>,
+) -> Result<(MoveReport, Option<String>), QueryError> {
+    match outcome {
+        Ok(report) => Ok((report, None)),
+        Err(QueryError::Status {
+            report: Some(report),
+            operation,
+            status,
+            status_text,
+            comment,
+            ..
+        }) => {
+            let comment = comment.map(|c| format!(": {c}")).unwrap_or_default();
+            Ok((
+                *report,
+                Some(format!(
+                    "{operation} answered with status 0x{status:04X} ({status_text}){comment}"
+                )),
+            ))
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -96,21 +96,7 @@ pub fn study_of(config: &WebConfig, series_uid: &str) -> anyhow::Result<String> 
         &[(tags::SERIES_INSTANCE_UID, series_uid.to_string())],
         &[tags::STUDY_INSTANCE_UID],
     )?;
-    let studies: Vec<&str> = matches
-        .iter()
-        .filter_map(|m| m.get(tags::STUDY_INSTANCE_UID))
-        .collect();
-    match studies.as_slice() {
-        [study] => Ok((*study).to_string()),
-        [] => bail!(
-            "{} has no series {series_uid} (QIDO-RS found none)",
-            config.base_url
-        ),
-        _ => bail!(
-            "series {series_uid} is found in {} studies: give --study-uid",
-            studies.len()
-        ),
-    }
+    super::dicom_query::the_one_study(&matches, series_uid, &config.base_url, "QIDO-RS")
 }
 
 /// WADO-RS retrieval of one series into `store`.
