@@ -11,7 +11,6 @@ use std::time::Duration;
 use super::dicom_web::{Node, WebOptions};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use pinhole_dicomnet::{
     Destination, Event, FileReport, Listener, ListenerConfig, Outcome, PushConfig, PushError,
     PushEvent,
@@ -570,13 +569,7 @@ fn push(args: &PushArgs) -> anyhow::Result<()> {
         );
     }
     // Hidden when stderr is not a terminal.
-    let bar = ProgressBar::new(files.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_message("pushing");
+    let bar = super::dicom_web::files_bar(files.len(), "pushing");
     let result = pinhole_dicomnet::push_files(&config, &files, |event| match event {
         PushEvent::Sent { file, .. } | PushEvent::NotSent { file, .. } => {
             if !matches!(file.outcome, Outcome::Success) {

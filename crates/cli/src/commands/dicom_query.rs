@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use super::dicom_web::{Node, WebOptions};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use pinhole_dicomnet::query::{keyword, tags, Tag, DEFAULT_MAX_MATCHES};
 use pinhole_dicomnet::{
     Destination, Event, Level, Listener, ListenerConfig, Match, MoveReport, QueryConfig, QueryError,
@@ -314,12 +313,7 @@ pub fn pull(args: &PullArgs) -> anyhow::Result<()> {
         args.series_uid, args.from
     );
     // Hidden when stderr is not a terminal.
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos} instance(s) received ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = super::dicom_web::instances_spinner();
     let (sender, events) = mpsc::channel();
     let progress = bar.clone();
     let handle = listener.spawn(move |event: Event| {
@@ -425,12 +419,7 @@ fn pull_get(args: &PullArgs, config: &QueryConfig) -> anyhow::Result<()> {
         args.from,
         args.store.display()
     );
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos} instance(s) received ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = super::dicom_web::instances_spinner();
     let mut folder = None;
     let outcome = pinhole_dicomnet::get_series(
         config,

@@ -78,6 +78,29 @@ impl WebOptions {
     }
 }
 
+/// A spinner counting instances received (hidden when stderr is not a terminal).
+pub fn instances_spinner() -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos} instance(s) received ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// A bar over `files` files sent, labelled `what` (hidden when stderr is not a terminal).
+pub fn files_bar(files: usize, what: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(files as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what);
+    bar
+}
+
 /// QIDO-RS search; `shown` are the return keys, `keys` the matching keys.
 pub fn find(
     config: &WebConfig,
@@ -111,12 +134,7 @@ pub fn pull(
         "  WADO-RS of series {series_uid} (study {study_uid}) from {}",
         config.base_url
     );
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos} instance(s) received ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = instances_spinner();
     let mut folder = None;
     let report = web::retrieve_series(config, study_uid, series_uid, store, &mut |stored| {
         folder = Some(stored.folder.clone());
@@ -160,13 +178,7 @@ pub fn push(
     json: bool,
     describe: &dyn Fn(&pinhole_dicomnet::FileReport) -> String,
 ) -> anyhow::Result<()> {
-    let bar = ProgressBar::new(files.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_message("storing");
+    let bar = files_bar(files.len(), "storing");
     let result = web::store_files(config, files, deidentify, &mut |file| {
         if file.outcome != Outcome::Success {
             bar.suspend(|| eprintln!("{}", describe(file)));
