@@ -787,7 +787,7 @@ fn dicom_find_pull_plan_and_push_results_back_over_dicomweb() {
             "--auth-env",
             "HOME",
         ],
-        "applies to a DICOMweb node",
+        "apply to a DICOMweb node",
     );
     refused(
         &[

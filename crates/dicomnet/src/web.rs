@@ -1,6 +1,7 @@
 //! DICOMweb client (DICOM PS3.18): QIDO-RS search for studies and series, WADO-RS
 //! retrieval of one series into the listener's folder layout, STOW-RS storage of
-//! Part-10 files. Synchronous (ureq, HTTP/1.1, TLS by rustls with the Mozilla roots).
+//! Part-10 files. Synchronous (ureq, HTTP/1.1, TLS by rustls with the Mozilla roots, or
+//! with a site's own certificate authority: [`WebConfig::trusted_certificates_pem`]).
 //! NOT FOR CLINICAL USE.
 //!
 //! Guarantees:
@@ -66,6 +67,9 @@ pub struct WebConfig {
     pub max_instance_bytes: u64,
     /// Largest STOW-RS request body (one file larger than this goes alone).
     pub max_request_bytes: u64,
+    /// PEM certificates to trust for `https://` instead of the Mozilla roots (a site's
+    /// own certificate authority); `None`: the Mozilla roots.
+    pub trusted_certificates_pem: Option<Vec<u8>>,
 }
 
 impl WebConfig {
@@ -79,6 +83,7 @@ impl WebConfig {
             max_matches: crate::query::DEFAULT_MAX_MATCHES,
             max_instance_bytes: 1 << 30,
             max_request_bytes: 64 << 20,
+            trusted_certificates_pem: None,
         }
     }
 
@@ -119,11 +124,45 @@ impl WebConfig {
         if self.max_instance_bytes == 0 || self.max_request_bytes == 0 {
             return Err(config("max_instance_bytes / max_request_bytes", "0".into()));
         }
+        self.trusted_roots()?;
         Ok(())
     }
 
+    /// The certificates of [`WebConfig::trusted_certificates_pem`]; at least one when
+    /// given.
+    fn trusted_roots(&self) -> Result<Option<Vec<ureq::tls::Certificate<'static>>>, WebError> {
+        let Some(pem) = &self.trusted_certificates_pem else {
+            return Ok(None);
+        };
+        let mut certificates = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(certificate)) => certificates.push(certificate),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(WebError::Config {
+                        field: "trusted_certificates_pem",
+                        message: format!("not PEM: {e}"),
+                    })
+                }
+            }
+        }
+        if certificates.is_empty() {
+            return Err(WebError::Config {
+                field: "trusted_certificates_pem",
+                message: "no certificate in the PEM text".into(),
+            });
+        }
+        Ok(Some(certificates))
+    }
+
     fn agent(&self) -> ureq::Agent {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Ok(Some(roots)) = self.trusted_roots() {
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
+        }
         ureq::Agent::config_builder()
+            .tls_config(tls.build())
             .timeout_connect(Some(self.timeout))
             .timeout_recv_response(Some(self.timeout))
             .timeout_per_read(Some(self.timeout))

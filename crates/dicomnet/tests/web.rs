@@ -172,3 +172,57 @@ fn dicomweb_without_a_server_is_a_transport_error() {
         "{err}"
     );
 }
+
+/// HTTPS with a site's own certificate authority (`tests/py/https_peer.py`: a CA and a
+/// server certificate for 127.0.0.1 it signs): trusted when the CA is given as
+/// `trusted_certificates_pem`, refused (unknown issuer) with the Mozilla roots.
+#[test]
+fn dicomweb_over_https_trusts_the_sites_own_certificate_authority() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let cert = tmp.path().join("site-ca.pem");
+    let python = std::env::var("PINHOLE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = std::process::Command::new(python)
+        .arg(crate::shared::repo_root().join("tests/py/https_peer.py"))
+        .arg(&cert)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = serde_json::from_str::<serde_json::Value>(&line).unwrap()["port"]
+        .as_u64()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}/dicom-web");
+    let mut trusted = WebConfig::new(&url);
+    trusted.trusted_certificates_pem = Some(std::fs::read(&cert).unwrap());
+    let found = web::search(&trusted, Level::Study, &[], &[]);
+    let mozilla = web::search(&WebConfig::new(&url), Level::Study, &[], &[]);
+    let mut not_pem = WebConfig::new(&url);
+    not_pem.trusted_certificates_pem = Some(b"not a certificate".to_vec());
+    let refused = web::search(&not_pem, Level::Study, &[], &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let found = found.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].get(tags::STUDY_INSTANCE_UID), Some("1.2.3.4.5"));
+    let err = mozilla.unwrap_err();
+    assert!(matches!(err, WebError::Transport { .. }), "{err}");
+    assert!(
+        err.to_string().to_ascii_lowercase().contains("certificate")
+            || err.to_string().to_ascii_lowercase().contains("issuer"),
+        "{err}"
+    );
+    assert!(
+        matches!(
+            refused,
+            Err(WebError::Config {
+                field: "trusted_certificates_pem",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+}

@@ -50,13 +50,20 @@ pub struct WebOptions {
     /// ("Basic …" or "Bearer …"); kept out of the command line and never printed.
     #[arg(long, value_name = "VARIABLE")]
     auth_env: Option<String>,
+    /// DICOMweb only: trust the certificate authorities in this PEM file for https://
+    /// (a site's own PKI) instead of the Mozilla root certificates.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
 }
 
 impl WebOptions {
     /// Refuses the options where the node is a DIMSE peer.
     pub fn check_unused(&self, node: &Node) -> anyhow::Result<()> {
-        if self.auth_env.is_some() {
-            bail!("--auth-env applies to a DICOMweb node (http:// or https://), not {node}");
+        if self.auth_env.is_some() || self.ca_cert.is_some() {
+            bail!(
+                "--auth-env and --ca-cert apply to a DICOMweb node (http:// or https://), not \
+                 {node}"
+            );
         }
         Ok(())
     }
@@ -72,6 +79,10 @@ impl WebOptions {
                 bail!("--auth-env {variable}: the variable is empty");
             }
             config.authorization = Some(value);
+        }
+        if let Some(pem) = &self.ca_cert {
+            config.trusted_certificates_pem =
+                Some(std::fs::read(pem).with_context(|| format!("--ca-cert {}", pem.display()))?);
         }
         config.validate()?;
         Ok(config)
