@@ -712,22 +712,7 @@ fn dicom_find_pull_plan_and_push_results_back_over_dicomweb() {
     );
     let key = dir.path().join("key.txt");
     std::fs::write(&key, "a site secret\n").unwrap();
-    let out = super::pinhole(&[
-        "dicom",
-        "push",
-        "--to",
-        &from,
-        "--deidentify",
-        "--key-file",
-        key.to_str().unwrap(),
-        "--json",
-        identified.to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("de-identified before sending"), "{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["succeeded"], 20, "{report}");
+    let report = push_deidentified(&from, &key, &identified);
     let sent: std::collections::BTreeSet<String> = report["files"]
         .as_array()
         .unwrap()
@@ -800,6 +785,32 @@ fn dicom_find_pull_plan_and_push_results_back_over_dicomweb() {
     );
 }
 
+/// `pinhole dicom push --to TO --deidentify --key-file KEY --json IDENTIFIED`, which must
+/// store all 20 files de-identified; its JSON report.
+fn push_deidentified(
+    to: &str,
+    key: &std::path::Path,
+    identified: &std::path::Path,
+) -> serde_json::Value {
+    let out = super::pinhole(&[
+        "dicom",
+        "push",
+        "--to",
+        to,
+        "--deidentify",
+        "--key-file",
+        key.to_str().unwrap(),
+        "--json",
+        identified.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("de-identified before sending"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["succeeded"], 20, "{report}");
+    report
+}
+
 /// `pinhole dicom push --deidentify`: the listener stores exactly what `pinhole dicom
 /// deidentify` writes with the same key (the same files under the same new UIDs, the
 /// same layout), with none of the series' identity and its pixel data untouched.
@@ -821,22 +832,7 @@ fn dicom_push_deidentify_stores_what_dicom_deidentify_writes() {
     let store = dir.path().join("incoming");
     let (_running, events, port) = start_listener(&store, "PINHOLE_D", &[]);
     let to = format!("PINHOLE_D@127.0.0.1:{port}");
-    let out = super::pinhole(&[
-        "dicom",
-        "push",
-        "--to",
-        &to,
-        "--deidentify",
-        "--key-file",
-        key.to_str().unwrap(),
-        "--json",
-        identified.to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("de-identified before sending"), "{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["succeeded"], 20, "{report}");
+    let report = push_deidentified(&to, &key, &identified);
     assert!(report["files"]
         .as_array()
         .unwrap()
