@@ -720,16 +720,7 @@ fn dicom_find_pull_plan_and_push_results_back_over_dicomweb() {
         .inspect(|f| assert_eq!(f["deidentified"], true))
         .map(|f| f["sop_instance_uid"].as_str().unwrap().to_string())
         .collect();
-    let written = dir.path().join("deid");
-    super::pinhole_ok(&[
-        "dicom",
-        "deidentify",
-        "--key-file",
-        key.to_str().unwrap(),
-        "--out",
-        written.to_str().unwrap(),
-        identified.to_str().unwrap(),
-    ]);
+    let written = deidentify_into(&key, &identified, &dir.path().join("deid"));
     let expected: std::collections::BTreeSet<String> = super::dicom_export::dicom_tree(&written)
         .iter()
         .map(|p| {
@@ -783,6 +774,24 @@ fn dicom_find_pull_plan_and_push_results_back_over_dicomweb() {
         ],
         "credentials in the URL are refused",
     );
+}
+
+/// `pinhole dicom deidentify --key-file KEY --out OUT IDENTIFIED`; OUT.
+fn deidentify_into(
+    key: &std::path::Path,
+    identified: &std::path::Path,
+    out: &std::path::Path,
+) -> std::path::PathBuf {
+    super::pinhole_ok(&[
+        "dicom",
+        "deidentify",
+        "--key-file",
+        key.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        identified.to_str().unwrap(),
+    ]);
+    out.to_path_buf()
 }
 
 /// `pinhole dicom push --to TO --deidentify --key-file KEY --json IDENTIFIED`, which must
@@ -841,16 +850,7 @@ fn dicom_push_deidentify_stores_what_dicom_deidentify_writes() {
     next_matching(&events, "series_complete event", |l| {
         l.contains("\"series_complete\"")
     });
-    let written = dir.path().join("deid");
-    super::pinhole_ok(&[
-        "dicom",
-        "deidentify",
-        "--key-file",
-        key.to_str().unwrap(),
-        "--out",
-        written.to_str().unwrap(),
-        identified.to_str().unwrap(),
-    ]);
+    let written = deidentify_into(&key, &identified, &dir.path().join("deid"));
     let stored = super::dicom_export::dicom_tree(&store);
     assert_eq!(stored.len(), 20);
     assert_eq!(stored, super::dicom_export::dicom_tree(&written));
