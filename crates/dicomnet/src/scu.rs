@@ -223,6 +223,21 @@ pub(crate) struct Message {
     pub data_set: Option<Vec<u8>>,
 }
 
+/// The response command set `command`, which must be `field` answering `message_id`.
+fn expected_response(command: &[u8], field: u16, message_id: u16) -> Result<Response, Failed> {
+    let response = dimse::parse_response(command).map_err(|e| wire(e, true))?;
+    if response.field != field || response.message_id_being_responded_to != message_id {
+        return Err(wire(
+            format!(
+                "expected command 0x{field:04X} answering message {message_id}, got 0x{:04X} answering {}",
+                response.field, response.message_id_being_responded_to
+            ),
+            true,
+        ));
+    }
+    Ok(response)
+}
+
 /// What arrives on a C-GET association.
 pub(crate) enum Arrival {
     /// The response to the request (pending or final), with its identifier.
@@ -298,16 +313,7 @@ impl Inbox {
             PDataValueType::Command,
             dimse::MAX_COMMAND_BYTES,
         )?;
-        let response = dimse::parse_response(&command).map_err(|e| wire(e, true))?;
-        if response.field != field || response.message_id_being_responded_to != message_id {
-            return Err(wire(
-                format!(
-                    "expected command 0x{field:04X} answering message {message_id}, got 0x{:04X} answering {}",
-                    response.field, response.message_id_being_responded_to
-                ),
-                true,
-            ));
-        }
+        let response = expected_response(&command, field, message_id)?;
         let data_set = match max_data_set_bytes {
             Some(max) if response.has_data_set => {
                 Some(self.part(association, context_id, PDataValueType::Data, max)?)
@@ -336,16 +342,7 @@ impl Inbox {
             dimse::MAX_COMMAND_BYTES,
         )?;
         if on == context_id {
-            let response = dimse::parse_response(&command).map_err(|e| wire(e, true))?;
-            if response.field != field || response.message_id_being_responded_to != message_id {
-                return Err(wire(
-                    format!(
-                        "expected command 0x{field:04X} answering message {message_id}, got 0x{:04X} answering {}",
-                        response.field, response.message_id_being_responded_to
-                    ),
-                    true,
-                ));
-            }
+            let response = expected_response(&command, field, message_id)?;
             let data_set = if response.has_data_set {
                 Some(self.part(
                     association,

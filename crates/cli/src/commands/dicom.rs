@@ -598,23 +598,15 @@ fn push(args: &PushArgs) -> anyhow::Result<()> {
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        eprintln!("{}", report.summary());
-    } else {
-        println!("{}", report.summary());
-    }
+    super::dicom_web::print_push_report(
+        || serde_json::to_string_pretty(&report),
+        &report.summary(),
+        args.json,
+    )?;
     if let Some(ended) = ended {
         bail!(ended);
     }
-    if !report.all_stored() {
-        bail!(
-            "{} of {} file(s) not stored",
-            report.total - report.stored(),
-            report.total
-        );
-    }
-    Ok(())
+    super::dicom_web::all_stored(report.stored(), report.total)
 }
 
 /// `push` to a DICOMweb root: STOW-RS of the files as they are.

@@ -367,15 +367,7 @@ pub fn pull(args: &PullArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     handle.shutdown();
 
-    if args.json {
-        let out = serde_json::json!({
-            "report": &report,
-            "folder": complete.as_ref().map(|(f, _)| f.display().to_string()),
-            "instances_in_folder": complete.as_ref().map(|(_, n)| *n),
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    }
-    summarise(&report, complete.as_ref(), args.json);
+    summarise(&report, complete.as_ref(), args.json)?;
     if let Some(failure) = failure {
         bail!(failure);
     }
@@ -439,15 +431,7 @@ fn pull_get(args: &PullArgs, config: &QueryConfig) -> anyhow::Result<()> {
         eprintln!("warning: refused here: {refused}");
     }
     let complete = folder.map(|f| (f, report.stored));
-    if args.json {
-        let out = serde_json::json!({
-            "report": &report,
-            "folder": complete.as_ref().map(|(f, _)| f.display().to_string()),
-            "instances_in_folder": complete.as_ref().map(|(_, n)| *n),
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    }
-    summarise(&report, complete.as_ref(), args.json);
+    summarise(&report, complete.as_ref(), args.json)?;
     if let Some(failure) = failure {
         bail!(failure);
     }
@@ -586,7 +570,19 @@ fn failed_list(report: &MoveReport) -> String {
 }
 
 /// The summary lines: on stdout, or on stderr when stdout carries JSON.
-fn summarise(report: &MoveReport, complete: Option<&(PathBuf, usize)>, json: bool) {
+fn summarise(
+    report: &MoveReport,
+    complete: Option<&(PathBuf, usize)>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let out = serde_json::json!({
+            "report": report,
+            "folder": complete.map(|(f, _)| f.display().to_string()),
+            "instances_in_folder": complete.map(|(_, n)| *n),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
     let mut lines = vec![report.summary()];
     if let Some((folder, instances)) = complete {
         lines.push(format!(
@@ -601,4 +597,5 @@ fn summarise(report: &MoveReport, complete: Option<&(PathBuf, usize)>, json: boo
             println!("{line}");
         }
     }
+    Ok(())
 }

@@ -201,18 +201,34 @@ pub fn push(
     for file in &mut report.files {
         file.name = pinhole_pipeline::provenance::recorded_path(&file.path);
     }
+    print_push_report(
+        || serde_json::to_string_pretty(&report),
+        &report.summary(),
+        json,
+    )?;
+    all_stored(report.stored(), report.total)
+}
+
+/// A push's report: the JSON on stdout and the summary on stderr, or the summary alone
+/// on stdout (C-STORE and STOW-RS alike).
+pub fn print_push_report(
+    pretty_json: impl FnOnce() -> serde_json::Result<String>,
+    summary: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        eprintln!("{}", report.summary());
+        println!("{}", pretty_json()?);
+        eprintln!("{summary}");
     } else {
-        println!("{}", report.summary());
+        println!("{summary}");
     }
-    if !report.all_stored() {
-        bail!(
-            "{} of {} file(s) not stored",
-            report.total - report.stored(),
-            report.total
-        );
+    Ok(())
+}
+
+/// An error unless all `total` files were stored.
+pub fn all_stored(stored: usize, total: usize) -> anyhow::Result<()> {
+    if stored != total {
+        bail!("{} of {total} file(s) not stored", total - stored);
     }
     Ok(())
 }

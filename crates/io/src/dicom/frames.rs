@@ -405,15 +405,7 @@ fn decode_jpegls_grey(
     if !matches!(layout, Layout::Grey { .. } | Layout::Palette { .. }) {
         return Err("colour JPEG-LS frames are not read (one component only)".into());
     }
-    let image = super::jpegls::decode(fragment, pixels)?;
-    if (image.rows, image.columns) != (usize::from(h.rows), usize::from(h.columns))
-        || image.precision_bits > 8
-    {
-        return Err(format!(
-            "JPEG-LS frame of {}x{} samples of {} bits does not match the header",
-            image.columns, image.rows, image.precision_bits
-        ));
-    }
+    let image = super::pixels::decode_jpegls_checked(fragment, h, 8)?;
     let bytes: Vec<u8> = image.samples.iter().map(|&v| v as u8).collect();
     Ok(to_grey(&bytes, layout, pixels))
 }

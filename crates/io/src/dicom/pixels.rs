@@ -216,6 +216,26 @@ pub(super) fn decode_frame(
     Ok(raw)
 }
 
+/// Decodes one JPEG-LS codestream that must hold the header's rows × columns samples of
+/// at most `max_precision_bits` bits.
+pub(super) fn decode_jpegls_checked(
+    codestream: &[u8],
+    h: &SliceHeader,
+    max_precision_bits: u16,
+) -> std::result::Result<super::jpegls::JpegLsImage, String> {
+    let pixels = usize::from(h.rows) * usize::from(h.columns);
+    let image = super::jpegls::decode(codestream, pixels)?;
+    if (image.rows, image.columns) != (usize::from(h.rows), usize::from(h.columns))
+        || u16::from(image.precision_bits) > max_precision_bits
+    {
+        return Err(format!(
+            "JPEG-LS frame of {}x{} samples of {} bits does not match the header's {}x{} of {} bits",
+            image.columns, image.rows, image.precision_bits, h.columns, h.rows, max_precision_bits
+        ));
+    }
+    Ok(image)
+}
+
 /// Decodes frame `index` of JPEG-LS pixel data into little-endian samples of the
 /// header's size: one fragment per frame, or a single frame spread over all fragments.
 fn decode_jpegls_frame(
@@ -238,16 +258,7 @@ fn decode_jpegls_frame(
             fragments.len()
         ));
     };
-    let pixels = usize::from(h.rows) * usize::from(h.columns);
-    let image = super::jpegls::decode(codestream, pixels)?;
-    if (image.rows, image.columns) != (usize::from(h.rows), usize::from(h.columns))
-        || image.precision_bits > h.bits_allocated.min(16) as u8
-    {
-        return Err(format!(
-            "JPEG-LS frame of {}x{} samples of {} bits does not match the header's {}x{} of {} bits",
-            image.columns, image.rows, image.precision_bits, h.columns, h.rows, h.bits_allocated
-        ));
-    }
+    let image = decode_jpegls_checked(codestream, h, h.bits_allocated.min(16))?;
     Ok(match h.bits_allocated {
         8 => image.samples.iter().map(|&v| v as u8).collect(),
         16 => image.samples.iter().flat_map(|v| v.to_le_bytes()).collect(),
