@@ -9,9 +9,10 @@ Every `.dcm` file bundled with pydicom (`pydicom.data.get_testdata_files`) is cl
 by pydicom first: an image object (PixelData) whose pixels pydicom's handlers decode, an
 image object pydicom cannot decode, or a non-image object (SR, RT plan, waveform ...).
 Each file is then given to Pinhole alone in a folder (`pinhole convert DIR out.nii.gz`,
-the series reader; a Segmentation as its file, the label-input reader); where Pinhole reads it, its voxels (through nibabel) are compared
-with pydicom's `apply_modality_lut` of every frame (grey images; Pinhole reads colour
-and single-frame-per-file stacks only as the series reader allows). Prints a Markdown
+the series reader; a Segmentation as its file, the label-input reader; a colour image
+to `out.nrrd`, the colour reader); where Pinhole reads it, its voxels (through nibabel)
+are compared with pydicom's `apply_modality_lut` of every frame, or its RGB samples
+(through pynrrd) with pydicom's `pixel_array` (YBR converted) or `apply_color_lut`. Prints a Markdown
 table per file and a summary. Nothing is written outside a temporary folder.
 """
 
@@ -54,13 +55,21 @@ def pydicom_view(path):
         masks = pixels if frames > 1 else pixels[None]
         view["values"] = np.stack([m * n for m, n in zip(masks, numbers)]).astype(np.float64)
         return view
-    if samples == 1:
+    colour = samples == 3 or view["photometric"] == "PALETTE COLOR"
+    if not colour:
         values = apply_modality_lut(pixels, ds).astype(np.float64)
         if ds.get("Modality") == "RTDOSE" and "DoseGridScaling" in ds and "RescaleSlope" not in ds:
             values = values * float(ds.DoseGridScaling)  # PS3.3 C.8.8.3: dose = stored x scaling
         if frames == 1:
             values = values[None]
         view["values"] = values  # [frame, row, column]
+    elif frames == 1:
+        # Colour: pydicom's RGB (YBR converted by `pixel_array`), a palette through
+        # `apply_color_lut`; Pinhole writes an RGB NRRD.
+        if view["photometric"] == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+            pixels = apply_color_lut(pixels, ds)
+        view["rgb"] = np.asarray(pixels, dtype=np.float64)[None]  # [frame, row, column, c]
     return view
 
 
@@ -72,7 +81,11 @@ def pinhole_read(pinhole, path, tmp):
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
     shutil.copy(path, folder / Path(path).name)
-    out = Path(tmp) / "out.nii.gz"
+    import pydicom
+    header = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+    colour = int(header.get("SamplesPerPixel", 1)) == 3 or \
+        str(header.get("PhotometricInterpretation", "")) == "PALETTE COLOR"
+    out = Path(tmp) / ("out.nrrd" if colour else "out.nii.gz")
     if out.exists():
         out.unlink()
     # A Segmentation is label input, read from its file (`seg_input`), not as a series.
@@ -85,6 +98,12 @@ def pinhole_read(pinhole, path, tmp):
     if run.returncode != 0:
         line = next((l for l in run.stderr.splitlines() if l.startswith("error")), run.stderr.strip())
         return None, line.replace(str(folder), "DIR")[:160], run.returncode
+    if colour:
+        import nrrd
+
+        data, fields = nrrd.read(str(out))  # [c, i, j, k] with the RGB-color axis first
+        assert fields["kinds"][0] == "RGB-color", fields["kinds"]
+        return np.transpose(np.asarray(data, dtype=np.float64), (3, 2, 1, 0)), "", 0
     import nibabel as nib
 
     data = np.asarray(nib.load(str(out)).get_fdata(dtype=np.float64))
@@ -92,9 +111,19 @@ def pinhole_read(pinhole, path, tmp):
 
 
 def compare(view, data):
+    if "rgb" in view:
+        # pynrrd [c, i, j, k] was transposed to [k, j, i, c]: pydicom's [frame, row, column, c].
+        if data.shape != view["rgb"].shape:
+            return f"read, shape {data.shape} vs pydicom {view['rgb'].shape}"
+        difference = np.abs(data - view["rgb"])
+        worst = float(np.max(difference))
+        if worst == 0.0:
+            return "identical"
+        return (f"differs by up to {worst:g} ({100 * np.mean(difference > 0):.1f} % of "
+                f"samples, mean {np.mean(difference):.3f})")
     values = view.get("values")
     if values is None:
-        return "read (colour: not compared)"
+        return "read (not compared)"
     # NIfTI i = column, j = row, k = frame/slice; pydicom [frame, row, column].
     ours = np.transpose(data.reshape(data.shape[:3]), (2, 1, 0))
     if ours.shape != values.shape:

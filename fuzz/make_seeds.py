@@ -154,6 +154,11 @@ def dicom_seeds():
     from pydicom.data import get_testdata_file
     with open(get_testdata_file("rtdose.dcm"), "rb") as f:
         put("dicom_file", "rtdose_15_frames.dcm", f.read())
+    # Colour (`dicom::colour`): native RGB, JPEG baseline YBR_FULL, RLE RGB 8 and 16 bits.
+    for name in ("SC_rgb_small_odd.dcm", "SC_rgb_small_odd_jpeg.dcm", "SC_rgb_rle.dcm",
+                 "SC_rgb_rle_16bit.dcm", "SC_rgb_jpeg_dcmtk.dcm"):
+        with open(get_testdata_file(name), "rb") as f:
+            put("dicom_file", "colour_" + name, f.read())
     put("dicom_file", "ct_16x16_jpegls.dcm", small_slice(first, 16, -766.5, syntax=JPEGLSLossless))
     put("dicom_file", "ct_16x16_jpegls_near2.dcm", small_slice(first, 16, -766.5, syntax=JPEGLSNearLossless))
     three = [small_slice(p, 8, z) for p, z in zip(files, (-766.5, -763.5, -760.5))]
@@ -209,6 +214,14 @@ def jpegls_seeds():
         rows, columns = pixels.shape
         data = jpeg_ls.encode_buffer(pixels.tobytes(), rows, columns, 1, bits, lossy_error=near)
         put("dicom_jpegls", name + ".jls", bytes(data))
+    # Colour: three components by plane (three scans), by line and by pixel.
+    rgb = np.random.default_rng(24).integers(0, 256, (6, 7, 3)).astype(np.uint8)
+    rgb[:, :3] = (10, 20, 30)  # flat pixels: run mode over whole pixels
+    for ilv in (0, 1, 2):
+        arranged = np.transpose(rgb, (2, 0, 1)) if ilv == 0 else rgb
+        data = jpeg_ls.encode_buffer(np.ascontiguousarray(arranged).tobytes(), 6, 7, 3, 8,
+                                     interleave_mode=ilv)
+        put("dicom_jpegls", f"rgb_ilv{ilv}_7x6.jls", bytes(data))
 
 
 # ------------------------------------------------------------------ NIfTI / NRRD / PNG

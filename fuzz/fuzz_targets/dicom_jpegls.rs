@@ -1,5 +1,6 @@
 //! Any bytes given to the JPEG-LS decoder give an image or an error, never a panic; an
-//! image holds `columns * rows` samples within its precision, and no more samples than
+//! image holds `columns * rows * components` samples (one or three components) within
+//! its precision, and no more samples than
 //! the limit the caller gives (nothing allocated because a frame header claims it).
 #![no_main]
 
@@ -10,7 +11,11 @@ const MAX_SAMPLES: usize = 1 << 20;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(image) = jpegls::decode(data, MAX_SAMPLES) {
-        assert_eq!(image.samples.len(), image.columns * image.rows);
+        assert!(image.components == 1 || image.components == 3);
+        assert_eq!(
+            image.samples.len(),
+            image.columns * image.rows * image.components
+        );
         assert!(image.samples.len() <= MAX_SAMPLES);
         let max_value = (1u32 << image.precision_bits) - 1;
         assert!(image.samples.iter().all(|&v| u32::from(v) <= max_value));

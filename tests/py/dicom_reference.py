@@ -11,6 +11,20 @@ Commands:
                        copy the DICOM files of SRC into DST with SeriesInstanceUID UID_A
                        for the first N (by name) and UID_B for the rest (the shared
                        series' own UID is empty); print {"series": {uid: slices}}.
+  colour FILE OUT      one single-frame colour file as pydicom shows it: RGB (pixel_array
+                       converts YBR_FULL / YBR_FULL_422), a PALETTE COLOR index through
+                       apply_color_lut; writes the samples (row, column, R G B; C order)
+                       to OUT (voxel_file.py) and prints {"rows", "columns", "bits"}.
+  colour_nrrd FILE OUT.nrrd
+                       OUT.nrrd (Pinhole's RGB NRRD of FILE) read by pynrrd against FILE's
+                       colour as above; prints {"kinds", "type", "space", "sizes",
+                       "worst": max |difference|}.
+  jpegls_colour DST    colour images encoded by CharLS (pyjpegls) into DST/NAME/image.dcm,
+                       RGB secondary captures: pydicom's examples_rgb_color.dcm picture and
+                       a constructed image (flat blocks for run mode, noise, edges) in
+                       every interleave mode (0 by plane, 1 by line, 2 by pixel),
+                       lossless and NEAR 3, 8 bits; and 12-bit noise by line and by pixel;
+                       print {"names": [...]}.
   testfile NAME        print the path of one of pydicom's bundled test files.
   make_jpeg OUT.dcm    write a monochrome 8-bit JPEG baseline (1.2.840.10008.1.2.4.50)
                        file made from pydicom's MR_small.dcm with Pillow's encoder.
@@ -124,6 +138,88 @@ def series(folder, out_path):
         "slice_thickness": None if thickness is None else float(thickness),
         "slice_spacing": dz,
     }))
+
+
+def colour(path, out_path):
+    ds = pydicom.dcmread(path)
+    rgb = colour_rgb(ds)
+    assert rgb.shape == (int(ds.Rows), int(ds.Columns), 3), rgb.shape
+    voxel_file.save(np.asarray(rgb, dtype=np.float64), out_path)
+    print(json.dumps({"rows": int(ds.Rows), "columns": int(ds.Columns),
+                      "bits": int(rgb.dtype.itemsize * 8)}))
+
+
+def colour_rgb(ds):
+    from pydicom.pixels import apply_color_lut
+
+    rgb = ds.pixel_array
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        rgb = apply_color_lut(rgb, ds)
+    return rgb
+
+
+def colour_nrrd(path, nrrd_path):
+    import nrrd
+
+    rgb = colour_rgb(pydicom.dcmread(path)).astype(np.float64)
+    data, fields = nrrd.read(nrrd_path)  # [c, i, j, k]
+    ours = np.transpose(np.asarray(data, dtype=np.float64)[:, :, :, 0], (2, 1, 0))
+    print(json.dumps({
+        "kinds": list(fields["kinds"]), "type": fields["type"], "space": fields["space"],
+        "sizes": [int(v) for v in fields["sizes"]],
+        "worst": float(np.max(np.abs(ours - rgb))) if ours.shape == rgb.shape else None,
+    }))
+
+
+def jpegls_colour(dst):
+    import jpeg_ls
+    from pydicom.encaps import encapsulate
+
+    picture = pydicom.dcmread(get_testdata_file("examples_rgb_color.dcm")).pixel_array
+    rng = np.random.default_rng(24)
+    rows, columns = 37, 53  # odd sizes: no line length is a power of two
+    constructed = np.zeros((rows, columns, 3), dtype=np.uint8)
+    constructed[:, :20] = (200, 30, 90)  # flat: run mode across whole pixels
+    constructed[5:30, 20:40] = rng.integers(0, 256, (25, 20, 3))  # noise: regular mode
+    constructed[:, 40:] = np.arange(columns - 40, dtype=np.uint8)[None, :, None] * 7
+    constructed[20:, :20, 1] = 31  # one component changes: run interruption
+    noise12 = rng.integers(0, 4096, (19, 23, 3)).astype(np.uint16)
+    noise12[:, :8] = 4095  # a flat band at full scale
+    cases = []
+    for name, image, bits in (("picture", picture, 8), ("constructed", constructed, 8)):
+        for ilv in (0, 1, 2):
+            for near in (0, 3):
+                cases.append((f"{name}_ilv{ilv}_near{near}", image, bits, ilv, near))
+    cases += [("noise12_ilv1_near0", noise12, 12, 1, 0), ("noise12_ilv2_near2", noise12, 12, 2, 2)]
+    names = []
+    for name, image, bits, ilv, near in cases:
+        rows, columns = image.shape[:2]
+        dtype = np.uint8 if bits <= 8 else np.dtype("<u2")
+        arranged = image.astype(dtype)
+        if ilv == 0:
+            arranged = np.transpose(arranged, (2, 0, 1))  # plane by plane
+        # pyjpegls takes interleave mode 1 and 2 input by pixel (it arranges the lines).
+        codestream = jpeg_ls.encode_buffer(np.ascontiguousarray(arranged).tobytes(), rows,
+                                           columns, 3, bits, lossy_error=near,
+                                           interleave_mode=ilv)
+        ds = pydicom.dcmread(get_testdata_file("examples_rgb_color.dcm"))
+        ds.Rows, ds.Columns = rows, columns
+        ds.BitsAllocated = 8 if bits <= 8 else 16
+        ds.BitsStored = bits
+        ds.HighBit = bits - 1
+        ds.PlanarConfiguration = 0
+        ds.PixelData = encapsulate([bytes(codestream)])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = (pydicom.uid.JPEGLSLossless if near == 0
+                                          else pydicom.uid.JPEGLSNearLossless)
+        folder = os.path.join(dst, name)
+        os.makedirs(folder, exist_ok=True)
+        ds.save_as(os.path.join(folder, "image.dcm"), enforce_file_format=True)
+        # CharLS reads back what it wrote, within NEAR of the source.
+        back = pydicom.dcmread(os.path.join(folder, "image.dcm")).pixel_array
+        assert np.max(np.abs(back.astype(int) - image.astype(int))) <= near, name
+        names.append(name)
+    print(json.dumps({"names": names}))
 
 
 def two_series(src, dst, count, uid_a, uid_b):
@@ -346,6 +442,12 @@ def main():
         if path is None:
             sys.exit(f"pydicom has no test file {sys.argv[2]}")
         print(path)
+    elif command == "jpegls_colour":
+        jpegls_colour(sys.argv[2])
+    elif command == "colour":
+        colour(sys.argv[2], sys.argv[3])
+    elif command == "colour_nrrd":
+        colour_nrrd(sys.argv[2], sys.argv[3])
     elif command == "two_series":
         two_series(*sys.argv[2:7])
     elif command == "jpegls":

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 // The helpers of pinhole-io's tests (real data paths, the Python reference scripts).
@@ -385,6 +385,50 @@ fn convert_dicom_to_nifti_matches_pydicom_through_nibabel() {
     let (ours, reference) = (read_voxels(&b), read_voxels(&a));
     assert_eq!(ours.len(), 512 * 512 * 20);
     assert!(ours == reference, "voxels differ from pydicom's");
+}
+
+/// A colour DICOM image (pydicom's palette and RLE RGB files) becomes an RGB NRRD that
+/// pynrrd reads with an `RGB-color` axis and exactly pydicom's colours; NIfTI output and
+/// a label-map target are refused with the reason.
+#[test]
+fn convert_colour_dicom_to_rgb_nrrd_matches_pydicom_through_pynrrd() {
+    for name in ["examples_palette.dcm", "SC_rgb_rle.dcm"] {
+        let source = PathBuf::from(python("dicom_reference.py", &["testfile", name]).trim());
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::create_dir(&input).unwrap();
+        std::fs::copy(&source, input.join(name)).unwrap();
+        let output = dir.path().join("out.nrrd");
+        pinhole_ok(&["convert", input.to_str().unwrap(), output.to_str().unwrap()]);
+        let check = python_json(
+            "dicom_reference.py",
+            &[
+                "colour_nrrd",
+                source.to_str().unwrap(),
+                output.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(check["kinds"][0], "RGB-color", "{name}: {check}");
+        assert_eq!(check["space"], "left-posterior-superior", "{name}");
+        assert_eq!(
+            check["worst"], 0.0,
+            "{name}: colours differ from pydicom: {check}"
+        );
+        for target in ["out.nii.gz", "out.seg.nrrd"] {
+            let refused = pinhole(&[
+                "convert",
+                input.to_str().unwrap(),
+                dir.path().join(target).to_str().unwrap(),
+            ]);
+            let stderr = String::from_utf8_lossy(&refused.stderr);
+            assert!(!refused.status.success(), "{name} -> {target}");
+            assert!(
+                stderr.contains("nrrd only") || stderr.contains("not a label map"),
+                "{name} -> {target}: {stderr}"
+            );
+            assert!(!dir.path().join(target).exists(), "{target} written");
+        }
+    }
 }
 
 #[test]

@@ -473,8 +473,52 @@ pub fn header_text(volume: &AnyVolume, options: &WriteOptions) -> String {
     h
 }
 
-/// Writes `volume` as a single-file NRRD in LPS space.
-pub fn write(path: &Path, volume: &AnyVolume, options: &WriteOptions) -> Result<()> {
+/// The header text for an RGB volume: a leading `RGB-color` axis of three samples,
+/// which 3D Slicer loads as a vector volume shown in colour.
+pub fn rgb_header_text(volume: &crate::dicom::RgbVolume, options: &WriteOptions) -> String {
+    let grid = volume.grid();
+    let m = grid.ijk_to_lps();
+    let column = |c: usize| vector([m[0][c], m[1][c], m[2][c]]);
+    let [nx, ny, nz] = grid.dims();
+    let scalar = match volume.samples() {
+        crate::dicom::RgbSamples::U8(_) => "uint8",
+        crate::dicom::RgbSamples::U16(_) => "uint16",
+    };
+    let mut h = String::from("NRRD0004\n# Written by Pinhole (not for clinical use)\n");
+    h += &format!("type: {scalar}\n");
+    h += "dimension: 4\nspace: left-posterior-superior\n";
+    h += &format!("sizes: 3 {nx} {ny} {nz}\n");
+    h += &format!(
+        "space directions: none {} {} {}\n",
+        column(0),
+        column(1),
+        column(2)
+    );
+    h += "kinds: RGB-color domain domain domain\nendian: little\n";
+    h += &format!("encoding: {}\n", if options.gzip { "gzip" } else { "raw" });
+    h += &format!("space origin: {}\n", vector(grid.origin_lps()));
+    for (k, v) in &options.key_values {
+        h += &format!("{k}:={v}\n");
+    }
+    h
+}
+
+/// Writes an RGB volume as a single-file NRRD in LPS space (see [`rgb_header_text`]).
+pub fn write_rgb(
+    path: &Path,
+    volume: &crate::dicom::RgbVolume,
+    options: &WriteOptions,
+) -> Result<()> {
+    check_key_values(path, options)?;
+    let data: Vec<u8> = match volume.samples() {
+        crate::dicom::RgbSamples::U8(v) => v.clone(),
+        crate::dicom::RgbSamples::U16(v) => v.iter().flat_map(|s| s.to_le_bytes()).collect(),
+    };
+    write_file(path, rgb_header_text(volume, options), &data, options.gzip)
+}
+
+/// Refuses key/value pairs that would break the header.
+fn check_key_values(path: &Path, options: &WriteOptions) -> Result<()> {
     if let Some((k, _)) = options
         .key_values
         .iter()
@@ -485,18 +529,28 @@ pub fn write(path: &Path, volume: &AnyVolume, options: &WriteOptions) -> Result<
             invalid(format!("key/value {k:?} contains ':=' or a newline")),
         ));
     }
-    let mut data = Vec::new();
-    crate::with_volume!(volume, v => encode_samples(v.data(), &mut data));
+    Ok(())
+}
+
+/// Header, blank line, payload (gzip or raw), written atomically.
+fn write_file(path: &Path, header: String, data: &[u8], gzip: bool) -> Result<()> {
     let mut w = AtomicFile::create(path)?;
-    w.write_all(header_text(volume, options).as_bytes())
-        .with_path(path)?;
+    w.write_all(header.as_bytes()).with_path(path)?;
     w.write_all(b"\n").with_path(path)?;
-    if options.gzip {
+    if gzip {
         let mut encoder = GzEncoder::new(&mut w, flate2::Compression::new(6));
-        encoder.write_all(&data).with_path(path)?;
+        encoder.write_all(data).with_path(path)?;
         encoder.finish().with_path(path)?;
     } else {
-        w.write_all(&data).with_path(path)?;
+        w.write_all(data).with_path(path)?;
     }
     w.commit()
+}
+
+/// Writes `volume` as a single-file NRRD in LPS space.
+pub fn write(path: &Path, volume: &AnyVolume, options: &WriteOptions) -> Result<()> {
+    check_key_values(path, options)?;
+    let mut data = Vec::new();
+    crate::with_volume!(volume, v => encode_samples(v.data(), &mut data));
+    write_file(path, header_text(volume, options), &data, options.gzip)
 }

@@ -192,3 +192,24 @@ pub fn write_volume(path: &Path, volume: &AnyVolume) -> Result<()> {
         ),
     }
 }
+
+/// Writes an RGB volume as gzip NRRD (`.nrrd`, an `RGB-color` axis that 3D Slicer shows
+/// as a colour vector volume); NIfTI output is refused with the reason.
+pub fn write_rgb_volume(path: &Path, volume: &dicom::RgbVolume) -> Result<()> {
+    match output_format(path)? {
+        OutputFormat::Nrrd => nrrd::write_rgb(
+            path,
+            volume,
+            &nrrd::WriteOptions {
+                gzip: true,
+                key_values: Vec::new(),
+            },
+        ),
+        OutputFormat::Nifti | OutputFormat::NiftiGz => Err(Error::new(
+            path,
+            ErrorKind::Unsupported(
+                "a colour (RGB) series is written as .nrrd only (NIfTI RGB is not written)".into(),
+            ),
+        )),
+    }
+}

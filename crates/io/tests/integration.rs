@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod calibration;
+mod colour;
 #[path = "../../../tests/support/shared.rs"]
 mod common;
 mod dicom;

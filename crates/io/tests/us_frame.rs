@@ -179,6 +179,31 @@ fn multi_frame_jpegls_dicom_us_matches_pydicom() {
     }
 }
 
+/// An RGB cine in JPEG-LS (three components, CharLS through pydicom's encoder): each
+/// frame's luminance of pydicom's decoded RGB.
+#[test]
+fn multi_frame_rgb_jpegls_dicom_us_becomes_luminance_of_pydicoms_colours() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rgb_jpegls.dcm");
+    let (w, h, n) = (19usize, 11usize, 3usize);
+    let extra = ["8", "0", "US", "jpegls"];
+    let reference = us_dicom(&path, "RGB", w as u32, h as u32, n as u32, &extra).unwrap();
+    assert_eq!(reference.len(), n * h * w * 3);
+    let frames = read_us_frames(&path).unwrap();
+    assert_eq!(frames.frames.len(), n);
+    for f in 0..n {
+        for p in 0..w * h {
+            let at = (f * w * h + p) * 3;
+            let px = &reference[at..at + 3];
+            assert_eq!(
+                frames.frames[f][p],
+                luma(px[0], px[1], px[2]),
+                "frame {f} pixel {p}"
+            );
+        }
+    }
+}
+
 #[test]
 fn multi_frame_rgb_dicom_us_becomes_luminance_frame_by_frame() {
     let dir = tempfile::tempdir().unwrap();
@@ -346,5 +371,39 @@ fn palette_and_rle_colour_frames_match_pydicom() {
             differing, 0,
             "{name}: {differing} pixels differ from pydicom's"
         );
+    }
+}
+
+/// Colour JPEG frames read as luminance within 2 levels of pydicom's (libjpeg and
+/// jpeg-decoder differ in IDCT and chroma upsampling): the 30-frame YBR_FULL_422 cine,
+/// and the RGB JPEG without a colour-transform marker whose components are RGB as
+/// stored (through dicom-pixeldata's decoder, which converts from YCbCr regardless, its
+/// luminance was off by up to 77 levels: the regression case).
+#[test]
+fn colour_jpeg_frames_are_within_two_levels_of_pydicom() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["examples_ybr_color.dcm", "SC_jpeg_no_color_transform.dcm"] {
+        let raw = dir.path().join(format!("{name}.raw"));
+        let made = python_json(
+            "us_dicom.py",
+            &["pydicom-luma", name, raw.to_str().unwrap()],
+        );
+        let reference = std::fs::read(&raw).unwrap();
+        let frames = read_us_frames(Path::new(made["path"].as_str().unwrap()))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            frames.frames.len() as u64,
+            made["frames"].as_u64().unwrap(),
+            "{name}"
+        );
+        let ours: Vec<u8> = frames.frames.concat();
+        assert_eq!(ours.len(), reference.len(), "{name}");
+        let worst = ours
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(worst <= 2, "{name}: luminance off by up to {worst}");
     }
 }

@@ -40,6 +40,35 @@ pub fn load(path: &Path, series_uid: Option<String>, observer: &dyn Observer) ->
     Ok(loaded)
 }
 
+/// A colour DICOM series (RGB, YBR, PALETTE COLOR: screen captures, photographs) read
+/// as an RGB volume, or `None` when `path` is not a DICOM series of colour images (read
+/// those with [`load`]). Warnings go to `observer`.
+pub fn load_colour(
+    path: &Path,
+    series_uid: Option<String>,
+    observer: &dyn Observer,
+) -> Result<Option<pinhole_io::dicom::ColourSeries>> {
+    if pinhole_io::open::detect(path)? != pinhole_io::open::Format::DicomSeries {
+        return Ok(None);
+    }
+    let options = pinhole_io::dicom::DicomOptions { series_uid };
+    // Whatever the headers do not show to be colour is left to `load`, whose errors
+    // (a lone file, a missing series, …) are the ones to report.
+    if !pinhole_io::dicom::series_is_colour(path, &options).unwrap_or(false) {
+        return Ok(None);
+    }
+    observer.begin("reading colour series");
+    let series = pinhole_io::dicom::read_colour_series(path, &options, &mut |done, total| {
+        observer.advance(done, total)
+    });
+    observer.end();
+    let series = series?;
+    for warning in &series.warnings {
+        observer.warn(&format!("{}: {warning}", path.display()));
+    }
+    Ok(Some(series))
+}
+
 /// What a procedure does with a "CT" input that does not look like a CT (an MR, PET or
 /// NM volume, a normalised or rescaled image): its values are not Hounsfield units, so
 /// attenuation, body outline and tissue thresholds would be silently wrong.

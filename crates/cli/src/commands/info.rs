@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use pinhole_pipeline::inputs::{label_table, labels_of, load};
+use pinhole_pipeline::inputs::{label_table, labels_of, load, load_colour};
 use pinhole_pipeline::Observer;
 
 #[derive(Args)]
@@ -84,8 +84,26 @@ pub fn convert(args: &ConvertArgs, terminal: &dyn Observer) -> anyhow::Result<()
         ],
         std::slice::from_ref(&args.output),
     )?;
-    let loaded = load(&args.input, args.series.clone(), terminal)?;
     let name = args.output.to_string_lossy().to_ascii_lowercase();
+    if let Some(colour) = load_colour(&args.input, args.series.clone(), terminal)? {
+        if name.ends_with(".seg.nrrd") || args.labels_table.is_some() {
+            anyhow::bail!(
+                "{}: a colour ({}) series is a picture, not a label map",
+                args.input.display(),
+                colour.photometric
+            );
+        }
+        pinhole_io::open::write_rgb_volume(&args.output, &colour.volume)?;
+        let [nx, ny, nz] = colour.volume.grid().dims();
+        eprintln!(
+            "wrote {} (RGB, {} bits per sample, {nx} x {ny} x {nz}, from {})",
+            args.output.display(),
+            colour.volume.samples().bits(),
+            colour.photometric
+        );
+        return Ok(());
+    }
+    let loaded = load(&args.input, args.series.clone(), terminal)?;
     if name.ends_with(".seg.nrrd") {
         let labels = labels_of(loaded.volume, &args.input)?;
         // A DICOM Segmentation's own segment names, unless a table is given.

@@ -27,37 +27,8 @@ pub(super) fn assemble(
     let mut warnings = Vec::new();
     let first = slices.first().cloned().ok_or_else(|| no_dicom(dir))?;
     check_matrix_and_format(dir, &slices, &first)?;
-    let orientation = series_orientation(dir, &slices, &first, &mut warnings)?;
-    let axes = axes(&first, orientation)?;
-    check_positions_present(dir, &slices, &first, &mut warnings)?;
-    let stack = sort_along_normal(dir, &mut slices, axes.normal)?;
-    let origin = position(&first_sorted(&slices, &first));
-    let spacing_k = slice_spacing(dir, &first, &stack, &mut warnings)?;
-    let mut grid = series_grid(
-        dir,
-        &first,
-        &axes,
-        spacing_k,
-        origin,
-        slices.len(),
-        &mut warnings,
-    )?;
+    let (grid, shear) = stack_grid(dir, &mut slices, &first, &mut warnings)?;
     let matrix = [usize::from(first.columns), usize::from(first.rows)];
-    let [spacing_i, spacing_j, _] = grid.spacing_mm();
-    let shear = stack_shear(dir, &slices, origin, &axes, [spacing_i, spacing_j], matrix)?;
-    match &shear {
-        None => check_no_gantry_tilt(&slices)?,
-        Some(shear) => {
-            let [ni, nj] = shear.dims();
-            grid = Grid::new(
-                [ni, nj, slices.len()],
-                grid.spacing_mm(),
-                shear.origin(origin, &axes, [spacing_i, spacing_j]),
-                grid.direction(),
-            )
-            .map_err(|e| Error::new(dir, e))?;
-        }
-    }
     if let Some(units) = &first.dose_units {
         warnings.push(format!(
             "RT Dose grid: values are the stored values times DoseGridScaling {} (dose in \
@@ -86,6 +57,41 @@ pub(super) fn assemble(
     })
 }
 
+/// The stack's geometry: orientation, order along the normal (`slices` sorted in
+/// place), spacing and grid; a gantry-tilted stack comes with its shear and the grid
+/// it is resampled onto.
+pub(super) fn stack_grid(
+    dir: &Path,
+    slices: &mut [SliceHeader],
+    first: &SliceHeader,
+    warnings: &mut Vec<String>,
+) -> Result<(Grid, Option<Shear>)> {
+    let orientation = series_orientation(dir, slices, first, warnings)?;
+    let axes = axes(first, orientation)?;
+    check_positions_present(dir, slices, first, warnings)?;
+    let stack = sort_along_normal(dir, slices, axes.normal)?;
+    let origin = position(&first_sorted(slices, first));
+    let spacing_k = slice_spacing(dir, first, &stack, warnings)?;
+    let mut grid = series_grid(dir, first, &axes, spacing_k, origin, slices.len(), warnings)?;
+    let matrix = [usize::from(first.columns), usize::from(first.rows)];
+    let [spacing_i, spacing_j, _] = grid.spacing_mm();
+    let shear = stack_shear(dir, slices, origin, &axes, [spacing_i, spacing_j], matrix)?;
+    match &shear {
+        None => check_no_gantry_tilt(slices)?,
+        Some(shear) => {
+            let [ni, nj] = shear.dims();
+            grid = Grid::new(
+                [ni, nj, slices.len()],
+                grid.spacing_mm(),
+                shear.origin(origin, &axes, [spacing_i, spacing_j]),
+                grid.direction(),
+            )
+            .map_err(|e| Error::new(dir, e))?;
+        }
+    }
+    Ok((grid, shear))
+}
+
 /// What the reader did to a gantry-tilted stack, for the report.
 fn tilt_warning(first: &SliceHeader, shear: &Shear, fill: f64) -> String {
     let recorded = match first.gantry_tilt {
@@ -106,6 +112,19 @@ fn tilt_warning(first: &SliceHeader, shear: &Shear, fill: f64) -> String {
 
 /// Same matrix size, one frame each, decodable transfer syntax.
 fn check_matrix_and_format(dir: &Path, slices: &[SliceHeader], first: &SliceHeader) -> Result<()> {
+    check_same_matrix(dir, slices, first)?;
+    for s in slices {
+        check_header(s).map_err(|k| Error::new(&s.path, k))?;
+    }
+    Ok(())
+}
+
+/// Every slice has the first slice's rows and columns.
+pub(super) fn check_same_matrix(
+    dir: &Path,
+    slices: &[SliceHeader],
+    first: &SliceHeader,
+) -> Result<()> {
     for s in slices {
         if (s.rows, s.columns) != (first.rows, first.columns) {
             return Err(Error::new(
@@ -121,7 +140,6 @@ fn check_matrix_and_format(dir: &Path, slices: &[SliceHeader], first: &SliceHead
                 )),
             ));
         }
-        check_header(s).map_err(|k| Error::new(&s.path, k))?;
     }
     Ok(())
 }

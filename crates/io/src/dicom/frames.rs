@@ -197,80 +197,26 @@ fn layout_of(
     }
 }
 
-/// The luminance of every 8-bit index through the file's palette (PS3.3 C.7.6.3.1.5):
-/// descriptor `[entries (0: 65536), first mapped index, bits per entry]`; indices below
-/// the first map to the first entry, beyond the last to the last.
+/// The luminance of every 8-bit index through the file's palette
+/// ([`super::colour::Palette`]; 16-bit entries cut to their high byte).
 fn palette_grey(obj: &DefaultDicomObject) -> Result<[u8; 256], ErrorKind> {
-    let bad = |m: String| ErrorKind::InvalidHeader(m);
-    if obj
-        .element_opt(tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA)
-        .ok()
-        .flatten()
-        .is_some()
-    {
-        return Err(ErrorKind::Unsupported(
-            "segmented palette colour lookup tables are not read".into(),
-        ));
-    }
-    let channel = |descriptor: Tag, data: Tag, name: &str| -> Result<Vec<u8>, ErrorKind> {
-        let d = obj
-            .element_opt(descriptor)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_multi_int::<i64>().ok())
-            .filter(|d| d.len() == 3)
-            .ok_or_else(|| bad(format!("PALETTE COLOR without a usable {name} descriptor")))?;
-        let entries = if d[0] == 0 { 65536 } else { d[0] };
-        let entries = usize::try_from(entries)
-            .ok()
-            .filter(|n| (1..=65536).contains(n))
-            .ok_or_else(|| bad(format!("{name} descriptor: {} entries", d[0])))?;
-        let bytes = obj
-            .element_opt(data)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_bytes().ok())
-            .ok_or_else(|| bad(format!("PALETTE COLOR without {name} data")))?;
-        let table: Vec<u8> = match d[2] {
-            16 if bytes.len() >= 2 * entries => {
-                bytes.chunks_exact(2).take(entries).map(|w| w[1]).collect()
-            }
-            8 if bytes.len() >= 2 * entries => {
-                bytes.chunks_exact(2).take(entries).map(|w| w[0]).collect()
-            }
-            8 if bytes.len() >= entries => bytes[..entries].to_vec(),
-            bits => {
-                return Err(bad(format!(
-                    "{name}: {entries} entries of {bits} bits in {} bytes",
-                    bytes.len()
-                )))
-            }
-        };
-        let first = d[1];
-        Ok((0..256i64)
-            .map(|v| {
-                let at = (v - first).clamp(0, entries as i64 - 1) as usize;
-                table[at]
-            })
-            .collect())
+    let palette = super::colour::Palette::of(obj).map_err(|m| {
+        if m.starts_with("segmented") {
+            ErrorKind::Unsupported(m)
+        } else {
+            ErrorKind::InvalidHeader(m)
+        }
+    })?;
+    let byte = |v: u16| {
+        if palette.bits16 {
+            (v >> 8) as u8
+        } else {
+            v as u8
+        }
     };
-    let red = channel(
-        tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
-        tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-        "red",
-    )?;
-    let green = channel(
-        tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
-        tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-        "green",
-    )?;
-    let blue = channel(
-        tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
-        tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-        "blue",
-    )?;
     Ok(std::array::from_fn(|v| {
-        luminance_u8(red[v], green[v], blue[v])
+        let [r, g, b] = palette.rgb(v as i64).map(byte);
+        luminance_u8(r, g, b)
     }))
 }
 
@@ -354,6 +300,11 @@ fn decode_encapsulated(
             out.push(decode_jpegls_grey(fragment, h, layout, pixels).map_err(dicom)?);
             continue;
         }
+        if samples == 3 && fragments.len() == frames && super::colour::is_colour_jpeg(h) {
+            let rgb = super::colour::jpeg_frame_rgb(fragment, h, pixels).map_err(dicom)?;
+            out.push(to_grey(&rgb, Layout::Rgb { planar: false }, pixels));
+            continue;
+        }
         if jpeg2000 {
             super::jpeg2000::check_codestream(fragment, h.rows, h.columns, samples, 8)
                 .map_err(dicom)?;
@@ -394,18 +345,24 @@ fn decode_encapsulated(
     Ok(out)
 }
 
-/// A greyscale (or palette) JPEG-LS frame of 8-bit samples; colour JPEG-LS is refused
-/// by the decoder (one component only).
+/// A JPEG-LS frame of 8-bit samples as grey: greyscale or palette (one component), or
+/// three components as stored (JPEG-LS has no colour transform of its own: RGB, or
+/// YBR_FULL whose first component is the luminance).
 fn decode_jpegls_grey(
     fragment: &[u8],
     h: &SliceHeader,
     layout: Layout,
     pixels: usize,
 ) -> Result<Vec<u8>, String> {
-    if !matches!(layout, Layout::Grey { .. } | Layout::Palette { .. }) {
-        return Err("colour JPEG-LS frames are not read (one component only)".into());
-    }
-    let image = super::pixels::decode_jpegls_checked(fragment, h, 8)?;
+    let (components, layout) = match layout {
+        Layout::Grey { .. } | Layout::Palette { .. } => (1, layout),
+        _ => match h.photometric.as_str() {
+            "RGB" => (3, Layout::Rgb { planar: false }),
+            "YBR_FULL" => (3, Layout::Ybr { planar: false }),
+            other => return Err(format!("JPEG-LS frames of {other} are not read")),
+        },
+    };
+    let image = super::pixels::decode_jpegls_components(fragment, h, components, 8)?;
     let bytes: Vec<u8> = image.samples.iter().map(|&v| v as u8).collect();
     Ok(to_grey(&bytes, layout, pixels))
 }

@@ -1,5 +1,5 @@
-//! JPEG-LS decoding (ITU-T T.87 | ISO/IEC 14495-1), lossless and near-lossless, for one
-//! greyscale component: the pixel data of transfer syntaxes 1.2.840.10008.1.2.4.80
+//! JPEG-LS decoding (ITU-T T.87 | ISO/IEC 14495-1), lossless and near-lossless, of one
+//! greyscale component or three colour components: the pixel data of transfer syntaxes 1.2.840.10008.1.2.4.80
 //! (lossless) and .81 (near-lossless), common PACS compression.
 //!
 //! Written from the standard: LOCO-I prediction with the edge-detecting predictor,
@@ -8,7 +8,14 @@
 //! default thresholds (C.2.4.1.1) or those of an LSE preset-parameters segment, and
 //! the marker-stuffed bit stream (a 0 bit after every 0xFF byte).
 //!
-//! Refused with a reason: more than one component (colour), restart intervals, mapping
+//! Colour (three components, T.87 Annex B): one scan per component (ILV 0), lines
+//! interleaved (ILV 1: the contexts shared, a run index per component) or samples
+//! interleaved (ILV 2: a run only where every component's gradients are flat, its
+//! interruption coded per component in the first run-interruption context), as
+//! CharLS codes them.
+//!
+//! Refused with a reason: two or four components, a colour transform (HP1–3 in an
+//! APP8 "mrfx" segment), restart intervals, mapping
 //! tables (LSE 2 / 3) and oversize-dimension segments (LSE 4), a point transform, a
 //! sample precision outside 2–16 bits, a height left to a DNL marker, an image larger
 //! than the caller's limit, and any code the standard cannot produce.
@@ -20,32 +27,85 @@
 /// JPEG-LS transfer syntaxes (PS3.5 A.4.3): lossless, near-lossless.
 pub const TRANSFER_SYNTAXES: [&str; 2] = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"];
 
-/// A decoded greyscale image.
+/// A decoded image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JpegLsImage {
     pub columns: usize,
     pub rows: usize,
+    /// 1 (greyscale) or 3 (colour).
+    pub components: usize,
     /// Sample precision P of the frame header, bits.
     pub precision_bits: u8,
     /// NEAR of the scan: 0 lossless, otherwise each sample within ±NEAR of the original.
     pub near: u16,
-    /// Row-major samples, `columns * rows` of them.
+    /// Row-major samples, `columns * rows * components` of them, a pixel's components
+    /// together (`R G B R G B …`).
     pub samples: Vec<u16>,
 }
 
-/// Decodes one JPEG-LS codestream (SOI … EOI) of one greyscale component whose
-/// `columns * rows` is at most `max_samples`.
+/// Decodes one JPEG-LS codestream (SOI … EOI) whose `columns * rows * components` is at
+/// most `max_samples`.
 pub fn decode(codestream: &[u8], max_samples: usize) -> Result<JpegLsImage, String> {
-    let header = parse_header(codestream, max_samples)?;
+    let mut header = parse_header(codestream, max_samples)?;
     let data = codestream.get(header.scan_start..).unwrap_or_default();
-    let samples = ScanDecoder::new(&header)?.decode(data)?;
+    let samples = match (header.components, header.scan_components, header.interleave) {
+        (1, 1, _) => ScanDecoder::new(&header)?.decode(data)?,
+        (3, 3, 1) => ScanDecoder::new(&header)?.decode_line_interleaved(data, 3)?,
+        (3, 3, 2) => ScanDecoder::new(&header)?.decode_sample_interleaved(data)?,
+        (3, 1, 0) => decode_scan_per_component(codestream, &mut header)?,
+        (components, scan, interleave) => {
+            return Err(format!(
+                "JPEG-LS scan of {scan} of {components} components with interleave mode \
+                 {interleave}"
+            ))
+        }
+    };
     Ok(JpegLsImage {
         columns: header.columns,
         rows: header.rows,
+        components: header.components,
         precision_bits: header.precision_bits,
         near: header.near as u16,
         samples,
     })
+}
+
+/// ILV 0: each component in a scan of its own (its own contexts and NEAR), in any
+/// order; the planes are interleaved into pixels.
+fn decode_scan_per_component(codestream: &[u8], header: &mut Header) -> Result<Vec<u16>, String> {
+    let pixels = header.columns * header.rows;
+    let mut samples = vec![0u16; 3 * pixels];
+    let mut decoded = [false; 3];
+    loop {
+        let component = header
+            .component_ids
+            .iter()
+            .position(|&id| id == header.scan_component_id)
+            .ok_or("JPEG-LS scan of a component the frame does not have")?;
+        if std::mem::replace(&mut decoded[component], true) {
+            return Err("JPEG-LS component coded twice".into());
+        }
+        let data = codestream.get(header.scan_start..).unwrap_or_default();
+        let plane = ScanDecoder::new(header)?.decode(data)?;
+        for (pixel, &value) in plane.iter().enumerate() {
+            samples[3 * pixel + component] = value;
+        }
+        if decoded.iter().all(|&d| d) {
+            return Ok(samples);
+        }
+        let next = next_marker(codestream, header.scan_start)
+            .ok_or("JPEG-LS codestream ends before its last component's scan")?;
+        walk_to_scan(codestream, next, header)?;
+        if header.scan_components != 1 {
+            return Err("JPEG-LS scans of one component and of several mixed".into());
+        }
+    }
+}
+
+/// The first marker (0xFF then a byte ≥ 0x80) at or after `from`: the end of an
+/// entropy-coded segment, where an 0xFF is otherwise followed by a stuffed 0 bit.
+fn next_marker(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len().saturating_sub(1)).find(|&at| bytes[at] == 0xFF && bytes[at + 1] >= 0x80)
 }
 
 const SOI: u8 = 0xD8;
@@ -55,6 +115,7 @@ const LSE: u8 = 0xF8;
 const SOS: u8 = 0xDA;
 const DRI: u8 = 0xDD;
 const COM: u8 = 0xFE;
+const APP8: u8 = 0xE8;
 
 /// What the marker segments before the entropy-coded data say.
 #[derive(Debug, Default)]
@@ -62,6 +123,14 @@ struct Header {
     columns: usize,
     rows: usize,
     precision_bits: u8,
+    components: usize,
+    component_ids: Vec<u8>,
+    /// Components in the current scan, and the first one's identifier.
+    scan_components: usize,
+    scan_component_id: u8,
+    /// ILV of the current scan: 0 none, 1 line, 2 sample.
+    interleave: u8,
+    max_samples: usize,
     near: i64,
     /// LSE preset parameters: MAXVAL, T1, T2, T3, RESET (0 = default).
     preset: [i64; 5],
@@ -77,9 +146,18 @@ fn parse_header(bytes: &[u8], max_samples: usize) -> Result<Header, String> {
     if bytes.get(..2) != Some(&[0xFF, SOI][..]) {
         return Err("JPEG-LS pixel data does not start with an SOI marker".into());
     }
-    let mut header = Header::default();
-    let mut frame_seen = false;
-    let mut at = 2;
+    let mut header = Header {
+        max_samples,
+        ..Header::default()
+    };
+    walk_to_scan(bytes, 2, &mut header)?;
+    Ok(header)
+}
+
+/// Walks marker segments from `at` to the next scan's entropy-coded data (setting
+/// `header.scan_start`); the frame header must come before the first scan, once.
+fn walk_to_scan(bytes: &[u8], mut at: usize, header: &mut Header) -> Result<(), String> {
+    let mut frame_seen = header.components > 0;
     loop {
         // Fill bytes (0xFF) may precede a marker.
         while bytes.get(at) == Some(&0xFF) && bytes.get(at + 1) == Some(&0xFF) {
@@ -97,11 +175,18 @@ fn parse_header(bytes: &[u8], max_samples: usize) -> Result<Header, String> {
             .filter(|_| length >= 2)
             .ok_or_else(|| format!("JPEG-LS marker FF{marker:02X} claims {length} bytes"))?;
         match marker {
-            SOF55 => {
-                read_frame_header(segment, max_samples, &mut header)?;
+            SOF55 if !frame_seen => {
+                read_frame_header(segment, header)?;
                 frame_seen = true;
             }
-            LSE => read_preset_parameters(segment, &mut header)?,
+            SOF55 => return Err("JPEG-LS codestream with a second frame header".into()),
+            LSE => read_preset_parameters(segment, header)?,
+            APP8 if segment.starts_with(b"mrfx") && segment.get(4).is_some_and(|&t| t != 0) => {
+                return Err(format!(
+                    "JPEG-LS colour transform HP{} (APP8 mrfx) is not supported",
+                    segment[4]
+                ))
+            }
             DRI => {
                 if segment.iter().any(|&b| b != 0) {
                     return Err("JPEG-LS restart intervals are not supported".into());
@@ -111,9 +196,9 @@ fn parse_header(bytes: &[u8], max_samples: usize) -> Result<Header, String> {
                 if !frame_seen {
                     return Err("JPEG-LS scan before its frame header (SOF55)".into());
                 }
-                read_scan_header(segment, &mut header)?;
+                read_scan_header(segment, header)?;
                 header.scan_start = at + 2 + length;
-                return Ok(header);
+                return Ok(());
             }
             0xE0..=0xEF | COM => {}
             0xC0..=0xCF => {
@@ -128,32 +213,39 @@ fn parse_header(bytes: &[u8], max_samples: usize) -> Result<Header, String> {
     }
 }
 
-fn read_frame_header(segment: &[u8], max_samples: usize, h: &mut Header) -> Result<(), String> {
+fn read_frame_header(segment: &[u8], h: &mut Header) -> Result<(), String> {
     let truncated = || "truncated JPEG-LS frame header".to_string();
     let precision = *segment.first().ok_or_else(truncated)?;
     let rows = be_u16(segment, 1).ok_or_else(truncated)?;
     let columns = be_u16(segment, 3).ok_or_else(truncated)?;
-    let components = *segment.get(5).ok_or_else(truncated)?;
-    if components != 1 {
+    let components = usize::from(*segment.get(5).ok_or_else(truncated)?);
+    if components != 1 && components != 3 {
         return Err(format!(
-            "JPEG-LS with {components} components (colour) is not read as greyscale"
+            "JPEG-LS with {components} components (one or three are read)"
         ));
     }
+    // Ci, Hi/Vi, Tqi per component.
+    let ids: Vec<u8> = (0..components)
+        .map(|c| segment.get(6 + 3 * c).copied().ok_or_else(truncated))
+        .collect::<Result<_, _>>()?;
     if !(2..=16).contains(&precision) {
         return Err(format!("JPEG-LS sample precision of {precision} bits"));
     }
     if rows == 0 {
         return Err("JPEG-LS frames whose height follows in a DNL marker are not supported".into());
     }
-    if columns == 0 || rows * columns > max_samples {
+    if columns == 0 || rows * columns * components > h.max_samples {
         return Err(format!(
-            "JPEG-LS frame of {columns}x{rows} samples does not match the header (at most \
-             {max_samples} samples)"
+            "JPEG-LS frame of {columns}x{rows} samples of {components} components does not \
+             match the header (at most {} samples)",
+            h.max_samples
         ));
     }
     h.precision_bits = precision;
     h.rows = rows;
     h.columns = columns;
+    h.components = components;
+    h.component_ids = ids;
     Ok(())
 }
 
@@ -173,23 +265,39 @@ fn read_preset_parameters(segment: &[u8], h: &mut Header) -> Result<(), String> 
 }
 
 fn read_scan_header(segment: &[u8], h: &mut Header) -> Result<(), String> {
-    // Ns, (Ci, Tmi), NEAR, ILV, point transform.
-    let [components, _id, mapping, near, _interleave, point_transform] = segment else {
+    // Ns, (Ci, Tmi) × Ns, NEAR, ILV, point transform.
+    let truncated = || "truncated JPEG-LS scan header".to_string();
+    let components = usize::from(*segment.first().ok_or_else(truncated)?);
+    if segment.len() != 4 + 2 * components {
         return Err(format!(
-            "JPEG-LS scan header of {} bytes (one component expected)",
+            "JPEG-LS scan header of {} bytes for {components} components",
             segment.len()
         ));
-    };
-    if *components != 1 {
-        return Err(format!("JPEG-LS scan of {components} components"));
     }
-    if *mapping != 0 {
+    if components != 1 && components != h.components {
+        return Err(format!(
+            "JPEG-LS scan of {components} of the frame's {} components",
+            h.components
+        ));
+    }
+    if (0..components).any(|c| segment[2 + 2 * c] != 0) {
         return Err("JPEG-LS mapping tables are not supported".into());
     }
-    if *point_transform != 0 {
+    let [near, interleave, point_transform] = segment[1 + 2 * components..] else {
+        return Err(truncated());
+    };
+    if point_transform != 0 {
         return Err("JPEG-LS point transform is not supported".into());
     }
-    h.near = i64::from(*near);
+    if components > 1 && !matches!(interleave, 1 | 2) {
+        return Err(format!(
+            "JPEG-LS scan of {components} components with interleave mode {interleave}"
+        ));
+    }
+    h.scan_components = components;
+    h.scan_component_id = segment[1];
+    h.interleave = if components == 1 { 0 } else { interleave };
+    h.near = i64::from(near);
     Ok(())
 }
 
@@ -343,33 +451,161 @@ impl ScanDecoder {
         let mut previous = vec![0i64; width + 2];
         let mut current = vec![0i64; width + 2];
         for _ in 0..self.rows {
-            previous[width + 1] = previous[width];
-            current[0] = previous[1];
-            let mut x = 1;
-            while x <= width {
-                let (a, b, c, d) = (
-                    current[x - 1],
-                    previous[x],
-                    previous[x - 1],
-                    previous[x + 1],
-                );
-                // 81·Q1 + 9·Q2 + Q3 has the sign of the first non-zero Qi (|9·Q2 + Q3| ≤
-                // 40 < 81): folding the sign (A.3.4) is taking its absolute value, and
-                // the windows 81·Q1 ± 40 are disjoint, one index in 0..365 per context.
-                // It is 0 exactly when every gradient is within ±NEAR: run mode (A.3.1).
-                let signed_context =
-                    81 * self.quantized(d - b) + 9 * self.quantized(b - c) + self.quantized(c - a);
-                if signed_context == 0 {
-                    x = self.run(&mut bits, &mut current, &previous, x)?;
-                } else {
-                    current[x] = self.regular(&mut bits, a, b, c, signed_context)?;
-                    x += 1;
-                }
-            }
+            self.decode_line(&mut bits, &mut current, &mut previous)?;
             samples.extend(current[1..=width].iter().map(|&v| v as u16));
             std::mem::swap(&mut previous, &mut current);
         }
         Ok(samples)
+    }
+
+    /// ILV 1: each row holds a line of every component in turn; the contexts are shared
+    /// and each component keeps its own run index (as CharLS codes them).
+    fn decode_line_interleaved(
+        mut self,
+        data: &[u8],
+        components: usize,
+    ) -> Result<Vec<u16>, String> {
+        let width = self.columns;
+        let mut bits = BitReader::new(data);
+        let mut samples = vec![0u16; width * self.rows * components];
+        let mut previous = vec![vec![0i64; width + 2]; components];
+        let mut current = vec![vec![0i64; width + 2]; components];
+        let mut run_index = vec![0usize; components];
+        for y in 0..self.rows {
+            for c in 0..components {
+                self.run_index = run_index[c];
+                self.decode_line(&mut bits, &mut current[c], &mut previous[c])?;
+                run_index[c] = self.run_index;
+                let row = &mut samples[y * width * components..(y + 1) * width * components];
+                for (x, &value) in current[c][1..=width].iter().enumerate() {
+                    row[x * components + c] = value as u16;
+                }
+                std::mem::swap(&mut previous[c], &mut current[c]);
+            }
+        }
+        Ok(samples)
+    }
+
+    /// ILV 2: the three samples of a pixel in turn, each in its own component's context;
+    /// run mode where all three components are flat, over whole pixels.
+    fn decode_sample_interleaved(mut self, data: &[u8]) -> Result<Vec<u16>, String> {
+        let width = self.columns;
+        let mut bits = BitReader::new(data);
+        let mut samples = Vec::with_capacity(3 * width * self.rows);
+        let mut previous = [(); 3].map(|_| vec![0i64; width + 2]);
+        let mut current = [(); 3].map(|_| vec![0i64; width + 2]);
+        for _ in 0..self.rows {
+            for c in 0..3 {
+                previous[c][width + 1] = previous[c][width];
+                current[c][0] = previous[c][1];
+            }
+            let mut x = 1;
+            while x <= width {
+                let neighbours = [0, 1, 2].map(|c| {
+                    (
+                        current[c][x - 1],
+                        previous[c][x],
+                        previous[c][x - 1],
+                        previous[c][x + 1],
+                    )
+                });
+                let contexts = neighbours.map(|(a, b, cc, d)| {
+                    81 * self.quantized(d - b) + 9 * self.quantized(b - cc) + self.quantized(cc - a)
+                });
+                if contexts == [0; 3] {
+                    x = self.run_pixels(&mut bits, &mut current, &previous, x)?;
+                } else {
+                    for c in 0..3 {
+                        let (a, b, cc, _) = neighbours[c];
+                        current[c][x] = self.regular(&mut bits, a, b, cc, contexts[c])?;
+                    }
+                    x += 1;
+                }
+            }
+            for x in 1..=width {
+                samples.extend(current.iter().map(|line| line[x] as u16));
+            }
+            std::mem::swap(&mut previous, &mut current);
+        }
+        Ok(samples)
+    }
+
+    /// Run mode over whole pixels from column `x` (ILV 2): the run value is the pixel on
+    /// the left; an interruption codes each component against the pixel above.
+    fn run_pixels(
+        &mut self,
+        bits: &mut BitReader,
+        current: &mut [Vec<i64>; 3],
+        previous: &[Vec<i64>; 3],
+        mut x: usize,
+    ) -> Result<usize, String> {
+        let run_value = [0, 1, 2].map(|c| current[c][x - 1]);
+        let end = self.columns + 1;
+        while x < end {
+            let segment = 1usize << J[self.run_index];
+            if bits.read(1)? == 1 {
+                let filled = segment.min(end - x);
+                for c in 0..3 {
+                    current[c][x..x + filled].fill(run_value[c]);
+                }
+                x += filled;
+                if filled == segment && self.run_index < 31 {
+                    self.run_index += 1;
+                }
+            } else {
+                let count = bits.read(J[self.run_index])? as usize;
+                if count >= end - x {
+                    return Err("corrupt JPEG-LS data (run beyond the line)".into());
+                }
+                for c in 0..3 {
+                    current[c][x..x + count].fill(run_value[c]);
+                }
+                x += count;
+                for c in 0..3 {
+                    let (a, b) = (run_value[c], previous[c][x]);
+                    let sign = if b - a < 0 { -1 } else { 1 };
+                    current[c][x] = self.interruption_sample(bits, false, b, sign)?;
+                }
+                self.run_index = self.run_index.saturating_sub(1);
+                return Ok(x + 1);
+            }
+        }
+        Ok(x)
+    }
+
+    /// One line of one component into `current[1..=columns]`; `previous` is the line
+    /// above (its edge sample set here).
+    fn decode_line(
+        &mut self,
+        bits: &mut BitReader,
+        current: &mut [i64],
+        previous: &mut [i64],
+    ) -> Result<(), String> {
+        let width = self.columns;
+        previous[width + 1] = previous[width];
+        current[0] = previous[1];
+        let mut x = 1;
+        while x <= width {
+            let (a, b, c, d) = (
+                current[x - 1],
+                previous[x],
+                previous[x - 1],
+                previous[x + 1],
+            );
+            // 81·Q1 + 9·Q2 + Q3 has the sign of the first non-zero Qi (|9·Q2 + Q3| ≤
+            // 40 < 81): folding the sign (A.3.4) is taking its absolute value, and
+            // the windows 81·Q1 ± 40 are disjoint, one index in 0..365 per context.
+            // It is 0 exactly when every gradient is within ±NEAR: run mode (A.3.1).
+            let signed_context =
+                81 * self.quantized(d - b) + 9 * self.quantized(b - c) + self.quantized(c - a);
+            if signed_context == 0 {
+                x = self.run(bits, current, previous, x)?;
+            } else {
+                current[x] = self.regular(bits, a, b, c, signed_context)?;
+                x += 1;
+            }
+        }
+        Ok(())
     }
 
     /// The quantised gradient from the table (gradients of reconstructed samples lie in
@@ -550,12 +786,23 @@ impl ScanDecoder {
     /// The sample that ended a run (A.7.2).
     fn run_interruption(&mut self, bits: &mut BitReader, a: i64, b: i64) -> Result<i64, String> {
         let same = (a - b).abs() <= self.near;
-        let ri_type = i64::from(same);
         let (predicted, sign) = match (same, a > b) {
             (true, _) => (a, 1),
             (false, true) => (b, -1),
             (false, false) => (b, 1),
         };
+        self.interruption_sample(bits, same, predicted, sign)
+    }
+
+    /// A run-interruption sample coded in context RItype `same` (A.7.2.2 – A.7.2.4).
+    fn interruption_sample(
+        &mut self,
+        bits: &mut BitReader,
+        same: bool,
+        predicted: i64,
+        sign: i64,
+    ) -> Result<i64, String> {
+        let ri_type = i64::from(same);
         let q = REGULAR_CONTEXTS + usize::from(same);
         let temp = if same {
             self.a[q] + (self.n[q] >> 1)
@@ -779,7 +1026,11 @@ mod tests {
             bytes.extend([0xFF, SOS, 0, 8, 1, 1, 0, 0, 0, 0, 0xFF, EOI]);
             bytes
         };
-        assert!(decode(&frame(3, 8), 100).unwrap_err().contains("colour"));
+        assert!(decode(&frame(2, 8), 100)
+            .unwrap_err()
+            .contains("2 components"));
+        // Three components in a scan of one, interleave mode 1: not a combination.
+        assert!(decode(&frame(3, 8), 100).is_err());
         assert!(decode(&frame(1, 17), 100)
             .unwrap_err()
             .contains("precision"));

@@ -28,14 +28,14 @@
 //! [`SPACING_TOLERANCE_FRACTION`]), slices displaced sideways other than by a uniform
 //! tilt, a `GantryDetectorTilt` the positions and orientation do not show, multi-frame
 //! files without per-frame geometry, a single-frame file given alone (its folder is the
-//! series), colour images, and transfer syntaxes this build cannot decode (JPIP,
-//! MPEG / HEVC video, colour JPEG-LS).
+//! series), colour images (read as RGB volumes by [`read_colour_series`]), and transfer
+//! syntaxes this build cannot decode (JPIP, MPEG / HEVC video).
 //!
 //! RT Dose grids (multi-frame, stacked by Grid Frame Offset Vector) are read through
 //! `dose.rs`: their frames become slices, their values are scaled by Dose Grid Scaling.
 //!
-//! JPEG-LS (lossless and near-lossless, one greyscale component) is decoded by
-//! [`jpegls`], written from ITU-T T.87, not by dicom-rs.
+//! JPEG-LS (lossless and near-lossless, one greyscale or three colour components) is
+//! decoded by [`jpegls`], written from ITU-T T.87, not by dicom-rs.
 //!
 //! Deflated Explicit VR Little Endian is read by inflating the data set first (at most
 //! 64 MiB, `parse::MAX_INFLATED_BYTES`; the file meta group is walked with checked
@@ -71,6 +71,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::image::AnyVolume;
 
 mod assemble;
+mod colour;
 pub mod deidentify;
 pub mod derived;
 mod dose;
@@ -91,6 +92,7 @@ mod tilt;
 mod xray;
 
 use assemble::assemble;
+pub use colour::{read_colour_series, ColourSeries, RgbSamples, RgbVolume};
 pub(crate) use frames::decode_all_frames_u8;
 pub use frames::{luminance_u8, DicomFrames, MAX_DECODED_FRAMES_BYTES};
 use header::SliceHeader;
@@ -185,6 +187,19 @@ pub fn read_series(
     options: &DicomOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<DicomSeries> {
+    let (info, slices) = select_series(dir, options)?;
+    assemble(dir, info, slices, progress)
+}
+
+/// True when the series [`read_series`] would read holds colour images (three samples
+/// per pixel, or PALETTE COLOR): read those with [`read_colour_series`]. Reads headers.
+pub fn series_is_colour(dir: &Path, options: &DicomOptions) -> Result<bool> {
+    let (_, slices) = select_series(dir, options)?;
+    Ok(slices.first().is_some_and(colour::is_colour))
+}
+
+/// The headers of the series `options` names (else the one with the most slices).
+fn select_series(dir: &Path, options: &DicomOptions) -> Result<(SeriesInfo, Vec<SliceHeader>)> {
     let headers = read_headers(dir)?;
     check_single_file_is_a_stack(dir, &headers)?;
     let mut series = group_series(headers);
@@ -208,8 +223,7 @@ pub fn read_series(
     if index >= series.len() {
         return Err(no_dicom(dir));
     }
-    let (info, slices) = series.swap_remove(index);
-    assemble(dir, info, slices, progress)
+    Ok(series.swap_remove(index))
 }
 
 /// A single file is read only when it is an enhanced multi-frame object (a stack).
@@ -228,12 +242,18 @@ fn check_single_file_is_a_stack(path: &Path, headers: &[SliceHeader]) -> Result<
 }
 
 /// Parses one in-memory DICOM file (with or without the 128-byte preamble) and decodes
-/// its pixel data (every frame of an enhanced multi-frame object). For fuzzing: never panics, never allocates more than the input
+/// its pixel data (every frame of an enhanced multi-frame object; a colour image as RGB,
+/// [`read_colour_series`]'s decoder). For fuzzing: never panics, never allocates more than the input
 /// justifies (up to [`MAX_FRAME_BYTES`] for a compressed frame).
 pub fn decode_file_bytes(bytes: &[u8]) -> std::result::Result<(), String> {
     let obj = parse(bytes, false)?;
     let header = SliceHeader::from_object(PathBuf::new(), &obj)?;
     check_transfer_syntax(&header.transfer_syntax).map_err(|k| k.to_string())?;
+    if colour::is_colour(&header) {
+        return colour::decode_colour_bytes(bytes, None)
+            .map(|_| ())
+            .map_err(|k| k.to_string());
+    }
     let multi_frame = header.frames.is_some_and(|n| n > 1);
     if multi_frame && (enhanced::is_enhanced(&obj) || dose::is_dose_grid(&obj)) {
         let frames = if enhanced::is_enhanced(&obj) {

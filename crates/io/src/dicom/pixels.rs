@@ -40,7 +40,8 @@ pub(super) fn check_pixel_format(h: &SliceHeader) -> std::result::Result<(), Err
     if h.samples_per_pixel != 1 || !matches!(h.photometric.as_str(), "MONOCHROME1" | "MONOCHROME2")
     {
         return Err(ErrorKind::Unsupported(format!(
-            "only greyscale images are supported, not {} with {} samples per pixel",
+            "only greyscale images are read as volumes, not {} with {} samples per pixel \
+             (`pinhole convert` writes a colour series as an RGB NRRD)",
             h.photometric, h.samples_per_pixel
         )));
     }
@@ -216,21 +217,34 @@ pub(super) fn decode_frame(
     Ok(raw)
 }
 
-/// Decodes one JPEG-LS codestream that must hold the header's rows × columns samples of
-/// at most `max_precision_bits` bits.
+/// Decodes one greyscale JPEG-LS codestream that must hold the header's rows × columns
+/// samples of at most `max_precision_bits` bits.
 pub(super) fn decode_jpegls_checked(
     codestream: &[u8],
     h: &SliceHeader,
     max_precision_bits: u16,
 ) -> std::result::Result<super::jpegls::JpegLsImage, String> {
+    decode_jpegls_components(codestream, h, 1, max_precision_bits)
+}
+
+/// Decodes one JPEG-LS codestream that must hold the header's rows × columns pixels of
+/// `components` samples of at most `max_precision_bits` bits.
+pub(super) fn decode_jpegls_components(
+    codestream: &[u8],
+    h: &SliceHeader,
+    components: usize,
+    max_precision_bits: u16,
+) -> std::result::Result<super::jpegls::JpegLsImage, String> {
     let pixels = usize::from(h.rows) * usize::from(h.columns);
-    let image = super::jpegls::decode(codestream, pixels)?;
-    if (image.rows, image.columns) != (usize::from(h.rows), usize::from(h.columns))
+    let image = super::jpegls::decode(codestream, pixels * components)?;
+    if (image.rows, image.columns, image.components)
+        != (usize::from(h.rows), usize::from(h.columns), components)
         || u16::from(image.precision_bits) > max_precision_bits
     {
         return Err(format!(
-            "JPEG-LS frame of {}x{} samples of {} bits does not match the header's {}x{} of {} bits",
-            image.columns, image.rows, image.precision_bits, h.columns, h.rows, max_precision_bits
+            "JPEG-LS frame of {}x{} pixels of {} component(s) of {} bits does not match the \
+             header's {}x{} of {components} of {max_precision_bits} bits",
+            image.columns, image.rows, image.components, image.precision_bits, h.columns, h.rows,
         ));
     }
     Ok(image)
