@@ -63,13 +63,14 @@ def pydicom_view(path):
         if frames == 1:
             values = values[None]
         view["values"] = values  # [frame, row, column]
-    elif frames == 1:
+    else:
         # Colour: pydicom's RGB (YBR converted by `pixel_array`), a palette through
         # `apply_color_lut`; Pinhole writes an RGB NRRD.
         if view["photometric"] == "PALETTE COLOR":
             from pydicom.pixels import apply_color_lut
             pixels = apply_color_lut(pixels, ds)
-        view["rgb"] = np.asarray(pixels, dtype=np.float64)[None]  # [frame, row, column, c]
+        rgb = np.asarray(pixels, dtype=np.float64)
+        view["rgb"] = rgb[None] if frames == 1 else rgb  # [frame, row, column, c]
     return view
 
 

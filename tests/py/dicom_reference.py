@@ -11,10 +11,11 @@ Commands:
                        copy the DICOM files of SRC into DST with SeriesInstanceUID UID_A
                        for the first N (by name) and UID_B for the rest (the shared
                        series' own UID is empty); print {"series": {uid: slices}}.
-  colour FILE OUT      one single-frame colour file as pydicom shows it: RGB (pixel_array
+  colour FILE OUT      one colour file (every frame) as pydicom shows it: RGB (pixel_array
                        converts YBR_FULL / YBR_FULL_422), a PALETTE COLOR index through
-                       apply_color_lut; writes the samples (row, column, R G B; C order)
-                       to OUT (voxel_file.py) and prints {"rows", "columns", "bits"}.
+                       apply_color_lut; writes the samples (frame, row, column, R G B; C
+                       order) to OUT (voxel_file.py); prints {"rows", "columns", "frames",
+                       "bits"}.
   colour_nrrd FILE OUT.nrrd
                        OUT.nrrd (Pinhole's RGB NRRD of FILE) read by pynrrd against FILE's
                        colour as above; prints {"kinds", "type", "space", "sizes",
@@ -143,9 +144,12 @@ def series(folder, out_path):
 def colour(path, out_path):
     ds = pydicom.dcmread(path)
     rgb = colour_rgb(ds)
-    assert rgb.shape == (int(ds.Rows), int(ds.Columns), 3), rgb.shape
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames == 1:
+        rgb = rgb[None]
+    assert rgb.shape == (frames, int(ds.Rows), int(ds.Columns), 3), rgb.shape
     voxel_file.save(np.asarray(rgb, dtype=np.float64), out_path)
-    print(json.dumps({"rows": int(ds.Rows), "columns": int(ds.Columns),
+    print(json.dumps({"rows": int(ds.Rows), "columns": int(ds.Columns), "frames": frames,
                       "bits": int(rgb.dtype.itemsize * 8)}))
 
 
@@ -161,9 +165,12 @@ def colour_rgb(ds):
 def colour_nrrd(path, nrrd_path):
     import nrrd
 
-    rgb = colour_rgb(pydicom.dcmread(path)).astype(np.float64)
+    ds = pydicom.dcmread(path)
+    rgb = colour_rgb(ds).astype(np.float64)
+    if int(ds.get("NumberOfFrames", 1) or 1) == 1:
+        rgb = rgb[None]
     data, fields = nrrd.read(nrrd_path)  # [c, i, j, k]
-    ours = np.transpose(np.asarray(data, dtype=np.float64)[:, :, :, 0], (2, 1, 0))
+    ours = np.transpose(np.asarray(data, dtype=np.float64), (3, 2, 1, 0))
     print(json.dumps({
         "kinds": list(fields["kinds"]), "type": fields["type"], "space": fields["space"],
         "sizes": [int(v) for v in fields["sizes"]],

@@ -483,6 +483,7 @@ pub fn rgb_header_text(volume: &crate::dicom::RgbVolume, options: &WriteOptions)
     let scalar = match volume.samples() {
         crate::dicom::RgbSamples::U8(_) => "uint8",
         crate::dicom::RgbSamples::U16(_) => "uint16",
+        crate::dicom::RgbSamples::U32(_) => "uint32",
     };
     let mut h = String::from("NRRD0004\n# Written by Pinhole (not for clinical use)\n");
     h += &format!("type: {scalar}\n");
@@ -513,6 +514,7 @@ pub fn write_rgb(
     let data: Vec<u8> = match volume.samples() {
         crate::dicom::RgbSamples::U8(v) => v.clone(),
         crate::dicom::RgbSamples::U16(v) => v.iter().flat_map(|s| s.to_le_bytes()).collect(),
+        crate::dicom::RgbSamples::U32(v) => v.iter().flat_map(|s| s.to_le_bytes()).collect(),
     };
     write_file(path, rgb_header_text(volume, options), &data, options.gzip)
 }

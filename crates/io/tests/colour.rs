@@ -24,6 +24,14 @@ fn read_colour(dir: &Path) -> pinhole_io::Result<ColourSeries> {
     dicom::read_colour_series(dir, &DicomOptions::default(), &mut |_, _| {})
 }
 
+fn as_f64(samples: &RgbSamples) -> Vec<f64> {
+    match samples {
+        RgbSamples::U8(v) => v.iter().map(|&s| f64::from(s)).collect(),
+        RgbSamples::U16(v) => v.iter().map(|&s| f64::from(s)).collect(),
+        RgbSamples::U32(v) => v.iter().map(|&s| f64::from(s)).collect(),
+    }
+}
+
 /// Our samples and pydicom's, row by row (R, G, B per pixel).
 fn ours_and_pydicom(name: &str) -> (ColourSeries, Vec<f64>, Vec<f64>) {
     let tmp = folder_with(name);
@@ -43,7 +51,7 @@ fn ours_and_pydicom(name: &str) -> (ColourSeries, Vec<f64>, Vec<f64>) {
         [
             reference["columns"].as_u64().unwrap(),
             reference["rows"].as_u64().unwrap(),
-            1
+            reference["frames"].as_u64().unwrap()
         ],
         "{name}"
     );
@@ -52,10 +60,7 @@ fn ours_and_pydicom(name: &str) -> (ColourSeries, Vec<f64>, Vec<f64>) {
         reference["bits"].as_u64().unwrap(),
         "{name}: sample size"
     );
-    let ours: Vec<f64> = match series.volume.samples() {
-        RgbSamples::U8(v) => v.iter().map(|&s| f64::from(s)).collect(),
-        RgbSamples::U16(v) => v.iter().map(|&s| f64::from(s)).collect(),
-    };
+    let ours = as_f64(series.volume.samples());
     (series, ours, read_voxels(&raw))
 }
 
@@ -83,11 +88,26 @@ fn dicom_colour_files_match_pydicom_exactly() {
         // JPEG-LS near-lossless colour, lines and pixels interleaved (`dicom::jpegls`).
         "SC_rgb_jls_lossy_line.dcm",
         "SC_rgb_jls_lossy_sample.dcm",
+        // 32-bit RGB, and multi-frame objects without geometry: frames along k.
+        "SC_rgb_rle_32bit.dcm",
+        "SC_rgb_rle_2frame.dcm",
+        "SC_rgb_rle_16bit_2frame.dcm",
+        "SC_rgb_rle_32bit_2frame.dcm",
     ] {
         let (series, ours, reference) = ours_and_pydicom(name);
         assert_eq!(ours.len(), reference.len(), "{name}");
         assert!(ours == reference, "{name}: samples differ from pydicom");
         assert_eq!(series.info.slices, 1);
+        let frames = series.volume.grid().dims()[2];
+        assert_eq!(
+            series
+                .warnings
+                .iter()
+                .any(|w| w.contains("k is the frame number")),
+            frames > 1,
+            "{name}: {:?}",
+            series.warnings
+        );
         let tmp = folder_with(name);
         let refusal = dicom::read_series(tmp.path(), &DicomOptions::default(), &mut |_, _| {})
             .expect_err(name)
@@ -98,13 +118,13 @@ fn dicom_colour_files_match_pydicom_exactly() {
 }
 
 /// Lossy JPEG colour (baseline YBR_FULL_422 / YBR_FULL, RGB without a colour transform,
-/// with an Adobe marker): pydicom decodes with libjpeg (Pillow), we with jpeg-decoder,
-/// and the two IDCTs and chroma upsamplers may differ by a grey level or two. Within 2,
-/// and nearly all samples equal. `SC_jpeg_no_color_transform.dcm` (RGB components, no
+/// with an Adobe marker, a 30-frame cine): pydicom decodes with libjpeg (Pillow), we
+/// with jpeg-decoder, and the two IDCTs and chroma upsamplers may differ by a few
+/// levels. Within 3, and nearly all samples equal. `SC_jpeg_no_color_transform.dcm` (RGB components, no
 /// Adobe marker) came out off by up to 137 through dicom-pixeldata's decoder, which
 /// converts every three-component JPEG from YCbCr: the regression case.
 #[test]
-fn dicom_lossy_jpeg_colour_is_within_two_levels_of_pydicom() {
+fn dicom_lossy_jpeg_colour_is_within_three_levels_of_pydicom() {
     for name in [
         "SC_jpeg_no_color_transform.dcm",
         "SC_jpeg_no_color_transform_2.dcm",
@@ -112,6 +132,8 @@ fn dicom_lossy_jpeg_colour_is_within_two_levels_of_pydicom() {
         "SC_rgb_jpeg_dcmtk.dcm",
         "SC_rgb_dcmtk_+eb+cy+np.dcm",
         "SC_rgb_jpeg_lossy_gdcm.dcm",
+        // 30 frames of YBR_FULL_422 JPEG baseline.
+        "examples_ybr_color.dcm",
     ] {
         let (_, ours, reference) = ours_and_pydicom(name);
         assert_eq!(ours.len(), reference.len(), "{name}");
@@ -122,7 +144,7 @@ fn dicom_lossy_jpeg_colour_is_within_two_levels_of_pydicom() {
             .collect();
         let worst = differences.iter().cloned().fold(0.0, f64::max);
         let differing = differences.iter().filter(|&&d| d > 0.0).count() as f64;
-        assert!(worst <= 2.0, "{name}: off by up to {worst}");
+        assert!(worst <= 3.0, "{name}: off by up to {worst}");
         assert!(
             differing / (ours.len() as f64) < 0.2,
             "{name}: {differing} of {} samples differ",
@@ -158,10 +180,7 @@ fn dicom_colour_jpegls_matches_charls_in_every_interleave_mode() {
                 raw.to_str().unwrap(),
             ],
         );
-        let ours: Vec<f64> = match series.volume.samples() {
-            RgbSamples::U8(v) => v.iter().map(|&s| f64::from(s)).collect(),
-            RgbSamples::U16(v) => v.iter().map(|&s| f64::from(s)).collect(),
-        };
+        let ours = as_f64(series.volume.samples());
         assert!(
             ours == read_voxels(&raw),
             "{name}: samples differ from CharLS"
@@ -172,15 +191,15 @@ fn dicom_colour_jpegls_matches_charls_in_every_interleave_mode() {
 /// What the colour reader does not take is refused with the reason, not misread.
 #[test]
 fn dicom_colour_it_cannot_read_is_refused_with_the_reason() {
-    for (name, reason) in [
-        ("SC_rgb_rle_2frame.dcm", "cine"),
-        ("examples_ybr_color.dcm", "cine"),
-        ("SC_rgb_rle_32bit.dcm", "BitsAllocated 32"),
-    ] {
-        let tmp = folder_with(name);
-        let error = read_colour(tmp.path()).expect_err(name);
-        assert!(error.to_string().contains(reason), "{name}: {error}");
-    }
+    // A multi-frame object beside other files: which frame goes where is unknown.
+    let tmp = folder_with("SC_rgb_rle_2frame.dcm");
+    std::fs::copy(
+        pydicom_test_file("SC_rgb_rle.dcm"),
+        tmp.path().join("SC_rgb_rle.dcm"),
+    )
+    .unwrap();
+    let error = read_colour(tmp.path()).expect_err("mixed");
+    assert!(error.to_string().contains("alone"), "{error}");
     // A greyscale series is not a colour one.
     let tmp = folder_with("CT_small.dcm");
     assert!(!dicom::series_is_colour(tmp.path(), &DicomOptions::default()).unwrap());

@@ -3,7 +3,7 @@
 //! Slicer shows as a vector volume. Planning and every other reader need greyscale and
 //! refuse these with a pointer here.
 //!
-//! * Photometric interpretations: RGB (8 or 16 bits per sample), YBR_FULL and
+//! * Photometric interpretations: RGB (8, 16 or 32 bits per sample), YBR_FULL and
 //!   YBR_FULL_422 (8 bits, converted to RGB with pydicom's formula: PS3.3 C.7.6.3.1.2,
 //!   float32, rounded half up, clipped to 0..255), PALETTE COLOR (8- or 16-bit indices
 //!   through the red, green and blue tables; 8- or 16-bit entries give 8- or 16-bit
@@ -15,14 +15,17 @@
 //!   the codec's colour transform, see `JPEG_SYNTAXES`), JPEG-LS of three components
 //!   (`jpegls`: no colour transform, RGB or YBR_FULL as stored).
 //! * Geometry exactly as the greyscale reader's (`assemble::stack_grid`): one frame per
-//!   file; multi-frame colour objects (cine loops) are refused here and read frame by
-//!   frame as ultrasound (`crate::us_frame`); a gantry-tilted colour stack is refused.
+//!   file; a multi-frame colour object without geometry per frame (a cine loop, a set
+//!   of pictures) reads alone, its frames stacked along k in file order with a warning
+//!   that k is the frame number (ultrasound reads cines frame by frame,
+//!   `crate::us_frame`); a gantry-tilted colour stack is refused.
 //! * No modality LUT: a RescaleSlope / RescaleIntercept other than 1 / 0 is ignored with
-//!   a warning. Signed samples and 32-bit samples are refused.
+//!   a warning. Signed samples are refused.
 //!
 //! Nothing is allocated because a header claims it: native pixel data must hold the
-//! frame, encapsulated data a fragment for it, and a frame is capped at
-//! [`super::MAX_FRAME_BYTES`].
+//! frame, encapsulated data a fragment for it, a frame is capped at
+//! [`super::MAX_FRAME_BYTES`] and a file's decoded frames at
+//! [`super::MAX_DECODED_FRAMES_BYTES`] and at the file's size × the deflate ratio.
 
 use std::path::Path;
 
@@ -46,6 +49,7 @@ use crate::error::{Error, ErrorKind, Result, WithPath};
 pub enum RgbSamples {
     U8(Vec<u8>),
     U16(Vec<u16>),
+    U32(Vec<u32>),
 }
 
 impl RgbSamples {
@@ -54,6 +58,7 @@ impl RgbSamples {
         match self {
             RgbSamples::U8(v) => v.len(),
             RgbSamples::U16(v) => v.len(),
+            RgbSamples::U32(v) => v.len(),
         }
     }
 
@@ -61,11 +66,12 @@ impl RgbSamples {
         self.len() == 0
     }
 
-    /// Bits per sample: 8 or 16.
+    /// Bits per sample: 8, 16 or 32.
     pub fn bits(&self) -> u8 {
         match self {
             RgbSamples::U8(_) => 8,
             RgbSamples::U16(_) => 16,
+            RgbSamples::U32(_) => 32,
         }
     }
 
@@ -73,6 +79,7 @@ impl RgbSamples {
         match self {
             RgbSamples::U8(_) => RgbSamples::U8(Vec::new()),
             RgbSamples::U16(_) => RgbSamples::U16(Vec::new()),
+            RgbSamples::U32(_) => RgbSamples::U32(Vec::new()),
         }
     }
 
@@ -81,6 +88,7 @@ impl RgbSamples {
         match (self, other) {
             (RgbSamples::U8(a), RgbSamples::U8(b)) => a.extend(b),
             (RgbSamples::U16(a), RgbSamples::U16(b)) => a.extend(b),
+            (RgbSamples::U32(a), RgbSamples::U32(b)) => a.extend(b),
             _ => return false,
         }
         true
@@ -117,15 +125,16 @@ impl RgbVolume {
     }
 
     /// The `[R, G, B]` of voxel `[i, j, k]`, or `None` outside the grid.
-    pub fn rgb_at(&self, ijk: [usize; 3]) -> Option<[u16; 3]> {
+    pub fn rgb_at(&self, ijk: [usize; 3]) -> Option<[u32; 3]> {
         let [ni, nj, nk] = self.grid.dims();
         if ijk[0] >= ni || ijk[1] >= nj || ijk[2] >= nk {
             return None;
         }
         let at = 3 * (ijk[0] + ni * (ijk[1] + nj * ijk[2]));
         Some(match &self.samples {
-            RgbSamples::U8(v) => [v[at], v[at + 1], v[at + 2]].map(u16::from),
-            RgbSamples::U16(v) => [v[at], v[at + 1], v[at + 2]],
+            RgbSamples::U8(v) => [v[at], v[at + 1], v[at + 2]].map(u32::from),
+            RgbSamples::U16(v) => [v[at], v[at + 1], v[at + 2]].map(u32::from),
+            RgbSamples::U32(v) => [v[at], v[at + 1], v[at + 2]],
         })
     }
 }
@@ -158,8 +167,32 @@ pub fn read_colour_series(
     for s in &slices {
         check_colour_header(s, &first).map_err(|k| Error::new(&s.path, k))?;
     }
+    let frames = super::frames::frame_count(&first).map_err(|k| Error::new(&first.path, k))?;
+    if let Some(multi) = slices.iter().find(|s| s.frames.is_some_and(|n| n > 1)) {
+        if slices.len() > 1 {
+            return Err(Error::new(
+                dir,
+                ErrorKind::MixedSeries(format!(
+                    "{} holds {} frames beside {} other files: read a multi-frame colour \
+                     object alone",
+                    multi.name(),
+                    multi.frames.unwrap_or_default(),
+                    slices.len() - 1
+                )),
+            ));
+        }
+    }
     let mut warnings = Vec::new();
-    let (grid, shear) = stack_grid(dir, &mut slices, &first, &mut warnings)?;
+    let (mut grid, shear) = stack_grid(dir, &mut slices, &first, &mut warnings)?;
+    if frames > 1 {
+        grid = frames_along_k(dir, &grid, frames)?;
+        warnings.push(format!(
+            "{frames} frames without geometry per frame (a cine loop or a set of pictures) \
+             stacked along k in file order, {} mm apart: k is the frame number, not a \
+             position",
+            grid.spacing_mm()[2]
+        ));
+    }
     if shear.is_some() {
         return Err(Error::new(
             dir,
@@ -182,6 +215,18 @@ pub fn read_colour_series(
         photometric: first.photometric.clone(),
         warnings,
     })
+}
+
+/// The one-slice `grid` of a multi-frame object with one plane per frame.
+fn frames_along_k(dir: &Path, grid: &Grid, frames: usize) -> Result<Grid> {
+    let [ni, nj, _] = grid.dims();
+    Grid::new(
+        [ni, nj, frames],
+        grid.spacing_mm(),
+        grid.origin_lps(),
+        grid.direction(),
+    )
+    .map_err(|e| Error::new(dir, e))
 }
 
 /// Refuses what this reader cannot decode, before decoding; every slice must match the
@@ -215,22 +260,18 @@ fn check_colour_header(h: &SliceHeader, first: &SliceHeader) -> std::result::Res
             first.bits_allocated
         )));
     }
-    if h.frames.is_some_and(|n| n > 1) {
-        return Err(ErrorKind::Unsupported(format!(
-            "a colour object of {} frames: multi-frame colour (cine loops) is read frame by \
-             frame as ultrasound (`pinhole us`), not as a volume",
-            h.frames.unwrap_or_default()
-        )));
-    }
+    super::frames::frame_count(h)?;
     if h.signed {
         return Err(ErrorKind::UnsupportedDatatype(
             "signed colour samples (PixelRepresentation 1)".into(),
         ));
     }
-    if !matches!(h.bits_allocated, 8 | 16) || h.bits_stored == 0 || h.bits_stored > h.bits_allocated
+    if !matches!(h.bits_allocated, 8 | 16 | 32)
+        || h.bits_stored == 0
+        || h.bits_stored > h.bits_allocated
     {
         return Err(ErrorKind::UnsupportedDatatype(format!(
-            "colour samples of BitsAllocated {} / BitsStored {} (8 or 16 are read)",
+            "colour samples of BitsAllocated {} / BitsStored {} (8, 16 or 32 are read)",
             h.bits_allocated, h.bits_stored
         )));
     }
@@ -300,7 +341,27 @@ pub(super) fn decode_colour_bytes(
         ));
     }
     check_colour_header(&h, first)?;
-    decode_colour_frame(&obj, &h).map_err(ErrorKind::Dicom)
+    let frames = super::frames::frame_count(&h)?;
+    let pixels = usize::from(h.rows) * usize::from(h.columns);
+    let decoded = (frames as u128) * (pixels as u128) * 3 * u128::from(h.bits_allocated / 8);
+    let limit = (super::MAX_DECODED_FRAMES_BYTES as u128)
+        .min(bytes.len() as u128 * u128::from(crate::nifti::MAX_DEFLATE_RATIO));
+    if decoded > limit {
+        return Err(ErrorKind::SizeExceedsFile {
+            claimed: u64::try_from(decoded).unwrap_or(u64::MAX),
+            available: u64::try_from(limit).unwrap_or(u64::MAX),
+        });
+    }
+    let mut all = decode_colour_frame(&obj, &h, 0).map_err(ErrorKind::Dicom)?;
+    for index in 1..frames {
+        let frame = decode_colour_frame(&obj, &h, index).map_err(ErrorKind::Dicom)?;
+        if !all.append(frame) {
+            return Err(ErrorKind::Dicom(format!(
+                "frame {index} changed sample size"
+            )));
+        }
+    }
+    Ok(all)
 }
 
 /// How the stored samples become RGB.
@@ -350,12 +411,28 @@ fn stored_kind(
 fn decode_colour_frame(
     obj: &DefaultDicomObject,
     h: &SliceHeader,
+    index: usize,
 ) -> std::result::Result<RgbSamples, String> {
     let element = obj
         .element_opt(tags::PIXEL_DATA)
         .map_err(|e| e.to_string())?
         .ok_or("no PixelData")?;
     let encapsulated = element.fragments().is_some();
+    let frames = h.frames.unwrap_or(1).max(1) as usize;
+    // An encapsulated frame: its own fragment, or every fragment of a single frame.
+    let codestream = || -> std::result::Result<Vec<u8>, String> {
+        let fragments = element.fragments().unwrap_or_default();
+        if frames == 1 {
+            Ok(fragments.concat())
+        } else if fragments.len() == frames {
+            Ok(fragments[index].clone())
+        } else {
+            Err(format!(
+                "{frames} frames in {} fragments (one per frame expected)",
+                fragments.len()
+            ))
+        }
+    };
     let stored = stored_kind(obj, h, encapsulated)?;
     let pixels = usize::from(h.rows) * usize::from(h.columns);
     let bytes_per = usize::from(h.bits_allocated / 8);
@@ -367,15 +444,18 @@ fn decode_colour_frame(
             Stored::Ybr422 => pixels.div_ceil(2) * 4,
             _ => pixels * samples_per * bytes_per,
         };
-        let frame = data.get(..frame_bytes).ok_or_else(|| {
-            format!(
-                "PixelData holds {} bytes, a {}x{} {} frame needs {frame_bytes}",
-                data.len(),
-                h.columns,
-                h.rows,
-                h.photometric
-            )
-        })?;
+        let frame = data
+            .get(index * frame_bytes..(index + 1) * frame_bytes)
+            .ok_or_else(|| {
+                format!(
+                    "PixelData holds {} bytes, frame {index} of {}x{} {} needs {}",
+                    data.len(),
+                    h.columns,
+                    h.rows,
+                    h.photometric,
+                    (index + 1) * frame_bytes
+                )
+            })?;
         if planar && samples_per == 3 && !matches!(stored, Stored::Ybr422) {
             interleave_planes(frame, pixels, bytes_per)
         } else {
@@ -384,15 +464,14 @@ fn decode_colour_frame(
     } else if h.transfer_syntax == RLE_LOSSLESS {
         let fragment = element
             .fragments()
-            .and_then(|f| f.first())
-            .ok_or("RLE PixelData without a fragment")?;
+            .and_then(|f| f.get(index))
+            .ok_or_else(|| format!("RLE PixelData without a fragment for frame {index}"))?;
         let decoded = decode_rle(fragment, pixels, samples_per * bytes_per)?;
         rle_to_interleaved(&decoded, samples_per, bytes_per)
     } else if super::jpegls::TRANSFER_SYNTAXES.contains(&h.transfer_syntax.as_str()) {
         // JPEG-LS applies no colour transform of its own: the components are as stored.
-        let fragments = element.fragments().unwrap_or_default();
         let image = super::pixels::decode_jpegls_components(
-            &fragments.concat(),
+            &codestream()?,
             h,
             samples_per,
             h.bits_allocated,
@@ -413,14 +492,9 @@ fn decode_colour_frame(
         };
         return Ok(to_rgb(&bytes, &stored, pixels, bytes_per));
     } else if is_colour_jpeg(h) {
-        let fragments = element.fragments().unwrap_or_default();
-        return Ok(RgbSamples::U8(jpeg_frame_rgb(
-            &fragments.concat(),
-            h,
-            pixels,
-        )?));
+        return Ok(RgbSamples::U8(jpeg_frame_rgb(&codestream()?, h, pixels)?));
     } else {
-        decode_with_codec(obj, h, pixels, samples_per, bytes_per)?
+        decode_with_codec(obj, h, index, pixels, samples_per, bytes_per)?
     };
     Ok(to_rgb(&interleaved, &stored, pixels, bytes_per))
 }
@@ -527,6 +601,7 @@ fn adobe_transform(codestream: &[u8]) -> Option<u8> {
 fn decode_with_codec(
     obj: &DefaultDicomObject,
     h: &SliceHeader,
+    index: usize,
     pixels: usize,
     samples_per: usize,
     bytes_per: usize,
@@ -536,9 +611,13 @@ fn decode_with_codec(
             .element_opt(tags::PIXEL_DATA)
             .map_err(|e| e.to_string())?
             .ok_or("no PixelData")?;
-        let fragment = element
-            .fragments()
-            .and_then(|f| f.first())
+        let fragments = element.fragments().unwrap_or_default();
+        let frames = h.frames.unwrap_or(1).max(1) as usize;
+        if frames > 1 && fragments.len() != frames {
+            return Err("JPEG 2000 frames split over several fragments are not read".into());
+        }
+        let fragment = fragments
+            .get(index)
             .ok_or("JPEG 2000 PixelData without a fragment")?;
         super::jpeg2000::check_codestream(
             fragment,
@@ -548,8 +627,9 @@ fn decode_with_codec(
             h.bits_allocated,
         )?;
     }
+    let index = u32::try_from(index).map_err(|_| "too many frames".to_string())?;
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        obj.decode_pixel_data_frame(0)
+        obj.decode_pixel_data_frame(index)
     }));
     let decoded = attempt
         .map_err(|_| "the pixel-data decoder failed on malformed compressed data".to_string())?
@@ -608,10 +688,16 @@ fn rle_to_interleaved(data: &[u8], samples_per: usize, bytes_per: usize) -> Vec<
 fn to_rgb(data: &[u8], stored: &Stored, pixels: usize, bytes_per: usize) -> RgbSamples {
     match stored {
         Stored::Rgb if bytes_per == 1 => RgbSamples::U8(data[..3 * pixels].to_vec()),
-        Stored::Rgb => RgbSamples::U16(
+        Stored::Rgb if bytes_per == 2 => RgbSamples::U16(
             data.chunks_exact(2)
                 .take(3 * pixels)
                 .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        ),
+        Stored::Rgb => RgbSamples::U32(
+            data.chunks_exact(4)
+                .take(3 * pixels)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect(),
         ),
         Stored::Ybr => RgbSamples::U8(

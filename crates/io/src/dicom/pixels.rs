@@ -16,6 +16,7 @@ use crate::image::AnyVolume;
 /// Refuses what we cannot decode, before decoding.
 pub(super) fn check_header(h: &SliceHeader) -> std::result::Result<(), ErrorKind> {
     check_transfer_syntax(&h.transfer_syntax)?;
+    check_greyscale(h)?;
     check_single_frame(h)?;
     check_pixel_format(h)
 }
@@ -37,14 +38,7 @@ fn check_single_frame(h: &SliceHeader) -> std::result::Result<(), ErrorKind> {
 /// unusable rescale (outside [`crate::rescale`]'s limits), an empty matrix, and
 /// geometry or rescale values present but not finite numbers (`SliceHeader::invalid`).
 pub(super) fn check_pixel_format(h: &SliceHeader) -> std::result::Result<(), ErrorKind> {
-    if h.samples_per_pixel != 1 || !matches!(h.photometric.as_str(), "MONOCHROME1" | "MONOCHROME2")
-    {
-        return Err(ErrorKind::Unsupported(format!(
-            "only greyscale images are read as volumes, not {} with {} samples per pixel \
-             (`pinhole convert` writes a colour series as an RGB NRRD)",
-            h.photometric, h.samples_per_pixel
-        )));
-    }
+    check_greyscale(h)?;
     if !matches!(h.bits_allocated, 8 | 16 | 32) {
         return Err(ErrorKind::UnsupportedDatatype(format!(
             "BitsAllocated {}",
@@ -63,6 +57,19 @@ pub(super) fn check_pixel_format(h: &SliceHeader) -> std::result::Result<(), Err
     crate::rescale::check(h.slope, h.intercept, "RescaleSlope", "RescaleIntercept")?;
     if h.rows == 0 || h.columns == 0 {
         return Err(ErrorKind::InvalidHeader("Rows or Columns is 0".into()));
+    }
+    Ok(())
+}
+
+/// Refuses colour: greyscale volumes only here (colour: `colour::read_colour_series`).
+fn check_greyscale(h: &SliceHeader) -> std::result::Result<(), ErrorKind> {
+    if h.samples_per_pixel != 1 || !matches!(h.photometric.as_str(), "MONOCHROME1" | "MONOCHROME2")
+    {
+        return Err(ErrorKind::Unsupported(format!(
+            "only greyscale images are read as volumes, not {} with {} samples per pixel \
+             (`pinhole convert` writes a colour series as an RGB NRRD)",
+            h.photometric, h.samples_per_pixel
+        )));
     }
     Ok(())
 }
