@@ -15,7 +15,7 @@ Commands:
                        converts YBR_FULL / YBR_FULL_422), a PALETTE COLOR index through
                        apply_color_lut; writes the samples (frame, row, column, R G B; C
                        order) to OUT (voxel_file.py); prints {"rows", "columns", "frames",
-                       "bits"}.
+                       "bits", "min", "max"}.
   colour_nrrd FILE OUT.nrrd
                        OUT.nrrd (Pinhole's RGB NRRD of FILE) read by pynrrd against FILE's
                        colour as above; prints {"kinds", "type", "space", "sizes",
@@ -150,7 +150,8 @@ def colour(path, out_path):
     assert rgb.shape == (frames, int(ds.Rows), int(ds.Columns), 3), rgb.shape
     voxel_file.save(np.asarray(rgb, dtype=np.float64), out_path)
     print(json.dumps({"rows": int(ds.Rows), "columns": int(ds.Columns), "frames": frames,
-                      "bits": int(rgb.dtype.itemsize * 8)}))
+                      "bits": int(rgb.dtype.itemsize * 8), "min": float(rgb.min()),
+                      "max": float(rgb.max())}))
 
 
 def colour_rgb(ds):

@@ -388,8 +388,9 @@ fn convert_dicom_to_nifti_matches_pydicom_through_nibabel() {
 }
 
 /// A colour DICOM image (pydicom's palette and RLE RGB files) becomes an RGB NRRD that
-/// pynrrd reads with an `RGB-color` axis and exactly pydicom's colours; NIfTI output and
-/// a label-map target are refused with the reason.
+/// pynrrd reads with an `RGB-color` axis and exactly pydicom's colours; `info --json`
+/// gives pydicom's sample range and the stored colour space (schema-valid); NIfTI output
+/// and a label-map target are refused with the reason.
 #[test]
 fn convert_colour_dicom_to_rgb_nrrd_matches_pydicom_through_pynrrd() {
     for name in ["examples_palette.dcm", "SC_rgb_rle.dcm"] {
@@ -414,6 +415,31 @@ fn convert_colour_dicom_to_rgb_nrrd_matches_pydicom_through_pynrrd() {
             check["worst"], 0.0,
             "{name}: colours differ from pydicom: {check}"
         );
+        // `info` describes the colour series instead of refusing it.
+        let reference = python_json(
+            "dicom_reference.py",
+            &[
+                "colour",
+                source.to_str().unwrap(),
+                dir.path().join("rgb.npy").to_str().unwrap(),
+            ],
+        );
+        let info = info_json(&input, &[]);
+        assert_eq!(
+            info["scalar_type"],
+            format!("rgb{}", reference["bits"]),
+            "{name}"
+        );
+        assert_eq!(info["min"], reference["min"], "{name}");
+        assert_eq!(info["max"], reference["max"], "{name}");
+        assert!(
+            info["colour"].is_string() && info["not_ct"].is_string(),
+            "{info}"
+        );
+        assert_eq!(info["is_label_map"], false);
+        let info_path = dir.path().join("info.json");
+        std::fs::write(&info_path, info.to_string()).unwrap();
+        validate_against_schemas(&[("volume-info", info_path.as_path())]);
         for target in ["out.nii.gz", "out.seg.nrrd"] {
             let refused = pinhole(&[
                 "convert",

@@ -52,6 +52,11 @@ pub struct VolumeReport {
     pub not_ct: Option<String>,
     pub label_table: Option<String>,
     pub labels: Vec<LabelRow>,
+    /// A colour DICOM series (read as RGB, `scalar_type` `rgb8` / `rgb16` / `rgb32`, `min`
+    /// and `max` over every sample): its stored PhotometricInterpretation. Absent for
+    /// greyscale volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colour: Option<String>,
     pub warnings: Vec<String>,
     pub disclaimer: String,
 }
@@ -101,7 +106,48 @@ impl VolumeReport {
                 .flatten(),
             label_table: as_labels.and(table.map(|t| t.0.to_string())),
             labels,
+            colour: None,
             warnings: loaded.warnings.clone(),
+            disclaimer: DISCLAIMER.to_owned(),
+        }
+    }
+
+    /// A colour series: geometry, the sample range, the stored colour space.
+    pub fn colour(path: &str, series: &pinhole_io::dicom::ColourSeries) -> Self {
+        use pinhole_io::dicom::RgbSamples;
+        let grid = series.volume.grid();
+        let range = match series.volume.samples() {
+            RgbSamples::U8(v) => min_max(v.iter().map(|&s| f64::from(s))),
+            RgbSamples::U16(v) => min_max(v.iter().map(|&s| f64::from(s))),
+            RgbSamples::U32(v) => min_max(v.iter().map(|&s| f64::from(s))),
+        };
+        let (lo, hi) = grid.bounds_lps();
+        let modality = Some(series.info.modality.clone()).filter(|m| !m.is_empty());
+        Self {
+            schema_version: Self::SCHEMA_VERSION,
+            path: path.to_string(),
+            format: pinhole_io::open::Format::DicomSeries.name().to_owned(),
+            series_uid: Some(series.info.series_uid.clone()).filter(|uid| !uid.is_empty()),
+            scalar_type: format!("rgb{}", series.volume.samples().bits()),
+            dims: grid.dims(),
+            spacing_mm: grid.spacing_mm(),
+            origin_lps: grid.origin_lps(),
+            direction: grid.direction(),
+            ijk_to_lps: grid.ijk_to_lps(),
+            orientation: grid.orientation_code(),
+            bounds_lps: [lo, hi],
+            min: range.map(|r| r.0),
+            max: range.map(|r| r.1),
+            is_label_map: false,
+            modality,
+            not_ct: Some(format!(
+                "a colour picture ({}), not Hounsfield units",
+                series.photometric
+            )),
+            label_table: None,
+            labels: Vec::new(),
+            colour: Some(series.photometric.clone()),
+            warnings: series.warnings.clone(),
             disclaimer: DISCLAIMER.to_owned(),
         }
     }
@@ -136,6 +182,11 @@ impl VolumeReport {
             f3(self.bounds_lps[0]),
             f3(self.bounds_lps[1])
         );
+        if let Some(colour) = &self.colour {
+            s += &format!(
+                "  colour       RGB (stored as {colour}); `pinhole convert` writes it as .nrrd\n"
+            );
+        }
         if let (Some(lo), Some(hi)) = (self.min, self.max) {
             let unit = match (&self.not_ct, self.is_label_map) {
                 (_, true) => String::new(),
@@ -166,6 +217,13 @@ impl VolumeReport {
     }
 }
 
+fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values.fold(None, |range, v| match range {
+        None => Some((v, v)),
+        Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+    })
+}
+
 fn label_rows(labels: &pinhole_volume::Volume<u16>, table: Option<&LabelTable>) -> Vec<LabelRow> {
     pinhole_volume::label_stats(labels)
         .into_values()
@@ -189,6 +247,19 @@ pub fn run(
     labels_table: Option<&str>,
     observer: &dyn Observer,
 ) -> Result<VolumeReport> {
+    if let Some(colour) = crate::inputs::load_colour(path, series_uid.clone(), observer)? {
+        if labels_table.is_some() {
+            return Err(crate::error::Error::Invalid(format!(
+                "{}: a colour ({}) series is a picture, not a label map",
+                path.display(),
+                colour.photometric
+            )));
+        }
+        return Ok(VolumeReport::colour(
+            &crate::provenance::recorded_path(path),
+            &colour,
+        ));
+    }
     let mut loaded = load(path, series_uid, observer)?;
     // A DICOM Segmentation names its own segments: they are its table unless one is given.
     let embedded = loaded.label_table.take().filter(|_| labels_table.is_none());
