@@ -450,52 +450,46 @@ fn vector(v: [f64; 3]) -> String {
 
 /// The header text for `volume` (without the blank line that ends it).
 pub fn header_text(volume: &AnyVolume, options: &WriteOptions) -> String {
-    let grid = volume.grid();
-    let m = grid.ijk_to_lps();
-    let column = |c: usize| vector([m[0][c], m[1][c], m[2][c]]);
-    let [nx, ny, nz] = grid.dims();
-    let mut h = String::from("NRRD0004\n# Written by Pinhole (not for clinical use)\n");
-    h += &format!("type: {}\n", nrrd_type(volume.scalar_type()));
-    h += "dimension: 3\nspace: left-posterior-superior\n";
-    h += &format!("sizes: {nx} {ny} {nz}\n");
-    h += &format!(
-        "space directions: {} {} {}\n",
-        column(0),
-        column(1),
-        column(2)
-    );
-    h += "kinds: domain domain domain\nendian: little\n";
-    h += &format!("encoding: {}\n", if options.gzip { "gzip" } else { "raw" });
-    h += &format!("space origin: {}\n", vector(grid.origin_lps()));
-    for (k, v) in &options.key_values {
-        h += &format!("{k}:={v}\n");
-    }
-    h
+    header_for(
+        volume.grid(),
+        nrrd_type(volume.scalar_type()),
+        false,
+        options,
+    )
 }
 
 /// The header text for an RGB volume: a leading `RGB-color` axis of three samples,
 /// which 3D Slicer loads as a vector volume shown in colour.
 pub fn rgb_header_text(volume: &crate::dicom::RgbVolume, options: &WriteOptions) -> String {
-    let grid = volume.grid();
-    let m = grid.ijk_to_lps();
-    let column = |c: usize| vector([m[0][c], m[1][c], m[2][c]]);
-    let [nx, ny, nz] = grid.dims();
     let scalar = match volume.samples() {
         crate::dicom::RgbSamples::U8(_) => "uint8",
         crate::dicom::RgbSamples::U16(_) => "uint16",
         crate::dicom::RgbSamples::U32(_) => "uint32",
     };
+    header_for(volume.grid(), scalar, true, options)
+}
+
+/// A single-file LPS header for `grid`; `rgb` adds the leading `RGB-color` axis.
+fn header_for(grid: &Grid, scalar: &str, rgb: bool, options: &WriteOptions) -> String {
+    let m = grid.ijk_to_lps();
+    let column = |c: usize| vector([m[0][c], m[1][c], m[2][c]]);
+    let [nx, ny, nz] = grid.dims();
+    let (dimension, size, direction, kind) = if rgb {
+        (4, "3 ", "none ", "RGB-color ")
+    } else {
+        (3, "", "", "")
+    };
     let mut h = String::from("NRRD0004\n# Written by Pinhole (not for clinical use)\n");
     h += &format!("type: {scalar}\n");
-    h += "dimension: 4\nspace: left-posterior-superior\n";
-    h += &format!("sizes: 3 {nx} {ny} {nz}\n");
+    h += &format!("dimension: {dimension}\nspace: left-posterior-superior\n");
+    h += &format!("sizes: {size}{nx} {ny} {nz}\n");
     h += &format!(
-        "space directions: none {} {} {}\n",
+        "space directions: {direction}{} {} {}\n",
         column(0),
         column(1),
         column(2)
     );
-    h += "kinds: RGB-color domain domain domain\nendian: little\n";
+    h += &format!("kinds: {kind}domain domain domain\nendian: little\n");
     h += &format!("encoding: {}\n", if options.gzip { "gzip" } else { "raw" });
     h += &format!("space origin: {}\n", vector(grid.origin_lps()));
     for (k, v) in &options.key_values {

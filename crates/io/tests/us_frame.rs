@@ -336,6 +336,23 @@ fn ybr_full_422_frames_are_their_luma_samples() {
     }
 }
 
+/// One of pydicom's test files: `us_dicom.py pydicom-luma`'s answer and luminance bytes,
+/// and our frames.
+fn ours_and_pydicom_luma(
+    dir: &Path,
+    name: &str,
+) -> (serde_json::Value, Vec<u8>, pinhole_io::us_frame::UsFrames) {
+    let raw = dir.join(format!("{name}.raw"));
+    let made = python_json(
+        "us_dicom.py",
+        &["pydicom-luma", name, raw.to_str().unwrap()],
+    );
+    let reference = std::fs::read(&raw).unwrap();
+    let frames = read_us_frames(Path::new(made["path"].as_str().unwrap()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    (made, reference, frames)
+}
+
 /// pydicom's own colour test files: a PALETTE COLOR ultrasound image (16-bit palette
 /// entries, cut to their high byte) and RLE-compressed RGB secondary captures (one and two
 /// frames) read as the Rec. 601 luminance of pydicom's decoding, pixel for pixel.
@@ -347,14 +364,7 @@ fn palette_and_rle_colour_frames_match_pydicom() {
         "SC_rgb_rle.dcm",
         "SC_rgb_rle_2frame.dcm",
     ] {
-        let raw = dir.path().join(format!("{name}.raw"));
-        let made = python_json(
-            "us_dicom.py",
-            &["pydicom-luma", name, raw.to_str().unwrap()],
-        );
-        let reference = std::fs::read(&raw).unwrap();
-        let frames = read_us_frames(Path::new(made["path"].as_str().unwrap()))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (made, reference, frames) = ours_and_pydicom_luma(dir.path(), name);
         let (w, h) = (frames.width, frames.height);
         assert_eq!(
             (w as u64, h as u64, frames.frames.len() as u64),
@@ -383,14 +393,7 @@ fn palette_and_rle_colour_frames_match_pydicom() {
 fn colour_jpeg_frames_are_within_two_levels_of_pydicom() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["examples_ybr_color.dcm", "SC_jpeg_no_color_transform.dcm"] {
-        let raw = dir.path().join(format!("{name}.raw"));
-        let made = python_json(
-            "us_dicom.py",
-            &["pydicom-luma", name, raw.to_str().unwrap()],
-        );
-        let reference = std::fs::read(&raw).unwrap();
-        let frames = read_us_frames(Path::new(made["path"].as_str().unwrap()))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (made, reference, frames) = ours_and_pydicom_luma(dir.path(), name);
         assert_eq!(
             frames.frames.len() as u64,
             made["frames"].as_u64().unwrap(),

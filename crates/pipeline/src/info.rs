@@ -82,20 +82,9 @@ impl VolumeReport {
             .as_ref()
             .map(|l| label_rows(l, table.map(|t| t.1)))
             .unwrap_or_default();
-        let (lo, hi) = grid.bounds_lps();
         Self {
-            schema_version: Self::SCHEMA_VERSION,
-            path: path.to_string(),
             format: loaded.format.name().to_owned(),
             series_uid: loaded.series_uid.clone(),
-            scalar_type: volume.scalar_type().name().to_owned(),
-            dims: grid.dims(),
-            spacing_mm: grid.spacing_mm(),
-            origin_lps: grid.origin_lps(),
-            direction: grid.direction(),
-            ijk_to_lps: grid.ijk_to_lps(),
-            orientation: grid.orientation_code(),
-            bounds_lps: [lo, hi],
             min: range.map(|r| r.0),
             max: range.map(|r| r.1),
             is_label_map: as_labels.is_some(),
@@ -106,8 +95,36 @@ impl VolumeReport {
                 .flatten(),
             label_table: as_labels.and(table.map(|t| t.0.to_string())),
             labels,
-            colour: None,
             warnings: loaded.warnings.clone(),
+            ..Self::geometry(path, grid, volume.scalar_type().name())
+        }
+    }
+
+    /// The fields every report has: path, grid, scalar type; the rest empty.
+    fn geometry(path: &str, grid: &pinhole_volume::Grid, scalar_type: &str) -> Self {
+        let (lo, hi) = grid.bounds_lps();
+        Self {
+            schema_version: Self::SCHEMA_VERSION,
+            path: path.to_string(),
+            format: String::new(),
+            series_uid: None,
+            scalar_type: scalar_type.to_owned(),
+            dims: grid.dims(),
+            spacing_mm: grid.spacing_mm(),
+            origin_lps: grid.origin_lps(),
+            direction: grid.direction(),
+            ijk_to_lps: grid.ijk_to_lps(),
+            orientation: grid.orientation_code(),
+            bounds_lps: [lo, hi],
+            min: None,
+            max: None,
+            is_label_map: false,
+            modality: None,
+            not_ct: None,
+            label_table: None,
+            labels: Vec::new(),
+            colour: None,
+            warnings: Vec::new(),
             disclaimer: DISCLAIMER.to_owned(),
         }
     }
@@ -121,34 +138,20 @@ impl VolumeReport {
             RgbSamples::U16(v) => min_max(v.iter().map(|&s| f64::from(s))),
             RgbSamples::U32(v) => min_max(v.iter().map(|&s| f64::from(s))),
         };
-        let (lo, hi) = grid.bounds_lps();
-        let modality = Some(series.info.modality.clone()).filter(|m| !m.is_empty());
+        let scalar_type = format!("rgb{}", series.volume.samples().bits());
         Self {
-            schema_version: Self::SCHEMA_VERSION,
-            path: path.to_string(),
             format: pinhole_io::open::Format::DicomSeries.name().to_owned(),
             series_uid: Some(series.info.series_uid.clone()).filter(|uid| !uid.is_empty()),
-            scalar_type: format!("rgb{}", series.volume.samples().bits()),
-            dims: grid.dims(),
-            spacing_mm: grid.spacing_mm(),
-            origin_lps: grid.origin_lps(),
-            direction: grid.direction(),
-            ijk_to_lps: grid.ijk_to_lps(),
-            orientation: grid.orientation_code(),
-            bounds_lps: [lo, hi],
             min: range.map(|r| r.0),
             max: range.map(|r| r.1),
-            is_label_map: false,
-            modality,
+            modality: Some(series.info.modality.clone()).filter(|m| !m.is_empty()),
             not_ct: Some(format!(
                 "a colour picture ({}), not Hounsfield units",
                 series.photometric
             )),
-            label_table: None,
-            labels: Vec::new(),
             colour: Some(series.photometric.clone()),
             warnings: series.warnings.clone(),
-            disclaimer: DISCLAIMER.to_owned(),
+            ..Self::geometry(path, grid, &scalar_type)
         }
     }
 

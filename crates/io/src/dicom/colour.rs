@@ -32,7 +32,6 @@ use std::path::Path;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
-use dicom_pixeldata::PixelDecoder;
 use pinhole_volume::Grid;
 use rayon::prelude::*;
 
@@ -606,34 +605,8 @@ fn decode_with_codec(
     samples_per: usize,
     bytes_per: usize,
 ) -> std::result::Result<Vec<u8>, String> {
-    if super::jpeg2000::TRANSFER_SYNTAXES.contains(&h.transfer_syntax.as_str()) {
-        let element = obj
-            .element_opt(tags::PIXEL_DATA)
-            .map_err(|e| e.to_string())?
-            .ok_or("no PixelData")?;
-        let fragments = element.fragments().unwrap_or_default();
-        let frames = h.frames.unwrap_or(1).max(1) as usize;
-        if frames > 1 && fragments.len() != frames {
-            return Err("JPEG 2000 frames split over several fragments are not read".into());
-        }
-        let fragment = fragments
-            .get(index)
-            .ok_or("JPEG 2000 PixelData without a fragment")?;
-        super::jpeg2000::check_codestream(
-            fragment,
-            h.rows,
-            h.columns,
-            h.samples_per_pixel,
-            h.bits_allocated,
-        )?;
-    }
     let index = u32::try_from(index).map_err(|_| "too many frames".to_string())?;
-    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        obj.decode_pixel_data_frame(index)
-    }));
-    let decoded = attempt
-        .map_err(|_| "the pixel-data decoder failed on malformed compressed data".to_string())?
-        .map_err(|e| format!("cannot decode pixel data: {e}"))?;
+    let decoded = super::pixels::decode_with_dicom_rs(obj, h, index)?;
     if decoded.rows() != u32::from(h.rows)
         || decoded.columns() != u32::from(h.columns)
         || usize::from(decoded.samples_per_pixel()) != samples_per

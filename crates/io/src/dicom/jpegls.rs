@@ -537,40 +537,48 @@ impl ScanDecoder {
         bits: &mut BitReader,
         current: &mut [Vec<i64>; 3],
         previous: &[Vec<i64>; 3],
-        mut x: usize,
+        x: usize,
     ) -> Result<usize, String> {
         let run_value = [0, 1, 2].map(|c| current[c][x - 1]);
-        let end = self.columns + 1;
-        while x < end {
+        let (length, interrupted) = self.read_run(bits, x)?;
+        for c in 0..3 {
+            current[c][x..x + length].fill(run_value[c]);
+        }
+        let x = x + length;
+        if !interrupted {
+            return Ok(x);
+        }
+        for c in 0..3 {
+            let (a, b) = (run_value[c], previous[c][x]);
+            let sign = if b - a < 0 { -1 } else { 1 };
+            current[c][x] = self.interruption_sample(bits, false, b, sign)?;
+        }
+        self.run_index = self.run_index.saturating_sub(1);
+        Ok(x + 1)
+    }
+
+    /// Reads one run from column `x` (A.7.1): the samples it covers, and whether an
+    /// interruption sample follows (else the run reached the end of the line).
+    fn read_run(&mut self, bits: &mut BitReader, x: usize) -> Result<(usize, bool), String> {
+        let left = self.columns + 1 - x;
+        let mut length = 0;
+        while length < left {
             let segment = 1usize << J[self.run_index];
             if bits.read(1)? == 1 {
-                let filled = segment.min(end - x);
-                for c in 0..3 {
-                    current[c][x..x + filled].fill(run_value[c]);
-                }
-                x += filled;
+                let filled = segment.min(left - length);
+                length += filled;
                 if filled == segment && self.run_index < 31 {
                     self.run_index += 1;
                 }
             } else {
                 let count = bits.read(J[self.run_index])? as usize;
-                if count >= end - x {
+                if count >= left - length {
                     return Err("corrupt JPEG-LS data (run beyond the line)".into());
                 }
-                for c in 0..3 {
-                    current[c][x..x + count].fill(run_value[c]);
-                }
-                x += count;
-                for c in 0..3 {
-                    let (a, b) = (run_value[c], previous[c][x]);
-                    let sign = if b - a < 0 { -1 } else { 1 };
-                    current[c][x] = self.interruption_sample(bits, false, b, sign)?;
-                }
-                self.run_index = self.run_index.saturating_sub(1);
-                return Ok(x + 1);
+                return Ok((length + count, true));
             }
         }
-        Ok(x)
+        Ok((length, false))
     }
 
     /// One line of one component into `current[1..=columns]`; `previous` is the line
@@ -755,32 +763,18 @@ impl ScanDecoder {
         bits: &mut BitReader,
         current: &mut [i64],
         previous: &[i64],
-        mut x: usize,
+        x: usize,
     ) -> Result<usize, String> {
         let run_value = current[x - 1];
-        let end = self.columns + 1;
-        while x < end {
-            let segment = 1usize << J[self.run_index];
-            if bits.read(1)? == 1 {
-                let filled = segment.min(end - x);
-                current[x..x + filled].fill(run_value);
-                x += filled;
-                if filled == segment && self.run_index < 31 {
-                    self.run_index += 1;
-                }
-            } else {
-                let count = bits.read(J[self.run_index])? as usize;
-                if count >= end - x {
-                    return Err("corrupt JPEG-LS data (run beyond the line)".into());
-                }
-                current[x..x + count].fill(run_value);
-                x += count;
-                current[x] = self.run_interruption(bits, run_value, previous[x])?;
-                self.run_index = self.run_index.saturating_sub(1);
-                return Ok(x + 1);
-            }
+        let (length, interrupted) = self.read_run(bits, x)?;
+        current[x..x + length].fill(run_value);
+        let x = x + length;
+        if !interrupted {
+            return Ok(x);
         }
-        Ok(x)
+        current[x] = self.run_interruption(bits, run_value, previous[x])?;
+        self.run_index = self.run_index.saturating_sub(1);
+        Ok(x + 1)
     }
 
     /// The sample that ended a run (A.7.2).

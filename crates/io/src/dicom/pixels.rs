@@ -162,36 +162,7 @@ pub(super) fn decode_frame(
         jpegls_frame = decode_jpegls_frame(fragments, h, index)?;
         &jpegls_frame
     } else {
-        if super::jpeg2000::TRANSFER_SYNTAXES.contains(&h.transfer_syntax.as_str()) {
-            let fragments = element.fragments().map_or(0, |f| f.len());
-            if index > 0 && h.frames.is_none_or(|n| n != fragments as i64) {
-                return Err(
-                    "JPEG 2000 frames split over several fragments are not read beyond the first"
-                        .into(),
-                );
-            }
-            let fragment = element
-                .fragments()
-                .and_then(|f| f.get(position))
-                .ok_or_else(|| {
-                    format!("JPEG 2000 PixelData without a fragment for frame {index}")
-                })?;
-            super::jpeg2000::check_codestream(
-                fragment,
-                h.rows,
-                h.columns,
-                h.samples_per_pixel,
-                h.bits_allocated,
-            )?;
-        }
-        // dicom-rs 0.10.1's JPEG 2000 adapter indexes out of bounds (a panic) when the
-        // codestream holds more samples than the header's frame: contain it as an error.
-        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            obj.decode_pixel_data_frame(index)
-        }));
-        decoded = attempt
-            .map_err(|_| "the pixel-data decoder failed on malformed compressed data".to_string())?
-            .map_err(|e| format!("cannot decode pixel data: {e}"))?;
+        decoded = decode_with_dicom_rs(obj, h, index)?;
         if decoded.rows() != u32::from(h.rows)
             || decoded.columns() != u32::from(h.columns)
             || decoded.samples_per_pixel() != 1
@@ -222,6 +193,47 @@ pub(super) fn decode_frame(
         return Err(format!("decoded {} values, expected {pixels}", raw.len()));
     }
     Ok(raw)
+}
+
+/// Frame `index` decoded by dicom-pixeldata (JPEG, JPEG 2000, native): a JPEG 2000
+/// frame's codestream is first checked against the header (one fragment per frame
+/// beyond the first), and a panic in the codec is contained as an error.
+pub(super) fn decode_with_dicom_rs<'a>(
+    obj: &'a DefaultDicomObject,
+    h: &SliceHeader,
+    index: u32,
+) -> std::result::Result<dicom_pixeldata::DecodedPixelData<'a>, String> {
+    if super::jpeg2000::TRANSFER_SYNTAXES.contains(&h.transfer_syntax.as_str()) {
+        let element = obj
+            .element_opt(tags::PIXEL_DATA)
+            .map_err(|e| e.to_string())?
+            .ok_or("no PixelData")?;
+        let fragments = element.fragments().unwrap_or_default();
+        if index > 0 && h.frames.is_none_or(|n| n != fragments.len() as i64) {
+            return Err(
+                "JPEG 2000 frames split over several fragments are not read beyond the first"
+                    .into(),
+            );
+        }
+        let fragment = fragments
+            .get(index as usize)
+            .ok_or_else(|| format!("JPEG 2000 PixelData without a fragment for frame {index}"))?;
+        super::jpeg2000::check_codestream(
+            fragment,
+            h.rows,
+            h.columns,
+            h.samples_per_pixel,
+            h.bits_allocated,
+        )?;
+    }
+    // dicom-rs 0.10.1's JPEG 2000 adapter indexes out of bounds (a panic) when the
+    // codestream holds more samples than the header's frame: contain it as an error.
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        obj.decode_pixel_data_frame(index)
+    }));
+    attempt
+        .map_err(|_| "the pixel-data decoder failed on malformed compressed data".to_string())?
+        .map_err(|e| format!("cannot decode pixel data: {e}"))
 }
 
 /// Decodes one greyscale JPEG-LS codestream that must hold the header's rows × columns
