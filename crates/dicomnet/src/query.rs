@@ -898,6 +898,16 @@ impl Session {
             .ok_or_else(|| Stop::wire("no association".into()))
     }
 
+    /// The association, the inbox that reads from it and the query's context, borrowed
+    /// together for one receive.
+    fn channel(&mut self) -> Result<(&mut ClientAssociation<TcpStream>, &mut Inbox, u8), Stop> {
+        let association = self
+            .association
+            .as_mut()
+            .ok_or_else(|| Stop::wire("no association".into()))?;
+        Ok((association, &mut self.inbox, self.context_id))
+    }
+
     /// Sends the request `command` and the identifier `elements` (in the negotiated
     /// transfer syntax), then runs `answers`.
     fn exchange<T>(
@@ -919,12 +929,8 @@ impl Session {
 
     /// The next response `field` to the request, with its identifier when it has one.
     fn receive(&mut self, field: u16) -> Result<crate::scu::Message, Stop> {
-        let context_id = self.context_id;
-        let association = self
-            .association
-            .as_mut()
-            .ok_or_else(|| Stop::wire("no association".into()))?;
-        Ok(self.inbox.receive(
+        let (association, inbox, context_id) = self.channel()?;
+        Ok(inbox.receive(
             association,
             context_id,
             field,
@@ -983,12 +989,8 @@ impl Session {
     /// The next message of a C-GET: the response `field` to the request, or a C-STORE-RQ
     /// with its data set (at most `max_instance_bytes`) on a storage context.
     fn receive_any(&mut self, field: u16, max_instance_bytes: usize) -> Result<Arrival, Stop> {
-        let context_id = self.context_id;
-        let association = self
-            .association
-            .as_mut()
-            .ok_or_else(|| Stop::wire("no association".into()))?;
-        Ok(self.inbox.receive_any(
+        let (association, inbox, context_id) = self.channel()?;
+        Ok(inbox.receive_any(
             association,
             context_id,
             field,

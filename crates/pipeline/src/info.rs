@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::inputs::{label_table, load, not_ct_reason};
+use crate::inputs::{label_table, load_image, not_ct_reason, Image};
 use crate::observe::Observer;
 use crate::report::{unversioned, versioned_report, Report, DISCLAIMER};
 
@@ -250,20 +250,22 @@ pub fn run(
     labels_table: Option<&str>,
     observer: &dyn Observer,
 ) -> Result<VolumeReport> {
-    if let Some(colour) = crate::inputs::load_colour(path, series_uid.clone(), observer)? {
-        if labels_table.is_some() {
-            return Err(crate::error::Error::Invalid(format!(
-                "{}: a colour ({}) series is a picture, not a label map",
-                path.display(),
-                colour.photometric
-            )));
+    let mut loaded = match load_image(path, series_uid, observer)? {
+        Image::Grey(loaded) => loaded,
+        Image::Colour(colour) => {
+            if labels_table.is_some() {
+                return Err(crate::error::Error::Invalid(format!(
+                    "{}: a colour ({}) series is a picture, not a label map",
+                    path.display(),
+                    colour.photometric
+                )));
+            }
+            return Ok(VolumeReport::colour(
+                &crate::provenance::recorded_path(path),
+                &colour,
+            ));
         }
-        return Ok(VolumeReport::colour(
-            &crate::provenance::recorded_path(path),
-            &colour,
-        ));
-    }
-    let mut loaded = load(path, series_uid, observer)?;
+    };
     // A DICOM Segmentation names its own segments: they are its table unless one is given.
     let embedded = loaded.label_table.take().filter(|_| labels_table.is_none());
     let is_segmentation = embedded.is_some();

@@ -40,15 +40,40 @@ pub fn load(path: &Path, series_uid: Option<String>, observer: &dyn Observer) ->
     Ok(loaded)
 }
 
-/// A colour DICOM series (RGB, YBR, PALETTE COLOR: screen captures, photographs) read
-/// as an RGB volume, or `None` when `path` is not a DICOM series of colour images (read
-/// those with [`load`]). Warnings go to `observer`.
-pub fn load_colour(
+/// A volume as [`load`] reads it, or a colour DICOM series read as RGB.
+#[derive(Debug)]
+pub enum Image {
+    Grey(Loaded),
+    Colour(pinhole_io::dicom::ColourSeries),
+}
+
+/// Reads `path` as [`load`] does; a DICOM series `load` refuses because it is colour
+/// (RGB, YBR, PALETTE COLOR: screen captures, photographs) is read as an RGB volume
+/// instead. Only a refused read looks for colour, so greyscale inputs are read once.
+pub fn load_image(
+    path: &Path,
+    series_uid: Option<String>,
+    observer: &dyn Observer,
+) -> Result<Image> {
+    match load(path, series_uid.clone(), observer) {
+        Ok(loaded) => Ok(Image::Grey(loaded)),
+        // Not colour: `load`'s own error. Colour that fails to read: that failure.
+        Err(error) => match load_colour(path, series_uid, observer)? {
+            Some(colour) => Ok(Image::Colour(colour)),
+            None => Err(error),
+        },
+    }
+}
+
+/// A colour DICOM series read as an RGB volume, or `None` when `path` is not (or not
+/// readably) a DICOM series of colour images; an error only when a series whose headers
+/// say colour fails to read. Warnings go to `observer`.
+fn load_colour(
     path: &Path,
     series_uid: Option<String>,
     observer: &dyn Observer,
 ) -> Result<Option<pinhole_io::dicom::ColourSeries>> {
-    if pinhole_io::open::detect(path)? != pinhole_io::open::Format::DicomSeries {
+    if pinhole_io::open::detect(path).ok() != Some(pinhole_io::open::Format::DicomSeries) {
         return Ok(None);
     }
     let options = pinhole_io::dicom::DicomOptions { series_uid };

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use pinhole_pipeline::inputs::{label_table, labels_of, load, load_colour};
+use pinhole_pipeline::inputs::{label_table, labels_of, load_image, Image};
 use pinhole_pipeline::Observer;
 
 #[derive(Args)]
@@ -85,25 +85,10 @@ pub fn convert(args: &ConvertArgs, terminal: &dyn Observer) -> anyhow::Result<()
         std::slice::from_ref(&args.output),
     )?;
     let name = args.output.to_string_lossy().to_ascii_lowercase();
-    if let Some(colour) = load_colour(&args.input, args.series.clone(), terminal)? {
-        if name.ends_with(".seg.nrrd") || args.labels_table.is_some() {
-            anyhow::bail!(
-                "{}: a colour ({}) series is a picture, not a label map",
-                args.input.display(),
-                colour.photometric
-            );
-        }
-        pinhole_io::open::write_rgb_volume(&args.output, &colour.volume)?;
-        let [nx, ny, nz] = colour.volume.grid().dims();
-        eprintln!(
-            "wrote {} (RGB, {} bits per sample, {nx} x {ny} x {nz}, from {})",
-            args.output.display(),
-            colour.volume.samples().bits(),
-            colour.photometric
-        );
-        return Ok(());
-    }
-    let loaded = load(&args.input, args.series.clone(), terminal)?;
+    let loaded = match load_image(&args.input, args.series.clone(), terminal)? {
+        Image::Grey(loaded) => loaded,
+        Image::Colour(colour) => return write_colour(args, &name, &colour),
+    };
     if name.ends_with(".seg.nrrd") {
         let labels = labels_of(loaded.volume, &args.input)?;
         // A DICOM Segmentation's own segment names, unless a table is given.
@@ -116,5 +101,29 @@ pub fn convert(args: &ConvertArgs, terminal: &dyn Observer) -> anyhow::Result<()
         pinhole_io::open::write_volume(&args.output, &loaded.volume)?;
     }
     eprintln!("wrote {}", args.output.display());
+    Ok(())
+}
+
+/// A colour series to an RGB NRRD; a label-map output refused.
+fn write_colour(
+    args: &ConvertArgs,
+    name: &str,
+    colour: &pinhole_io::dicom::ColourSeries,
+) -> anyhow::Result<()> {
+    if name.ends_with(".seg.nrrd") || args.labels_table.is_some() {
+        anyhow::bail!(
+            "{}: a colour ({}) series is a picture, not a label map",
+            args.input.display(),
+            colour.photometric
+        );
+    }
+    pinhole_io::open::write_rgb_volume(&args.output, &colour.volume)?;
+    let [nx, ny, nz] = colour.volume.grid().dims();
+    eprintln!(
+        "wrote {} (RGB, {} bits per sample, {nx} x {ny} x {nz}, from {})",
+        args.output.display(),
+        colour.volume.samples().bits(),
+        colour.photometric
+    );
     Ok(())
 }
